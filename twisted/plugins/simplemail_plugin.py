@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+simplemail = ServiceMaker(
+    "simplemail",
+    "twisted_mail.tap",
+    "A multi-user mail server keeping an mbox per user in a spool directory.",
+    "simplemail",
+)

@@ -1,0 +1,91 @@
+"""
+One exception per condition a user can meet.
+
+The text of each exception (C{str(exc)}) is written for the person at the
+other end: the server sends it after C{-ERR}, the console prints it.  It never
+holds a class name, a path or a traceback.
+"""
+
+
+class MailError(Exception):
+    """
+    Base class of every condition reported to a client as C{-ERR <text>}.
+    """
+
+    text = "mail error"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+
+    def __str__(self):
+        if self.args:
+            return self.text.format(*self.args)
+        return self.text
+
+
+class ProtocolError(MailError):
+    """
+    A command line could not be understood; the text says why.
+    """
+
+    text = "{0}"
+
+
+class InvalidUserId(MailError):
+    """
+    A user id does not follow the rules (1 to 64 of A-Z a-z 0-9 . _ -,
+    starting with a letter or digit, not ending in .lock).
+    """
+
+    text = "invalid user id: {0}"
+
+
+class UserExists(MailError):
+    text = "user already exists: {0}"
+
+
+class NoSuchUser(MailError):
+    text = "no such user: {0}"
+
+
+class NoUserSelected(MailError):
+    text = "no user selected (use USER <userid> first)"
+
+
+class NoMoreMail(MailError):
+    text = "No More Mail"
+
+
+class NoCurrentMessage(MailError):
+    text = "no current message (READM a message first; it may already be deleted)"
+
+
+class MessageTooLarge(MailError):
+    text = "message too large (limit {0} bytes); nothing was stored"
+
+
+class TemporaryFailure(MailError):
+    """
+    The store could not complete an operation for a reason that may pass
+    (a full disk, a lock held too long).  Nothing was acknowledged; the client
+    may try again later.
+    """
+
+    text = "temporary failure, try again later: {0}"
+
+
+class ServerError(MailError):
+    """
+    Raised on the client side when the server answered C{-ERR <text>}.
+    """
+
+    text = "{0}"
+
+
+class MailboxUnavailable(MailError):
+    """
+    A spool file is there but cannot be used safely (a symlink, a hard link,
+    not a regular file).  The server logs the details for the operator.
+    """
+
+    text = "mailbox of {0} is unavailable; the administrator has been told"

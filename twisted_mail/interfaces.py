@@ -1,0 +1,107 @@
+"""
+The storage interface the server protocol is written against.
+
+Every method returns a L{Deferred}; the failures each may carry are listed in
+its docstring and come from L{twisted_mail.errors}.  Any other failure is a
+bug or an unexpected environment problem: the server logs it and answers
+C{-ERR internal error}.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IMailStore(Interface):
+    """
+    A set of users, each with a mailbox.
+    """
+
+    def listUsers():
+        """
+        The user ids, sorted.
+
+        @rtype: L{Deferred} firing with a L{list} of L{str}.
+        """
+
+    def addUser(userid):
+        """
+        Create a user with an empty mailbox.
+
+        @type userid: L{str}
+        @return: a L{Deferred} firing with the canonical user id once the
+            mailbox exists durably.  It fails with L{InvalidUserId} or
+            L{UserExists}.
+        """
+
+    def hasUser(userid):
+        """
+        Check that a user exists.
+
+        @return: a L{Deferred} firing with the canonical user id, or failing
+            with L{InvalidUserId} or L{NoSuchUser}.
+        """
+
+    def openMailbox(userid):
+        """
+        Start a session on a user's mailbox.
+
+        @return: a L{Deferred} firing with an L{IMailboxSession}, or failing
+            with L{InvalidUserId} or L{NoSuchUser}.
+        """
+
+    def deliver(sender, receiver, body):
+        """
+        Store a message from C{sender} to C{receiver}.
+
+        The store adds the headers (C{From:}, C{To:}, C{Date:},
+        C{Message-ID:}) and normalises line endings.
+
+        @param sender: the sending user id.
+        @param receiver: the receiving user id.
+        @param body: the body, L{bytes}.
+        @return: a L{Deferred} firing with L{None} only once the message is
+            stored for good (on disk and synced, for a disk store).  It fails
+            with L{InvalidUserId}, L{NoSuchUser}, L{MessageTooLarge} (nothing
+            stored) or L{TemporaryFailure} (nothing stored).
+        """
+
+
+class IMailboxSession(Interface):
+    """
+    One client's view of one mailbox: a cursor and a current message.
+
+    The cursor follows messages, not positions: messages delivered or
+    deleted by anyone else never make it skip or repeat a message.
+    """
+
+    userid = Attribute("The canonical user id whose mailbox this is.")
+
+    count = Attribute(
+        "The number of messages in the mailbox when the session began."
+    )
+
+    def readMessage():
+        """
+        Read the message at the cursor and move the cursor past it; it
+        becomes the current message.
+
+        @return: a L{Deferred} firing with the message as RFC 5322 L{bytes}
+            (LF line endings), or failing with L{NoMoreMail} (the current
+            message stays what it was) or L{TemporaryFailure}.
+        """
+
+    def deleteMessage():
+        """
+        Delete the current message.
+
+        @return: a L{Deferred} firing with L{None} once the delete is durable,
+            or failing with L{NoCurrentMessage} (nothing read yet, or it is
+            already deleted) or L{TemporaryFailure}.
+        """
+
+    def close():
+        """
+        End the session.  Deletes made in it are expunged from the store no
+        later than this.  Calling it again does nothing.
+
+        @return: a L{Deferred} firing with L{None}; it does not fail.
+        """

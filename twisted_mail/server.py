@@ -1,0 +1,406 @@
+"""
+The simplemail server protocol and its factory.
+
+The protocol frames lines, parses them with L{twisted_mail.wire} and
+dispatches each command to a C{do_<VERB>} method.  Every storage operation is
+delegated to an L{IMailStore}; while one is outstanding the protocol is
+paused, so pipelined commands are answered one at a time, in order.
+"""
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+
+from twisted_mail import errors, wire
+from twisted_mail.interfaces import IMailStore
+
+log = Logger()
+
+DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
+DEFAULT_IDLE_TIMEOUT = 600
+DEFAULT_MAX_CONNECTIONS = 10000
+
+
+class _Body:
+    """
+    The body of a multi-line C{SEND} being received.
+    """
+
+    __slots__ = ("receiver", "data", "limit", "tooLarge")
+
+    def __init__(self, receiver, limit):
+        self.receiver = receiver
+        self.data = bytearray()
+        self.limit = limit
+        self.tooLarge = False
+
+    def add(self, line):
+        if self.tooLarge:
+            return
+        if len(self.data) + len(line) + 1 > self.limit:
+            # Keep nothing more: the message will be refused after the dot.
+            self.tooLarge = True
+            self.data = bytearray()
+            return
+        self.data += line
+        self.data += b"\n"
+
+
+class MailServerProtocol(LineReceiver, TimeoutMixin):
+    """
+    One client connection.
+
+    @ivar session: the L{IMailboxSession} of the selected user, or L{None}.
+    """
+
+    delimiter = b"\n"
+    # A line may end with CRLF: leave room for the CR.
+    MAX_LENGTH = wire.MAX_LINE_LENGTH + 1
+
+    session = None
+    _body = None
+    _lost = False
+    _peer = "?"
+
+    # -- connection events
+
+    def connectionMade(self):
+        self._peer = _describePeer(self.transport)
+        self.setTimeout(self.factory.idleTimeout)
+        log.info("connection from {peer}", peer=self._peer)
+        self.transport.write(wire.formatOK(wire.GREETING))
+
+    def connectionLost(self, reason):
+        self._lost = True
+        self.factory.connections -= 1
+        self.setTimeout(None)
+        self._body = None
+        log.info("connection from {peer} closed", peer=self._peer)
+        self._endSession()
+
+    def timeoutConnection(self):
+        log.info("closing idle connection from {peer}", peer=self._peer)
+        self.transport.write(wire.formatError("idle for too long, closing"))
+        self.transport.loseConnection()
+
+    # -- framing
+
+    def dataReceived(self, data):
+        """
+        Split C{data} into lines and hand them to L{lineReceived}, stopping
+        while the protocol is paused.
+
+        Unlike L{LineReceiver.dataReceived}, this scans the buffer with an
+        offset instead of copying the rest of it for every line, so a large
+        message arriving in one burst costs time linear in its size.
+        """
+        if self._busyReceiving:
+            self._buffer += data
+            return
+        self._busyReceiving = True
+        try:
+            buf = self._buffer + data if self._buffer else data
+            self._buffer = b""
+            start = 0
+            while not self.paused and not self.transport.disconnecting:
+                end = buf.find(b"\n", start)
+                if end == -1:
+                    if len(buf) - start > self.MAX_LENGTH:
+                        self._buffer = b""
+                        return self.lineLengthExceeded(buf[start:])
+                    break
+                line = buf[start:end]
+                start = end + 1
+                if len(line) > self.MAX_LENGTH:
+                    self._buffer = b""
+                    return self.lineLengthExceeded(line)
+                self.lineReceived(line)
+            if self.transport.disconnecting:
+                self._buffer = b""
+            else:
+                # Data that arrived while lineReceived ran went to _buffer.
+                self._buffer = buf[start:] + self._buffer
+        finally:
+            self._busyReceiving = False
+
+    def lineLengthExceeded(self, line):
+        log.warn(
+            "line of more than {limit} bytes from {peer}; closing",
+            limit=wire.MAX_LINE_LENGTH,
+            peer=self._peer,
+        )
+        self.transport.write(wire.formatError("line too long"))
+        self.transport.loseConnection()
+
+    def lineReceived(self, line):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > wire.MAX_LINE_LENGTH:
+            return self.lineLengthExceeded(line)
+        self.resetTimeout()
+        if self._body is not None:
+            self._bodyLineReceived(line)
+            return
+        try:
+            command = wire.parseCommand(line)
+        except errors.ProtocolError as e:
+            self.transport.write(wire.formatError(e))
+            return
+        handler = getattr(self, "do_" + command.verb)
+        self._respond(handler, command)
+
+    # -- running commands
+
+    def _respond(self, handler, *args):
+        """
+        Run a handler and write its reply.  A handler returns reply bytes or
+        a L{Deferred} firing with them; while it is outstanding, no further
+        line is read and the idle timer is stopped.
+        """
+        try:
+            result = handler(*args)
+        except Exception as e:
+            self.transport.write(self._errorReply(e))
+            return
+        if not isinstance(result, defer.Deferred):
+            self.transport.write(result)
+            return
+        self.pauseProducing()
+        self.setTimeout(None)
+        result.addErrback(lambda f: self._errorReply(f.value, f))
+        result.addCallback(self._replyReady)
+
+    def _replyReady(self, reply):
+        if self._lost:
+            return
+        self.transport.write(reply)
+        self.setTimeout(self.factory.idleTimeout)
+        self.resumeProducing()
+
+    def _errorReply(self, exc, failure=None):
+        if isinstance(exc, errors.MailError):
+            return wire.formatError(exc)
+        if failure is None:
+            log.failure("unexpected error serving {peer}", peer=self._peer)
+        else:
+            log.failure(
+                "unexpected error serving {peer}", failure=failure, peer=self._peer
+            )
+        return wire.formatError("internal error")
+
+    def _requireSession(self):
+        if self.session is None:
+            raise errors.NoUserSelected()
+        return self.session
+
+    def _endSession(self):
+        session, self.session = self.session, None
+        if session is None:
+            return defer.succeed(None)
+        return session.close()
+
+    # -- commands
+
+    def do_CAPA(self, command):
+        capabilities = [
+            "PIPELINING",
+            "SIZE {}".format(self.factory.maxMessageSize),
+            "IMPLEMENTATION simplemail",
+        ]
+        return wire.formatMultiline(
+            "capabilities follow", [c.encode("ascii") for c in capabilities]
+        )
+
+    def do_LSTU(self, command):
+        def listed(users):
+            return wire.formatMultiline(
+                "{} users".format(len(users)), [u.encode("ascii") for u in users]
+            )
+
+        return self.factory.store.listUsers().addCallback(listed)
+
+    def do_ADDU(self, command):
+        if command.text is not None:
+            raise errors.ProtocolError("passwords are not enabled on this server")
+        userid = wire.normalizeUserId(command.args[0])
+
+        def added(userid):
+            log.info("added user {user} (for {peer})", user=userid, peer=self._peer)
+            return wire.formatOK("user {} created".format(userid))
+
+        return self.factory.store.addUser(userid).addCallback(added)
+
+    def do_USER(self, command):
+        userid = wire.normalizeUserId(command.args[0])
+
+        def opened(session):
+            if self._lost:
+                session.close()
+                return b""
+            d = self._endSession()
+            self.session = session
+            log.info("{peer} selected {user}", peer=self._peer, user=userid)
+            return d.addCallback(
+                lambda _: wire.formatOK(
+                    "{} has {} message{}".format(
+                        session.userid, session.count, "" if session.count == 1 else "s"
+                    )
+                )
+            )
+
+        return self.factory.store.openMailbox(userid).addCallback(opened)
+
+    def do_PASS(self, command):
+        raise errors.ProtocolError("passwords are not enabled on this server")
+
+    def do_READM(self, command):
+        session = self._requireSession()
+
+        def read(text):
+            return wire.formatMultiline(
+                "message follows ({} bytes)".format(len(text)), wire.splitLines(text)
+            )
+
+        return session.readMessage().addCallback(read)
+
+    def do_DELM(self, command):
+        session = self._requireSession()
+
+        def deleted(_):
+            log.info("{peer} deleted a message of {user}", peer=self._peer,
+                     user=session.userid)
+            return wire.formatOK("message deleted")
+
+        return session.deleteMessage().addCallback(deleted)
+
+    def do_SEND(self, command):
+        session = self._requireSession()
+        receiver = wire.normalizeUserId(command.args[0])
+        d = self.factory.store.hasUser(receiver)
+        if command.text is not None:
+            body = command.text.encode("utf-8")
+            if len(body) > self.factory.maxMessageSize:
+                raise errors.MessageTooLarge(self.factory.maxMessageSize)
+            return d.addCallback(lambda _: self._deliver(session.userid, receiver, body))
+
+        def startBody(_):
+            self._body = _Body(receiver, self.factory.maxMessageSize)
+            return wire.formatOK("send the message, end with a line holding only .")
+
+        return d.addCallback(startBody)
+
+    def _bodyLineReceived(self, line):
+        if line != b".":
+            self._body.add(wire.unstuff(line))
+            return
+        body, self._body = self._body, None
+        if body.tooLarge:
+            log.info(
+                "refused a message over {limit} bytes from {peer}",
+                limit=body.limit,
+                peer=self._peer,
+            )
+            self.transport.write(wire.formatError(errors.MessageTooLarge(body.limit)))
+            return
+        session = self.session
+        if session is None:  # pragma: no cover - SEND requires a session
+            self.transport.write(wire.formatError(errors.NoUserSelected()))
+            return
+        self._respond(self._deliver, session.userid, body.receiver, bytes(body.data))
+
+    def _deliver(self, sender, receiver, body):
+        def delivered(_):
+            log.info(
+                "delivered {size} bytes from {sender} to {receiver}",
+                size=len(body),
+                sender=sender,
+                receiver=receiver,
+            )
+            return wire.formatOK("message delivered to {}".format(receiver))
+
+        return self.factory.store.deliver(sender, receiver, body).addCallback(delivered)
+
+    def do_DONEU(self, command):
+        self._requireSession()
+        userid = self.session.userid
+        return self._endSession().addCallback(
+            lambda _: wire.formatOK("goodbye {}".format(userid))
+        )
+
+    def do_QUIT(self, command):
+        def closed(_):
+            self.transport.write(wire.formatOK("bye"))
+            self.transport.loseConnection()
+            return b""
+
+        return self._endSession().addCallback(closed)
+
+
+class _RefuseConnection(Protocol):
+    """
+    Tells a client the server is full and closes the connection.
+    """
+
+    def connectionMade(self):
+        self.transport.write(wire.formatError("too many connections, try later"))
+        self.transport.loseConnection()
+
+
+class MailServerFactory(Factory):
+    """
+    Builds L{MailServerProtocol}s that share one store.
+
+    @ivar store: the L{IMailStore}.
+    @ivar connections: the number of connections now open.
+    """
+
+    protocol = MailServerProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        store,
+        maxMessageSize=DEFAULT_MAX_MESSAGE_SIZE,
+        idleTimeout=DEFAULT_IDLE_TIMEOUT,
+        maxConnections=DEFAULT_MAX_CONNECTIONS,
+        reactor=None,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.store = IMailStore(store)
+        self.maxMessageSize = maxMessageSize
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.reactor = reactor
+        self.connections = 0
+
+    def buildProtocol(self, addr):
+        if self.connections >= self.maxConnections:
+            log.warn(
+                "refused a connection from {addr}: {n} connections open",
+                addr=addr,
+                n=self.connections,
+            )
+            p = _RefuseConnection()
+            p.factory = self
+            return p
+        p = self.protocol()
+        p.factory = self
+        p.callLater = self.reactor.callLater
+        self.connections += 1
+        return p
+
+
+def _describePeer(transport):
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "?"
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is not None and port is not None:
+        return "{}:{}".format(host, port)
+    name = getattr(peer, "name", None)
+    return name or type(peer).__name__

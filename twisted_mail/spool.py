@@ -1,0 +1,990 @@
+"""
+The mbox spool store: one mboxrd file per user in a spool directory.
+
+Layout of the spool directory::
+
+    bob                 bob's mailbox, mboxrd (RFC 4155), mode 0600
+    bob.lock            dot-lock, present only while someone holds it
+    .bob.append         append intent: where our last append began and ends
+    .bob.deleted        delete journal: keys of messages deleted, not yet
+                        expunged
+    .bob.new            expunge in progress (temporary)
+
+Guarantees (see docs/protocol.rst):
+
+  - A delivery is acknowledged only after its bytes are synced.  Before an
+    append, the append intent (inode, start, end) is synced; a later locked
+    access that finds the file longer than C{start} but shorter than C{end}
+    cuts the torn tail off at C{start}.
+  - A delete is acknowledged once the key of the message is synced in the
+    delete journal; every reader hides journalled messages.  When the
+    deleting session ends the file is rewritten without them (temporary
+    file, fsync, rename, fsync of the directory) and the journal removed.
+  - Every access takes an open-file-description C{fcntl} lock and the
+    C{<file>.lock} dot-lock, as mail tools do, in a worker thread, with
+    back-off and a deadline; then it checks that the path still names the
+    file it opened.
+
+All file work runs in the reactor's thread pool, one job at a time per
+mailbox; deliveries queued while a job runs are written together, with one
+fsync (group commit).
+"""
+
+import bisect
+import errno
+import fcntl
+import hashlib
+import itertools
+import os
+import stat
+import struct
+import time
+from contextlib import contextmanager
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_mail import errors
+from twisted_mail.interfaces import IMailboxSession, IMailStore
+from twisted_mail.message import (
+    buildMessage,
+    fromMboxRecord,
+    separatorLine,
+    toMboxRecord,
+)
+from twisted_mail.wire import normalizeUserId
+
+log = Logger()
+
+#: How long to wait for a lock before answering a temporary failure.
+LOCK_DEADLINE = 20.0
+
+#: A dot-lock older than this is stale even if we cannot tell who holds it.
+STALE_DOTLOCK_AGE = 300.0
+
+_READ_CHUNK = 1 << 20
+_INTENT_SIZE = 64
+_O_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+
+
+def _messageKey(record):
+    """
+    The identity of a stored message: a digest of its bytes, ignoring the
+    blank lines that end it (they change when another tool appends).
+    """
+    return hashlib.blake2b(record.rstrip(b"\n"), digest_size=16).digest()
+
+
+class _Entry:
+    __slots__ = ("start", "end", "key", "serial", "deleted")
+
+    def __init__(self, start, end, key, serial):
+        self.start = start
+        self.end = end
+        self.key = key
+        self.serial = serial
+        self.deleted = False
+
+
+class _Locked:
+    """
+    A spool file opened and locked; the handle a job works through.
+    """
+
+    def __init__(self, fd, stat):
+        self.fd = fd
+        self.stat = stat
+
+
+class MboxFile:
+    """
+    One user's mbox and its index.  Synchronous: every method is meant to run
+    in a worker thread, one at a time (L{_Mailbox} sees to that).
+
+    @ivar entries: the messages, in file order, with increasing serials.
+    """
+
+    def __init__(self, dirfd, userid, serials, lockDeadline=LOCK_DEADLINE):
+        self._dirfd = dirfd
+        self.userid = userid
+        self._serials = serials
+        self._lockDeadline = lockDeadline
+        self.entries = []
+        self._serialList = []
+        self._byKey = {}
+        self.live = 0
+        self._ino = None
+        self._size = 0
+        self._mtime = None
+        self._journalIno = None
+        self._journalPos = 0
+
+    # -- names of the files beside the mailbox
+
+    @property
+    def _lockName(self):
+        return self.userid + ".lock"
+
+    @property
+    def _intentName(self):
+        return "." + self.userid + ".append"
+
+    @property
+    def _journalName(self):
+        return "." + self.userid + ".deleted"
+
+    @property
+    def _newName(self):
+        return "." + self.userid + ".new"
+
+    # -- locking
+
+    @contextmanager
+    def locked(self):
+        """
+        Open the mailbox without following symlinks, take the fcntl and dot
+        locks, bring the index up to date (repairing a torn append), and
+        yield a L{_Locked}.
+        """
+        deadline = time.monotonic() + self._lockDeadline
+        delay = 0.001
+        while True:
+            fd = self._open()
+            try:
+                locked = self._tryLocks(fd)
+                if locked:
+                    st = os.fstat(fd)
+                    if self._stillAtPath(st):
+                        break
+                    # Renamed over while we waited: open the new file.
+                    self._dropDotLock()
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            if locked:
+                continue
+            if time.monotonic() > deadline:
+                raise errors.TemporaryFailure("the mailbox is locked by another program")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            handle = _Locked(fd, st)
+            self._recover(handle)
+            self._refresh(handle)
+            yield handle
+        finally:
+            try:
+                self._dropDotLock()
+            finally:
+                os.close(fd)  # also releases the fcntl lock
+
+    def _stillAtPath(self, st):
+        try:
+            now = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
+
+    def _open(self):
+        try:
+            fd = os.open(self.userid, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            raise errors.NoSuchUser(self.userid)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                log.error(
+                    "refusing spool file {user}: it is a symbolic link", user=self.userid
+                )
+                raise errors.MailboxUnavailable(self.userid)
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            log.error(
+                "refusing spool file {user}: not a regular file with one link",
+                user=self.userid,
+            )
+            raise errors.MailboxUnavailable(self.userid)
+        return fd
+
+    def _tryLocks(self, fd):
+        """
+        Try once to take both locks; True when both are held.
+        """
+        try:
+            _lockFile(fd)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return self._takeDotLock()
+
+    def _takeDotLock(self):
+        name = self._lockName
+        try:
+            lfd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS,
+                0o600,
+                dir_fd=self._dirfd,
+            )
+        except FileExistsError:
+            if self._dotLockIsStale():
+                log.warn("breaking stale lock {name}", name=name)
+                try:
+                    os.unlink(name, dir_fd=self._dirfd)
+                except FileNotFoundError:
+                    pass
+            return False
+        try:
+            os.write(lfd, b"%d\n" % (os.getpid(),))
+        finally:
+            os.close(lfd)
+        return True
+
+    def _dotLockIsStale(self):
+        """
+        Decide, while holding the fcntl lock, whether the dot-lock belongs to
+        nobody: its holder is dead, or it is too old.
+        """
+        try:
+            fd = os.open(self._lockName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            content = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        if time.time() - st.st_mtime > STALE_DOTLOCK_AGE:
+            return True
+        try:
+            pid = int(content.split()[0])
+        except (ValueError, IndexError):
+            return False
+        if pid == os.getpid():
+            # A lock of ours left by a job that died: we hold the fcntl lock
+            # now, so nobody else in this process does.
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _dropDotLock(self):
+        try:
+            os.unlink(self._lockName, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            pass
+
+    # -- the index
+
+    def _refresh(self, handle):
+        """
+        Bring the index up to date with the file (appends by anyone,
+        rewrites by anyone) and the delete journal.
+        """
+        st = handle.stat
+        size = st.st_size
+        if st.st_ino != self._ino or size < self._size:
+            self._reindex(handle.fd, size, st.st_ino)
+        elif st.st_mtime_ns != self._mtime or size != self._size:
+            if not self._stillValid(handle.fd):
+                self._reindex(handle.fd, size, st.st_ino)
+            elif size > self._size:
+                self._extend(handle.fd, size)
+        self._mtime = st.st_mtime_ns
+        self._readJournal()
+
+    def _stillValid(self, fd):
+        """
+        Whether what we indexed is still there, checked by the last message:
+        another program may have rewritten the file in place.
+        """
+        if not self.entries:
+            return True
+        last = self.entries[-1]
+        record = os.pread(fd, last.end - last.start, last.start)
+        return _messageKey(record) == last.key
+
+    def _scan(self, fd, start, end):
+        """
+        Find the messages in C{[start, end)} of the file; C{start} is at a
+        separator or at the start of the file.  Text before the first
+        separator is not a message: it is kept in the file, never shown.
+
+        @return: a L{list} of C{(start, end, key)}.
+        """
+        found = []
+        buf = b""  # from the start of the message being read
+        bufStart = start
+        searchAt = 0
+        pos = start
+        while pos < end:
+            chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+            if not chunk:
+                break
+            pos += len(chunk)
+            buf += chunk
+            messageStart = 0
+            while True:
+                i = buf.find(b"\nFrom ", searchAt)
+                if i == -1:
+                    break
+                cut = i + 1
+                record = buf[messageStart:cut]
+                if record.startswith(b"From "):
+                    found.append(
+                        (bufStart + messageStart, bufStart + cut, _messageKey(record))
+                    )
+                messageStart = searchAt = cut
+            if messageStart:
+                buf = buf[messageStart:]
+                bufStart += messageStart
+            searchAt = max(0, len(buf) - 5)
+        if buf.startswith(b"From "):
+            found.append((bufStart, bufStart + len(buf), _messageKey(buf)))
+        return found
+
+    def _newEntries(self, scanned):
+        entries = []
+        for start, end, key in scanned:
+            entries.append(_Entry(start, end, key, next(self._serials)))
+        return entries
+
+    def _extend(self, fd, size):
+        """
+        The file grew: index what was appended, without reading what was
+        indexed before (unless the last message itself grew).
+        """
+        head = os.pread(fd, 6, self._size - 1) if self._size else b"\n"
+        if self._size == 0 or head.startswith(b"\nFrom "):
+            scanned = self._scan(fd, self._size, size)
+        else:
+            # The last message was extended: index it again with the rest.
+            last = self.entries.pop()
+            self._serialList.pop()
+            self._byKey[last.key].remove(last)
+            if not last.deleted:
+                self.live -= 1
+            scanned = self._scan(fd, last.start, size)
+            if scanned and scanned[0][0] == last.start:
+                start, end, key = scanned.pop(0)
+                last.end, last.key = end, key
+                self._add([last])
+        self._add(self._newEntries(scanned))
+        self._size = size
+
+    def _add(self, entries):
+        for entry in entries:
+            self.entries.append(entry)
+            self._serialList.append(entry.serial)
+            self._byKey.setdefault(entry.key, []).append(entry)
+            if not entry.deleted:
+                self.live += 1
+
+    def _replaceAll(self, entries):
+        self.entries = []
+        self._serialList = []
+        self._byKey = {}
+        self.live = 0
+        self._add(entries)
+
+    def _reindex(self, fd, size, ino):
+        """
+        Index the whole file again, keeping the serials of messages we knew
+        (matched by content) so that sessions' cursors stay where they were.
+        """
+        scanned = self._scan(fd, 0, size)
+        known = {}
+        for entry in self.entries:
+            known.setdefault(entry.key, []).append(entry.serial)
+        serials = []
+        for start, end, key in scanned:
+            bucket = known.get(key)
+            serials.append(bucket.pop(0) if bucket else None)
+        matched = [s for s in serials if s is not None]
+        if matched != sorted(matched):
+            serials = [None] * len(serials)  # reordered by someone: start afresh
+        # Give unmatched messages serials between their neighbours.
+        entries = []
+        previous = 0
+        for i, (start, end, key) in enumerate(scanned):
+            serial = serials[i]
+            if serial is None:
+                following = next((s for s in serials[i + 1 :] if s is not None), None)
+                if following is None:
+                    serial = next(self._serials)
+                else:
+                    serial = (previous + following) / 2.0
+            entries.append(_Entry(start, end, key, serial))
+            previous = serial
+        self._replaceAll(entries)
+        self._ino = ino
+        self._size = size
+        # Marks are applied afresh from the journal.
+        self._journalIno = None
+        self._journalPos = 0
+
+    def _readJournal(self):
+        """
+        Apply delete marks written to the journal (by us or another process)
+        since we last looked.
+        """
+        try:
+            fd = os.open(self._journalName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            if self._journalIno is not None:
+                self._journalIno = None
+                self._journalPos = 0
+            return
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self._journalIno or st.st_size < self._journalPos:
+                # A journal we have not read from its start: every mark
+                # comes from it, so apply them all afresh.
+                self._journalIno = st.st_ino
+                self._journalPos = 0
+                for entry in self.entries:
+                    if entry.deleted:
+                        entry.deleted = False
+                        self.live += 1
+            if st.st_size == self._journalPos:
+                return
+            data = os.pread(fd, st.st_size - self._journalPos, self._journalPos)
+        finally:
+            os.close(fd)
+        complete = data.rfind(b"\n") + 1
+        lines = data[:complete].split(b"\n")[:-1]
+        self._journalPos += complete
+        if any(line.startswith(b"expunged ") for line in lines):
+            if self._journalIsStale(lines):
+                return
+        for line in lines:
+            if len(line) == 32:
+                try:
+                    key = bytes.fromhex(line.decode("ascii"))
+                except ValueError:
+                    continue
+                self._applyMark(key)
+
+    def _journalIsStale(self, lines):
+        """
+        A journal whose expunge completed (the mailbox is now the file the
+        expunge wrote) describes nothing in the mailbox: remove it.
+        """
+        for line in lines:
+            if line.startswith(b"expunged "):
+                try:
+                    ino = int(line.split()[1])
+                except (ValueError, IndexError):
+                    continue
+                if ino == self._ino:
+                    self._removeJournal()
+                    return True
+        return False
+
+    def _applyMark(self, key):
+        for entry in self._byKey.get(key, ()):
+            if not entry.deleted:
+                entry.deleted = True
+                self.live -= 1
+                return
+
+    def _removeJournal(self):
+        try:
+            os.unlink(self._journalName, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            pass
+        self._journalIno = None
+        self._journalPos = 0
+
+    # -- the append intent
+
+    def _readIntent(self):
+        try:
+            fd = os.open(self._intentName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.read(fd, _INTENT_SIZE)
+        finally:
+            os.close(fd)
+        try:
+            ino, start, end = (int(x) for x in data.split())
+        except ValueError:
+            return None
+        return ino, start, end
+
+    def _writeIntent(self, ino, start, end, sync):
+        record = b"%d %d %d" % (ino, start, end)
+        record = record.ljust(_INTENT_SIZE - 1) + b"\n"
+        fd = os.open(
+            self._intentName,
+            os.O_WRONLY | os.O_CREAT | _O_FLAGS,
+            0o600,
+            dir_fd=self._dirfd,
+        )
+        try:
+            os.pwrite(fd, record, 0)
+            if sync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _recover(self, handle):
+        """
+        Cut off the torn tail of an append that never completed.
+        """
+        intent = self._readIntent()
+        if intent is None:
+            return
+        ino, start, end = intent
+        st = handle.stat
+        if ino != st.st_ino or not (start < st.st_size < end):
+            return
+        log.warn(
+            "mailbox {user}: cutting off {n} bytes of an interrupted delivery",
+            user=self.userid,
+            n=st.st_size - start,
+        )
+        os.ftruncate(handle.fd, start)
+        os.fsync(handle.fd)
+        handle.stat = os.fstat(handle.fd)
+        self._writeIntent(ino, 0, 0, sync=False)
+
+    # -- operations (each runs under the locks)
+
+    def count(self):
+        with self.locked():
+            return self.live
+
+    def append(self, records):
+        """
+        Append whole mbox records, sync, and index them.  On any error the
+        file is cut back to where it was and L{TemporaryFailure} raised.
+        """
+        with self.locked() as handle:
+            fd = handle.fd
+            start = handle.stat.st_size
+            prefix = b""
+            if start:
+                tail = os.pread(fd, 2, start - 2 if start >= 2 else 0)
+                if not tail.endswith(b"\n"):
+                    prefix = b"\n\n"
+                elif not tail.endswith(b"\n\n") and start >= 2:
+                    prefix = b"\n"
+            data = prefix + b"".join(records)
+            end = start + len(data)
+            try:
+                self._writeIntent(handle.stat.st_ino, start, end, sync=True)
+                _writeAll(fd, data, start)
+                os.fdatasync(fd)
+            except OSError as e:
+                self._undoAppend(fd, start)
+                log.error(
+                    "mailbox {user}: delivery failed, nothing stored: {error}",
+                    user=self.userid,
+                    error=e,
+                )
+                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
+            self._writeIntent(handle.stat.st_ino, 0, 0, sync=False)
+            if prefix and self.entries:
+                last = self.entries[-1]
+                last.end += len(prefix)
+            self._size = start + len(prefix)
+            self._extend(fd, end)
+            self._mtime = os.fstat(fd).st_mtime_ns
+
+    def _undoAppend(self, fd, start):
+        try:
+            os.ftruncate(fd, start)
+            os.fsync(fd)
+        except OSError:
+            # The intent stays: the next locked access cuts the tail.
+            log.failure("mailbox {user}: could not cut a failed append", user=self.userid)
+
+    def readAfter(self, serial):
+        """
+        The first message not deleted whose serial is above C{serial}.
+
+        @return: C{(serial, text)}, or L{None} when there is none.
+        """
+        with self.locked() as handle:
+            i = bisect.bisect_right(self._serialList, serial)
+            for entry in self.entries[i:]:
+                if not entry.deleted:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    return entry.serial, fromMboxRecord(record)
+            return None
+
+    def markDeleted(self, serial):
+        """
+        Record durably that the message with C{serial} is deleted.
+
+        @raise NoCurrentMessage: if it is gone or already deleted.
+        """
+        with self.locked():
+            i = bisect.bisect_left(self._serialList, serial)
+            if i == len(self.entries) or self.entries[i].serial != serial:
+                raise errors.NoCurrentMessage()
+            entry = self.entries[i]
+            if entry.deleted:
+                raise errors.NoCurrentMessage()
+            line = entry.key.hex().encode("ascii") + b"\n"
+            try:
+                self._appendJournal(line)
+            except OSError as e:
+                log.error(
+                    "mailbox {user}: delete failed: {error}", user=self.userid, error=e
+                )
+                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
+            entry.deleted = True
+            self.live -= 1
+
+    def _appendJournal(self, line):
+        fd = os.open(
+            self._journalName,
+            os.O_RDWR | os.O_CREAT | _O_FLAGS,
+            0o600,
+            dir_fd=self._dirfd,
+        )
+        try:
+            st = os.fstat(fd)
+            size = st.st_size
+            if size:
+                # A torn last line (a crash mid-write) was never
+                # acknowledged: write after it on a line of its own.
+                if os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+            _writeAll(fd, line, size)
+            os.fdatasync(fd)
+            if size == 0:
+                os.fsync(self._dirfd)
+            if st.st_ino == self._journalIno and self._journalPos == size:
+                self._journalPos = size + len(line)
+        finally:
+            os.close(fd)
+
+    def expunge(self):
+        """
+        Rewrite the mailbox without its deleted messages and remove the
+        journal.  Crash-safe at every step.
+        """
+        with self.locked() as handle:
+            if self.live == len(self.entries):
+                return 0
+            kept = [e for e in self.entries if not e.deleted]
+            st = handle.stat
+            fd = os.open(
+                self._newName,
+                os.O_RDWR | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
+                0o600,
+                dir_fd=self._dirfd,
+            )
+            try:
+                try:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                except PermissionError:
+                    pass
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                offset = 0
+                newEntries = []
+                for entry in kept:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    _writeAll(fd, record, offset)
+                    newEntries.append(_Entry(offset, offset + len(record), entry.key,
+                                             entry.serial))
+                    offset += len(record)
+                os.fsync(fd)
+                newIno = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+            self._appendJournal(b"expunged %d\n" % (newIno,))
+            os.rename(self._newName, self.userid, src_dir_fd=self._dirfd,
+                      dst_dir_fd=self._dirfd)
+            os.fsync(self._dirfd)
+            self._removeJournal()
+            removed = len(self.entries) - len(kept)
+            self._replaceAll(newEntries)
+            self._ino = newIno
+            self._size = offset
+            self._mtime = None
+            return removed
+
+
+def _lockFile(fd):
+    """
+    Take an exclusive fcntl lock on the whole file without waiting.  An
+    open-file-description lock where the platform has them, so that two
+    connections in one process exclude each other; it conflicts with the
+    classic POSIX locks of other mail tools.
+    """
+    if _F_OFD_SETLK is not None:
+        flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        fcntl.fcntl(fd, _F_OFD_SETLK, flock)
+    else:  # pragma: no cover - not Linux
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _writeAll(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+class _Mailbox:
+    """
+    The reactor's side of one mailbox: runs L{MboxFile} jobs in the thread
+    pool one at a time, and gathers deliveries into batches.
+    """
+
+    def __init__(self, store, mbox):
+        self._store = store
+        self.mbox = mbox
+        self._lock = defer.DeferredLock()
+        self._pending = []
+        self._flushQueued = False
+
+    def run(self, f, *args):
+        """
+        Run C{f(*args)} in the thread pool once every job before it is done.
+        """
+        return self._lock.run(self._store._inThread, f, *args)
+
+    def append(self, record):
+        d = defer.Deferred()
+        self._pending.append((record, d))
+        if not self._flushQueued:
+            self._flushQueued = True
+            self._lock.run(self._flush)
+        return d
+
+    def _flush(self):
+        batch, self._pending = self._pending, []
+        self._flushQueued = False
+        records = [record for record, _ in batch]
+        d = self._store._inThread(self.mbox.append, records)
+
+        def done(result):
+            for _, waiting in batch:
+                waiting.callback(None)
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: delivery failed", f, user=self.mbox.userid)
+                f = errors.TemporaryFailure("the mailbox could not be written")
+            for _, waiting in batch:
+                waiting.errback(f)
+
+        return d.addCallbacks(done, failed)
+
+
+@implementer(IMailStore)
+class SpoolStore:
+    """
+    The L{IMailStore} of a spool directory of mbox files.
+
+    @param path: the spool directory (a L{FilePath} or a path); created
+        (mode 0700) if missing.
+    @param domain: the mail domain for addresses in headers.
+    @param maxMessageSize: the largest stored message, in bytes.
+    """
+
+    def __init__(
+        self,
+        path,
+        domain="localhost",
+        maxMessageSize=10 * 1024 * 1024,
+        reactor=None,
+        threadpool=None,
+        clock=time.time,
+        lockDeadline=LOCK_DEADLINE,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self.path = getattr(path, "path", path)
+        self.domain = domain
+        self.maxMessageSize = maxMessageSize
+        self._clock = clock
+        self._lockDeadline = lockDeadline
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self._mailboxes = {}
+        self._serials = itertools.count(1)
+
+    def close(self):
+        """
+        Release the spool directory (for tests that make many stores).
+        """
+        if self._dirfd is not None:
+            os.close(self._dirfd)
+            self._dirfd = None
+
+    def _inThread(self, f, *args):
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def _mailbox(self, userid):
+        mailbox = self._mailboxes.get(userid)
+        if mailbox is None:
+            mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline)
+            mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
+        return mailbox
+
+    def _checkedUserId(self, userid):
+        return normalizeUserId(userid)
+
+    def listUsers(self):
+        return self._inThread(self._listUsers)
+
+    def _listUsers(self):
+        users = []
+        for entry in os.scandir(self._dirfd):
+            try:
+                valid = normalizeUserId(entry.name) == entry.name
+            except errors.InvalidUserId:
+                continue
+            if valid and entry.is_file(follow_symlinks=False):
+                users.append(entry.name)
+        users.sort()
+        return users
+
+    def addUser(self, userid):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        return self._inThread(self._addUser, userid)
+
+    def _addUser(self, userid):
+        try:
+            fd = os.open(
+                userid,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS,
+                0o600,
+                dir_fd=self._dirfd,
+            )
+        except FileExistsError:
+            raise errors.UserExists(userid)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.fsync(self._dirfd)
+        return userid
+
+    def hasUser(self, userid):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        return self._inThread(self._hasUser, userid)
+
+    def _hasUser(self, userid):
+        try:
+            st = os.stat(userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise errors.NoSuchUser(userid)
+        if not stat.S_ISREG(st.st_mode):
+            log.error("refusing spool file {user}: not a regular file", user=userid)
+            raise errors.MailboxUnavailable(userid)
+        return userid
+
+    def openMailbox(self, userid):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        mailbox = self._mailbox(userid)
+        return mailbox.run(mailbox.mbox.count).addCallback(
+            lambda count: _SpoolSession(mailbox, userid, count)
+        )
+
+    def deliver(self, sender, receiver, body):
+        try:
+            receiver = normalizeUserId(receiver)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        when = self._clock()
+        text = buildMessage(sender, receiver, body, self.domain, when)
+        address = "{}@{}".format(sender, self.domain).encode("utf-8")
+        record = toMboxRecord(separatorLine(address, when), text)
+        if len(record) > self.maxMessageSize:
+            return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
+        return self._mailbox(receiver).append(record)
+
+
+@implementer(IMailboxSession)
+class _SpoolSession:
+    def __init__(self, mailbox, userid, count):
+        self._mailbox = mailbox
+        self.userid = userid
+        self.count = count
+        self._cursor = 0
+        self._current = None
+        self._deletedHere = False
+        self._closed = False
+
+    def readMessage(self):
+        def read(found):
+            if found is None:
+                raise errors.NoMoreMail()
+            self._cursor, text = found
+            self._current = self._cursor
+            return text
+
+        return self._mailbox.run(self._mailbox.mbox.readAfter, self._cursor).addCallback(
+            read
+        )
+
+    def deleteMessage(self):
+        if self._current is None:
+            return defer.fail(errors.NoCurrentMessage())
+        serial = self._current
+
+        def deleted(_):
+            self._deletedHere = True
+            if self._current == serial:
+                self._current = None
+
+        def gone(f):
+            f.trap(errors.NoCurrentMessage)
+            self._current = None
+            return f
+
+        return (
+            self._mailbox.run(self._mailbox.mbox.markDeleted, serial)
+            .addCallbacks(deleted, gone)
+        )
+
+    def close(self):
+        if self._closed or not self._deletedHere:
+            self._closed = True
+            return defer.succeed(None)
+        self._closed = True
+
+        def failed(f):
+            # The marks are durable: the next session's end expunges them.
+            log.failure("mailbox {user}: expunge failed", f, user=self.userid)
+
+        return (
+            self._mailbox.run(self._mailbox.mbox.expunge)
+            .addCallback(lambda removed: None)
+            .addErrback(failed)
+        )

@@ -1,0 +1,238 @@
+"""
+The simplemail wire format, as pure functions on bytes and values.
+
+Nothing here imports Twisted or touches a file: the server, the client and
+the tests share these functions.  See docs/protocol.rst.
+"""
+
+import re
+from typing import NamedTuple, Tuple
+
+from twisted_mail.errors import InvalidUserId, ProtocolError
+
+#: The longest line (command or body), not counting its line ending.
+MAX_LINE_LENGTH = 64 * 1024
+
+GREETING = "simplemail ready"
+
+_USERID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def normalizeUserId(userid):
+    """
+    Check a user id against the rules of the protocol and return its
+    canonical (lower-case) form.
+
+    This is the one place the rules live: 1 to 64 characters from
+    C{A-Z a-z 0-9 . _ -}, starting with a letter or digit, not ending in
+    C{.lock}.  No Unicode folding: only ASCII is accepted.
+
+    @type userid: L{str}
+    @rtype: L{str}
+    @raise InvalidUserId: if C{userid} breaks a rule.
+    """
+    if not isinstance(userid, str) or not userid.isascii():
+        raise InvalidUserId(_printable(userid))
+    if _USERID.match(userid) is None or userid.lower().endswith(".lock"):
+        raise InvalidUserId(_printable(userid))
+    return userid.lower()
+
+
+def _printable(value, limit=80):
+    """
+    A short, printable rendering of untrusted text for an error message.
+    """
+    if not isinstance(value, str):
+        value = repr(value)
+    text = value.encode("unicode_escape").decode("ascii")
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text
+
+
+class Command(NamedTuple):
+    """
+    One parsed command line.
+
+    @ivar verb: the upper-case command name, e.g. C{"SEND"}.
+    @ivar args: the space-separated arguments (never empty strings).
+    @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>} and
+        C{PASS <password>}: everything after the single space that follows
+        the last fixed argument, exactly as sent; otherwise C{None}.
+    """
+
+    verb: str
+    args: Tuple[str, ...] = ()
+    text: object = None
+
+
+#: verb -> (number of fixed arguments, "rest of line" allowed, usage)
+_GRAMMAR = {
+    "LSTU": (0, False, "LSTU"),
+    "ADDU": (1, True, "ADDU <userid>"),
+    "USER": (1, False, "USER <userid>"),
+    "PASS": (0, True, "PASS <password>"),
+    "READM": (0, False, "READM"),
+    "DELM": (0, False, "DELM"),
+    "SEND": (1, True, "SEND <receiverid> [text]"),
+    "DONEU": (0, False, "DONEU"),
+    "QUIT": (0, False, "QUIT"),
+    "CAPA": (0, False, "CAPA"),
+}
+
+VERBS = frozenset(_GRAMMAR)
+
+
+def parseCommand(line):
+    """
+    Parse one command line (without its line ending).
+
+    @type line: L{bytes}
+    @rtype: L{Command}
+    @raise ProtocolError: for bytes that are not UTF-8, an empty line, an
+        unknown verb or the wrong number of arguments.  The error text is fit
+        to send after C{-ERR}.
+    """
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("command is not valid UTF-8")
+    stripped = decoded.lstrip(" ")
+    verb, sep, rest = stripped.partition(" ")
+    if not verb:
+        raise ProtocolError("empty command")
+    verb = verb.upper()
+    grammar = _GRAMMAR.get(verb)
+    if grammar is None:
+        raise ProtocolError("unknown command")
+    fixed, allowsText, usage = grammar
+    args = []
+    for _ in range(fixed):
+        rest = rest.lstrip(" ")
+        word, sep, rest = rest.partition(" ")
+        if not word:
+            raise ProtocolError("usage: " + usage)
+        args.append(word)
+    text = None
+    if fixed == 0 and allowsText:
+        # PASS: the rest of the line after the verb's separating space.
+        text = rest if sep else ""
+        if not text.strip(" "):
+            raise ProtocolError("usage: " + usage)
+    elif rest.strip(" "):
+        if not allowsText:
+            raise ProtocolError("usage: " + usage)
+        text = rest
+    return Command(verb, tuple(args), text)
+
+
+def formatCommand(verb, *args, text=None):
+    """
+    Format a command line (without its line ending) for sending.
+
+    @rtype: L{bytes}
+    """
+    words = [verb] + list(args)
+    line = " ".join(words)
+    if text is not None:
+        line += " " + text
+    encoded = line.encode("utf-8")
+    if b"\n" in encoded or b"\r" in encoded:
+        raise ValueError("a command cannot hold a line break")
+    return encoded
+
+
+def formatOK(text=""):
+    """
+    A one-line success reply, with its CRLF.
+    """
+    return _replyLine(b"+OK", text)
+
+
+def formatError(text):
+    """
+    A one-line failure reply, with its CRLF.
+    """
+    return _replyLine(b"-ERR", text)
+
+
+def _replyLine(status, text):
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    if text:
+        return status + b" " + text.encode("utf-8") + b"\r\n"
+    return status + b"\r\n"
+
+
+def formatMultiline(text, lines):
+    """
+    A multi-line success reply: C{+OK <text>}, the data lines dot-stuffed,
+    then a line holding only C{.}.
+
+    @param lines: an iterable of L{bytes} lines without line endings.
+    @rtype: L{bytes}
+    """
+    out = [formatOK(text)]
+    for line in lines:
+        out.append(stuff(line) + b"\r\n")
+    out.append(b".\r\n")
+    return b"".join(out)
+
+
+def stuff(line):
+    """
+    Dot-stuff one data line: a line starting with C{.} gets one more.
+    """
+    if line[:1] == b".":
+        return b"." + line
+    return line
+
+
+def unstuff(line):
+    """
+    Undo L{stuff} for one received data line.  The terminating C{.} line is
+    not a data line: check for it before calling this.
+    """
+    if line[:1] == b".":
+        return line[1:]
+    return line
+
+
+def splitLines(data):
+    """
+    Split a message into lines, accepting CRLF and LF endings.
+
+    A final line ending does not make an extra empty line.
+
+    @type data: L{bytes}
+    @rtype: L{list} of L{bytes}
+    """
+    if not data:
+        return []
+    data = data.replace(b"\r\n", b"\n")
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    return data.split(b"\n")
+
+
+class Reply(NamedTuple):
+    """
+    One parsed status line from the server.
+    """
+
+    ok: bool
+    text: str
+
+
+def parseReplyLine(line):
+    """
+    Parse a status line (C{+OK ...} or C{-ERR ...}).
+
+    @type line: L{bytes}
+    @rtype: L{Reply}
+    @raise ProtocolError: if the line is neither.
+    """
+    text = line.decode("utf-8", "replace")
+    for status, ok in (("+OK", True), ("-ERR", False)):
+        if text == status or text.startswith(status + " "):
+            return Reply(ok, text[len(status) + 1 :])
+    raise ProtocolError("unexpected reply from server: " + _printable(text))
