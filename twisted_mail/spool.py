@@ -195,9 +195,11 @@ class MboxFile:
         except FileNotFoundError:
             raise errors.NoSuchUser(self.userid)
         except OSError as e:
-            if e.errno == errno.ELOOP:
+            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                 log.error(
-                    "refusing spool file {user}: it is a symbolic link", user=self.userid
+                    "refusing spool file {user}: {why}",
+                    user=self.userid,
+                    why="a symbolic link" if e.errno == errno.ELOOP else e.strerror,
                 )
                 raise errors.MailboxUnavailable(self.userid)
             raise
@@ -974,7 +976,11 @@ class _SpoolSession:
         )
 
     def close(self):
-        if self._closed or not self._deletedHere:
+        mbox = self._mailbox.mbox
+        # Expunge our deletes, and any left by a session that never ended
+        # (a crash): marks are durable, so this is only housekeeping.
+        pending = self._deletedHere or mbox.live != len(mbox.entries)
+        if self._closed or not pending:
             self._closed = True
             return defer.succeed(None)
         self._closed = True
