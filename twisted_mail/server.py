@@ -167,10 +167,16 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         if not isinstance(result, defer.Deferred):
             self.transport.write(result)
             return
+        replies = []
+        result.addErrback(lambda f: self._errorReply(f.value, f))
+        result.addCallback(replies.append)
+        if replies:
+            # Answered at once (an in-memory store): no need to pause.
+            self.transport.write(replies[0])
+            return
         self.pauseProducing()
         self.setTimeout(None)
-        result.addErrback(lambda f: self._errorReply(f.value, f))
-        result.addCallback(self._replyReady)
+        result.addCallback(lambda _: self._replyReady(replies[0]))
 
     def _replyReady(self, reply):
         if self._lost:

@@ -101,7 +101,8 @@ def parseCommand(line):
     verb, sep, rest = stripped.partition(" ")
     if not verb:
         raise ProtocolError("empty command")
-    verb = verb.upper()
+    # No Unicode case folding: "\u017fend".upper() is "SEND".
+    verb = verb.upper() if verb.isascii() else verb
     grammar = _GRAMMAR.get(verb)
     if grammar is None:
         raise ProtocolError("unknown command")
