@@ -89,3 +89,16 @@ class MailboxUnavailable(MailError):
     """
 
     text = "mailbox of {0} is unavailable; the administrator has been told"
+
+
+class LoginFailed(MailError):
+    """
+    A login failed.  One text for every reason, so that it tells nobody
+    whether the user exists.
+    """
+
+    text = "login failed"
+
+
+class LoginRequired(MailError):
+    text = "log in first (USER <userid>, then PASS <password>)"

@@ -15,13 +15,15 @@ from email.utils import formatdate
 _FROM_QUOTED = re.compile(rb"^(>*From )", re.MULTILINE)
 _FROM_UNQUOTE = re.compile(rb"^>(>*From )", re.MULTILINE)
 _UNSAFE = re.compile(rb"[\x00-\x20\x7f]")
+_CR_BEFORE_LF = re.compile(rb"\r+\n")
 
 
 def normaliseBody(body):
     """
-    Normalise the line endings of a body: CRLF becomes LF, and a last line
-    without a line ending gets one.  Every other byte is kept as it is (a
-    lone CR inside a line is data, not a line ending).
+    Normalise the line endings of a body: CR LF (and any run of CRs before
+    an LF) becomes LF, and a last line without a line ending gets one.  Every
+    other byte is kept as it is (a lone CR inside a line is data).  Applying
+    it twice changes nothing more.
 
     Copies the body only when something must change.
 
@@ -29,7 +31,7 @@ def normaliseBody(body):
     @rtype: L{bytes}
     """
     if b"\r\n" in body:
-        body = body.replace(b"\r\n", b"\n")
+        body = _CR_BEFORE_LF.sub(b"\n", body)
     if body and not body.endswith(b"\n"):
         body += b"\n"
     return body

@@ -7,13 +7,17 @@ delegated to an L{IMailStore}; while one is outstanding the protocol is
 paused, so pipelined commands are answered one at a time, in order.
 """
 
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 
 from twisted_mail import errors, wire
+from twisted_mail.auth import IMailAccount
 from twisted_mail.interfaces import IMailStore
 
 log = Logger()
@@ -60,6 +64,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     MAX_LENGTH = wire.MAX_LINE_LENGTH + 1
 
     session = None
+    _pendingUser = None
     _body = None
     _lost = False
     _peer = "?"
@@ -198,6 +203,8 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
 
     def _requireSession(self):
         if self.session is None:
+            if self.factory.portal is not None:
+                raise errors.LoginRequired()
             raise errors.NoUserSelected()
         return self.session
 
@@ -215,11 +222,16 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             "SIZE {}".format(self.factory.maxMessageSize),
             "IMPLEMENTATION simplemail",
         ]
+        if self.factory.portal is not None:
+            capabilities.append("AUTH")
         return wire.formatMultiline(
             "capabilities follow", [c.encode("ascii") for c in capabilities]
         )
 
     def do_LSTU(self, command):
+        if self.factory.portal is not None:
+            self._requireSession()
+
         def listed(users):
             return wire.formatMultiline(
                 "{} users".format(len(users)), [u.encode("ascii") for u in users]
@@ -228,38 +240,74 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         return self.factory.store.listUsers().addCallback(listed)
 
     def do_ADDU(self, command):
-        if command.text is not None:
+        passwords = self.factory.passwordFile
+        if passwords is None and command.text is not None:
             raise errors.ProtocolError("passwords are not enabled on this server")
+        if passwords is not None and command.text is None:
+            raise errors.ProtocolError("usage: ADDU <userid> <password>")
         userid = wire.normalizeUserId(command.args[0])
+        d = self.factory.store.addUser(userid)
+        if passwords is not None:
+            d.addCallback(
+                lambda userid: self.factory.inThread(
+                    passwords.setPassword, userid, command.text
+                ).addCallback(lambda _: userid)
+            )
 
         def added(userid):
             log.info("added user {user} (for {peer})", user=userid, peer=self._peer)
             return wire.formatOK("user {} created".format(userid))
 
-        return self.factory.store.addUser(userid).addCallback(added)
+        return d.addCallback(added)
 
     def do_USER(self, command):
         userid = wire.normalizeUserId(command.args[0])
+        if self.factory.portal is not None:
+            self._pendingUser = userid
+            return self._endSession().addCallback(
+                lambda _: wire.formatOK("send PASS <password> for " + userid)
+            )
+        return self.factory.store.openMailbox(userid).addCallback(self._selected)
 
-        def opened(session):
-            if self._lost:
-                session.close()
-                return b""
-            d = self._endSession()
-            self.session = session
-            log.info("{peer} selected {user}", peer=self._peer, user=userid)
-            return d.addCallback(
-                lambda _: wire.formatOK(
-                    "{} has {} message{}".format(
-                        session.userid, session.count, "" if session.count == 1 else "s"
-                    )
+    def _selected(self, session):
+        if self._lost:
+            session.close()
+            return b""
+        d = self._endSession()
+        self.session = session
+        log.info("{peer} selected {user}", peer=self._peer, user=session.userid)
+        return d.addCallback(
+            lambda _: wire.formatOK(
+                "{} has {} message{}".format(
+                    session.userid, session.count, "" if session.count == 1 else "s"
                 )
             )
-
-        return self.factory.store.openMailbox(userid).addCallback(opened)
+        )
 
     def do_PASS(self, command):
-        raise errors.ProtocolError("passwords are not enabled on this server")
+        portal = self.factory.portal
+        if portal is None:
+            raise errors.ProtocolError("passwords are not enabled on this server")
+        userid, self._pendingUser = self._pendingUser, None
+        if userid is None:
+            raise errors.ProtocolError("send USER <userid> first")
+        credentials = UsernamePassword(
+            userid.encode("ascii"), command.text.encode("utf-8")
+        )
+
+        def loggedIn(result):
+            interface, account, logout = result
+            return self.factory.store.openMailbox(account.userid)
+
+        def refused(f):
+            f.trap(UnauthorizedLogin, errors.NoSuchUser)
+            log.info("failed login for {user} from {peer}", user=userid, peer=self._peer)
+            raise errors.LoginFailed()
+
+        d = portal.login(credentials, None, IMailAccount)
+        d.addCallback(loggedIn)
+        d.addErrback(refused)
+        return d.addCallback(self._selected)
 
     def do_READM(self, command):
         session = self._requireSession()
@@ -372,15 +420,25 @@ class MailServerFactory(Factory):
         idleTimeout=DEFAULT_IDLE_TIMEOUT,
         maxConnections=DEFAULT_MAX_CONNECTIONS,
         reactor=None,
+        portal=None,
+        passwordFile=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
         self.store = IMailStore(store)
+        self.portal = portal
+        self.passwordFile = passwordFile
         self.maxMessageSize = maxMessageSize
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         self.reactor = reactor
         self.connections = 0
+
+    def inThread(self, f, *args):
+        """
+        Run blocking work (the password file) in the reactor's thread pool.
+        """
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     def buildProtocol(self, addr):
         if self.connections >= self.maxConnections:

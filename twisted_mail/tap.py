@@ -2,12 +2,15 @@
 Deploying the server with twistd: C{twistd -n simplemail [options]}.
 """
 
+import os
+
 from twisted.application import service, strports
 from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_mail import server
+from twisted_mail.auth import PasswordFile, makePortal
 from twisted_mail.spool import SpoolStore
 
 log = Logger()
@@ -48,6 +51,13 @@ class Options(usage.Options):
     optParameters = [
         ["spool", "s", "MAILSERVER", "The spool directory: one mbox file per user."],
         ["domain", "d", "localhost", "The mail domain used in addresses and headers."],
+        [
+            "passwords",
+            None,
+            None,
+            "Require passwords, checked against this file of salted hashes "
+            "(set them with simplemail-passwd). Off by default.",
+        ],
         [
             "max-message-size",
             None,
@@ -94,6 +104,12 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def postOptions(self):
+        if self["passwords"] is not None:
+            directory = os.path.dirname(os.path.abspath(self["passwords"]))
+            if not os.path.isdir(directory):
+                raise usage.UsageError(
+                    "--passwords: no such directory {!r}".format(directory)
+                )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
@@ -118,8 +134,14 @@ def makeService(options, reactor=None):
         raise usage.UsageError(
             "cannot use spool directory {!r}: {}".format(options["spool"], e.strerror)
         )
+    portal = passwordFile = None
+    if options["passwords"]:
+        passwordFile = PasswordFile(options["passwords"])
+        portal = makePortal(passwordFile, reactor=reactor)
     factory = server.MailServerFactory(
         store,
+        portal=portal,
+        passwordFile=passwordFile,
         maxMessageSize=options["max-message-size"],
         idleTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
@@ -129,9 +151,11 @@ def makeService(options, reactor=None):
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     log.info(
-        "simplemail: spool {spool}, domain {domain}, listening on {listen}",
+        "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
+        "passwords {passwords}",
         spool=store.path,
         domain=options["domain"],
         listen=", ".join(options["listen"]),
+        passwords=options["passwords"] or "off",
     )
     return top
