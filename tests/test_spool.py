@@ -78,6 +78,20 @@ class FormatTests(SpoolTestCase):
         self.assertEqual(lines[5:], [b"", b"hi", b">From me", b">>From you", b"", b""])
         self.assertEqual(stat.S_IMODE(os.stat(self.dir.child("bob").path).st_mode), 0o600)
 
+    def test_nullSenderSeparator(self):
+        """
+        A message from the null sender gets MAILER-DAEMON on its From line,
+        and a sender with spaces or line breaks cannot forge a line.
+        """
+        self.ok(self.store.addUser("bob"))
+        self.ok(self.store.deliverMessage("", "bob", b"Subject: a\n\nx\n"))
+        self.ok(self.store.deliverMessage("evil\nFrom x@y 1", "bob", b"Subject: b\n\ny\n"))
+        lines = self.dir.child("bob").getContent().split(b"\n")
+        self.assertTrue(lines[0].startswith(b"From MAILER-DAEMON "))
+        separators = [l for l in lines if l.startswith(b"From ")]
+        self.assertEqual(len(separators), 2)
+        self.assertTrue(separators[1].startswith(b"From evil-From-x@y-1 "))
+
     def test_domain(self):
         """
         The configured domain appears in the addresses and the Message-ID.

@@ -343,6 +343,24 @@ class StoreContractMixin:
         self.ok(session.close())
         self.assertEqual(self.session("bob").count, 1)
 
+    def test_deliverMessageAsGiven(self):
+        """
+        A complete message (as SMTP brings it) is stored with its own headers
+        and body, line endings normalised and nothing else changed.
+        """
+        self.addUsers("bob")
+        message = b"Subject: hello\r\nFrom: Ann <ann@example.org>\r\n\r\nFrom me\r\n.\r\n"
+        self.ok(self.store.deliverMessage("ann@example.org", "BOB", message))
+        (text,) = self.readAll(self.session("bob"))
+        self.assertEqual(text, message.replace(b"\r\n", b"\n"))
+
+    def test_deliverMessageMissing(self):
+        """
+        A complete message for a user who does not exist is refused.
+        """
+        self.fails(self.store.deliverMessage("", "carol", b"S: x\n\nx\n"),
+                   errors.NoSuchUser)
+
 
 class MemoryStoreContractTests(StoreContractMixin, SynchronousTestCase):
     def makeStore(self, **kwargs):

@@ -65,6 +65,19 @@ class IMailStore(Interface):
         """
 
 
+    def deliverMessage(envelopeSender, receiver, message):
+        """
+        Store a complete message as given (for mail arriving by SMTP).
+
+        @param envelopeSender: the envelope sender address for the mbox
+            C{From } line, L{str}; empty for the null sender.
+        @param receiver: the receiving user id.
+        @param message: RFC 5322 L{bytes}: headers, blank line, body.  Line
+            endings are normalised; nothing else is changed.
+        @return: a L{Deferred} as for L{deliver}, with the same failures.
+        """
+
+
 class IMailboxSession(Interface):
     """
     One client's view of one mailbox: a cursor and a current message.

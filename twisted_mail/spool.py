@@ -925,8 +925,19 @@ class SpoolStore:
             return defer.fail(e)
         when = self._clock()
         text = buildMessage(sender, receiver, body, self.domain, when)
-        address = "{}@{}".format(sender, self.domain).encode("utf-8")
-        record = toMboxRecord(separatorLine(address, when), text)
+        address = "{}@{}".format(sender, self.domain)
+        return self._append(address, receiver, text, when)
+
+    def deliverMessage(self, envelopeSender, receiver, message):
+        try:
+            receiver = normalizeUserId(receiver)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        return self._append(envelopeSender, receiver, message, self._clock())
+
+    def _append(self, envelopeSender, receiver, message, when):
+        separator = separatorLine(envelopeSender.encode("utf-8", "replace"), when)
+        record = toMboxRecord(separator, message)
         if len(record) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
         return self._mailbox(receiver).append(record)

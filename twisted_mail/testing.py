@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
-from twisted_mail.message import buildMessage
+from twisted_mail.message import buildMessage, normaliseBody
 from twisted_mail.wire import normalizeUserId
 
 
@@ -88,10 +88,18 @@ class MemoryStore:
 
     def deliver(self, sender, receiver, body):
         try:
-            receiver, messages = self._mailbox(receiver)
+            receiver = normalizeUserId(receiver)
         except errors.MailError as e:
             return defer.fail(e)
         text = buildMessage(sender, receiver, body, self.domain, self._clock())
+        return self.deliverMessage(sender, receiver, text)
+
+    def deliverMessage(self, envelopeSender, receiver, message):
+        try:
+            receiver, messages = self._mailbox(receiver)
+        except errors.MailError as e:
+            return defer.fail(e)
+        text = normaliseBody(message)
         if len(text) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
         failure = self._failure()
