@@ -32,12 +32,14 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
-def readPassword(stdin=sys.stdin, ask=getpass.getpass):
+def readPassword(stdin, ask=None):
     """
     The new password: asked twice on a terminal, one line from a pipe.
 
     @raise usage.UsageError: when it is empty or the two differ.
     """
+    if ask is None:
+        ask = getpass.getpass
     if stdin.isatty():
         first = ask("New password: ")
         if ask("Again: ") != first:
