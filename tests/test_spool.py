@@ -383,11 +383,12 @@ class CrashRepairTests(SpoolTestCase):
 
         realWriteAll = spool._writeAll
 
-        def tornWrite(fd, data, offset):
-            if fd != self.store._dirfd and len(data) > 100:
-                realWriteAll(fd, data[: len(data) // 2], offset)
+        def tornWrite(fd, chunks, offset):
+            data = b"".join(chunks)
+            if len(data) > 100:
+                realWriteAll(fd, [data[: len(data) // 2]], offset)
                 raise Crash()
-            realWriteAll(fd, data, offset)
+            realWriteAll(fd, chunks, offset)
 
         self.patch(spool, "_writeAll", tornWrite)
         self.failureResultOf(
@@ -511,11 +512,12 @@ class DiskErrorTests(SpoolTestCase):
         good = self.dir.child("bob").getContent()
         realWriteAll = spool._writeAll
 
-        def full(fd, data, offset):
+        def full(fd, chunks, offset):
+            data = b"".join(chunks)
             if len(data) > 1000:
-                realWriteAll(fd, data[:700], offset)
+                realWriteAll(fd, [data[:700]], offset)
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            realWriteAll(fd, data, offset)
+            realWriteAll(fd, chunks, offset)
 
         self.patch(spool, "_writeAll", full)
         failure = self.fails(

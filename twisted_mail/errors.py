@@ -18,9 +18,11 @@ class MailError(Exception):
         super().__init__(*args)
 
     def __str__(self):
-        if self.args:
+        try:
             return self.text.format(*self.args)
-        return self.text
+        except IndexError:
+            # Raised without the detail its text names.
+            return self.text.replace(": {0}", "").replace("{0}", "error")
 
 
 class ProtocolError(MailError):

@@ -37,17 +37,16 @@ def normaliseBody(body):
     return body
 
 
-def buildMessage(sender, receiver, body, domain, when=None, messageId=None):
+def buildHeaders(sender, receiver, domain, when=None, messageId=None):
     """
-    Build the RFC 5322 text of a message from C{sender} to C{receiver}.
+    The header block (ending with its blank line) of a message from
+    C{sender} to C{receiver}.
 
     @param sender: the sending user id.
     @param receiver: the receiving user id.
-    @param body: the body bytes (any line endings).
     @param domain: the mail domain for addresses.
     @param when: POSIX time of delivery (default: now).
     @param messageId: the Message-ID (default: a fresh unique one).
-    @return: headers, a blank line and the body, LF line endings.
     @rtype: L{bytes}
     """
     if when is None:
@@ -67,7 +66,18 @@ def buildMessage(sender, receiver, body, domain, when=None, messageId=None):
             mid=messageId,
         )
     )
-    return headers.encode("utf-8") + normaliseBody(body)
+    return headers.encode("utf-8")
+
+
+def buildMessage(sender, receiver, body, domain, when=None, messageId=None):
+    """
+    Build the RFC 5322 text of a message from C{sender} to C{receiver}: the
+    headers of L{buildHeaders}, then the body with its line endings
+    normalised.
+
+    @rtype: L{bytes}, LF line endings.
+    """
+    return buildHeaders(sender, receiver, domain, when, messageId) + normaliseBody(body)
 
 
 def separatorLine(sender, when=None):
@@ -90,7 +100,10 @@ def separatorLine(sender, when=None):
 def quoteFrom(text):
     """
     mboxrd quoting: every line matching C{^>*From } gets one more C{>}.
+    Returns C{text} itself (no copy) when there is nothing to quote.
     """
+    if _FROM_QUOTED.search(text) is None:
+        return text
     return _FROM_QUOTED.sub(rb">\1", text)
 
 
@@ -110,8 +123,24 @@ def toMboxRecord(separator, message):
     @param separator: the C{From } line, without its line ending.
     @param message: RFC 5322 text (LF line endings).
     """
-    message = normaliseBody(message)
-    return separator + b"\n" + quoteFrom(message) + b"\n"
+    return b"".join(mboxRecordChunks(separator, message))
+
+
+def mboxRecordChunks(separator, *parts):
+    """
+    L{toMboxRecord} as a list of byte strings to write one after the other,
+    so that a large message is not copied to build its record.
+
+    @param parts: the message in consecutive pieces (for example headers,
+        then body), each ending with a line ending or empty; the last is
+        normalised like a body.
+    """
+    chunks = [separator + b"\n"]
+    for part in parts[:-1]:
+        chunks.append(quoteFrom(part))
+    chunks.append(quoteFrom(normaliseBody(parts[-1])))
+    chunks.append(b"\n")
+    return chunks
 
 
 def fromMboxRecord(record):

@@ -187,6 +187,8 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         if self._lost:
             return
         self.transport.write(reply)
+        if self.transport.disconnecting:  # QUIT
+            return
         self.setTimeout(self.factory.idleTimeout)
         self.resumeProducing()
 
@@ -313,8 +315,8 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         session = self._requireSession()
 
         def read(text):
-            return wire.formatMultiline(
-                "message follows ({} bytes)".format(len(text)), wire.splitLines(text)
+            return wire.formatMessageReply(
+                "message follows ({} bytes)".format(len(text)), text
             )
 
         return session.readMessage().addCallback(read)
@@ -335,9 +337,13 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         d = self.factory.store.hasUser(receiver)
         if command.text is not None:
             body = command.text.encode("utf-8")
-            if len(body) > self.factory.maxMessageSize:
-                raise errors.MessageTooLarge(self.factory.maxMessageSize)
-            return d.addCallback(lambda _: self._deliver(session.userid, receiver, body))
+
+            def deliver(_):
+                if len(body) > self.factory.maxMessageSize:
+                    raise errors.MessageTooLarge(self.factory.maxMessageSize)
+                return self._deliver(session.userid, receiver, body)
+
+            return d.addCallback(deliver)
 
         def startBody(_):
             self._body = _Body(receiver, self.factory.maxMessageSize)
@@ -362,7 +368,8 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         if session is None:  # pragma: no cover - SEND requires a session
             self.transport.write(wire.formatError(errors.NoUserSelected()))
             return
-        self._respond(self._deliver, session.userid, body.receiver, bytes(body.data))
+        # The bytearray itself, not a copy: nothing else holds or changes it.
+        self._respond(self._deliver, session.userid, body.receiver, body.data)
 
     def _deliver(self, sender, receiver, body):
         def delivered(_):

@@ -49,10 +49,10 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.message import (
-    buildMessage,
+    buildHeaders,
     fromMboxRecord,
+    mboxRecordChunks,
     separatorLine,
-    toMboxRecord,
 )
 from twisted_mail.wire import normalizeUserId
 
@@ -66,6 +66,7 @@ STALE_DOTLOCK_AGE = 300.0
 
 _READ_CHUNK = 1 << 20
 _INTENT_SIZE = 64
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 _O_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
 
@@ -572,7 +573,8 @@ class MboxFile:
 
     def append(self, records):
         """
-        Append whole mbox records, sync, and index them.  On any error the
+        Append whole mbox records (each a list of byte strings), sync, and
+        index them.  On any error the
         file is cut back to where it was and L{TemporaryFailure} raised.
         """
         with self.locked() as handle:
@@ -585,11 +587,13 @@ class MboxFile:
                     prefix = b"\n\n"
                 elif not tail.endswith(b"\n\n") and start >= 2:
                     prefix = b"\n"
-            data = prefix + b"".join(records)
-            end = start + len(data)
+            chunks = [prefix] if prefix else []
+            for record in records:
+                chunks.extend(record)
+            end = start + sum(len(chunk) for chunk in chunks)
             try:
                 self._writeIntent(handle.stat.st_ino, start, end, sync=True)
-                _writeAll(fd, data, start)
+                _writeAll(fd, chunks, start)
                 os.fdatasync(fd)
             except OSError as e:
                 self._undoAppend(fd, start)
@@ -668,7 +672,7 @@ class MboxFile:
                 # acknowledged: write after it on a line of its own.
                 if os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
-            _writeAll(fd, line, size)
+            _writeAll(fd, [line], size)
             os.fdatasync(fd)
             if size == 0:
                 os.fsync(self._dirfd)
@@ -703,7 +707,7 @@ class MboxFile:
                 newEntries = []
                 for entry in kept:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                    _writeAll(fd, record, offset)
+                    _writeAll(fd, [record], offset)
                     newEntries.append(_Entry(offset, offset + len(record), entry.key,
                                              entry.serial))
                     offset += len(record)
@@ -738,12 +742,26 @@ def _lockFile(fd):
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _writeAll(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
+def _writeAll(fd, chunks, offset):
+    """
+    Write byte strings one after the other at C{offset}, with as few system
+    calls as the platform allows, going on after partial writes.
+    """
+    pending = [memoryview(c) for c in chunks if len(c)]
+    i = 0
+    while i < len(pending):
+        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
+        if n == 0:
+            raise OSError(errno.EIO, "write made no progress")
         offset += n
+        while n:
+            size = len(pending[i])
+            if n >= size:
+                n -= size
+                i += 1
+            else:
+                pending[i] = pending[i][n:]
+                n = 0
 
 
 class _Mailbox:
@@ -924,21 +942,22 @@ class SpoolStore:
         except errors.InvalidUserId as e:
             return defer.fail(e)
         when = self._clock()
-        text = buildMessage(sender, receiver, body, self.domain, when)
+        headers = buildHeaders(sender, receiver, self.domain, when)
         address = "{}@{}".format(sender, self.domain)
-        return self._append(address, receiver, text, when)
+        return self._append(address, receiver, when, headers, body)
 
     def deliverMessage(self, envelopeSender, receiver, message):
         try:
             receiver = normalizeUserId(receiver)
         except errors.InvalidUserId as e:
             return defer.fail(e)
-        return self._append(envelopeSender, receiver, message, self._clock())
+        return self._append(envelopeSender, receiver, self._clock(), message)
 
-    def _append(self, envelopeSender, receiver, message, when):
+    def _append(self, envelopeSender, receiver, when, *parts):
         separator = separatorLine(envelopeSender.encode("utf-8", "replace"), when)
-        record = toMboxRecord(separator, message)
-        if len(record) > self.maxMessageSize:
+        # Pieces, not one string: a large body is written without a copy.
+        record = mboxRecordChunks(separator, *parts)
+        if sum(len(chunk) for chunk in record) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
         return self._mailbox(receiver).append(record)
 

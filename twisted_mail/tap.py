@@ -95,9 +95,14 @@ class Options(usage.Options):
 
         try:
             endpoints.serverFromString(reactor, description)
-        except (ValueError, ImportError, KeyError, TypeError) as e:
+        except Exception as e:
+            # ValueError, KeyError, TypeError for a malformed description,
+            # ImportError without the tls extra, OSError or an OpenSSL
+            # error for unreadable or bad certificate files.
             raise usage.UsageError(
-                "bad --listen endpoint {!r}: {}".format(description, e or type(e).__name__)
+                "bad --listen endpoint {!r}: {}".format(
+                    description, str(e) or type(e).__name__
+                )
             )
         self["listen"].append(description)
 

@@ -15,6 +15,7 @@ MAX_LINE_LENGTH = 64 * 1024
 
 GREETING = "simplemail ready"
 
+_DOT_AT_LINE_START = re.compile(rb"^\.", re.MULTILINE)
 _USERID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
@@ -177,6 +178,26 @@ def formatMultiline(text, lines):
         out.append(stuff(line) + b"\r\n")
     out.append(b".\r\n")
     return b"".join(out)
+
+
+def formatMessageReply(text, message):
+    """
+    A multi-line success reply carrying a whole message: C{+OK <text>}, the
+    message's lines dot-stuffed with CRLF endings, then C{.}.
+
+    Works on the message as one string (no list of lines), so a large
+    message costs a few copies of itself and no per-line objects.
+
+    @param message: LF-terminated lines, L{bytes}.
+    @rtype: L{bytes}
+    """
+    if b"\r\n" in message:
+        message = message.replace(b"\r\n", b"\n")
+    if message and not message.endswith(b"\n"):
+        message += b"\n"
+    if message.startswith(b".") or b"\n." in message:
+        message = _DOT_AT_LINE_START.sub(b"..", message)
+    return formatOK(text) + message.replace(b"\n", b"\r\n") + b".\r\n"
 
 
 def stuff(line):
