@@ -30,10 +30,10 @@ def normaliseBody(body):
     @type body: L{bytes}
     @rtype: L{bytes}
     """
+    if body and not body.endswith(b"\n"):
+        body = body + b"\n"
     if b"\r\n" in body:
         body = _CR_BEFORE_LF.sub(b"\n", body)
-    if body and not body.endswith(b"\n"):
-        body += b"\n"
     return body
 
 

@@ -182,6 +182,11 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         self.pauseProducing()
         self.setTimeout(None)
         result.addCallback(lambda _: self._replyReady(replies[0]))
+        # Resuming runs the pipelined lines that follow: a bug there must be
+        # logged now, not when the Deferred is garbage collected.
+        result.addErrback(
+            lambda f: log.failure("unexpected error serving {peer}", f, peer=self._peer)
+        )
 
     def _replyReady(self, reply):
         if self._lost:
