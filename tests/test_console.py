@@ -42,8 +42,13 @@ class FakeClient:
     def listUsers(self):
         return self._call("listUsers")
 
-    def addUser(self, userid):
-        return self._call("addUser", userid)
+    def addUser(self, userid, password=None):
+        if password is None:
+            return self._call("addUser", userid)
+        return self._call("addUser", userid, password)
+
+    def login(self, password):
+        return self._call("login", password)
 
     def selectUser(self, userid):
         return self._call("selectUser", userid)
@@ -87,14 +92,18 @@ class FakeClient:
 
 
 class ConsoleTestsMixin:
-    def start(self, greet=True):
+    def start(self, greet=True, capabilities=(), terminal=None):
         self.client = FakeClient()
-        self.console = MailConsole(self.client)
+        self.console = MailConsole(self.client, terminal)
         self.transport = StringTransport()
         self.console.makeConnection(self.transport)
         if greet:
             self.client.greeting.callback("simplemail ready")
-            self.assertEqual(self.output(), "simplemail ready\nMain-Prompt> ")
+            self.assertEqual(self.output(), "simplemail ready\n")
+            # The console asks what the server supports before prompting.
+            self.lastCall("capabilities").callback(list(capabilities))
+            self.client.calls.pop()
+            self.assertEqual(self.output(), "Main-Prompt> ")
 
     def output(self):
         """
@@ -159,6 +168,7 @@ class StartTests(ConsoleTestsMixin, SynchronousTestCase):
         self.assertEqual(self.client.calls, [])
         self.assertEqual(self.transport.producerState, "paused")
         self.client.greeting.callback("simplemail ready")
+        self.lastCall("capabilities").callback([])
         self.lastCall("listUsers")
         self.assertEqual(self.output(), "simplemail ready\nMain-Prompt> ")
 
@@ -760,3 +770,102 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("cannot connect to tcp:127.0.0.1:9999", lines[0])
         self.assertIn("refused", lines[0])
+
+
+class FakeTerminal:
+    """
+    Records the echo changes the console asks of a terminal.
+    """
+
+    def __init__(self):
+        self.changes = []
+
+    def echo(self, on):
+        self.changes.append(on)
+
+
+class PasswordTests(ConsoleTestsMixin, SynchronousTestCase):
+    def setUp(self):
+        self.terminal = FakeTerminal()
+        self.start(capabilities=["PIPELINING", "AUTH"], terminal=self.terminal)
+
+    def test_setUserAsksPassword(self):
+        """
+        With passwords on, SetUser asks "Password: " without echo and logs in
+        with the next line, spaces kept.
+        """
+        self.type("SetUser bob\n")
+        self.lastCall("selectUser", "bob").callback("send PASS <password> for bob")
+        self.assertEqual(self.output(), "Password: ")
+        self.assertEqual(self.terminal.changes, [False])
+        self.type(" two words \n")
+        self.assertEqual(self.terminal.changes, [False, True])
+        self.lastCall("login", " two words ").callback("bob has 2 messages")
+        self.assertEqual(self.output(), "\nbob has 2 messages\nSub-Prompt-bob> ")
+
+    def test_wrongPassword(self):
+        """
+        A refused password is reported and leaves the user unselected.
+        """
+        self.type("SetUser bob\n")
+        self.lastCall("selectUser", "bob").callback("send PASS")
+        self.output()
+        self.type("nope\n")
+        self.lastCall("login", "nope").errback(ServerError("login failed"))
+        self.assertEqual(self.output(), "\nerror: login failed\nMain-Prompt> ")
+        self.assertIsNone(self.console.userid)
+
+    def test_passwordNotRunAsCommand(self):
+        """
+        A password that looks like a command is sent as the password, not
+        run, even when typed ahead in the same read.
+        """
+        self.type("SetUser bob\nQuit\n")
+        self.lastCall("selectUser", "bob").callback("send PASS")
+        self.lastCall("login", "Quit").callback("bob has 0 messages")
+        self.assertNotIn("quit", [c[0] for c in self.client.calls])
+
+    def test_adduserAsksTwice(self):
+        """
+        With passwords on, Adduser asks for the password twice and sends it.
+        """
+        self.type("Adduser bob\n")
+        self.assertEqual(self.output(), "Password: ")
+        self.type("pw 1\n")
+        self.assertEqual(self.output(), "\nAgain: ")
+        self.type("pw 1\n")
+        self.lastCall("addUser", "bob", "pw 1").callback("user bob created")
+        self.assertEqual(self.output(), "\nuser bob created\nMain-Prompt> ")
+        self.assertEqual(self.terminal.changes, [False, True, False, True])
+
+    def test_adduserMismatch(self):
+        """
+        Two different passwords are reported and nothing is sent.
+        """
+        self.type("Adduser bob\none\ntwo\n")
+        self.assertIn("error: the passwords differ; user not added\nMain-Prompt> ",
+                      self.output())
+        self.assertEqual(self.client.calls, [])
+
+    def test_endOfInputRestoresEcho(self):
+        """
+        Input ending at the password prompt turns echo back on and quits.
+        """
+        self.type("SetUser bob\n")
+        self.lastCall("selectUser", "bob").callback("send PASS")
+        self.endInput()
+        self.assertEqual(self.terminal.changes[-1], True)
+
+
+class PipedPasswordTests(ConsoleTestsMixin, SynchronousTestCase):
+    def test_pipedPassword(self):
+        """
+        From a pipe (no terminal) the password is simply the next line.
+        """
+        self.start(capabilities=["AUTH"])
+        self.type("SetUser bob\nsecret\nRead\n")
+        self.lastCall("selectUser", "bob").callback("send PASS")
+        self.assertEqual(self.output(), "Password: ")
+        self.lastCall("login", "secret").callback("bob has 0 messages")
+        self.assertEqual(self.output(), "bob has 0 messages\nSub-Prompt-bob> ")
+        self.lastCall("readMessage")

@@ -317,6 +317,59 @@ class ConsoleEndToEndTests(TestCase):
         )
         self.assertNotIn("Type Message: ", proc.output.split("carol")[1])
 
+    def withPasswords(self):
+        """
+        Serve the same spool with passwords on, on the test's port.
+        """
+        from twisted_mail.auth import PasswordFile, makePortal
+
+        passwords = PasswordFile(self.mktemp())
+        self.server.wrappedFactory.portal = makePortal(passwords, reactor=reactor)
+        self.server.wrappedFactory.passwordFile = passwords
+
+    async def test_pipedPasswords(self):
+        """
+        With passwords on, a piped script gives Adduser its password twice and
+        SetUser its password on the next line; a wrong one is refused.
+        """
+        self.withPasswords()
+        proc = self.spawn()
+        proc.transport.write(
+            b"Adduser bob\nsecret pw\nsecret pw\n"
+            b"SetUser bob\nwrong\nRead\n"
+            b"SetUser bob\nsecret pw\nRead\nQuit\n"
+        )
+        proc.transport.closeStdin()
+        code = await self.exited(proc)
+        self.assertEqual((code, proc.errors), (0, ""))
+        self.assertInOrder(
+            proc.output,
+            [
+                "Main-Prompt> Password: Again: user bob created\n",
+                "Main-Prompt> Password: error: login failed\n",
+                "Main-Prompt> error: Read works only after SetUser",
+                "Main-Prompt> Password: bob has 0 messages\n",
+                "Sub-Prompt-bob> error: No More Mail\n",
+            ],
+        )
+        self.assertNotIn("secret", proc.output)
+
+    async def test_ptyPasswordNotEchoed(self):
+        """
+        On a terminal the password is not echoed.
+        """
+        self.withPasswords()
+        await self.store.addUser("bob")
+        self.server.wrappedFactory.passwordFile.setPassword("bob", "hidden-pw")
+        proc = self.spawn(usePTY=True)
+        await self.expect(proc, "Main-Prompt> ")
+        await self.say(proc, "SetUser bob", "Password: ")
+        reply = await self.say(proc, "hidden-pw", "Sub-Prompt-bob> ")
+        self.assertIn("bob has 0 messages", reply)
+        self.assertNotIn("hidden-pw", proc.output)
+        proc.transport.write(b"Quit\n")
+        self.assertEqual(await self.exited(proc), 0)
+
     async def test_ptyEndOfInput(self):
         """
         Ctrl-D at a terminal prompt acts as Quit: exit code 0.

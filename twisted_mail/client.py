@@ -293,20 +293,40 @@ class MailClientProtocol(LineReceiver):
         d.addCallback(lambda lines: [line.decode("utf-8", "replace") for line in lines])
         return d
 
-    def addUser(self, userid):
+    def addUser(self, userid, password=None):
         """
-        C{ADDU <userid>}: create a user.
+        C{ADDU <userid>}: create a user; C{ADDU <userid> <password>} on a
+        server with passwords on.
 
         @type userid: L{str}
         @return: a L{Deferred} firing with the server's text, or failing
             with L{ServerError} (invalid id, user exists) or L{ValueError}
-            (an empty id or one with spaces; nothing is sent).
+            (an empty id or one with spaces, a password with a line break;
+            nothing is sent).
         """
         try:
             _checkWord(userid, "a user id")
+            if password is None:
+                return self._command("ADDU", userid)
+            return self._enqueue(
+                _Command(wire.formatCommand("ADDU", userid, text=password))
+            )
         except ValueError as e:
             return defer.fail(e)
-        return self._command("ADDU", userid)
+
+    def login(self, password):
+        """
+        C{PASS <password>}: complete the login begun by L{selectUser} on a
+        server with passwords on.
+
+        @return: a L{Deferred} firing with the server's text (e.g.
+            C{"bob has 3 messages"}), or failing with L{ServerError}.
+        """
+        try:
+            line = wire.formatCommand("PASS", text=password)
+        except ValueError as e:
+            return defer.fail(e)
+        return self._enqueue(_Command(line))
 
     def selectUser(self, userid):
         """

@@ -9,6 +9,7 @@ cftp C{StdioClient} is, and never touches the network itself; L{main} wires
 the two together for L{twisted.internet.task.react}.
 """
 
+import os
 import re
 import sys
 
@@ -109,10 +110,22 @@ class MailConsole(LineReceiver):
     subPrompt = "Sub-Prompt-{userid}> "
     messagePrompt = "Type Message: "
 
-    def __init__(self, client):
+    passwordPrompt = "Password: "
+    againPrompt = "Again: "
+
+    def __init__(self, client, terminal=None):
+        """
+        @param client: the L{MailClientProtocol}.
+        @param terminal: an object with C{echo(on)} to turn the terminal's
+            echo off while a password is typed (L{TerminalEcho}), or
+            L{None} when input is not a terminal.
+        """
         self.client = client
         self.finished = defer.Deferred()
         self.userid = None
+        self._terminal = terminal
+        self._passwords = False
+        self._secret = None
         self._message = None
         self._atPrompt = False
         self._inputEnded = False
@@ -153,7 +166,11 @@ class MailConsole(LineReceiver):
 
     def _greeted(self, text):
         self._writeLine(text)
-        self._ready()
+
+        def capabilities(names):
+            self._passwords = "AUTH" in names
+
+        self._run(self.client.capabilities().addCallback(capabilities))
 
     def _greetingFailed(self, failure):
         if failure.check(ServerConnectionLost):
@@ -206,11 +223,16 @@ class MailConsole(LineReceiver):
         if not self.finished.called:
             self.finished.callback(code)
 
+    def _echo(self, on):
+        if self._terminal is not None:
+            self._terminal.echo(on)
+
     def _exit(self, code):
         """
         Stop reading commands, write what is left and close standard I/O;
         L{finished} then fires with C{code}.
         """
+        self._echo(True)
         if self._finishing:
             return
         self._finishing = True
@@ -243,7 +265,7 @@ class MailConsole(LineReceiver):
         """
         if self._finishing:
             return
-        if self._message is None:
+        if self._message is None and self._secret is None:
             self._prompt()
         self.resumeProducing()
 
@@ -267,6 +289,10 @@ class MailConsole(LineReceiver):
             if self.paused or self._finishing:
                 return
         self._endHandled = True
+        if self._secret is not None:
+            self._secret = None
+            self._echo(True)
+            self._write("\n")
         if self._message is not None:
             self._message = None
             if self._atPrompt:
@@ -288,6 +314,13 @@ class MailConsole(LineReceiver):
         self._atPrompt = False
         if line.endswith(b"\r"):
             line = line[:-1]
+        if self._secret is not None:
+            take, self._secret = self._secret, None
+            self._echo(True)
+            if self._terminal is not None:
+                self._write("\n")  # the Enter that was not echoed
+            take(line.decode("utf-8", "replace"))
+            return
         if self._message is not None:
             self._messageLine(line)
             return
@@ -302,7 +335,8 @@ class MailConsole(LineReceiver):
             self._prompt()
             return
         if d is None:
-            self._prompt()
+            if self._secret is None:
+                self._prompt()
         else:
             self._run(d)
 
@@ -407,19 +441,59 @@ class MailConsole(LineReceiver):
         """
         return self.client.listUsers().addCallback(self._showUsers)
 
+    def _askSecret(self, prompt, take):
+        """
+        Show C{prompt} and hand the next line, unechoed on a terminal, to
+        C{take} instead of reading it as a command.
+        """
+        self._write(prompt)
+        self._atPrompt = True
+        self._echo(False)
+        self._secret = take
+
+    def _afterSecret(self, d):
+        """
+        Wait for the command started with a password, like any command.
+        """
+        if d is None:
+            self._prompt()
+        else:
+            self._run(d)
+
     def cmd_ADDUSER(self, userid):
         """
-        C{Adduser <userid>}: create a user.
+        C{Adduser <userid>}: create a user.  When the server wants
+        passwords, ask for the new user's password twice first.
         """
         userid = self._userId(userid)
-        d = self.client.addUser(userid)
-        d.addCallback(self._showText, "user {} added".format(userid))
-        return d
+
+        def add(password=None):
+            d = self.client.addUser(userid, password)
+            d.addCallback(self._showText, "user {} added".format(userid))
+            return d
+
+        if not self._passwords:
+            return add()
+
+        def first(password):
+            self._askSecret(self.againPrompt, lambda again: second(password, again))
+
+        def second(password, again):
+            if password != again:
+                self._showError("the passwords differ; user not added")
+                return self._afterSecret(None)
+            if not password.strip():
+                self._showError("a password cannot be empty; user not added")
+                return self._afterSecret(None)
+            self._afterSecret(add(password))
+
+        self._askSecret(self.passwordPrompt, first)
+        return None
 
     def cmd_SETUSER(self, userid):
         """
         C{SetUser <userid>}: select a user; on success the sub-prompt
-        names it.
+        names it.  When the server wants passwords, ask for it.
         """
         userid = self._userId(userid)
 
@@ -427,7 +501,21 @@ class MailConsole(LineReceiver):
             self.userid = userid
             self._showText(text, "working as " + userid)
 
-        return self.client.selectUser(userid).addCallback(selected)
+        if not self._passwords:
+            return self.client.selectUser(userid).addCallback(selected)
+
+        def askPassword(text):
+            # USER ended any session on the server: until the password is
+            # accepted, nobody is selected.
+            self.userid = None
+            self._askSecret(
+                self.passwordPrompt,
+                lambda password: self._afterSecret(
+                    self.client.login(password).addCallback(selected)
+                ),
+            )
+
+        return self.client.selectUser(userid).addCallback(askPassword)
 
     def cmd_READ(self):
         """
@@ -578,6 +666,31 @@ def endpointFromOptions(reactor, options):
     return HostnameEndpoint(reactor, host, port), "{} port {}".format(host, port)
 
 
+class TerminalEcho:
+    """
+    Turns a terminal's echo off while a password is typed, and back on.
+    """
+
+    def __init__(self, fd=0):
+        self.fd = fd
+        self._saved = None
+
+    def echo(self, on):
+        import termios
+
+        try:
+            if not on and self._saved is None:
+                self._saved = termios.tcgetattr(self.fd)
+                quiet = termios.tcgetattr(self.fd)
+                quiet[3] &= ~termios.ECHO
+                termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
+            elif on and self._saved is not None:
+                saved, self._saved = self._saved, None
+                termios.tcsetattr(self.fd, termios.TCSANOW, saved)
+        except termios.error:
+            pass
+
+
 def _restoreBlocking():
     """
     Put standard input and output back in blocking mode: L{StandardIO} made
@@ -618,8 +731,11 @@ def main(reactor, *argv):
     from twisted.internet.stdio import StandardIO
 
     def connected(client):
-        console = MailConsole(client)
+        terminal = TerminalEcho(0) if os.isatty(0) else None
+        console = MailConsole(client, terminal)
         reactor.addSystemEventTrigger("after", "shutdown", _restoreBlocking)
+        if terminal is not None:
+            reactor.addSystemEventTrigger("after", "shutdown", terminal.echo, True)
         StandardIO(console, reactor=reactor)
         return console.finished
 
