@@ -34,9 +34,9 @@ def _positiveInt(name):
 
 
 class Options(usage.Options):
-    """
-    The command line of C{twistd simplemail}.
-    """
+    (
+        "The command line of C{twistd simplemail}."
+    )
 
     synopsis = "[--listen ENDPOINT]... [--spool DIR] [--domain NAME] [options]"
 
@@ -84,13 +84,17 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self["listen"] = []
+        self["smtp"] = []
+        self["smtp-tls-cert"] = None
+        self["smtp-tls-key"] = None
 
     def opt_listen(self, description):
-        """
-        Listen on this Twisted server endpoint, e.g. tcp:9025 or
-        ssl:9995:privateKey=key.pem:certKey=cert.pem or unix:/run/mail.sock
-        (repeatable; default tcp:9025:interface=127.0.0.1).
-        """
+        (
+            "Listen on this Twisted server endpoint, e.g. tcp:9025 or "
+            "ssl:9995:privateKey=key.pem:certKey=cert.pem or "
+            "unix:/run/mail.sock (repeatable; default "
+            "tcp:9025:interface=127.0.0.1)."
+        )
         from twisted.internet import reactor
 
         try:
@@ -108,6 +112,69 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    # -- SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst)
+
+    def opt_smtp(self, description):
+        (
+            "Also accept mail for local users by SMTP on this Twisted server "
+            "endpoint, e.g. tcp:25 or tcp:2525:interface=127.0.0.1 (repeatable; "
+            "off by default)."
+        )
+        from twisted.internet import reactor
+
+        try:
+            endpoints.serverFromString(reactor, description)
+        except Exception as e:
+            raise usage.UsageError(
+                "bad --smtp endpoint {!r}: {}".format(
+                    description, str(e) or type(e).__name__
+                )
+            )
+        self["smtp"].append(description)
+
+    def opt_smtp_tls_cert(self, path):
+        (
+            "Offer STARTTLS on the --smtp listeners with this PEM certificate "
+            "(followed by any intermediate certificates; it may hold the key "
+            "too)."
+        )
+        self["smtp-tls-cert"] = path
+
+    def opt_smtp_tls_key(self, path):
+        (
+            "The PEM private key for --smtp-tls-cert (default: the certificate "
+            "file)."
+        )
+        self["smtp-tls-key"] = path
+
+    def _checkSMTPOptions(self):
+        if not (self["smtp"] or self["smtp-tls-cert"] or self["smtp-tls-key"]):
+            return
+        from twisted_mail.smtp import checkSMTPOptions
+
+        try:
+            checkSMTPOptions(
+                self["smtp"], self["domain"], self["smtp-tls-cert"], self["smtp-tls-key"]
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+    def _checkSpool(self):
+        """
+        Create the spool directory now, so that an unusable one is a
+        one-line usage error rather than a traceback from
+        makeService.
+        """
+        spool = self["spool"]
+        try:
+            os.makedirs(spool, mode=0o700, exist_ok=True)
+            if not os.access(spool, os.R_OK | os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as e:
+            raise usage.UsageError(
+                "cannot use spool directory {!r}: {}".format(spool, e.strerror or e)
+            )
+
     def postOptions(self):
         if self["passwords"] is not None:
             directory = os.path.dirname(os.path.abspath(self["passwords"]))
@@ -115,10 +182,12 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--passwords: no such directory {!r}".format(directory)
                 )
+        self._checkSpool()
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
             raise usage.UsageError("--domain must be a name without spaces")
+        self._checkSMTPOptions()
 
 
 def makeService(options, reactor=None):
@@ -155,6 +224,23 @@ def makeService(options, reactor=None):
     top = service.MultiService()
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
+    # -- SMTP ingress: one listener per --smtp endpoint (docs/smtp.rst).
+    if options.get("smtp"):
+        from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+        try:
+            smtpFactory = makeSMTPFactoryFromOptions(options, store, reactor)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        for description in options["smtp"]:
+            strports.service(description, smtpFactory, reactor=reactor).setServiceParent(
+                top
+            )
+        log.info(
+            "simplemail: SMTP on {smtp}, STARTTLS {tls}",
+            smtp=", ".join(options["smtp"]),
+            tls="on" if options.get("smtp-tls-cert") else "off",
+        )
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
         "passwords {passwords}",
