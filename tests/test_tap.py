@@ -137,6 +137,13 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError("--colour", "blue")
 
 
+def listeners(service):
+    """
+    The listening services among C{service}'s children.
+    """
+    return [child for child in service if hasattr(child, "factory")]
+
+
 class MakeServiceTests(SynchronousTestCase):
     """
     Tests for L{tap.makeService}.
@@ -150,7 +157,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--spool", self.spool.path] + list(argv))
         service = tap.makeService(options, reactor=self.reactor)
-        for child in service:
+        for child in listeners(service):
             self.addCleanup(child.factory.store.close)
         return service
 
@@ -164,7 +171,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         service = self.makeService()
         self.assertIsInstance(service, MultiService)
-        self.assertEqual(len(list(service)), 1)
+        self.assertEqual(len(listeners(service)), 1)
         self.assertEqual(self.reactor.tcpServers, [])
         self.start(service)
         [(port, factory, backlog, interface)] = self.reactor.tcpServers
@@ -184,7 +191,7 @@ class MakeServiceTests(SynchronousTestCase):
             "--listen",
             "unix:" + socket,
         )
-        self.assertEqual(len(list(service)), 3)
+        self.assertEqual(len(listeners(service)), 3)
         self.start(service)
         self.assertEqual(
             [(port, interface) for port, _, _, interface in self.reactor.tcpServers],
@@ -195,8 +202,8 @@ class MakeServiceTests(SynchronousTestCase):
         factories = {entry[1] for entry in self.reactor.tcpServers} | {unix[1]}
         self.assertEqual(len(factories), 1)
         [factory] = factories
-        self.assertEqual(len({id(child.factory.store) for child in service}), 1)
-        self.assertIs(factory.store, next(iter(service)).factory.store)
+        self.assertEqual(len({id(child.factory.store) for child in listeners(service)}), 1)
+        self.assertIs(factory.store, listeners(service)[0].factory.store)
 
     def test_spoolCreated(self):
         """
@@ -230,7 +237,7 @@ class MakeServiceTests(SynchronousTestCase):
             "--max-connections",
             "5",
         )
-        factory = next(iter(service)).factory
+        factory = listeners(service)[0].factory
         self.assertEqual(factory.maxMessageSize, 4096)
         self.assertEqual(factory.idleTimeout, 30)
         self.assertEqual(factory.maxConnections, 5)
@@ -257,3 +264,26 @@ class PluginTests(SynchronousTestCase):
         self.assertIs(maker.options, tap.Options)
         self.assertIs(maker.makeService, tap.makeService)
         self.assertTrue(maker.description)
+
+
+class RepairAtStartTests(SynchronousTestCase):
+    def test_repairBeforeListening(self):
+        """
+        Starting the server repairs what a crash left in the spool before it
+        listens: a dead process's dot-lock is gone before any client comes.
+        """
+        reactor = MemoryReactor()
+        spool = FilePath(self.mktemp())
+        options = tap.Options()
+        options.parseOptions(["--spool", spool.path])
+        service = tap.makeService(options, reactor=reactor)
+        self.addCleanup(listeners(service)[0].factory.store.close)
+        spool.child("bob").setContent(b"")
+        spool.child("bob.lock").setContent(b"999999999\n")  # no such process
+        spool.child("carol").setContent(b"")
+        spool.child("carol.lock").setContent(b"%d\n" % (os.getppid(),))  # alive
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertFalse(os.path.exists(spool.child("bob.lock").path))
+        self.assertTrue(os.path.exists(spool.child("carol.lock").path))
+        self.assertEqual(len(reactor.tcpServers), 1)

@@ -154,6 +154,8 @@ class MboxFile:
         delay = 0.001
         while True:
             fd = self._open()
+            if fd is None:
+                continue
             try:
                 locked = self._tryLocks(fd)
                 if locked:
@@ -191,6 +193,15 @@ class MboxFile:
         return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
 
     def _open(self):
+        """
+        Open the mailbox for reading and writing, without following a
+        symbolic link.
+
+        @return: the file descriptor, or L{None} when the file opened was
+            replaced at once (try again).
+        @raise MailboxUnavailable: for anything but a regular file with one
+            link.
+        """
         try:
             fd = os.open(self.userid, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
         except FileNotFoundError:
@@ -205,6 +216,10 @@ class MboxFile:
                 raise errors.MailboxUnavailable(self.userid)
             raise
         st = os.fstat(fd)
+        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+            # Renamed over (another process expunged) since we opened it.
+            os.close(fd)
+            return None
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
             log.error(
@@ -229,13 +244,31 @@ class MboxFile:
         return self._takeDotLock()
 
     def _takeDotLock(self):
+        """
+        Create C{<userid>.lock} holding our pid, atomically: the pid is
+        written to a side file first, then linked into place, so a crash
+        never leaves an empty lock whose holder cannot be told.  (The side
+        file's fixed name is safe: we hold the fcntl lock.)
+        """
         name = self._lockName
+        side = "." + name + ".new"
+        lfd = os.open(
+            side,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
+            0o600,
+            dir_fd=self._dirfd,
+        )
         try:
-            lfd = os.open(
+            os.write(lfd, b"%d\n" % (os.getpid(),))
+        finally:
+            os.close(lfd)
+        try:
+            os.link(
+                side,
                 name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS,
-                0o600,
-                dir_fd=self._dirfd,
+                src_dir_fd=self._dirfd,
+                dst_dir_fd=self._dirfd,
+                follow_symlinks=False,
             )
         except FileExistsError:
             if self._dotLockIsStale():
@@ -245,10 +278,8 @@ class MboxFile:
                 except FileNotFoundError:
                     pass
             return False
-        try:
-            os.write(lfd, b"%d\n" % (os.getpid(),))
         finally:
-            os.close(lfd)
+            os.unlink(side, dir_fd=self._dirfd)
         return True
 
     def _dotLockIsStale(self):
@@ -571,6 +602,26 @@ class MboxFile:
         with self.locked():
             return self.live
 
+    def needsRepair(self):
+        """
+        Whether a crash left this mailbox with a torn append or a dot-lock
+        of a dead process (which other mail tools would wait on).
+        """
+        try:
+            st = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        intent = self._readIntent()
+        if intent is not None:
+            ino, start, end = intent
+            if ino == st.st_ino and start < st.st_size < end:
+                return True
+        try:
+            os.stat(self._lockName, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return self._dotLockIsStale()
+
     def append(self, records):
         """
         Append whole mbox records (each a list of byte strings), sync, and
@@ -618,6 +669,14 @@ class MboxFile:
         except OSError:
             # The intent stays: the next locked access cuts the tail.
             log.failure("mailbox {user}: could not cut a failed append", user=self.userid)
+            return
+        try:
+            # Cut back: the intent must not later cut what another program
+            # appends from here.
+            self._writeIntent(0, 0, 0, sync=True)
+        except OSError:
+            log.failure("mailbox {user}: could not clear the append intent",
+                        user=self.userid)
 
     def readAfter(self, serial):
         """
@@ -872,6 +931,27 @@ class SpoolStore:
 
     def listUsers(self):
         return self._inThread(self._listUsers)
+
+    def repairNow(self):
+        """
+        Repair what a crash left in the spool: cut torn appends off and
+        remove dot-locks of dead processes, so that other mail tools see
+        whole mailboxes.  Synchronous: meant for start-up, before any client
+        is served.
+
+        @return: the L{list} of user ids repaired.
+        """
+        repaired = []
+        for userid in self._listUsers():
+            mailbox = self._mailbox(userid)
+            try:
+                if mailbox.mbox.needsRepair():
+                    mailbox.mbox.count()
+                    repaired.append(userid)
+            except errors.MailError as e:
+                log.warn("mailbox {user} not repaired at start: {why}", user=userid,
+                         why=str(e))
+        return repaired
 
     def _listUsers(self):
         users = []

@@ -190,6 +190,28 @@ class Options(usage.Options):
         self._checkSMTPOptions()
 
 
+class _SpoolRepair(service.Service):
+    """
+    Before the listeners start, repair what a crash left in the spool (torn
+    appends, dead processes' dot-locks), so that neither clients nor other
+    mail tools ever meet it.  This blocks start-up briefly: a few system
+    calls per mailbox, and reading only the mailboxes that need repair.
+    """
+
+    def __init__(self, store):
+        self.store = store
+
+    def startService(self):
+        service.Service.startService(self)
+        try:
+            users = self.store.repairNow()
+        except Exception:
+            log.failure("could not repair the spool at start")
+            return
+        if users:
+            log.info("repaired mailboxes left by a crash: {users}", users=", ".join(users))
+
+
 def makeService(options, reactor=None):
     """
     Build the server: a store on the spool directory and one listening
@@ -222,6 +244,7 @@ def makeService(options, reactor=None):
         reactor=reactor,
     )
     top = service.MultiService()
+    _SpoolRepair(store).setServiceParent(top)
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     # -- SMTP ingress: one listener per --smtp endpoint (docs/smtp.rst).

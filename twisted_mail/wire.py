@@ -34,7 +34,14 @@ def normalizeUserId(userid):
     """
     if not isinstance(userid, str) or not userid.isascii():
         raise InvalidUserId(_printable(userid))
-    if _USERID.match(userid) is None or userid.lower().endswith(".lock"):
+    lowered = userid.lower()
+    if (
+        _USERID.match(userid) is None
+        or lowered.endswith(".lock")
+        # Mail tools' lock side files, e.g. Python's mailbox module makes
+        # "bob.lock.<time>.<host>.<pid>" beside "bob" while it locks it.
+        or ".lock." in lowered
+    ):
         raise InvalidUserId(_printable(userid))
     return userid.lower()
 
