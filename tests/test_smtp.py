@@ -7,8 +7,6 @@ fed by the standard library's C{smtplib}, and what it stored is read back
 with C{READM} over our own protocol and with C{mailbox.mbox}.
 """
 
-import datetime
-import ipaddress
 import mailbox
 import os
 import smtplib
@@ -31,6 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests import certs
 from tests.serverprocess import ServerProcess, freePort
 from twisted_mail import errors, tap
 from twisted_mail.smtp import (
@@ -1084,53 +1083,12 @@ class STARTTLSTests(SMTPTestCase):
 
 def makeCertificate(directory, hostname="localhost"):
     """
-    Write a self-signed certificate for C{hostname} and 127.0.0.1, and its
-    key, into C{directory}.
+    A self-signed certificate for C{hostname} and 127.0.0.1, and its key.
 
     @return: the paths of the certificate and the key.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName(hostname),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    os.makedirs(directory, exist_ok=True)
-    certPath = os.path.join(directory, "cert.pem")
-    keyPath = os.path.join(directory, "key.pem")
-    with open(certPath, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
-    with open(keyPath, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return certPath, keyPath
+    made = certs.makeCertificate(directory, hostname, addresses=["127.0.0.1"])
+    return made.child("cert.pem").path, made.child("key.pem").path
 
 
 class OptionsTests(SynchronousTestCase):

@@ -3,7 +3,6 @@ TLS: the server on an ssl: endpoint, verified by a client through a tls:
 endpoint; plain TCP and TLS side by side.
 """
 
-import datetime
 import socket
 
 from twisted.internet import defer, endpoints, protocol, reactor
@@ -12,50 +11,10 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from twisted_mail import tap
+
+from .certs import makeCertificate
 from twisted_mail.testing import MemoryStore
 from twisted_mail.server import MailServerFactory
-
-
-def makeCertificate(directory, hostname="localhost"):
-    """
-    Write a self-signed certificate for C{hostname} and its key into
-    C{directory}: C{cert.pem}, C{key.pem}; and C{roots/ca.pem}, a trust root
-    directory holding the certificate.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    directory = FilePath(directory)
-    directory.makedirs(ignoreExistingDirectory=True)
-    certPEM = cert.public_bytes(serialization.Encoding.PEM)
-    directory.child("cert.pem").setContent(certPEM)
-    directory.child("key.pem").setContent(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    directory.child("roots").makedirs()
-    directory.child("roots").child("ca.pem").setContent(certPEM)
-    return directory
 
 
 class _Greeting(LineReceiver):

@@ -72,7 +72,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     # -- connection events
 
     def connectionMade(self):
-        self._peer = _describePeer(self.transport)
+        self._peer = describePeer(self.transport)
         self.setTimeout(self.factory.idleTimeout)
         log.info("connection from {peer}", peer=self._peer)
         self.transport.write(wire.formatOK(wire.GREETING))
@@ -469,7 +469,10 @@ class MailServerFactory(Factory):
         return p
 
 
-def _describePeer(transport):
+def describePeer(transport):
+    """
+    A short text naming the other end of a connection, for logs.
+    """
     try:
         peer = transport.getPeer()
     except Exception:

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from twisted_mail import errors, wire
 from twisted_mail.interfaces import IMailStore
+from twisted_mail.server import describePeer
 
 log = Logger()
 
@@ -96,18 +97,6 @@ def _peerLiteral(transport):
     if ":" in host:
         return ("[IPv6:" + host + "]").encode("ascii", "replace")
     return ("[" + host + "]").encode("ascii", "replace")
-
-
-def _describePeer(transport):
-    try:
-        peer = transport.getPeer()
-    except Exception:
-        return "?"
-    host = getattr(peer, "host", None)
-    port = getattr(peer, "port", None)
-    if host is not None and port is not None:
-        return "{}:{}".format(host, port)
-    return getattr(peer, "name", None) or type(peer).__name__
 
 
 def _asciiDomain(domain):
@@ -583,7 +572,7 @@ class SMTPServerProtocol(smtp.ESMTP):
     # -- connection events
 
     def connectionMade(self):
-        self.peer = _describePeer(self.transport)
+        self.peer = describePeer(self.transport)
         self._peerLiteral = _peerLiteral(self.transport)
         log.info("SMTP connection from {peer}", peer=self.peer)
         smtp.ESMTP.connectionMade(self)

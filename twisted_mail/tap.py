@@ -33,6 +33,25 @@ def _positiveInt(name):
     return convert
 
 
+def _checkedEndpoint(option, description):
+    """
+    Check a server endpoint description while parsing options, so that a
+    typo is a one-line usage error rather than a traceback at start.
+    """
+    from twisted.internet import reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:
+        # ValueError, KeyError, TypeError for a malformed description,
+        # ImportError without the tls extra, OSError or an OpenSSL error for
+        # unreadable or bad certificate files.
+        raise usage.UsageError(
+            "bad {} endpoint {!r}: {}".format(option, description, str(e) or type(e).__name__)
+        )
+    return description
+
+
 class Options(usage.Options):
     (
         "The command line of C{twistd simplemail}."
@@ -95,20 +114,7 @@ class Options(usage.Options):
             "unix:/run/mail.sock (repeatable; default "
             "tcp:9025:interface=127.0.0.1)."
         )
-        from twisted.internet import reactor
-
-        try:
-            endpoints.serverFromString(reactor, description)
-        except Exception as e:
-            # ValueError, KeyError, TypeError for a malformed description,
-            # ImportError without the tls extra, OSError or an OpenSSL
-            # error for unreadable or bad certificate files.
-            raise usage.UsageError(
-                "bad --listen endpoint {!r}: {}".format(
-                    description, str(e) or type(e).__name__
-                )
-            )
-        self["listen"].append(description)
+        self["listen"].append(_checkedEndpoint("--listen", description))
 
     opt_l = opt_listen
 
@@ -120,17 +126,7 @@ class Options(usage.Options):
             "endpoint, e.g. tcp:25 or tcp:2525:interface=127.0.0.1 (repeatable; "
             "off by default)."
         )
-        from twisted.internet import reactor
-
-        try:
-            endpoints.serverFromString(reactor, description)
-        except Exception as e:
-            raise usage.UsageError(
-                "bad --smtp endpoint {!r}: {}".format(
-                    description, str(e) or type(e).__name__
-                )
-            )
-        self["smtp"].append(description)
+        self["smtp"].append(_checkedEndpoint("--smtp", description))
 
     def opt_smtp_tls_cert(self, path):
         (
