@@ -95,7 +95,10 @@ class ServerFuzzTests(SynchronousTestCase):
         traceback or an internal error, and never a file outside the spool.
         """
         store = makeSpoolStore(self, maxMessageSize=300)
-        store.addUser("bob")
-        self.check(self.feed(store, stream, cuts))
-        parent = os.path.dirname(os.path.abspath(store.path))
-        self.assertEqual(os.listdir(parent), [os.path.basename(store.path)])
+        try:
+            store.addUser("bob")
+            self.check(self.feed(store, stream, cuts))
+            parent = os.path.dirname(os.path.abspath(store.path))
+            self.assertEqual(os.listdir(parent), [os.path.basename(store.path)])
+        finally:
+            store.close()  # long runs make thousands of stores
