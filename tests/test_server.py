@@ -1338,6 +1338,23 @@ class PipeliningTests(ServerTestCase):
         self.assertEqual(connection.multiline()[1], [b"alice", b"bob"])
         self.assertNothingMore(connection)
 
+    def test_floodWhileWaitingPausesTransport(self):
+        """
+        A client that keeps sending while its command waits for the store is
+        stopped at the TCP level once more than a line's worth is buffered,
+        and resumed after the reply.
+        """
+        store = DeferringStore(self.store)
+        connection = self.connect(store)
+        connection.send(b"ADDU bob")
+        self.assertEqual(connection.transport.producerState, "producing")
+        for _ in range(3):
+            connection.protocol.dataReceived(b"LSTU\r\n" * 5000)
+        self.assertEqual(connection.transport.producerState, "paused")
+        store.release()
+        self.assertOK(connection.line())
+        self.assertEqual(connection.transport.producerState, "producing")
+
     def test_asynchronousStorePausesAndKeepsOrder(self):
         """
         While the store has not answered, the following commands wait; each
@@ -1349,7 +1366,7 @@ class PipeliningTests(ServerTestCase):
         connection.send(b"ADDU bob", b"USER alice", b"SEND bob hi", b"LSTU", b"HELO")
         self.assertEqual(store.calls, ["addUser"])
         self.assertNothingMore(connection)
-        self.assertEqual(connection.transport.producerState, "paused")
+        self.assertTrue(connection.protocol.paused)
 
         self.assertEqual(store.release(), "addUser")
         self.assertOK(connection.line())

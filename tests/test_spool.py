@@ -609,3 +609,23 @@ class ScanTests(SpoolTestCase):
             b"garbage\n\nFrom x@y Thu Nov 26 10:00:00 2026\nSubject: a\n\nreal\n\n"
         )
         self.assertEqual(self.bodies("bob"), [b"real\n"])
+
+
+class KeyTests(SynchronousTestCase):
+    def test_chunksKeyMatchesWholeKey(self):
+        """
+        A message indexed from the pieces it was written in gets the same
+        identity as when it is read back whole, however the trailing
+        newlines fall across the pieces.
+        """
+        cases = [
+            [b"From a\n", b"x\n", b"\n"],
+            [b"From a\n", b"x\n\n", b"\n", b"", b"\n"],
+            [b"From a\n", bytearray(b"y\n"), b"\n\n\n"],
+            [b"\n", b"\n"],
+            [b"From a\nbody without newline"],
+        ]
+        for chunks in cases:
+            self.assertEqual(
+                spool._chunksKey(chunks), spool._messageKey(b"".join(chunks)), chunks
+            )

@@ -57,7 +57,9 @@ class IMailStore(Interface):
 
         @param sender: the sending user id.
         @param receiver: the receiving user id.
-        @param body: the body, L{bytes}.
+        @param body: the body: L{bytes}, or a L{list} of bytes-like blocks
+            that together make it, each but the last ending at the end of a
+            line (so that a large body need not be joined into one string).
         @return: a L{Deferred} firing with L{None} only once the message is
             stored for good (on disk and synced, for a disk store).  It fails
             with L{InvalidUserId}, L{NoSuchUser}, L{MessageTooLarge} (nothing

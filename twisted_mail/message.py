@@ -12,10 +12,7 @@ import time
 import uuid
 from email.utils import formatdate
 
-_FROM_QUOTED = re.compile(rb"^(>*From )", re.MULTILINE)
-_FROM_UNQUOTE = re.compile(rb"^>(>*From )", re.MULTILINE)
 _UNSAFE = re.compile(rb"[\x00-\x20\x7f]")
-_CR_BEFORE_LF = re.compile(rb"\r+\n")
 
 
 def normaliseBody(body):
@@ -32,8 +29,9 @@ def normaliseBody(body):
     """
     if body and not body.endswith(b"\n"):
         body = body + b"\n"
-    if b"\r\n" in body:
-        body = _CR_BEFORE_LF.sub(b"\n", body)
+    # bytes.replace runs at C speed; each pass shortens every CR run by one.
+    while b"\r\n" in body:
+        body = body.replace(b"\r\n", b"\n")
     return body
 
 
@@ -97,22 +95,62 @@ def separatorLine(sender, when=None):
     return b"From " + sender + b" " + stamp
 
 
+def _fromLineStarts(text):
+    """
+    The offsets of the lines of C{text} that match C{^>*From }.
+
+    Found with C{bytes.find} rather than a multi-line regular expression:
+    on a 10 MiB message that is milliseconds instead of a tenth of a second
+    holding the GIL.
+    """
+    found = []
+    i = text.find(b"From ")
+    while i != -1:
+        j = i
+        while j and text[j - 1] == 0x3E:  # ">"
+            j -= 1
+        if j == 0 or text[j - 1] == 0x0A:  # at the start of a line
+            found.append(j)
+        i = text.find(b"From ", i + 5)
+    return found
+
+
+def _splice(text, offsets, insert):
+    """
+    C{text} with C{insert} put at each offset (or, when C{insert} is empty,
+    the byte at each offset removed).
+    """
+    pieces = []
+    last = 0
+    for offset in offsets:
+        pieces.append(text[last:offset])
+        pieces.append(insert)
+        last = offset if insert else offset + 1
+    pieces.append(text[last:])
+    return b"".join(pieces)
+
+
 def quoteFrom(text):
     """
     mboxrd quoting: every line matching C{^>*From } gets one more C{>}.
     Returns C{text} itself (no copy) when there is nothing to quote.
     """
-    if _FROM_QUOTED.search(text) is None:
+    offsets = _fromLineStarts(text)
+    if not offsets:
         return text
-    return _FROM_QUOTED.sub(rb">\1", text)
+    return _splice(text, offsets, b">")
 
 
 def unquoteFrom(text):
     """
     Undo L{quoteFrom}: every line matching C{^>+From } loses one C{>}.
     (For an mboxo file this also restores its quoted C{From } lines.)
+    Returns C{text} itself when there is nothing to undo.
     """
-    return _FROM_UNQUOTE.sub(rb"\1", text)
+    offsets = [j for j in _fromLineStarts(text) if text[j] == 0x3E]
+    if not offsets:
+        return text
+    return _splice(text, offsets, b"")
 
 
 def toMboxRecord(separator, message):
@@ -132,13 +170,16 @@ def mboxRecordChunks(separator, *parts):
     so that a large message is not copied to build its record.
 
     @param parts: the message in consecutive pieces (for example headers,
-        then body), each ending with a line ending or empty; the last is
-        normalised like a body.
+        then the body's blocks), each but the last ending at the end of a
+        line; all are normalised like a body (the last may lack its final
+        line ending).
     """
     chunks = [separator + b"\n"]
     for part in parts[:-1]:
+        if b"\r\n" in part:
+            part = normaliseBody(part)
         chunks.append(quoteFrom(part))
-    chunks.append(quoteFrom(normaliseBody(parts[-1])))
+    chunks.append(quoteFrom(normaliseBody(parts[-1])) if parts else b"")
     chunks.append(b"\n")
     return chunks
 
@@ -152,9 +193,10 @@ def fromMboxRecord(record):
     newline = record.find(b"\n")
     if newline == -1:
         return b""
-    text = record[newline + 1 :]
-    if text.endswith(b"\n\n"):
-        text = text[:-1]
-    elif text.endswith(b"\r\n\r\n"):
-        text = text[:-2]
-    return unquoteFrom(text)
+    end = len(record)
+    if record.endswith(b"\n\n"):
+        end -= 1
+    elif record.endswith(b"\r\n\r\n"):
+        end -= 2
+    # One slice (one copy) of what may be a large message.
+    return unquoteFrom(record[newline + 1 : max(end, newline + 1)])

@@ -27,29 +27,41 @@ DEFAULT_IDLE_TIMEOUT = 600
 DEFAULT_MAX_CONNECTIONS = 10000
 
 
+#: A received body is kept in blocks of about this size: growing one buffer
+#: would cost up to twice the message in memory while it is reallocated.
+_BLOCK_SIZE = 64 * 1024
+
+
 class _Body:
     """
-    The body of a multi-line C{SEND} being received.
+    The body of a multi-line C{SEND} being received, as a list of blocks of
+    whole LF-terminated lines.
     """
 
-    __slots__ = ("receiver", "data", "limit", "tooLarge")
+    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge")
 
     def __init__(self, receiver, limit):
         self.receiver = receiver
-        self.data = bytearray()
+        self.blocks = [bytearray()]
+        self.size = 0
         self.limit = limit
         self.tooLarge = False
 
     def add(self, line):
         if self.tooLarge:
             return
-        if len(self.data) + len(line) + 1 > self.limit:
+        self.size += len(line) + 1
+        if self.size > self.limit:
             # Keep nothing more: the message will be refused after the dot.
             self.tooLarge = True
-            self.data = bytearray()
+            self.blocks = []
             return
-        self.data += line
-        self.data += b"\n"
+        block = self.blocks[-1]
+        if len(block) + len(line) >= _BLOCK_SIZE and block:
+            block = bytearray()
+            self.blocks.append(block)
+        block += line
+        block += b"\n"
 
 
 class MailServerProtocol(LineReceiver, TimeoutMixin):
@@ -72,6 +84,14 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     # -- connection events
 
     def connectionMade(self):
+        # Replies are small and often pipelined: don't let Nagle's algorithm
+        # hold one back until the client's delayed ACK (40 ms).
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:
+                pass
         self._peer = describePeer(self.transport)
         self.setTimeout(self.factory.idleTimeout)
         log.info("connection from {peer}", peer=self._peer)
@@ -90,6 +110,35 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         self.transport.write(wire.formatError("idle for too long, closing"))
         self.transport.loseConnection()
 
+    # -- holding input while a command is outstanding
+
+    _transportPaused = False
+
+    def _holdInput(self):
+        """
+        Read no further line until the outstanding reply is written.
+
+        Only the protocol pauses at first: what is already buffered waits.
+        The transport (and so TCP) is paused only if a client sends more
+        than a line's worth meanwhile, which saves two epoll changes per
+        command in the usual case.
+        """
+        self.paused = True
+        if len(self._buffer) > self.MAX_LENGTH:
+            self._pauseTransport()
+
+    def _pauseTransport(self):
+        if not self._transportPaused:
+            self._transportPaused = True
+            self.transport.pauseProducing()
+
+    def _releaseInput(self):
+        self.paused = False
+        if self._transportPaused:
+            self._transportPaused = False
+            self.transport.resumeProducing()
+        self.dataReceived(b"")
+
     # -- framing
 
     def dataReceived(self, data):
@@ -101,8 +150,10 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         offset instead of copying the rest of it for every line, so a large
         message arriving in one burst costs time linear in its size.
         """
-        if self._busyReceiving:
+        if self._busyReceiving or self.paused:
             self._buffer += data
+            if self.paused and len(self._buffer) > self.MAX_LENGTH:
+                self._pauseTransport()
             return
         self._busyReceiving = True
         try:
@@ -179,7 +230,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             # Answered at once (an in-memory store): no need to pause.
             self.transport.write(replies[0])
             return
-        self.pauseProducing()
+        self._holdInput()
         self.setTimeout(None)
         result.addCallback(lambda _: self._replyReady(replies[0]))
         # Resuming runs the pipelined lines that follow: a bug there must be
@@ -195,7 +246,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         if self.transport.disconnecting:  # QUIT
             return
         self.setTimeout(self.factory.idleTimeout)
-        self.resumeProducing()
+        self._releaseInput()
 
     def _errorReply(self, exc, failure=None):
         if isinstance(exc, errors.MailError):
@@ -373,14 +424,16 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         if session is None:  # pragma: no cover - SEND requires a session
             self.transport.write(wire.formatError(errors.NoUserSelected()))
             return
-        # The bytearray itself, not a copy: nothing else holds or changes it.
-        self._respond(self._deliver, session.userid, body.receiver, body.data)
+        # The blocks themselves, not a joined copy: nothing else holds them.
+        self._respond(self._deliver, session.userid, body.receiver, body.blocks)
 
     def _deliver(self, sender, receiver, body):
+        size = len(body) if isinstance(body, bytes) else sum(map(len, body))
+
         def delivered(_):
             log.info(
                 "delivered {size} bytes from {sender} to {receiver}",
-                size=len(body),
+                size=size,
                 sender=sender,
                 receiver=receiver,
             )

@@ -79,6 +79,31 @@ def _messageKey(record):
     return hashlib.blake2b(record.rstrip(b"\n"), digest_size=16).digest()
 
 
+def _chunksKey(chunks):
+    """
+    L{_messageKey} of the concatenation of C{chunks}, without making it.
+    """
+    chunks = [c for c in chunks if len(c)]
+    end = len(chunks)
+    cut = 0
+    while end:
+        last = chunks[end - 1]
+        newlines = 0
+        while newlines < len(last) and last[len(last) - 1 - newlines] == 0x0A:
+            newlines += 1
+        if newlines < len(last):
+            cut = newlines
+            break
+        end -= 1
+    digest = hashlib.blake2b(digest_size=16)
+    if end:
+        for chunk in chunks[: end - 1]:
+            digest.update(chunk)
+        last = memoryview(chunks[end - 1])
+        digest.update(last[: len(last) - cut])
+    return digest.digest()
+
+
 class _Entry:
     __slots__ = ("start", "end", "key", "serial", "deleted")
 
@@ -449,17 +474,23 @@ class MboxFile:
         matched = [s for s in serials if s is not None]
         if matched != sorted(matched):
             serials = [None] * len(serials)  # reordered by someone: start afresh
+        # The next matched serial after each position, in one backward pass.
+        following = [None] * len(serials)
+        upcoming = None
+        for i in range(len(serials) - 1, -1, -1):
+            following[i] = upcoming
+            if serials[i] is not None:
+                upcoming = serials[i]
         # Give unmatched messages serials between their neighbours.
         entries = []
         previous = 0
         for i, (start, end, key) in enumerate(scanned):
             serial = serials[i]
             if serial is None:
-                following = next((s for s in serials[i + 1 :] if s is not None), None)
-                if following is None:
+                if following[i] is None:
                     serial = next(self._serials)
                 else:
-                    serial = (previous + following) / 2.0
+                    serial = (previous + following[i]) / 2.0
             entries.append(_Entry(start, end, key, serial))
             previous = serial
         self._replaceAll(entries)
@@ -658,8 +689,17 @@ class MboxFile:
             if prefix and self.entries:
                 last = self.entries[-1]
                 last.end += len(prefix)
-            self._size = start + len(prefix)
-            self._extend(fd, end)
+            # Index what we wrote from what we hold: no need to read it back.
+            offset = start + len(prefix)
+            written = []
+            for record in records:
+                length = sum(len(chunk) for chunk in record)
+                written.append(
+                    _Entry(offset, offset + length, _chunksKey(record), next(self._serials))
+                )
+                offset += length
+            self._add(written)
+            self._size = end
             self._mtime = os.fstat(fd).st_mtime_ns
 
     def _undoAppend(self, fd, start):
@@ -685,8 +725,9 @@ class MboxFile:
         @return: C{(serial, text)}, or L{None} when there is none.
         """
         with self.locked() as handle:
-            i = bisect.bisect_right(self._serialList, serial)
-            for entry in self.entries[i:]:
+            entries = self.entries
+            for i in range(bisect.bisect_right(self._serialList, serial), len(entries)):
+                entry = entries[i]
                 if not entry.deleted:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
                     return entry.serial, fromMboxRecord(record)
@@ -904,6 +945,9 @@ class SpoolStore:
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._mailboxes = {}
         self._serials = itertools.count(1)
+        # Users known to exist.  Only positive answers are kept: a mailbox
+        # removed by hand is still found missing when a delivery opens it.
+        self._known = set()
 
     def close(self):
         """
@@ -970,7 +1014,7 @@ class SpoolStore:
             userid = normalizeUserId(userid)
         except errors.InvalidUserId as e:
             return defer.fail(e)
-        return self._inThread(self._addUser, userid)
+        return self._inThread(self._addUser, userid).addCallback(self._remember)
 
     def _addUser(self, userid):
         try:
@@ -994,7 +1038,13 @@ class SpoolStore:
             userid = normalizeUserId(userid)
         except errors.InvalidUserId as e:
             return defer.fail(e)
-        return self._inThread(self._hasUser, userid)
+        if userid in self._known:
+            return defer.succeed(userid)
+        return self._inThread(self._hasUser, userid).addCallback(self._remember)
+
+    def _remember(self, userid):
+        self._known.add(userid)
+        return userid
 
     def _hasUser(self, userid):
         try:
@@ -1024,7 +1074,9 @@ class SpoolStore:
         when = self._clock()
         headers = buildHeaders(sender, receiver, self.domain, when)
         address = "{}@{}".format(sender, self.domain)
-        return self._append(address, receiver, when, headers, body)
+        if isinstance(body, (bytes, bytearray)):
+            body = [body]
+        return self._append(address, receiver, when, headers, *body)
 
     def deliverMessage(self, envelopeSender, receiver, message):
         try:

@@ -91,6 +91,8 @@ class MemoryStore:
             receiver = normalizeUserId(receiver)
         except errors.MailError as e:
             return defer.fail(e)
+        if not isinstance(body, (bytes, bytearray)):
+            body = b"".join(body)
         text = buildMessage(sender, receiver, body, self.domain, self._clock())
         return self.deliverMessage(sender, receiver, text)
 

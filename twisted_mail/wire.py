@@ -15,7 +15,6 @@ MAX_LINE_LENGTH = 64 * 1024
 
 GREETING = "simplemail ready"
 
-_DOT_AT_LINE_START = re.compile(rb"^\.", re.MULTILINE)
 _USERID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
@@ -202,9 +201,13 @@ def formatMessageReply(text, message):
         message = message.replace(b"\r\n", b"\n")
     if message and not message.endswith(b"\n"):
         message += b"\n"
-    if message.startswith(b".") or b"\n." in message:
-        message = _DOT_AT_LINE_START.sub(b"..", message)
-    return formatOK(text) + message.replace(b"\n", b"\r\n") + b".\r\n"
+    # Dot-stuffing and CRLF with bytes.replace, at C speed.
+    if b"\n." in message:
+        message = message.replace(b"\n.", b"\n..")
+    head = formatOK(text)
+    if message.startswith(b"."):
+        head += b"."
+    return b"".join((head, message.replace(b"\n", b"\r\n"), b".\r\n"))
 
 
 def stuff(line):
