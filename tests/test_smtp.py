@@ -325,6 +325,32 @@ class GreetingTests(SMTPTestCase):
         self.assertTrue(verifyObject(tsmtp.IMessage, message))
 
 
+class ConnectionLimitTests(SMTPTestCase):
+    def test_tooManyConnections(self):
+        """
+        Past --max-connections an SMTP client is told 421 (so it retries
+        later) and disconnected; a slot frees when a connection closes.
+        """
+        factory = makeSMTPFactory(
+            self.store, DOMAIN, LIMIT, IDLE, reactor=self.clock, maxConnections=2
+        )
+        first = factory.buildProtocol(PEER)
+        first.makeConnection(StringTransport(peerAddress=PEER, hostAddress=HOST))
+        second = factory.buildProtocol(PEER)
+        second.makeConnection(StringTransport(peerAddress=PEER, hostAddress=HOST))
+        refused = factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER, hostAddress=HOST)
+        refused.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"421 "))
+        self.assertIn(b"too many connections", transport.value())
+        self.assertTrue(transport.disconnecting)
+        first.connectionLost(Failure(ConnectionDone()))
+        again = factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER, hostAddress=HOST)
+        again.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"220 "))
+
+
 class DeliveryTests(SMTPTestCase):
     """
     Who may receive, and what is stored.

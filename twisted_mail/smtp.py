@@ -31,6 +31,7 @@ from email.utils import format_datetime
 
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ISSLTransport
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.mail import smtp
 from zope.interface import implementer
@@ -586,6 +587,7 @@ class SMTPServerProtocol(smtp.ESMTP):
 
     def connectionLost(self, reason):
         self._lost = True
+        self.factory.connections -= 1
         self.setTimeout(None)
         messages, self._messages = self._messages, None
         for message in messages or ():
@@ -990,6 +992,22 @@ class SMTPServerProtocol(smtp.ESMTP):
         self._reply(*failures[0])
 
 
+class _RefuseSMTP(Protocol):
+    """
+    Tells an SMTP client the server is full (421, so it retries later) and
+    closes the connection.
+    """
+
+    def __init__(self, host):
+        self.host = host
+
+    def connectionMade(self):
+        self.transport.write(
+            b"421 " + self.host + b" too many connections, try again later\r\n"
+        )
+        self.transport.loseConnection()
+
+
 def _asBytes(text):
     if isinstance(text, bytes):
         return text
@@ -1015,9 +1033,12 @@ class SMTPFactory(smtp.SMTPFactory):
         idleTimeout,
         reactor,
         tlsContextFactory=None,
+        maxConnections=None,
     ):
         smtp.SMTPFactory.__init__(self)
         self.store = IMailStore(store)
+        self.maxConnections = maxConnections
+        self.connections = 0
         self.domain = domain
         self._host = _asciiDomain(domain)
         self.domains = {self._host, b"localhost"}
@@ -1027,6 +1048,16 @@ class SMTPFactory(smtp.SMTPFactory):
         self.tlsContextFactory = tlsContextFactory
 
     def buildProtocol(self, addr):
+        if self.maxConnections is not None and self.connections >= self.maxConnections:
+            log.warn(
+                "refused an SMTP connection from {addr}: {n} connections open",
+                addr=addr,
+                n=self.connections,
+            )
+            p = _RefuseSMTP(self._host)
+            p.factory = self
+            return p
+        self.connections += 1
         p = self.protocol(contextFactory=self.tlsContextFactory)
         p.factory = self
         p.host = self._host
@@ -1045,7 +1076,13 @@ class SMTPFactory(smtp.SMTPFactory):
 
 
 def makeSMTPFactory(
-    store, domain, maxMessageSize, idleTimeout, reactor=None, tlsContextFactory=None
+    store,
+    domain,
+    maxMessageSize,
+    idleTimeout,
+    reactor=None,
+    tlsContextFactory=None,
+    maxConnections=None,
 ):
     """
     The factory that C{twistd simplemail --smtp ENDPOINT} listens with.
@@ -1061,12 +1098,20 @@ def makeSMTPFactory(
     @param reactor: the reactor (its clock and C{callLater}).
     @param tlsContextFactory: enables C{STARTTLS} (see
         L{loadTLSContextFactory}).
+    @param maxConnections: connections past this many get C{421} and are
+        closed (L{None}: no limit).
     @raise ValueError: if C{domain} cannot be written in ASCII.
     """
     if reactor is None:
         from twisted.internet import reactor
     return SMTPFactory(
-        store, domain, maxMessageSize, idleTimeout, reactor, tlsContextFactory
+        store,
+        domain,
+        maxMessageSize,
+        idleTimeout,
+        reactor,
+        tlsContextFactory,
+        maxConnections,
     )
 
 
@@ -1171,4 +1216,5 @@ def makeSMTPFactoryFromOptions(options, store, reactor):
         options["idle-timeout"],
         reactor=reactor,
         tlsContextFactory=tls,
+        maxConnections=options.get("max-connections"),
     )
