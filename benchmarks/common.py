@@ -47,13 +47,21 @@ def commandLine():
     return " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
 
 
-def freePort():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+def freePort(avoid=()):
+    """
+    A loopback TCP port free now, other than those in C{avoid} (a second
+    port for the same server: the kernel may hand out the same one twice).
+    """
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in avoid:
+            return port
+    raise BenchError("no free port outside {}".format(sorted(avoid)))
 
 
 def raiseNofile(wanted):
@@ -389,12 +397,46 @@ class ServerProcess:
             self.process.wait(STOP_TIMEOUT)
 
 
-def simplemailServer(spool, port, logPath, extraArgs=(), nofile=None, wrapper=None):
+def waitGreeting(port, ready, server=None, timeout=START_TIMEOUT):
+    """
+    Wait (at most C{timeout} seconds) until a connection to C{port} is
+    greeted with a line starting with C{ready}; raise L{BenchError} if it is
+    not, or if C{server} (a started L{ServerProcess}) exits meanwhile.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        if server is not None and server.process.poll() is not None:
+            raise BenchError("{} exited with {}; log:\n{}".format(
+                server.name, server.process.returncode, server.logTail()))
+        try:
+            probe = socket.create_connection(("127.0.0.1", port), timeout=2)
+        except OSError:
+            pass
+        else:
+            try:
+                probe.settimeout(5)
+                greeting = probe.recv(200)
+            except OSError:
+                greeting = b""
+            finally:
+                probe.close()
+            if greeting.startswith(ready):
+                return
+        if time.monotonic() > deadline:
+            raise BenchError("nothing greeted with {!r} on port {} within {} s".format(
+                ready, port, timeout))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def simplemailServer(spool, port, logPath, extraArgs=(), nofile=None, wrapper=None, env=None):
     """
     C{twistd -n simplemail} from this checkout (PYTHONPATH=checkout), with
     this interpreter.  C{wrapper}: a Python script run instead of twistd's
     entry point, that patches something and then runs twistd with its
-    arguments (for trying a fix without touching the tree).
+    arguments (for trying a fix without touching the tree).  C{env}: more
+    environment variables for the server (for example C{SM_PATCH}).
     """
     argv = [
         sys.executable,
@@ -408,7 +450,9 @@ def simplemailServer(spool, port, logPath, extraArgs=(), nofile=None, wrapper=No
         "--spool",
         spool,
     ] + list(extraArgs)
+    extraEnv = env
     env = dict(os.environ)
+    env.update(extraEnv or {})
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = CHECKOUT + (os.pathsep + path if path else "")
     return ServerProcess("simplemail", argv, port, logPath, b"+OK", env=env, nofile=nofile)

@@ -3,19 +3,28 @@ Durable delivery throughput of simplemail against two durable SMTP peers
 (goal 1), and the responsiveness of simplemail's reactor under that load
 (goal 2).
 
-Each round runs every server in turn (simplemail, then each peer: A B C A B
-C ...), each a fresh process on a fresh directory, with the same load shape:
---clients connections, each sending messages of --body-size bytes one after
-another to one of --mailboxes mailboxes (seeded, the same sequence for every
-server), waiting for each acknowledgement before the next message:
+Each round runs every server in turn (A B C D A B C D ...), each a fresh
+process on a fresh directory, with the same load shape: --clients
+connections, each sending messages of --body-size bytes one after another to
+one of --mailboxes mailboxes (seeded, the same sequence for every server),
+waiting for each acknowledgement before the next message.  The servers:
 
-  simplemail  USER u<i>, then per message (--mode):
-                multiline  SEND u<r> / +OK / body lines, "." / +OK (default)
-                oneline    SEND u<r> <1 KiB text> / +OK
-                pipelined  SEND u<r> + body + "." in one write / +OK +OK
-  SMTP peers  EHLO, then per message MAIL FROM / 250, RCPT TO / 250,
-              DATA / 354, body, "." / 250 (--smtp-pipelining sends MAIL,
-              RCPT and DATA in one write)
+  simplemail       simplemail's own line protocol: USER u<i>, then per
+                   message (--mode):
+                     multiline  SEND u<r> / +OK / body lines, "." / +OK
+                                (default)
+                     oneline    SEND u<r> <1 KiB text> / +OK
+                     pipelined  SEND u<r> + body + "." in one write / +OK +OK
+  simplemail-smtp  simplemail's SMTP ingress (twistd simplemail --smtp
+                   ENDPOINT, twisted_mail/smtp.py), driven by the same SMTP
+                   client as the peers; the mailboxes are made and counted,
+                   and the probes sent, on its line-protocol port
+  twisted          Twisted ESMTP + Maildir (peers.py)
+  aiosmtpd         aiosmtpd + mbox (peers.py)
+
+  Every SMTP server gets EHLO, then per message MAIL FROM / 250, RCPT TO /
+  250, DATA / 354, body, "." / 250 (--smtp-pipelining sends MAIL, RCPT and
+  DATA in one write).
 
 A message's latency runs from its first byte sent to its final
 acknowledgement.  Messages acknowledged in the first --warmup seconds are
@@ -23,19 +32,23 @@ not counted.  Each run stops after --messages messages per client or
 --duration seconds, whichever comes first.  After each run the messages
 stored are counted and must equal the messages acknowledged.
 
-During each simplemail run a probe process (probe.py) sends LSTU every
---probe-interval seconds on its own connection and times the replies (goal
-2); the peers are probed with NOOP, for comparison.
+During each simplemail or simplemail-smtp run a probe process (probe.py)
+sends LSTU every --probe-interval seconds on its own line-protocol
+connection and times the replies (goal 2); the peers are probed with NOOP,
+for comparison.
 
-Output: one row per run, then per server the medians over rounds, and the
-median over rounds of simplemail's throughput divided by each peer's and by
-the better peer's of the same round (goal: >= 4).
+Output: one row per run, then per server the medians over rounds, and, for
+simplemail and for simplemail-smtp each, the median over rounds of its
+throughput divided by each peer's and by the better peer's of the same round
+(goal: >= 4).  The peers are twisted and aiosmtpd only: simplemail's two
+front ends are never each other's peer.
 """
 
 import argparse
 import asyncio
 import os
 import random
+import shlex
 import shutil
 import socket
 import string
@@ -48,7 +61,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import fmt, median, ms, percentile, printTable  # noqa: E402
 
-SERVERS = ("simplemail", "twisted", "aiosmtpd")
+SERVERS = ("simplemail", "simplemail-smtp", "twisted", "aiosmtpd")
+TRYPATCHES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trypatches.py")
+#: Our servers: simplemail's line protocol and its SMTP ingress.  Both are
+#: started as twistd simplemail, have their mailboxes made with ADDU and are
+#: probed with LSTU; the others are the durable peers they are compared with.
+OURS = ("simplemail", "simplemail-smtp")
 
 
 def makeBody(size, rng):
@@ -188,7 +206,9 @@ class Bench:
     def __init__(self, args, kind, port, body, text):
         self.args = args
         self.kind = kind
-        self.port = port
+        # simplemail's line protocol, or SMTP (the peers and simplemail-smtp).
+        self.lineProtocol = kind == "simplemail"
+        self.port = port  # where the load goes
         self.seed = args.seed
         self.mailboxes = args.mailboxes
         self.messages = args.messages
@@ -198,13 +218,13 @@ class Bench:
         self.deadline = float("inf")
 
     def setupSteps(self, client):
-        if self.kind == "simplemail":
+        if self.lineProtocol:
             return [(None, 1), (b"USER u%d\r\n" % (client.index % self.mailboxes), 1)]
         return [(None, 1), (b"EHLO bench.localhost\r\n", 1)]
 
     def messageSteps(self, client, receiver):
         rcpt = receiver.encode("ascii")
-        if self.kind == "simplemail":
+        if self.lineProtocol:
             mode = self.args.mode
             if mode == "oneline":
                 return [(b"SEND " + rcpt + b" " + self.text + b"\r\n", 1)]
@@ -278,7 +298,7 @@ async def countSimplemail(port, mailboxes):
 
 
 def countStored(kind, root, port, mailboxes):
-    if kind == "simplemail":
+    if kind in OURS:
         return asyncio.run(countSimplemail(port, mailboxes))
     if kind == "twisted":
         return sum(len(os.listdir(os.path.join(root, "u%d" % i, "new"))) for i in range(mailboxes))
@@ -290,42 +310,73 @@ def countStored(kind, root, port, mailboxes):
     return total
 
 
-def runOne(args, kind, roundNo, body, text, workdir):
+class Run:
+    """
+    One server of the rotation: C{kind} (one of L{SERVERS}), and for ours
+    the patches of benchmarks/trypatches.py it runs with (C{SM_PATCH}), or
+    L{None} for the tree as it is, started by twistd itself.  C{label} names
+    it in the output: the kind, then the patches in brackets.
+    """
+
+    def __init__(self, kind, patches=None, index=0):
+        self.kind = kind
+        self.patches = patches
+        self.index = index
+        if patches is None:
+            self.label = kind
+        else:
+            self.label = "{}[{}]".format(kind, patches or "none")
+
+
+def runOne(args, run, roundNo, body, text, workdir):
+    kind = run.kind
     if args.wait_quiet > 0:
         busy = common.waitQuiet(args.quiet_cores, args.wait_quiet)
         if busy >= args.quiet_cores:
             print("  (the machine stayed busy: {:.2f} cores in use before this run)".format(busy))
-    port = common.freePort()
-    root = os.path.join(workdir, "{}-{}".format(kind, roundNo))
+    port = common.freePort()  # simplemail: its line protocol; a peer: SMTP
+    loadPort = port  # where the load goes
+    root = os.path.join(workdir, "{}-{}-{}".format(kind, run.index, roundNo))
     logPath = root + ".log" if args.server_log == "file" else None
     users = ["u%d" % i for i in range(args.mailboxes)]
-    if kind == "simplemail":
-        server = common.simplemailServer(root, port, logPath, args.server_arg,
-                                         wrapper=args.twistd_wrapper)
+    if kind in OURS:
+        extra = list(args.server_arg)
+        if kind == "simplemail-smtp":
+            loadPort = common.freePort(avoid={port})
+            extra += ["--smtp", "tcp:{}:interface=127.0.0.1".format(loadPort)]
+        env = None
+        wrapper = args.twistd_wrapper
+        if run.patches is not None:
+            env = {"SM_PATCH": run.patches}
+            wrapper = wrapper or TRYPATCHES
+        server = common.simplemailServer(root, port, logPath, extra, wrapper=wrapper,
+                                         env=env)
     else:
         server = common.peerServer(kind, root, port, logPath, users)
     server.start()
     probe = capaProbe = None
     profiler = None
     try:
-        if kind == "simplemail":
+        if loadPort != port:
+            common.waitGreeting(loadPort, b"220", server)
+        if kind in OURS:
             asyncio.run(setupSimplemail(port, args.mailboxes))
-        if args.profile and kind == "simplemail":
-            profiler = startProfiler(args, server.pid, roundNo)
+        if args.profile and kind in OURS:
+            profiler = startProfiler(args, server.pid, run, roundNo)
         perf = startPerf(server.pid) if args.syscalls else None
         watch = common.CpuWatch(server.pid)
         if args.probe_interval > 0:
             probe = common.Probe(
-                port, "LSTU" if kind == "simplemail" else "NOOP", args.probe_interval,
+                port, "LSTU" if kind in OURS else "NOOP", args.probe_interval,
                 maxSeconds=args.duration + 60,
             )
-            if kind == "simplemail" and args.capa_probe:
+            if kind in OURS and args.capa_probe:
                 capaProbe = common.Probe(port, "CAPA", args.probe_interval,
                                          maxSeconds=args.duration + 60)
             for p in (probe, capaProbe):
                 if p is not None:
                     watch.addPid(p.process.pid)
-        bench = Bench(args, kind, port, body, text)
+        bench = Bench(args, kind, loadPort, body, text)
         clients, t0, tEnd = asyncio.run(bench.run())
         cpu = watch.stop()
         syscalls = stopPerf(perf) if perf else None
@@ -359,7 +410,8 @@ def runOne(args, kind, roundNo, body, text, workdir):
                 count += 1
     window = until - since
     row = {
-        "server": kind,
+        "server": run.label,
+        "kind": kind,
         "round": roundNo,
         "acked": acked,
         "stored": stored,
@@ -371,6 +423,9 @@ def runOne(args, kind, roundNo, body, text, workdir):
         "seconds": tEnd - t0,
         "cpuPerMsg": cpu["serverCpu"] / acked if acked else None,
         "mainBusy": cpu["reactorBusy"],
+        # The reactor thread's own CPU per message: steadier than msgs/s on
+        # a shared machine, and what a single-threaded reactor is bound by.
+        "reactorCpuPerMsg": cpu["reactorBusy"] * cpu["elapsed"] / acked if acked else None,
         "mainWait": cpu["reactorRunQueueWait"],
         "foreign": cpu["foreignCpu"],
         "loadCpuPerMsg": cpu["selfCpu"] / acked if acked else None,
@@ -437,18 +492,19 @@ def stopPerf(p):
     return counts
 
 
-def startProfiler(args, pid, roundNo):
+def startProfiler(args, pid, run, roundNo):
     import subprocess
 
     pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    out = os.path.join(args.profile, "simplemail-round{}.txt".format(roundNo))
+    name = run.kind if run.patches is None else "{}-{}".format(run.kind, run.index)
+    out = os.path.join(args.profile, "{}-round{}.txt".format(name, roundNo))
     os.makedirs(args.profile, exist_ok=True)
     argv = [pyspy, "record", "--pid", str(pid), "--format", "raw", "--threads",
             "--rate", "250", "--gil", "--duration", str(int(args.duration) + 5), "--output", out,
             "--nonblocking"]
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    print("profiling simplemail with: {}".format(" ".join(argv)), flush=True)
+    print("profiling {} with: {}".format(run.label, " ".join(argv)), flush=True)
     return p
 
 
@@ -465,13 +521,67 @@ def stopProfiler(p):
             p.wait()
 
 
+def goal1(args, rows, ours, peers):
+    """
+    Print the throughput of C{ours} over each peer's, per round, and the
+    GOAL 1 line: the median over rounds of its throughput over the better
+    peer's of the same round.
+    """
+    ratios = {p: [] for p in peers}
+    best = []
+    quietBest = []
+    for r in range(1, args.rounds + 1):
+        mine = next(x for x in rows if x["round"] == r and x["server"] == ours)
+        quiet = all(x["foreign"] <= args.quiet_cores for x in rows if x["round"] == r)
+        peerRates = {}
+        for p in peers:
+            theirs = next(x for x in rows if x["round"] == r and x["server"] == p)
+            if theirs["rate"] and mine["rate"]:
+                ratios[p].append(mine["rate"] / theirs["rate"])
+                peerRates[p] = theirs["rate"]
+        if peerRates and mine["rate"]:
+            best.append(mine["rate"] / max(peerRates.values()))
+            if quiet:
+                quietBest.append(best[-1])
+    for p in peers:
+        print("{} / {} throughput, median over rounds: {}  (per round: {})".format(
+            ours, p, fmt(median(ratios[p])), ", ".join(fmt(x) for x in ratios[p])))
+    if best:
+        m = median(best)
+        print("GOAL 1  {} / best durable peer, median of per-round ratios: {:.2f} "
+              "(per round: {}; target >= 4): {}".format(
+                  ours, m, ", ".join(fmt(x) for x in best), common.verdict(m >= 4)))
+        print("        over the {} undisturbed round(s) alone: {}".format(
+            len(quietBest), fmt(median(quietBest))))
+
+
+def goal2(args, rows, ours):
+    """
+    Print the GOAL 2 line for C{ours}: the worst run's LSTU probe p99.
+    """
+    mine = [r for r in rows if r["server"] == ours and "probeP99" in r]
+    if not mine:
+        return
+    probes = [r["probeP99"] for r in mine]
+    worst = max(probes)
+    print("GOAL 2  {}: LSTU probe p99 under load, worst run: {:.2f} ms, median of runs: "
+          "{:.2f} ms (target <= 20 ms): {}".format(
+              ours, ms(worst), ms(median(probes)), common.verdict(worst <= 0.020)))
+    quietProbes = [r["probeP99"] for r in mine if r["foreign"] <= args.quiet_cores]
+    print("        undisturbed runs alone: {}; CAPA (reactor only) p99, worst run: "
+          "{} ms".format(
+              ", ".join("{:.2f} ms".format(ms(p)) for p in quietProbes) or "none",
+              fmt(ms(max((r.get("capaP99") or 0) for r in mine)))))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of A B C (default 3)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of A B C D (default 3)")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
     parser.add_argument("--mailboxes", type=int, default=10, help="receiving mailboxes (10)")
     parser.add_argument("--body-size", type=int, default=1024, help="body bytes (1024)")
@@ -482,11 +592,14 @@ def main(argv=None):
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds at the start of each run not counted (1)")
     parser.add_argument("--servers", default=",".join(SERVERS),
-                        help="comma-separated, from simplemail,twisted,aiosmtpd")
+                        help="comma-separated, in the order they take turns, from "
+                             "{} (default: all)".format(",".join(SERVERS)))
     parser.add_argument("--mode", choices=["multiline", "oneline", "pipelined"],
-                        default="multiline", help="how simplemail clients SEND")
+                        default="multiline",
+                        help="how simplemail (line protocol) clients SEND")
     parser.add_argument("--smtp-pipelining", action="store_true",
-                        help="SMTP clients send MAIL, RCPT and DATA in one write")
+                        help="SMTP clients (peers and simplemail-smtp) send MAIL, RCPT "
+                             "and DATA in one write")
     parser.add_argument("--probe-interval", type=float, default=0.02,
                         help="seconds between probes (0.02; 0 = no probe)")
     parser.add_argument("--no-capa-probe", dest="capa_probe", action="store_false",
@@ -507,21 +620,46 @@ def main(argv=None):
                         help="where the servers' stdout (twistd's log) goes: a file in "
                              "the work directory (default) or /dev/null")
     parser.add_argument("--server-arg", action="append", default=[],
-                        help="extra argument for simplemail's twistd (repeatable)")
+                        help="extra argument for simplemail's twistd, for both "
+                             "simplemail and simplemail-smtp (repeatable)")
     parser.add_argument("--twistd-wrapper", metavar="SCRIPT", default=None,
                         help="run simplemail with this Python script instead of twistd's "
                              "entry point (it patches, then runs twistd with its arguments): "
                              "to measure a candidate fix without editing the tree")
+    parser.add_argument("--variant", action="append", default=[], metavar="PATCHES",
+                        help="run simplemail and simplemail-smtp once per --variant in "
+                             "each round, through benchmarks/trypatches.py (or "
+                             "--twistd-wrapper) with SM_PATCH=PATCHES; 'none' (or '') is "
+                             "the tree unpatched.  Repeatable: --variant none --variant "
+                             "nolog --variant nolog,pool2 compares the three in "
+                             "alternation, each against the peers")
     parser.add_argument("--syscalls", action="store_true",
                         help="count the servers' fsyncs, opens, ... per message with "
                              "perf (from the start of the load to its end)")
     parser.add_argument("--profile", metavar="DIR", default=None,
-                        help="record simplemail with py-spy (raw stacks) into DIR")
+                        help="record simplemail and simplemail-smtp with py-spy (raw "
+                             "stacks) into DIR/KIND-roundN.txt")
     args = parser.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
         if s not in SERVERS:
             parser.error("unknown server {!r}".format(s))
+    if len(set(servers)) != len(servers):
+        parser.error("a server is named twice in --servers")
+    if args.variant and not any(s in OURS for s in servers):
+        parser.error("--variant needs simplemail or simplemail-smtp in --servers")
+    runs = []
+    for kind in servers:
+        if kind in OURS and args.variant:
+            for i, patches in enumerate(args.variant):
+                patches = "" if patches.strip() in ("", "none") else patches.strip()
+                runs.append(Run(kind, patches, i))
+        else:
+            runs.append(Run(kind))
+    labels = [run.label for run in runs]
+    if len(set(labels)) != len(labels):
+        parser.error("a --variant is named twice")
+    width = max(len(label) for label in labels)
 
     print("command:", common.commandLine())
     print("checkout:", common.checkoutState())
@@ -544,21 +682,26 @@ def main(argv=None):
     )
     rows = []
     headers = ["round", "server", "msgs/s", "p50 ms", "p99 ms", "acked", "stored", "errors",
-               "srv CPU ms/msg", "reactor busy", "reactor CPU wait", "gen CPU ms/msg",
+               "srv CPU ms/msg", "reactor CPU ms/msg", "reactor busy", "reactor CPU wait",
+               "gen CPU ms/msg",
                "others' CPU", "probe p50", "probe p99", "probe max", "CAPA p99", "CAPA max"]
     for r in range(1, args.rounds + 1):
-        for kind in servers:
-            row = runOne(args, kind, r, body, text, workdir)
+        for run in runs:
+            row = runOne(args, run, r, body, text, workdir)
             rows.append(row)
             if r == 1:
-                print("  {} started as: {}".format(kind, row["command"]))
+                print("  {} started as: {}{}".format(
+                    run.label,
+                    "SM_PATCH={} ".format(shlex.quote(run.patches)) if run.patches is not None
+                    else "", row["command"]))
             print(
-                "  round {} {:10s} {:8.1f} msgs/s  p50 {} ms  p99 {} ms  acked {} stored {} "
+                "  round {} {:{width}s} {:8.1f} msgs/s  p50 {} ms  p99 {} ms  acked {} stored {} "
                 "errors {}{}".format(
-                    r, kind, row["rate"] or 0, fmt(ms(row["p50"])), fmt(ms(row["p99"])),
+                    r, run.label, row["rate"] or 0, fmt(ms(row["p50"])), fmt(ms(row["p99"])),
                     row["acked"], row["stored"], row["errors"],
                     "  probe p99 {} ms".format(fmt(ms(row.get("probeP99"))))
                     if "probeP99" in row else "",
+                    width=width,
                 ),
                 flush=True,
             )
@@ -572,7 +715,8 @@ def main(argv=None):
                 row["round"], row["server"] + ("*" if row["foreign"] > args.quiet_cores else ""),
                 fmt(row["rate"], "{:.1f}"), fmt(ms(row["p50"])),
                 fmt(ms(row["p99"])), row["acked"], row["stored"], row["errors"],
-                fmt(ms(row["cpuPerMsg"]), "{:.3f}"), fmt(100 * row["mainBusy"], "{:.0f}%"),
+                fmt(ms(row["cpuPerMsg"]), "{:.3f}"), fmt(ms(row["reactorCpuPerMsg"]), "{:.3f}"),
+                fmt(100 * row["mainBusy"], "{:.0f}%"),
                 fmt(100 * row["mainWait"], "{:.0f}%"), fmt(ms(row["loadCpuPerMsg"]), "{:.3f}"),
                 fmt(row["foreign"], "{:.2f} cores"),
                 fmt(ms(row.get("probeP50"))), fmt(ms(row.get("probeP99"))),
@@ -586,14 +730,15 @@ def main(argv=None):
         args.quiet_cores))
     print()
     summary = []
-    for kind in servers:
-        mine = [r for r in rows if r["server"] == kind]
+    for label in labels:
+        mine = [r for r in rows if r["server"] == label]
         summary.append([
-            kind,
+            label,
             fmt(median([r["rate"] for r in mine]), "{:.1f}"),
             fmt(ms(median([r["p50"] for r in mine]))),
             fmt(ms(median([r["p99"] for r in mine]))),
             fmt(ms(median([r["cpuPerMsg"] for r in mine])), "{:.3f}"),
+            fmt(ms(median([r["reactorCpuPerMsg"] for r in mine])), "{:.3f}"),
             fmt(ms(median([r["probeP99"] for r in mine if "probeP99" in r]))),
             fmt(ms(max([r["probeMax"] for r in mine if r.get("probeMax") is not None],
                        default=None))),
@@ -601,63 +746,29 @@ def main(argv=None):
             "yes" if all(r["acked"] == r["stored"] for r in mine) else "NO",
         ])
     print("medians over {} rounds:".format(args.rounds))
-    printTable(["server", "msgs/s", "p50 ms", "p99 ms", "srv CPU ms/msg", "probe p99 ms",
+    printTable(["server", "msgs/s", "p50 ms", "p99 ms", "srv CPU ms/msg",
+                "reactor CPU ms/msg", "probe p99 ms",
                 "probe max ms", "errors", "acked==stored"], summary)
     if args.syscalls:
         print()
         print("system calls per acknowledged message (perf, median over rounds):")
         srows = []
-        for kind in servers:
-            mine = [r for r in rows if r["server"] == kind and r.get("syscalls")]
-            srows.append([kind] + [
+        for label in labels:
+            mine = [r for r in rows if r["server"] == label and r.get("syscalls")]
+            srows.append([label] + [
                 fmt(median([r["syscalls"].get(e, 0) / r["acked"] for r in mine if r["acked"]]))
                 for e in PERF_EVENTS])
         printTable(["server"] + list(PERF_EVENTS), srows)
     print()
     failed = False
-    if "simplemail" in servers:
-        peers = [s for s in servers if s != "simplemail"]
-        ratios = {p: [] for p in peers}
-        best = []
-        quietBest = []
-        for r in range(1, args.rounds + 1):
-            ours = next(x for x in rows if x["round"] == r and x["server"] == "simplemail")
-            quiet = all(x["foreign"] <= args.quiet_cores for x in rows if x["round"] == r)
-            peerRates = {}
-            for p in peers:
-                theirs = next(x for x in rows if x["round"] == r and x["server"] == p)
-                if theirs["rate"] and ours["rate"]:
-                    ratios[p].append(ours["rate"] / theirs["rate"])
-                    peerRates[p] = theirs["rate"]
-            if peerRates and ours["rate"]:
-                best.append(ours["rate"] / max(peerRates.values()))
-                if quiet:
-                    quietBest.append(best[-1])
-        for p in peers:
-            print("simplemail / {:9s} throughput, median over rounds: {}  (per round: {})".format(
-                p, fmt(median(ratios[p])), ", ".join(fmt(x) for x in ratios[p])))
-        if best:
-            m = median(best)
-            print("GOAL 1  simplemail / best durable peer, median of per-round ratios: {:.2f} "
-                  "(per round: {}; target >= 4): {}".format(
-                      m, ", ".join(fmt(x) for x in best), common.verdict(m >= 4)))
-            print("        over the {} undisturbed round(s) alone: {}".format(
-                len(quietBest), fmt(median(quietBest))))
-        mine = [r for r in rows if r["server"] == "simplemail" and "probeP99" in r]
-        if mine:
-            probes = [r["probeP99"] for r in mine]
-            worst = max(probes)
-            print("GOAL 2  LSTU probe p99 under load, worst run: {:.2f} ms, median of runs: "
-                  "{:.2f} ms (target <= 20 ms): {}".format(
-                      ms(worst), ms(median(probes)), common.verdict(worst <= 0.020)))
-            quietProbes = [r["probeP99"] for r in mine if r["foreign"] <= args.quiet_cores]
-            print("        undisturbed runs alone: {}; CAPA (reactor only) p99, worst run: "
-                  "{} ms".format(
-                      ", ".join("{:.2f} ms".format(ms(p)) for p in quietProbes) or "none",
-                      fmt(ms(max((r.get("capaP99") or 0) for r in mine)))))
-        if any(r["acked"] != r["stored"] or r["errors"] for r in rows):
-            failed = True
-            print("WARNING: errors, or acknowledged messages missing from a store")
+    peers = [run.label for run in runs if run.kind not in OURS]
+    for ours in [run.label for run in runs if run.kind in OURS]:
+        goal1(args, rows, ours, peers)
+    for ours in [run.label for run in runs if run.kind in OURS]:
+        goal2(args, rows, ours)
+    if any(r["acked"] != r["stored"] or r["errors"] for r in rows):
+        failed = True
+        print("WARNING: errors, or acknowledged messages missing from a store")
     if not args.keep and not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
