@@ -129,6 +129,28 @@ class FormatTests(SpoolTestCase):
         self.assertEqual(self.ok(self.store.listUsers()), ["bob"])
 
 
+class BatchTests(SpoolTestCase):
+    def test_quotingPastTheLimit(self):
+        """
+        A message that only passes the size limit once mbox quoting is
+        added is refused, and the other messages of its batch are stored.
+        """
+        from twisted_mail.message import separatorLine
+
+        body = b"From x\n" * 100
+        separator = separatorLine(b"a", 0)
+        store = makeSpoolStore(self, maxMessageSize=len(separator) + len(body) + 10)
+        self.ok(store.addUser("bob"))
+        mailbox = store._mailbox("bob")
+        outcomes = mailbox._build([(separator, (body,)), (separator, (b"fine\n",))])
+        self.assertIsInstance(outcomes[0], errors.MessageTooLarge)
+        self.assertIsNone(outcomes[1])
+        self.assertEqual(
+            FilePath(store.path).child("bob").getContent(), separator + b"\nfine\n\n"
+        )
+        self.failureResultOf(store.deliverMessage("a", "bob", body), errors.MessageTooLarge)
+
+
 class ForeignMailTests(SpoolTestCase):
     def writeWithStdlib(self, userid, bodies, headers=()):
         box = mailbox.mbox(self.dir.child(userid).path)

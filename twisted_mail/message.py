@@ -7,12 +7,34 @@ preceded by a C{From } separator line, has C{^>*From } lines quoted with one
 more C{>} (mboxrd, RFC 4155) and is followed by a blank line.
 """
 
+import os
 import re
 import time
-import uuid
 from email.utils import formatdate
 
 _UNSAFE = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def _perSecond(format):
+    """
+    Cache the last result of C{format(second)}: deliveries arrive many a
+    second, and formatting a date costs more than the rest of the headers.
+    """
+    last = [None, None]
+
+    def cached(second):
+        if last[0] != second:
+            last[1] = format(second)
+            last[0] = second
+        return last[1]
+
+    return cached
+
+
+_headerDate = _perSecond(lambda second: formatdate(second, localtime=False, usegmt=True))
+_separatorDate = _perSecond(
+    lambda second: time.asctime(time.gmtime(second)).encode("ascii")
+)
 
 
 def normaliseBody(body):
@@ -50,7 +72,7 @@ def buildHeaders(sender, receiver, domain, when=None, messageId=None):
     if when is None:
         when = time.time()
     if messageId is None:
-        messageId = "<{}@{}>".format(uuid.uuid4().hex, domain)
+        messageId = "<{}@{}>".format(os.urandom(16).hex(), domain)
     headers = (
         "From: {s}@{d}\n"
         "To: {r}@{d}\n"
@@ -60,7 +82,7 @@ def buildHeaders(sender, receiver, domain, when=None, messageId=None):
             s=sender,
             r=receiver,
             d=domain,
-            date=formatdate(when, localtime=False, usegmt=True),
+            date=_headerDate(int(when)),
             mid=messageId,
         )
     )
@@ -91,7 +113,7 @@ def separatorLine(sender, when=None):
     if when is None:
         when = time.time()
     sender = _UNSAFE.sub(b"-", sender) or b"MAILER-DAEMON"
-    stamp = time.asctime(time.gmtime(when)).encode("ascii")
+    stamp = _separatorDate(int(when))
     return b"From " + sender + b" " + stamp
 
 
@@ -120,13 +142,14 @@ def _splice(text, offsets, insert):
     C{text} with C{insert} put at each offset (or, when C{insert} is empty,
     the byte at each offset removed).
     """
+    view = memoryview(text)  # slices without copies; join copies once
     pieces = []
     last = 0
     for offset in offsets:
-        pieces.append(text[last:offset])
+        pieces.append(view[last:offset])
         pieces.append(insert)
         last = offset if insert else offset + 1
-    pieces.append(text[last:])
+    pieces.append(view[last:])
     return b"".join(pieces)
 
 

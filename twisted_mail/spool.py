@@ -881,25 +881,57 @@ class _Mailbox:
         """
         Run C{f(*args)} in the thread pool once every job before it is done.
         """
-        return self._lock.run(self._store._inThread, f, *args)
+        return self._lock.run(self._store._inMailboxThread, f, *args)
 
-    def append(self, record):
+    def append(self, separator, parts):
+        """
+        Queue a message (its C{From } line and its pieces, unquoted) for the
+        next batch.
+
+        @return: a L{Deferred} firing once it is stored for good, or failing
+            with L{MessageTooLarge} or L{TemporaryFailure}.
+        """
         d = defer.Deferred()
-        self._pending.append((record, d))
+        self._pending.append(((separator, parts), d))
         if not self._flushQueued:
             self._flushQueued = True
             self._lock.run(self._flush)
         return d
 
+    def _build(self, messages):
+        """
+        In the mailbox thread: build each message's mbox record (quoting a
+        large body here, not on the reactor thread), refuse those over the
+        size limit, append the rest in one write and one sync.
+
+        @return: for each message, L{None} (stored) or the exception
+            refusing it.
+        """
+        outcomes = []
+        records = []
+        limit = self._store.maxMessageSize
+        for separator, parts in messages:
+            record = mboxRecordChunks(separator, *parts)
+            if sum(len(chunk) for chunk in record) > limit:
+                outcomes.append(errors.MessageTooLarge(limit))
+            else:
+                outcomes.append(None)
+                records.append(record)
+        if records:
+            self.mbox.append(records)
+        return outcomes
+
     def _flush(self):
         batch, self._pending = self._pending, []
         self._flushQueued = False
-        records = [record for record, _ in batch]
-        d = self._store._inThread(self.mbox.append, records)
+        d = self._store._inMailboxThread(self._build, [message for message, _ in batch])
 
-        def done(result):
-            for _, waiting in batch:
-                waiting.callback(None)
+        def done(outcomes):
+            for (_, waiting), outcome in zip(batch, outcomes):
+                if outcome is None:
+                    waiting.callback(None)
+                else:
+                    waiting.errback(outcome)
 
         def failed(f):
             if not f.check(errors.MailError):
@@ -920,6 +952,10 @@ class SpoolStore:
         (mode 0700) if missing.
     @param domain: the mail domain for addresses in headers.
     @param maxMessageSize: the largest stored message, in bytes.
+    @param threadpool: the thread pool for mailbox jobs (reads, appends,
+        deletes, expunges); by default the reactor's.  A small pool of its
+        own (see L{startMailboxThreads}) keeps them from competing for the
+        GIL with, and queueing ahead of, the quick work (LSTU, checks).
     """
 
     def __init__(
@@ -958,6 +994,16 @@ class SpoolStore:
             self._dirfd = None
 
     def _inThread(self, f, *args):
+        """
+        Run quick blocking work (directory listing, a stat) in the reactor's
+        thread pool.
+        """
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
+    def _inMailboxThread(self, f, *args):
+        """
+        Run a mailbox job in the mailbox thread pool.
+        """
         pool = self._threadpool
         if pool is None:
             pool = self._reactor.getThreadPool()
@@ -1087,11 +1133,12 @@ class SpoolStore:
 
     def _append(self, envelopeSender, receiver, when, *parts):
         separator = separatorLine(envelopeSender.encode("utf-8", "replace"), when)
-        # Pieces, not one string: a large body is written without a copy.
-        record = mboxRecordChunks(separator, *parts)
-        if sum(len(chunk) for chunk in record) > self.maxMessageSize:
+        # Quoting only adds bytes: what is too large already is refused now;
+        # the exact stored size is checked as the record is built.
+        if len(separator) + sum(len(part) for part in parts) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
-        return self._mailbox(receiver).append(record)
+        # Pieces, not one string: a large body is written without a copy.
+        return self._mailbox(receiver).append(separator, parts)
 
 
 @implementer(IMailboxSession)
@@ -1156,3 +1203,23 @@ class _SpoolSession:
             .addCallback(lambda removed: None)
             .addErrback(failed)
         )
+
+
+def startMailboxThreads(reactor, size=1):
+    """
+    A thread pool for a L{SpoolStore}'s mailbox jobs, started once the
+    reactor runs and stopped at shutdown.
+
+    One thread by default: measured on 2 cores, one mailbox thread beside
+    the reactor gave 33-52% more durable deliveries per second than ten
+    (fewer threads contending for the GIL, and larger group commits), and
+    kept LSTU answered quickly.
+
+    @return: the L{ThreadPool}.
+    """
+    from twisted.python.threadpool import ThreadPool
+
+    pool = ThreadPool(minthreads=1, maxthreads=size, name="simplemail-mailboxes")
+    reactor.callWhenRunning(pool.start)
+    reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+    return pool

@@ -11,7 +11,7 @@ from twisted.python import usage
 
 from twisted_mail import server
 from twisted_mail.auth import PasswordFile, makePortal
-from twisted_mail.spool import SpoolStore
+from twisted_mail.spool import SpoolStore, startMailboxThreads
 
 log = Logger()
 
@@ -221,6 +221,7 @@ def makeService(options, reactor=None):
             domain=options["domain"],
             maxMessageSize=options["max-message-size"],
             reactor=reactor,
+            threadpool=startMailboxThreads(reactor),
         )
     except OSError as e:
         raise usage.UsageError(
