@@ -384,7 +384,10 @@ class MboxFile:
         @return: a L{list} of C{(start, end, key)}.
         """
         found = []
-        buf = b""  # from the start of the message being read
+        # From the start of the message being read.  A bytearray: appending
+        # a chunk and dropping a read message from the front don't copy the
+        # rest, so a huge message is scanned in linear time.
+        buf = bytearray()
         bufStart = start
         searchAt = 0
         pos = start
@@ -400,18 +403,18 @@ class MboxFile:
                 if i == -1:
                     break
                 cut = i + 1
-                record = buf[messageStart:cut]
+                record = bytes(buf[messageStart:cut])
                 if record.startswith(b"From "):
                     found.append(
                         (bufStart + messageStart, bufStart + cut, _messageKey(record))
                     )
                 messageStart = searchAt = cut
             if messageStart:
-                buf = buf[messageStart:]
+                del buf[:messageStart]
                 bufStart += messageStart
             searchAt = max(0, len(buf) - 5)
         if buf.startswith(b"From "):
-            found.append((bufStart, bufStart + len(buf), _messageKey(buf)))
+            found.append((bufStart, bufStart + len(buf), _messageKey(bytes(buf))))
         return found
 
     def _newEntries(self, scanned):
