@@ -287,3 +287,25 @@ class RepairAtStartTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(spool.child("bob.lock").path))
         self.assertTrue(os.path.exists(spool.child("carol.lock").path))
         self.assertEqual(len(reactor.tcpServers), 1)
+
+
+class ThreadPoolTests(SynchronousTestCase):
+    def test_mailboxThreadsStopWithTheServer(self):
+        """
+        The server's mailbox thread runs while it runs and is gone once it
+        stops, so nothing keeps the process alive after shutdown.
+        """
+        options = tap.Options()
+        options.parseOptions(["--spool", self.mktemp()])
+        service = tap.makeService(options, reactor=MemoryReactor())
+        store = listeners(service)[0].factory.store
+        self.addCleanup(store.close)
+        pool = store._threadpool
+        service.startService()
+        self.assertTrue(pool.started)
+        done = []
+        pool.callInThread(done.append, True)
+        service.stopService()
+        self.assertFalse(pool.started)
+        self.assertFalse([t for t in pool.threads if t.is_alive()])
+        self.assertEqual(done, [True])

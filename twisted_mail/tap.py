@@ -11,7 +11,7 @@ from twisted.python import usage
 
 from twisted_mail import server
 from twisted_mail.auth import PasswordFile, makePortal
-from twisted_mail.spool import SpoolStore, startMailboxThreads
+from twisted_mail.spool import SpoolStore, mailboxThreadPool
 
 log = Logger()
 
@@ -186,6 +186,24 @@ class Options(usage.Options):
         self._checkSMTPOptions()
 
 
+class _ThreadPoolService(service.Service):
+    """
+    Starts a thread pool with the server and stops it (after its pending
+    jobs) when the server stops.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        service.Service.startService(self)
+        self.pool.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.pool.stop()
+
+
 class _SpoolRepair(service.Service):
     """
     Before the listeners start, repair what a crash left in the spool (torn
@@ -215,13 +233,14 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    pool = mailboxThreadPool()
     try:
         store = SpoolStore(
             options["spool"],
             domain=options["domain"],
             maxMessageSize=options["max-message-size"],
             reactor=reactor,
-            threadpool=startMailboxThreads(reactor),
+            threadpool=pool,
         )
     except OSError as e:
         raise usage.UsageError(
@@ -241,6 +260,9 @@ def makeService(options, reactor=None):
         reactor=reactor,
     )
     top = service.MultiService()
+    # Children start in this order and stop in the reverse one: the thread
+    # pool outlives the listeners, and finishes its jobs as it stops.
+    _ThreadPoolService(pool).setServiceParent(top)
     _SpoolRepair(store).setServiceParent(top)
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
