@@ -93,6 +93,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             except OSError:
                 pass
         self._peer = describePeer(self.transport)
+        self.factory.protocols.add(self)
         self.setTimeout(self.factory.idleTimeout)
         log.info("connection from {peer}", peer=self._peer)
         self.transport.write(wire.formatOK(wire.GREETING))
@@ -100,6 +101,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason):
         self._lost = True
         self.factory.connections -= 1
+        self.factory.protocols.discard(self)
         self.setTimeout(None)
         self._body = None
         log.info("connection from {peer} closed", peer=self._peer)
@@ -498,6 +500,18 @@ class MailServerFactory(Factory):
         self.maxConnections = maxConnections
         self.reactor = reactor
         self.connections = 0
+        self.protocols = set()
+
+    def endSessions(self):
+        """
+        End every open user session (the server is stopping): deletes made
+        in them are expunged before the mailbox threads stop.
+
+        @return: a L{Deferred} firing when all have ended.
+        """
+        return defer.DeferredList(
+            [p._endSession() for p in list(self.protocols)], consumeErrors=True
+        )
 
     def inThread(self, f, *args):
         """

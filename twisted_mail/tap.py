@@ -188,12 +188,14 @@ class Options(usage.Options):
 
 class _ThreadPoolService(service.Service):
     """
-    Starts a thread pool with the server and stops it (after its pending
-    jobs) when the server stops.
+    Starts the mailbox thread pool with the server.  When the server stops,
+    it first ends the open user sessions (so their deletes are expunged),
+    then stops the pool after its pending jobs.
     """
 
-    def __init__(self, pool):
+    def __init__(self, pool, mailFactory):
         self.pool = pool
+        self.mailFactory = mailFactory
 
     def startService(self):
         service.Service.startService(self)
@@ -201,7 +203,9 @@ class _ThreadPoolService(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
-        self.pool.stop()
+        d = self.mailFactory.endSessions()
+        d.addBoth(lambda _: self.pool.stop())
+        return d
 
 
 class _SpoolRepair(service.Service):
@@ -262,7 +266,7 @@ def makeService(options, reactor=None):
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
-    _ThreadPoolService(pool).setServiceParent(top)
+    _ThreadPoolService(pool, factory).setServiceParent(top)
     _SpoolRepair(store).setServiceParent(top)
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
