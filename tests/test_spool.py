@@ -373,11 +373,48 @@ class CrashRepairTests(SpoolTestCase):
             with open(path, "wb") as f:
                 f.write(good + record[:cut])
             mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
-            mbox._writeIntent(ino, len(good), len(good) + len(record), sync=False)
+            mbox._writeIntent(ino, len(good), len(good) + len(record), sync=False,
+                              head=record)
             store = makeSpoolStore(self, self.store.path)
             self.assertEqual(self.bodies("bob", store), [b"first\n", b"second\nFrom x\n"],
                              "cut at %d" % (cut,))
             self.assertEqual(FilePath(path).getContent(), good, "cut at %d" % (cut,))
+        self.flushLoggedErrors()
+
+    def test_anotherProgramsWritesNotCut(self):
+        """
+        When, after a crash, another program broke the dead server's lock
+        and appended where the interrupted delivery began, its message is
+        kept: the intent's first bytes do not match, so nothing is cut.
+        """
+        path, good, record = self.prepare()
+        ino = os.stat(path).st_ino
+        theirs = b"From someone@else Thu Nov 26 11:00:00 2026\nSubject: b\n\ntheirs\n\n"
+        with open(path, "ab") as f:
+            f.write(theirs)
+        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox._writeIntent(ino, len(good), len(good) + len(record) + 100, sync=False,
+                          head=record)
+        store = makeSpoolStore(self, self.store.path)
+        self.assertEqual(self.bodies("bob", store),
+                         [b"first\n", b"second\nFrom x\n", b"theirs\n"])
+        self.assertEqual(FilePath(path).getContent(), good + theirs)
+
+    def test_tornWithHeadCut(self):
+        """
+        A torn tail that starts with the intent's first bytes is ours and is
+        cut off.
+        """
+        path, good, record = self.prepare()
+        ino = os.stat(path).st_ino
+        with open(path, "ab") as f:
+            f.write(record[:50])
+        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox._writeIntent(ino, len(good), len(good) + len(record), sync=False,
+                          head=record)
+        store = makeSpoolStore(self, self.store.path)
+        self.assertEqual(len(self.bodies("bob", store)), 2)
+        self.assertEqual(FilePath(path).getContent(), good)
         self.flushLoggedErrors()
 
     def test_completeAppendKept(self):

@@ -65,7 +65,9 @@ LOCK_DEADLINE = 20.0
 STALE_DOTLOCK_AGE = 300.0
 
 _READ_CHUNK = 1 << 20
-_INTENT_SIZE = 64
+_INTENT_SIZE = 128
+#: How many first bytes of an append its intent keeps, to recognise them.
+_INTENT_HEAD = 32
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 _O_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
@@ -587,14 +589,21 @@ class MboxFile:
             data = os.read(fd, _INTENT_SIZE)
         finally:
             os.close(fd)
+        fields = data.split()
         try:
-            ino, start, end = (int(x) for x in data.split())
-        except ValueError:
+            ino, start, end = (int(x) for x in fields[:3])
+            head = bytes.fromhex(fields[3].decode("ascii")) if len(fields) > 3 else b""
+        except (ValueError, UnicodeDecodeError):
             return None
-        return ino, start, end
+        return ino, start, end, head
 
-    def _writeIntent(self, ino, start, end, sync):
-        record = b"%d %d %d" % (ino, start, end)
+    def _writeIntent(self, ino, start, end, sync, head=b""):
+        """
+        Record (or, with zeros, clear) where an append begins and ends, and
+        its first bytes, so that a crash's torn tail can be recognised as
+        ours and cut off exactly.
+        """
+        record = b"%d %d %d %s" % (ino, start, end, head[:_INTENT_HEAD].hex().encode())
         record = record.ljust(_INTENT_SIZE - 1) + b"\n"
         fd = os.open(
             self._intentName,
@@ -616,9 +625,20 @@ class MboxFile:
         intent = self._readIntent()
         if intent is None:
             return
-        ino, start, end = intent
+        ino, start, end, head = intent
         st = handle.stat
         if ino != st.st_ino or not (start < st.st_size < end):
+            return
+        found = os.pread(handle.fd, min(len(head), st.st_size - start), start)
+        if not head.startswith(found):
+            # Not our bytes: another program broke our stale lock and wrote
+            # here after the crash.  Keep its mail; forget the intent.
+            log.warn(
+                "mailbox {user}: an interrupted delivery was followed by another "
+                "program's writes; nothing cut",
+                user=self.userid,
+            )
+            self._writeIntent(ino, 0, 0, sync=False)
             return
         log.warn(
             "mailbox {user}: cutting off {n} bytes of an interrupted delivery",
@@ -647,7 +667,7 @@ class MboxFile:
             return False
         intent = self._readIntent()
         if intent is not None:
-            ino, start, end = intent
+            ino, start, end, _ = intent
             if ino == st.st_ino and start < st.st_size < end:
                 return True
         try:
@@ -677,7 +697,8 @@ class MboxFile:
                 chunks.extend(record)
             end = start + sum(len(chunk) for chunk in chunks)
             try:
-                self._writeIntent(handle.stat.st_ino, start, end, sync=True)
+                head = _head(chunks)
+                self._writeIntent(handle.stat.st_ino, start, end, sync=True, head=head)
                 _writeAll(fd, chunks, start)
                 os.fdatasync(fd)
             except OSError as e:
@@ -843,6 +864,18 @@ def _lockFile(fd):
         fcntl.fcntl(fd, _F_OFD_SETLK, flock)
     else:  # pragma: no cover - not Linux
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _head(chunks):
+    """
+    The first L{_INTENT_HEAD} bytes of the concatenation of C{chunks}.
+    """
+    head = b""
+    for chunk in chunks:
+        head += bytes(chunk[: _INTENT_HEAD - len(head)])
+        if len(head) >= _INTENT_HEAD:
+            break
+    return head
 
 
 def _writeAll(fd, chunks, offset):
