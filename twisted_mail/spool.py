@@ -1052,9 +1052,6 @@ class SpoolStore:
             mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
         return mailbox
 
-    def _checkedUserId(self, userid):
-        return normalizeUserId(userid)
-
     def listUsers(self):
         return self._inThread(self._listUsers)
 
