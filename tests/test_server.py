@@ -1785,3 +1785,50 @@ class ModelTests(ServerTestCase):
                     expected["sender"].encode("ascii") + b"@localhost",
                 )
         self.assertNothingMore(connection)
+
+
+class WholeBodyTests(SynchronousTestCase):
+    """
+    A SEND body that arrives whole is taken in one piece, with exactly the
+    result of taking it line by line.
+    """
+
+    def session(self, *chunks):
+        store = MemoryStore()
+        store.addUser("bob")
+        proto = MailServerFactory(store, reactor=task.Clock()).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        for chunk in chunks:
+            proto.dataReceived(chunk)
+        return store, transport.value().split(b"\r\n")
+
+    def test_sameAsLineByLine(self):
+        """
+        Whole or a byte at a time, the stored message and the replies are
+        the same, dot-stuffing and CRLF undone.
+        """
+        command = b"USER bob\r\nSEND bob\r\n"
+        body = b"..dot\r\nplain\r\n...\r\nlast\r\r\n.\r\nLSTU\r\n"
+        whole = self.session(command, body)
+        trickled = self.session(command, *[body[i : i + 1] for i in range(len(body))])
+        self.assertEqual(whole[1], trickled[1])
+
+        def bodies(store):
+            return [m.split(b"\n\n", 1)[1] for m in store.messages("bob")]
+
+        self.assertEqual(bodies(whole[0]), [b".dot\nplain\n..\nlast\n"])
+        self.assertEqual(bodies(trickled[0]), bodies(whole[0]))
+        self.assertIn(b"+OK 1 users", whole[1])
+
+    def test_emptyBodyThenAnotherSend(self):
+        """
+        An empty body right before another pipelined SEND is not mistaken
+        for the start of a longer one.
+        """
+        store, replies = self.session(
+            b"USER bob\r\nSEND bob\r\n", b".\r\nSEND bob\r\nx\r\n.\r\n"
+        )
+        self.assertEqual(
+            [m.split(b"\n\n", 1)[1] for m in store.messages("bob")], [b"", b"x\n"]
+        )

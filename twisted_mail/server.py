@@ -57,11 +57,21 @@ class _Body:
             self.blocks = []
             return
         block = self.blocks[-1]
-        if len(block) + len(line) >= _BLOCK_SIZE and block:
+        if not isinstance(block, bytearray) or (
+            len(block) + len(line) >= _BLOCK_SIZE and block
+        ):
             block = bytearray()
             self.blocks.append(block)
         block += line
         block += b"\n"
+
+    def addBlock(self, text):
+        """
+        Add whole LF-terminated lines at once (their size within the
+        limit, checked by the caller).
+        """
+        self.size += len(text)
+        self.blocks.append(text)
 
 
 class MailServerProtocol(LineReceiver, TimeoutMixin):
@@ -163,6 +173,11 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             self._buffer = b""
             start = 0
             while not self.paused and not self.transport.disconnecting:
+                if self._body is not None:
+                    taken = self._takeWholeBody(buf, start)
+                    if taken is not None:
+                        start = taken
+                        continue
                 end = buf.find(b"\n", start)
                 if end == -1:
                     if len(buf) - start > self.MAX_LENGTH:
@@ -182,6 +197,41 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
                 self._buffer = buf[start:] + self._buffer
         finally:
             self._busyReceiving = False
+
+    def _takeWholeBody(self, buf, start):
+        """
+        When the rest of a SEND body, up to its C{.} line, is already in
+        C{buf} and is short, take it in one piece (line endings and
+        dot-stuffing undone with C{bytes.replace}) instead of line by line:
+        the same result, for a fraction of the work per message.
+
+        @return: where the input after the C{.} line starts, or L{None} to
+            go on line by line.
+        """
+        body = self._body
+        if body.tooLarge:
+            return None
+        if buf.startswith(b".\r\n", start) or buf.startswith(b".\n", start):
+            return None  # an empty rest: the line path ends it
+        # The first line that is just "." ends the body.
+        ends = [i for i in (buf.find(b"\n.\r\n", start), buf.find(b"\n.\n", start)) if i != -1]
+        if not ends:
+            return None
+        end = min(ends)
+        # Short enough that no line in it can be over-long.
+        if end + 1 - start > self.MAX_LENGTH - 1 or body.size + end + 1 - start > body.limit:
+            return None
+        text = buf[start : end + 1]
+        if b"\r\n" in text:
+            text = text.replace(b"\r\n", b"\n")
+        if text.startswith(b"."):
+            text = text[1:]
+        if b"\n." in text:
+            text = text.replace(b"\n.", b"\n")
+        body.addBlock(text)
+        self.resetTimeout()
+        self._bodyLineReceived(b".")
+        return end + (4 if buf.startswith(b"\n.\r\n", end) else 3)
 
     def lineLengthExceeded(self, line):
         log.warn(
