@@ -335,37 +335,7 @@ class ServerProcess:
         return self
 
     def _waitReady(self, timeout):
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            if self.process.poll() is not None:
-                raise BenchError(
-                    "{} exited with {} before accepting connections; log {}:\n{}".format(
-                        self.name, self.process.returncode, self.logPath, self.logTail()
-                    )
-                )
-            try:
-                probe = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-            except OSError:
-                pass
-            else:
-                try:
-                    probe.settimeout(5)
-                    greeting = probe.recv(200)
-                except OSError:
-                    greeting = b""
-                finally:
-                    probe.close()
-                if greeting.startswith(self.ready):
-                    return
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    "{} did not answer on port {} within {}s; log:\n{}".format(
-                        self.name, self.port, timeout, self.logTail()
-                    )
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        waitGreeting(self.port, self.ready, server=self, timeout=timeout)
 
     def logTail(self, n=4000):
         try:
@@ -424,8 +394,9 @@ def waitGreeting(port, ready, server=None, timeout=START_TIMEOUT):
             if greeting.startswith(ready):
                 return
         if time.monotonic() > deadline:
-            raise BenchError("nothing greeted with {!r} on port {} within {} s".format(
-                ready, port, timeout))
+            raise BenchError("nothing greeted with {!r} on port {} within {} s{}".format(
+                ready, port, timeout,
+                "; log:\n" + server.logTail() if server is not None else ""))
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
