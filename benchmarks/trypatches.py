@@ -36,8 +36,13 @@ f5570f1: check them against the tree before trusting a measurement):
                thread pool of their own of N threads; the reactor's pool
                keeps the rest (LSTU's listing, ADDU, the first check of a
                user), which then no longer waits behind appends
+  mailthreads<N>  the mailbox thread pool (spool.mailboxThreadPool) has N
+               threads instead of the tree's default
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
   gcstats      print the garbage collector's pauses at shutdown (stderr)
+  batchstats   print, at shutdown (stderr), the group commits' batch sizes,
+               how long each batch waited for the mailbox thread, and how
+               long the thread took to build, write and sync it
 
 The fixes this script used to offer are in the tree since commit 345e321
 ("Performance fixes from the benchmarks"): nodelay, usercache, fastquote
@@ -317,6 +322,54 @@ def patchSpoolPool(reactor, size):
     spool._Mailbox._flush = _flush
 
 
+def patchBatchStats(reactor):
+    """
+    Measure the group commits: batch sizes, the wait for the mailbox thread
+    and the time the thread spends on each batch.
+    """
+    import time
+
+    from twisted_mail import spool
+
+    sizes, waits, works = [], [], []
+    build = spool._Mailbox._build
+    flush = spool._Mailbox._flush
+
+    def _flush(self):
+        sizes.append(len(self._pending))
+        self._queuedAt = time.perf_counter()
+        return flush(self)
+
+    def _build(self, messages):
+        start = time.perf_counter()
+        waits.append(start - self._queuedAt)
+        try:
+            return build(self, messages)
+        finally:
+            works.append(time.perf_counter() - start)
+
+    def report():
+        def summary(label, values, scale, unit):
+            if not values:
+                return
+            values = sorted(values)
+            n = len(values)
+            sys.stderr.write(
+                "batchstats: {}: n={} mean={:.3f}{u} p50={:.3f}{u} p90={:.3f}{u} "
+                "max={:.3f}{u}\n".format(
+                    label, n, sum(values) / n * scale, values[n // 2] * scale,
+                    values[n * 9 // 10] * scale, values[-1] * scale, u=unit))
+
+        summary("batch size", sizes, 1, "")
+        summary("wait for the thread", waits, 1000, " ms")
+        summary("thread time per batch", works, 1000, " ms")
+        sys.stderr.flush()
+
+    spool._Mailbox._build = _build
+    spool._Mailbox._flush = _flush
+    reactor.addSystemEventTrigger("before", "shutdown", report)
+
+
 def main():
     if sys.argv[1:2] in (["-h"], ["--help"]):
         sys.stdout.write(__doc__.lstrip())
@@ -363,10 +416,18 @@ def main():
                 "trypatches: {} not applied: the tree has its own mailbox pool "
                 "since 42c63c1\n".format(name)
             )
+        elif name.startswith("mailthreads"):
+            from twisted_mail import tap
+
+            size = int(name[len("mailthreads"):])
+            original = spool.mailboxThreadPool
+            tap.mailboxThreadPool = lambda size=size: original(size)
         elif name.startswith("pool"):
             reactor.suggestThreadPoolSize(int(name[4:]))
         elif name.startswith("switch"):
             sys.setswitchinterval(float(name[6:]) / 1000.0)
+        elif name == "batchstats":
+            patchBatchStats(reactor)
         elif name == "gcstats":
             import gc
             import time

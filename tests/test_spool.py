@@ -341,6 +341,124 @@ class LockingTests(SpoolTestCase):
         self.ok(store.deliver("a", "bob", b"x"))
 
 
+class LockSourceTests(SpoolTestCase):
+    """
+    Every dot-lock of a process is a link to one file holding its pid (see
+    spool._LockSource): what other mail tools read in it, how fresh it
+    looks to them, and the file's life.
+    """
+
+    def sourceName(self, pid=None):
+        return ".simplemail-%d.lockpid" % (os.getpid() if pid is None else pid,)
+
+    def lockSeenDuringDelivery(self, store):
+        """
+        Deliver to bob and return (text, mtime) of bob.lock as the write saw it.
+        """
+        seen = []
+        realWriteAll = spool._writeAll
+        lock = os.path.join(store.path, "bob.lock")
+
+        def watch(fd, chunks, offset):
+            if not seen:
+                with open(lock, "rb") as f:
+                    seen.append((f.read(), os.fstat(f.fileno()).st_mtime))
+            realWriteAll(fd, chunks, offset)
+
+        self.patch(spool, "_writeAll", watch)
+        self.ok(store.deliver("a", "bob", b"x"))
+        self.patch(spool, "_writeAll", realWriteAll)
+        self.assertFalse(os.path.exists(lock))
+        return seen[0]
+
+    def test_lockHoldsPidAndIsFresh(self):
+        """
+        A held dot-lock holds our pid, and its time is the time it was taken
+        even though the file it is linked from is old: other tools call a
+        lock older than a few minutes stale.
+        """
+        self.ok(self.store.addUser("bob"))
+        self.ok(self.store.deliver("a", "bob", b"first"))
+        source = self.dir.child(self.sourceName())
+        self.assertEqual(source.getContent(), b"%d\n" % (os.getpid(),))
+        os.utime(source.path, (1000000000, 1000000000))
+        text, mtime = self.lockSeenDuringDelivery(self.store)
+        self.assertEqual(text, b"%d\n" % (os.getpid(),))
+        self.assertLess(abs(mtime - spool.time.time()), 60)
+
+    def test_forkedProcessLocksWithItsPid(self):
+        """
+        After a fork (twistd daemonizing) the child's locks hold the child's
+        pid, not the parent's.
+        """
+        self.ok(self.store.addUser("bob"))
+        self.ok(self.store.deliver("a", "bob", b"first"))
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.close(r)
+                mbox = self.store._mailbox("bob").mbox
+                realWriteAll = spool._writeAll
+
+                def watch(fd, chunks, offset):
+                    with open(os.path.join(self.store.path, "bob.lock"), "rb") as f:
+                        os.write(w, f.read())
+                    realWriteAll(fd, chunks, offset)
+
+                spool._writeAll = watch
+                mbox.append([[b"From a Thu Nov 26 10:00:00 2026\n", b"x\n", b"\n"]])
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            seen = f.read()
+        os.waitpid(pid, 0)
+        self.assertEqual(seen, b"%d\n" % (pid,))
+
+    def test_removedSourceMadeAgain(self):
+        """
+        If someone removes the lock source, the next lock makes it again.
+        """
+        self.ok(self.store.addUser("bob"))
+        self.ok(self.store.deliver("a", "bob", b"first"))
+        self.dir.child(self.sourceName()).remove()
+        text, _ = self.lockSeenDuringDelivery(self.store)
+        self.assertEqual(text, b"%d\n" % (os.getpid(),))
+
+    def test_removedWhenServerStops(self):
+        """
+        removeLockSource (called as the server stops) removes the source;
+        a later lock makes it again.
+        """
+        self.ok(self.store.addUser("bob"))
+        self.ok(self.store.deliver("a", "bob", b"first"))
+        source = self.dir.child(self.sourceName()).path
+        self.assertTrue(os.path.exists(source))
+        self.store.removeLockSource()
+        self.assertFalse(os.path.exists(source))
+        self.ok(self.store.deliver("a", "bob", b"second"))
+        self.assertTrue(os.path.exists(source))
+
+    def test_deadProcessesSourcesRemovedAtStart(self):
+        """
+        The repair at start removes the lock sources of processes that are
+        gone (a crash leaves them), and keeps those of live ones.
+        """
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0)
+        os.waitpid(pid, 0)
+        for name in [self.sourceName(pid), self.sourceName(pid) + ".tmp",
+                     self.sourceName(1)]:
+            self.dir.child(name).setContent(b"x\n")
+        self.store.repairNow()
+        self.assertEqual(
+            sorted(n for n in os.listdir(self.store.path) if n.startswith(".simplemail-")),
+            [self.sourceName(1)],
+        )
+
+
 _HOLD_LOCK = """
 import fcntl, sys
 with open(sys.argv[1], "rb+") as f:
@@ -416,6 +534,26 @@ class CrashRepairTests(SpoolTestCase):
         self.assertEqual(len(self.bodies("bob", store)), 2)
         self.assertEqual(FilePath(path).getContent(), good)
         self.flushLoggedErrors()
+
+    def test_anotherServersTornAppendCut(self):
+        """
+        A torn append left by another server process on the same spool, in
+        a mailbox this store has already read, is cut off before this
+        store's next delivery, which is kept whole.
+        """
+        path, good, record = self.prepare()
+        self.assertEqual(len(self.bodies("bob")), 2)
+        with open(path, "ab") as f:
+            f.write(record[:40])
+        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox._writeIntent(os.stat(path).st_ino, len(good), len(good) + len(record),
+                          sync=False, head=record)
+        self.ok(self.store.deliver("alice", "bob", b"after\n"))
+        self.assertEqual(self.bodies("bob"), [b"first\n", b"second\nFrom x\n", b"after\n"])
+        # Python's mailbox (mboxo) reads the same three messages.
+        payloads = self.mboxPayloads("bob")
+        self.assertEqual([payloads[0], payloads[2]], [b"first\n", b"after\n"])
+        self.assertEqual(len(payloads), 3)
 
     def test_completeAppendKept(self):
         """

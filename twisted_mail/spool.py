@@ -38,6 +38,7 @@ import itertools
 import os
 import stat
 import struct
+import threading
 import time
 from contextlib import contextmanager
 
@@ -127,6 +128,133 @@ class _Locked:
         self.stat = stat
 
 
+class _LockSource:
+    """
+    The file each of this process's dot-locks is a hard link to: it holds
+    the process id, and is made once per process (and again after a fork)
+    rather than once per lock.  Linked into place as C{<user>.lock}, a lock
+    is whole the moment it exists, so a crash never leaves an empty one; and
+    no inode is made per lock (on a busy disk that waits for the journal).
+
+    Its name, C{.simplemail-<pid>.lockpid}, is not a user id.  The server
+    removes it when it stops; L{removeStale} removes those of dead
+    processes.
+    """
+
+    prefix = ".simplemail-"
+    suffix = ".lockpid"
+
+    def __init__(self, dirfd):
+        self._dirfd = dirfd
+        self._mutex = threading.Lock()
+        self._pid = None
+
+    def _name(self, pid):
+        return "{}{}{}".format(self.prefix, pid, self.suffix)
+
+    def _make(self, pid):
+        """
+        Write the source under a temporary name and rename it into place: a
+        new inode, so that the locks linked to an old one keep their text.
+        """
+        name = self._name(pid)
+        temporary = name + ".tmp"
+        fd = os.open(
+            temporary,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
+            0o600,
+            dir_fd=self._dirfd,
+        )
+        try:
+            os.write(fd, b"%d\n" % (pid,))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, name, src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
+        self._pid = pid
+
+    def link(self, lockName):
+        """
+        Make C{lockName} a link to the source, after setting the source's
+        times to now (other mail tools call a lock stale by its age).
+
+        @raise FileExistsError: if C{lockName} exists.
+        """
+        for attempt in range(2):
+            pid = os.getpid()
+            with self._mutex:
+                if self._pid != pid or attempt:
+                    self._make(pid)
+            source = self._name(pid)
+            try:
+                os.utime(source, dir_fd=self._dirfd, follow_symlinks=False)
+                os.link(
+                    source,
+                    lockName,
+                    src_dir_fd=self._dirfd,
+                    dst_dir_fd=self._dirfd,
+                    follow_symlinks=False,
+                )
+                return
+            except FileNotFoundError:
+                # Someone removed our source: make it again, once.
+                if attempt:
+                    raise
+
+    def remove(self):
+        """
+        Remove this process's source (when the server stops).
+        """
+        with self._mutex:
+            if self._pid != os.getpid():
+                return
+            self._pid = None
+            try:
+                os.unlink(self._name(os.getpid()), dir_fd=self._dirfd)
+            except FileNotFoundError:
+                pass
+
+    def removeStale(self):
+        """
+        Remove the sources (and half-made ones) of processes that are gone.
+
+        @return: how many were removed.
+        """
+        removed = 0
+        for entry in os.scandir(self._dirfd):
+            name = entry.name
+            if not name.startswith(self.prefix):
+                continue
+            pid = name[len(self.prefix):]
+            for ending in (self.suffix + ".tmp", self.suffix):
+                if pid.endswith(ending):
+                    pid = pid[: -len(ending)]
+                    break
+            else:
+                continue
+            if not pid.isdigit() or _processIsAlive(int(pid)):
+                continue
+            try:
+                os.unlink(name, dir_fd=self._dirfd)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def _processIsAlive(pid):
+    """
+    Whether a process with this id exists (one we may not signal counts).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class MboxFile:
     """
     One user's mbox and its index.  Synchronous: every method is meant to run
@@ -135,8 +263,10 @@ class MboxFile:
     @ivar entries: the messages, in file order, with increasing serials.
     """
 
-    def __init__(self, dirfd, userid, serials, lockDeadline=LOCK_DEADLINE):
+    def __init__(self, dirfd, userid, serials, lockDeadline=LOCK_DEADLINE,
+                 lockSource=None):
         self._dirfd = dirfd
+        self._lockSource = _LockSource(dirfd) if lockSource is None else lockSource
         self.userid = userid
         self._serials = serials
         self._lockDeadline = lockDeadline
@@ -149,6 +279,8 @@ class MboxFile:
         self._mtime = None
         self._journalIno = None
         self._journalPos = 0
+        # (size, last bytes) of the file as our last append left it.
+        self._tail = None
 
     # -- names of the files beside the mailbox
 
@@ -171,11 +303,15 @@ class MboxFile:
     # -- locking
 
     @contextmanager
-    def locked(self):
+    def locked(self, journal=True):
         """
         Open the mailbox without following symlinks, take the fcntl and dot
         locks, bring the index up to date (repairing a torn append), and
         yield a L{_Locked}.
+
+        @param journal: whether to apply delete marks others journalled
+            since we last looked (an append does not need them: the next
+            job that does applies them).
         """
         deadline = time.monotonic() + self._lockDeadline
         delay = 0.001
@@ -203,8 +339,10 @@ class MboxFile:
             delay = min(delay * 2, 0.05)
         try:
             handle = _Locked(fd, st)
-            self._recover(handle)
-            self._refresh(handle)
+            if not self._unchanged(st):
+                self._tail = None
+                self._recover(handle)
+            self._refresh(handle, journal)
             yield handle
         finally:
             try:
@@ -272,31 +410,13 @@ class MboxFile:
 
     def _takeDotLock(self):
         """
-        Create C{<userid>.lock} holding our pid, atomically: the pid is
-        written to a side file first, then linked into place, so a crash
-        never leaves an empty lock whose holder cannot be told.  (The side
-        file's fixed name is safe: we hold the fcntl lock.)
+        Create C{<userid>.lock} holding our pid, atomically: it is a link to
+        this process's L{_LockSource}.  Breaks a stale one (we hold the
+        fcntl lock, so nobody else is deciding the same).
         """
         name = self._lockName
-        side = "." + name + ".new"
-        lfd = os.open(
-            side,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
-            0o600,
-            dir_fd=self._dirfd,
-        )
         try:
-            os.write(lfd, b"%d\n" % (os.getpid(),))
-        finally:
-            os.close(lfd)
-        try:
-            os.link(
-                side,
-                name,
-                src_dir_fd=self._dirfd,
-                dst_dir_fd=self._dirfd,
-                follow_symlinks=False,
-            )
+            self._lockSource.link(name)
         except FileExistsError:
             if self._dotLockIsStale():
                 log.warn("breaking stale lock {name}", name=name)
@@ -305,8 +425,6 @@ class MboxFile:
                 except FileNotFoundError:
                     pass
             return False
-        finally:
-            os.unlink(side, dir_fd=self._dirfd)
         return True
 
     def _dotLockIsStale(self):
@@ -333,13 +451,7 @@ class MboxFile:
             # A lock of ours left by a job that died: we hold the fcntl lock
             # now, so nobody else in this process does.
             return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return not _processIsAlive(pid)
 
     def _dropDotLock(self):
         try:
@@ -349,10 +461,23 @@ class MboxFile:
 
     # -- the index
 
-    def _refresh(self, handle):
+    def _unchanged(self, st):
+        """
+        Whether the file is as our last job left it (same inode, size and
+        modification time): nobody appended to it since, so no append of
+        anyone's can be torn in it.
+        """
+        return (
+            st.st_ino == self._ino
+            and st.st_size == self._size
+            and st.st_mtime_ns == self._mtime
+        )
+
+    def _refresh(self, handle, journal=True):
         """
         Bring the index up to date with the file (appends by anyone,
-        rewrites by anyone) and the delete journal.
+        rewrites by anyone) and, unless C{journal} is false, the delete
+        journal.
         """
         st = handle.stat
         size = st.st_size
@@ -364,7 +489,8 @@ class MboxFile:
             elif size > self._size:
                 self._extend(handle.fd, size)
         self._mtime = st.st_mtime_ns
-        self._readJournal()
+        if journal:
+            self._readJournal()
 
     def _stillValid(self, fd):
         """
@@ -597,26 +723,35 @@ class MboxFile:
             return None
         return ino, start, end, head
 
-    def _writeIntent(self, ino, start, end, sync, head=b""):
-        """
-        Record (or, with zeros, clear) where an append begins and ends, and
-        its first bytes, so that a crash's torn tail can be recognised as
-        ours and cut off exactly.
-        """
-        record = b"%d %d %d %s" % (ino, start, end, head[:_INTENT_HEAD].hex().encode())
-        record = record.ljust(_INTENT_SIZE - 1) + b"\n"
-        fd = os.open(
+    def _openIntent(self):
+        return os.open(
             self._intentName,
             os.O_WRONLY | os.O_CREAT | _O_FLAGS,
             0o600,
             dir_fd=self._dirfd,
         )
-        try:
-            os.pwrite(fd, record, 0)
-            if sync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
+
+    def _writeIntent(self, ino, start, end, sync, head=b"", fd=None):
+        """
+        Record (or, with zeros, clear) where an append begins and ends, and
+        its first bytes, so that a crash's torn tail can be recognised as
+        ours and cut off exactly.
+
+        @param fd: the intent file, open (L{_openIntent}); by default it is
+            opened and closed here.
+        """
+        record = b"%d %d %d %s" % (ino, start, end, head[:_INTENT_HEAD].hex().encode())
+        record = record.ljust(_INTENT_SIZE - 1) + b"\n"
+        if fd is None:
+            fd = self._openIntent()
+            try:
+                self._writeIntent(ino, start, end, sync, head, fd)
+            finally:
+                os.close(fd)
+            return
+        os.pwrite(fd, record, 0)
+        if sync:
+            os.fdatasync(fd)
 
     def _recover(self, handle):
         """
@@ -682,12 +817,16 @@ class MboxFile:
         index them.  On any error the
         file is cut back to where it was and L{TemporaryFailure} raised.
         """
-        with self.locked() as handle:
+        with self.locked(journal=False) as handle:
             fd = handle.fd
             start = handle.stat.st_size
+            if self._tail is not None and self._tail[0] == start:
+                # Our last append ended the file, and nobody wrote since.
+                tail = self._tail[1]
+            else:
+                tail = os.pread(fd, 2, start - 2 if start >= 2 else 0)
             prefix = b""
             if start:
-                tail = os.pread(fd, 2, start - 2 if start >= 2 else 0)
                 if not tail.endswith(b"\n"):
                     prefix = b"\n\n"
                 elif not tail.endswith(b"\n\n") and start >= 2:
@@ -696,20 +835,23 @@ class MboxFile:
             for record in records:
                 chunks.extend(record)
             end = start + sum(len(chunk) for chunk in chunks)
+            ino = handle.stat.st_ino
             try:
-                head = _head(chunks)
-                self._writeIntent(handle.stat.st_ino, start, end, sync=True, head=head)
-                _writeAll(fd, chunks, start)
-                os.fdatasync(fd)
+                intent = self._openIntent()
             except OSError as e:
-                self._undoAppend(fd, start)
-                log.error(
-                    "mailbox {user}: delivery failed, nothing stored: {error}",
-                    user=self.userid,
-                    error=e,
-                )
-                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
-            self._writeIntent(handle.stat.st_ino, 0, 0, sync=False)
+                self._failedAppend(e)
+            try:
+                try:
+                    self._writeIntent(ino, start, end, sync=True, head=_head(chunks),
+                                      fd=intent)
+                    _writeAll(fd, chunks, start)
+                    os.fdatasync(fd)
+                except OSError as e:
+                    self._undoAppend(fd, start)
+                    self._failedAppend(e)
+                self._writeIntent(ino, 0, 0, sync=False, fd=intent)
+            finally:
+                os.close(intent)
             if prefix and self.entries:
                 last = self.entries[-1]
                 last.end += len(prefix)
@@ -725,6 +867,15 @@ class MboxFile:
             self._add(written)
             self._size = end
             self._mtime = os.fstat(fd).st_mtime_ns
+            self._tail = (end, _tailBytes(chunks, 2))
+
+    def _failedAppend(self, e):
+        log.error(
+            "mailbox {user}: delivery failed, nothing stored: {error}",
+            user=self.userid,
+            error=e,
+        )
+        raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
 
     def _undoAppend(self, fd, start):
         try:
@@ -878,6 +1029,18 @@ def _head(chunks):
     return head
 
 
+def _tailBytes(chunks, n):
+    """
+    The last C{n} bytes of the concatenation of C{chunks}.
+    """
+    tail = b""
+    for chunk in reversed(chunks):
+        tail = bytes(chunk[-(n - len(tail)):]) + tail
+        if len(tail) >= n:
+            break
+    return tail
+
+
 def _writeAll(fd, chunks, offset):
     """
     Write byte strings one after the other at C{offset}, with as few system
@@ -1015,6 +1178,7 @@ class SpoolStore:
         self._lockDeadline = lockDeadline
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self._lockSource = _LockSource(self._dirfd)
         self._mailboxes = {}
         self._serials = itertools.count(1)
         # Users known to exist.  Only positive answers are kept: a mailbox
@@ -1026,8 +1190,17 @@ class SpoolStore:
         Release the spool directory (for tests that make many stores).
         """
         if self._dirfd is not None:
+            self._lockSource.remove()
             os.close(self._dirfd)
             self._dirfd = None
+
+    def removeLockSource(self):
+        """
+        Remove the file this process's dot-locks are made from (see
+        L{_LockSource}): for when the server stops, after the last mailbox
+        job.
+        """
+        self._lockSource.remove()
 
     def _inThread(self, f, *args):
         """
@@ -1048,7 +1221,8 @@ class SpoolStore:
     def _mailbox(self, userid):
         mailbox = self._mailboxes.get(userid)
         if mailbox is None:
-            mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline)
+            mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline,
+                            self._lockSource)
             mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
         return mailbox
 
@@ -1064,6 +1238,7 @@ class SpoolStore:
 
         @return: the L{list} of user ids repaired.
         """
+        self._lockSource.removeStale()
         repaired = []
         for userid in self._listUsers():
             mailbox = self._mailbox(userid)

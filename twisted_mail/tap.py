@@ -190,12 +190,14 @@ class _ThreadPoolService(service.Service):
     """
     Starts the mailbox thread pool with the server.  When the server stops,
     it first ends the open user sessions (so their deletes are expunged),
-    then stops the pool after its pending jobs.
+    then stops the pool after its pending jobs, then removes the file its
+    dot-locks were linked from.
     """
 
-    def __init__(self, pool, mailFactory):
+    def __init__(self, pool, mailFactory, store):
         self.pool = pool
         self.mailFactory = mailFactory
+        self.store = store
 
     def startService(self):
         service.Service.startService(self)
@@ -205,6 +207,7 @@ class _ThreadPoolService(service.Service):
         service.Service.stopService(self)
         d = self.mailFactory.endSessions()
         d.addBoth(lambda _: self.pool.stop())
+        d.addBoth(lambda _: self.store.removeLockSource())
         return d
 
 
@@ -266,7 +269,7 @@ def makeService(options, reactor=None):
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
-    _ThreadPoolService(pool, factory).setServiceParent(top)
+    _ThreadPoolService(pool, factory, store).setServiceParent(top)
     _SpoolRepair(store).setServiceParent(top)
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
