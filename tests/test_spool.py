@@ -8,6 +8,7 @@ import errno
 import mailbox
 import os
 import resource
+import select
 import signal
 import stat
 import subprocess
@@ -411,9 +412,20 @@ class LockSourceTests(SpoolTestCase):
             finally:
                 os._exit(0)
         os.close(w)
-        with os.fdopen(r, "rb") as f:
-            seen = f.read()
-        os.waitpid(pid, 0)
+        seen = b""
+        try:
+            deadline = spool.time.monotonic() + 20
+            while spool.time.monotonic() < deadline:
+                if select.select([r], [], [], 1)[0]:
+                    chunk = os.read(r, 100)
+                    if not chunk:
+                        break
+                    seen += chunk
+        finally:
+            os.close(r)
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         self.assertEqual(seen, b"%d\n" % (pid,))
 
     def test_removedSourceMadeAgain(self):

@@ -9,6 +9,9 @@ Layout of the spool directory::
     .bob.deleted        delete journal: keys of messages deleted, not yet
                         expunged
     .bob.new            expunge in progress (temporary)
+    .simplemail-<pid>.lockpid
+                        a server process's id: its dot-locks are hard links
+                        to this file (see L{_LockSource})
 
 Guarantees (see docs/protocol.rst):
 
