@@ -10,6 +10,7 @@ the text; elsewhere they check the status only.
 """
 
 import gc
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1820,6 +1821,26 @@ class WholeBodyTests(SynchronousTestCase):
         self.assertEqual(bodies(whole[0]), [b".dot\nplain\n..\nlast\n"])
         self.assertEqual(bodies(trickled[0]), bodies(whole[0]))
         self.assertIn(b"+OK 1 users", whole[1])
+
+    def test_bigBodyInOneBurst(self):
+        """
+        A big body arriving in one burst, its "." line far away, is taken in
+        time linear in its size: it is not searched again for its end at
+        every line.  (2 MiB: a fraction of a second; searching at every
+        line scans about 30 GB, tens of seconds.  The bound is far from
+        both.)
+        """
+        lines = [b"%075d\r\n" % i for i in range(27500)]
+        lines[100] = b".starts with a dot\r\n"
+        burst = b"".join(lines) + b".\r\nLSTU\r\n"
+        started = time.process_time()
+        store, replies = self.session(b"USER bob\r\nSEND bob\r\n", burst)
+        self.assertLess(time.process_time() - started, 5)
+        (stored,) = store.messages("bob")
+        body = stored.split(b"\n\n", 1)[1]
+        self.assertEqual(len(body), len(burst) - len(b".\r\nLSTU\r\n") - 27500 - 1)
+        self.assertIn(b"\nstarts with a dot\n", body)
+        self.assertIn(b"+OK 1 users", replies)
 
     def test_emptyBodyThenAnotherSend(self):
         """

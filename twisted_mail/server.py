@@ -38,10 +38,12 @@ class _Body:
     whole LF-terminated lines.
     """
 
-    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge")
+    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge", "tryWhole")
 
     def __init__(self, receiver, limit):
         self.receiver = receiver
+        # Whether the protocol may still take the whole body in one piece.
+        self.tryWhole = True
         self.blocks = [bytearray()]
         self.size = 0
         self.limit = limit
@@ -209,12 +211,23 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             go on line by line.
         """
         body = self._body
+        # Once per body, at its start: looking again at every line would
+        # scan a big body's input again and again (quadratic).
+        if not body.tryWhole:
+            return None
+        body.tryWhole = False
         if body.tooLarge:
             return None
         if buf.startswith(b".\r\n", start) or buf.startswith(b".\n", start):
             return None  # an empty rest: the line path ends it
-        # The first line that is just "." ends the body.
-        ends = [i for i in (buf.find(b"\n.\r\n", start), buf.find(b"\n.\n", start)) if i != -1]
+        # The first line that is just "." ends the body; look no further
+        # than a short body could reach.
+        window = start + self.MAX_LENGTH + 4
+        ends = [
+            i
+            for i in (buf.find(b"\n.\r\n", start, window), buf.find(b"\n.\n", start, window))
+            if i != -1
+        ]
         if not ends:
             return None
         end = min(ends)
