@@ -435,6 +435,23 @@ class DeliveryTests(SMTPTestCase):
         [stored] = self.store.messages("bob")
         self.assertTrue(stored.endswith(b"Subject: x\n\nno blank line\n"), stored)
 
+    def test_bigMessageInBlocks(self):
+        """
+        A big message reaches the store in blocks, not joined into one more
+        copy of it, and is stored exactly; the blank line a header section
+        lacked goes in at its place even past the first block.
+        """
+        self.store.maxMessageSize = 1 << 20
+        client = self.connect(maxMessageSize=1 << 20)
+        headers = b"".join(b"X-Filler-%05d: %s\n" % (i, b"f" * 40) for i in range(2000))
+        body = b"".join(b"line %06d of the body\n" % i for i in range(12000))
+        client.mail(b"a@b.example", [b"bob@example.org"], headers + body)
+        [stored] = self.store.messages("bob")
+        self.assertTrue(stored.endswith(headers + b"\n" + body))
+        pieces = self.store.deliveries[0][2]
+        self.assertGreater(len(pieces), 4)
+        self.assertLessEqual(max(len(piece) for piece in pieces), 64 * 1024)
+
     def test_receivedHeaderSanitised(self):
         """
         What the client said in EHLO reaches the Received: header only as

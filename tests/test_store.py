@@ -354,6 +354,19 @@ class StoreContractMixin:
         (text,) = self.readAll(self.session("bob"))
         self.assertEqual(text, message.replace(b"\r\n", b"\n"))
 
+    def test_deliverMessageInPieces(self):
+        """
+        A message given as pieces (each ending at a line end, as the SMTP
+        ingress gathers a big one) is stored as their concatenation, with
+        C{From } lines quoted across the pieces.
+        """
+        self.addUsers("bob")
+        pieces = [b"Subject: in pieces\n", bytearray(b"\nFrom here\n"),
+                  b"middle\n>From there\n", b"end\n"]
+        self.ok(self.store.deliverMessage("ann@example.org", "bob", pieces))
+        (text,) = self.readAll(self.session("bob"))
+        self.assertEqual(text, b"".join(pieces))
+
     def test_deliverMessageMissing(self):
         """
         A complete message for a user who does not exist is refused.

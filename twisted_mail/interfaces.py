@@ -74,8 +74,10 @@ class IMailStore(Interface):
         @param envelopeSender: the envelope sender address for the mbox
             C{From } line, L{str}; empty for the null sender.
         @param receiver: the receiving user id.
-        @param message: RFC 5322 L{bytes}: headers, blank line, body.  Line
-            endings are normalised; nothing else is changed.
+        @param message: RFC 5322 text: headers, blank line, body; L{bytes},
+            or a L{list} of L{bytes} or L{bytearray} pieces that make it, each
+            but the last ending at the end of a line.  Line endings are
+            normalised; nothing else is changed.
         @return: a L{Deferred} as for L{deliver}, with the same failures.
         """
 

@@ -317,12 +317,17 @@ class StoreDelivery:
         return b"\n".join(lines) + b"\n"
 
 
+#: The size of the blocks a message is gathered in.
+_BLOCK_SIZE = 64 * 1024
+
+
 @implementer(smtp.IMessage)
 class StoreMessage:
     """
-    The message of one transaction, for all its recipients: gathered into
-    one C{bytearray} (never more than the maximum message size of it) and
-    delivered to each recipient's mailbox by L{eomReceived}.
+    The message of one transaction, for all its recipients: gathered in
+    blocks of whole lines (never more than the maximum message size of it)
+    and delivered to each recipient's mailbox by L{eomReceived}, as those
+    blocks: a big message is never joined into one more copy.
 
     @ivar tooLarge: whether the message passed the maximum size; nothing
         more of it is kept and L{eomReceived} refuses it.
@@ -332,7 +337,9 @@ class StoreMessage:
         self._delivery = delivery
         self._transaction = transaction
         self._limit = delivery.maxMessageSize
-        self._data = bytearray()
+        # The blocks (bytearrays), or None once the message is dropped.
+        self._data = [bytearray()]
+        self._stored = 0
         self._size = 0
         self.tooLarge = False
         # Header section tracking, to add Date: and Message-ID: only when
@@ -357,8 +364,13 @@ class StoreMessage:
             return
         if self._inHeaders:
             self._headerLine(line)
-        self._data += line
-        self._data += b"\n"
+        block = self._data[-1]
+        if len(block) + len(line) >= _BLOCK_SIZE and block:
+            block = bytearray()
+            self._data.append(block)
+        block += line
+        block += b"\n"
+        self._stored += len(line) + 1
 
     def _headerLine(self, line):
         if not line:
@@ -371,7 +383,7 @@ class StoreMessage:
             # Text before any blank line: the header section ended without
             # one (or there was none); a blank line goes in before this.
             self._inHeaders = False
-            self._bodyStartsAt = len(self._data)
+            self._bodyStartsAt = self._stored
             return
         self._sawField = True
         name = match.group(1).lower()
@@ -383,6 +395,9 @@ class StoreMessage:
     def _compose(self):
         """
         The message to store: our headers, then the message as received.
+
+        @return: a L{list} of L{bytes} and L{bytearray} pieces, each ending
+            at a line end.
         """
         delivery = self._delivery
         transaction = self._transaction
@@ -404,12 +419,17 @@ class StoreMessage:
                 + _asciiDomain(delivery.domain)
                 + b">\n"
             )
-        data, self._data = self._data, None
+        blocks, self._data = self._data, None
         at = self._bodyStartsAt
-        if at is None:
-            return b"".join(prefix + [data])
-        view = memoryview(data)
-        return b"".join(prefix + [view[:at], b"\n", view[at:]])
+        if at is not None:
+            # The header section ended without a blank line: put one in, at
+            # a line boundary, in whichever block holds it.
+            for i, block in enumerate(blocks):
+                if at <= len(block):
+                    blocks[i : i + 1] = [block[:at], b"\n", block[at:]]
+                    break
+                at -= len(block)
+        return prefix + [block for block in blocks if len(block)]
 
     def eomReceived(self):
         """
@@ -441,14 +461,14 @@ class StoreMessage:
             )
         if self._data is None:
             return defer.fail(smtp.SMTPServerError(451, "message lost, try again"))
-        text = self._compose()
+        pieces = self._compose()
         store = self._delivery.store
         userids = list(transaction.recipients)
         # A store builds each recipient's copy (its mbox record) when asked:
         # a few at a time bounds the memory one message can take.
         semaphore = defer.DeferredSemaphore(DELIVERY_CONCURRENCY)
         attempts = [
-            semaphore.run(store.deliverMessage, transaction.sender, userid, text)
+            semaphore.run(store.deliverMessage, transaction.sender, userid, pieces)
             for userid in userids
         ]
 
@@ -471,7 +491,7 @@ class StoreMessage:
                 log.info(
                     "delivered {size} bytes from {sender} to {recipients} "
                     "(id {id}, from {peer})",
-                    size=len(text),
+                    size=sum(len(piece) for piece in pieces),
                     sender=transaction.sender or "<>",
                     recipients=", ".join(stored),
                     id=transaction.id,

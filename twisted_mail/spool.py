@@ -1340,7 +1340,9 @@ class SpoolStore:
             receiver = normalizeUserId(receiver)
         except errors.InvalidUserId as e:
             return defer.fail(e)
-        return self._append(envelopeSender, receiver, self._clock(), message)
+        if isinstance(message, (bytes, bytearray)):
+            message = [message]
+        return self._append(envelopeSender, receiver, self._clock(), *message)
 
     def _append(self, envelopeSender, receiver, when, *parts):
         separator = separatorLine(envelopeSender.encode("utf-8", "replace"), when)

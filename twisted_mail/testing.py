@@ -101,6 +101,8 @@ class MemoryStore:
             receiver, messages = self._mailbox(receiver)
         except errors.MailError as e:
             return defer.fail(e)
+        if not isinstance(message, (bytes, bytearray)):
+            message = b"".join(message)
         text = normaliseBody(message)
         if len(text) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
