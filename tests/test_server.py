@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_mail import errors
+from twisted_mail import errors, server
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.message import buildMessage
 from twisted_mail.server import MailServerFactory
@@ -1821,6 +1821,21 @@ class WholeBodyTests(SynchronousTestCase):
         self.assertEqual(bodies(whole[0]), [b".dot\nplain\n..\nlast\n"])
         self.assertEqual(bodies(trickled[0]), bodies(whole[0]))
         self.assertIn(b"+OK 1 users", whole[1])
+
+    def test_wholeBodyAfterTheReply(self):
+        """
+        A short body sent whole after the reply to SEND (as a client that
+        waits for it does) is taken in one piece, not line by line.
+        """
+        lines = []
+        realAdd = server._Body.add
+        self.patch(server._Body, "add", lambda body, line: (lines.append(line),
+                                                            realAdd(body, line)))
+        store, replies = self.session(b"USER bob\r\n", b"SEND bob\r\n",
+                                      b"one\r\n..two\r\nthree\r\n.\r\n")
+        self.assertEqual(lines, [])
+        self.assertEqual([m.split(b"\n\n", 1)[1] for m in store.messages("bob")],
+                         [b"one\n.two\nthree\n"])
 
     def test_bigBodyInOneBurst(self):
         """

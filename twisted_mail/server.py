@@ -211,9 +211,10 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             go on line by line.
         """
         body = self._body
-        # Once per body, at its start: looking again at every line would
-        # scan a big body's input again and again (quadratic).
-        if not body.tryWhole:
+        # Once per body, when the first of it is at hand: looking again at
+        # every line would scan a big body's input again and again
+        # (quadratic).
+        if not body.tryWhole or start >= len(buf):
             return None
         body.tryWhole = False
         if body.tooLarge:
