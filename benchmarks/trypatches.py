@@ -332,21 +332,22 @@ def patchBatchStats(reactor):
     from twisted_mail import spool
 
     sizes, waits, works = [], [], []
-    build = spool._Mailbox._build
+    take = spool._Mailbox._takeAndBuild
     flush = spool._Mailbox._flush
 
     def _flush(self):
-        sizes.append(len(self._pending))
         self._queuedAt = time.perf_counter()
         return flush(self)
 
-    def _build(self, messages):
+    def _takeAndBuild(self):
         start = time.perf_counter()
         waits.append(start - self._queuedAt)
         try:
-            return build(self, messages)
+            result = take(self)
         finally:
             works.append(time.perf_counter() - start)
+        sizes.append(len(result[0]))
+        return result
 
     def report():
         def summary(label, values, scale, unit):
@@ -365,7 +366,7 @@ def patchBatchStats(reactor):
         summary("thread time per batch", works, 1000, " ms")
         sys.stderr.flush()
 
-    spool._Mailbox._build = _build
+    spool._Mailbox._takeAndBuild = _takeAndBuild
     spool._Mailbox._flush = _flush
     reactor.addSystemEventTrigger("before", "shutdown", report)
 

@@ -20,8 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail import errors, spool
 from twisted_mail.message import toMboxRecord
+from twisted_mail.spool import SpoolStore
 
-from .test_store import makeSpoolStore
+from .test_store import SynchronousThreads, makeSpoolStore
 
 
 class SpoolTestCase(SynchronousTestCase):
@@ -150,6 +151,75 @@ class BatchTests(SpoolTestCase):
             FilePath(store.path).child("bob").getContent(), separator + b"\nfine\n\n"
         )
         self.failureResultOf(store.deliverMessage("a", "bob", body), errors.MessageTooLarge)
+
+
+class HeldThreads(SynchronousThreads):
+    """
+    A thread pool stand-in whose jobs wait until the test runs them, as
+    jobs wait behind other mailboxes' jobs in the one mailbox thread.
+    """
+
+    def __init__(self):
+        self.jobs = []
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.jobs.append(lambda: SynchronousThreads.callInThreadWithCallback(
+            self, onResult, f, *args, **kwargs))
+
+    def runAll(self):
+        while self.jobs:
+            self.jobs.pop(0)()
+
+
+class GroupCommitTests(SpoolTestCase):
+    def test_latecomersJoinTheWaitingBatch(self):
+        """
+        Deliveries that arrive while a mailbox's job waits for the mailbox
+        thread go out with that job: one write and one sync for all, and
+        each is acknowledged only after it.
+        """
+        threads = HeldThreads()
+        store = SpoolStore(FilePath(self.mktemp()), reactor=SynchronousThreads(),
+                           threadpool=threads)
+        self.addCleanup(store.close)
+        self.ok(store.addUser("bob"))
+        syncs = []
+        realSync = os.fdatasync
+        self.patch(spool.os, "fdatasync", lambda fd: (syncs.append(fd), realSync(fd)))
+        results = []
+        for i in range(3):
+            store.deliver("alice", "bob", b"m%d\n" % (i,)).addBoth(results.append)
+        self.assertEqual(len(threads.jobs), 1)
+        self.assertEqual(results, [])
+        threads.runAll()
+        self.assertEqual(results, [None, None, None])
+        # One sync for the append intent, one for the mailbox.
+        self.assertEqual(len(syncs), 2)
+        self.assertEqual(self.bodies("bob", makeSpoolStore(self, store.path)),
+                         [b"m0\n", b"m1\n", b"m2\n"])
+
+    def test_failedBatchAnswersEveryone(self):
+        """
+        When storing a batch fails unexpectedly, every delivery in it gets
+        a temporary failure (logged), none is left waiting.
+        """
+        threads = HeldThreads()
+        store = SpoolStore(FilePath(self.mktemp()), reactor=SynchronousThreads(),
+                           threadpool=threads)
+        self.addCleanup(store.close)
+        self.ok(store.addUser("bob"))
+
+        def broken(records):
+            raise RuntimeError("disk on fire")
+
+        self.patch(store._mailbox("bob").mbox, "append", broken)
+        results = []
+        for i in range(2):
+            store.deliver("alice", "bob", b"m%d\n" % (i,)).addBoth(results.append)
+        threads.runAll()
+        self.assertEqual([r.type for r in results],
+                         [errors.TemporaryFailure, errors.TemporaryFailure])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class ForeignMailTests(SpoolTestCase):

@@ -28,9 +28,9 @@ Guarantees (see docs/protocol.rst):
     back-off and a deadline; then it checks that the path still names the
     file it opened.
 
-All file work runs in the reactor's thread pool, one job at a time per
-mailbox; deliveries queued while a job runs are written together, with one
-fsync (group commit).
+All file work runs in the mailbox thread pool, one job at a time per
+mailbox; the deliveries queued for a mailbox by the time its thread starts
+on them are written together, with one fsync (group commit).
 """
 
 import bisect
@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_mail import errors
@@ -1070,12 +1071,19 @@ class _Mailbox:
     """
     The reactor's side of one mailbox: runs L{MboxFile} jobs in the thread
     pool one at a time, and gathers deliveries into batches.
+
+    A batch is taken when the mailbox thread starts on it, not when its job
+    is queued: deliveries that arrive while the job waits behind other
+    mailboxes' jobs go out with it, in the same write and sync.
     """
 
     def __init__(self, store, mbox):
         self._store = store
         self.mbox = mbox
         self._lock = defer.DeferredLock()
+        # Shared with the mailbox thread, under _pendingLock: the queued
+        # deliveries, and whether a job to take them is queued.
+        self._pendingLock = threading.Lock()
         self._pending = []
         self._flushQueued = False
 
@@ -1094,11 +1102,30 @@ class _Mailbox:
             with L{MessageTooLarge} or L{TemporaryFailure}.
         """
         d = defer.Deferred()
-        self._pending.append(((separator, parts), d))
-        if not self._flushQueued:
-            self._flushQueued = True
+        with self._pendingLock:
+            self._pending.append(((separator, parts), d))
+            queue, self._flushQueued = not self._flushQueued, True
+        if queue:
             self._lock.run(self._flush)
         return d
+
+    def _takeAndBuild(self):
+        """
+        In the mailbox thread: take the queued deliveries and store them.
+
+        @return: the batch taken (pairs of message and L{Deferred}) and
+            what L{_build} said of it, or the L{Failure} it raised.
+        """
+        with self._pendingLock:
+            batch, self._pending = self._pending, []
+            self._flushQueued = False
+        if not batch:
+            return batch, []
+        try:
+            return batch, self._build([message for message, _ in batch])
+        except BaseException:
+            # Each waiting delivery must get an answer, whatever went wrong.
+            return batch, Failure()
 
     def _build(self, messages):
         """
@@ -1124,25 +1151,24 @@ class _Mailbox:
         return outcomes
 
     def _flush(self):
-        batch, self._pending = self._pending, []
-        self._flushQueued = False
-        d = self._store._inMailboxThread(self._build, [message for message, _ in batch])
-
-        def done(outcomes):
+        def done(result):
+            batch, outcomes = result
+            if isinstance(outcomes, Failure):
+                f = outcomes
+                if not f.check(errors.MailError):
+                    log.failure("mailbox {user}: delivery failed", f,
+                                user=self.mbox.userid)
+                    f = Failure(errors.TemporaryFailure("the mailbox could not be written"))
+                for _, waiting in batch:
+                    waiting.errback(f)
+                return
             for (_, waiting), outcome in zip(batch, outcomes):
                 if outcome is None:
                     waiting.callback(None)
                 else:
                     waiting.errback(outcome)
 
-        def failed(f):
-            if not f.check(errors.MailError):
-                log.failure("mailbox {user}: delivery failed", f, user=self.mbox.userid)
-                f = errors.TemporaryFailure("the mailbox could not be written")
-            for _, waiting in batch:
-                waiting.errback(f)
-
-        return d.addCallbacks(done, failed)
+        return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
 
 
 @implementer(IMailStore)
