@@ -9,6 +9,7 @@ with C{READM} over our own protocol and with C{mailbox.mbox}.
 
 import mailbox
 import os
+import re
 import smtplib
 import ssl
 
@@ -951,6 +952,76 @@ class FramingTests(SMTPTestCase):
             client.mail(b"a@b.example", [b"bob@example.org"], text)[-1], 250
         )
         self.assertTrue(store.messages("bob")[0].endswith(text))
+
+    def storedWholeAndTrickled(self, payload, limit=LIMIT):
+        """
+        Send one transaction whose DATA payload (up to and including the
+        final CRLF.CRLF) is C{payload}, once in one piece and once a byte at
+        a time; return (replies, stored messages) for each.
+        """
+        outcomes = []
+        for trickle in (False, True):
+            # The store takes whatever the protocol lets through (our
+            # headers included): the protocol's count is what is tested.
+            store = RecordingStore(domain=DOMAIN, maxMessageSize=limit + 4096)
+            store.addUser("bob")
+            client = self.connect(store=store, maxMessageSize=limit)
+            data = (b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\n"
+                    b"RCPT TO:<bob@example.org>\r\nDATA\r\n" + payload + b"NOOP\r\n")
+            chunks = [data[i : i + 1] for i in range(len(data))] if trickle else [data]
+            codes = []
+            for chunk in chunks:
+                codes += [code for code, _ in client.send(chunk)]
+            # Without the transaction's random ids.
+            stored = [re.sub(rb"id [0-9a-f]+|<[0-9a-f]+@", b"ID", m)
+                      for m in store.messages("bob")]
+            outcomes.append((codes, stored))
+        return outcomes
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.booleans(),
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"", b".", b"..", b"From ", b"Subject: s", b"x", b"\r",
+                                 b"X-A: 1", b" cont", b".\r"]),
+                st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+                st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]),
+            ),
+            max_size=15,
+        ),
+    )
+    def test_wholeTextSameAsLineByLine(self, clean, lines):
+        """
+        A message text taken in one piece is stored, answered and counted
+        against the size limit exactly as when it comes a byte at a time,
+        line by line: dot-stuffing, header sections with and without their
+        blank line; and with bare CR and LF (clean=False), which the line
+        path handles.
+        """
+        if clean:
+            lines = [(start.replace(b"\r", b""), middle.replace(b"\r", b""), b"\r\n")
+                     for start, middle, end in lines]
+        payload = b"".join(start + middle + end for start, middle, end in lines)
+        payload += b"\r\n.\r\n" if payload and not payload.endswith(b"\r\n") else b".\r\n"
+        whole, trickled = self.storedWholeAndTrickled(payload, limit=120)
+        self.assertEqual(whole, trickled)
+
+    def test_wholeTextTakenInOnePiece(self):
+        """
+        A short message sent whole with CRLF line endings is not handed to
+        the message line by line past its header section.
+        """
+        lines = []
+        realLineReceived = StoreMessage.lineReceived
+        self.patch(StoreMessage, "lineReceived",
+                   lambda message, line: (lines.append(line),
+                                          realLineReceived(message, line)))
+        text = b"Subject: one piece\n\nfirst\n.dotted\nFrom here\n"
+        self.assertEqual(self.connect().mail(b"a@b.example", [b"bob@example.org"], text)[-1],
+                         250)
+        self.assertEqual(lines, [b"Subject: one piece", b""])
+        self.assertTrue(self.store.messages("bob")[0].endswith(text))
 
     def test_pipelining(self):
         """

@@ -365,12 +365,43 @@ class StoreMessage:
         if self._inHeaders:
             self._headerLine(line)
         block = self._data[-1]
-        if len(block) + len(line) >= _BLOCK_SIZE and block:
+        if not isinstance(block, bytearray) or (
+            len(block) + len(line) >= _BLOCK_SIZE and block
+        ):
             block = bytearray()
             self._data.append(block)
         block += line
         block += b"\n"
         self._stored += len(line) + 1
+
+    def textReceived(self, text):
+        """
+        Many lines at once: C{text} is whole lines, each ending in CRLF,
+        dot-stuffed, with no other CR or LF and no line of just C{.}.  The
+        same as L{lineReceived} for each line, for a fraction of the work:
+        the header section line by line, the rest in one piece.
+        """
+        pos = 0
+        while self._inHeaders and pos < len(text):
+            end = text.index(b"\r\n", pos)
+            line = text[pos:end]
+            self.lineReceived(line[1:] if line[:1] == b"." else line)
+            pos = end + 2
+        if self._data is None or pos == len(text):
+            return
+        rest = text[pos:].replace(b"\r\n", b"\n")
+        if rest[:1] == b".":
+            rest = rest[1:]
+        if b"\n." in rest:
+            rest = rest.replace(b"\n.", b"\n")
+        # As lineReceived counts: each line with a CRLF.
+        self._size += len(rest) + rest.count(b"\n")
+        if self._size > self._limit:
+            self.tooLarge = True
+            self._data = None
+            return
+        self._data.append(rest)
+        self._stored += len(rest)
 
     def _headerLine(self, line):
         if not line:
@@ -583,6 +614,8 @@ class SMTPServerProtocol(smtp.ESMTP):
     _errors = 0
     _messages = None
     _atLineStart = True
+    # Whether the message text may still be taken whole (see _takeWholeText).
+    _tryWholeText = False
 
     def __init__(self, contextFactory=None):
         smtp.ESMTP.__init__(self, contextFactory=contextFactory)
@@ -650,6 +683,11 @@ class SMTPServerProtocol(smtp.ESMTP):
         self._busy = True
         try:
             while not self._paused and not self._closing():
+                if self.mode == _DATA and self._tryWholeText and start < len(buf):
+                    taken = self._takeWholeText(buf, start)
+                    if taken is not None:
+                        start = scan = taken
+                        continue
                 limit = self.maxTextLine if self.mode == _DATA else self.maxCommandLine
                 end = buf.find(b"\n", scan)
                 if end == -1:
@@ -683,6 +721,33 @@ class SMTPServerProtocol(smtp.ESMTP):
             else:
                 del buf[:start]
                 self._scanned = scan - start
+
+    def _takeWholeText(self, buf, start):
+        """
+        When a short message text is at hand whole, up to its final C{.}
+        line, and every line of it ends in CRLF (no bare CR or LF, whose
+        handling is the line path's), take it in one piece.  Tried once
+        per message, when its first bytes are at hand: trying again at
+        every line would scan a big message's input again and again.
+
+        @return: where the input after the C{.} line starts, or L{None} to
+            go on line by line.
+        """
+        self._tryWholeText = False
+        if buf.startswith(b".\r\n", start):
+            return None  # an empty message: the line path ends it
+        end = buf.find(b"\r\n.\r\n", start, start + self.maxTextLine + 5)
+        if end == -1:
+            return None
+        text = bytes(buf[start : end + 2])
+        lines = text.count(b"\r\n")
+        if text.count(b"\r") != lines or text.count(b"\n") != lines:
+            return None
+        self.resetTimeout()
+        for message in self._messages:
+            message.textReceived(text)
+        self._endOfData()
+        return end + 5
 
     def _lineTooLong(self, limit):
         log.warn(
@@ -944,6 +1009,7 @@ class SMTPServerProtocol(smtp.ESMTP):
             return
         self._messages = messages
         self._atLineStart = True
+        self._tryWholeText = True
         self.mode = _DATA
         self._reply(354, b"send the message, end with <CR><LF>.<CR><LF>")
 
