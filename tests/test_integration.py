@@ -582,6 +582,13 @@ class SpoolFileTests(ServerTestCase):
         self.assertEqual(c.command(b"DELM"), b"+OK message deleted")
         self.assertIn(server.stop(), (0, -signal.SIGTERM))
         self.assertFileHolds(os.path.join(server.spool, "bob"), [b"m0\n", b"m2\n"])
+        # Nothing of the stopped server is left beside the mailboxes: no
+        # dot-lock, and not the file its dot-locks were linked from.
+        self.assertEqual(
+            [n for n in os.listdir(server.spool) if n.endswith(".lock") or
+             n.startswith(".simplemail-")],
+            [],
+        )
 
     def test_defaultSpool(self):
         """
