@@ -57,6 +57,26 @@ def normaliseBody(body):
     return body
 
 
+#: The size of the blocks a message is gathered in (see L{appendLine}).
+BLOCK_SIZE = 64 * 1024
+
+
+def appendLine(blocks, line):
+    """
+    Append C{line} and a LF to the last of C{blocks}, a L{list} of byte
+    strings whose last is the L{bytearray} being filled; a new one is
+    started when that one would pass L{BLOCK_SIZE} or is not a bytearray.
+    A big message is so kept in blocks of whole lines, never one string
+    grown (and copied) again and again, nor joined.
+    """
+    block = blocks[-1]
+    if not isinstance(block, bytearray) or (len(block) + len(line) >= BLOCK_SIZE and block):
+        block = bytearray()
+        blocks.append(block)
+    block += line
+    block += b"\n"
+
+
 def buildHeaders(sender, receiver, domain, when=None, messageId=None):
     """
     The header block (ending with its blank line) of a message from

@@ -19,17 +19,13 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted_mail import errors, wire
 from twisted_mail.auth import IMailAccount
 from twisted_mail.interfaces import IMailStore
+from twisted_mail.message import appendLine
 
 log = Logger()
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 600
 DEFAULT_MAX_CONNECTIONS = 10000
-
-
-#: A received body is kept in blocks of about this size: growing one buffer
-#: would cost up to twice the message in memory while it is reallocated.
-_BLOCK_SIZE = 64 * 1024
 
 
 class _Body:
@@ -58,14 +54,7 @@ class _Body:
             self.tooLarge = True
             self.blocks = []
             return
-        block = self.blocks[-1]
-        if not isinstance(block, bytearray) or (
-            len(block) + len(line) >= _BLOCK_SIZE and block
-        ):
-            block = bytearray()
-            self.blocks.append(block)
-        block += line
-        block += b"\n"
+        appendLine(self.blocks, line)
 
     def addBlock(self, text):
         """

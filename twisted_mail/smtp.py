@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from twisted_mail import errors, wire
 from twisted_mail.interfaces import IMailStore
+from twisted_mail.message import appendLine
 from twisted_mail.server import describePeer
 
 log = Logger()
@@ -317,10 +318,6 @@ class StoreDelivery:
         return b"\n".join(lines) + b"\n"
 
 
-#: The size of the blocks a message is gathered in.
-_BLOCK_SIZE = 64 * 1024
-
-
 @implementer(smtp.IMessage)
 class StoreMessage:
     """
@@ -364,14 +361,7 @@ class StoreMessage:
             return
         if self._inHeaders:
             self._headerLine(line)
-        block = self._data[-1]
-        if not isinstance(block, bytearray) or (
-            len(block) + len(line) >= _BLOCK_SIZE and block
-        ):
-            block = bytearray()
-            self._data.append(block)
-        block += line
-        block += b"\n"
+        appendLine(self._data, line)
         self._stored += len(line) + 1
 
     def textReceived(self, text):
