@@ -1794,10 +1794,19 @@ class WholeBodyTests(SynchronousTestCase):
     result of taking it line by line.
     """
 
-    def session(self, *chunks):
+    def session(self, *chunks, maxMessageSize=None, bulk=True):
+        """
+        Feed C{chunks} to a server protocol; with C{bulk=False}, one that
+        takes every body line by line.
+
+        @return: the store, and the reply lines.
+        """
         store = MemoryStore()
         store.addUser("bob")
-        proto = MailServerFactory(store, reactor=task.Clock()).buildProtocol(None)
+        kwargs = {} if maxMessageSize is None else {"maxMessageSize": maxMessageSize}
+        proto = MailServerFactory(store, reactor=task.Clock(), **kwargs).buildProtocol(None)
+        if not bulk:
+            proto._takeBodyLines = lambda buf, start: None
         transport = StringTransport()
         proto.makeConnection(transport)
         for chunk in chunks:
@@ -1812,7 +1821,8 @@ class WholeBodyTests(SynchronousTestCase):
         command = b"USER bob\r\nSEND bob\r\n"
         body = b"..dot\r\nplain\r\n...\r\nlast\r\r\n.\r\nLSTU\r\n"
         whole = self.session(command, body)
-        trickled = self.session(command, *[body[i : i + 1] for i in range(len(body))])
+        trickled = self.session(command, *[body[i : i + 1] for i in range(len(body))],
+                                bulk=False)
         self.assertEqual(whole[1], trickled[1])
 
         def bodies(store):
@@ -1856,6 +1866,39 @@ class WholeBodyTests(SynchronousTestCase):
         self.assertEqual(len(body), len(burst) - len(b".\r\nLSTU\r\n") - 27500 - 1)
         self.assertIn(b"\nstarts with a dot\n", body)
         self.assertIn(b"+OK 1 users", replies)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"", b".", b"..", b"From ", b"x", b"\r", b".\r"]),
+                st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+                st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]),
+            ),
+            max_size=15,
+        ),
+        st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+        st.sampled_from([None, 60]),
+    )
+    def test_anyChunksSameAsLineByLine(self, lines, cuts, limit):
+        """
+        However a body is cut into pieces as it arrives, what is stored,
+        the replies and the size limit's verdict are those of taking it
+        line by line.
+        """
+        body = b"".join(start + middle + end for start, middle, end in lines)
+        stream = b"SEND bob\r\n" + body + b".\r\nLSTU\r\n"
+        cuts = sorted({min(c, len(stream)) for c in cuts})
+        chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+        inPieces = self.session(b"USER bob\r\n", *chunks, maxMessageSize=limit)
+        trickled = self.session(b"USER bob\r\n", *[stream[i : i + 1] for i in range(len(stream))],
+                                maxMessageSize=limit, bulk=False)
+
+        def bodies(store):
+            return [m.split(b"\n\n", 1)[1] for m in store.messages("bob")]
+
+        self.assertEqual(bodies(inPieces[0]), bodies(trickled[0]))
+        self.assertEqual(inPieces[1], trickled[1])
 
     def test_emptyBodyThenAnotherSend(self):
         """
