@@ -160,12 +160,15 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
                 self._pauseTransport()
             return
         self._busyReceiving = True
+        # Take body lines in bulk only when a line may have been completed:
+        # not at every byte of a long line trickling in.
+        bulk = b"\n" in data or not data
         try:
             buf = self._buffer + data if self._buffer else data
             self._buffer = b""
             start = 0
             while not self.paused and not self.transport.disconnecting:
-                if self._body is not None:
+                if self._body is not None and bulk:
                     taken = self._takeBodyLines(buf, start)
                     if taken is not None:
                         start = taken

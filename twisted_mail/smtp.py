@@ -369,7 +369,7 @@ class StoreMessage:
         Many lines at once: C{text} is whole lines, each ending in CRLF,
         dot-stuffed, with no other CR or LF and no line of just C{.}.  The
         same as L{lineReceived} for each line, for a fraction of the work:
-        the header section line by line, the rest in one piece.
+        the header section line by line, the rest in one piece (a block).
         """
         pos = 0
         while self._inHeaders and pos < len(text):
@@ -604,8 +604,9 @@ class SMTPServerProtocol(smtp.ESMTP):
     _errors = 0
     _messages = None
     _atLineStart = True
-    # Whether the message text may still be taken whole (see _takeWholeText).
-    _tryWholeText = False
+    # How many lines of message text to take line by line before trying
+    # to take lines in bulk again (see _takeTextLines).
+    _lineMode = 0
 
     def __init__(self, contextFactory=None):
         smtp.ESMTP.__init__(self, contextFactory=contextFactory)
@@ -673,11 +674,6 @@ class SMTPServerProtocol(smtp.ESMTP):
         self._busy = True
         try:
             while not self._paused and not self._closing():
-                if self.mode == _DATA and self._tryWholeText and start < len(buf):
-                    taken = self._takeWholeText(buf, start)
-                    if taken is not None:
-                        start = scan = taken
-                        continue
                 limit = self.maxTextLine if self.mode == _DATA else self.maxCommandLine
                 end = buf.find(b"\n", scan)
                 if end == -1:
@@ -685,6 +681,12 @@ class SMTPServerProtocol(smtp.ESMTP):
                     if len(buf) - start > limit + 1:
                         self._lineTooLong(limit)
                     break
+                if self.mode == _DATA and not self._lineMode:
+                    # A whole line at least is at hand: try to take many.
+                    taken = self._takeTextLines(buf, start)
+                    if taken is not None:
+                        start = scan = taken
+                        continue
                 line = bytes(buf[start:end])
                 start = scan = end + 1
                 if len(line) - line.endswith(b"\r") > limit:
@@ -712,30 +714,44 @@ class SMTPServerProtocol(smtp.ESMTP):
                 del buf[:start]
                 self._scanned = scan - start
 
-    def _takeWholeText(self, buf, start):
+    def _takeTextLines(self, buf, start):
         """
-        When a short message text is at hand whole, up to its final C{.}
-        line, and every line of it ends in CRLF (no bare CR or LF, whose
-        handling is the line path's), take it in one piece.  Tried once
-        per message, when its first bytes are at hand: trying again at
-        every line would scan a big message's input again and again.
+        Take the message text's lines at hand in one piece, up to its final
+        C{.} line if it is there, at most a line's length limit at a time,
+        when every one of them ends in CRLF (bare CR and LF are the line
+        path's to handle): the same as line by line for a fraction of the
+        work.  Each byte is looked at once or, where the line path takes
+        over, twice: a big message costs time linear in its size, in
+        slices short enough not to hold the reactor up.
 
-        @return: where the input after the C{.} line starts, or L{None} to
-            go on line by line.
+        Called only when a whole line at least is at hand.
+
+        @return: where the input not taken starts, or L{None} to go on line
+            by line.
         """
-        self._tryWholeText = False
         if buf.startswith(b".\r\n", start):
-            return None  # an empty message: the line path ends it
-        end = buf.find(b"\r\n.\r\n", start, start + self.maxTextLine + 5)
-        if end == -1:
-            return None
-        text = bytes(buf[start : end + 2])
+            return None  # the end, or a "." line after a bare LF: text
+        window = start + self.maxTextLine
+        end = buf.find(b"\r\n.\r\n", start, window + 5)
+        if end != -1:
+            taken = end + 2
+        else:
+            taken = buf.rfind(b"\r\n", start, window + 2) + 2
+            if taken < start + 2:
+                # Lines ended by bare LFs, or one too long: the line path's.
+                self._lineMode = buf.count(b"\n", start, window + 1)
+                return None
+        text = bytes(buf[start:taken])
         lines = text.count(b"\r\n")
         if text.count(b"\r") != lines or text.count(b"\n") != lines:
+            self._lineMode = text.count(b"\n")
             return None
         self.resetTimeout()
+        self._atLineStart = True
         for message in self._messages:
             message.textReceived(text)
+        if end == -1:
+            return taken
         self._endOfData()
         return end + 5
 
@@ -999,7 +1015,7 @@ class SMTPServerProtocol(smtp.ESMTP):
             return
         self._messages = messages
         self._atLineStart = True
-        self._tryWholeText = True
+        self._lineMode = 0
         self.mode = _DATA
         self._reply(354, b"send the message, end with <CR><LF>.<CR><LF>")
 
@@ -1015,6 +1031,8 @@ class SMTPServerProtocol(smtp.ESMTP):
         new line.
         """
         self.resetTimeout()
+        if self._lineMode:
+            self._lineMode -= 1
         endedWithCRLF = raw.endswith(b"\r")
         if raw == b".\r" and self._atLineStart:
             self._endOfData()
