@@ -340,6 +340,22 @@ class QuotingTests(SynchronousTestCase):
         self.assertIsNone(re.search(rb"(?m)^From ", quoted))
 
 
+    @_settings
+    @given(
+        st.lists(st.sampled_from([b"From ", b">", b">>From x", b"\n", b"a", b"From"]),
+                 max_size=30).map(b"".join),
+        st.integers(min_value=0, max_value=200),
+        st.integers(min_value=0, max_value=200),
+    )
+    def test_unquotePartOfText(self, text, start, end):
+        """
+        Unquoting part of a text in place (from a line start) is unquoting
+        that part cut out.
+        """
+        start = text.rfind(b"\n", 0, min(start, len(text))) + 1
+        end = max(start, min(end, len(text)))
+        self.assertEqual(unquoteFrom(text, start, end), unquoteFrom(text[start:end]))
+
 class RecordTests(SynchronousTestCase):
     """
     Tests for L{toMboxRecord} and L{fromMboxRecord}.

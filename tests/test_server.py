@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_mail import errors, server
+from twisted_mail import errors, server, wire
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.message import buildMessage
 from twisted_mail.server import MailServerFactory
@@ -474,6 +474,58 @@ class ReadTests(ServerTestCase):
         self.assertTrue(headers[b"Message-ID"].endswith(b"@localhost>"))
         self.assertEqual(_body(message), b"Hello Bob,\nFrom the desk of alice\n")
         self.assertNothingMore(connection)
+
+    def drain(self, connection):
+        """
+        Let the transport take what a pull producer offers, as a real one
+        does when its buffer empties.
+
+        @return: how many pieces it took.
+        """
+        pieces = 0
+        while connection.transport.producer is not None:
+            connection.transport.producer.resumeProducing()
+            pieces += 1
+        return pieces
+
+    def test_largeMessageInPieces(self):
+        """
+        A large message is sent a piece at a time as the transport takes
+        them, the same bytes as in one piece; commands sent meanwhile are
+        answered after it, in order.
+        """
+        self.addUsers("alice", "bob")
+        body = b"".join(b"%05d .line\n.dot %05d\n" % (i, i) for i in range(20000))
+        self.deliver("alice", "bob", body)
+        (text,) = self.store.messages("bob")
+        connection = self.connect()
+        connection.send(b"USER bob", b"READM", b"LSTU")
+        self.assertOK(connection.line())
+        self.assertEqual(connection.unread(), b"+OK message follows (%d bytes)\r\n" % len(text))
+        self.assertGreater(self.drain(connection), 5)
+        expected = wire.formatMessageReply("message follows (%d bytes)" % len(text), text)
+        status, message = connection.message()
+        self.assertEqual(message, text)
+        self.assertEqual(connection.transport.value().count(expected), 1)
+        self.assertEqual(connection.multiline()[1], [b"alice", b"bob"])
+        self.assertNothingMore(connection)
+
+    def test_largeMessageConnectionLost(self):
+        """
+        When the connection is lost while a large message is being sent,
+        the sending stops and nothing more is answered.
+        """
+        self.addUsers("bob")
+        self.deliver("bob", "bob", b"x" * 100 + b"\n" * 3000 + b"y\n" * 40000)
+        connection = self.connect()
+        connection.send(b"USER bob", b"READM", b"LSTU")
+        producer = connection.transport.producer
+        producer.resumeProducing()
+        sent = len(connection.transport.value())
+        connection.protocol.connectionLost(Failure(ConnectionDone()))
+        producer.stopProducing()
+        producer.resumeProducing()
+        self.assertEqual(len(connection.transport.value()), sent)
 
     def test_dotStuffed(self):
         """

@@ -687,3 +687,40 @@ class MultilineTests(SynchronousTestCase):
         else:
             expected = []
         self.assertEqual(got, expected)
+
+
+class MessageChunksTests(SynchronousTestCase):
+    """
+    Sending a large message a piece at a time (messageChunks and
+    formatMessageLines) gives the bytes of formatMessageReply.
+    """
+
+    @_settings
+    @given(
+        st.lists(st.sampled_from([b"\n", b"\r\n", b".", b"..", b"\r", b"x", b"From "]),
+                 max_size=40).map(b"".join),
+        st.integers(min_value=1, max_value=12),
+    )
+    def test_piecesMakeTheWhole(self, message, size):
+        """
+        However small the pieces, their formatted concatenation is the
+        message formatted whole, and the pieces make the message.
+        """
+        pieces = list(wire.messageChunks(message, size))
+        self.assertEqual(b"".join(pieces), message)
+        self.assertEqual(
+            wire.formatOK("m") + b"".join(wire.formatMessageLines(p) for p in pieces)
+            + b".\r\n",
+            wire.formatMessageReply("m", message),
+        )
+
+    def test_piecesEndAtLines(self):
+        """
+        Pieces end at line ends, near the size asked for; a line longer than
+        that is one piece.
+        """
+        message = b"a" * 10 + b"\n" + b"b\n" * 10 + b"c" * 3
+        self.assertEqual(
+            list(wire.messageChunks(message, 6)),
+            [b"a" * 10 + b"\n", b"b\nb\nb\n", b"b\nb\nb\n", b"b\nb\nb\n", b"b\n", b"ccc"],
+        )

@@ -137,39 +137,42 @@ def separatorLine(sender, when=None):
     return b"From " + sender + b" " + stamp
 
 
-def _fromLineStarts(text):
+def _fromLineStarts(text, start=0, end=None):
     """
-    The offsets of the lines of C{text} that match C{^>*From }.
+    The offsets of the lines of C{text[start:end]} that match C{^>*From }
+    (offsets in C{text}; C{start} is a line start).
 
     Found with C{bytes.find} rather than a multi-line regular expression:
     on a 10 MiB message that is milliseconds instead of a tenth of a second
     holding the GIL.
     """
+    if end is None:
+        end = len(text)
     found = []
-    i = text.find(b"From ")
+    i = text.find(b"From ", start, end)
     while i != -1:
         j = i
-        while j and text[j - 1] == 0x3E:  # ">"
+        while j > start and text[j - 1] == 0x3E:  # ">"
             j -= 1
-        if j == 0 or text[j - 1] == 0x0A:  # at the start of a line
+        if j == start or text[j - 1] == 0x0A:  # at the start of a line
             found.append(j)
-        i = text.find(b"From ", i + 5)
+        i = text.find(b"From ", i + 5, end)
     return found
 
 
-def _splice(text, offsets, insert):
+def _splice(text, offsets, insert, start=0, end=None):
     """
-    C{text} with C{insert} put at each offset (or, when C{insert} is empty,
-    the byte at each offset removed).
+    C{text[start:end]} with C{insert} put at each offset (or, when
+    C{insert} is empty, the byte at each offset removed).
     """
     view = memoryview(text)  # slices without copies; join copies once
     pieces = []
-    last = 0
+    last = start
     for offset in offsets:
         pieces.append(view[last:offset])
         pieces.append(insert)
         last = offset if insert else offset + 1
-    pieces.append(view[last:])
+    pieces.append(view[last:end])
     return b"".join(pieces)
 
 
@@ -184,16 +187,19 @@ def quoteFrom(text):
     return _splice(text, offsets, b">")
 
 
-def unquoteFrom(text):
+def unquoteFrom(text, start=0, end=None):
     """
-    Undo L{quoteFrom}: every line matching C{^>+From } loses one C{>}.
-    (For an mboxo file this also restores its quoted C{From } lines.)
-    Returns C{text} itself when there is nothing to undo.
+    Undo L{quoteFrom} on C{text[start:end]}: every line matching
+    C{^>+From } loses one C{>}.  (For an mboxo file this also restores its
+    quoted C{From } lines.)  Returns C{text} itself when it is all that is
+    asked for and there is nothing to undo; else one copy.
     """
-    offsets = [j for j in _fromLineStarts(text) if text[j] == 0x3E]
+    offsets = [j for j in _fromLineStarts(text, start, end) if text[j] == 0x3E]
     if not offsets:
-        return text
-    return _splice(text, offsets, b"")
+        if start == 0 and end in (None, len(text)):
+            return text
+        return text[start:end]
+    return _splice(text, offsets, b"", start, end)
 
 
 def toMboxRecord(separator, message):
@@ -241,5 +247,5 @@ def fromMboxRecord(record):
         end -= 1
     elif record.endswith(b"\r\n\r\n"):
         end -= 2
-    # One slice (one copy) of what may be a large message.
-    return unquoteFrom(record[newline + 1 : max(end, newline + 1)])
+    # One copy of what may be a large message, not a slice and then more.
+    return unquoteFrom(record, newline + 1, max(end, newline + 1))

@@ -10,11 +10,13 @@ paused, so pipelined commands are answered one at a time, in order.
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from twisted_mail import errors, wire
 from twisted_mail.auth import IMailAccount
@@ -64,6 +66,52 @@ class _Body:
         """
         self.size += len(text)
         self.blocks.append(text)
+
+
+#: A message longer than this is sent by a L{_MessageSender}.
+STREAM_THRESHOLD = 64 * 1024
+
+
+@implementer(IPullProducer)
+class _MessageSender:
+    """
+    Sends a C{READM} reply carrying a large message a piece at a time, as
+    the transport takes them (a pull producer): the reactor formats one
+    piece at a time (no long stall) and the transport never holds a second
+    copy of the whole message.
+
+    @ivar done: a L{Deferred} firing when the reply is sent, or the
+        connection is lost.
+    """
+
+    def __init__(self, head, message):
+        self._head = head
+        self._pieces = wire.messageChunks(message)
+        self._transport = None
+        self.done = defer.Deferred()
+
+    def start(self, transport):
+        self._transport = transport
+        transport.write(self._head)
+        transport.registerProducer(self, False)
+        return self.done
+
+    def resumeProducing(self):
+        if self.done.called:
+            return
+        piece = next(self._pieces, None)
+        if piece is not None:
+            self._transport.write(wire.formatMessageLines(piece))
+            return
+        self._transport.write(b".\r\n")
+        self._transport.unregisterProducer()
+        self.done.callback(None)
+
+    def stopProducing(self):
+        # The connection is lost.
+        self._pieces = iter(())
+        if not self.done.called:
+            self.done.callback(None)
 
 
 class MailServerProtocol(LineReceiver, TimeoutMixin):
@@ -283,14 +331,14 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             self.transport.write(self._errorReply(e))
             return
         if not isinstance(result, defer.Deferred):
-            self.transport.write(result)
+            self._replyAtOnce(result)
             return
         replies = []
         result.addErrback(lambda f: self._errorReply(f.value, f))
         result.addCallback(replies.append)
         if replies:
             # Answered at once (an in-memory store): no need to pause.
-            self.transport.write(replies[0])
+            self._replyAtOnce(replies[0])
             return
         self._holdInput()
         self.setTimeout(None)
@@ -301,11 +349,30 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             lambda f: log.failure("unexpected error serving {peer}", f, peer=self._peer)
         )
 
+    def _replyAtOnce(self, reply):
+        """
+        Write a reply ready when its command was read: bytes at once; a
+        L{_MessageSender}'s reply while input is held, as for a reply that
+        waits for the store.
+        """
+        if isinstance(reply, _MessageSender):
+            self._holdInput()
+            self.setTimeout(None)
+            self._replyReady(reply)
+        else:
+            self.transport.write(reply)
+
     def _replyReady(self, reply):
         if self._lost:
             return
+        if isinstance(reply, _MessageSender):
+            reply.start(self.transport).addCallback(lambda _: self._replied())
+            return
         self.transport.write(reply)
-        if self.transport.disconnecting:  # QUIT
+        self._replied()
+
+    def _replied(self):
+        if self._lost or self.transport.disconnecting:  # QUIT
             return
         self.setTimeout(self.factory.idleTimeout)
         self._releaseInput()
@@ -433,9 +500,10 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         session = self._requireSession()
 
         def read(text):
-            return wire.formatMessageReply(
-                "message follows ({} bytes)".format(len(text)), text
-            )
+            status = "message follows ({} bytes)".format(len(text))
+            if len(text) > STREAM_THRESHOLD:
+                return _MessageSender(wire.formatOK(status), text)
+            return wire.formatMessageReply(status, text)
 
         return session.readMessage().addCallback(read)
 

@@ -192,22 +192,53 @@ def formatMessageReply(text, message):
     message's lines dot-stuffed with CRLF endings, then C{.}.
 
     Works on the message as one string (no list of lines), so a large
-    message costs a few copies of itself and no per-line objects.
+    message costs a few copies of itself and no per-line objects; see
+    L{messageChunks} to send a large one a piece at a time.
 
     @param message: LF-terminated lines, L{bytes}.
     @rtype: L{bytes}
     """
-    if b"\r\n" in message:
-        message = message.replace(b"\r\n", b"\n")
-    if message and not message.endswith(b"\n"):
-        message += b"\n"
+    return b"".join((formatOK(text), formatMessageLines(message), b".\r\n"))
+
+
+def formatMessageLines(lines):
+    """
+    Message lines as a multi-line reply carries them: dot-stuffed, with
+    CRLF endings (a CRLF in C{lines} counts as one line ending, and a last
+    line without one gets one).
+
+    @param lines: whole lines of a message, L{bytes}; the first starts a
+        line of the message.
+    @rtype: L{bytes}
+    """
+    if b"\r\n" in lines:
+        lines = lines.replace(b"\r\n", b"\n")
+    if lines and not lines.endswith(b"\n"):
+        lines += b"\n"
     # Dot-stuffing and CRLF with bytes.replace, at C speed.
-    if b"\n." in message:
-        message = message.replace(b"\n.", b"\n..")
-    head = formatOK(text)
-    if message.startswith(b"."):
-        head += b"."
-    return b"".join((head, message.replace(b"\n", b"\r\n"), b".\r\n"))
+    if b"\n." in lines:
+        lines = lines.replace(b"\n.", b"\n..")
+    if lines.startswith(b"."):
+        lines = b"." + lines
+    return lines.replace(b"\n", b"\r\n")
+
+
+def messageChunks(message, size=64 * 1024):
+    """
+    Cut a message into pieces of whole lines of about C{size} bytes (a
+    longer line makes a longer piece), for L{formatMessageLines} one at a
+    time: their formatted concatenation is that of the whole message.
+
+    @param message: L{bytes}.
+    @return: an iterator of L{bytes}.
+    """
+    start = 0
+    while start < len(message):
+        end = message.rfind(b"\n", start, start + size) + 1
+        if end <= start:
+            end = message.find(b"\n", start + size) + 1 or len(message)
+        yield message[start:end]
+        start = end
 
 
 def stuff(line):
