@@ -15,7 +15,7 @@ from email.utils import formatdate
 _UNSAFE = re.compile(rb"[\x00-\x20\x7f]")
 
 
-def _perSecond(format):
+def perSecond(format):
     """
     Cache the last result of C{format(second)}: deliveries arrive many a
     second, and formatting a date costs more than the rest of the headers.
@@ -31,8 +31,8 @@ def _perSecond(format):
     return cached
 
 
-_headerDate = _perSecond(lambda second: formatdate(second, localtime=False, usegmt=True))
-_separatorDate = _perSecond(
+_headerDate = perSecond(lambda second: formatdate(second, localtime=False, usegmt=True))
+_separatorDate = perSecond(
     lambda second: time.asctime(time.gmtime(second)).encode("ascii")
 )
 

@@ -24,8 +24,8 @@ the client retries the whole transaction, and those recipients then get a
 second copy: SMTP has one reply to C{DATA} for all recipients.
 """
 
+import os
 import re
-import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -38,10 +38,15 @@ from zope.interface import implementer
 
 from twisted_mail import errors, wire
 from twisted_mail.interfaces import IMailStore
-from twisted_mail.message import appendLine
+from twisted_mail.message import appendLine, perSecond
 from twisted_mail.server import describePeer
 
 log = Logger()
+
+#: The date of a Received: header, formatted once a second.
+_receivedDate = perSecond(
+    lambda second: format_datetime(datetime.fromtimestamp(second, timezone.utc)).encode("ascii")
+)
 
 #: The most recipients of one message (RFC 5321 section 4.5.3.1.8).
 MAX_RECIPIENTS = 100
@@ -129,7 +134,7 @@ class _Transaction:
     """
 
     def __init__(self, delivery, helo, sender):
-        self.id = uuid.uuid4().hex[:16]
+        self.id = os.urandom(8).hex()
         self.delivery = delivery
         self.helo = helo
         self.sender = sender
@@ -293,9 +298,7 @@ class StoreDelivery:
             withProtocol = connection.withProtocol
         else:
             literal, withProtocol = b"unknown", b"ESMTP"
-        when = format_datetime(
-            datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
-        ).encode("ascii")
+        when = _receivedDate(int(self.clock.seconds()))
         by = (
             b"\tby " + _asciiDomain(self.domain) + b" (simplemail) with " + withProtocol
         )
@@ -435,7 +438,7 @@ class StoreMessage:
             prefix.append(
                 b"Message-ID: <"
                 + transaction.id.encode("ascii")
-                + uuid.uuid4().hex[:16].encode("ascii")
+                + os.urandom(8).hex().encode("ascii")
                 + b"@"
                 + _asciiDomain(delivery.domain)
                 + b">\n"
