@@ -282,6 +282,26 @@ class CommandTests(ServerTestCase):
             ids.add(headers["message-id"][0])
         self.assertEqual(len(ids), 4)
 
+    def test_bigMessageReadBack(self):
+        """
+        A 3 MiB message (sent in pieces over a real socket) reads back
+        exactly, and a command pipelined behind its READM is answered after
+        it.
+        """
+        c = self.client
+        self.addUsers(c, b"bob")
+        c.command(b"USER bob")
+        body = b"".join(b"%06d .dot\n.From %06d\n" % (i, i) for i in range(90000))
+        self.assertEqual(c.send("bob", body), b"+OK message delivered to bob")
+        c.command(b"USER bob")
+        c.sendall(b"READM\r\nCAPA\r\n")
+        status = c.readReply()
+        self.assertTrue(status.startswith(b"+OK message follows"), status)
+        lines = c.readMultiline()
+        self.assertEqual(splitMessage(b"".join(line + b"\n" for line in lines))[1], body)
+        self.assertEqual(c.readReply(), b"+OK capabilities follow")
+        self.assertIn(b"PIPELINING", c.readMultiline())
+
     def test_readDeleteCursor(self):
         """
         DELM deletes the message READM showed last; READM then shows the one after; at the end -ERR No More Mail.

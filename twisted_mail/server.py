@@ -80,8 +80,8 @@ class _MessageSender:
     piece at a time (no long stall) and the transport never holds a second
     copy of the whole message.
 
-    @ivar done: a L{Deferred} firing when the reply is sent, or the
-        connection is lost.
+    @ivar done: a L{Deferred} firing when the reply is sent (never, if the
+        connection is lost first: the protocol's connectionLost cleans up).
     """
 
     def __init__(self, head, message):
@@ -97,21 +97,20 @@ class _MessageSender:
         return self.done
 
     def resumeProducing(self):
-        if self.done.called:
+        if self._transport is None:
             return
         piece = next(self._pieces, None)
         if piece is not None:
             self._transport.write(wire.formatMessageLines(piece))
             return
-        self._transport.write(b".\r\n")
-        self._transport.unregisterProducer()
+        transport, self._transport = self._transport, None
+        transport.write(b".\r\n")
+        transport.unregisterProducer()
         self.done.callback(None)
 
     def stopProducing(self):
-        # The connection is lost.
-        self._pieces = iter(())
-        if not self.done.called:
-            self.done.callback(None)
+        # The connection is lost: send nothing more.
+        self._transport = None
 
 
 class MailServerProtocol(LineReceiver, TimeoutMixin):
