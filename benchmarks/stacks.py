@@ -24,8 +24,7 @@ Categories (a stack is counted once, in the first that matches):
 
   logging        twisted.logger: formatting events, writing the log file
   build record   message.py (headers, From_ line, quoting) and the SMTP
-                 ingress's _compose / receivedHeader / format_datetime (and
-                 trypatches.py's fastids)
+                 ingress's _compose / receivedHeader / format_datetime
   spool locking  MboxFile.locked and what it calls: open, fcntl and
                  dot-lock, recovery check, index refresh, journal read
   spool append   MboxFile.append outside locking: intent, write, fsync,
@@ -34,7 +33,7 @@ Categories (a stack is counted once, in the first that matches):
                  the pool's queue and conditions, callFromThread, the waker
   protocol       simplemail's and the SMTP ingress's dataReceived/
                  lineReceived/... and twisted.mail.smtp (and trypatches.py's
-                 bulkbody, blockquote, smtpnopause)
+                 smtpnopause)
   transport      twisted.internet tcp/abstract reads and writes
   deferreds      twisted.internet.defer not under any of the above
   reactor        the rest of the reactor loop (epoll, timers)
@@ -51,7 +50,7 @@ CATEGORIES = [
     ("logging", re.compile(r"twisted/logger/|Logger\.(info|warn|error|failure|emit)")),
     ("build record", re.compile(
         r"twisted_mail/message\.py|StoreMessage\._compose|receivedHeader|format_datetime"
-        r"|StoreDelivery\.receivedHeader|patchFastIds|_perSecond|_FastUUID")),
+        r"|StoreDelivery\.receivedHeader")),
     ("spool locking", re.compile(r"MboxFile\.locked|_GeneratorContextManager\.__(enter|exit)__")),
     ("spool append", re.compile(r"MboxFile\.append|_writeAll|_chunksKey")),
     ("thread hop", re.compile(
@@ -59,7 +58,7 @@ CATEGORIES = [
         r"|_Waker|_UnixWaker|waker")),
     ("protocol", re.compile(r"twisted_mail/(server|smtp|wire)\.py|twisted/mail/smtp\.py"
                             r"|twisted/protocols/basic\.py"
-                            r"|patch(BulkBody|SmtpNoPause|BlockQuote)")),
+                            r"|patchSmtpNoPause")),
     ("transport", re.compile(r"twisted/internet/(tcp|abstract)\.py")),
     ("deferreds", re.compile(r"twisted/internet/defer\.py")),
     ("reactor", re.compile(r"twisted/internet/")),

@@ -9,33 +9,17 @@ patches in the environment variable SM_PATCH (comma-separated):
         --twistd-wrapper benchmarks/trypatches.py
 
 Patches (each replaces something of twisted_mail by name; one whose target
-is gone is reported on stderr and skipped; bulkbody, blockquote, smtpnopause
-and spoolpool copy the tree's code of the methods they replace, as of
-f5570f1: check them against the tree before trusting a measurement):
+is gone is reported on stderr and skipped; smtpnopause copies the tree's
+code of the methods it replaces, as of f5570f1: check it against the tree
+before trusting a measurement):
 
   nolog        the server's, the SMTP ingress's and the spool's Loggers drop
                their events (the cost of logging every connection and
                delivery)
-  fastids      Message-IDs and SMTP transaction ids from a random prefix and
-               a counter instead of uuid4() (a getrandom call and a UUID
-               object each); Date:, From_-line and Received: dates formatted
-               once a second
-  bulkbody     the line protocol takes a multi-line SEND's body out of its
-               input in one piece (bytes.replace for CRLF and dot-stuffing)
-               instead of line by line, when all of it is there
-  blockquote   each 64 KiB block of a multi-line SEND's body is mboxrd-quoted
-               as soon as it is full, while the rest arrives, instead of all
-               blocks at once after the "." line (a 10 MiB body: tens of ms
-               in one go on the reactor thread), and the unquoted block is
-               dropped at once (one copy of the body less at the peak)
   smtpnopause  the SMTP ingress holds input while a reply is pending without
                pausing the transport (as the line protocol does since
                345e321): two epoll_ctl calls fewer per message
   pool<N>      the reactor's thread pool has at most N threads (default 10)
-  spoolpool<N> mailbox jobs (appends, reads, deletes, expunges) run in a
-               thread pool of their own of N threads; the reactor's pool
-               keeps the rest (LSTU's listing, ADDU, the first check of a
-               user), which then no longer waits behind appends
   mailthreads<N>  the mailbox thread pool (spool.mailboxThreadPool) has N
                threads instead of the tree's default
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
@@ -44,10 +28,11 @@ f5570f1: check them against the tree before trusting a measurement):
                how long each batch waited for the mailbox thread, and how
                long the thread took to build, write and sync it
 
-The fixes this script used to offer are in the tree since commit 345e321
-("Performance fixes from the benchmarks"): nodelay, usercache, fastquote
-and linearindex.  Naming one is harmless (it is reported and skipped), so
-old command lines still run, and measure the tree as it is.
+Patches this script used to offer are either in the tree now (FIXED below:
+nodelay, usercache, fastquote and linearindex since 345e321, fastids since
+42c63c1, bulkbody since 631663b) or retired (RETIRED below: spoolpool,
+blockquote).  Naming one is harmless (it is reported and skipped), so old
+command lines still run, and measure the tree as it is.
 """
 
 import os
@@ -67,167 +52,13 @@ FIXED = {
     "bulkbody": "631663b",
 }
 
-
-class _FastUUID:
-    """
-    Stands for the uuid module in twisted_mail.message and twisted_mail.smtp:
-    uuid4().hex is 32 hex digits, its first 16 (all that smtp.py keeps of
-    some) a counter from a random start, the rest drawn once per process:
-    unique in this process, and unlikely to repeat another's, without a
-    getrandom call and a UUID object per message.
-    """
-
-    def __init__(self):
-        import itertools
-
-        self._count = itertools.count(int.from_bytes(os.urandom(8), "big"))
-        self._suffix = os.urandom(8).hex()
-
-    def uuid4(self):
-        return self
-
-    @property
-    def hex(self):
-        return "{:016x}{}".format(next(self._count) & 0xFFFFFFFFFFFFFFFF, self._suffix)
-
-
-def _perSecond(fn):
-    """
-    C{fn(when, ...)} remembered for the last whole second it was called for.
-    """
-    cache = {}
-
-    def cached(when, *args, **kwargs):
-        key = (int(when), args, tuple(sorted(kwargs.items())))
-        if key[0] != cache.get("second"):
-            cache.clear()
-            cache["second"] = key[0]
-        value = cache.get(key)
-        if value is None:
-            value = cache[key] = fn(int(when), *args, **kwargs)
-        return value
-
-    return cached
-
-
-def patchFastIds():
-    """
-    Message-IDs and transaction ids from L{_FastUUID}; dates formatted once a
-    second (Date:, the From_ line, Received:).
-    """
-    import time
-    from datetime import datetime, timezone
-    from email.utils import format_datetime, formatdate
-
-    from twisted_mail import message, smtp, spool
-
-    ids = _FastUUID()
-    message.uuid = ids
-    smtp.uuid = ids
-    message.formatdate = _perSecond(formatdate)
-    stamp = _perSecond(lambda when: time.asctime(time.gmtime(when)).encode("ascii"))
-    unsafe = message._UNSAFE
-
-    def separatorLine(sender, when=None):
-        if when is None:
-            when = time.time()
-        sender = unsafe.sub(b"-", sender) or b"MAILER-DAEMON"
-        return b"From " + sender + b" " + stamp(when)
-
-    message.separatorLine = separatorLine
-    spool.separatorLine = separatorLine  # imported by name there
-    received = _perSecond(
-        lambda when: format_datetime(datetime.fromtimestamp(when, timezone.utc)))
-    smtp.format_datetime = lambda dt: received(dt.timestamp())
-
-
-def patchBulkBody():
-    """
-    The line protocol takes a multi-line SEND's body, up to its "." line,
-    out of the input in one piece (CRLF to LF and dot-unstuffing with
-    bytes.replace) instead of one line at a time, when all of it has
-    arrived and it is shorter than a line may be; otherwise, as before.
-    """
-    from twisted_mail import server
-
-    original = server.MailServerProtocol.dataReceived
-
-    def dataReceived(self, data):
-        if self._body is None or self._busyReceiving or self.paused or self._body.tooLarge:
-            return original(self, data)
-        buf = self._buffer + data if self._buffer else data
-        if buf.startswith(b".\r\n") or buf.startswith(b".\n"):
-            return original(self, data)
-        end = buf.find(b"\n.\r\n")
-        tail = 5
-        other = buf.find(b"\n.\n")
-        if other != -1 and (end == -1 or other < end):
-            end, tail = other, 4
-        body = self._body
-        if end == -1 or end + 1 > self.MAX_LENGTH or body.size + end + 1 > body.limit:
-            return original(self, data)
-        text = b"\n" + buf[: end + 1]
-        if b"\r\n" in text:
-            text = text.replace(b"\r\n", b"\n")
-        if b"\n." in text:
-            text = text.replace(b"\n.", b"\n")
-        text = text[1:]
-        body.blocks.append(bytearray(text))
-        body.size += len(text)
-        self._buffer = b""
-        self.resetTimeout()
-        self._busyReceiving = True
-        try:
-            self._bodyLineReceived(b".")
-        finally:
-            self._busyReceiving = False
-        rest = buf[end + tail:]
-        if self._buffer:  # arrived meanwhile
-            rest += self._buffer
-        self._buffer = b""
-        if rest or not self.paused:
-            original(self, rest)
-
-    server.MailServerProtocol.dataReceived = dataReceived
-
-
-class _Quoted(bytes):
-    """
-    A block of body text already mboxrd-quoted, with LF line endings.
-    """
-
-
-def patchBlockQuote():
-    from twisted_mail import message, server
-
-    quoteFrom = message.quoteFrom
-    normaliseBody = message.normaliseBody
-
-    def quoteOnce(text):
-        if isinstance(text, _Quoted):
-            return text
-        return quoteFrom(text)
-
-    def normaliseOnce(body):
-        if isinstance(body, _Quoted):
-            return body
-        return normaliseBody(body)
-
-    message.quoteFrom = quoteOnce
-    message.normaliseBody = normaliseOnce
-    originalAdd = server._Body.add
-
-    def add(self, line):
-        blocks = self.blocks
-        n = len(blocks)
-        originalAdd(self, line)
-        if len(self.blocks) > n and n and self.blocks is blocks:
-            # blocks[n - 1] just filled up: quote it now.
-            block = blocks[n - 1]
-            quoted = quoteFrom(bytes(block))
-            blocks[n - 1] = _Quoted(quoted)
-
-    server._Body.add = add
+#: Patches that no longer fit the tree, and why.
+RETIRED = {
+    "spoolpool": "the tree has its own mailbox thread pool since 42c63c1 "
+    "(mailthreads<N> sizes it)",
+    "blockquote": "since 400fe82 a SEND body arrives in blocks taken in bulk "
+    "(_Body.addBlock), which the patch's hook on _Body.add never sees",
+}
 
 
 def patchSmtpNoPause():
@@ -280,46 +111,6 @@ def patchSmtpNoPause():
     cls._holdUntil = _holdUntil
     cls._resume = _resume
     return True
-
-
-def patchSpoolPool(reactor, size):
-    """
-    Run the mailbox jobs of twisted_mail.spool in a thread pool of C{size}
-    threads of their own.
-    """
-    from twisted.internet.threads import deferToThreadPool
-    from twisted.python.threadpool import ThreadPool
-
-    from twisted_mail import spool
-
-    pool = ThreadPool(minthreads=0, maxthreads=size, name="spool")
-    reactor.callWhenRunning(pool.start)
-    reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
-
-    def run(self, f, *args):
-        return self._lock.run(deferToThreadPool, reactor, pool, f, *args)
-
-    def _flush(self):
-        batch, self._pending = self._pending, []
-        self._flushQueued = False
-        records = [record for record, _ in batch]
-        d = deferToThreadPool(reactor, pool, self.mbox.append, records)
-
-        def done(result):
-            for _, waiting in batch:
-                waiting.callback(None)
-
-        def failed(f):
-            if not f.check(spool.errors.MailError):
-                spool.log.failure("mailbox {user}: delivery failed", f, user=self.mbox.userid)
-                f = spool.errors.TemporaryFailure("the mailbox could not be written")
-            for _, waiting in batch:
-                waiting.errback(f)
-
-        return d.addCallbacks(done, failed)
-
-    spool._Mailbox.run = run
-    spool._Mailbox._flush = _flush
 
 
 def patchBatchStats(reactor):
@@ -393,6 +184,10 @@ def main():
             sys.stderr.write("trypatches: {} is in the tree since {}; nothing to patch\n".format(
                 name, FIXED[name]))
             continue
+        retired = RETIRED.get(name.rstrip("0123456789"))
+        if retired is not None:
+            sys.stderr.write("trypatches: {} not applied: {}\n".format(name, retired))
+            continue
         if name == "nolog":
             from twisted.logger import Logger
 
@@ -400,23 +195,9 @@ def main():
 
             for module in (server, smtp, spool):
                 module.log = Logger(observer=lambda event: None)
-        elif name == "fastids":
-            patchFastIds()
-        elif name == "bulkbody":
-            patchBulkBody()
-        elif name == "blockquote":
-            patchBlockQuote()
         elif name == "smtpnopause":
             if not patchSmtpNoPause():
                 missing(name)
-        elif name.startswith("spoolpool"):
-            # Since 42c63c1 the tree runs mailbox jobs in a one-thread pool
-            # of its own (spool.mailboxThreadPool); the old patch no longer
-            # fits the store's code.
-            sys.stderr.write(
-                "trypatches: {} not applied: the tree has its own mailbox pool "
-                "since 42c63c1\n".format(name)
-            )
         elif name.startswith("mailthreads"):
             from twisted_mail import tap
 
@@ -460,7 +241,8 @@ def main():
         else:
             sys.stderr.write("trypatches: unknown patch {!r}\n".format(name))
             sys.exit(2)
-    applied = [p for p in patches if p not in FIXED]
+    applied = [p for p in patches
+               if p not in FIXED and p.rstrip("0123456789") not in RETIRED]
     sys.stderr.write("trypatches: applied {}\n".format(", ".join(applied) or "nothing"))
     sys.argv[0] = "twistd"
     from twisted.scripts.twistd import run
