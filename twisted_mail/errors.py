@@ -104,3 +104,11 @@ class LoginFailed(MailError):
 
 class LoginRequired(MailError):
     text = "log in first (USER <userid>, then PASS <password>)"
+
+
+class NoSuchMessage(MailError):
+    """
+    No message with that id in the mailbox (never was, or deleted).
+    """
+
+    text = "no such message"

@@ -81,6 +81,20 @@ class IMailStore(Interface):
         @return: a L{Deferred} as for L{deliver}, with the same failures.
         """
 
+    def subscribe(userid, listener):
+        """
+        Be told of new mail for C{userid}, through any door: deliveries made
+        through this store object at once, deliveries by other processes
+        sharing the store within 2 seconds.
+
+        @param listener: called on the reactor thread with one
+            L{twisted_mail.mime.MessageSummary} per new message, in mailbox
+            order.  It must not raise.
+        @return: a no-argument callable that ends the subscription (calling
+            it again does nothing).  Subscribing to a user that does not
+            exist is allowed: nothing is announced until it does.
+        """
+
 
 class IMailboxSession(Interface):
     """
@@ -113,6 +127,54 @@ class IMailboxSession(Interface):
         @return: a L{Deferred} firing with L{None} once the delete is durable,
             or failing with L{NoCurrentMessage} (nothing read yet, or it is
             already deleted) or L{TemporaryFailure}.
+        """
+
+    # -- the mailbox view, shared by every door (POP3, the web API, LSTM).
+    # Messages are named by stable ids: opaque URL-safe ASCII
+    # ([A-Za-z0-9_-]{1,64}), unique in the mailbox, unchanged across
+    # sessions, restarts, other sessions' deletes and other tools'
+    # rewrites, never given to another message (docs/mailbox-ids.rst).
+
+    def listMessages(start=0, limit=None, newestFirst=False):
+        """
+        Summaries of the messages not deleted, in mailbox order (or the
+        reverse), as the mailbox is now.
+
+        @param start: how many to skip (from the newest with C{newestFirst}).
+        @param limit: how many at most (L{None}: all).
+        @return: a L{Deferred} firing with a L{twisted_mail.mime.Listing}
+            (C{total} and C{messages}, a list of
+            L{twisted_mail.mime.MessageSummary}), or failing with
+            L{TemporaryFailure}.
+        """
+
+    def fetchMessage(msgid):
+        """
+        The message with id C{msgid} as C{readMessage} gives it; the cursor
+        and the current message do not change.
+
+        @return: a L{Deferred} firing with L{bytes}, or failing with
+            L{NoSuchMessage} or L{TemporaryFailure}.
+        """
+
+    def selectMessage(msgid):
+        """
+        Like C{readMessage}, but of the message with id C{msgid}: it becomes
+        the current message and the cursor moves to just after it.
+
+        @return: a L{Deferred} firing with L{bytes}, or failing with
+            L{NoSuchMessage} or L{TemporaryFailure}.
+        """
+
+    def deleteMessages(msgids):
+        """
+        Delete the messages with these ids, durably, all in one step (POP3's
+        QUIT, the web API's DELETE).  Ids of messages already gone are
+        skipped.
+
+        @return: a L{Deferred} firing with the L{list} of ids deleted now
+            once every delete is durable, or failing with L{TemporaryFailure}
+            (nothing deleted).
         """
 
     def close():

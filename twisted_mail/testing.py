@@ -15,16 +15,28 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.message import buildMessage, normaliseBody
+from twisted_mail.mime import Listing, summarize
 from twisted_mail.wire import normalizeUserId
 
 
 class _StoredMessage:
-    __slots__ = ("serial", "text", "deleted")
+    __slots__ = ("serial", "text", "deleted", "arrived", "_summary")
 
-    def __init__(self, serial, text):
+    def __init__(self, serial, text, arrived=0):
         self.serial = serial
         self.text = text
         self.deleted = False
+        self.arrived = int(arrived)
+        self._summary = None
+
+    @property
+    def id(self):
+        return "m{}".format(self.serial)
+
+    def summary(self):
+        if self._summary is None:
+            self._summary = summarize(self.text, self.id, self.arrived)
+        return self._summary
 
 
 @implementer(IMailStore)
@@ -47,6 +59,7 @@ class MemoryStore:
         self._serials = itertools.count(1)
         self.failNext = None
         self.expunged = 0
+        self._listeners = {}
 
     def _failure(self):
         exc, self.failNext = self.failNext, None
@@ -109,8 +122,25 @@ class MemoryStore:
         failure = self._failure()
         if failure is not None:
             return defer.fail(failure)
-        messages.append(_StoredMessage(next(self._serials), text))
+        stored = _StoredMessage(next(self._serials), text, self._clock())
+        messages.append(stored)
+        for listener in list(self._listeners.get(receiver, ())):
+            listener(stored.summary())
         return defer.succeed(None)
+
+    def subscribe(self, userid, listener):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId:
+            return lambda: None
+        listeners = self._listeners.setdefault(userid, [])
+        listeners.append(listener)
+
+        def unsubscribe():
+            if listener in listeners:
+                listeners.remove(listener)
+
+        return unsubscribe
 
     def messages(self, userid):
         """
@@ -153,6 +183,57 @@ class _MemorySession:
         self._current.deleted = True
         self._deletedHere = True
         return defer.succeed(None)
+
+    # -- the mailbox view
+
+    def _live(self):
+        return [m for m in self._messages if not m.deleted]
+
+    def _byId(self, msgid):
+        for message in self._messages:
+            if not message.deleted and message.id == msgid:
+                return message
+        raise errors.NoSuchMessage()
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        live = self._live()
+        if newestFirst:
+            live.reverse()
+        end = None if limit is None else start + limit
+        return defer.succeed(
+            Listing(len(live), [m.summary() for m in live[start:end]]))
+
+    def fetchMessage(self, msgid):
+        try:
+            return defer.succeed(self._byId(msgid).text)
+        except errors.MailError as e:
+            return defer.fail(e)
+
+    def selectMessage(self, msgid):
+        try:
+            message = self._byId(msgid)
+        except errors.MailError as e:
+            return defer.fail(e)
+        self._cursor = message.serial
+        self._current = message
+        return defer.succeed(message.text)
+
+    def deleteMessages(self, msgids):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        wanted = set(msgids)
+        deleted = []
+        for message in self._messages:
+            if not message.deleted and message.id in wanted:
+                message.deleted = True
+                deleted.append(message.id)
+        if deleted:
+            self._deletedHere = True
+        return defer.succeed(deleted)
 
     def close(self):
         if self._deletedHere:
