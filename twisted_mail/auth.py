@@ -19,7 +19,7 @@ import tempfile
 
 from twisted.cred import error as credError
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -137,6 +137,39 @@ class PasswordFile:
             os.fsync(dirfd)
         finally:
             os.close(dirfd)
+
+
+@implementer(IUsernamePassword)
+class LoginAttempt(UsernamePassword):
+    """
+    A user name and password, and where they came from: what every door
+    (line protocol, POP3, submission, web) hands its portal, so that one
+    login throttle in front of the checker can count failures per client
+    address as well as per user name.
+
+    @ivar peer: the client's address (an IP address as text, or another
+        name for a non-IP transport), or L{None} when unknown.
+    """
+
+    def __init__(self, username, password, peer=None):
+        UsernamePassword.__init__(self, username, password)
+        self.peer = peer
+
+
+def peerAddress(transport):
+    """
+    The client address of a connection, as L{LoginAttempt} wants it: the IP
+    address without the port (every connection from one host counts as
+    one client), or a name for other transports.
+    """
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return None
+    host = getattr(peer, "host", None)
+    if host is not None:
+        return host
+    return getattr(peer, "name", None) or type(peer).__name__
 
 
 class IMailAccount(Interface):

@@ -7,7 +7,6 @@ delegated to an L{IMailStore}; while one is outstanding the protocol is
 paused, so pipelined commands are answered one at a time, in order.
 """
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -19,7 +18,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from twisted_mail import errors, wire
-from twisted_mail.auth import IMailAccount
+from twisted_mail.auth import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.interfaces import IMailStore
 from twisted_mail.message import appendLine
 
@@ -477,8 +476,9 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         userid, self._pendingUser = self._pendingUser, None
         if userid is None:
             raise errors.ProtocolError("send USER <userid> first")
-        credentials = UsernamePassword(
-            userid.encode("ascii"), command.text.encode("utf-8")
+        credentials = LoginAttempt(
+            userid.encode("ascii"), command.text.encode("utf-8"),
+            peerAddress(self.transport),
         )
 
         def loggedIn(result):
