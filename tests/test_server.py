@@ -192,6 +192,9 @@ class DeferringStore:
             lambda: self._store.deliverMessage(envelopeSender, receiver, message),
         )
 
+    def subscribe(self, userid, listener):
+        return self._store.subscribe(userid, listener)
+
 
 @implementer(IMailboxSession)
 class _DeferringSession:
@@ -206,6 +209,23 @@ class _DeferringSession:
 
     def deleteMessage(self):
         return self._store._later("deleteMessage", self._session.deleteMessage)
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        return self._store._later(
+            "listMessages",
+            lambda: self._session.listMessages(start, limit, newestFirst))
+
+    def fetchMessage(self, msgid):
+        return self._store._later(
+            "fetchMessage", lambda: self._session.fetchMessage(msgid))
+
+    def selectMessage(self, msgid):
+        return self._store._later(
+            "selectMessage", lambda: self._session.selectMessage(msgid))
+
+    def deleteMessages(self, msgids):
+        return self._store._later(
+            "deleteMessages", lambda: self._session.deleteMessages(msgids))
 
     def close(self):
         return self._store._later("close", self._session.close)
