@@ -3,14 +3,17 @@ Deploying the server with twistd: C{twistd -n simplemail [options]}.
 """
 
 import os
+import sys
+from collections import namedtuple
 
-from twisted.application import service, strports
-from twisted.internet import endpoints
+from twisted.application import service
+from twisted.internet import endpoints, protocol
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_mail import server
 from twisted_mail.auth import PasswordFile, makePortal
+from twisted_mail.listeners import CannotListen, Listeners, checkShareable, listenNow
 from twisted_mail.spool import SpoolStore, mailboxThreadPool
 
 log = Logger()
@@ -98,6 +101,16 @@ class Options(usage.Options):
             "Refuse connections beyond this many open at once.",
             _positiveInt("max-connections"),
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Serve from this many worker processes, sharing every listener "
+            "and the spool; the process twistd starts supervises them "
+            "(restarts one that dies, stops them all on SIGTERM). Limits such "
+            "as --max-connections apply to each worker.",
+            _positiveInt("workers"),
+        ],
     ]
 
     def __init__(self):
@@ -106,6 +119,11 @@ class Options(usage.Options):
         self["smtp"] = []
         self["smtp-tls-cert"] = None
         self["smtp-tls-key"] = None
+
+    def parseOptions(self, options=None):
+        # Kept for the worker processes, which parse the same command line.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        usage.Options.parseOptions(self, options)
 
     def opt_listen(self, description):
         (
@@ -184,6 +202,18 @@ class Options(usage.Options):
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
             raise usage.UsageError("--domain must be a name without spaces")
         self._checkSMTPOptions()
+        self._checkWorkers()
+
+    def _checkWorkers(self):
+        if self["workers"] == 1:
+            return
+        from twisted.internet import reactor
+
+        for option, description in doorEndpoints(self):
+            try:
+                checkShareable(reactor, option, description)
+            except CannotListen as e:
+                raise usage.UsageError(str(e))
 
 
 class _ThreadPoolService(service.Service):
@@ -233,13 +263,98 @@ class _SpoolRepair(service.Service):
             log.info("repaired mailboxes left by a crash: {users}", users=", ".join(users))
 
 
-def makeService(options, reactor=None):
+class ServerParts:
+    """
+    What every door of one server shares, handed to each door's factory
+    builder.
+
+    @ivar options: the parsed L{Options}.
+    @ivar reactor: the reactor.
+    @ivar store: the L{IMailStore}.
+    @ivar portal: the login portal (L{None} without C{--passwords}).
+    @ivar passwordFile: the L{PasswordFile} (L{None} without it).
+    @ivar lineFactory: the line protocol's factory (its sessions are ended
+        when the server stops).
+    """
+
+    def __init__(self, options, reactor, store, portal, passwordFile, lineFactory):
+        self.options = options
+        self.reactor = reactor
+        self.store = store
+        self.portal = portal
+        self.passwordFile = passwordFile
+        self.lineFactory = lineFactory
+
+
+def _lineDoor(parts):
+    return parts.lineFactory
+
+
+def _smtpDoor(parts):
+    # SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst).
+    from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+    factory = makeSMTPFactoryFromOptions(parts.options, parts.store, parts.reactor)
+    log.info(
+        "simplemail: SMTP on {smtp}, STARTTLS {tls}",
+        smtp=", ".join(parts.options["smtp"]),
+        tls="on" if parts.options.get("smtp-tls-cert") else "off",
+    )
+    return factory
+
+
+#: A door of the server: the option listing its endpoint descriptions, and
+#: the function building the factory that serves them from the
+#: L{ServerParts} (called once, and only when the option lists endpoints;
+#: a L{ValueError} it raises is a usage error).
+Door = namedtuple("Door", ["option", "buildFactory"])
+
+#: Every door, in the order its listeners are opened.  A new door is one
+#: line here: makeService and the --workers supervisor open its listeners.
+DOORS = [
+    Door("listen", _lineDoor),
+    Door("smtp", _smtpDoor),
+]
+
+
+def doorEndpoints(options):
+    """
+    Every listener of the server: C{(option, description)} pairs, door by
+    door, in order.
+    """
+    return [
+        (door.option, description)
+        for door in DOORS
+        for description in (options.get(door.option) or ())
+    ]
+
+
+def _cannotListen(e):
+    """
+    The server cannot start: one line for twistd to print, exit status 1.
+    """
+    return SystemExit("simplemail: {}".format(e))
+
+
+def makeService(options, reactor=None, listeners=None):
     """
     Build the server: a store on the spool directory and one listening
-    service per --listen endpoint.
+    service per endpoint of each door.
+
+    Listeners are opened now, so that one that cannot be opened stops the
+    server with one line (L{SystemExit}) before twistd daemonizes.
+
+    @param listeners: how listeners are opened: a L{Listeners} (the default
+        binds them).  A worker passes one that adopts the supervisor's
+        sockets.  Without it and with C{--workers} above 1, the service is
+        the L{twisted_mail.workers.Supervisor} instead.
     """
     if reactor is None:
         from twisted.internet import reactor
+    if listeners is None:
+        if options["workers"] > 1:
+            return _makeSupervisor(options, reactor)
+        listeners = Listeners(reactor)
     pool = mailboxThreadPool()
     try:
         store = SpoolStore(
@@ -266,30 +381,26 @@ def makeService(options, reactor=None):
         maxConnections=options["max-connections"],
         reactor=reactor,
     )
+    parts = ServerParts(options, reactor, store, portal, passwordFile, factory)
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
     _ThreadPoolService(pool, factory, store).setServiceParent(top)
     _SpoolRepair(store).setServiceParent(top)
-    for description in options["listen"]:
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
-    # -- SMTP ingress: one listener per --smtp endpoint (docs/smtp.rst).
-    if options.get("smtp"):
-        from twisted_mail.smtp import makeSMTPFactoryFromOptions
-
+    for door in DOORS:
+        descriptions = options.get(door.option) or ()
+        if not descriptions:
+            continue
         try:
-            smtpFactory = makeSMTPFactoryFromOptions(options, store, reactor)
+            doorFactory = door.buildFactory(parts)
         except ValueError as e:
             raise usage.UsageError(str(e))
-        for description in options["smtp"]:
-            strports.service(description, smtpFactory, reactor=reactor).setServiceParent(
-                top
-            )
-        log.info(
-            "simplemail: SMTP on {smtp}, STARTTLS {tls}",
-            smtp=", ".join(options["smtp"]),
-            tls="on" if options.get("smtp-tls-cert") else "off",
-        )
+        for description in descriptions:
+            try:
+                listener = listeners.listen(door.option, description, doorFactory)
+            except CannotListen as e:
+                raise _cannotListen(e)
+            listener.setServiceParent(top)
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
         "passwords {passwords}",
@@ -299,3 +410,41 @@ def makeService(options, reactor=None):
         passwords=options["passwords"] or "off",
     )
     return top
+
+
+class _NotServing(protocol.Factory):
+    """
+    The factory of the supervisor's own copy of a listener: it never
+    accepts, the workers do.
+    """
+
+    noisy = False
+
+
+def _makeSupervisor(options, reactor):
+    """
+    Bind every listener once and return the service running the workers
+    on them (C{--workers} above 1).
+    """
+    from twisted_mail.workers import Supervisor
+
+    opened = []
+    try:
+        for option, description in doorEndpoints(options):
+            port = listenNow(reactor, option, description, _NotServing())
+            # The workers accept; this process only holds the socket.
+            stopReading = getattr(port, "stopReading", None)
+            if stopReading is not None:
+                stopReading()
+            opened.append((option, description, port))
+    except CannotListen as e:
+        for _, _, port in opened:
+            port.stopListening()
+        raise _cannotListen(e)
+    log.info(
+        "simplemail: {workers} workers, spool {spool}, listening on {listen}",
+        workers=options["workers"],
+        spool=os.path.abspath(options["spool"]),
+        listen=", ".join(description for _, description in doorEndpoints(options)),
+    )
+    return Supervisor(options["workers"], options.argv, opened, reactor)
