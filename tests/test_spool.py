@@ -7,6 +7,7 @@ errors and the order of sync and acknowledgement.
 import errno
 import mailbox
 import os
+import re
 import resource
 import select
 import signal
@@ -65,8 +66,9 @@ class SpoolTestCase(SynchronousTestCase):
 class FormatTests(SpoolTestCase):
     def test_fileLayout(self):
         """
-        A delivered message is a From line, the four headers, a blank line,
-        the mboxrd-quoted body and a blank line, in a file of mode 0600.
+        A delivered message is a From line, the store's id header, the four
+        headers, a blank line, the mboxrd-quoted body and a blank line, in a
+        file of mode 0600.
         """
         self.ok(self.store.addUser("bob"))
         self.ok(self.store.deliver("alice", "bob", b"hi\r\nFrom me\r\n>From you"))
@@ -75,9 +77,10 @@ class FormatTests(SpoolTestCase):
         self.assertRegex(
             lines[0], rb"^From alice@localhost \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$"
         )
-        self.assertEqual([l.split(b":")[0] for l in lines[1:5]],
+        self.assertRegex(lines[1], rb"^X-Simplemail-Id: [A-Za-z0-9_-]{16}$")
+        self.assertEqual([l.split(b":")[0] for l in lines[2:6]],
                          [b"From", b"To", b"Date", b"Message-ID"])
-        self.assertEqual(lines[5:], [b"", b"hi", b">From me", b">>From you", b"", b""])
+        self.assertEqual(lines[6:], [b"", b"hi", b">From me", b">>From you", b"", b""])
         self.assertEqual(stat.S_IMODE(os.stat(self.dir.child("bob").path).st_mode), 0o600)
 
     def test_nullSenderSeparator(self):
@@ -147,8 +150,9 @@ class BatchTests(SpoolTestCase):
         outcomes = mailbox._build([(separator, (body,)), (separator, (b"fine\n",))])
         self.assertIsInstance(outcomes[0], errors.MessageTooLarge)
         self.assertIsNone(outcomes[1])
-        self.assertEqual(
-            FilePath(store.path).child("bob").getContent(), separator + b"\nfine\n\n"
+        self.assertRegex(
+            FilePath(store.path).child("bob").getContent(),
+            re.escape(separator) + rb"\nX-Simplemail-Id: [\w-]{16}\nfine\n\n\Z"
         )
         self.failureResultOf(store.deliverMessage("a", "bob", body), errors.MessageTooLarge)
 

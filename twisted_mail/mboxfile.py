@@ -35,6 +35,7 @@ them as its first header line, C{X-Simplemail-Id: <id>}, hidden from
 readers; a message another program wrote gets one derived from its bytes.
 """
 
+import base64
 import bisect
 import errno
 import fcntl
@@ -49,7 +50,7 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 
 from twisted_mail import errors
-from twisted_mail.message import fromMboxRecord
+from twisted_mail.message import fromMboxRecord, recordId
 
 log = Logger()
 
@@ -102,14 +103,35 @@ def _chunksKey(chunks):
 
 
 class _Entry:
-    __slots__ = ("start", "end", "key", "serial", "deleted")
+    __slots__ = ("start", "end", "key", "serial", "deleted", "msgid")
 
-    def __init__(self, start, end, key, serial):
+    def __init__(self, start, end, key, serial, msgid=None):
         self.start = start
         self.end = end
         self.key = key
         self.serial = serial
         self.deleted = False
+        # The stable id: from the record's id header, else derived from its
+        # bytes when it is indexed (see MboxFile._add).
+        self.msgid = msgid
+
+
+def contentId(key, taken):
+    """
+    The stable id of a message another program wrote (it has no id header):
+    C{c} and 16 characters of its content digest, with C{-2}, C{-3}... for
+    byte-identical copies.  Ids we write are 16 characters, so the two kinds
+    never meet.
+
+    @param taken: a container of the ids in use.
+    """
+    base = "c" + base64.urlsafe_b64encode(key[:12]).decode("ascii")
+    msgid = base
+    n = 1
+    while msgid in taken:
+        n += 1
+        msgid = "{}-{}".format(base, n)
+    return msgid
 
 
 class _Locked:
@@ -267,6 +289,7 @@ class MboxFile:
         self.entries = []
         self._serialList = []
         self._byKey = {}
+        self._byId = {}
         self.live = 0
         self._ino = None
         self._size = 0
@@ -503,7 +526,8 @@ class MboxFile:
         separator or at the start of the file.  Text before the first
         separator is not a message: it is kept in the file, never shown.
 
-        @return: a L{list} of C{(start, end, key)}.
+        @return: a L{list} of C{(start, end, key, id)}, the id L{None} for
+            a record without an id header.
         """
         found = []
         # From the start of the message being read.  A bytearray: appending
@@ -528,7 +552,8 @@ class MboxFile:
                 record = bytes(buf[messageStart:cut])
                 if record.startswith(b"From "):
                     found.append(
-                        (bufStart + messageStart, bufStart + cut, _messageKey(record))
+                        (bufStart + messageStart, bufStart + cut, _messageKey(record),
+                         recordId(record))
                     )
                 messageStart = searchAt = cut
             if messageStart:
@@ -536,13 +561,15 @@ class MboxFile:
                 bufStart += messageStart
             searchAt = max(0, len(buf) - 5)
         if buf.startswith(b"From "):
-            found.append((bufStart, bufStart + len(buf), _messageKey(bytes(buf))))
+            record = bytes(buf)
+            found.append((bufStart, bufStart + len(buf), _messageKey(record),
+                          recordId(record)))
         return found
 
     def _newEntries(self, scanned):
         entries = []
-        for start, end, key in scanned:
-            entries.append(_Entry(start, end, key, next(self._serials)))
+        for start, end, key, msgid in scanned:
+            entries.append(_Entry(start, end, key, next(self._serials), msgid))
         return entries
 
     def _extend(self, fd, size):
@@ -558,18 +585,26 @@ class MboxFile:
             last = self.entries.pop()
             self._serialList.pop()
             self._byKey[last.key].remove(last)
+            self._byId.pop(last.msgid, None)
             if not last.deleted:
                 self.live -= 1
             scanned = self._scan(fd, last.start, size)
             if scanned and scanned[0][0] == last.start:
-                start, end, key = scanned.pop(0)
-                last.end, last.key = end, key
+                start, end, key, msgid = scanned.pop(0)
+                if msgid is None and key == last.key:
+                    msgid = last.msgid
+                last.end, last.key, last.msgid = end, key, msgid
                 self._add([last])
         self._add(self._newEntries(scanned))
         self._size = size
 
     def _add(self, entries):
+        byId = self._byId
         for entry in entries:
+            if entry.msgid is None or entry.msgid in byId:
+                # Another program's message, or a copy of an id header.
+                entry.msgid = contentId(entry.key, byId)
+            byId[entry.msgid] = entry
             self.entries.append(entry)
             self._serialList.append(entry.serial)
             self._byKey.setdefault(entry.key, []).append(entry)
@@ -580,6 +615,7 @@ class MboxFile:
         self.entries = []
         self._serialList = []
         self._byKey = {}
+        self._byId = {}
         self.live = 0
         self._add(entries)
 
@@ -593,7 +629,7 @@ class MboxFile:
         for entry in self.entries:
             known.setdefault(entry.key, []).append(entry.serial)
         serials = []
-        for start, end, key in scanned:
+        for start, end, key, msgid in scanned:
             bucket = known.get(key)
             serials.append(bucket.pop(0) if bucket else None)
         matched = [s for s in serials if s is not None]
@@ -609,14 +645,14 @@ class MboxFile:
         # Give unmatched messages serials between their neighbours.
         entries = []
         previous = 0
-        for i, (start, end, key) in enumerate(scanned):
+        for i, (start, end, key, msgid) in enumerate(scanned):
             serial = serials[i]
             if serial is None:
                 if following[i] is None:
                     serial = next(self._serials)
                 else:
                     serial = (previous + following[i]) / 2.0
-            entries.append(_Entry(start, end, key, serial))
+            entries.append(_Entry(start, end, key, serial, msgid))
             previous = serial
         self._replaceAll(entries)
         self._ino = ino
@@ -855,7 +891,8 @@ class MboxFile:
             for record in records:
                 length = sum(len(chunk) for chunk in record)
                 written.append(
-                    _Entry(offset, offset + length, _chunksKey(record), next(self._serials))
+                    _Entry(offset, offset + length, _chunksKey(record),
+                           next(self._serials), recordId(_head(record, 160)))
                 )
                 offset += length
             self._add(written)
@@ -901,6 +938,94 @@ class MboxFile:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
                     return entry.serial, fromMboxRecord(record)
             return None
+
+    # -- the mailbox view: messages by stable id
+
+    def readById(self, msgid):
+        """
+        The message with stable id C{msgid}, if not deleted.
+
+        @return: C{(serial, text)}
+        @raise NoSuchMessage: if there is none.
+        """
+        with self.locked() as handle:
+            entry = self._byId.get(msgid)
+            if entry is None or entry.deleted:
+                raise errors.NoSuchMessage()
+            record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+            return entry.serial, fromMboxRecord(record)
+
+    def listing(self, start, limit, newestFirst, cached):
+        """
+        A page of the messages not deleted, in mailbox order or the reverse.
+
+        @param cached: a container of the C{(id, key)} pairs whose summary
+            the caller holds already: their records are not read.
+        @return: C{(total, page)}, the page a L{list} of C{(id, key,
+            record)}, the record L{None} when cached.
+        """
+        with self.locked() as handle:
+            live = [entry for entry in self.entries if not entry.deleted]
+            if newestFirst:
+                live.reverse()
+            end = None if limit is None else start + limit
+            page = []
+            for entry in live[start:end]:
+                record = None
+                if (entry.msgid, entry.key) not in cached:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                page.append((entry.msgid, entry.key, record))
+            return len(live), page
+
+    def newSince(self, serial):
+        """
+        The messages not deleted that came after C{serial}, for new-mail
+        announcements.
+
+        @param serial: the highest serial already announced, or L{None} to
+            learn it without reading any message.
+        @return: C{(highest serial, [(id, key, record), ...])}
+        """
+        with self.locked() as handle:
+            top = self._serialList[-1] if self._serialList else 0
+            if serial is None:
+                return top, []
+            found = []
+            for i in range(bisect.bisect_right(self._serialList, serial), len(self.entries)):
+                entry = self.entries[i]
+                if not entry.deleted:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    found.append((entry.msgid, entry.key, record))
+            return max(top, serial), found
+
+    def markDeletedIds(self, msgids):
+        """
+        Record durably, with one journal write and sync, that the messages
+        with these stable ids are deleted; ids of messages already gone are
+        skipped.
+
+        @return: the L{list} of ids deleted now.
+        """
+        with self.locked():
+            entries = []
+            for msgid in dict.fromkeys(msgids):
+                entry = self._byId.get(msgid)
+                if entry is not None and not entry.deleted:
+                    entries.append(entry)
+            if not entries:
+                return []
+            lines = b"".join(e.key.hex().encode("ascii") + b"\n" for e in entries)
+            try:
+                self._appendJournal(lines)
+            except OSError as e:
+                log.error(
+                    "mailbox {user}: delete failed: {error}", user=self.userid, error=e
+                )
+                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
+            for entry in entries:
+                entry.deleted = True
+                self.live -= 1
+            return [entry.msgid for entry in entries]
 
     def markDeleted(self, serial):
         """
@@ -978,7 +1103,7 @@ class MboxFile:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
                     _writeAll(fd, [record], offset)
                     newEntries.append(_Entry(offset, offset + len(record), entry.key,
-                                             entry.serial))
+                                             entry.serial, entry.msgid))
                     offset += len(record)
                 os.fsync(fd)
                 newIno = os.fstat(fd).st_ino
@@ -1011,14 +1136,14 @@ def _lockFile(fd):
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _head(chunks):
+def _head(chunks, n=_INTENT_HEAD):
     """
-    The first L{_INTENT_HEAD} bytes of the concatenation of C{chunks}.
+    The first C{n} bytes of the concatenation of C{chunks}.
     """
     head = b""
     for chunk in chunks:
-        head += bytes(chunk[: _INTENT_HEAD - len(head)])
-        if len(head) >= _INTENT_HEAD:
+        head += bytes(chunk[: n - len(head)])
+        if len(head) >= n:
             break
     return head
 

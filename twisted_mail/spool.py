@@ -9,6 +9,7 @@ on them are written together, with one fsync (group commit).
 
 import itertools
 import os
+import secrets
 import stat
 import threading
 import time
@@ -22,10 +23,45 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.mboxfile import LOCK_DEADLINE, MboxFile, _O_FLAGS, _LockSource
-from twisted_mail.message import buildHeaders, mboxRecordChunks, separatorLine
+from twisted_mail.message import (
+    buildHeaders,
+    fromMboxRecord,
+    idHeaderLine,
+    mboxRecordChunks,
+    separatorLine,
+)
+from twisted_mail.mime import Listing, arrivalTime, summarize
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
+
+#: How often other processes' deliveries to a watched mailbox are looked
+#: for, in seconds (ACCESS.md: announced within 2 seconds).
+POLL_INTERVAL = 1.0
+
+
+def newMessageId():
+    """
+    A fresh stable id for a message we store: 16 URL-safe characters, 96
+    random bits, so never one given before (docs/mailbox-ids.rst).
+    """
+    return secrets.token_urlsafe(12)
+
+
+def _summarizeRecords(records):
+    """
+    Summaries of mbox records (in a worker thread: parsing costs about a
+    message's size).
+
+    @param records: C{(id, key, record)} triples.
+    @return: a L{dict} from C{(id, key)} to L{MessageSummary}.
+    """
+    summaries = {}
+    for msgid, key, record in records:
+        newline = record.find(b"\n")
+        arrived = arrivalTime(record[:newline]) if newline != -1 else 0
+        summaries[(msgid, key)] = summarize(fromMboxRecord(record), msgid, arrived)
+    return summaries
 
 
 class _Mailbox:
@@ -47,6 +83,11 @@ class _Mailbox:
         self._pendingLock = threading.Lock()
         self._pending = []
         self._flushQueued = False
+        # Summaries already parsed, by (id, content key): a listing parses
+        # each message once, however often it is listed.
+        self.summaries = {}
+        # The _Watch of this mailbox while anyone subscribes to it.
+        self.watch = None
 
     def run(self, f, *args):
         """
@@ -101,8 +142,10 @@ class _Mailbox:
         records = []
         limit = self._store.maxMessageSize
         for separator, parts in messages:
-            record = mboxRecordChunks(separator, *parts)
-            if sum(len(chunk) for chunk in record) > limit:
+            idLine = idHeaderLine(newMessageId())
+            record = mboxRecordChunks(separator, idLine, *parts)
+            # The id line is the store's, not the message's: not counted.
+            if sum(len(chunk) for chunk in record) - len(idLine) > limit:
                 outcomes.append(errors.MessageTooLarge(limit))
             else:
                 outcomes.append(None)
@@ -128,8 +171,103 @@ class _Mailbox:
                     waiting.callback(None)
                 else:
                     waiting.errback(outcome)
+            if self.watch is not None and None in outcomes:
+                self.watch.check()
 
         return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
+
+    def summarized(self, records):
+        """
+        The summaries of C{records} (C{(id, key, record)} triples, the
+        record L{None} for those cached), parsing the new ones in a worker
+        thread and caching them.
+
+        @return: a L{Deferred} firing with a L{list} of L{MessageSummary}.
+        """
+        todo = [r for r in records if r[2] is not None]
+
+        def build(new):
+            self.summaries.update(new)
+            return [self.summaries[(msgid, key)] for msgid, key, _ in records]
+
+        if not todo:
+            return defer.succeed(build({}))
+        return self._store._inThread(_summarizeRecords, todo).addCallback(build)
+
+    def listing(self, start, limit, newestFirst):
+        def summarize(result):
+            total, page = result
+            if start == 0 and limit is None and len(self.summaries) > 2 * total + 100:
+                # Forget what is no longer in the mailbox.
+                live = {(msgid, key) for msgid, key, _ in page}
+                self.summaries = {k: v for k, v in self.summaries.items() if k in live}
+            return self.summarized(page).addCallback(
+                lambda summaries: Listing(total, summaries))
+
+        return self.run(
+            self.mbox.listing, start, limit, newestFirst, self.summaries
+        ).addCallback(summarize)
+
+
+class _Watch:
+    """
+    New-mail announcements for one mailbox: the listeners, and the highest
+    serial announced.  Checked after each delivery through this process,
+    and when the store's poll sees the file change (another process).
+    """
+
+    def __init__(self, mailbox):
+        self.mailbox = mailbox
+        self.listeners = []
+        self.seen = None
+        self.stamp = None
+        self._running = False
+        self._again = False
+        self.start()
+
+    def start(self):
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, None))
+
+    def check(self):
+        """
+        Announce the messages that arrived since the last check.
+        """
+        if self._running:
+            self._again = True
+            return
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, self.seen))
+
+    def _run(self, d):
+        self._running = True
+
+        def found(result):
+            top, records = result
+            baseline = self.seen is None
+            self.seen = top
+            if baseline or not records:
+                return None
+            return self.mailbox.summarized(records).addCallback(self._announce)
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: new-mail check failed", f,
+                            user=self.mailbox.mbox.userid)
+
+        def finished(_):
+            self._running = False
+            if self._again and self.listeners:
+                self._again = False
+                self.check()
+
+        d.addCallback(found).addErrback(failed).addBoth(finished)
+
+    def _announce(self, summaries):
+        for summary in summaries:
+            for listener in list(self.listeners):
+                try:
+                    listener(summary)
+                except Exception:
+                    log.failure("a new-mail listener failed")
 
 
 @implementer(IMailStore)
@@ -170,6 +308,8 @@ class SpoolStore:
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._lockSource = _LockSource(self._dirfd)
         self._mailboxes = {}
+        self._watched = {}
+        self._poll = None
         self._serials = itertools.count(1)
         # Users known to exist.  Only positive answers are kept: a mailbox
         # removed by hand is still found missing when a delivery opens it.
@@ -179,10 +319,82 @@ class SpoolStore:
         """
         Release the spool directory (for tests that make many stores).
         """
+        self.stopWatching()
         if self._dirfd is not None:
             self._lockSource.remove()
             os.close(self._dirfd)
             self._dirfd = None
+
+    def subscribe(self, userid, listener):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId:
+            return lambda: None
+        mailbox = self._mailbox(userid)
+        if mailbox.watch is None:
+            mailbox.watch = _Watch(mailbox)
+            self._watched[userid] = mailbox
+        mailbox.watch.listeners.append(listener)
+        if self._poll is None:
+            from twisted.internet.task import LoopingCall
+
+            self._poll = LoopingCall(self._pollWatched)
+            self._poll.clock = self._reactor
+            self._poll.start(POLL_INTERVAL, now=False).addErrback(
+                lambda f: log.failure("new-mail poll stopped", f))
+
+        def unsubscribe():
+            watch = mailbox.watch
+            if watch is None or listener not in watch.listeners:
+                return
+            watch.listeners.remove(listener)
+            if not watch.listeners:
+                mailbox.watch = None
+                self._watched.pop(userid, None)
+                if not self._watched:
+                    self.stopWatching()
+
+        return unsubscribe
+
+    def stopWatching(self):
+        """
+        Stop looking for other processes' deliveries (when the server
+        stops).
+        """
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
+
+    def _pollWatched(self):
+        """
+        Look, in a worker thread, whether a watched mailbox file changed;
+        check those that did for new mail.
+        """
+        users = list(self._watched)
+        if not users or self._dirfd is None:
+            return None
+
+        def stamps():
+            found = {}
+            for userid in users:
+                try:
+                    st = os.stat(userid, dir_fd=self._dirfd, follow_symlinks=False)
+                except OSError:
+                    continue
+                found[userid] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            return found
+
+        def compare(found):
+            for userid, stamp in found.items():
+                mailbox = self._watched.get(userid)
+                if mailbox is None or mailbox.watch is None:
+                    continue
+                if mailbox.watch.stamp != stamp:
+                    mailbox.watch.stamp = stamp
+                    mailbox.watch.check()
+
+        return self._inThread(stamps).addCallback(compare).addErrback(
+            lambda f: log.failure("new-mail poll failed", f))
 
     def removeLockSource(self):
         """
@@ -383,6 +595,33 @@ class _SpoolSession:
             self._mailbox.run(self._mailbox.mbox.markDeleted, serial)
             .addCallbacks(deleted, gone)
         )
+
+    # -- the mailbox view
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        return self._mailbox.listing(start, limit, newestFirst)
+
+    def fetchMessage(self, msgid):
+        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
+            lambda found: found[1])
+
+    def selectMessage(self, msgid):
+        def selected(found):
+            self._cursor, text = found
+            self._current = self._cursor
+            return text
+
+        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
+            selected)
+
+    def deleteMessages(self, msgids):
+        def deleted(ids):
+            if ids:
+                self._deletedHere = True
+            return ids
+
+        return self._mailbox.run(
+            self._mailbox.mbox.markDeletedIds, list(msgids)).addCallback(deleted)
 
     def close(self):
         mbox = self._mailbox.mbox
