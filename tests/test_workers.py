@@ -19,7 +19,9 @@ from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_mail import tap, workers
 from twisted_mail.listeners import CannotListen, Listeners
@@ -609,6 +611,50 @@ class TwoWorkersTests(SynchronousTestCase):
                 (1, "simplemail: cannot listen on {} (--listen): Address already in use\n"
                  .format(description)),
             )
+
+
+class NewMailAcrossProcessesTests(TestCase):
+    """
+    New-mail events with --workers: the spool's poll carries them between
+    processes.
+    """
+
+    @defer.inlineCallbacks
+    def test_deliveryThroughEitherWorkerAnnounced(self):
+        """
+        Mail delivered through either worker is announced within 2 seconds to a subscriber in another process sharing the spool.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.threads import deferToThread
+
+        from twisted_mail.spool import SpoolStore
+
+        server = ServerProcess(
+            os.path.abspath(self.mktemp()), workers=2,
+            logPath=os.path.abspath(self.mktemp()) + ".log",
+        )
+        self.addCleanup(server.close)
+        yield deferToThread(server.start)
+        clients = yield deferToThread(TwoWorkersTests.clientsOnEachWorker, self, server)
+        yield deferToThread(clients[1].command, b"ADDU bob")
+        store = SpoolStore(server.spool, reactor=reactor)
+        self.addCleanup(store.close)
+        heard = []
+        unsubscribe = store.subscribe("bob", heard.append)
+        self.addCleanup(unsubscribe)
+        for number in (1, 2):
+            before = len(heard)
+            yield deferToThread(clients[number].command, b"USER bob")
+            sent = reactor.seconds()
+            reply = yield deferToThread(
+                clients[number].command, b"SEND bob through worker %d" % (number,)
+            )
+            self.assertEqual(reply, b"+OK message delivered to bob")
+            while len(heard) == before and reactor.seconds() - sent < 2.5:
+                yield deferLater(reactor, 0.05, lambda: None)
+            self.assertEqual(len(heard), before + 1, "worker {}".format(number))
+            self.assertLessEqual(reactor.seconds() - sent, 2.0)
+        yield deferToThread(server.stop)
 
 
 def _killQuietly(pid):
