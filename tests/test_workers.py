@@ -550,6 +550,42 @@ class TwoWorkersTests(SynchronousTestCase):
             with open(os.path.join(server.spool, "u%d" % (number,)), "rb") as f:
                 self.assertEqual(f.read(), b"")
 
+    def test_tlsAndUnixListeners(self):
+        """
+        Workers serve ssl: listeners with TLS and unix: listeners with the socket's mode kept, and the socket file is gone once the server stops.
+        """
+        import ssl
+
+        from .certs import makeCertificate
+
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        makeCertificate(work)
+        tlsPort = freePort()
+        import shutil
+        import tempfile
+
+        short = tempfile.mkdtemp(prefix="sm-")  # AF_UNIX paths are short
+        self.addCleanup(shutil.rmtree, short, True)
+        path = os.path.join(short, "mail.sock")
+        server = self.startServer(extraArgs=[
+            "--listen", "ssl:{}:interface=127.0.0.1:privateKey={}:certKey={}".format(
+                tlsPort, os.path.join(work, "key.pem"), os.path.join(work, "cert.pem")),
+            "--listen", "unix:{}:mode=600".format(path),
+        ])
+        context = ssl.create_default_context(cafile=os.path.join(work, "cert.pem"))
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", tlsPort), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as s:
+                    self.assertEqual(s.recv(100), b"+OK simplemail ready\r\n")
+            with socket.socket(socket.AF_UNIX) as u:
+                u.settimeout(10)
+                u.connect(path)
+                self.assertEqual(u.recv(100), b"+OK simplemail ready\r\n")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(server.stop(), -signal.SIGTERM)
+        self.assertFalse(os.path.exists(path))
+
     def test_daemonized(self):
         """
         Without -n, twistd daemonizes with its pid file; killing that pid stops every worker and removes the pid file.
