@@ -243,14 +243,22 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_relayStructuredLine(self):
         """
-        A worker's JSON log line becomes an event of the supervisor's log with the worker's time, level and text, tagged with its number.
+        A worker's log line becomes an event of the supervisor's log with the worker's time, level, namespace and text, tagged with its number.
         """
         self.supervisor.startService()
         protocol = self.reactor.processes[1].protocol
-        line = json.dumps([1234.5, "warn", "twisted_mail.server", "refused {x}\n\tdetail"])
-        protocol.childDataReceived(1, line[:10].encode())
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        workers._LogWriter(w)(
+            {"log_time": 1234.5, "log_level": LogLevel.warn,
+             "log_namespace": "twisted_mail.server", "log_format": "refused {x}",
+             "x": "{y}\n\tdétail\t\\n"}
+        )
+        line = os.read(r, 65536)
+        protocol.childDataReceived(1, line[:10])
         self.assertEqual(self.events, [])
-        protocol.childDataReceived(1, line[10:].encode() + b"\n")
+        protocol.childDataReceived(1, line[10:])
         [event] = self.events
         self.assertEqual(event["log_time"], 1234.5)
         self.assertEqual(event["log_level"], LogLevel.warn)
@@ -258,7 +266,7 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(event["log_system"], "worker 2")
         from twisted.logger import formatEvent
 
-        self.assertEqual(formatEvent(event), "refused {x}\n\tdetail")
+        self.assertEqual(formatEvent(event), "refused {y}\n\tdétail\t\\n")
 
     def test_relayPlainOutput(self):
         """
@@ -267,14 +275,14 @@ class SupervisorTests(SynchronousTestCase):
         self.supervisor.startService()
         protocol = self.reactor.processes[0].protocol
         protocol.childDataReceived(2, b"Traceback (most recent call last):\n  File")
-        protocol.childDataReceived(1, b"not json\n")
+        protocol.childDataReceived(1, b"not a log line\n")
         self.reactor.processes[0].end(exitCode=1)
         texts = [(e["log_system"], e["log_level"], e["text"]) for e in self.events]
         self.assertEqual(
             texts,
             [
                 ("worker 1", LogLevel.warn, "Traceback (most recent call last):"),
-                ("worker 1", LogLevel.info, "not json"),
+                ("worker 1", LogLevel.info, "not a log line"),
                 ("worker 1", LogLevel.warn, "  File"),
             ],
         )
@@ -285,9 +293,9 @@ class LogWriterTests(SynchronousTestCase):
     The worker's end of the log channel.
     """
 
-    def test_oneJSONLinePerEvent(self):
+    def test_oneLinePerEvent(self):
         """
-        Each event is written at once as one JSON line with its time, level, namespace and text, tracebacks included.
+        Each event is written at once as one line holding its time, level, namespace and text, tracebacks included.
         """
         r, w = os.pipe()
         self.addCleanup(os.close, r)
@@ -303,10 +311,19 @@ class LogWriterTests(SynchronousTestCase):
                 "log_format": "boom", "log_failure": failure})
         lines = os.read(r, 65536).split(b"\n")
         self.assertEqual(lines[-1], b"")
-        first, second = [json.loads(line) for line in lines[:-1]]
-        self.assertEqual(first, [5.0, "info", "a.b", "hello bob"])
-        self.assertEqual(second[:3], [6.0, "critical", "c"])
+        first, second = [workers.parseLogLine(line) for line in lines[:-1]]
+        self.assertEqual(first, (5.0, LogLevel.info, "a.b", "hello bob"))
+        self.assertEqual(second[:3], (6.0, LogLevel.critical, "c"))
+        self.assertTrue(second[3].startswith("boom\nTraceback"))
         self.assertIn("ZeroDivisionError", second[3])
+
+    def test_otherLinesAreNotEvents(self):
+        """
+        Lines that a worker's log writer did not write are not taken for events.
+        """
+        for line in (b"plain text", b"1.0\tinfo\tx\tnot quoted", b"1.0\tnope\tx\t\"a\"",
+                     b"1.0\tinfo\tx\t\"a\" trailing", b"x\tinfo\tx\t\"a\""):
+            self.assertIsNone(workers.parseLogLine(line), line)
 
 
 class OptionsTests(SynchronousTestCase):

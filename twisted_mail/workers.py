@@ -13,7 +13,7 @@ each new connection to whichever worker accepts it first.
 The supervisor serves no client and opens no mailbox.  It:
 
   - relays each worker's log events into its own log (the twistd log),
-    tagged C{worker <n>} (the worker writes one JSON line per event on its
+    tagged C{worker <n>} (the worker writes one line per event on its
     standard output);
   - starts a worker that died again, after a back-off (L{MIN_RESTART_DELAY}
     doubling up to L{MAX_RESTART_DELAY} while it keeps dying within
@@ -37,10 +37,14 @@ from twisted.application import service
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol
+from json.decoder import scanstring as _unquote
+from json.encoder import encode_basestring_ascii as _quote
+
 from twisted.logger import (
+    InvalidLogLevelError,
     LogLevel,
     Logger,
-    eventAsText,
+    formatEvent,
     globalLogBeginner,
     globalLogPublisher,
 )
@@ -235,19 +239,16 @@ class Supervisor(service.Service):
         Log one line of a worker's output as an event of the supervisor's
         log, tagged with the worker's number.
         """
-        event = None
-        if line.startswith(b"[") and not fromStandardError:
-            try:
-                when, level, namespace, text = json.loads(line)
-                event = {
-                    "log_time": float(when),
-                    "log_level": LogLevel.levelWithName(level),
-                    "log_namespace": namespace,
-                    "text": text,
-                }
-            except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-                event = None
-        if event is None:
+        parsed = None if fromStandardError else parseLogLine(line)
+        if parsed is not None:
+            when, level, namespace, text = parsed
+            event = {
+                "log_time": when,
+                "log_level": level,
+                "log_namespace": namespace,
+                "text": text,
+            }
+        else:
             event = {
                 "log_time": self.reactor.seconds(),
                 "log_level": LogLevel.warn if fromStandardError else LogLevel.info,
@@ -365,28 +366,36 @@ class Supervisor(service.Service):
 
 class _LogWriter:
     """
-    A log observer writing each event as one JSON line,
-    C{[time, level, namespace, text]}, to a file descriptor (the pipe to the
-    supervisor), at once: nothing is lost when the worker exits.
+    A log observer writing each event as one line to a file descriptor (the
+    pipe to the supervisor), at once: nothing is lost when the worker exits.
+
+    A line is C{<time>\t<level>\t<namespace>\t<text as a JSON string>}: the
+    JSON string keeps newlines and tabs of the text (tracebacks) on one line,
+    and both ends are C functions of the json module (this runs for every
+    delivery).
     """
 
     def __init__(self, fd):
-        self.fd = fd
         import threading
 
+        self.fd = fd
         self._lock = threading.Lock()
 
     def __call__(self, event):
-        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-        level = event.get("log_level", LogLevel.info)
-        line = json.dumps(
-            [
-                event.get("log_time"),
-                getattr(level, "name", "info"),
-                event.get("log_namespace", "-"),
-                text,
-            ]
-        ).encode("utf-8") + b"\n"
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            try:
+                text += "\n" + failure.getTraceback()
+            except Exception:
+                text += "\n(unable to format the traceback)"
+        level = event.get("log_level")
+        line = "{!r}\t{}\t{}\t{}\n".format(
+            event.get("log_time") or 0.0,
+            level.name if level is not None else "info",
+            event.get("log_namespace", "-"),
+            _quote(text),
+        ).encode("ascii")
         with self._lock:
             view = memoryview(line)
             while view:
@@ -397,6 +406,28 @@ class _LogWriter:
                 except OSError:
                     return  # the supervisor is gone
                 view = view[written:]
+
+
+def parseLogLine(line):
+    """
+    Read a line written by L{_LogWriter}.
+
+    @return: C{(time, level, namespace, text)}, or L{None} if C{line} is not
+        one (anything else the worker printed).
+    """
+    parts = line.split(b"\t", 3)
+    if len(parts) != 4:
+        return None
+    try:
+        when = float(parts[0])
+        level = LogLevel.levelWithName(parts[1].decode("ascii"))
+        quoted = parts[3].decode("ascii")
+        text, end = _unquote(quoted, 1)
+    except (ValueError, UnicodeDecodeError, InvalidLogLevelError):
+        return None
+    if not quoted.startswith('"') or end != len(quoted):
+        return None
+    return when, level, parts[2].decode("ascii"), text
 
 
 @implementer(IReadDescriptor)
