@@ -361,7 +361,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             str(exc),
             "cannot listen on stdio: (--listen): --workers shares only tcp:, tcp6:, "
-            "ssl:, unix: and systemd: endpoints",
+            "ssl: and unix: endpoints",
         )
 
     def test_keepsCommandLine(self):

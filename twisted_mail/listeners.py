@@ -19,13 +19,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 #: The endpoint types whose sockets a worker can adopt (C{tcp:}, C{tcp6:},
-#: C{ssl:}, C{unix:}, C{systemd:}); see L{checkShareable}.
+#: C{ssl:}, C{unix:}); see L{checkShareable}.  Not C{systemd:}: a worker
+#: parsing it would look for sockets systemd passed to itself.
 SHAREABLE = (
     endpoints.TCP4ServerEndpoint,
     endpoints.TCP6ServerEndpoint,
     endpoints.SSL4ServerEndpoint,
     endpoints.UNIXServerEndpoint,
-    endpoints.AdoptedStreamServerEndpoint,
 )
 
 
@@ -97,7 +97,7 @@ def checkShareable(reactor, option, description):
         raise CannotListen(
             option,
             description,
-            "--workers shares only tcp:, tcp6:, ssl:, unix: and systemd: endpoints",
+            "--workers shares only tcp:, tcp6:, ssl: and unix: endpoints",
         )
 
 
@@ -238,6 +238,3 @@ class _AdoptingReactor:
         port.mode = mode
         port.startListening()
         return port
-
-    def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
-        return self._reactor.adoptStreamPort(self._fd, addressFamily, factory)
