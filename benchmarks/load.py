@@ -480,7 +480,8 @@ PERF_EVENTS = ("fdatasync", "fsync", "openat", "unlinkat", "fcntl", "pwrite64", 
 def startPerf(pid):
     """
     Count some system calls of the server with perf (tracepoints, all its
-    threads): how many fsyncs, opens, ... a message costs.
+    threads, and with --workers all its processes): how many fsyncs,
+    opens, ... a message costs.
     """
     import subprocess
 
@@ -489,7 +490,8 @@ def startPerf(pid):
         print("--syscalls: perf not found; skipped")
         return None
     events = ",".join("syscalls:sys_enter_" + e for e in PERF_EVENTS)
-    p = subprocess.Popen([perf, "stat", "-x", ",", "-e", events, "-p", str(pid)],
+    pids = ",".join(str(p) for p in [pid] + common.childPids(pid))
+    p = subprocess.Popen([perf, "stat", "-x", ",", "-e", events, "-p", pids],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.3)
     return p
