@@ -31,6 +31,8 @@ from .serverprocess import (
     freePort,
     processExists,
     runTwistd,
+    twistdCommand,
+    twistdEnvironment,
     waitUntilGone,
 )
 
@@ -314,39 +316,6 @@ class LogWriterTests(SynchronousTestCase):
         self.assertEqual(second[:3], (6.0, LogLevel.critical, "c"))
         self.assertTrue(second[3].startswith("boom\nTraceback"))
         self.assertIn("ZeroDivisionError", second[3])
-
-    def test_linesOfOneIterationWrittenTogether(self):
-        """
-        While the reactor runs, the lines logged in one iteration reach the supervisor together, in order, when the iteration's scheduled flush runs.
-        """
-        r, w = os.pipe()
-        self.addCleanup(os.close, r)
-        self.addCleanup(os.close, w)
-        os.set_blocking(r, False)
-        calls = []
-
-        class Reactor:
-            running = True
-
-            def callLater(self, delay, f):
-                calls.append(f)
-
-            def callFromThread(self, f):
-                calls.append(f)
-
-        writer = workers._LogWriter(w, Reactor())
-        for n in range(3):
-            writer({"log_time": 1.0, "log_level": LogLevel.info, "log_namespace": "n",
-                    "log_format": "line {n}", "n": n})
-        self.assertEqual(len(calls), 1)
-        self.assertRaises(BlockingIOError, os.read, r, 100)
-        calls[0]()
-        lines = os.read(r, 65536).split(b"\n")[:-1]
-        self.assertEqual([workers.parseLogLine(line)[3] for line in lines],
-                         ["line 0", "line 1", "line 2"])
-        writer({"log_time": 1.0, "log_level": LogLevel.info, "log_namespace": "n",
-                "log_format": "again"})
-        self.assertEqual(len(calls), 2)
 
     def test_otherLinesAreNotEvents(self):
         """

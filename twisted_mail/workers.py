@@ -48,7 +48,6 @@ from twisted.logger import (
     globalLogBeginner,
     globalLogPublisher,
 )
-from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 log = Logger()
@@ -368,27 +367,19 @@ class Supervisor(service.Service):
 class _LogWriter:
     """
     A log observer writing each event as one line to a file descriptor (the
-    pipe to the supervisor).
-
-    While the reactor runs, the lines of one reactor iteration are written
-    together at its end (one write, and one wake-up of the supervisor, for
-    several lines: this runs for every delivery); otherwise, and in
-    L{flush}, at once.  A worker killed with SIGKILL loses at most the
-    lines of the iteration it was in.
+    pipe to the supervisor), at once: nothing is lost when the worker exits.
 
     A line is C{<time>\t<level>\t<namespace>\t<text as a JSON string>}: the
     JSON string keeps newlines and tabs of the text (tracebacks) on one line,
-    and both ends are C functions of the json module.
+    and both ends are C functions of the json module (this runs for every
+    delivery).
     """
 
-    def __init__(self, fd, reactor=None):
+    def __init__(self, fd):
         import threading
 
         self.fd = fd
-        self.reactor = reactor
         self._lock = threading.Lock()
-        self._lines = []
-        self._scheduled = False
 
     def __call__(self, event):
         text = formatEvent(event)
@@ -405,28 +396,8 @@ class _LogWriter:
             event.get("log_namespace", "-"),
             _quote(text),
         ).encode("ascii")
-        reactor = self.reactor
         with self._lock:
-            self._lines.append(line)
-            if self._scheduled:
-                return
-            later = reactor is not None and reactor.running
-            self._scheduled = later
-        if not later:
-            self.flush()
-        elif isInIOThread():
-            reactor.callLater(0, self.flush)
-        else:
-            reactor.callFromThread(self.flush)
-
-    def flush(self):
-        """
-        Write the lines not written yet.
-        """
-        with self._lock:
-            self._scheduled = False
-            data, self._lines = b"".join(self._lines), []
-            view = memoryview(data)
+            view = memoryview(line)
             while view:
                 try:
                     written = os.write(self.fd, view)
@@ -532,8 +503,7 @@ def main(stdin=0, stdout=1):
     from twisted_mail import tap
     from twisted_mail.listeners import CannotListen, Listeners
 
-    writer = _LogWriter(stdout, reactor)
-    globalLogBeginner.beginLoggingTo([writer], redirectStandardIO=True)
+    globalLogBeginner.beginLoggingTo([_LogWriter(stdout)], redirectStandardIO=True)
     workerLog = Logger(namespace="twisted_mail.workers")
     options = tap.Options()
     try:
@@ -563,11 +533,7 @@ def main(stdin=0, stdout=1):
         workerLog.info, "worker {worker} serving (pid {pid})", worker=number, pid=os.getpid()
     )
     top.startService()
-    try:
-        reactor.run(installSignalHandlers=False)
-    finally:
-        writer.reactor = None
-        writer.flush()
+    reactor.run(installSignalHandlers=False)
     return 0
 
 
