@@ -66,11 +66,6 @@ STOP_TIMEOUT = 30.0
 #: After SIGKILL, how long to wait for the worker's end to be seen.
 KILL_TIMEOUT = 5.0
 
-#: A worker writes its log lines to the supervisor this often (seconds), or
-#: as soon as this many bytes wait.
-LOG_FLUSH_INTERVAL = 0.05
-LOG_FLUSH_SIZE = 16384
-
 #: The directory holding the twisted_mail package: workers import the
 #: same code as the supervisor, whatever the working directory.
 _CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -372,18 +367,12 @@ class Supervisor(service.Service):
 class _LogWriter:
     """
     A log observer writing each event as one line to a file descriptor (the
-    pipe to the supervisor).
-
-    Once L{start}ed, lines are collected and written every
-    L{LOG_FLUSH_INTERVAL} seconds (or at once when L{LOG_FLUSH_SIZE} bytes
-    wait): under load, one write and one wake-up of the supervisor carry
-    many lines (a delivery is one).  Before that, and in L{flush}, lines are
-    written at once.  A worker killed with SIGKILL loses the lines of its
-    last fraction of a second.
+    pipe to the supervisor), at once: nothing is lost when the worker exits.
 
     A line is C{<time>\t<level>\t<namespace>\t<text as a JSON string>}: the
     JSON string keeps newlines and tabs of the text (tracebacks) on one line,
-    and both ends are C functions of the json module.
+    and both ends are C functions of the json module (this runs for every
+    delivery).
     """
 
     def __init__(self, fd):
@@ -391,29 +380,6 @@ class _LogWriter:
 
         self.fd = fd
         self._lock = threading.Lock()
-        self._lines = []
-        self._size = 0
-        self._timer = None
-
-    def start(self, clock):
-        """
-        Collect lines and write them every L{LOG_FLUSH_INTERVAL} seconds of
-        C{clock}.
-        """
-        from twisted.internet.task import LoopingCall
-
-        self._timer = LoopingCall(self.flush)
-        self._timer.clock = clock
-        self._timer.start(LOG_FLUSH_INTERVAL, now=False)
-
-    def stop(self):
-        """
-        Write every line at once from now on, and those waiting now.
-        """
-        if self._timer is not None and self._timer.running:
-            self._timer.stop()
-        self._timer = None
-        self.flush()
 
     def __call__(self, event):
         text = formatEvent(event)
@@ -431,23 +397,7 @@ class _LogWriter:
             _quote(text),
         ).encode("ascii")
         with self._lock:
-            self._lines.append(line)
-            self._size += len(line)
-            if self._timer is not None and self._size < LOG_FLUSH_SIZE:
-                return
-        self.flush()
-
-    def flush(self):
-        """
-        Write the lines not written yet.
-        """
-        with self._lock:
-            if not self._lines:
-                return
-            data = b"".join(self._lines)
-            self._lines = []
-            self._size = 0
-            view = memoryview(data)
+            view = memoryview(line)
             while view:
                 try:
                     written = os.write(self.fd, view)
@@ -553,8 +503,7 @@ def main(stdin=0, stdout=1):
     from twisted_mail import tap
     from twisted_mail.listeners import CannotListen, Listeners
 
-    writer = _LogWriter(stdout)
-    globalLogBeginner.beginLoggingTo([writer], redirectStandardIO=True)
+    globalLogBeginner.beginLoggingTo([_LogWriter(stdout)], redirectStandardIO=True)
     workerLog = Logger(namespace="twisted_mail.workers")
     options = tap.Options()
     try:
@@ -584,11 +533,7 @@ def main(stdin=0, stdout=1):
         workerLog.info, "worker {worker} serving (pid {pid})", worker=number, pid=os.getpid()
     )
     top.startService()
-    reactor.callWhenRunning(writer.start, reactor)
-    try:
-        reactor.run(installSignalHandlers=False)
-    finally:
-        writer.stop()
+    reactor.run(installSignalHandlers=False)
     return 0
 
 
