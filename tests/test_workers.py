@@ -567,6 +567,26 @@ class TwoWorkersTests(SynchronousTestCase):
             with open(os.path.join(server.spool, "u%d" % (number,)), "rb") as f:
                 self.assertEqual(f.read(), b"")
 
+    def test_smtpDoor(self):
+        """
+        The SMTP door is served by the workers too: mail sent by SMTP to either worker is read through the line protocol.
+        """
+        import smtplib
+
+        smtpPort = freePort()
+        server = self.startServer(
+            extraArgs=["--smtp", "tcp:{}:interface=127.0.0.1".format(smtpPort)]
+        )
+        with server.connect() as c:
+            c.command(b"ADDU bob")
+        for n in range(4):
+            with smtplib.SMTP("127.0.0.1", smtpPort, timeout=30) as smtp:
+                smtp.sendmail("app@example.org", ["bob@localhost"],
+                              "Subject: n%d\r\n\r\nbody %d\r\n" % (n, n))
+        with server.connect() as c:
+            self.assertEqual(c.command(b"USER bob"), b"+OK bob has 4 messages")
+        self.assertIn("[worker ", server.waitForLog("SMTP connection from"))
+
     def test_tlsAndUnixListeners(self):
         """
         Workers serve ssl: listeners with TLS and unix: listeners with the socket's mode kept, and the socket file is gone once the server stops.
