@@ -373,3 +373,39 @@ def buildSubmittedMessage(sender, receiver, domain, text, when=None, messageId=N
     head, body = splitHeaderSection(blocks)
     headers = buildSubmittedHeaders(sender, receiver, domain, head, when, messageId)
     return [headers] + [piece for piece in body if piece]
+
+
+_SUBJECT_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def composeMessage(subject, body):
+    """
+    A whole RFC 5322 message for C{SENDM}: a C{Subject:} (RFC 2047 encoded
+    words when it is not ASCII), C{MIME-Version: 1.0}, a C{Content-Type:
+    text/plain; charset=utf-8} (8bit) header, the empty line, the body.
+
+    @type subject: L{str}
+    @param body: the text as UTF-8 L{bytes}, any line endings.
+    @rtype: L{bytes}
+    @raise ValueError: the subject holds control characters (a line break
+        would start another header).
+    """
+    from email.header import Header
+
+    if _SUBJECT_CONTROL.search(subject):
+        raise ValueError("a subject cannot hold control characters")
+    subject = subject.strip()
+    if subject.isascii():
+        encoded = subject
+    else:
+        encoded = Header(subject, "utf-8", header_name="Subject").encode(
+            linesep="\n"
+        )
+    head = (
+        "Subject: {}\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: text/plain; charset=utf-8\n"
+        "Content-Transfer-Encoding: 8bit\n"
+        "\n".format(encoded)
+    )
+    return head.encode("ascii") + body
