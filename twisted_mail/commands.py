@@ -213,6 +213,7 @@ class MailCommands:
         if kind == SECRET and not self._editing:
             self._echo(False)
         self._secret = take
+        self._secretKind = kind
 
     def _afterSecret(self, d):
         """
@@ -484,10 +485,8 @@ class MailCommands:
         for name in self._commandsHere():
             lines.append("  {:<20} {}".format(_usage(name), _COMMANDS[name][2]))
         if self._editing:
-            lines.append(
-                "keys: arrows, Home/End, Ctrl-A/E/K/U/W edit; Up/Down recall; "
-                "Tab completes; Ctrl-C clears; Ctrl-D quits"
-            )
+            lines.append("keys: arrows, Home/End, Ctrl-A/E/K/U/W edit the line;")
+            lines.append("  Up/Down recall commands; Tab completes; Ctrl-C clears; Ctrl-D quits")
         self._writeLine("\n".join(lines))
         return None
 

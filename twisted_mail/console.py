@@ -32,7 +32,7 @@ from twisted_mail.commands import (
 )
 from twisted_mail.errors import MailError, ServerError
 from twisted_mail.message import composeMessage
-from twisted_mail.terminal import COMMAND, TerminalEcho  # noqa: F401
+from twisted_mail.terminal import COMMAND, SECRET, TerminalEcho  # noqa: F401
 
 # The program around the console; importable from here as before.
 from twisted_mail.program import (  # noqa: F401
@@ -100,6 +100,7 @@ class MailConsole(MailCommands, LineReceiver):
         self._localtime = localtime or time.localtime
         self._passwords = False
         self._secret = None
+        self._secretKind = None
         self._message = None
         self._subject = None
         self._atPrompt = False
@@ -284,7 +285,7 @@ class MailConsole(MailCommands, LineReceiver):
         if self._secret is not None:
             self._secret = None
             self._echo(True)
-            if not self._editing:
+            if not self._editing and self._secretKind == SECRET:
                 self._write("\n")
         if self._message is not None:
             self._message = None
@@ -310,7 +311,8 @@ class MailConsole(MailCommands, LineReceiver):
         if self._secret is not None:
             take, self._secret = self._secret, None
             self._echo(True)
-            if self._terminal is not None and not self._editing:
+            if (self._terminal is not None and not self._editing
+                    and self._secretKind == SECRET):
                 self._write("\n")  # the Enter that was not echoed
             take(line.decode("utf-8", "replace"))
             return

@@ -434,6 +434,10 @@ def parseMessage(text):
         if isBody and ctype == "text/html":
             html.append(_partText(leaf))
             continue
+        if ctype.startswith("multipart/"):
+            # A multipart whose parts could not be found: its text as it is.
+            plain.append(_bytesToText(_payload(leaf)))
+            continue
         if leaf is message and not message.is_multipart() and ctype.startswith("text/"):
             plain.append(_partText(leaf))
             continue

@@ -49,7 +49,7 @@ def renderMessage(text):
     for name, attribute in SHOWN_HEADERS:
         value = getattr(parsed, attribute)
         if value:
-            lines.append("{}: {}".format(name, mime.escapeControls(mime.printable(value))))
+            lines.append("{}: {}".format(name, mime.escapeControls(value)))
     out = "\n".join(lines) + "\n\n" if lines else "\n"
     body = _clean(parsed.text)
     if body and not body.endswith("\n"):
@@ -94,8 +94,8 @@ def renderListing(messages, localtime=time.localtime):
             when = time.strftime("%Y-%m-%d %H:%M", localtime(message.arrived))
         except (ValueError, OverflowError, OSError):
             when = "????-??-?? ??:??"
-        sender = mime.escapeControls(mime.printable(message.sender))
-        subject = mime.escapeControls(mime.printable(message.subject)) or "(no subject)"
+        sender = mime.escapeControls(message.sender.replace("\t", " "))
+        subject = mime.escapeControls(message.subject.replace("\t", " ")) or "(no subject)"
         lines.append(
             "{:>{digits}}  {}  {}  {}  ({})".format(
                 number,
