@@ -147,14 +147,17 @@ class MailCommands:
         """
         Fetch the user ids for Tab completion (on a line editor only: piped
         sessions send nothing more than before).
+
+        @return: a L{Deferred} firing when they are known (never failing),
+            or L{None}.
         """
         if not self._editing:
-            return
+            return None
 
         def listed(users):
             self._users = list(users)
 
-        self.client.listUsers().addCallbacks(listed, lambda f: None)
+        return self.client.listUsers().addCallbacks(listed, lambda f: None)
 
     # Showing replies
 
@@ -273,7 +276,7 @@ class MailCommands:
 
         def loggedIn(text):
             selected(text)
-            self._refreshUsers()
+            return self._refreshUsers()
 
         def askPassword(text):
             # USER ended any session on the server: until the password is

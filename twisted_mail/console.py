@@ -161,7 +161,7 @@ class MailConsole(MailCommands, LineReceiver):
         def capabilities(names):
             self._passwords = "AUTH" in names
             if not self._passwords:
-                self._refreshUsers()
+                return self._refreshUsers()
 
         self._run(self.client.capabilities().addCallback(capabilities))
 

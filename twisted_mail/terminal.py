@@ -369,12 +369,13 @@ class LineEditor(HistoricRecvLine):
 
     def handle_RETURN(self):
         line = b"".join(self.lineBuffer)
-        if self.kind == COMMAND and line.strip():
-            if self.historyPosition < len(self.historyLines) and line == self.historyLines[-1]:
-                pass
-            elif not self.historyLines or self.historyLines[-1] != line:
-                self.historyLines.append(line)
-                del self.historyLines[: -self.HISTORY_SIZE]
+        if (
+            self.kind == COMMAND
+            and line.strip()
+            and (not self.historyLines or self.historyLines[-1] != line)
+        ):
+            self.historyLines.append(line)
+            del self.historyLines[: -self.HISTORY_SIZE]
         self.historyPosition = len(self.historyLines)
         self.lineBuffer = []
         self.lineBufferIndex = 0
