@@ -10,7 +10,6 @@ import re
 import sys
 from email.message import EmailMessage
 
-from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from tests import test_console_e2e as harness

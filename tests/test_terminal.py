@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail import terminal
-from twisted_mail.terminal import COMMAND, SECRET, TEXT, RawMode, TerminalSession
+from twisted_mail.terminal import SECRET, TEXT, RawMode, TerminalSession
 
 LEFT, RIGHT, UP, DOWN = b"\x1b[D", b"\x1b[C", b"\x1b[A", b"\x1b[B"
 HOME, END, DELETE = b"\x1b[H", b"\x1b[F", b"\x1b[3~"
