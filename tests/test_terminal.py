@@ -326,6 +326,18 @@ class FlowTests(SessionTestsMixin, SynchronousTestCase):
         self.assertNotIn(b"\x1bc", self.stdio.value())
         self.assertNotIn(b"\x1b[2J", self.stdio.value())
 
+    def test_closeAfterOutput(self):
+        """
+        Closing after output drawn above a line being typed (the server
+        went away) takes the line drawn again away: no dangling prompt.
+        """
+        self.session.prompt("P> ")
+        self.type(b"Lis")
+        self.console.transport.write(b"error: gone\n")
+        self.screen()
+        self.console.transport.loseConnection()
+        self.assertEqual(self.screen(), b"\r\x1b[J")
+
     def test_connectionLostRestores(self):
         """
         When standard I/O closes, raw mode is restored, then the console is

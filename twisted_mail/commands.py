@@ -143,6 +143,14 @@ class MailCommands:
             return [u for u in self._users if u.startswith(word.lower())]
         return []
 
+    def _knownUser(self, userid):
+        """
+        Remember a user id for completion (a server with passwords lists
+        its users only after a login).
+        """
+        if userid not in self._users:
+            self._users = sorted(self._users + [userid])
+
     def _refreshUsers(self):
         """
         Fetch the user ids for Tab completion (on a line editor only: piped
@@ -237,6 +245,7 @@ class MailCommands:
         def add(password=None):
             d = self.client.addUser(userid, password)
             d.addCallback(self._showText, "user {} added".format(userid))
+            d.addCallback(lambda _: self._knownUser(userid))
             d.addCallback(lambda _: self._refreshUsers())
             return d
 
@@ -267,6 +276,7 @@ class MailCommands:
 
         def selected(text):
             self.userid = userid
+            self._knownUser(userid)
             self._listing = None
             self._lastMessage = self._lastParsed = None
             self._showText(text, "working as " + userid)

@@ -169,13 +169,19 @@ class LineEditor(HistoricRecvLine):
 
     def finish(self):
         """
-        Input is over: leave the line (if any is shown) and the cursor on
-        a fresh line.
+        Input is over: take away the line being edited (if one is shown),
+        leaving the cursor at the start of an empty row.
         """
+        if self._shown and not self._ended:
+            # Nothing more will be typed on it: take the line away (what
+            # was typed is already on the screen above any last output).
+            if self._cursorRow:
+                self.terminal.cursorUp(self._cursorRow)
+            self.terminal.write(b"\r")
+            self.terminal.eraseToDisplayEnd()
         self._ended = True
-        if self._shown and (self.prompt or self.lineBuffer):
-            self._endLine()
         self._shown = False
+        self._cursorRow = 0
 
     # -- keys
 
