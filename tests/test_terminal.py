@@ -209,6 +209,17 @@ class HistoryTests(SessionTestsMixin, SynchronousTestCase):
         self.type(b"\x10\r")
         self.assertEqual(self.console.lines[-1], b"SetUser bob\n")
 
+    def test_draftKeptAside(self):
+        """
+        What was being typed when Up was pressed comes back with Down, and
+        is not put in the history.
+        """
+        self.type(b"Listusers\rSetU" + UP)
+        self.assertEqual(self.line(), b"Listusers")
+        self.type(DOWN)
+        self.assertEqual(self.line(), b"SetU")
+        self.assertEqual(self.editor.historyLines, [b"Listusers"])
+
     def test_noDuplicatesOrBlanks(self):
         """
         A command typed twice in a row is kept once; blank lines not at all.

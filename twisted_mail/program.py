@@ -28,7 +28,8 @@ class Options(usage.Options):
     synopsis = "Usage: simplemail [options] [HOST [PORT]]"
     longdesc = (
         "A terminal client for a simplemail server (default {} port {}). "
-        "Type Help at a prompt for the commands; end of input acts as Quit."
+        "Type Help at a prompt for the commands; end of input acts as Quit. "
+        "On a terminal, lines are edited as in a shell (arrows, history, Tab)."
     ).format(DEFAULT_HOST, DEFAULT_PORT)
 
     optFlags = [

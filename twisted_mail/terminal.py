@@ -26,16 +26,13 @@ from twisted.conch.insults import insults
 from twisted.conch.recvline import HistoricRecvLine
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 
-log = Logger()
 
 #: What the console can ask for a line: C{COMMAND} lines go to the history
 #: and complete with Tab; C{TEXT} lines (a message, a subject, an answer)
 #: do neither; C{SECRET} lines (a password) are not even shown.
 COMMAND, TEXT, SECRET = "command", "text", "secret"
 
-_CTRL = {chr(c).encode("ascii"): "^" + chr(c + 0x40) for c in range(0x20)}
 _WORD_END = re.compile(r"\S+\s*$")
 
 
@@ -105,6 +102,7 @@ class LineEditor(HistoricRecvLine):
         self._cursorRow = 0
         self._pending = b""
         self._ended = False
+        self._draft = []
 
     # -- set up
 
@@ -356,16 +354,27 @@ class LineEditor(HistoricRecvLine):
         self._draw()
 
     def handle_UP(self):
-        if self.kind != COMMAND:
+        """
+        The command before the one shown; the line being typed is kept
+        aside (not put in the history) until Down comes back to it.
+        """
+        if self.kind != COMMAND or self.historyPosition == 0:
             return
-        HistoricRecvLine.handle_UP(self)
+        if self.historyPosition == len(self.historyLines):
+            self._draft = list(self.lineBuffer)
+        self.historyPosition -= 1
+        self._deliverBuffer(self.historyLines[self.historyPosition])
         self.lineBufferIndex = len(self.lineBuffer)
         self._draw()
 
     def handle_DOWN(self):
-        if self.kind != COMMAND:
+        if self.kind != COMMAND or self.historyPosition >= len(self.historyLines):
             return
-        HistoricRecvLine.handle_DOWN(self)
+        self.historyPosition += 1
+        if self.historyPosition == len(self.historyLines):
+            self.lineBuffer = self._draft
+        else:
+            self._deliverBuffer(self.historyLines[self.historyPosition])
         self.lineBufferIndex = len(self.lineBuffer)
         self._draw()
 
