@@ -271,6 +271,18 @@ class MailboxViewTestsMixin:
         connection.send(b"LSTM")
         self.assertOK(connection.multiline()[0])
 
+    def test_sendmHugeHeaderSection(self):
+        """
+        A header section longer than 256 KiB is refused after the C{.},
+        quickly; nothing is stored.
+        """
+        connection = self.selected("alice")
+        lines = [b"X-H%06d: some value" % i for i in range(20000)] + [b"", b"body"]
+        reply = self.sendm(connection, b"bob", *lines)
+        self.assertTrue(reply.startswith(b"-ERR the message's header section"), reply)
+        self.assertIn(b"longer than 262144 bytes", reply)
+        self.assertEqual(self.stored("bob"), [])
+
     def test_sendmEmptyHeaderSection(self):
         """
         A message that starts with the empty line is all body.

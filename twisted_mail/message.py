@@ -302,6 +302,11 @@ KEPT_HEADERS = frozenset(
     [b"subject", b"mime-version", b"in-reply-to", b"references"]
 )
 
+#: The longest header section a submitted message may have (Postfix's
+#: header_size_limit is 100 KiB): parsing a longer one would hold the
+#: server up for no mail anyone writes.
+MAX_HEADER_SECTION = 256 * 1024
+
 _HEADER_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
@@ -333,6 +338,8 @@ def splitHeaderSection(blocks):
             head += block[: at + 1]
             return bytes(head), [block[at + 2 :]] + list(blocks[i + 1 :])
         head += block
+        if len(head) > MAX_HEADER_SECTION:
+            break  # parseHeaderSection refuses it; no need to look further.
     return bytes(head), []
 
 
@@ -353,6 +360,9 @@ def parseHeaderSection(head):
 
     from twisted_mail.errors import MalformedMessage
 
+    if len(head) > MAX_HEADER_SECTION:
+        raise MalformedMessage(
+            "it is longer than {} bytes".format(MAX_HEADER_SECTION))
     fields = []
     for line in head.split(b"\n")[:-1] if head else []:
         if line[:1] in (b" ", b"\t"):
