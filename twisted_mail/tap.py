@@ -118,7 +118,7 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
-    # -- SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst)
+    # -- SMTP ingress (twisted_mail/smtp/, docs/smtp.rst)
 
     def opt_smtp(self, description):
         (
