@@ -82,12 +82,16 @@ class CheckerTests(SynchronousTestCase):
     def setUp(self):
         self.file = auth.PasswordFile(self.mktemp())
         self.file.setPassword("bob", "right")
-        self.portal = auth.makePortal(self.file, reactor=SynchronousClock())
+        self.clock = SynchronousClock()
+        self.portal = auth.makePortal(self.file, reactor=self.clock)
 
     def login(self, user, password):
-        return self.portal.login(
+        d = self.portal.login(
             UsernamePassword(user.encode(), password.encode()), None, auth.IMailAccount
         )
+        # Past the throttle's failure delay and penalties.
+        self.clock.pump([1.0] * 300)
+        return d
 
     def test_good(self):
         """
@@ -114,7 +118,7 @@ class ServerLoginTests(SynchronousTestCase):
     def setUp(self):
         self.store = MemoryStore()
         self.passwords = auth.PasswordFile(self.mktemp())
-        clock = SynchronousClock()
+        self.clock = clock = SynchronousClock()
         self.factory = MailServerFactory(
             self.store,
             reactor=clock,
@@ -129,6 +133,8 @@ class ServerLoginTests(SynchronousTestCase):
     def send(self, *lines):
         self.transport.clear()
         self.proto.dataReceived(b"".join(l + b"\r\n" for l in lines))
+        # Past the throttle's failure delay and penalties.
+        self.clock.pump([1.0] * 300)
         return self.transport.value().decode("utf-8").split("\r\n")[:-1]
 
     def test_capaAdvertisesAuth(self):
