@@ -147,6 +147,19 @@ class StoreDelivery:
         self.connection = connection
         self._transaction = None
 
+    #: On a submission connection, the authenticated user id (L{str}): the
+    #: only sender allowed is C{<submitter>@<one of our domains>}.  L{None}
+    #: on an ingress connection (any sender).
+    submitter = None
+
+    def _isSubmitter(self, origin):
+        try:
+            local = wire.normalizeUserId(bytes(origin.local).decode("ascii"))
+        except (UnicodeDecodeError, errors.InvalidUserId):
+            return False
+        domain = bytes(origin.domain).lower().rstrip(b".")
+        return local == self.submitter and domain in self.domains
+
     @property
     def _peer(self):
         if self.connection is None:
@@ -157,13 +170,27 @@ class StoreDelivery:
 
     def validateFrom(self, helo, origin):
         """
-        Accept any sender whose address is ASCII, and start a transaction.
+        Accept any sender whose address is ASCII (on a submission
+        connection: only the authenticated user's own address, see
+        L{submitter}), and start a transaction.
         """
         try:
             sender = bytes(origin).decode("ascii")
         except UnicodeDecodeError:
             raise smtp.SMTPBadSender(
                 origin, 553, "the address must be ASCII (no SMTPUTF8 here)"
+            )
+        if self.submitter is not None and not self._isSubmitter(origin):
+            log.warn(
+                "refused sender {sender} from {user} (from {peer})",
+                sender=sender or "<>",
+                user=self.submitter,
+                peer=self._peer,
+            )
+            raise smtp.SMTPBadSender(
+                origin,
+                553,
+                "you may send only as {}@{}".format(self.submitter, self.domain),
             )
         self._transaction = _Transaction(self, helo[0] if helo else None, sender)
         return origin

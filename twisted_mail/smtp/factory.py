@@ -39,6 +39,10 @@ class SMTPFactory(smtp.SMTPFactory):
 
     @ivar tlsContextFactory: the context factory for C{STARTTLS}, or L{None}
         (no C{STARTTLS}).
+    @ivar portal: for a submission listener, the L{twisted.cred} portal of
+        L{twisted_mail.auth.makePortal} that C{AUTH} logs in through.
+    @ivar submission: whether this listener is for submission (RFC 6409):
+        C{AUTH} required before C{MAIL}, the sender bound to the user.
     """
 
     protocol = SMTPServerProtocol
@@ -53,8 +57,13 @@ class SMTPFactory(smtp.SMTPFactory):
         reactor,
         tlsContextFactory=None,
         maxConnections=None,
+        portal=None,
+        submission=False,
     ):
-        smtp.SMTPFactory.__init__(self)
+        if submission and portal is None:
+            raise ValueError("SMTP submission needs passwords (a portal)")
+        smtp.SMTPFactory.__init__(self, portal)
+        self.submission = submission
         self.store = IMailStore(store)
         self.maxConnections = maxConnections
         self.connections = 0
@@ -83,6 +92,8 @@ class SMTPFactory(smtp.SMTPFactory):
         p.timeout = self.timeout
         p.callLater = self.reactor.callLater
         p.maxMessageSize = self.maxMessageSize
+        p.portal = self.portal
+        p.submission = self.submission
         p.delivery = StoreDelivery(
             self.store,
             self.domains,
@@ -102,9 +113,12 @@ def makeSMTPFactory(
     reactor=None,
     tlsContextFactory=None,
     maxConnections=None,
+    portal=None,
+    submission=False,
 ):
     """
-    The factory that C{twistd simplemail --smtp ENDPOINT} listens with.
+    The factory that C{twistd simplemail --smtp ENDPOINT} (or, with
+    C{submission}, C{--submission ENDPOINT}) listens with.
 
     @param store: the L{IMailStore} to deliver into.
     @param domain: our mail domain (L{str}); mail for C{user@domain} and
@@ -119,7 +133,11 @@ def makeSMTPFactory(
         L{loadTLSContextFactory}).
     @param maxConnections: connections past this many get C{421} and are
         closed (L{None}: no limit).
-    @raise ValueError: if C{domain} cannot be written in ASCII.
+    @param portal: the portal C{AUTH} logs in through (submission only).
+    @param submission: serve SMTP submission (RFC 6409) rather than
+        ingress: see L{twisted_mail.smtp.submission}.
+    @raise ValueError: if C{domain} cannot be written in ASCII, or for
+        submission without a portal.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -131,6 +149,8 @@ def makeSMTPFactory(
         reactor,
         tlsContextFactory,
         maxConnections,
+        portal=portal,
+        submission=submission,
     )
 
 
@@ -197,7 +217,21 @@ def loadTLSContextFactory(certificatePath, keyPath=None):
     return options
 
 
-def checkSMTPOptions(endpoints, domain, certificatePath=None, keyPath=None):
+def isTLSEndpoint(description):
+    """
+    Whether a server endpoint description is TLS from the start (C{ssl:}).
+    """
+    return description.split(":", 1)[0].strip().lower() == "ssl"
+
+
+def checkSMTPOptions(
+    endpoints,
+    domain,
+    certificatePath=None,
+    keyPath=None,
+    submission=(),
+    passwords=None,
+):
     """
     Check the SMTP options of C{twistd simplemail} as a whole.
 
@@ -205,21 +239,37 @@ def checkSMTPOptions(endpoints, domain, certificatePath=None, keyPath=None):
     @param domain: C{--domain}.
     @param certificatePath: C{--smtp-tls-cert} or L{None}.
     @param keyPath: C{--smtp-tls-key} or L{None}.
+    @param submission: the C{--submission} endpoint descriptions.
+    @param passwords: C{--passwords} or L{None}.
     @raise ValueError: with a one-line message for the operator.
     """
-    if (certificatePath or keyPath) and not endpoints:
-        raise ValueError("--smtp-tls-cert and --smtp-tls-key need --smtp")
+    if submission and not passwords:
+        raise ValueError(
+            "--submission needs --passwords: submission logs users in with them"
+        )
+    if (certificatePath or keyPath) and not (endpoints or submission):
+        raise ValueError("--smtp-tls-cert and --smtp-tls-key need --smtp or --submission")
     if keyPath and not certificatePath:
         raise ValueError("--smtp-tls-key needs --smtp-tls-cert")
-    if endpoints:
+    plain = [d for d in submission if not isTLSEndpoint(d)]
+    if plain and not certificatePath:
+        raise ValueError(
+            "--submission {} is not TLS: give --smtp-tls-cert for STARTTLS "
+            "(passwords are never taken in clear), or use an ssl: endpoint".format(
+                plain[0]
+            )
+        )
+    if endpoints or submission:
         _asciiDomain(domain)
     if certificatePath:
         loadTLSContextFactory(certificatePath, keyPath)
 
 
-def makeSMTPFactoryFromOptions(options, store, reactor):
+def makeSMTPFactoryFromOptions(options, store, reactor, portal=None, submission=False):
     """
-    The SMTP factory for the parsed options of C{twistd simplemail}.
+    The SMTP factory for the parsed options of C{twistd simplemail}: for
+    C{--smtp}, or with C{submission} for C{--submission} (logging users in
+    through C{portal}).
 
     @raise ValueError: if the TLS files or the domain cannot be used.
     """
@@ -236,4 +286,6 @@ def makeSMTPFactoryFromOptions(options, store, reactor):
         reactor=reactor,
         tlsContextFactory=tls,
         maxConnections=options.get("max-connections"),
+        portal=portal,
+        submission=submission,
     )

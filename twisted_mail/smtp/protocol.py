@@ -6,13 +6,16 @@ recipient's copy is durable, C{451} when the store failed for a reason that
 may pass.
 """
 
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ISSLTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 
-from twisted_mail import wire
+from twisted_mail import throttle, wire
+from twisted_mail.auth import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.server import describePeer
+from twisted_mail.smtp import submission
 from twisted_mail.smtp.delivery import _peerLiteral, _sanitise
 
 log = Logger()
@@ -37,7 +40,7 @@ MAX_COMMAND_LINE = 4096
 #: longer ones are refused before it sees them.
 MAX_PATH = 258
 
-_COMMAND, _DATA = smtp.COMMAND, smtp.DATA
+_COMMAND, _DATA, _AUTH = smtp.COMMAND, smtp.DATA, smtp.AUTH
 
 
 class SMTPServerProtocol(smtp.ESMTP):
@@ -80,6 +83,14 @@ class SMTPServerProtocol(smtp.ESMTP):
 
     peer = "?"
     withProtocol = b"SMTP"
+    #: Whether this is a submission connection (C{--submission}): C{AUTH}
+    #: through L{portal} is required before C{MAIL}, and the sender is bound
+    #: to the authenticated user.
+    submission = False
+    portal = None
+    authenticatedUser = None
+    _sasl = None
+    _authFailures = 0
     _lost = False
     _busy = False
     _paused = False
@@ -328,6 +339,8 @@ class SMTPServerProtocol(smtp.ESMTP):
         }
         if self.ctx is not None and self.canStartTLS and not self.startedTLS:
             ext[b"STARTTLS"] = None
+        if self.submission and self._protected():
+            ext[b"AUTH"] = list(submission.MECHANISMS)
         return ext
 
     def _hello(self, rest, extended):
@@ -342,7 +355,9 @@ class SMTPServerProtocol(smtp.ESMTP):
         self._from = None
         self._to = []
         # RFC 3848's names for the "with" clause of Received:.
-        if self.startedTLS:
+        if self.authenticated:
+            self.withProtocol = b"ESMTPSA"
+        elif self.startedTLS:
             self.withProtocol = b"ESMTPS"
         else:
             self.withProtocol = b"ESMTP" if extended else b"SMTP"
@@ -373,13 +388,101 @@ class SMTPServerProtocol(smtp.ESMTP):
         self.sendCode(
             214,
             b"commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT"
-            + (b" STARTTLS" if self.ctx is not None else b""),
+            + (b" STARTTLS" if self.ctx is not None else b"")
+            + (b" AUTH" if self.submission else b""),
         )
 
+    # -- submission: AUTH (twisted_mail/smtp/submission.py)
+
+    def _protected(self):
+        return bool(self.startedTLS)
+
     def ext_AUTH(self, rest):
-        self.sendCode(
-            502, b"no authentication here: mail is accepted for local users only"
+        if not self.submission:
+            self.sendCode(
+                502, b"no authentication here: mail is accepted for local users only"
+            )
+            return
+        parts = rest.split(None, 1)
+        if not parts:
+            self.sendCode(501, b"say AUTH and a mechanism: PLAIN or LOGIN")
+        elif not self._protected():
+            self.sendCode(538, submission.NEED_TLS)
+        elif self.authenticated:
+            self.sendCode(503, b"already authenticated")
+        elif self._from is not None:
+            self.sendCode(503, b"AUTH is not allowed during a mail transaction")
+        else:
+            exchange = submission.startExchange(parts[0])
+            if exchange is None:
+                self.sendCode(504, b"unrecognized authentication mechanism")
+                return
+            self._sasl = exchange
+            self.mode = _AUTH
+            if len(parts) > 1:
+                self.state_AUTH(parts[1])
+            else:
+                self._reply(334, submission.encodeChallenge(exchange.challenge))
+
+    def state_AUTH(self, line):
+        """
+        A response line of the SASL exchange that C{AUTH} started.
+        """
+        exchange = self._sasl
+        if line.strip() == b"*":
+            self._endExchange()
+            self.sendCode(501, b"authentication cancelled")
+            return
+        try:
+            result = exchange.respond(submission.decodeResponse(line))
+        except submission.SASLError as e:
+            self._endExchange()
+            self.sendCode(e.code, e.text)
+            return
+        if isinstance(result, bytes):
+            self._reply(334, submission.encodeChallenge(result))
+            return
+        self._endExchange()
+        username, password = result
+        credentials = LoginAttempt(username, password, peerAddress(self.transport))
+        d = self.portal.login(credentials, None, IMailAccount)
+        d.addCallbacks(self._authenticated, self._authFailed)
+        self._pending.append(d)
+
+    def _endExchange(self):
+        self._sasl = None
+        self.mode = _COMMAND
+
+    def _authenticated(self, result):
+        interface, account, logout = result
+        self.authenticated = True
+        self.authenticatedUser = account.userid
+        self.delivery.submitter = account.userid
+        self.withProtocol = b"ESMTPSA"
+        self._onLogout = logout
+        log.info(
+            "{peer} authenticated as {user} for submission",
+            peer=self.peer,
+            user=account.userid,
         )
+        self._reply(235, b"authentication successful")
+
+    def _authFailed(self, failure):
+        # The throttle logged the refusal (once, for every door).
+        if not failure.check(UnauthorizedLogin):
+            log.failure("checking a password for {peer} failed", failure, peer=self.peer)
+            self._reply(454, b"temporary authentication failure, try again later")
+            return
+        self._authFailures += 1
+        self.sendCode(535, b"authentication failed")
+        if throttle.tooManyFailures(self._authFailures) and not self._closing():
+            log.info(
+                "closing SMTP connection from {peer} after {n} failed logins",
+                peer=self.peer,
+                n=self._authFailures,
+            )
+            self._reply(421, self.host + b" too many failed logins, closing connection")
+            self.transport.loseConnection()
 
     def ext_STARTTLS(self, rest):
         if rest.strip():
@@ -403,6 +506,12 @@ class SMTPServerProtocol(smtp.ESMTP):
     def do_MAIL(self, rest):
         if self._from:
             smtp.ESMTP.do_MAIL(self, rest)  # 503
+            return
+        if self.submission and not self.authenticated:
+            if not self._protected():
+                self.sendCode(530, submission.NEED_TLS)
+            else:
+                self.sendCode(530, b"authentication required: use AUTH first")
             return
         match = self.mail_re.match(rest)
         if match is not None:
@@ -439,6 +548,10 @@ class SMTPServerProtocol(smtp.ESMTP):
                         b"message size exceeds fixed maximum message size (%d bytes)"
                         % (self.maxMessageSize,)
                     )
+            elif key == b"AUTH" and self.submission:
+                # RFC 4954: the identity the message was submitted by; we
+                # know it already.
+                pass
             elif key == b"BODY":
                 if value.upper() not in (b"7BIT", b"8BITMIME"):
                     return 501, b"BODY must be 7BIT or 8BITMIME"
