@@ -75,7 +75,8 @@ class Options(usage.Options):
             None,
             None,
             "Require passwords, checked against this file of salted hashes "
-            "(set them with simplemail-passwd). Off by default.",
+            "(set them with simplemail-passwd), with failed logins slowed "
+            "down (docs/logins.rst). Off by default.",
         ],
         [
             "max-message-size",
