@@ -10,6 +10,7 @@ import os
 import smtplib
 import ssl
 
+from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
@@ -260,6 +261,20 @@ class AuthTests(SubmissionTestCase):
         self.assertEqual(client.codes(b"AUTH CRAM-MD5\r\n"), [504])
         self.assertEqual(client.codes(b"AUTH\r\n"), [501])
         self.assertEqual(self.login(client)[0][0], 235)
+
+    def test_hostileInput(self):
+        """
+        Garbage bytes in an AUTH exchange get 501 and the connection keeps
+        working; a 70 KiB response line gets 500 and the connection is
+        closed, nothing of it checked.
+        """
+        client = self.protected()
+        self.assertEqual(client.codes(b"AUTH LOGIN\r\n\xff\xfe\x00garbage\r\n"), [334, 501])
+        self.assertEqual(client.codes(b"AUTH PLAIN \x80\x81\r\n"), [501])
+        self.assertEqual(client.codes(b"AUTH PLAIN\r\n"), [334])
+        self.assertEqual(client.codes(b"A" * 70 * 1024 + b"\r\n"), [500])
+        self.assertTrue(client.closed)
+        self.assertEqual(self.portal.checkers[IUsernamePassword].userScore(b"bob"), 0)
 
     def test_otherAuthorizationIdentity(self):
         """
