@@ -176,6 +176,18 @@ class ServerLoginTests(SynchronousTestCase):
         self.assertEqual(replies[2], "+OK send PASS <password> for nobody")
         self.assertEqual({replies[1], replies[3], replies[5]}, {"-ERR login failed"})
 
+    def test_closedAfterThreeFailures(self):
+        """
+        The third failed PASS on a connection is answered and the connection
+        closed; two failures leave it open.
+        """
+        self.send(b"ADDU bob pw")
+        for _ in range(2):
+            self.assertEqual(self.send(b"USER bob", b"PASS nope")[1], "-ERR login failed")
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.send(b"USER bob", b"PASS nope")[1], "-ERR login failed")
+        self.assertTrue(self.transport.disconnecting)
+
     def test_commandsNeedLogin(self):
         """
         LSTU, READM, DELM and SEND are refused until a login completes.
