@@ -248,6 +248,7 @@ class _ThreadPoolService(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        self.store.stopWatching()
         d = defer.DeferredList(
             [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
             consumeErrors=True,
