@@ -95,7 +95,7 @@ def parseMessageNumber(argument):
     """
     if not (argument.isdigit() and len(argument) <= 9 and int(argument) >= 1):
         raise errors.ProtocolError(
-            "bad message number: {}".format(wire._printable(argument, 20))
+            "bad message number: {}".format(_printable(argument))
         )
     return int(argument)
 
@@ -706,7 +706,7 @@ class POP3Server(twistedPOP3.POP3):
         self._failures += 1
         log.info(
             "POP3 login failed for {user} from {peer}",
-            user=wire._printable(user.decode("utf-8", "replace"), 64),
+            user=_printable(user, 64),
             peer=self._peer,
         )
         if self._closing():
@@ -773,7 +773,7 @@ class POP3Server(twistedPOP3.POP3):
     def do_TOP(self, number, lines):
         if not (lines.isdigit() and len(lines) <= 9):
             raise errors.ProtocolError(
-                "bad line count: {}".format(wire._printable(lines, 20))
+                "bad line count: {}".format(_printable(lines))
             )
         summary, d = self._fetch(number)
         head = wire.formatOK("top of message follows")
@@ -796,6 +796,10 @@ class POP3Server(twistedPOP3.POP3):
         raise errors.ProtocolError("APOP is not offered: use USER and PASS")
 
     do_AUTH = do_APOP
+
+
+def _printable(argument, limit=20):
+    return wire._printable(argument.decode("utf-8", "replace"), limit)
 
 
 def _s(n):
