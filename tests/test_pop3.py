@@ -10,6 +10,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail import errors, pop3, wire
@@ -810,3 +811,93 @@ class PureTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as e:
             pop3.checkPOP3Options(["tcp:110"], "/nonexistent/cert.pem")
         self.assertIn("cannot read /nonexistent/cert.pem", str(e.exception))
+
+
+class TapTests(SynchronousTestCase):
+    """
+    The POP3 options of C{twistd simplemail} and the listeners they build.
+    """
+
+    def parse(self, *argv):
+        from twisted_mail import tap
+
+        options = tap.Options()
+        options.parseOptions(["--spool", FilePath(self.mktemp()).path] + list(argv))
+        return options
+
+    def assertUsageError(self, *argv):
+        from twisted.python import usage
+
+        e = self.assertRaises(usage.UsageError, self.parse, *argv)
+        self.assertNotIn("\n", str(e))
+        return str(e)
+
+    def test_offByDefault(self):
+        """
+        No POP3 listener unless --pop3 is given.
+        """
+        options = self.parse()
+        self.assertEqual(options["pop3"], [])
+
+    def test_badOptions(self):
+        """
+        A bad endpoint, TLS files without --pop3, a key without a
+        certificate and an unreadable certificate are one-line usage errors.
+        """
+        self.assertIn("bogus:110", self.assertUsageError("--pop3", "bogus:110"))
+        self.assertIn("need --pop3", self.assertUsageError("--pop3-tls-cert", "c.pem"))
+        self.assertIn(
+            "needs --pop3-tls-cert",
+            self.assertUsageError("--pop3", "tcp:110", "--pop3-tls-key", "k.pem"),
+        )
+        self.assertIn(
+            "cannot read",
+            self.assertUsageError("--pop3", "tcp:110", "--pop3-tls-cert", "missing.pem"),
+        )
+
+    def test_oneListenerPerEndpoint(self):
+        """
+        Each --pop3 gives one listener, all with one POP3 factory over the
+        server's store, with the limits and the portal of the other
+        listeners.
+        """
+        from twisted.internet.testing import MemoryReactor
+
+        from .certs import makeCertificate
+        from twisted_mail import tap
+
+        certs = makeCertificate(self.mktemp())
+        reactor = MemoryReactor()
+        passwords = FilePath(self.mktemp())
+        options = self.parse(
+            "--pop3", "tcp:9110:interface=127.0.0.1", "--pop3", "tcp:9111",
+            "--pop3-tls-cert", certs.child("cert.pem").path,
+            "--pop3-tls-key", certs.child("key.pem").path,
+            "--idle-timeout", "42", "--max-connections", "7",
+            "--passwords", passwords.path,
+        )
+        service = tap.makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        popPorts = [
+            (port, factory) for port, factory, _, _ in reactor.tcpServers
+            if isinstance(factory, pop3.POP3Factory)
+        ]
+        self.assertEqual([port for port, _ in popPorts], [9110, 9111])
+        [factory] = {factory for _, factory in popPorts}
+        mailFactory = [f for _, f, _, _ in reactor.tcpServers if f is not factory][0]
+        self.assertIs(factory.store, mailFactory.store)
+        self.assertIs(factory.portal, mailFactory.portal)
+        self.assertIsNotNone(factory.tlsContextFactory)
+        self.assertEqual((factory.idleTimeout, factory.maxConnections), (42, 7))
+        factory.store.close()
+
+    def test_helpMentionsPOP3(self):
+        """
+        --help lists the POP3 options.
+        """
+        from twisted_mail import tap
+
+        text = str(tap.Options())
+        for option in ("--pop3=", "--pop3-tls-cert=", "--pop3-tls-key="):
+            self.assertIn(option, text)
