@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, pop3, wire
+from twisted_mail import errors, pop3, pop3mailbox, wire
 from twisted_mail.auth import LoginAttempt, MailRealm
 from twisted_mail.mime import popSize
 from twisted_mail.testing import MemoryStore
@@ -794,11 +794,11 @@ class PureTests(SynchronousTestCase):
         topOfMessage keeps the headers, the blank line and k body lines.
         """
         text = b"A: 1\nB: 2\n\nl1\nl2\nl3\n"
-        self.assertEqual(pop3.topOfMessage(text, 0), b"A: 1\nB: 2\n\n")
-        self.assertEqual(pop3.topOfMessage(text, 2), b"A: 1\nB: 2\n\nl1\nl2\n")
-        self.assertEqual(pop3.topOfMessage(text, 9), text)
-        self.assertEqual(pop3.topOfMessage(b"\nbody\nmore\n", 1), b"\nbody\n")
-        self.assertEqual(pop3.topOfMessage(b"A: 1\n", 3), b"A: 1\n")
+        self.assertEqual(pop3mailbox.topOfMessage(text, 0), b"A: 1\nB: 2\n\n")
+        self.assertEqual(pop3mailbox.topOfMessage(text, 2), b"A: 1\nB: 2\n\nl1\nl2\n")
+        self.assertEqual(pop3mailbox.topOfMessage(text, 9), text)
+        self.assertEqual(pop3mailbox.topOfMessage(b"\nbody\nmore\n", 1), b"\nbody\n")
+        self.assertEqual(pop3mailbox.topOfMessage(b"A: 1\n", 3), b"A: 1\n")
 
     def test_checkOptions(self):
         """
