@@ -136,6 +136,24 @@ class PoplibTests(POP3ServerTestCase):
         self.assertEqual(self.readAll(), [readm[1]])
         self.server.waitForLog("POP3 QUIT: deleted 2 message(s) of bob")
 
+    def test_largeMessage(self):
+        """
+        A 4 MiB message with dot lines comes out of RETR exactly as READM
+        gives it, its size as LIST says.
+        """
+        body = (b"." + b"x" * 99 + b"\n" + b"y" * 99 + b"\n") * 20000
+        self.setUpMail([body])
+        [text] = self.readAll()
+        p = self.pop()
+        p.user("bob")
+        p.pass_("x")
+        size = int(p.list(1).split()[2])
+        status, lines, octets = p.retr(1)
+        self.assertEqual(b"".join(line + b"\n" for line in lines), text)
+        self.assertEqual(int(status.split()[1]), size)
+        self.assertEqual(size, len(text) + text.count(b"\n"))
+        p.quit()
+
     def test_uidlStableAcrossRestartsAndDeletes(self):
         """
         UIDL ids survive a restart of the server and another session's
