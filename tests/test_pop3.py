@@ -456,6 +456,26 @@ class TransactionTests(POP3TestCase):
         c.pump()
         self.assertGreater(len(c.transport.value()), 3000 * 1000)
 
+    def test_retrDoesNotCopyTheMessage(self):
+        """
+        Sending an 8 MiB message allocates a few batches, not a second copy
+        of the message (the transport here discards what it is given).
+        """
+        import tracemalloc
+
+        self.deliver((b"." + b"w" * 78 + b"\n") * (8 * 2**20 // 80))
+        c = self.login()
+        c.transport.write = c.transport.writeSequence = lambda data: None
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        c.protocol.dataReceived(b"RETR 1\r\n")
+        c.pump()
+        _, peak = tracemalloc.get_traced_memory()
+        self.assertIsNone(c.transport.producer)
+        self.assertLess(peak - before, 8 * pop3.BATCH_SIZE)
+
     def test_top(self):
         """
         TOP n k sends the headers, the blank line and k lines of the body.
