@@ -175,6 +175,30 @@ class PoplibTests(POP3ServerTestCase):
         self.assertEqual(after, [line.split()[1] for line in before[1:]])
         p.quit()
 
+    def test_deletedThroughAnotherDoor(self):
+        """
+        A message deleted through the line protocol during a POP3 session
+        gets a clean C{-ERR} on RETR; QUIT still deletes what was marked.
+        """
+        self.setUpMail([b"first\n", b"second\n"])
+        p = self.pop()
+        p.user("bob")
+        p.pass_("x")
+        c = self.lineClient()
+        c.command(b"USER bob")
+        self.assertIsNotNone(c.readMessage())
+        self.assertTrue(c.command(b"DELM").startswith(b"+OK"))
+        c.command(b"QUIT")
+        with self.assertRaises(poplib.error_proto) as e:
+            p.retr(1)
+        self.assertEqual(e.exception.args[0],
+                         b"-ERR no such message: deleted by another session")
+        self.assertIn(b"second", b"\n".join(p.retr(2)[1]))
+        p.dele(1)
+        p.dele(2)
+        self.assertIn(b"1 message deleted", p.quit())
+        self.assertEqual(self.readAll(), [])
+
     def test_lostConnectionDeletesNothing(self):
         """
         A client that marks messages and goes away without QUIT deletes
