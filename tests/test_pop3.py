@@ -921,3 +921,64 @@ class TapTests(SynchronousTestCase):
         text = str(tap.Options())
         for option in ("--pop3=", "--pop3-tls-cert=", "--pop3-tls-key="):
             self.assertIn(option, text)
+
+
+class FuzzTests(POP3TestCase):
+    """
+    Random command streams, cut into random packets.
+    """
+
+    def setUp(self):
+        POP3TestCase.setUp(self)
+        from twisted.logger import globalLogPublisher
+
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_randomStreams(self):
+        """
+        Random command streams never produce a traceback, an internal error
+        or a delete that QUIT did not confirm.
+        """
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        words = st.sampled_from([
+            b"USER", b"PASS", b"STAT", b"LIST", b"RETR", b"DELE", b"NOOP", b"RSET",
+            b"QUIT", b"UIDL", b"TOP", b"CAPA", b"STLS", b"APOP", b"AUTH", b"user",
+            b"bob", b"1", b"2", b"0", b"-1", b"99", b"x", b"\xff\xfe", b"\x00", b" ",
+        ])
+        line = st.lists(st.one_of(words, st.binary(max_size=8)), max_size=4).map(
+            b" ".join)
+        ending = st.sampled_from([b"\r\n", b"\n", b"\r\r\n"])
+        stream = st.lists(st.tuples(line, ending), max_size=20).map(
+            lambda pairs: b"".join(l + e for l, e in pairs))
+        cuts = st.lists(st.integers(min_value=0, max_value=500), max_size=6)
+        self.deliver(b"one\n", b".two\n")
+
+        @settings(max_examples=300, deadline=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(stream, cuts)
+        def run(data, cuts):
+            before = len(self.texts())
+            c = Connection(self.factory(tlsContextFactory=object()))
+            points = sorted({p % (len(data) + 1) for p in cuts} | {0, len(data)})
+            for start, end in zip(points, points[1:]):
+                if c.transport.disconnecting:
+                    break
+                c.protocol.dataReceived(data[start:end])
+                c.pump()
+            output = c.output()
+            self.clock.advance(601)
+            c.lose()
+            failures = [e for e in self.events if "log_failure" in e]
+            self.events[:] = []
+            self.assertEqual(failures, [])
+            self.assertNotIn(b"internal error", output)
+            if b"deleted, bye" not in output:
+                self.assertEqual(len(self.texts()), before)
+            if len(self.texts()) < 2:
+                self.store.deliver("alice", "bob", b"again\n")
+
+        run()
