@@ -496,7 +496,9 @@ class MailCommands:
         """
         lines = ["commands:"]
         for name in self._commandsHere():
-            lines.append("  {:<20} {}".format(_usage(name), _COMMANDS[name][2]))
+            usage = _usage(name)
+            gap = " " if len(usage) < 20 else "  "
+            lines.append("  {:<20}{}{}".format(usage, gap, _COMMANDS[name][2]))
         if self._editing:
             lines.append("keys: arrows, Home/End, Ctrl-A/E/K/U/W edit the line;")
             lines.append("  Up/Down recall commands; Tab completes; Ctrl-C clears; Ctrl-D quits")
