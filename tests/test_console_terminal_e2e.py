@@ -7,6 +7,7 @@ the terminal restored on every way out) and as a script uses it on pipes
 
 import os
 import re
+import signal
 import sys
 from email.message import EmailMessage
 
@@ -159,7 +160,10 @@ class ReadableMailTests(_Harness):
 _WRAPPER = (
     "import subprocess, sys, termios\n"
     "before = termios.tcgetattr(0)\n"
-    "code = subprocess.call(sys.argv[1:])\n"
+    "child = subprocess.Popen(sys.argv[1:])\n"
+    "sys.stdout.write('child %d\\n' % child.pid)\n"
+    "sys.stdout.flush()\n"
+    "code = child.wait()\n"
     "after = termios.tcgetattr(0)\n"
     "sys.stdout.write('\\r\\nexit %d restored %s\\r\\n' % (code, before == after))\n"
 )
@@ -175,6 +179,20 @@ class RestoredTests(_Harness):
 
     async def check(self, proc, code):
         await self.expect(proc, "exit {} restored True".format(code))
+        self.assertEqual(await self.exited(proc), 0)
+
+    async def test_terminated(self):
+        """
+        After the console is stopped by SIGTERM (the reactor shuts down
+        without a word from the user) the terminal's settings are as they
+        were.
+        """
+        proc = self.wrapped()
+        pid = int((await self.expect(proc, "Main-Prompt> ")).split("child ")[1].split()[0])
+        proc.transport.write(b"Lis")
+        await self.expect(proc, "Lis")
+        os.kill(pid, signal.SIGTERM)
+        await self.expect(proc, "restored True")
         self.assertEqual(await self.exited(proc), 0)
 
     async def test_quit(self):
