@@ -7,7 +7,7 @@ import sys
 from collections import namedtuple
 
 from twisted.application import service
-from twisted.internet import endpoints, protocol
+from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -78,7 +78,8 @@ class Options(usage.Options):
             None,
             None,
             "Require passwords, checked against this file of salted hashes "
-            "(set them with simplemail-passwd). Off by default.",
+            "(set them with simplemail-passwd), with failed logins slowed "
+            "down (docs/logins.rst). Off by default.",
         ],
         [
             "max-message-size",
@@ -117,8 +118,12 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["smtp"] = []
+        self["submission"] = []
         self["smtp-tls-cert"] = None
         self["smtp-tls-key"] = None
+        self["pop3"] = []
+        self["pop3-tls-cert"] = None
+        self["pop3-tls-key"] = None
 
     def parseOptions(self, options=None):
         # Kept for the worker processes, which parse the same command line.
@@ -136,7 +141,7 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
-    # -- SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst)
+    # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
 
     def opt_smtp(self, description):
         (
@@ -146,11 +151,22 @@ class Options(usage.Options):
         )
         self["smtp"].append(_checkedEndpoint("--smtp", description))
 
+    def opt_submission(self, description):
+        (
+            "Also take mail from your users' mail programs by SMTP submission "
+            "(RFC 6409: AUTH PLAIN/LOGIN with their --passwords password, only "
+            "over TLS; they send as <user>@<domain> to local users) on this "
+            "endpoint, e.g. tcp:587 with --smtp-tls-cert for STARTTLS, or "
+            "ssl:465:privateKey=key.pem:certKey=cert.pem (repeatable; off by "
+            "default; needs --passwords)."
+        )
+        self["submission"].append(_checkedEndpoint("--submission", description))
+
     def opt_smtp_tls_cert(self, path):
         (
-            "Offer STARTTLS on the --smtp listeners with this PEM certificate "
-            "(followed by any intermediate certificates; it may hold the key "
-            "too)."
+            "Offer STARTTLS on the --smtp and --submission listeners with this "
+            "PEM certificate (followed by any intermediate certificates; it may "
+            "hold the key too)."
         )
         self["smtp-tls-cert"] = path
 
@@ -162,14 +178,61 @@ class Options(usage.Options):
         self["smtp-tls-key"] = path
 
     def _checkSMTPOptions(self):
-        if not (self["smtp"] or self["smtp-tls-cert"] or self["smtp-tls-key"]):
+        if not (
+            self["smtp"]
+            or self["submission"]
+            or self["smtp-tls-cert"]
+            or self["smtp-tls-key"]
+        ):
             return
         from twisted_mail.smtp import checkSMTPOptions
 
         try:
             checkSMTPOptions(
-                self["smtp"], self["domain"], self["smtp-tls-cert"], self["smtp-tls-key"]
+                self["smtp"],
+                self["domain"],
+                self["smtp-tls-cert"],
+                self["smtp-tls-key"],
+                submission=self["submission"],
+                passwords=self["passwords"],
             )
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+    # -- POP3 (twisted_mail/pop3.py, docs/pop3.rst)
+
+    def opt_pop3(self, description):
+        (
+            "Also serve the mailboxes by POP3 on this Twisted server endpoint, "
+            "e.g. tcp:110 or tcp:9110:interface=127.0.0.1, or "
+            "ssl:995:privateKey=key.pem:certKey=cert.pem for POP3S "
+            "(repeatable; off by default). Without --passwords any password "
+            "opens an existing user's mailbox."
+        )
+        self["pop3"].append(_checkedEndpoint("--pop3", description))
+
+    def opt_pop3_tls_cert(self, path):
+        (
+            "Offer STLS on the --pop3 listeners with this PEM certificate "
+            "(followed by any intermediate certificates; it may hold the key "
+            "too)."
+        )
+        self["pop3-tls-cert"] = path
+
+    def opt_pop3_tls_key(self, path):
+        (
+            "The PEM private key for --pop3-tls-cert (default: the certificate "
+            "file)."
+        )
+        self["pop3-tls-key"] = path
+
+    def _checkPOP3Options(self):
+        if not (self["pop3"] or self["pop3-tls-cert"] or self["pop3-tls-key"]):
+            return
+        from twisted_mail.pop3 import checkPOP3Options
+
+        try:
+            checkPOP3Options(self["pop3"], self["pop3-tls-cert"], self["pop3-tls-key"])
         except ValueError as e:
             raise usage.UsageError(str(e))
 
@@ -202,6 +265,7 @@ class Options(usage.Options):
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
             raise usage.UsageError("--domain must be a name without spaces")
         self._checkSMTPOptions()
+        self._checkPOP3Options()
         self._checkWorkers()
 
     def _checkWorkers(self):
@@ -224,10 +288,12 @@ class _ThreadPoolService(service.Service):
     dot-locks were linked from.
     """
 
-    def __init__(self, pool, mailFactory, store):
+    def __init__(self, pool, mailFactory, store, sessionFactories=()):
         self.pool = pool
         self.mailFactory = mailFactory
         self.store = store
+        # Other listeners' factories with sessions to end (POP3).
+        self.sessionFactories = list(sessionFactories)
 
     def startService(self):
         service.Service.startService(self)
@@ -236,7 +302,10 @@ class _ThreadPoolService(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self.store.stopWatching()
-        d = self.mailFactory.endSessions()
+        d = defer.DeferredList(
+            [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
+            consumeErrors=True,
+        )
         d.addBoth(lambda _: self.pool.stop())
         d.addBoth(lambda _: self.store.removeLockSource())
         return d
@@ -276,6 +345,8 @@ class ServerParts:
     @ivar passwordFile: the L{PasswordFile} (L{None} without it).
     @ivar lineFactory: the line protocol's factory (its sessions are ended
         when the server stops).
+    @ivar sessionFactories: other doors' factories whose C{endSessions} is
+        called when the server stops (a builder appends its factory).
     """
 
     def __init__(self, options, reactor, store, portal, passwordFile, lineFactory):
@@ -285,6 +356,7 @@ class ServerParts:
         self.portal = portal
         self.passwordFile = passwordFile
         self.lineFactory = lineFactory
+        self.sessionFactories = []
 
 
 def _lineDoor(parts):
@@ -304,6 +376,39 @@ def _smtpDoor(parts):
     return factory
 
 
+def _submissionDoor(parts):
+    # SMTP submission, logging users in through the same portal (and login
+    # throttle) as every door.
+    from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+    if parts.portal is None:
+        raise ValueError("--submission needs --passwords")
+    factory = makeSMTPFactoryFromOptions(
+        parts.options, parts.store, parts.reactor, portal=parts.portal, submission=True
+    )
+    log.info(
+        "simplemail: SMTP submission on {submission}",
+        submission=", ".join(parts.options["submission"]),
+    )
+    return factory
+
+
+def _pop3Door(parts):
+    # POP3 (docs/pop3.rst); its sessions end when the server stops.
+    from twisted_mail.pop3 import makePOP3FactoryFromOptions
+
+    factory = makePOP3FactoryFromOptions(
+        parts.options, parts.store, parts.portal, parts.reactor
+    )
+    parts.sessionFactories.append(factory)
+    log.info(
+        "simplemail: POP3 on {pop3}, STLS {tls}",
+        pop3=", ".join(parts.options["pop3"]),
+        tls="on" if parts.options.get("pop3-tls-cert") else "off",
+    )
+    return factory
+
+
 #: A door of the server: the option listing its endpoint descriptions, and
 #: the function building the factory that serves them from the
 #: L{ServerParts} (called once, and only when the option lists endpoints;
@@ -315,6 +420,8 @@ Door = namedtuple("Door", ["option", "buildFactory"])
 DOORS = [
     Door("listen", _lineDoor),
     Door("smtp", _smtpDoor),
+    Door("submission", _submissionDoor),
+    Door("pop3", _pop3Door),
 ]
 
 
@@ -383,19 +490,22 @@ def makeService(options, reactor=None, listeners=None):
         reactor=reactor,
     )
     parts = ServerParts(options, reactor, store, portal, passwordFile, factory)
-    top = service.MultiService()
-    # Children start in this order and stop in the reverse one: the thread
-    # pool outlives the listeners, and finishes its jobs as it stops.
-    _ThreadPoolService(pool, factory, store).setServiceParent(top)
-    _SpoolRepair(store).setServiceParent(top)
+    # Each door's factory, built before anything listens.
+    doors = []
     for door in DOORS:
         descriptions = options.get(door.option) or ()
         if not descriptions:
             continue
         try:
-            doorFactory = door.buildFactory(parts)
+            doors.append((door, descriptions, door.buildFactory(parts)))
         except ValueError as e:
             raise usage.UsageError(str(e))
+    top = service.MultiService()
+    # Children start in this order and stop in the reverse one: the thread
+    # pool outlives the listeners, and finishes its jobs as it stops.
+    _ThreadPoolService(pool, factory, store, parts.sessionFactories).setServiceParent(top)
+    _SpoolRepair(store).setServiceParent(top)
+    for door, descriptions, doorFactory in doors:
         for description in descriptions:
             try:
                 listener = listeners.listen(door.option, description, doorFactory)
