@@ -587,6 +587,35 @@ class TwoWorkersTests(SynchronousTestCase):
             self.assertEqual(c.command(b"USER bob"), b"+OK bob has 4 messages")
         self.assertIn("[worker ", server.waitForLog("SMTP connection from"))
 
+    def test_pop3Door(self):
+        """
+        The POP3 door is served by the workers too, over the same spool: UIDL gives the same ids on every connection, whichever worker serves it.
+        """
+        import poplib
+
+        popPort = freePort()
+        server = self.startServer(
+            extraArgs=["--pop3", "tcp:{}:interface=127.0.0.1".format(popPort)]
+        )
+        with server.connect() as c:
+            c.command(b"ADDU bob")
+            c.command(b"USER bob")
+            c.command(b"SEND bob one")
+            c.command(b"SEND bob two")
+        listings = set()
+        for _ in range(6):
+            pop = poplib.POP3("127.0.0.1", popPort, timeout=30)
+            try:
+                pop.user("bob")
+                pop.pass_("anything")
+                self.assertEqual(pop.stat()[0], 2)
+                listings.add(tuple(pop.uidl()[1]))
+            finally:
+                pop.quit()
+        self.assertEqual(len(listings), 1)
+        log = server.logSinceStart()
+        self.assertIn("[worker ", log)
+
     def test_tlsAndUnixListeners(self):
         """
         Workers serve ssl: listeners with TLS and unix: listeners with the socket's mode kept, and the socket file is gone once the server stops.
