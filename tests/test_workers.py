@@ -142,8 +142,22 @@ class SupervisorTests(SynchronousTestCase):
                     "worker": number,
                     "argv": ["--spool", "x", "--workers", "2"],
                     "listeners": [["listen", "tcp:9025", 3], ["smtp", "tcp:2525", 4]],
+                    "secret": self.supervisor.secret.hex(),
                 },
             )
+        self.assertEqual(len(self.supervisor.secret), 32)
+
+    def test_restartKeepsTheSecret(self):
+        """
+        A restarted worker gets the same secret as the others, so that what one worker signed another can check.
+        """
+        self.supervisor.startService()
+        self.reactor.processes[0].end(signal=9)
+        self.reactor.advance(1)
+        secrets = {json.loads(p.written)["secret"] for p in self.reactor.processes}
+        self.assertEqual(secrets, {self.supervisor.secret.hex()})
+        other = workers.Supervisor(1, [], [], self.reactor)
+        self.assertNotEqual(other.secret, self.supervisor.secret)
 
     def test_restartWithBackOff(self):
         """

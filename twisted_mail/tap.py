@@ -347,9 +347,15 @@ class ServerParts:
         when the server stops).
     @ivar sessionFactories: other doors' factories whose C{endSessions} is
         called when the server stops (a builder appends its factory).
+    @ivar secret: 32 random bytes made once per server and shared by all
+        its processes (with C{--workers}, the supervisor makes it and hands
+        it to every worker): a door keeping state that any worker must be
+        able to check (a signed session cookie) keys it with this.
     """
 
-    def __init__(self, options, reactor, store, portal, passwordFile, lineFactory):
+    def __init__(
+        self, options, reactor, store, portal, passwordFile, lineFactory, secret=None
+    ):
         self.options = options
         self.reactor = reactor
         self.store = store
@@ -357,6 +363,7 @@ class ServerParts:
         self.passwordFile = passwordFile
         self.lineFactory = lineFactory
         self.sessionFactories = []
+        self.secret = os.urandom(32) if secret is None else secret
 
 
 def _lineDoor(parts):
@@ -444,7 +451,7 @@ def _cannotListen(e):
     return SystemExit("simplemail: {}".format(e))
 
 
-def makeService(options, reactor=None, listeners=None):
+def makeService(options, reactor=None, listeners=None, secret=None):
     """
     Build the server: a store on the spool directory and one listening
     service per endpoint of each door.
@@ -456,6 +463,8 @@ def makeService(options, reactor=None, listeners=None):
         binds them).  A worker passes one that adopts the supervisor's
         sockets.  Without it and with C{--workers} above 1, the service is
         the L{twisted_mail.workers.Supervisor} instead.
+    @param secret: the server's L{ServerParts.secret} (a worker passes the
+        supervisor's; by default a new one).
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -489,7 +498,7 @@ def makeService(options, reactor=None, listeners=None):
         maxConnections=options["max-connections"],
         reactor=reactor,
     )
-    parts = ServerParts(options, reactor, store, portal, passwordFile, factory)
+    parts = ServerParts(options, reactor, store, portal, passwordFile, factory, secret)
     # Each door's factory, built before anything listens.
     doors = []
     for door in DOORS:

@@ -179,6 +179,9 @@ class Supervisor(service.Service):
         self.stopTimeout = stopTimeout
         self.observer = globalLogPublisher if observer is None else observer
         self.slots = [_Slot(n) for n in range(1, count + 1)]
+        # The server's shared secret (tap.ServerParts.secret), the same for
+        # every worker and every restart.
+        self.secret = os.urandom(32)
         self._stopped = None
         self._timeouts = []
 
@@ -212,7 +215,12 @@ class Supervisor(service.Service):
         slot.restart = None
         childFDs, inherited = self._configuration()
         configuration = json.dumps(
-            {"worker": slot.number, "argv": self.argv, "listeners": inherited}
+            {
+                "worker": slot.number,
+                "argv": self.argv,
+                "listeners": inherited,
+                "secret": self.secret.hex(),
+            }
         ).encode("utf-8") + b"\n"
         protocol = _WorkerProtocol(self, slot, configuration)
         try:
@@ -489,6 +497,7 @@ def main(stdin=0, stdout=1):
         number = configuration["worker"]
         argv = configuration["argv"]
         inherited = configuration["listeners"]
+        secret = bytes.fromhex(configuration["secret"])
     except (ValueError, KeyError, TypeError, OSError) as e:
         sys.stderr.write("simplemail worker: {}\n".format(e))
         return 2
@@ -508,7 +517,9 @@ def main(stdin=0, stdout=1):
     options = tap.Options()
     try:
         options.parseOptions(argv)
-        top = tap.makeService(options, reactor=reactor, listeners=Listeners(reactor, inherited))
+        top = tap.makeService(
+            options, reactor=reactor, listeners=Listeners(reactor, inherited), secret=secret
+        )
     except (CannotListen, SystemExit, Exception):
         workerLog.failure("worker {worker} could not start", worker=number)
         return 1
