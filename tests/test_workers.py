@@ -340,6 +340,49 @@ class LogWriterTests(SynchronousTestCase):
             self.assertIsNone(workers.parseLogLine(line), line)
 
 
+class WorkerProcessTests(SynchronousTestCase):
+    """
+    The worker process on its own, as the supervisor starts it.
+    """
+
+    def runWorker(self, configuration):
+        import subprocess
+        import sys
+
+        from .serverprocess import twistdEnvironment
+
+        done = subprocess.run(
+            [sys.executable, "-m", "twisted_mail.workers"],
+            input=configuration, env=twistdEnvironment(), capture_output=True, timeout=60,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    def test_cannotStart(self):
+        """
+        A worker that cannot build its server logs one error line saying why and exits with status 1.
+        """
+        configuration = json.dumps({
+            "worker": 3, "argv": ["--spool", self.mktemp(), "--listen", "tcp:1"],
+            "listeners": [["listen", "tcp:2", 3]], "secret": "00",
+        }).encode() + b"\n"
+        code, out, err = self.runWorker(configuration)
+        self.assertEqual(code, 1, err)
+        [line] = out.splitlines()
+        _, level, _, text = workers.parseLogLine(line)
+        self.assertEqual(level, LogLevel.error)
+        self.assertEqual(
+            text, "worker 3 could not start: simplemail: cannot listen on tcp:1 (--listen): "
+            "the supervisor passed the socket of tcp:2 (--listen)")
+
+    def test_noConfiguration(self):
+        """
+        A worker whose standard input ends before its configuration says so and exits with status 2.
+        """
+        code, out, err = self.runWorker(b"")
+        self.assertEqual((code, out), (2, b""))
+        self.assertIn(b"no configuration from the supervisor", err)
+
+
 class OptionsTests(SynchronousTestCase):
     """
     C{--workers} on the command line.

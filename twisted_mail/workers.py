@@ -509,6 +509,8 @@ def main(stdin=0, stdout=1):
 
     from twisted.internet import reactor
 
+    from twisted.python import usage
+
     from twisted_mail import tap
     from twisted_mail.listeners import CannotListen, Listeners
 
@@ -520,7 +522,10 @@ def main(stdin=0, stdout=1):
         top = tap.makeService(
             options, reactor=reactor, listeners=Listeners(reactor, inherited), secret=secret
         )
-    except (CannotListen, SystemExit, Exception):
+    except (CannotListen, SystemExit, usage.UsageError) as e:
+        workerLog.error("worker {worker} could not start: {why}", worker=number, why=e)
+        return 1
+    except Exception:
         workerLog.failure("worker {worker} could not start", worker=number)
         return 1
 
