@@ -106,6 +106,7 @@ class Options(usage.Options):
         self["smtp"] = []
         self["smtp-tls-cert"] = None
         self["smtp-tls-key"] = None
+        self["web"] = []
 
     def opt_listen(self, description):
         (
@@ -117,6 +118,16 @@ class Options(usage.Options):
         self["listen"].append(_checkedEndpoint("--listen", description))
 
     opt_l = opt_listen
+
+    # -- the web inbox and JSON API (twisted_mail/web/, docs/web.rst)
+
+    def opt_web(self, description):
+        (
+            "Also serve the web inbox and its JSON API (/api/v1/) by HTTP on "
+            "this Twisted server endpoint, e.g. tcp:9080:interface=127.0.0.1 "
+            "(repeatable; off by default)."
+        )
+        self["web"].append(_checkedEndpoint("--web", description))
 
     # -- SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst)
 
@@ -290,6 +301,23 @@ def makeService(options, reactor=None):
             smtp=", ".join(options["smtp"]),
             tls="on" if options.get("smtp-tls-cert") else "off",
         )
+    # -- the web inbox and JSON API: one listener per --web endpoint.
+    if options.get("web"):
+        from twisted_mail.web import makeWebFactory
+
+        webFactory = makeWebFactory(
+            store,
+            options["domain"],
+            portal=portal,
+            passwordFile=passwordFile,
+            maxMessageSize=options["max-message-size"],
+            idleTimeout=options["idle-timeout"],
+            maxConnections=options["max-connections"],
+            reactor=reactor,
+        )
+        for description in options["web"]:
+            strports.service(description, webFactory, reactor=reactor).setServiceParent(top)
+        log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
         "passwords {passwords}",
