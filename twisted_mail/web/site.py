@@ -131,6 +131,7 @@ class WebSite(server.Site):
 
     requestFactory = WebRequest
     displayTracebacks = False
+    noisy = False
 
     def __init__(self, root, maxBodySize, timeout, reactor=None):
         server.Site.__init__(self, root, timeout=timeout, reactor=reactor)
