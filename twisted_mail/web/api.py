@@ -145,7 +145,7 @@ class WebAPI(resource.Resource):
             def inThread(f, *args):
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self.inThread = inThread
-        self._openapi = json.dumps(openAPIDocument(), indent=1).encode("ascii")
+        self._openapi = json.dumps(openAPIDocument(passwords=portal is not None), indent=1).encode("ascii")
 
     # -- answering
 

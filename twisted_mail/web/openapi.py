@@ -40,10 +40,17 @@ def _idParam():
     return {"name": "id", "in": "path", "required": True, "schema": _ID}
 
 
-def openAPIDocument():
+def openAPIDocument(passwords=False):
     """
     The document, as a L{dict} ready for C{json.dumps}.
+
+    @param passwords: whether the server runs with passwords (new users
+        then need one; a message's sender defaults to the logged-in user).
     """
+    newUser = {"user": _USER}
+    if passwords:
+        newUser["password"] = {"type": "string", "minLength": 1}
+    sender = dict(_USER, description="The sender (with passwords on: yourself, the default).")
     auth = [{"cookie": []}, {"basic": []}, {}]
     common = ("400", "401", "403", "404", "503")
     return {
@@ -127,8 +134,9 @@ def openAPIDocument():
                     "summary": "Create a user (with a password when passwords are on).",
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": {
-                            "type": "object", "required": ["user"],
-                            "properties": {"user": _USER, "password": {"type": "string"}},
+                            "type": "object",
+                            "required": ["user", "password"] if passwords else ["user"],
+                            "properties": newUser,
                         }}}},
                     "responses": dict({"201": _json({
                         "type": "object", "required": ["user"],
@@ -162,11 +170,10 @@ def openAPIDocument():
                     "summary": "Send a plain-text message to {user}, durably.",
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": {
-                            "type": "object", "required": ["text"],
+                            "type": "object",
+                            "required": ["text"] if passwords else ["from", "text"],
                             "properties": {
-                                "from": dict(_USER, description=
-                                             "The sender (with passwords on: "
-                                             "yourself, the default)."),
+                                "from": sender,
                                 "subject": {"type": "string"},
                                 "text": {"type": "string"},
                             },

@@ -1,0 +1,83 @@
+"""
+Property-based checks of the web API against its own OpenAPI document
+(schemathesis, on hypothesis), over a real socket against C{twistd -n
+simplemail --web ...}: for generated requests to every operation (but the
+endless event stream), no answer is a 5xx and every answer matches the
+document (status code, content type, body schema).  Bounded in examples
+and time.
+"""
+
+import json
+import os
+import urllib.request
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.serverprocess import ServerProcess, freePort
+
+#: Examples per operation, per mode.
+EXAMPLES = int(os.environ.get("SIMPLEMAIL_SCHEMA_EXAMPLES", "15"))
+
+
+class OpenAPIConformanceTests(SynchronousTestCase):
+    """
+    The API answers as its OpenAPI document says.
+    """
+
+    def setUp(self):
+        try:
+            import schemathesis  # noqa: F401
+        except ImportError:
+            raise SkipTest("schemathesis is not installed")
+        self.webPort = freePort()
+        self.server = ServerProcess(
+            self.mktemp(),
+            extraArgs=["--web", "tcp:{}:interface=127.0.0.1".format(self.webPort),
+                       "--max-message-size", "100000"])
+        self.addCleanup(self.server.close)
+        self.server.start()
+        with self.server.connect() as client:
+            for user in (b"alice", b"bob"):
+                client.command(b"ADDU " + user)
+            client.command(b"USER bob")
+            client.send("alice", b"a message to find\n")
+        self.base = "http://127.0.0.1:{}/api/v1".format(self.webPort)
+
+    def test_conformance(self):
+        """Generated requests, valid and not, never get a 5xx nor an answer the document does not allow."""
+        import schemathesis
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis.errors import Unsatisfiable
+        from schemathesis import GenerationMode
+        from schemathesis.checks import (content_type_conformance, not_a_server_error,
+                                         response_schema_conformance,
+                                         status_code_conformance)
+
+        with urllib.request.urlopen(self.base + "/openapi.json", timeout=10) as response:
+            document = json.loads(response.read())
+        schema = schemathesis.openapi.from_dict(document)
+        checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+                  response_schema_conformance]
+        tried = 0
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            if operation.path.endswith("/events"):
+                continue  # an endless stream: tested in test_web and test_web_e2e
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @settings(max_examples=EXAMPLES, deadline=None, database=None,
+                          derandomize=True, suppress_health_check=list(HealthCheck))
+                @given(operation.as_strategy(generation_mode=mode))
+                def check(case):
+                    response = case.call(base_url=self.base, timeout=10)
+                    case.validate_response(response, checks=checks)
+
+                try:
+                    check()
+                except Unsatisfiable:
+                    # Nothing to make invalid (an operation without
+                    # parameters or body).
+                    self.assertEqual(mode, GenerationMode.NEGATIVE, operation.label)
+                    continue
+                tried += 1
+        self.assertGreaterEqual(tried, 14)
