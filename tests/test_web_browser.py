@@ -93,8 +93,9 @@ class _Shared:
     test, stopped after its last (or at exit).
     """
 
-    def __init__(self, tests):
+    def __init__(self, tests, passwords=False):
         self.tests = tests
+        self.passwords = passwords
         self.done = 0
         self.server = self.driver = None
         self.profile = tempfile.mkdtemp(prefix="simplemail-chromium-")
@@ -106,11 +107,16 @@ class _Shared:
         self.smtpPort = freePort()
         self.server = ServerProcess(os.path.join(self.spool, "spool"), extraArgs=[
             "--web", "tcp:{}:interface=127.0.0.1".format(self.webPort),
-            "--smtp", "tcp:{}:interface=127.0.0.1".format(self.smtpPort)])
+            "--smtp", "tcp:{}:interface=127.0.0.1".format(self.smtpPort)] + (
+                ["--passwords", os.path.join(self.spool, "passwords")]
+                if self.passwords else []))
         self.server.start()
         with self.server.connect() as client:
             for user in (b"alice", b"bob"):
-                client.command(b"ADDU " + user)
+                if self.passwords:
+                    client.command(b"ADDU " + user + b" secret-" + user)
+                else:
+                    client.command(b"ADDU " + user)
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -140,12 +146,10 @@ class _Shared:
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
-class InboxPageTests(SynchronousTestCase):
-    """
-    The inbox page in Chromium, without passwords.
-    """
+class BrowserMixin:
 
     shared = None
+    passwords = False
 
     def setUp(self):
         for path in (CHROMIUM, CHROMEDRIVER):
@@ -158,7 +162,8 @@ class InboxPageTests(SynchronousTestCase):
         os.environ.setdefault("SE_OFFLINE", "true")
         cls = type(self)
         if cls.shared is None:
-            cls.shared = _Shared(len([n for n in dir(cls) if n.startswith("test_")]))
+            cls.shared = _Shared(len([n for n in dir(cls) if n.startswith("test_")]),
+                                 cls.passwords)
             cls.shared.start()
         self.addCleanup(cls.shared.finished)
         self.driver = cls.shared.driver
@@ -212,7 +217,11 @@ class InboxPageTests(SynchronousTestCase):
 
         self.assertRaises(NoAlertPresentException, lambda: self.driver.switch_to.alert.text)
 
-    # -- tests
+
+class InboxPageTests(BrowserMixin, SynchronousTestCase):
+    """
+    The inbox page in Chromium, without passwords.
+    """
 
     def test_readMessage(self):
         """The inbox lists messages newest first; one opens with text, HTML frame and attachment."""
@@ -304,3 +313,48 @@ class InboxPageTests(SynchronousTestCase):
             self.driver.switch_to.default_content()
         time.sleep(0.3)
         self.assertNoScriptRan()
+
+
+class LoginPageTests(BrowserMixin, SynchronousTestCase):
+    """
+    The inbox page in Chromium, with passwords: log in, read one's own mail
+    (its HTML frame too), log out.
+    """
+
+    passwords = True
+
+    def logIn(self, user, password):
+        self.driver.get(self.base)
+        self.waitFor(lambda: self.css("#login-view:not([hidden])"), "the login form")
+        self.css("#login-user")[0].clear()
+        self.css("#login-user")[0].send_keys(user)
+        self.css("#login-password")[0].clear()
+        self.css("#login-password")[0].send_keys(password)
+        self.css("#login-form button")[0].click()
+
+    def test_logInReadLogOut(self):
+        """A wrong password is refused; the right one opens one's own inbox, HTML frame included."""
+        self.smtp(HTML_MAIL)
+        self.logIn("alice", "wrong")
+        self.waitFor(lambda: self.css("#login-error")[0].text == "Login failed.",
+                     "the refusal")
+        self.logIn("alice", "secret-alice")
+        self.waitFor(lambda: self.listed() == ["The December letter"], "alice's inbox")
+        self.assertTrue(self.driver.get_cookie("simplemail_session")["httpOnly"])
+        self.assertEqual(self.driver.execute_script("return document.cookie"), "")
+        self.css("#message-list li a")[0].click()
+        frame = self.waitFor(lambda: self.css("iframe.html-frame"), "the frame")[0]
+        self.driver.switch_to.frame(frame)
+        try:
+            self.waitFor(lambda: self.driver.find_element("tag name", "b").text == "Alice",
+                         "the HTML in its frame")
+        finally:
+            self.driver.switch_to.default_content()
+        self.driver.get(self.base + "#/u/bob")
+        self.waitFor(lambda: self.css("#mailbox-title")[0].text == "Inbox of alice",
+                     "the page to keep to alice's own inbox")
+        self.css("#logout")[0].click()
+        self.waitFor(lambda: self.css("#login-view:not([hidden])"), "the login form")
+        self.assertIsNone(self.driver.get_cookie("simplemail_session"))
+        self.driver.get(self.base + "#/u/alice")
+        self.waitFor(lambda: self.css("#login-view:not([hidden])"), "the login form again")
