@@ -330,6 +330,7 @@
     renderHeader();
     show("compose-view");
     $("compose-error").hidden = true;
+    $("compose-from").textContent = "From " + user;
     $("compose-cancel").setAttribute("href", "#/u/" + enc(user));
     return api("GET", "/users").then(function (data) {
       var to = $("compose-to");
