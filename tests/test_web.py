@@ -575,3 +575,62 @@ class PasswordAPITests(WebMixin, SynchronousTestCase):
                                        json_={"user": "carol", "password": "pw"})
         self.assertEqual(response.code, 201)
         self.assertEqual(self.passwordFile.passwords, {"carol": "pw"})
+
+
+class WebOptionTests(SynchronousTestCase):
+    """
+    C{--web ENDPOINT} in C{twistd simplemail}.
+    """
+
+    def test_webOff(self):
+        """Without --web no web listener is made."""
+        from twisted_mail import tap
+
+        options = tap.Options()
+        options.parseOptions(["--spool", self.mktemp()])
+        self.assertEqual(options["web"], [])
+
+    def test_badWebEndpoint(self):
+        """A --web endpoint Twisted cannot parse is a one-line usage error."""
+        from twisted.python import usage
+
+        from twisted_mail import tap
+
+        options = tap.Options()
+        exc = self.assertRaises(usage.UsageError, options.parseOptions,
+                                ["--spool", self.mktemp(), "--web", "tcp:notaport"])
+        self.assertIn("--web", str(exc))
+        self.assertNotIn("\n", str(exc))
+
+    def test_webListeners(self):
+        """Each --web listens with the web site, with the server's limits and store."""
+        from twisted.internet.testing import MemoryReactor
+
+        from twisted_mail import tap
+        from twisted_mail.web.site import ConnectionLimit
+
+        reactor = MemoryReactor()
+        options = tap.Options()
+        options.parseOptions([
+            "--spool", self.mktemp(), "--web", "tcp:9080:interface=127.0.0.1",
+            "--web", "tcp:9081:interface=127.0.0.1", "--max-message-size", "100000",
+            "--idle-timeout", "30", "--max-connections", "7"])
+        service = tap.makeService(options, reactor=reactor)
+        for child in service:
+            store = getattr(getattr(child, "factory", None), "store", None)
+            if store is not None:
+                self.addCleanup(store.close)
+                break
+        service.startService()
+        self.addCleanup(service.stopService)
+        web = [(port, factory) for port, factory, _, _ in reactor.tcpServers
+               if isinstance(factory, ConnectionLimit)]
+        self.assertEqual([port for port, _ in web], [9080, 9081])
+        factory = web[0][1]
+        self.assertIs(web[1][1], factory)
+        self.assertEqual(factory.limit, 7)
+        site = factory.wrappedFactory
+        self.assertEqual((site.timeOut, site.maxBodySize), (30, 100000 + 64 * 1024))
+        api = site.resource.children[b"api"]
+        self.assertIs(api.store, store)
+        self.assertIsNone(api.portal)
