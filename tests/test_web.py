@@ -309,9 +309,10 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         """A request body announced beyond the limit is refused with 413 at once."""
         transport = self.client.raw(
             b"POST /api/v1/users/alice/messages HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Length: 999999999\r\n\r\n" + b"x" * 1000)
-        response, _ = parseResponse(transport.value())
+            b"Expect: 100-continue\r\nContent-Length: 999999999\r\n\r\n" + b"x" * 1000)
+        response, rest = parseResponse(transport.value())
         self.assertError(response, 413)
+        self.assertEqual(rest, b"")
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.store.messages("alice"), [])
 
@@ -362,6 +363,12 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.store._listeners["alice"], [])
         self.clock.advance(60)
+
+    def test_eventsHead(self):
+        """HEAD on the event stream answers its headers and ends."""
+        response = self.client.request("HEAD", "/api/v1/users/alice/events")
+        self.assertEqual((response.code, response.body), (200, b""))
+        self.assertEqual(self.store._listeners.get("alice", []), [])
 
     def test_eventsUnknownUser(self):
         """The event stream of an unknown user is 404."""

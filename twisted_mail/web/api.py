@@ -648,8 +648,14 @@ class WebAPI(resource.Resource):
 
     def getEvents(self, request, who, user):
         userid = self._own(who, user)
-        return self.store.hasUser(userid).addCallback(
-            lambda userid: _EventStream(self.store, userid, request, self.reactor).start())
+
+        def found(userid):
+            if request.method == b"HEAD":
+                request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+                return 200, None
+            return _EventStream(self.store, userid, request, self.reactor).start()
+
+        return self.store.hasUser(userid).addCallback(found)
 
 
 def _senderMissing(failure):

@@ -88,6 +88,8 @@ class WebRequest(server.Request):
 
     def gotLength(self, length):
         if length is not None and length > self._limit():
+            # No "100 Continue" after the refusal: the body is not wanted.
+            self.requestHeaders.removeHeader(b"expect")
             self._refuseTooLarge()
             return
         server.Request.gotLength(self, length)
