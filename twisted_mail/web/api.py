@@ -16,7 +16,7 @@ import re
 from urllib.parse import quote
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -26,7 +26,8 @@ from twisted_mail.auth import IMailAccount, LoginAttempt
 from twisted_mail.message import buildMessageWithSubject
 from twisted_mail.mime import parseMessage, popSize
 from twisted_mail.web.openapi import openAPIDocument
-from twisted_mail.web.site import COOKIE, DOWNLOAD_CSP, FRAME_CSP, errorBody
+from twisted_mail.web.site import COOKIE, DOWNLOAD_CSP, FRAME_CSP
+from twisted_mail.web.streams import HANDLED, EventStream, stream
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
@@ -38,9 +39,6 @@ _DIGITS = re.compile(r"[0-9]{1,9}\Z")
 #: The default and the largest page of a listing.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
-
-#: Seconds between the comments that keep an event stream open.
-KEEPALIVE = 15.0
 
 #: How many of the newest messages are searched for the one just sent.
 _FIND_SENT = 50
@@ -88,16 +86,6 @@ class _Auth:
     def __init__(self, userid=None, cookie=None):
         self.userid = userid
         self.cookie = cookie
-
-
-class _Handled:
-    """
-    A handler's result when it has written (or is writing) the answer
-    itself.
-    """
-
-
-HANDLED = _Handled()
 
 
 def _pathUser(segment):
@@ -530,7 +518,7 @@ class WebAPI(resource.Resource):
             request.setHeader(b"content-disposition",
                               'inline; filename="{}.eml"'.format(msgid).encode("ascii"))
             request.setHeader(b"cache-control", b"no-store")
-            _stream(request, text)
+            stream(request, text)
             return HANDLED
 
         return self._fetch(userid, msgid).addCallback(fetched)
@@ -575,7 +563,7 @@ class WebAPI(resource.Resource):
             request.setHeader(b"content-disposition", _contentDisposition(part.filename))
             request.setHeader(b"content-security-policy", DOWNLOAD_CSP)
             request.setHeader(b"cache-control", b"no-store")
-            _stream(request, data)
+            stream(request, data)
             return HANDLED
 
         return self._parsed(userid, msgid).addCallback(parsed)
@@ -653,7 +641,7 @@ class WebAPI(resource.Resource):
             if request.method == b"HEAD":
                 request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
                 return 200, None
-            return _EventStream(self.store, userid, request, self.reactor).start()
+            return EventStream(self.store, userid, request, self.reactor).start()
 
         return self.store.hasUser(userid).addCallback(found)
 
@@ -700,104 +688,3 @@ def _messageView(msgid, size, message):
         "html": message.html,
         "parts": [part.asDict() for part in message.parts],
     }
-
-
-def _stream(request, data):
-    """
-    Write C{data} as the body, a piece at a time as the connection takes
-    it (a pull producer over a view of it: no copy of a large message).
-    """
-    request.setHeader(b"content-length", str(len(data)).encode("ascii"))
-    if request.method == b"HEAD":
-        request.finish()
-        return
-    _ViewProducer(request, data).start()
-
-
-class _ViewProducer:
-    """
-    Writes a L{bytes} body to a request in 64 KiB slices while the
-    connection takes them (a push producer: the transport pauses it when
-    its buffer is full and resumes it when it drains).
-    """
-
-    chunk = 64 * 1024
-
-    def __init__(self, request, data):
-        self.request = request
-        self.view = memoryview(data)
-        self.offset = 0
-        self.paused = False
-
-    def start(self):
-        self.request.registerProducer(self, True)
-        self.resumeProducing()
-
-    def resumeProducing(self):
-        self.paused = False
-        while not self.paused and self.request is not None:
-            if self.offset < len(self.view):
-                piece = self.view[self.offset : self.offset + self.chunk]
-                self.offset += len(piece)
-                self.request.write(bytes(piece))
-            else:
-                request, self.request = self.request, None
-                self.view = None
-                request.unregisterProducer()
-                request.finish()
-
-    def pauseProducing(self):
-        self.paused = True
-
-    def stopProducing(self):
-        self.request = None
-        self.view = None
-
-
-class _EventStream:
-    """
-    One C{text/event-stream} answer: an C{event: message} with the summary
-    JSON for each new message of the user, a comment every L{KEEPALIVE}
-    seconds, the subscription ended when the client goes.
-    """
-
-    def __init__(self, store, userid, request, reactor):
-        self.store = store
-        self.userid = userid
-        self.request = request
-        self.reactor = reactor
-        self._unsubscribe = None
-        self._keepalive = None
-
-    def start(self):
-        request = self.request
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-accel-buffering", b"no")
-        request.write(b"retry: 2000\n: connected\n\n")
-        self._unsubscribe = self.store.subscribe(self.userid, self.announce)
-        self._keepalive = task.LoopingCall(self.ping)
-        self._keepalive.clock = self.reactor
-        self._keepalive.start(KEEPALIVE, now=False)
-        request.notifyFinish().addBoth(self.stop)
-        return HANDLED
-
-    def announce(self, summary):
-        if self.request is None:
-            return
-        data = json.dumps(summary.asDict())
-        self.request.write(
-            "event: message\nid: {}\ndata: {}\n\n".format(summary.id, data).encode("ascii"))
-
-    def ping(self):
-        if self.request is not None:
-            self.request.write(b": keep-alive\n\n")
-
-    def stop(self, _):
-        self.request = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        if self._keepalive is not None and self._keepalive.running:
-            self._keepalive.stop()
-        self._keepalive = None
