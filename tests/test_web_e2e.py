@@ -97,25 +97,46 @@ class WebServerTests(SynchronousTestCase):
         self.assertTrue(text.startswith(b"From: bob@localhost\n"))
         self.assertTrue(text.endswith(b"\n\nHallo Alice\n"))
 
-    def test_eventsWithinTwoSeconds(self):
-        """A message SENT over the line protocol is announced on the event stream within 2 s."""
+    def openEvents(self, user=b"alice"):
         stream = socket.create_connection(("127.0.0.1", self.webPort), timeout=5)
         self.addCleanup(stream.close)
-        stream.sendall(b"GET /api/v1/users/alice/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        stream.sendall(b"GET /api/v1/users/" + user + b"/events HTTP/1.1\r\nHost: x\r\n\r\n")
         received = b""
         deadline = time.monotonic() + 10
         while b": connected" not in received and time.monotonic() < deadline:
             received += stream.recv(65536)
         self.assertIn(b"200 OK", received)
-        sent = time.monotonic()
-        self.sendByLine(b"bob", b"alice", b"live news\n")
+        return stream, received
+
+    def waitForEvent(self, stream, received, sent):
         while b"event: message" not in received and time.monotonic() < sent + 5:
             stream.settimeout(max(0.01, sent + 5 - time.monotonic()))
             try:
                 received += stream.recv(65536)
             except socket.timeout:
                 break
-        elapsed = time.monotonic() - sent
+        return received, time.monotonic() - sent
+
+    def test_eventsWithinTwoSeconds(self):
+        """A message SENT over the line protocol is announced on the event stream within 2 s."""
+        stream, received = self.openEvents()
+        sent = time.monotonic()
+        self.sendByLine(b"bob", b"alice", b"live news\n")
+        received, elapsed = self.waitForEvent(stream, received, sent)
         self.assertIn(b"event: message", received)
         self.assertLess(elapsed, 2.0)
         self.assertIn(b'"snippet": "live news"', received)
+
+    def test_eventsFromAnotherProcess(self):
+        """A message SENT through another server process on the same spool is announced within 2 s."""
+        other = ServerProcess(self.server.spool)
+        self.addCleanup(other.close)
+        other.start()
+        stream, received = self.openEvents()
+        sent = time.monotonic()
+        with other.connect() as client:
+            client.command(b"USER bob")
+            self.assertTrue(client.send("alice", b"from elsewhere\n").startswith(b"+OK"))
+        received, elapsed = self.waitForEvent(stream, received, sent)
+        self.assertIn(b'"snippet": "from elsewhere"', received)
+        self.assertLess(elapsed, 2.0)

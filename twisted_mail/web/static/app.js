@@ -272,7 +272,7 @@
     remove.addEventListener("click", function () { deleteMessage(user, m.id, remove); });
     var tools = el("div", { className: "tools" }, [
       remove,
-      el("a", { className: "button", href: base + "/raw", text: "Raw message" })
+      el("a", { className: "button", href: base + "/raw", download: m.id + ".eml", text: "Raw message" })
     ]);
     view.appendChild(tools);
 
