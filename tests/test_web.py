@@ -308,7 +308,7 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
     def test_bodyTooLarge(self):
         """A request body announced beyond the limit is refused with 413 at once."""
         transport = self.client.raw(
-            b"POST /api/v1/users/alice/messages HTTP/1.1\r\nHost: x\r\n"
+            b"POST /api/v1/users/alice/messages HTTP/1.1\r\nHost: localhost\r\n"
             b"Expect: 100-continue\r\nContent-Length: 999999999\r\n\r\n" + b"x" * 1000)
         response, rest = parseResponse(transport.value())
         self.assertError(response, 413)
@@ -321,7 +321,7 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         chunk = b"x" * 60000
         data = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8))
         transport = self.client.raw(
-            b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\n"
+            b"POST /api/v1/users HTTP/1.1\r\nHost: localhost\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n" + data)
         response, _ = parseResponse(transport.value())
         self.assertError(response, 413)
@@ -345,7 +345,7 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
     def test_events(self):
         """The event stream sends each new message's summary; a gone client unsubscribes."""
         protocol, transport = self.client.connect()
-        protocol.dataReceived(b"GET /api/v1/users/alice/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /api/v1/users/alice/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         self.send("bob", "alice", b"first\n")
         self.send("bob", "bob", b"not for alice\n")
         self.clock.advance(15)
@@ -428,13 +428,22 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
                                    headers={"Origin": "http://127.0.0.1:9080"})
         self.assertEqual(same.code, 201)
 
+    def test_hostNames(self):
+        """On loopback, a request for another host name (DNS rebinding) is 403."""
+        for host in ["evil.example", "evil.example:9080", "127.0.0.1.evil.example"]:
+            self.assertError(self.client.request("GET", "/api/v1/users",
+                                                 headers={"Host": host}), 403)
+        for host in ["localhost:9080", "127.0.0.1", "[::1]:9080", "app.localhost", "LOCALHOST"]:
+            self.assertEqual(self.client.request("GET", "/api/v1/users",
+                                                 headers={"Host": host}).code, 200, host)
+
     def test_connectionLimit(self):
         """Connections beyond --max-connections get 503 and are closed."""
         factory = makeWebFactory(self.store, "localhost", maxConnections=1,
                                  reactor=self.clock, inThread=syncThread)
         client = WebClient(factory)
         client.connect()
-        transport = client.raw(b"GET /api/v1/users HTTP/1.1\r\nHost: x\r\n\r\n")
+        transport = client.raw(b"GET /api/v1/users HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response, _ = parseResponse(transport.value())
         self.assertError(response, 503)
 

@@ -100,7 +100,7 @@ class WebServerTests(SynchronousTestCase):
     def openEvents(self, user=b"alice"):
         stream = socket.create_connection(("127.0.0.1", self.webPort), timeout=5)
         self.addCleanup(stream.close)
-        stream.sendall(b"GET /api/v1/users/" + user + b"/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        stream.sendall(b"GET /api/v1/users/" + user + b"/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         received = b""
         deadline = time.monotonic() + 10
         while b": connected" not in received and time.monotonic() < deadline:

@@ -102,8 +102,9 @@ class WebClient:
         """
         One request; its L{Response}.
         """
-        lines = ["{} {} HTTP/1.1".format(method, path), "Host: 127.0.0.1:9080",
-                 "Connection: close"]
+        lines = ["{} {} HTTP/1.1".format(method, path), "Connection: close"]
+        if "Host" not in (headers or {}):
+            lines.append("Host: 127.0.0.1:9080")
         if json_ is not None:
             body = json.dumps(json_).encode("utf-8")
             lines.append("Content-Type: application/json")

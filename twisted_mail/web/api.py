@@ -10,6 +10,7 @@ contract; anything unexpected is logged and answered C{500} without details.
 
 import base64
 import binascii
+import ipaddress
 import json
 import os
 import re
@@ -191,6 +192,7 @@ class WebAPI(resource.Resource):
         method = request.method
         if method == b"HEAD":
             method = b"GET"
+        self._checkHost(request)
         if not path or path[0] != "v1":
             raise HTTPError(404, "not found")
         path = path[1:]
@@ -252,6 +254,28 @@ class WebAPI(resource.Resource):
             return handler(request, who, *args)
 
         return d.addCallback(authenticated)
+
+    def _checkHost(self, request):
+        """
+        On a loopback listener, answer only requests for a loopback name
+        or an address: a web page elsewhere whose host name was made to
+        point at 127.0.0.1 (DNS rebinding) must not read the mail here.
+        """
+        local = getattr(request.getHost(), "host", None)
+        if local is None or not _isLoopback(local):
+            return
+        host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
+        if host.startswith("["):
+            name = host[1:].partition("]")[0]
+        else:
+            name = host.rpartition(":")[0] if ":" in host else host
+        if name in ("localhost", self.domain.lower()) or name.endswith(".localhost"):
+            return
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            raise HTTPError(403, "unknown host name {!r}: use an address or localhost".format(
+                name[:100]))
 
     def _checkSameSite(self, request):
         """
@@ -644,6 +668,13 @@ class WebAPI(resource.Resource):
             return EventStream(self.store, userid, request, self.reactor).start()
 
         return self.store.hasUser(userid).addCallback(found)
+
+
+def _isLoopback(address):
+    try:
+        return ipaddress.ip_address(address.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _senderMissing(failure):
