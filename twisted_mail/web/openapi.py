@@ -22,7 +22,7 @@ def _errors(*codes):
         "400": "Bad input (malformed JSON, wrong types, a bad parameter).",
         "401": "Login needed (with passwords on), or the login failed.",
         "403": "Not your mailbox, not yourself, a cookie call without "
-               "X-Simplemail: 1, or a cross-site request.",
+               "X-Simplemail: 1, a cross-site request, or an unknown host name.",
         "404": "No such user, message or part.",
         "405": "Method not allowed on this path.",
         "409": "The user exists already.",
