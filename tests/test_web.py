@@ -364,6 +364,38 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         self.assertEqual(self.store._listeners["alice"], [])
         self.clock.advance(60)
 
+    def test_clientGoneMeanwhile(self):
+        """A client gone before the store answers costs nothing: no error, no subscription."""
+        msgid = self.deliver(HTML_MAIL)
+        pending = []
+
+        def later(result):
+            d = defer.Deferred()
+            pending.append((d, result))
+            return d
+
+        fetch = self.store.openMailbox
+
+        def openMailbox(user):
+            return fetch(user).addCallback(later)
+
+        self.store.openMailbox = openMailbox
+        hasUser = self.store.hasUser
+        self.store.hasUser = lambda user: hasUser(user).addCallback(later)
+        for path in ["/messages/{}/raw", "/messages/{}/html", "/messages/{}",
+                     "/messages/{}/parts/1", "/messages", "/events"]:
+            protocol, transport = self.client.connect()
+            protocol.dataReceived(
+                "GET /api/v1/users/alice{} HTTP/1.1\r\nHost: localhost\r\n\r\n".format(
+                    path.format(msgid)).encode())
+            protocol.connectionLost(Failure(ConnectionDone()))
+            for d, result in pending:
+                d.callback(result)
+            del pending[:]
+            self.assertEqual(transport.value(), b"", path)
+        self.assertEqual(self.store._listeners.get("alice", []), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_eventsHead(self):
         """HEAD on the event stream answers its headers and ends."""
         response = self.client.request("HEAD", "/api/v1/users/alice/events")

@@ -555,6 +555,8 @@ class WebAPI(resource.Resource):
             _, message = result
             if message.html is None:
                 raise HTTPError(404, "no HTML part")
+            if request._disconnected:
+                return HANDLED
             data = message.html.encode("utf-8", "replace")
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.setHeader(b"content-security-policy", FRAME_CSP)
@@ -662,6 +664,8 @@ class WebAPI(resource.Resource):
         userid = self._own(who, user)
 
         def found(userid):
+            if request._disconnected:
+                return HANDLED
             if request.method == b"HEAD":
                 request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
                 return 200, None

@@ -27,6 +27,8 @@ def stream(request, data):
     Write C{data} as the body, a piece at a time as the connection takes
     it (a pull producer over a view of it: no copy of a large message).
     """
+    if request._disconnected:
+        return
     request.setHeader(b"content-length", str(len(data)).encode("ascii"))
     if request.method == b"HEAD":
         request.finish()
