@@ -117,6 +117,13 @@
     if (!window.EventSource) return;
     var source = new EventSource(API + mailboxPath(user) + "/events");
     source.user = user;
+    var opened = false;
+    source.addEventListener("open", function () {
+      // After a reconnection (the server restarted), catch up on what
+      // arrived meanwhile.
+      if (opened && state.user === user) loadMailbox(user, 0).catch(failed);
+      opened = true;
+    });
     source.addEventListener("message", function (event) {
       var summary;
       try { summary = JSON.parse(event.data); } catch (e) { return; }
