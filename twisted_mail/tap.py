@@ -5,7 +5,7 @@ Deploying the server with twistd: C{twistd -n simplemail [options]}.
 import os
 
 from twisted.application import service, strports
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -75,7 +75,8 @@ class Options(usage.Options):
             None,
             None,
             "Require passwords, checked against this file of salted hashes "
-            "(set them with simplemail-passwd). Off by default.",
+            "(set them with simplemail-passwd), with failed logins slowed "
+            "down (docs/logins.rst). Off by default.",
         ],
         [
             "max-message-size",
@@ -104,8 +105,12 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["smtp"] = []
+        self["submission"] = []
         self["smtp-tls-cert"] = None
         self["smtp-tls-key"] = None
+        self["pop3"] = []
+        self["pop3-tls-cert"] = None
+        self["pop3-tls-key"] = None
         self["web"] = []
 
     def opt_listen(self, description):
@@ -129,7 +134,7 @@ class Options(usage.Options):
         )
         self["web"].append(_checkedEndpoint("--web", description))
 
-    # -- SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst)
+    # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
 
     def opt_smtp(self, description):
         (
@@ -139,11 +144,22 @@ class Options(usage.Options):
         )
         self["smtp"].append(_checkedEndpoint("--smtp", description))
 
+    def opt_submission(self, description):
+        (
+            "Also take mail from your users' mail programs by SMTP submission "
+            "(RFC 6409: AUTH PLAIN/LOGIN with their --passwords password, only "
+            "over TLS; they send as <user>@<domain> to local users) on this "
+            "endpoint, e.g. tcp:587 with --smtp-tls-cert for STARTTLS, or "
+            "ssl:465:privateKey=key.pem:certKey=cert.pem (repeatable; off by "
+            "default; needs --passwords)."
+        )
+        self["submission"].append(_checkedEndpoint("--submission", description))
+
     def opt_smtp_tls_cert(self, path):
         (
-            "Offer STARTTLS on the --smtp listeners with this PEM certificate "
-            "(followed by any intermediate certificates; it may hold the key "
-            "too)."
+            "Offer STARTTLS on the --smtp and --submission listeners with this "
+            "PEM certificate (followed by any intermediate certificates; it may "
+            "hold the key too)."
         )
         self["smtp-tls-cert"] = path
 
@@ -155,14 +171,61 @@ class Options(usage.Options):
         self["smtp-tls-key"] = path
 
     def _checkSMTPOptions(self):
-        if not (self["smtp"] or self["smtp-tls-cert"] or self["smtp-tls-key"]):
+        if not (
+            self["smtp"]
+            or self["submission"]
+            or self["smtp-tls-cert"]
+            or self["smtp-tls-key"]
+        ):
             return
         from twisted_mail.smtp import checkSMTPOptions
 
         try:
             checkSMTPOptions(
-                self["smtp"], self["domain"], self["smtp-tls-cert"], self["smtp-tls-key"]
+                self["smtp"],
+                self["domain"],
+                self["smtp-tls-cert"],
+                self["smtp-tls-key"],
+                submission=self["submission"],
+                passwords=self["passwords"],
             )
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+    # -- POP3 (twisted_mail/pop3.py, docs/pop3.rst)
+
+    def opt_pop3(self, description):
+        (
+            "Also serve the mailboxes by POP3 on this Twisted server endpoint, "
+            "e.g. tcp:110 or tcp:9110:interface=127.0.0.1, or "
+            "ssl:995:privateKey=key.pem:certKey=cert.pem for POP3S "
+            "(repeatable; off by default). Without --passwords any password "
+            "opens an existing user's mailbox."
+        )
+        self["pop3"].append(_checkedEndpoint("--pop3", description))
+
+    def opt_pop3_tls_cert(self, path):
+        (
+            "Offer STLS on the --pop3 listeners with this PEM certificate "
+            "(followed by any intermediate certificates; it may hold the key "
+            "too)."
+        )
+        self["pop3-tls-cert"] = path
+
+    def opt_pop3_tls_key(self, path):
+        (
+            "The PEM private key for --pop3-tls-cert (default: the certificate "
+            "file)."
+        )
+        self["pop3-tls-key"] = path
+
+    def _checkPOP3Options(self):
+        if not (self["pop3"] or self["pop3-tls-cert"] or self["pop3-tls-key"]):
+            return
+        from twisted_mail.pop3 import checkPOP3Options
+
+        try:
+            checkPOP3Options(self["pop3"], self["pop3-tls-cert"], self["pop3-tls-key"])
         except ValueError as e:
             raise usage.UsageError(str(e))
 
@@ -195,6 +258,7 @@ class Options(usage.Options):
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
             raise usage.UsageError("--domain must be a name without spaces")
         self._checkSMTPOptions()
+        self._checkPOP3Options()
 
 
 class _ThreadPoolService(service.Service):
@@ -205,10 +269,12 @@ class _ThreadPoolService(service.Service):
     dot-locks were linked from.
     """
 
-    def __init__(self, pool, mailFactory, store):
+    def __init__(self, pool, mailFactory, store, sessionFactories=()):
         self.pool = pool
         self.mailFactory = mailFactory
         self.store = store
+        # Other listeners' factories with sessions to end (POP3).
+        self.sessionFactories = list(sessionFactories)
 
     def startService(self):
         service.Service.startService(self)
@@ -217,7 +283,10 @@ class _ThreadPoolService(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self.store.stopWatching()
-        d = self.mailFactory.endSessions()
+        d = defer.DeferredList(
+            [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
+            consumeErrors=True,
+        )
         d.addBoth(lambda _: self.pool.stop())
         d.addBoth(lambda _: self.store.removeLockSource())
         return d
@@ -278,10 +347,20 @@ def makeService(options, reactor=None):
         maxConnections=options["max-connections"],
         reactor=reactor,
     )
+    popFactory = None
+    if options.get("pop3"):
+        from twisted_mail.pop3 import makePOP3FactoryFromOptions
+
+        try:
+            popFactory = makePOP3FactoryFromOptions(options, store, portal, reactor)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
-    _ThreadPoolService(pool, factory, store).setServiceParent(top)
+    _ThreadPoolService(
+        pool, factory, store, [popFactory] if popFactory is not None else []
+    ).setServiceParent(top)
     _SpoolRepair(store).setServiceParent(top)
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
@@ -301,6 +380,38 @@ def makeService(options, reactor=None):
             "simplemail: SMTP on {smtp}, STARTTLS {tls}",
             smtp=", ".join(options["smtp"]),
             tls="on" if options.get("smtp-tls-cert") else "off",
+        )
+    # -- SMTP submission: one listener per --submission endpoint, logging
+    # users in through the same portal (and login throttle) as every door.
+    if options.get("submission"):
+        from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+        if portal is None:
+            raise usage.UsageError("--submission needs --passwords")
+        try:
+            submissionFactory = makeSMTPFactoryFromOptions(
+                options, store, reactor, portal=portal, submission=True
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        for description in options["submission"]:
+            strports.service(
+                description, submissionFactory, reactor=reactor
+            ).setServiceParent(top)
+        log.info(
+            "simplemail: SMTP submission on {submission}",
+            submission=", ".join(options["submission"]),
+        )
+    # -- POP3: one listener per --pop3 endpoint (docs/pop3.rst).
+    if popFactory is not None:
+        for description in options["pop3"]:
+            strports.service(description, popFactory, reactor=reactor).setServiceParent(
+                top
+            )
+        log.info(
+            "simplemail: POP3 on {pop3}, STLS {tls}",
+            pop3=", ".join(options["pop3"]),
+            tls="on" if options.get("pop3-tls-cert") else "off",
         )
     # -- the web inbox and JSON API: one listener per --web endpoint.
     if options.get("web"):
