@@ -5,7 +5,8 @@ download) against C{twistd -n simplemail --web ... --smtp ...}: open the
 inbox, read a message, delete one, send one, see new mail arrive, and a
 message full of script that never runs.
 
-Skipped when Chromium, its driver or Selenium is missing.  One browser and
+Skipped when Chromium, its driver or Selenium is missing (failed under
+CI=1, as .ci/run sets).  One browser and
 one server serve every test of a class.
 """
 
@@ -152,13 +153,16 @@ class BrowserMixin:
     passwords = False
 
     def setUp(self):
-        for path in (CHROMIUM, CHROMEDRIVER):
-            if not os.access(path, os.X_OK):
-                raise SkipTest("{} is not installed".format(path))
+        missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
         try:
             import selenium  # noqa: F401
         except ImportError:
-            raise SkipTest("selenium is not installed")
+            missing.append("selenium (the test extra)")
+        if missing:
+            if os.environ.get("CI"):
+                self.fail("{} not installed (.ci/run installs them)".format(", ".join(missing)))
+            raise SkipTest("{} not installed (apt-get install chromium chromium-driver)".format(
+                ", ".join(missing)))
         os.environ.setdefault("SE_OFFLINE", "true")
         cls = type(self)
         if cls.shared is None:

@@ -30,6 +30,8 @@ class OpenAPIConformanceTests(SynchronousTestCase):
         try:
             import schemathesis  # noqa: F401
         except ImportError:
+            if os.environ.get("CI"):
+                self.fail("schemathesis is not installed (the test extra)")
             raise SkipTest("schemathesis is not installed")
         self.webPort = freePort()
         spool = self.mktemp()
@@ -81,8 +83,11 @@ class OpenAPIConformanceTests(SynchronousTestCase):
             operation = result.ok()
             if operation.path.endswith("/events"):
                 continue  # an endless stream: tested in test_web and test_web_e2e
-            if self.passwords and operation.path == "/logout":
-                continue  # it would end the session the rest uses
+            if self.passwords and operation.path in ("/logout", "/login"):
+                # Logout would end the session the rest uses; every failed
+                # login is answered 2 s late (the login throttle): the
+                # login's answers are checked in test_web.
+                continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
                 @settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -100,7 +105,7 @@ class OpenAPIConformanceTests(SynchronousTestCase):
                     self.assertEqual(mode, GenerationMode.NEGATIVE, operation.label)
                     continue
                 tried += 1
-        self.assertGreaterEqual(tried, 13)
+        self.assertGreaterEqual(tried, 12)
 
 
 class PasswordOpenAPIConformanceTests(OpenAPIConformanceTests):
