@@ -292,7 +292,7 @@ class Sessions:
 
 def makeWebFactory(store, domain, portal=None, passwordFile=None,
                    maxMessageSize=10 * 1024 * 1024, idleTimeout=300,
-                   maxConnections=100, reactor=None, inThread=None):
+                   maxConnections=100, reactor=None, inThread=None, sessions=None):
     """
     The factory serving the web inbox and the JSON API over C{store}.
 
@@ -303,13 +303,18 @@ def makeWebFactory(store, domain, portal=None, passwordFile=None,
     @param inThread: C{inThread(f, *args)} runs blocking work (parsing a
         message, the password file) and returns a L{Deferred}; default the
         reactor's thread pool.
+    @param sessions: where login sessions are kept (an object with
+        L{Sessions}' C{create}, C{user} and C{end}); default a L{Sessions}
+        in this process's memory.  Several server processes behind one
+        port would need one they share.
     """
     from twisted_mail.web.api import WebAPI
 
     if reactor is None:
         from twisted.internet import reactor
     api = WebAPI(store, domain, portal=portal, passwordFile=passwordFile,
-                 maxMessageSize=maxMessageSize, sessions=Sessions(reactor),
+                 maxMessageSize=maxMessageSize,
+                 sessions=sessions if sessions is not None else Sessions(reactor),
                  reactor=reactor, inThread=inThread)
     site = WebSite(Root(api), maxBodySize=maxMessageSize + max(JSON_ALLOWANCE, maxMessageSize // 4),
                    timeout=idleTimeout, reactor=reactor)
