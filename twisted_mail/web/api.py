@@ -628,7 +628,7 @@ class WebAPI(resource.Resource):
         message = buildMessageWithSubject(sender, receiver, subject, text, self.domain,
                                           self.reactor.seconds(), messageId)
         d = self.store.hasUser(sender)
-        d.addErrback(_senderMissing)
+        d.addErrback(_senderMissing, sender)
         d.addCallback(lambda _: self.store.deliverMessage(
             "{}@{}".format(sender, self.domain), receiver, message))
         d.addCallback(lambda _: self._findSent(receiver, message, messageId))
@@ -681,9 +681,9 @@ def _isLoopback(address):
         return False
 
 
-def _senderMissing(failure):
+def _senderMissing(failure, sender):
     failure.trap(errors.NoSuchUser)
-    raise HTTPError(404, "no such user: the sender")
+    raise HTTPError(404, "no such sender: {}".format(sender))
 
 
 @defer.inlineCallbacks
