@@ -225,8 +225,10 @@ def openAPIDocument(passwords=False):
                 "get": {
                     "summary": "One attachment's decoded bytes, as a download.",
                     "responses": dict({"200": {
-                        "description": "The attachment.",
-                        "content": {"application/octet-stream": {"schema": {
+                        "description": "The attachment: its own type for a few inert "
+                                       "types (images, PDF, plain text...), else "
+                                       "application/octet-stream.",
+                        "content": {"*/*": {"schema": {
                             "type": "string", "format": "binary"}}},
                     }}, **_errors(*common)),
                 },
