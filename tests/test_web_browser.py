@@ -292,6 +292,58 @@ class InboxPageTests(BrowserMixin, SynchronousTestCase):
                      "the new message")
         self.assertEqual(self.driver.execute_script("return window.__marker"), 1)
 
+    def test_nothingRemote(self):
+        """HTML mail loads nothing from elsewhere: no image, style, frame, refresh or form."""
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.1)
+        port = listener.getsockname()[1]
+        hits = []
+        done = threading.Event()
+
+        def accept():
+            while not done.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    continue
+                hits.append(connection.recv(200))
+                connection.close()
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        self.addCleanup(listener.close)
+        self.addCleanup(thread.join, 5)
+        self.addCleanup(done.set)
+        remote = "http://127.0.0.1:{}".format(port)
+        html = (
+            '<meta http-equiv="refresh" content="0;url={r}/refresh">'
+            '<link rel="stylesheet" href="{r}/style.css">'
+            '<style>@import url("{r}/import.css"); p {{ background: url("{r}/bg.png") }}</style>'
+            '<p>tracked</p><img src="{r}/pixel.png"><iframe src="{r}/frame"></iframe>'
+            '<object data="{r}/object"></object><video src="{r}/video"></video>'
+            '<form action="{r}/form"><input name=q></form>'
+        ).format(r=remote)
+        self.smtp("From: t@example.org\r\nTo: alice@localhost\r\nSubject: Tracker\r\n"
+                  "MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n" + html + "\r\n")
+        self.openInbox()
+        self.waitFor(lambda: "Tracker" in self.listed(), "the message")
+        [a for a in self.css("#message-list li a") if "Tracker" in a.text][0].click()
+        frame = self.waitFor(lambda: self.css("iframe.html-frame"), "the frame")[0]
+        self.driver.switch_to.frame(frame)
+        try:
+            self.waitFor(lambda: self.driver.find_element("tag name", "p").text == "tracked",
+                         "the HTML in its frame")
+        finally:
+            self.driver.switch_to.default_content()
+        time.sleep(1.5)
+        self.assertEqual(hits, [])
+        self.assertTrue(self.css("iframe.html-frame"))
+
     def test_xss(self):
         """Script in subject, address, body, HTML part and file name never runs."""
         self.smtp(XSS_MAIL)
