@@ -463,3 +463,83 @@ def composeMessage(subject, body):
         "\n".format(encoded)
     )
     return head.encode("ascii") + body
+
+
+_HEADER_CONTROLS = re.compile("[\x00-\x1f\x7f]")
+
+
+def encodeSubject(subject):
+    """
+    A C{Subject:} header value for C{subject} (L{str}): control characters
+    (line ends above all, so that no header can be smuggled in) become
+    spaces; text that is not ASCII is encoded as RFC 2047 words in UTF-8;
+    long values are folded.
+
+    @rtype: L{str} (ASCII), without a line ending.
+    """
+    from email.header import Header
+
+    subject = _HEADER_CONTROLS.sub(" ", subject).strip()
+    if subject.isascii():
+        return Header(subject, "us-ascii", header_name="Subject").encode(linesep="\n")
+    return Header(subject, "utf-8", header_name="Subject").encode(linesep="\n")
+
+
+def textMessageContent(subject, text):
+    """
+    The part of a plain-text message that its writer chooses, as C{SENDM}
+    takes it after its own headers: C{Subject:} (L{encodeSubject}; none
+    when C{subject} is empty), C{MIME-Version:}, C{Content-Type: text/plain;
+    charset=...}, C{Content-Transfer-Encoding:}, a blank line, then the
+    text.  ASCII text with short lines goes as C{7bit}, other text as UTF-8,
+    C{8bit} when every line is at most 998 octets and has no control
+    characters but tab, else quoted-printable.
+
+    @type subject: L{str}
+    @type text: L{str} (any line endings)
+    @rtype: L{bytes}, LF line endings.
+    """
+    import quopri
+
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    if body and not body.endswith("\n"):
+        body += "\n"
+    data = body.encode("utf-8", "replace")
+    lines = data.split(b"\n")
+    plain = all(len(line) <= 998 for line in lines) and not re.search(
+        rb"[\x00-\x08\x0b-\x1f\x7f]", data
+    )
+    if plain and data.isascii():
+        charset, encoding = "us-ascii", "7bit"
+    elif plain:
+        charset, encoding = "utf-8", "8bit"
+    else:
+        charset, encoding = "utf-8", "quoted-printable"
+        data = quopri.encodestring(data)
+    headers = []
+    subject = encodeSubject(subject or "")
+    if subject:
+        headers.append("Subject: " + subject)
+    headers += [
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=" + charset,
+        "Content-Transfer-Encoding: " + encoding,
+    ]
+    return ("\n".join(headers) + "\n\n").encode("ascii") + data
+
+
+def buildMessageWithSubject(sender, receiver, subject, text, domain, when=None,
+                            messageId=None):
+    """
+    The RFC 5322 text of a plain-text message with a subject, from
+    C{sender} to C{receiver}, as C{SENDM} stores it: L{textMessageContent}
+    submitted through L{buildSubmittedMessage} (the server's C{From:},
+    C{To:}, C{Date:} and C{Message-ID:}, then the kept headers).  What the
+    web API's send stores.
+
+    @param subject: the subject (L{str}, any characters; empty for none).
+    @param text: the text (L{str}).
+    @rtype: L{bytes}, LF line endings.
+    """
+    return b"".join(buildSubmittedMessage(
+        sender, receiver, domain, textMessageContent(subject, text), when, messageId))
