@@ -434,9 +434,9 @@ _SUBJECT_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 def composeMessage(subject, body):
     """
-    A whole RFC 5322 message for C{SENDM}: a C{Subject:} (RFC 2047 encoded
-    words when it is not ASCII), C{MIME-Version: 1.0}, a C{Content-Type:
-    text/plain; charset=utf-8} (8bit) header, the empty line, the body.
+    A whole RFC 5322 message for C{SENDM}, as the console sends it:
+    L{textMessageContent}, refusing a subject with control characters (the
+    console says so rather than change what was typed).
 
     @type subject: L{str}
     @param body: the text as UTF-8 L{bytes}, any line endings.
@@ -444,25 +444,9 @@ def composeMessage(subject, body):
     @raise ValueError: the subject holds control characters (a line break
         would start another header).
     """
-    from email.header import Header
-
     if _SUBJECT_CONTROL.search(subject):
         raise ValueError("a subject cannot hold control characters")
-    subject = subject.strip()
-    if subject.isascii():
-        encoded = subject
-    else:
-        encoded = Header(subject, "utf-8", header_name="Subject").encode(
-            linesep="\n"
-        )
-    head = (
-        "Subject: {}\n"
-        "MIME-Version: 1.0\n"
-        "Content-Type: text/plain; charset=utf-8\n"
-        "Content-Transfer-Encoding: 8bit\n"
-        "\n".format(encoded)
-    )
-    return head.encode("ascii") + body
+    return textMessageContent(subject, body)
 
 
 _HEADER_CONTROLS = re.compile("[\x00-\x1f\x7f]")
@@ -496,25 +480,25 @@ def textMessageContent(subject, text):
     characters but tab, else quoted-printable.
 
     @type subject: L{str}
-    @type text: L{str} (any line endings)
+    @param text: the text, L{str} or UTF-8 L{bytes} (any line endings).
     @rtype: L{bytes}, LF line endings.
     """
     import quopri
 
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
-    if body and not body.endswith("\n"):
-        body += "\n"
-    data = body.encode("utf-8", "replace")
+    if isinstance(text, str):
+        text = text.encode("utf-8", "replace")
+    data = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
     lines = data.split(b"\n")
     plain = all(len(line) <= 998 for line in lines) and not re.search(
         rb"[\x00-\x08\x0b-\x1f\x7f]", data
     )
-    if plain and data.isascii():
-        charset, encoding = "us-ascii", "7bit"
-    elif plain:
-        charset, encoding = "utf-8", "8bit"
+    charset = "utf-8"
+    if plain:
+        encoding = "7bit" if data.isascii() else "8bit"
     else:
-        charset, encoding = "utf-8", "quoted-printable"
+        encoding = "quoted-printable"
         data = quopri.encodestring(data)
     headers = []
     subject = encodeSubject(subject or "")
