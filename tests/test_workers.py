@@ -673,6 +673,59 @@ class TwoWorkersTests(SynchronousTestCase):
         log = server.logSinceStart()
         self.assertIn("[worker ", log)
 
+    def test_webLoginKnownToEveryWorker(self):
+        """
+        With passwords, a web login made through one worker is honoured by every worker, and a logout through any ends it for all.
+        """
+        import http.client
+
+        from twisted_mail.auth import PasswordFile
+
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        passwords = os.path.join(work, "passwords")
+        PasswordFile(passwords).setPassword("bob", "secret words")
+        webPort = freePort()
+        server = self.startServer(extraArgs=[
+            "--passwords", passwords, "--web", "tcp:{}:interface=127.0.0.1".format(webPort),
+        ])
+        with server.connect() as c:
+            c.command(b"ADDU bob")
+
+        def request(method, path, body=None, cookie=None):
+            connection = http.client.HTTPConnection("127.0.0.1", webPort, timeout=30)
+            try:
+                headers = {"Content-Type": "application/json", "X-Simplemail": "1"}
+                if cookie:
+                    headers["Cookie"] = cookie
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                return response, connection.sock.getsockname()[1]
+            finally:
+                connection.close()
+
+        response, _ = request("POST", "/api/v1/login",
+                              json.dumps({"user": "bob", "password": "secret words"}))
+        self.assertEqual(response.status, 200)
+        cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+        workersSeen = set()
+        for _ in range(30):
+            response, port = request("GET", "/api/v1/users/bob/messages", cookie=cookie)
+            self.assertEqual(response.status, 200)
+            log = server.waitForLog("127.0.0.1:{}".format(port), timeout=10)
+            line = [l for l in log.splitlines() if "127.0.0.1:{}".format(port) in l][0]
+            if "[worker " in line:
+                workersSeen.add(line.split("[worker ", 1)[1][0])
+            if len(workersSeen) == 2:
+                break
+        self.assertEqual(len(workersSeen), 2, "requests reached workers {}".format(workersSeen))
+        response, _ = request("POST", "/api/v1/logout", cookie=cookie)
+        self.assertEqual(response.status, 204)
+        for _ in range(6):
+            response, _ = request("GET", "/api/v1/users/bob/messages", cookie=cookie)
+            self.assertEqual(response.status, 401)
+
     def test_tlsAndUnixListeners(self):
         """
         Workers serve ssl: listeners with TLS and unix: listeners with the socket's mode kept, and the socket file is gone once the server stops.

@@ -124,6 +124,7 @@ class Options(usage.Options):
         self["pop3"] = []
         self["pop3-tls-cert"] = None
         self["pop3-tls-key"] = None
+        self["web"] = []
 
     def parseOptions(self, options=None):
         # Kept for the worker processes, which parse the same command line.
@@ -140,6 +141,16 @@ class Options(usage.Options):
         self["listen"].append(_checkedEndpoint("--listen", description))
 
     opt_l = opt_listen
+
+    # -- the web inbox and JSON API (twisted_mail/web/, docs/web.rst)
+
+    def opt_web(self, description):
+        (
+            "Also serve the web inbox and its JSON API (/api/v1/) by HTTP on "
+            "this Twisted server endpoint, e.g. tcp:9080:interface=127.0.0.1 "
+            "(repeatable; off by default)."
+        )
+        self["web"].append(_checkedEndpoint("--web", description))
 
     # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
 
@@ -416,6 +427,37 @@ def _pop3Door(parts):
     return factory
 
 
+def _webDoor(parts):
+    # The web inbox and JSON API (twisted_mail/web/, docs/web.rst).  With
+    # --workers, login sessions live in the spool directory, where every
+    # worker sees them (docs/workers.rst).
+    from twisted_mail.web import makeWebFactory
+
+    options = parts.options
+    sessions = None
+    if options["workers"] > 1:
+        from twisted_mail.web.sessions import FileSessions
+
+        sessions = FileSessions(
+            os.path.join(parts.store.path, FileSessions.directoryName),
+            parts.secret,
+            parts.reactor,
+        )
+    factory = makeWebFactory(
+        parts.store,
+        options["domain"],
+        portal=parts.portal,
+        passwordFile=parts.passwordFile,
+        maxMessageSize=options["max-message-size"],
+        idleTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
+        reactor=parts.reactor,
+        sessions=sessions,
+    )
+    log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
+    return factory
+
+
 #: A door of the server: the option listing its endpoint descriptions, and
 #: the function building the factory that serves them from the
 #: L{ServerParts} (called once, and only when the option lists endpoints;
@@ -429,6 +471,7 @@ DOORS = [
     Door("smtp", _smtpDoor),
     Door("submission", _submissionDoor),
     Door("pop3", _pop3Door),
+    Door("web", _webDoor),
 ]
 
 
