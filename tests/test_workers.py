@@ -31,7 +31,6 @@ from .serverprocess import (
     freePort,
     processExists,
     runTwistd,
-    twistdCommand,
     twistdEnvironment,
     waitUntilGone,
 )
@@ -348,8 +347,6 @@ class WorkerProcessTests(SynchronousTestCase):
     def runWorker(self, configuration):
         import subprocess
         import sys
-
-        from .serverprocess import twistdEnvironment
 
         done = subprocess.run(
             [sys.executable, "-m", "twisted_mail.workers"],
@@ -689,8 +686,8 @@ class TwoWorkersTests(SynchronousTestCase):
         server = self.startServer(extraArgs=[
             "--passwords", passwords, "--web", "tcp:{}:interface=127.0.0.1".format(webPort),
         ])
-        with server.connect() as c:
-            c.command(b"ADDU bob")
+        with open(os.path.join(server.spool, "bob"), "wb"):
+            pass  # bob's (empty) mailbox: bob exists
 
         def request(method, path, body=None, cookie=None):
             connection = http.client.HTTPConnection("127.0.0.1", webPort, timeout=30)
@@ -701,30 +698,31 @@ class TwoWorkersTests(SynchronousTestCase):
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()
-                return response, connection.sock.getsockname()[1]
+                return response
             finally:
                 connection.close()
 
-        response, _ = request("POST", "/api/v1/login",
-                              json.dumps({"user": "bob", "password": "secret words"}))
+        # Which worker answers is decided by stopping the other (SIGSTOP).
+        first, second = server.workerPids()
+        for pid in (first, second):
+            self.addCleanup(_continue, pid)
+
+        def only(pid):
+            other = second if pid == first else first
+            os.kill(other, signal.SIGSTOP)
+            os.kill(pid, signal.SIGCONT)
+
+        only(first)
+        response = request("POST", "/api/v1/login",
+                           json.dumps({"user": "bob", "password": "secret words"}))
         self.assertEqual(response.status, 200)
         cookie = response.getheader("Set-Cookie").split(";", 1)[0]
-        workersSeen = set()
-        for _ in range(30):
-            response, port = request("GET", "/api/v1/users/bob/messages", cookie=cookie)
-            self.assertEqual(response.status, 200)
-            log = server.waitForLog("127.0.0.1:{}".format(port), timeout=10)
-            line = [l for l in log.splitlines() if "127.0.0.1:{}".format(port) in l][0]
-            if "[worker " in line:
-                workersSeen.add(line.split("[worker ", 1)[1][0])
-            if len(workersSeen) == 2:
-                break
-        self.assertEqual(len(workersSeen), 2, "requests reached workers {}".format(workersSeen))
-        response, _ = request("POST", "/api/v1/logout", cookie=cookie)
-        self.assertEqual(response.status, 204)
-        for _ in range(6):
-            response, _ = request("GET", "/api/v1/users/bob/messages", cookie=cookie)
-            self.assertEqual(response.status, 401)
+        only(second)
+        self.assertEqual(request("GET", "/api/v1/users/bob/messages", cookie=cookie).status, 200)
+        self.assertEqual(request("POST", "/api/v1/logout", cookie=cookie).status, 204)
+        only(first)
+        self.assertEqual(request("GET", "/api/v1/users/bob/messages", cookie=cookie).status, 401)
+        _continue(second)
 
     def test_tlsAndUnixListeners(self):
         """
@@ -867,6 +865,13 @@ class NewMailAcrossProcessesTests(TestCase):
             self.assertEqual(len(heard), before + 1, "worker {}".format(number))
             self.assertLessEqual(reactor.seconds() - sent, 2.0)
         yield deferToThread(server.stop)
+
+
+def _continue(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def _killQuietly(pid):
