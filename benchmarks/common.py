@@ -200,20 +200,45 @@ def waitQuiet(threshold, maxWait):
             return busy
 
 
+def childPids(pid):
+    """
+    The ids of a process's children (from /proc/*/stat), e.g. the worker
+    processes of C{twistd simplemail --workers N}.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/{}/stat".format(entry)) as f:
+                data = f.read()
+        except OSError:
+            continue
+        if int(data[data.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
 class CpuWatch:
     """
     CPU accounting over an interval for one server process: its CPU, its
     main thread's CPU and run-queue wait, this process's CPU, and the CPU
     the rest of the machine used (other people's work skews a benchmark).
+
+    With C{children} (a server with C{--workers}), the server is the process
+    and its children at the start: CPU and main threads are summed over
+    them, and C{supervisorCpu} is the first process's alone.
     """
 
-    def __init__(self, pid, extraPids=()):
+    def __init__(self, pid, extraPids=(), children=False):
         self.pid = pid
+        self.pids = [pid] + (childPids(pid) if children else [])
         self.extraPids = list(extraPids)
         self.t0 = time.monotonic()
-        self.cpu0 = cpuSeconds(pid)
-        self.main0 = mainThreadCpuSeconds(pid)
-        self.wait0 = mainThreadRunQueueWait(pid)
+        self.sup0 = cpuSeconds(pid)
+        self.cpu0 = self._sum(cpuSeconds)
+        self.main0 = self._sum(mainThreadCpuSeconds)
+        self.wait0 = self._sum(mainThreadRunQueueWait)
         self.self0 = selfCpuSeconds()
         self.sys0 = systemCpuBusy()
         self.extra0 = {p: _safeCpu(p) for p in self.extraPids}
@@ -222,17 +247,28 @@ class CpuWatch:
         self.extraPids.append(pid)
         self.extra0[pid] = _safeCpu(pid)
 
+    def _sum(self, reading):
+        total = 0.0
+        for pid in self.pids:
+            try:
+                total += reading(pid)
+            except OSError:
+                pass  # a worker died meanwhile
+        return total
+
     def stop(self):
         elapsed = time.monotonic() - self.t0
-        cpu = cpuSeconds(self.pid) - self.cpu0
+        cpu = self._sum(cpuSeconds) - self.cpu0
         mine = selfCpuSeconds() - self.self0
         extra = sum(_safeCpu(p) - self.extra0[p] for p in self.extraPids)
         busy = systemCpuBusy() - self.sys0
         return {
             "elapsed": elapsed,
             "serverCpu": cpu,
-            "reactorBusy": (mainThreadCpuSeconds(self.pid) - self.main0) / elapsed,
-            "reactorRunQueueWait": (mainThreadRunQueueWait(self.pid) - self.wait0) / elapsed,
+            "processes": len(self.pids),
+            "supervisorCpu": cpuSeconds(self.pid) - self.sup0,
+            "reactorBusy": (self._sum(mainThreadCpuSeconds) - self.main0) / elapsed,
+            "reactorRunQueueWait": (self._sum(mainThreadRunQueueWait) - self.wait0) / elapsed,
             "selfCpu": mine,
             "foreignCpu": max(0.0, busy - cpu - mine - extra) / elapsed,
         }

@@ -318,14 +318,30 @@ class Run:
     it in the output: the kind, then the patches in brackets.
     """
 
-    def __init__(self, kind, patches=None, index=0):
+    def __init__(self, kind, patches=None, index=0, workers=None):
         self.kind = kind
         self.patches = patches
         self.index = index
+        self.workers = workers
         if patches is None:
             self.label = kind
         else:
             self.label = "{}[{}]".format(kind, patches or "none")
+        if workers is not None:
+            self.label += "/w{}".format(workers)
+
+
+def waitWorkers(pid, count, timeout=30.0):
+    """
+    Wait until the supervisor C{pid} has C{count} worker processes, and a
+    moment more for them to start serving.
+    """
+    deadline = time.monotonic() + timeout
+    while len(common.childPids(pid)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("{} workers did not start".format(count))
+        time.sleep(0.05)
+    time.sleep(1.0)
 
 
 def runOne(args, run, roundNo, body, text, workdir):
@@ -336,11 +352,14 @@ def runOne(args, run, roundNo, body, text, workdir):
             print("  (the machine stayed busy: {:.2f} cores in use before this run)".format(busy))
     port = common.freePort()  # simplemail: its line protocol; a peer: SMTP
     loadPort = port  # where the load goes
-    root = os.path.join(workdir, "{}-{}-{}".format(kind, run.index, roundNo))
+    root = os.path.join(workdir, "{}-{}-{}-w{}".format(kind, run.index, roundNo,
+                                                          run.workers or 1))
     logPath = root + ".log" if args.server_log == "file" else None
     users = ["u%d" % i for i in range(args.mailboxes)]
     if kind in OURS:
         extra = list(args.server_arg)
+        if run.workers is not None:
+            extra += ["--workers", str(run.workers)]
         if kind == "simplemail-smtp":
             loadPort = common.freePort(avoid={port})
             extra += ["--smtp", "tcp:{}:interface=127.0.0.1".format(loadPort)]
@@ -359,12 +378,14 @@ def runOne(args, run, roundNo, body, text, workdir):
     try:
         if loadPort != port:
             common.waitGreeting(loadPort, b"220", server)
+        if kind in OURS and (run.workers or 1) > 1:
+            waitWorkers(server.pid, run.workers)
         if kind in OURS:
             asyncio.run(setupSimplemail(port, args.mailboxes))
         if args.profile and kind in OURS:
             profiler = startProfiler(args, server.pid, run, roundNo)
         perf = startPerf(server.pid) if args.syscalls else None
-        watch = common.CpuWatch(server.pid)
+        watch = common.CpuWatch(server.pid, children=(run.workers or 1) > 1)
         if args.probe_interval > 0:
             probe = common.Probe(
                 port, "LSTU" if kind in OURS else "NOOP", args.probe_interval,
@@ -426,6 +447,10 @@ def runOne(args, run, roundNo, body, text, workdir):
         # The reactor thread's own CPU per message: steadier than msgs/s on
         # a shared machine, and what a single-threaded reactor is bound by.
         "reactorCpuPerMsg": cpu["reactorBusy"] * cpu["elapsed"] / acked if acked else None,
+        # With --workers: the supervisor's share (relaying the workers' logs).
+        "supervisorCpuPerMsg": (
+            cpu["supervisorCpu"] / acked if acked and cpu["processes"] > 1 else None
+        ),
         "mainWait": cpu["reactorRunQueueWait"],
         "foreign": cpu["foreignCpu"],
         "loadCpuPerMsg": cpu["selfCpu"] / acked if acked else None,
@@ -455,7 +480,8 @@ PERF_EVENTS = ("fdatasync", "fsync", "openat", "unlinkat", "fcntl", "pwrite64", 
 def startPerf(pid):
     """
     Count some system calls of the server with perf (tracepoints, all its
-    threads): how many fsyncs, opens, ... a message costs.
+    threads, and with --workers all its processes): how many fsyncs,
+    opens, ... a message costs.
     """
     import subprocess
 
@@ -464,7 +490,8 @@ def startPerf(pid):
         print("--syscalls: perf not found; skipped")
         return None
     events = ",".join("syscalls:sys_enter_" + e for e in PERF_EVENTS)
-    p = subprocess.Popen([perf, "stat", "-x", ",", "-e", events, "-p", str(pid)],
+    pids = ",".join(str(p) for p in [pid] + common.childPids(pid))
+    p = subprocess.Popen([perf, "stat", "-x", ",", "-e", events, "-p", pids],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.3)
     return p
@@ -626,6 +653,10 @@ def main(argv=None):
                         help="run simplemail with this Python script instead of twistd's "
                              "entry point (it patches, then runs twistd with its arguments): "
                              "to measure a candidate fix without editing the tree")
+    parser.add_argument("--workers", default=None, metavar="N[,N...]",
+                        help="run simplemail and simplemail-smtp once per count, "
+                             "with --workers N (labelled KIND/wN), e.g. 1,2,4; their "
+                             "CPU is summed over the supervisor and its workers")
     parser.add_argument("--variant", action="append", default=[], metavar="PATCHES",
                         help="run simplemail and simplemail-smtp once per --variant in "
                              "each round, through benchmarks/trypatches.py (or "
@@ -648,12 +679,22 @@ def main(argv=None):
         parser.error("a server is named twice in --servers")
     if args.variant and not any(s in OURS for s in servers):
         parser.error("--variant needs simplemail or simplemail-smtp in --servers")
+    workerCounts = [None]
+    if args.workers:
+        try:
+            workerCounts = [int(n) for n in args.workers.split(",")]
+        except ValueError:
+            parser.error("--workers wants numbers, e.g. 1,2,4")
     runs = []
     for kind in servers:
         if kind in OURS and args.variant:
             for i, patches in enumerate(args.variant):
                 patches = "" if patches.strip() in ("", "none") else patches.strip()
-                runs.append(Run(kind, patches, i))
+                for n in workerCounts:
+                    runs.append(Run(kind, patches, i, n))
+        elif kind in OURS:
+            for n in workerCounts:
+                runs.append(Run(kind, workers=n))
         else:
             runs.append(Run(kind))
     labels = [run.label for run in runs]
@@ -739,6 +780,8 @@ def main(argv=None):
             fmt(ms(median([r["p99"] for r in mine]))),
             fmt(ms(median([r["cpuPerMsg"] for r in mine])), "{:.3f}"),
             fmt(ms(median([r["reactorCpuPerMsg"] for r in mine])), "{:.3f}"),
+            fmt(ms(median([r["supervisorCpuPerMsg"] for r in mine
+                           if r.get("supervisorCpuPerMsg") is not None])), "{:.3f}"),
             fmt(ms(median([r["probeP99"] for r in mine if "probeP99" in r]))),
             fmt(ms(max([r["probeMax"] for r in mine if r.get("probeMax") is not None],
                        default=None))),
@@ -747,7 +790,7 @@ def main(argv=None):
         ])
     print("medians over {} rounds:".format(args.rounds))
     printTable(["server", "msgs/s", "p50 ms", "p99 ms", "srv CPU ms/msg",
-                "reactor CPU ms/msg", "probe p99 ms",
+                "reactor CPU ms/msg", "supervisor CPU ms/msg", "probe p99 ms",
                 "probe max ms", "errors", "acked==stored"], summary)
     if args.syscalls:
         print()

@@ -486,6 +486,7 @@ class Harness:
         bigProbability=0.15,
         timeLimit=None,
         server=None,
+        workers=1,
     ):
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
@@ -493,6 +494,7 @@ class Harness:
             server = ServerProcess(
                 os.path.join(self.workdir, "spool"),
                 logPath=os.path.join(self.workdir, "twistd.log"),
+                workers=workers,
             )
         self.server = server
         self.spool = server.spool
@@ -508,6 +510,8 @@ class Harness:
         self.ledger = Ledger()
         self.rounds = 0
         self.deleted = 0
+        # With --workers: worker starts logged since the server's start.
+        self.workerStarts = server.workers
 
     def say(self, text):
         print(text, file=self.out)
@@ -655,7 +659,13 @@ class Harness:
         inflight = {m for m in newSent if m not in self.ledger.acked}
         self.ledger.info["inflight"] += len(inflight)
         self.inspectCrashedFiles()
-        self.server.start()
+        if self.server.running():
+            # One worker was killed: the supervisor starts it again.
+            self.workerStarts += 1
+            self.server.waitForWorkers(count=self.workerStarts)
+        else:
+            self.server.start()
+            self.workerStarts = self.server.workers
         self.inspectFilesAtStart()
         seen = self.verify(number, newSent)
         self.ledger.info["inflightKept"] += len(inflight & set(seen))
@@ -674,11 +684,15 @@ class Harness:
 
     def kill(self, rng, bigSends, bigLock):
         """
-        Wait for the moment, then SIGKILL the server.
+        Wait for the moment, then SIGKILL the server (with --workers: one
+        worker, or every process).
 
         @return: how the moment was chosen.
         """
         pid = self.server.pid
+        oneWorker = self.server.workers > 1 and rng.random() < 0.5
+        if oneWorker:
+            pid = rng.choice(self.server.workerPids())
         mode = rng.choices(["random", "growth", "expunge"], [0.35, 0.45, 0.2])[0]
         delay = rng.uniform(*TRAFFIC_SECONDS)
         start = time.monotonic()
@@ -729,6 +743,12 @@ class Harness:
             if found:
                 os.kill(pid, signal.SIGKILL)
                 self.ledger.info["killedMidExpunge"] += 1
+        if oneWorker:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return mode + "/worker"
         self.server.kill()
         return mode
 
@@ -1095,6 +1115,9 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None,
                         help="where the spool and the log go (default: a new "
                         "temporary directory, removed unless there were violations)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run the server with --workers N (kills hit one "
+                        "worker or every process)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop after the round that passes this many seconds")
     parser.add_argument("--mbox-writer", metavar="SPOOL", default=None,
@@ -1112,7 +1135,7 @@ def main(argv=None):
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="crashharness-")
     harness = Harness(workdir, args.seed, clients=args.clients, users=int(args.users),
-                      timeLimit=args.time_limit)
+                      timeLimit=args.time_limit, workers=args.workers)
     try:
         ok = harness.run(args.rounds)
     finally:

@@ -123,11 +123,23 @@ class ServerProcess:
     """
 
     def __init__(
-        self, spool, extraArgs=(), logPath=None, port=None, cwd=None, preexec=None
+        self,
+        spool,
+        extraArgs=(),
+        logPath=None,
+        port=None,
+        cwd=None,
+        preexec=None,
+        workers=1,
     ):
         # spool=None: no --spool option (the server's default, under cwd).
         self.spool = os.path.abspath(spool) if spool is not None else None
         self.extraArgs = list(extraArgs)
+        # workers > 1: --workers N; pid is the supervisor's, start() waits
+        # for every worker, and kill() kills the workers too (a crash).
+        self.workers = workers
+        if workers != 1:
+            self.extraArgs += ["--workers", str(workers)]
         if logPath is None:
             base = self.spool or os.path.join(os.path.abspath(cwd or "."), "server")
             logPath = base.rstrip(os.sep) + ".twistd-{}.log".format(id(self) & 0xFFFFFF)
@@ -169,6 +181,8 @@ class ServerProcess:
             self._spawn(port)
             try:
                 self._waitUntilReady(deadline)
+                if self.workers > 1:
+                    self.waitForWorkers(max(1.0, deadline - time.monotonic()))
                 return self
             except ServerProcessError:
                 exited = self.process.poll() is not None
@@ -234,6 +248,47 @@ class ServerProcess:
     def running(self):
         return self.process is not None and self.process.poll() is None
 
+    # -- workers (--workers N)
+
+    def workerPids(self):
+        """
+        The process ids of the supervisor's worker processes now running
+        (its children running C{twisted_mail.workers}).
+        """
+        if not self.running():
+            return []
+        return childProcesses(self.pid, "twisted_mail.workers")
+
+    def workersServing(self):
+        """
+        The worker numbers and process ids that said they serve, since the
+        last start, latest last: C{[(number, pid), ...]}.
+        """
+        found = []
+        for line in self.logSinceStart().splitlines():
+            marker = line.find("] worker ")
+            if marker != -1 and " serving (pid " in line:
+                words = line[marker + 2 :].split()
+                # worker <n> serving (pid <pid>)
+                found.append((int(words[1]), int(words[4].rstrip(")"))))
+        return found
+
+    def waitForWorkers(self, timeout=START_TIMEOUT, count=None):
+        """
+        Wait until C{count} (default: all) worker starts since the last
+        start have been logged as serving.
+        """
+        count = self.workers if count is None else count
+        deadline = time.monotonic() + timeout
+        while len(self.workersServing()) < count:
+            if not self.running() or time.monotonic() > deadline:
+                raise ServerProcessError(
+                    "{} of {} workers serving; log:\n{}".format(
+                        len(self.workersServing()), count, self.logSinceStart()
+                    )
+                )
+            time.sleep(0.02)
+
     @property
     def pid(self):
         return self.process.pid if self.process is not None else None
@@ -266,6 +321,12 @@ class ServerProcess:
         SIGKILL the server (a crash) and reap it.  Safe to call at any time,
         any number of times: it is the cleanup of every test.
         """
+        workers = self.workerPids() if self.workers > 1 else []
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.process is not None and self.process.poll() is None:
             try:
                 self.process.send_signal(signal.SIGKILL)
@@ -275,6 +336,7 @@ class ServerProcess:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 raise ServerProcessError("twistd {} survived SIGKILL".format(self.pid))
+        waitUntilGone(workers, timeout)
         if self._logFile is not None:
             self._logFile.flush()
         return self.process.returncode if self.process is not None else None
@@ -346,6 +408,57 @@ class ServerProcess:
                 raise ClientError("unexpected greeting {!r}".format(greeting))
             client.greeting = greeting
         return client
+
+
+def childProcesses(parent, needle=""):
+    """
+    The ids of C{parent}'s child processes whose command line holds
+    C{needle} (read from /proc).
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/{}/stat".format(entry), "rb") as f:
+                stat = f.read()
+            with open("/proc/{}/cmdline".format(entry), "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == parent and needle.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def processExists(pid):
+    """
+    Whether process C{pid} exists and is not a zombie.
+    """
+    try:
+        with open("/proc/{}/stat".format(pid), "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
+def waitUntilGone(pids, timeout=STOP_TIMEOUT):
+    """
+    Wait until none of C{pids} exists.
+
+    @raise ServerProcessError: if one still does after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [pid for pid in pids if processExists(pid)]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise ServerProcessError("processes {} still running".format(left))
+        time.sleep(0.02)
 
 
 class LineClient:

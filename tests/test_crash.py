@@ -138,6 +138,29 @@ class HarnessTests(SynchronousTestCase):
             )
 
 
+    def test_crashHarnessWorkers(self):
+        """
+        With --workers 2, however one worker or the whole server is killed, every acknowledged message and delete survives exactly once and nothing torn is ever shown.
+        """
+        seed = seedFor(self)
+        rounds = os.environ.get("SIMPLEMAIL_CRASH_ROUNDS")
+        # CI: 4 rounds, cut short after 8 s (about 2.5 s a round).
+        timeLimit = None if rounds else 8
+        rounds = int(rounds or 4)
+        out = io.StringIO()
+        harness = Harness(
+            self.mktemp(), seed, clients=4, users=3, out=out, timeLimit=timeLimit, workers=2
+        )
+        self.addCleanup(harness.close)
+        ok = harness.run(rounds)
+        print(harness.summary())
+        if not ok:
+            self.fail(
+                "crash harness with --workers 2 (seed {}) found violations; spool and log "
+                "in {}\n{}".format(seed, harness.workdir, out.getvalue())
+            )
+
+
 class DeterministicCrashTests(CrashTestCase):
     def test_acknowledgedDeleteSurvivesCrash(self):
         """

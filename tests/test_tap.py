@@ -172,7 +172,6 @@ class MakeServiceTests(SynchronousTestCase):
         service = self.makeService()
         self.assertIsInstance(service, MultiService)
         self.assertEqual(len(listeners(service)), 1)
-        self.assertEqual(self.reactor.tcpServers, [])
         self.start(service)
         [(port, factory, backlog, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (9025, "127.0.0.1"))

@@ -3,14 +3,17 @@ Deploying the server with twistd: C{twistd -n simplemail [options]}.
 """
 
 import os
+import sys
+from collections import namedtuple
 
-from twisted.application import service, strports
-from twisted.internet import defer, endpoints
+from twisted.application import service
+from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_mail import server
 from twisted_mail.auth import PasswordFile, makePortal
+from twisted_mail.listeners import CannotListen, Listeners, checkShareable, listenNow
 from twisted_mail.spool import SpoolStore, mailboxThreadPool
 
 log = Logger()
@@ -99,6 +102,16 @@ class Options(usage.Options):
             "Refuse connections beyond this many open at once.",
             _positiveInt("max-connections"),
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Serve from this many worker processes, sharing every listener "
+            "and the spool; the process twistd starts supervises them "
+            "(restarts one that dies, stops them all on SIGTERM). Limits such "
+            "as --max-connections apply to each worker.",
+            _positiveInt("workers"),
+        ],
     ]
 
     def __init__(self):
@@ -112,6 +125,11 @@ class Options(usage.Options):
         self["pop3-tls-cert"] = None
         self["pop3-tls-key"] = None
         self["web"] = []
+
+    def parseOptions(self, options=None):
+        # Kept for the worker processes, which parse the same command line.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        usage.Options.parseOptions(self, options)
 
     def opt_listen(self, description):
         (
@@ -259,6 +277,18 @@ class Options(usage.Options):
             raise usage.UsageError("--domain must be a name without spaces")
         self._checkSMTPOptions()
         self._checkPOP3Options()
+        self._checkWorkers()
+
+    def _checkWorkers(self):
+        if self["workers"] == 1:
+            return
+        from twisted.internet import reactor
+
+        for option, description in doorEndpoints(self):
+            try:
+                checkShareable(reactor, option, description)
+            except CannotListen as e:
+                raise usage.UsageError(str(e))
 
 
 class _ThreadPoolService(service.Service):
@@ -314,13 +344,177 @@ class _SpoolRepair(service.Service):
             log.info("repaired mailboxes left by a crash: {users}", users=", ".join(users))
 
 
-def makeService(options, reactor=None):
+class ServerParts:
+    """
+    What every door of one server shares, handed to each door's factory
+    builder.
+
+    @ivar options: the parsed L{Options}.
+    @ivar reactor: the reactor.
+    @ivar store: the L{IMailStore}.
+    @ivar portal: the login portal (L{None} without C{--passwords}).
+    @ivar passwordFile: the L{PasswordFile} (L{None} without it).
+    @ivar lineFactory: the line protocol's factory (its sessions are ended
+        when the server stops).
+    @ivar sessionFactories: other doors' factories whose C{endSessions} is
+        called when the server stops (a builder appends its factory).
+    @ivar secret: 32 random bytes made once per server and shared by all
+        its processes (with C{--workers}, the supervisor makes it and hands
+        it to every worker): a door keeping state that any worker must be
+        able to check (a signed session cookie) keys it with this.
+    """
+
+    def __init__(
+        self, options, reactor, store, portal, passwordFile, lineFactory, secret=None
+    ):
+        self.options = options
+        self.reactor = reactor
+        self.store = store
+        self.portal = portal
+        self.passwordFile = passwordFile
+        self.lineFactory = lineFactory
+        self.sessionFactories = []
+        self.secret = os.urandom(32) if secret is None else secret
+
+
+def _lineDoor(parts):
+    return parts.lineFactory
+
+
+def _smtpDoor(parts):
+    # SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst).
+    from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+    factory = makeSMTPFactoryFromOptions(parts.options, parts.store, parts.reactor)
+    log.info(
+        "simplemail: SMTP on {smtp}, STARTTLS {tls}",
+        smtp=", ".join(parts.options["smtp"]),
+        tls="on" if parts.options.get("smtp-tls-cert") else "off",
+    )
+    return factory
+
+
+def _submissionDoor(parts):
+    # SMTP submission, logging users in through the same portal (and login
+    # throttle) as every door.
+    from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+    if parts.portal is None:
+        raise ValueError("--submission needs --passwords")
+    factory = makeSMTPFactoryFromOptions(
+        parts.options, parts.store, parts.reactor, portal=parts.portal, submission=True
+    )
+    log.info(
+        "simplemail: SMTP submission on {submission}",
+        submission=", ".join(parts.options["submission"]),
+    )
+    return factory
+
+
+def _pop3Door(parts):
+    # POP3 (docs/pop3.rst); its sessions end when the server stops.
+    from twisted_mail.pop3 import makePOP3FactoryFromOptions
+
+    factory = makePOP3FactoryFromOptions(
+        parts.options, parts.store, parts.portal, parts.reactor
+    )
+    parts.sessionFactories.append(factory)
+    log.info(
+        "simplemail: POP3 on {pop3}, STLS {tls}",
+        pop3=", ".join(parts.options["pop3"]),
+        tls="on" if parts.options.get("pop3-tls-cert") else "off",
+    )
+    return factory
+
+
+def _webDoor(parts):
+    # The web inbox and JSON API (twisted_mail/web/, docs/web.rst).  With
+    # --workers, login sessions live in the spool directory, where every
+    # worker sees them (docs/workers.rst).
+    from twisted_mail.web import makeWebFactory
+
+    options = parts.options
+    sessions = None
+    if options["workers"] > 1:
+        from twisted_mail.web.sessions import FileSessions
+
+        sessions = FileSessions(
+            os.path.join(parts.store.path, FileSessions.directoryName),
+            parts.secret,
+            parts.reactor,
+        )
+    factory = makeWebFactory(
+        parts.store,
+        options["domain"],
+        portal=parts.portal,
+        passwordFile=parts.passwordFile,
+        maxMessageSize=options["max-message-size"],
+        idleTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
+        reactor=parts.reactor,
+        sessions=sessions,
+    )
+    log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
+    return factory
+
+
+#: A door of the server: the option listing its endpoint descriptions, and
+#: the function building the factory that serves them from the
+#: L{ServerParts} (called once, and only when the option lists endpoints;
+#: a L{ValueError} it raises is a usage error).
+Door = namedtuple("Door", ["option", "buildFactory"])
+
+#: Every door, in the order its listeners are opened.  A new door is one
+#: line here: makeService and the --workers supervisor open its listeners.
+DOORS = [
+    Door("listen", _lineDoor),
+    Door("smtp", _smtpDoor),
+    Door("submission", _submissionDoor),
+    Door("pop3", _pop3Door),
+    Door("web", _webDoor),
+]
+
+
+def doorEndpoints(options):
+    """
+    Every listener of the server: C{(option, description)} pairs, door by
+    door, in order.
+    """
+    return [
+        (door.option, description)
+        for door in DOORS
+        for description in (options.get(door.option) or ())
+    ]
+
+
+def _cannotListen(e):
+    """
+    The server cannot start: one line for twistd to print, exit status 1.
+    """
+    return SystemExit("simplemail: {}".format(e))
+
+
+def makeService(options, reactor=None, listeners=None, secret=None):
     """
     Build the server: a store on the spool directory and one listening
-    service per --listen endpoint.
+    service per endpoint of each door.
+
+    Listeners are opened now, so that one that cannot be opened stops the
+    server with one line (L{SystemExit}) before twistd daemonizes.
+
+    @param listeners: how listeners are opened: a L{Listeners} (the default
+        binds them).  A worker passes one that adopts the supervisor's
+        sockets.  Without it and with C{--workers} above 1, the service is
+        the L{twisted_mail.workers.Supervisor} instead.
+    @param secret: the server's L{ServerParts.secret} (a worker passes the
+        supervisor's; by default a new one).
     """
     if reactor is None:
         from twisted.internet import reactor
+    if listeners is None:
+        if options["workers"] > 1:
+            return _makeSupervisor(options, reactor)
+        listeners = Listeners(reactor)
     pool = mailboxThreadPool()
     try:
         store = SpoolStore(
@@ -347,89 +541,29 @@ def makeService(options, reactor=None):
         maxConnections=options["max-connections"],
         reactor=reactor,
     )
-    popFactory = None
-    if options.get("pop3"):
-        from twisted_mail.pop3 import makePOP3FactoryFromOptions
-
+    parts = ServerParts(options, reactor, store, portal, passwordFile, factory, secret)
+    # Each door's factory, built before anything listens.
+    doors = []
+    for door in DOORS:
+        descriptions = options.get(door.option) or ()
+        if not descriptions:
+            continue
         try:
-            popFactory = makePOP3FactoryFromOptions(options, store, portal, reactor)
+            doors.append((door, descriptions, door.buildFactory(parts)))
         except ValueError as e:
             raise usage.UsageError(str(e))
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
-    _ThreadPoolService(
-        pool, factory, store, [popFactory] if popFactory is not None else []
-    ).setServiceParent(top)
+    _ThreadPoolService(pool, factory, store, parts.sessionFactories).setServiceParent(top)
     _SpoolRepair(store).setServiceParent(top)
-    for description in options["listen"]:
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
-    # -- SMTP ingress: one listener per --smtp endpoint (docs/smtp.rst).
-    if options.get("smtp"):
-        from twisted_mail.smtp import makeSMTPFactoryFromOptions
-
-        try:
-            smtpFactory = makeSMTPFactoryFromOptions(options, store, reactor)
-        except ValueError as e:
-            raise usage.UsageError(str(e))
-        for description in options["smtp"]:
-            strports.service(description, smtpFactory, reactor=reactor).setServiceParent(
-                top
-            )
-        log.info(
-            "simplemail: SMTP on {smtp}, STARTTLS {tls}",
-            smtp=", ".join(options["smtp"]),
-            tls="on" if options.get("smtp-tls-cert") else "off",
-        )
-    # -- SMTP submission: one listener per --submission endpoint, logging
-    # users in through the same portal (and login throttle) as every door.
-    if options.get("submission"):
-        from twisted_mail.smtp import makeSMTPFactoryFromOptions
-
-        if portal is None:
-            raise usage.UsageError("--submission needs --passwords")
-        try:
-            submissionFactory = makeSMTPFactoryFromOptions(
-                options, store, reactor, portal=portal, submission=True
-            )
-        except ValueError as e:
-            raise usage.UsageError(str(e))
-        for description in options["submission"]:
-            strports.service(
-                description, submissionFactory, reactor=reactor
-            ).setServiceParent(top)
-        log.info(
-            "simplemail: SMTP submission on {submission}",
-            submission=", ".join(options["submission"]),
-        )
-    # -- POP3: one listener per --pop3 endpoint (docs/pop3.rst).
-    if popFactory is not None:
-        for description in options["pop3"]:
-            strports.service(description, popFactory, reactor=reactor).setServiceParent(
-                top
-            )
-        log.info(
-            "simplemail: POP3 on {pop3}, STLS {tls}",
-            pop3=", ".join(options["pop3"]),
-            tls="on" if options.get("pop3-tls-cert") else "off",
-        )
-    # -- the web inbox and JSON API: one listener per --web endpoint.
-    if options.get("web"):
-        from twisted_mail.web import makeWebFactory
-
-        webFactory = makeWebFactory(
-            store,
-            options["domain"],
-            portal=portal,
-            passwordFile=passwordFile,
-            maxMessageSize=options["max-message-size"],
-            idleTimeout=options["idle-timeout"],
-            maxConnections=options["max-connections"],
-            reactor=reactor,
-        )
-        for description in options["web"]:
-            strports.service(description, webFactory, reactor=reactor).setServiceParent(top)
-        log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
+    for door, descriptions, doorFactory in doors:
+        for description in descriptions:
+            try:
+                listener = listeners.listen(door.option, description, doorFactory)
+            except CannotListen as e:
+                raise _cannotListen(e)
+            listener.setServiceParent(top)
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
         "passwords {passwords}",
@@ -439,3 +573,41 @@ def makeService(options, reactor=None):
         passwords=options["passwords"] or "off",
     )
     return top
+
+
+class _NotServing(protocol.Factory):
+    """
+    The factory of the supervisor's own copy of a listener: it never
+    accepts, the workers do.
+    """
+
+    noisy = False
+
+
+def _makeSupervisor(options, reactor):
+    """
+    Bind every listener once and return the service running the workers
+    on them (C{--workers} above 1).
+    """
+    from twisted_mail.workers import Supervisor
+
+    opened = []
+    try:
+        for option, description in doorEndpoints(options):
+            port = listenNow(reactor, option, description, _NotServing())
+            # The workers accept; this process only holds the socket.
+            stopReading = getattr(port, "stopReading", None)
+            if stopReading is not None:
+                stopReading()
+            opened.append((option, description, port))
+    except CannotListen as e:
+        for _, _, port in opened:
+            port.stopListening()
+        raise _cannotListen(e)
+    log.info(
+        "simplemail: {workers} workers, spool {spool}, listening on {listen}",
+        workers=options["workers"],
+        spool=os.path.abspath(options["spool"]),
+        listen=", ".join(description for _, description in doorEndpoints(options)),
+    )
+    return Supervisor(options["workers"], options.argv, opened, reactor)
