@@ -1,0 +1,271 @@
+"""
+The PostgreSQL store against a real PostgreSQL server (tests/pgserver.py):
+the store contract, its schema, group commit, reconnection after a lost
+connection, and new-mail announcements across store objects (as across
+servers).
+"""
+
+import threading
+import time
+
+from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests import pgserver
+from tests.test_store import StoreContractMixin, SynchronousThreads
+from twisted_mail import errors
+
+skip = pgserver.skipReason()
+
+if skip is None:
+    import psycopg
+
+    from twisted_mail import pgstore
+
+
+def makePostgresStore(testCase, url, **kwargs):
+    """
+    A L{PostgresStore} on C{url} that runs its database work synchronously
+    (on the test's thread, with a real connection), closed at the end of
+    the test.
+    """
+    store = pgstore.PostgresStore(url, reactor=SynchronousThreads(), **kwargs)
+    store.checkNow()
+    testCase.addCleanup(store.close)
+    return store
+
+
+class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
+    """
+    The store contract, run against PostgreSQL.
+    """
+
+    skip = skip
+
+    def setUp(self):
+        self.url = pgserver.freshDatabase()
+        StoreContractMixin.setUp(self)
+
+    def makeStore(self, **kwargs):
+        return makePostgresStore(self, self.url, **kwargs)
+
+    def sql(self, statement, *params):
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(statement, params)
+            return cur.fetchall() if cur.description else None
+
+    def test_schemaVersioned(self):
+        """
+        The schema is created at start and its version recorded; starting
+        again upgrades nothing and keeps the data.
+        """
+        self.addUsers("bob")
+        self.ok(self.store.deliver("alice", "bob", b"hi\n"))
+        self.assertEqual(self.sql("SELECT max(version) FROM schema_version"),
+                         [(pgstore.SCHEMA_VERSION,)])
+        again = self.makeStore()
+        self.assertEqual(self.ok(again.openMailbox("bob")).count, 1)
+        self.assertEqual(len(self.sql("SELECT * FROM schema_version")),
+                         pgstore.SCHEMA_VERSION)
+
+    def test_newerSchemaRefused(self):
+        """
+        A database whose schema is newer than this code is refused at start
+        with a one-line reason.
+        """
+        self.sql("INSERT INTO schema_version (version) VALUES (%s)",
+                 pgstore.SCHEMA_VERSION + 1)
+        self.addCleanup(self.sql, "DELETE FROM schema_version WHERE version > %s",
+                        pgstore.SCHEMA_VERSION)
+        store = pgstore.PostgresStore(self.url, reactor=SynchronousThreads())
+        exc = self.assertRaises(pgstore.DatabaseUnavailable, store.checkNow)
+        self.assertIn("newer", str(exc))
+        self.assertNotIn("\n", str(exc))
+
+    def test_unreachableAtStart(self):
+        """
+        A database that cannot be reached is a one-line error at start.
+        """
+        store = pgstore.PostgresStore("host=/nonexistent port=1 dbname=x connect_timeout=2",
+                                      reactor=SynchronousThreads())
+        exc = self.assertRaises(pgstore.DatabaseUnavailable, store.checkNow)
+        self.assertNotIn("\n", str(exc).strip())
+
+    def test_stableIds(self):
+        """
+        Ids are URL-safe, follow delivery order, survive deletes of other
+        messages and new stores (a restart), and are never given again.
+        """
+        self.addUsers("bob")
+        for i in range(3):
+            self.ok(self.store.deliver("alice", "bob", b"m%d\n" % i))
+        session = self.session("bob")
+        ids = [m.id for m in self.ok(session.listMessages()).messages]
+        self.assertEqual(len(set(ids)), 3)
+        for msgid in ids:
+            self.assertRegex(msgid, r"\A[A-Za-z0-9_-]{1,64}\Z")
+        self.assertEqual(self.ok(session.deleteMessages([ids[1]])), [ids[1]])
+        self.ok(self.store.deliver("alice", "bob", b"m3\n"))
+        again = self.ok(self.makeStore().openMailbox("bob"))
+        after = [m.id for m in self.ok(again.listMessages()).messages]
+        self.assertEqual(after[:2], [ids[0], ids[2]])
+        self.assertNotIn(after[2], ids)
+        self.assertEqual(again.count, 3)
+
+    def test_deletesCountedOff(self):
+        """
+        The message count a session starts with follows deliveries and
+        deletes by every door.
+        """
+        self.addUsers("bob")
+        for i in range(5):
+            self.ok(self.store.deliver("alice", "bob", b"m%d\n" % i))
+        session = self.session("bob")
+        ids = [m.id for m in self.ok(session.listMessages()).messages]
+        self.ok(session.readMessage())
+        self.ok(session.deleteMessage())
+        self.ok(session.deleteMessages(ids[3:] + ids[:1] + ["nope", "99999999"]))
+        self.assertEqual(self.session("bob").count, 2)
+        self.assertEqual(self.ok(session.listMessages()).total, 2)
+
+    def test_summariesStored(self):
+        """
+        A listing gives the summary read at delivery, without the message
+        being parsed again.
+        """
+        self.addUsers("bob")
+        message = (b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.org>\nTo: bob@localhost\n"
+                   b"Subject: hello\tthere\n\nSome text\n")
+        self.ok(self.store.deliverMessage("j@example.org", "bob", message))
+        self.sql("UPDATE messages SET body = 'garbage'")
+        (summary,) = self.ok(self.session("bob").listMessages()).messages
+        self.assertEqual(summary.sender, "J\u00fcrgen <j@example.org>")
+        self.assertEqual(summary.subject, "hello there")
+        self.assertEqual(summary.snippet, "Some text")
+        self.assertEqual(summary.size, len(message) + message.count(b"\n"))
+
+
+class _ThreadedStore:
+    """
+    Helpers for tests with a real reactor and a real thread pool.
+    """
+
+    def makeThreadedStore(self, url):
+        pool = pgstore.databaseThreadPool(4)
+        pool.start()
+        store = pgstore.PostgresStore(url, reactor=reactor, threadpool=pool)
+        store.checkNow()
+
+        def stop():
+            pool.stop()
+            store.close()
+
+        self.addCleanup(stop)
+        return store
+
+
+class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
+    """
+    The PostgreSQL store with real threads: group commit, announcements
+    across stores, and what a lost connection does.
+    """
+
+    skip = skip
+    timeout = 60
+
+    def setUp(self):
+        self.url = pgserver.freshDatabase()
+        self.store = self.makeThreadedStore(self.url)
+        return self.store.addUser("bob")
+
+    @defer.inlineCallbacks
+    def test_groupCommit(self):
+        """
+        Deliveries queued together are stored together, each acknowledged,
+        in far fewer transactions than messages.
+        """
+        transactions = []
+        real = pgstore.insertRows
+
+        def counting(conn, rows, **kwargs):
+            transactions.append(len(rows))
+            return real(conn, rows, **kwargs)
+
+        self.patch(pgstore, "insertRows", counting)
+        yield defer.gatherResults(
+            [self.store.deliver("alice", "bob", b"m%d\n" % i) for i in range(50)])
+        session = yield self.store.openMailbox("bob")
+        self.assertEqual(session.count, 50)
+        self.assertEqual(sum(transactions), 50)
+        self.assertLess(len(transactions), 10)
+        listing = yield session.listMessages()
+        self.assertEqual([m.snippet for m in listing.messages],
+                         ["m%d" % i for i in range(50)])
+
+    @defer.inlineCallbacks
+    def test_announcedAcrossStores(self):
+        """
+        A delivery through one store object (one server) is announced to a
+        subscriber of another within 2 seconds, once; its own subscribers
+        hear of it at once.
+        """
+        other = self.makeThreadedStore(self.url)
+        other.startListening()
+        self.store.startListening()
+        heard, local = [], []
+        got = defer.Deferred()
+
+        def listener(summary):
+            heard.append(summary)
+            if not got.called:
+                got.callback(None)
+
+        other.subscribe("bob", listener)
+        self.store.subscribe("bob", local.append)
+        yield threads.deferToThread(time.sleep, 0.3)  # LISTEN is in place
+        started = time.monotonic()
+        yield self.store.deliver("alice", "bob", b"news\n")
+        self.assertEqual([s.snippet for s in local], ["news"])
+        yield got.addTimeout(2, reactor)
+        self.assertLess(time.monotonic() - started, 2)
+        yield threads.deferToThread(time.sleep, 0.5)
+        self.assertEqual([s.snippet for s in heard], ["news"])
+        self.assertEqual([s.snippet for s in local], ["news"])
+        self.assertEqual(heard[0].id, local[0].id)
+
+    @defer.inlineCallbacks
+    def test_lostConnectionTemporaryFailure(self):
+        """
+        When the database cuts the store's connections, the calls in flight
+        fail with TemporaryFailure, and the next ones reconnect; nothing is
+        stored twice.
+        """
+        yield self.store.deliver("alice", "bob", b"before\n")
+        session = yield self.store.openMailbox("bob")
+
+        def terminate():
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'simplemail' AND pid <> pg_backend_pid()")
+
+        yield threads.deferToThread(terminate)
+        failures = 0
+        for _ in range(8):
+            try:
+                yield self.store.deliver("alice", "bob", b"after\n")
+            except errors.TemporaryFailure:
+                failures += 1
+            else:
+                break
+        self.assertLessEqual(failures, 4)
+        texts = []
+        for _ in range(10):
+            try:
+                texts.append((yield session.readMessage()))
+            except errors.TemporaryFailure:
+                continue
+            except errors.NoMoreMail:
+                break
+        bodies = [t.split(b"\n\n", 1)[1] for t in texts]
+        self.assertEqual(bodies, [b"before\n", b"after\n"])

@@ -1,0 +1,952 @@
+"""
+The PostgreSQL store: many servers, on one machine or many, share the mail.
+
+C{twistd simplemail --database URL} keeps users and messages in a
+PostgreSQL database (psycopg 3, the C{postgresql} extra).  Every blocking
+call runs in a small thread pool of the store's own, each thread with its
+own connection; the reactor never waits on the database.
+
+Tables (the schema is versioned in C{schema_version}, created or upgraded
+at start; see L{SCHEMA}):
+
+  - C{users}: the user ids, and how many messages each mailbox holds (kept
+    in the same transactions as deliveries and deletes, so that C{USER}
+    costs the same on a mailbox of 20 or 20,000 messages);
+  - C{messages}: one row per message: a C{bigserial} id (the mailbox order
+    and the basis of the public id; a sequence never gives a number twice),
+    the receiver, the arrival time, the envelope sender, the RFC 5322 text
+    as C{READM} gives it (LF line ends), its POP3 size, and the summary
+    fields that L{twisted_mail.mime} reads from it at delivery (off the
+    reactor), so that listings never parse.  A delete deletes the row.
+
+Guarantees:
+
+  - A delivery or a delete is answered only after its transaction commits,
+    with C{synchronous_commit=on} (set on every connection).  Deliveries
+    queued while a commit runs go together in the next transaction (group
+    commit).
+  - A lost connection or a database restart fails the call with
+    L{TemporaryFailure} (C{-ERR temporary failure}, SMTP 451, HTTP 503),
+    and the next call reconnects.  When a connection is lost during a
+    delivery's C{COMMIT}, the store reconnects and looks: if the rows are
+    there, the delivery is acknowledged, so a retry never stores it twice.
+  - Deliveries to one mailbox lock its user row until they commit, so ids
+    commit in order: a session's cursor (the last id it read) never skips a
+    message committed later with a smaller id, on any server.
+  - New mail is announced to this process's subscribers after the commit,
+    and to every other process's with C{NOTIFY simplemail} (payload: the
+    origin, then C{user id} pairs), within a fraction of a second.
+"""
+
+import os
+import re
+import threading
+import time
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_mail import errors
+from twisted_mail.interfaces import IMailboxSession, IMailStore
+from twisted_mail.message import buildHeaders, normaliseBody
+from twisted_mail.mime import Listing, MessageSummary, parseMessage, popSize
+from twisted_mail.wire import normalizeUserId
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - checked by tap.py with a clear message
+    psycopg = None
+
+log = Logger()
+
+#: The channel of new-mail notifications.
+CHANNEL = "simplemail"
+
+#: The schema version this code writes; L{SCHEMA} upgrades to it.
+SCHEMA_VERSION = 1
+
+#: The statements that bring a schema from version C{n - 1} to C{n}.
+SCHEMA = {
+    1: [
+        """CREATE TABLE users (
+            userid text PRIMARY KEY,
+            count bigint NOT NULL DEFAULT 0,
+            created timestamptz NOT NULL DEFAULT now()
+        )""",
+        """CREATE TABLE messages (
+            id bigserial PRIMARY KEY,
+            userid text NOT NULL REFERENCES users,
+            pubid text,
+            arrived bigint NOT NULL,
+            envelope text NOT NULL DEFAULT '',
+            separator bytea,
+            body bytea NOT NULL,
+            size bigint NOT NULL,
+            sender text NOT NULL DEFAULT '',
+            recipient text NOT NULL DEFAULT '',
+            subject text NOT NULL DEFAULT '',
+            date text NOT NULL DEFAULT '',
+            snippet text NOT NULL DEFAULT '',
+            attachments integer NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX messages_mailbox ON messages (userid, id)",
+        "CREATE UNIQUE INDEX messages_pubid ON messages (userid, pubid)"
+        " WHERE pubid IS NOT NULL",
+    ],
+}
+
+#: A summary's columns, in the order L{_summary} reads them.
+_SUMMARY_COLUMNS = ("id, pubid, size, arrived, sender, recipient, subject, date,"
+                    " snippet, attachments")
+
+#: The public id of a message stored here is its row id in decimal; a
+#: message migrated from a spool keeps the id it had there (C{pubid}),
+#: unless that looks like one of ours.
+_NATIVE_ID = re.compile(r"\A[1-9][0-9]{0,18}\Z")
+_PUBLIC_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+
+#: NOTIFY payloads stay under PostgreSQL's 8000-byte limit.
+_PAYLOAD_LIMIT = 7000
+
+#: How long the notification thread waits for one before looking whether it
+#: should stop, in seconds.
+_LISTEN_POLL = 0.5
+
+
+def publicId(serial, pubid=None):
+    """
+    The public (stable) id of the message with row id C{serial}.
+    """
+    return pubid if pubid is not None else str(serial)
+
+
+def isNativeId(msgid):
+    """
+    Whether C{msgid} has the form of the ids this store makes.
+    """
+    return bool(_NATIVE_ID.match(msgid))
+
+
+def _summary(row):
+    (serial, pubid, size, arrived, sender, recipient, subject, date, snippet,
+     attachments) = row
+    return MessageSummary(publicId(serial, pubid), size, arrived, sender, recipient,
+                          subject, date, snippet, attachments)
+
+
+def _oneLine(e):
+    """
+    The first line of an exception's text, for a log line or an error.
+    """
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class DatabaseUnavailable(Exception):
+    """
+    The database could not be reached or used at start; the text says why,
+    in one line.
+    """
+
+
+def connect(url, applicationName="simplemail"):
+    """
+    A new autocommit connection to C{url} with synchronous commit on.
+
+    @raise DatabaseUnavailable: when psycopg is missing or the database
+        cannot be reached.
+    """
+    if psycopg is None:
+        raise DatabaseUnavailable(
+            "the PostgreSQL store needs psycopg: pip install -e '.[postgresql]'")
+    try:
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=10,
+            application_name=applicationName,
+            options="-c synchronous_commit=on")
+    except psycopg.Error as e:
+        raise DatabaseUnavailable(_oneLine(e))
+    except Exception as e:
+        # A malformed URL: ProgrammingError or ValueError from the parser.
+        raise DatabaseUnavailable(_oneLine(e))
+
+
+def ensureSchema(conn):
+    """
+    Create the schema, or upgrade it to L{SCHEMA_VERSION}, in one
+    transaction, under an advisory lock so that servers starting together
+    do it once.
+
+    @return: the version found before (0 for a new database).
+    @raise DatabaseUnavailable: when the database holds a newer schema.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7347226151)")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                     " version integer NOT NULL,"
+                     " upgraded timestamptz NOT NULL DEFAULT now())")
+        found = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        if found > SCHEMA_VERSION:
+            raise DatabaseUnavailable(
+                "the database's schema is version {}, newer than this simplemail's "
+                "({}): upgrade simplemail".format(found, SCHEMA_VERSION))
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in SCHEMA[version]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [version])
+    return found
+
+
+class _Outcome:
+    """
+    What became of one queued delivery: its summary, or the exception that
+    refused it.
+    """
+
+    __slots__ = ("userid", "summary", "error")
+
+    def __init__(self, userid, summary=None, error=None):
+        self.userid = userid
+        self.summary = summary
+        self.error = error
+
+
+class _Delivery:
+    """
+    One message queued for the next group commit.
+    """
+
+    __slots__ = ("receiver", "envelope", "arrived", "parts", "pubid", "separator",
+                 "deferred")
+
+    def __init__(self, receiver, envelope, arrived, parts, pubid=None, separator=None):
+        self.receiver = receiver
+        self.envelope = envelope
+        self.arrived = arrived
+        self.parts = parts
+        self.pubid = pubid
+        self.separator = separator
+        self.deferred = None
+
+
+def prepareRow(delivery, maxMessageSize):
+    """
+    In a worker thread: the row of one delivery (its text joined and
+    normalised, its size and summary fields read), or the exception that
+    refuses it.
+    """
+    parts = delivery.parts
+    text = parts[0] if len(parts) == 1 else b"".join(parts)
+    text = normaliseBody(bytes(text))
+    if len(text) > maxMessageSize:
+        return errors.MessageTooLarge(maxMessageSize)
+    fields = parseMessage(text).summaryFields()
+    return (delivery.receiver, delivery.pubid, int(delivery.arrived), delivery.envelope,
+            delivery.separator, text, popSize(text), fields["sender"], fields["to"],
+            fields["subject"], fields["date"], fields["snippet"], fields["attachments"])
+
+
+_INSERT = (
+    "INSERT INTO messages (userid, pubid, arrived, envelope, separator, body, size,"
+    " sender, recipient, subject, date, snippet, attachments)"
+    " VALUES (%s, %s, %s, %s, %b, %b, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
+
+
+def insertRows(conn, rows, notify=True, origin=""):
+    """
+    In a worker thread, inside a transaction: lock the receivers' user rows
+    (in a fixed order, so two servers never deadlock), store C{rows} (from
+    L{prepareRow}), count them in C{users} and announce them.
+
+    @return: for each row, its new row id; L{None} for a row whose user does
+        not exist, or whose migrated public id the mailbox already has.
+    """
+    receivers = sorted({row[0] for row in rows})
+    cur = conn.cursor()
+    found = {r for (r,) in cur.execute(
+        "SELECT userid FROM users WHERE userid = ANY(%s) ORDER BY userid"
+        " FOR NO KEY UPDATE", [receivers])}
+    keep = [row for row in rows if row[0] in found]
+    taken = set()
+    pubids = [(row[0], row[1]) for row in keep if row[1] is not None]
+    if pubids:
+        taken = set(cur.execute(
+            "SELECT userid, pubid FROM messages WHERE (userid, pubid) IN"
+            " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            [[u for u, _ in pubids], [p for _, p in pubids]]).fetchall())
+        keep = [row for row in keep if (row[0], row[1]) not in taken]
+    ids = {}
+    if keep:
+        cur.executemany(_INSERT, keep, returning=True)
+        serials = []
+        while True:
+            serials.append(cur.fetchone()[0])
+            if not cur.nextset():
+                break
+        counts = {}
+        for row, serial in zip(keep, serials):
+            ids[id(row)] = serial
+            counts[row[0]] = counts.get(row[0], 0) + 1
+        cur.execute(
+            "UPDATE users SET count = users.count + c.n FROM"
+            " unnest(%s::text[], %s::bigint[]) AS c(userid, n)"
+            " WHERE users.userid = c.userid",
+            [list(counts), list(counts.values())])
+        if notify:
+            pairs = ["{} {}".format(row[0], serial) for row, serial in zip(keep, serials)]
+            for payload in _payloads(origin, pairs):
+                cur.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+    return [ids.get(id(row)) for row in rows]
+
+
+def _payloads(origin, pairs):
+    """
+    NOTIFY payloads: the origin, then C{user id} pairs, one a line, each
+    payload under the size limit.
+    """
+    payload = [origin]
+    size = len(origin)
+    for pair in pairs:
+        if size + len(pair) + 1 > _PAYLOAD_LIMIT and len(payload) > 1:
+            yield "\n".join(payload)
+            payload = [origin]
+            size = len(origin)
+        payload.append(pair)
+        size += len(pair) + 1
+    if len(payload) > 1:
+        yield "\n".join(payload)
+
+
+def _parsePayload(payload):
+    """
+    The origin and the C{(user, row id)} pairs of a NOTIFY payload.
+    """
+    lines = payload.split("\n")
+    pairs = []
+    for line in lines[1:]:
+        user, _, serial = line.partition(" ")
+        try:
+            pairs.append((user, int(serial)))
+        except ValueError:
+            continue
+    return lines[0], pairs
+
+
+@implementer(IMailStore)
+class PostgresStore:
+    """
+    The L{IMailStore} of a PostgreSQL database.
+
+    @param url: the database, as a libpq conninfo string or URL
+        (C{postgresql://user@host/dbname}).
+    @param threadpool: the pool for database work (one connection per
+        thread); see L{databaseThreadPool}.  Tests pass a reactor whose
+        C{getThreadPool} runs work at once.
+    """
+
+    def __init__(self, url, domain="localhost", maxMessageSize=10 * 1024 * 1024,
+                 reactor=None, threadpool=None, clock=time.time):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url = url
+        self.domain = domain
+        self.maxMessageSize = maxMessageSize
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._clock = clock
+        self._local = threading.local()
+        self._connectionsLock = threading.Lock()
+        self._connections = set()
+        self._known = set()
+        # Group commit: deliveries queued while a commit runs.
+        self._pending = []
+        self._flushing = False
+        # Subscribers: user -> listeners; the set of users is read by the
+        # notification thread (replaced whole, never changed in place).
+        self._listeners = {}
+        self._subscribed = frozenset()
+        self.origin = "{}-{}".format(os.getpid(), os.urandom(4).hex())
+        self._listenThread = None
+        self._stopListening = threading.Event()
+        self._closed = False
+
+    # -- connections and threads
+
+    def checkNow(self):
+        """
+        Connect, and create or upgrade the schema, at once (blocking): for
+        start-up, before any client is served.
+
+        @raise DatabaseUnavailable: with a one-line reason.
+        """
+        conn = connect(self.url)
+        try:
+            found = ensureSchema(conn)
+            fsync = conn.execute("SHOW fsync").fetchone()[0]
+        except DatabaseUnavailable:
+            conn.close()
+            raise
+        except psycopg.Error as e:
+            conn.close()
+            raise DatabaseUnavailable(_oneLine(e))
+        conn.close()
+        if found < SCHEMA_VERSION:
+            log.info("database schema {old} -> {new}", old=found, new=SCHEMA_VERSION)
+        if fsync != "on":
+            log.warn("the database runs with fsync={fsync}: a crash of its machine "
+                     "can lose acknowledged mail", fsync=fsync)
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            self._drop(conn)
+        try:
+            conn = connect(self.url)
+        except DatabaseUnavailable as e:
+            log.warn("database unavailable: {why}", why=str(e))
+            raise errors.TemporaryFailure("database unavailable")
+        with self._connectionsLock:
+            self._connections.add(conn)
+        self._local.conn = conn
+        return conn
+
+    def _drop(self, conn):
+        with self._connectionsLock:
+            self._connections.discard(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+    def _call(self, f, *args):
+        """
+        In a worker thread: C{f(connection, *args)}, a lost connection or
+        an unusable database turned into L{TemporaryFailure}.
+        """
+        conn = self._connection()
+        try:
+            return f(conn, *args)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            log.warn("database connection lost: {why}", why=_oneLine(e))
+            self._drop(conn)
+            raise errors.TemporaryFailure("database unavailable")
+
+    def _run(self, f, *args):
+        """
+        Run C{f(connection, *args)} in the database thread pool.
+        """
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, self._call, f, *args)
+
+    def close(self):
+        """
+        Stop listening for notifications and close every connection (after
+        the thread pool has stopped).
+        """
+        self._closed = True
+        self.stopListening()
+        with self._connectionsLock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+
+    # -- users
+
+    def listUsers(self):
+        def users(conn):
+            return sorted(r for (r,) in conn.execute("SELECT userid FROM users"))
+
+        return self._run(users)
+
+    def addUser(self, userid):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+
+        def add(conn):
+            row = conn.execute(
+                "INSERT INTO users (userid) VALUES (%s) ON CONFLICT DO NOTHING"
+                " RETURNING userid", [userid]).fetchone()
+            if row is None:
+                raise errors.UserExists(userid)
+            return userid
+
+        return self._run(add).addCallback(self._remember)
+
+    def _remember(self, userid):
+        self._known.add(userid)
+        return userid
+
+    def hasUser(self, userid):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        if userid in self._known:
+            return defer.succeed(userid)
+        return self._run(self._count, userid).addCallback(lambda _: self._remember(userid))
+
+    @staticmethod
+    def _count(conn, userid):
+        row = conn.execute("SELECT count FROM users WHERE userid = %s", [userid]).fetchone()
+        if row is None:
+            raise errors.NoSuchUser(userid)
+        return row[0]
+
+    def openMailbox(self, userid):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        return self._run(self._count, userid).addCallback(
+            lambda count: _PostgresSession(self, self._remember(userid), count))
+
+    # -- deliveries
+
+    def deliver(self, sender, receiver, body):
+        try:
+            receiver = normalizeUserId(receiver)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        when = self._clock()
+        headers = buildHeaders(sender, receiver, self.domain, when)
+        if isinstance(body, (bytes, bytearray)):
+            body = [body]
+        parts = [headers] + list(body)
+        envelope = "{}@{}".format(sender, self.domain)
+        return self._queue(_Delivery(receiver, envelope, when, parts))
+
+    def deliverMessage(self, envelopeSender, receiver, message):
+        try:
+            receiver = normalizeUserId(receiver)
+        except errors.InvalidUserId as e:
+            return defer.fail(e)
+        if isinstance(message, (bytes, bytearray)):
+            message = [message]
+        return self._queue(_Delivery(receiver, envelopeSender, self._clock(), list(message)))
+
+    def _queue(self, delivery):
+        if sum(len(part) for part in delivery.parts) > self.maxMessageSize + 4096:
+            # Normalising only shortens: far over the limit is refused now.
+            return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
+        delivery.deferred = defer.Deferred()
+        self._pending.append(delivery)
+        if not self._flushing:
+            self._flush()
+        return delivery.deferred
+
+    def _flush(self):
+        """
+        Store every queued delivery in one transaction; when it is done,
+        store what was queued meanwhile.
+        """
+        batch, self._pending = self._pending, []
+        self._flushing = True
+
+        def done(result):
+            self._flushing = False
+            self._answer(batch, result)
+            if self._pending:
+                self._flush()
+
+        self._run(self._store, batch).addBoth(done)
+
+    def _store(self, conn, batch):
+        """
+        In a worker thread: prepare the rows, check unknown receivers, and
+        commit them all in one transaction.
+
+        @return: one L{_Outcome} per delivery of C{batch}.
+        """
+        outcomes = []
+        rows = []
+        for delivery in batch:
+            row = prepareRow(delivery, self.maxMessageSize)
+            if isinstance(row, Exception):
+                outcomes.append(_Outcome(delivery.receiver, error=row))
+            else:
+                outcomes.append(_Outcome(delivery.receiver))
+                rows.append((row, outcomes[-1]))
+        if not rows:
+            return outcomes
+        serials = []
+        try:
+            with conn.transaction():
+                serials = insertRows(conn, [row for row, _ in rows], origin=self.origin)
+                # Leaving the block commits; a connection lost now leaves
+                # the outcome in doubt (see below).
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            serials = self._resolveDoubt(conn, serials, e)
+        for (row, outcome), serial in zip(rows, serials):
+            if serial is None:
+                outcome.error = errors.NoSuchUser(row[0])
+            else:
+                outcome.summary = MessageSummary(
+                    publicId(serial, row[1]), row[6], row[2], *row[7:])
+        return outcomes
+
+    def _resolveDoubt(self, conn, serials, e):
+        """
+        In a worker thread: the connection was lost inside a delivery
+        transaction.  If it was lost before the rows were inserted, or the
+        rows are not in the database, nothing was stored: raise
+        L{TemporaryFailure}.  If it was lost during C{COMMIT} and a new
+        connection finds the rows, they were stored: return their ids.
+        """
+        self._drop(conn)
+        log.warn("database connection lost in a delivery: {why}", why=_oneLine(e))
+        wanted = [s for s in serials if s is not None]
+        if not wanted:
+            raise errors.TemporaryFailure("database unavailable")
+        try:
+            again = self._connection()
+            found = again.execute("SELECT count(*) FROM messages WHERE id = ANY(%s)",
+                                  [wanted]).fetchone()[0]
+        except (psycopg.Error, errors.TemporaryFailure):
+            log.error("deliveries in doubt (their commit was cut off): {ids}",
+                      ids=wanted)
+            raise errors.TemporaryFailure("database unavailable")
+        if found != len(wanted):
+            raise errors.TemporaryFailure("database unavailable")
+        log.info("the commit cut off went through: {n} deliveries kept", n=found)
+        return serials
+
+    def _answer(self, batch, result):
+        """
+        On the reactor thread: answer each delivery of a batch, and announce
+        the stored ones to this process's subscribers.
+        """
+        if not isinstance(result, list):
+            f = result
+            if not f.check(errors.MailError):
+                log.failure("delivery failed", f)
+                f = Failure(errors.TemporaryFailure("the message could not be stored"))
+            for delivery in batch:
+                delivery.deferred.errback(f)
+            return
+        # Committed: subscribers hear of it by the time the sender does.
+        for outcome in result:
+            if outcome.summary is not None:
+                self._known.add(outcome.userid)
+                self._announce(outcome.userid, [outcome.summary])
+        for delivery, outcome in zip(batch, result):
+            if outcome.error is not None:
+                delivery.deferred.errback(outcome.error)
+            else:
+                delivery.deferred.callback(None)
+
+    # -- new-mail announcements
+
+    def subscribe(self, userid, listener):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId:
+            return lambda: None
+        listeners = self._listeners.setdefault(userid, [])
+        listeners.append(listener)
+        self._subscribed = frozenset(self._listeners)
+
+        def unsubscribe():
+            if listener in listeners:
+                listeners.remove(listener)
+            if not listeners and self._listeners.get(userid) is listeners:
+                del self._listeners[userid]
+                self._subscribed = frozenset(self._listeners)
+
+        return unsubscribe
+
+    def _announce(self, userid, summaries):
+        for listener in list(self._listeners.get(userid, ())):
+            for summary in summaries:
+                try:
+                    listener(summary)
+                except Exception:
+                    log.failure("a new-mail listener failed")
+
+    def startListening(self):
+        """
+        Start the thread that waits for other processes' notifications.
+        """
+        if self._listenThread is not None:
+            return
+        self._stopListening.clear()
+        self._listenThread = threading.Thread(
+            target=self._listen, name="simplemail-notifications", daemon=True)
+        self._listenThread.start()
+
+    def stopListening(self, timeout=5.0):
+        """
+        Stop the notification thread (waits for it, briefly).
+        """
+        thread, self._listenThread = self._listenThread, None
+        if thread is not None:
+            self._stopListening.set()
+            thread.join(timeout)
+
+    def _listen(self):
+        """
+        In the notification thread: C{LISTEN}, and turn each notification of
+        another process's delivery to a subscribed user into summaries for
+        the reactor thread.  A lost connection is reconnected; mail stored
+        meanwhile is caught up from the last id seen.
+        """
+        delay = 0.1
+        last = None
+        while not self._stopListening.is_set():
+            try:
+                conn = connect(self.url, "simplemail-listen")
+            except DatabaseUnavailable as e:
+                log.warn("notifications: database unavailable: {why}", why=str(e))
+                self._stopListening.wait(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            try:
+                conn.execute("LISTEN " + CHANNEL)
+                delay = 0.1
+                if last is None:
+                    last = conn.execute("SELECT coalesce(max(id), 0) FROM messages"
+                                        ).fetchone()[0]
+                else:
+                    last = self._catchUp(conn, last)
+                while not self._stopListening.is_set():
+                    wanted = []
+                    for notify in conn.notifies(timeout=_LISTEN_POLL):
+                        origin, pairs = _parsePayload(notify.payload)
+                        if origin == self.origin:
+                            last = max([last] + [s for _, s in pairs])
+                            continue
+                        wanted.extend(pairs)
+                        # Take what else has come; do not wait for more.
+                        break
+                    for notify in conn.notifies(timeout=0):
+                        origin, pairs = _parsePayload(notify.payload)
+                        if origin != self.origin:
+                            wanted.extend(pairs)
+                    if wanted:
+                        last = max([last] + [s for _, s in wanted])
+                        subscribed = self._subscribed
+                        serials = [s for u, s in wanted if u in subscribed]
+                        if serials:
+                            self._fetchAndAnnounce(conn, serials)
+            except psycopg.Error as e:
+                if not self._stopListening.is_set():
+                    log.warn("notifications: connection lost: {why}", why=_oneLine(e))
+                    self._stopListening.wait(delay)
+            except Exception:
+                log.failure("notifications: unexpected error")
+                self._stopListening.wait(1.0)
+            finally:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+    def _catchUp(self, conn, last):
+        """
+        After a reconnection: announce what subscribed users got since row
+        id C{last}, which may have been notified while we were away.
+        """
+        subscribed = sorted(self._subscribed)
+        if subscribed:
+            rows = conn.execute(
+                "SELECT id FROM messages WHERE id > %s AND userid = ANY(%s)",
+                [last, subscribed]).fetchall()
+            if rows:
+                self._fetchAndAnnounce(conn, [r for (r,) in rows])
+        return conn.execute("SELECT coalesce(max(id), %s) FROM messages",
+                            [last]).fetchone()[0]
+
+    def _fetchAndAnnounce(self, conn, serials):
+        rows = conn.execute(
+            "SELECT userid, " + _SUMMARY_COLUMNS + " FROM messages WHERE id = ANY(%s)"
+            " ORDER BY id", [serials]).fetchall()
+        byUser = {}
+        for row in rows:
+            byUser.setdefault(row[0], []).append(_summary(row[1:]))
+        for userid, summaries in byUser.items():
+            self._reactor.callFromThread(self._announce, userid, summaries)
+
+
+@implementer(IMailboxSession)
+class _PostgresSession:
+    """
+    One session on a mailbox in the database: the cursor is the row id of
+    the last message read (ids follow delivery order), the current message
+    the row id of the message last read.  Deletes delete the row at once,
+    so every session on every server stops seeing it; there is nothing to
+    expunge at the end.
+    """
+
+    def __init__(self, store, userid, count):
+        self._store = store
+        self.userid = userid
+        self.count = count
+        self._cursor = 0
+        self._current = None
+
+    def readMessage(self):
+        userid = self.userid
+
+        def read(conn, after):
+            cur = conn.cursor(binary=True)
+            return cur.execute(
+                "SELECT id, body FROM messages WHERE userid = %s AND id > %s"
+                " ORDER BY id LIMIT 1", [userid, after]).fetchone()
+
+        def got(row):
+            if row is None:
+                raise errors.NoMoreMail()
+            self._cursor = self._current = row[0]
+            return row[1]
+
+        return self._store._run(read, self._cursor).addCallback(got)
+
+    def deleteMessage(self):
+        if self._current is None:
+            return defer.fail(errors.NoCurrentMessage())
+        serial = self._current
+
+        def deleted(gone):
+            if self._current == serial:
+                self._current = None
+            if not gone:
+                raise errors.NoCurrentMessage()
+
+        return self._store._run(_deleteRows, self.userid, [serial], []).addCallback(deleted)
+
+    # -- the mailbox view
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        userid = self.userid
+        order = "DESC" if newestFirst else "ASC"
+
+        def page(conn):
+            # One statement, one snapshot: the total and the page agree.
+            rows = conn.execute(
+                "SELECT u.count, m.* FROM users u LEFT JOIN LATERAL (SELECT "
+                + _SUMMARY_COLUMNS + " FROM messages WHERE userid = u.userid"
+                " ORDER BY id " + order + " OFFSET %s LIMIT %s) m ON true"
+                " WHERE u.userid = %s", [max(0, start), limit, userid]).fetchall()
+            if not rows:
+                return Listing(0, [])
+            return Listing(rows[0][0], [_summary(r[1:]) for r in rows if r[1] is not None])
+
+        return self._store._run(page)
+
+    def _byId(self, conn, msgid):
+        cur = conn.cursor(binary=True)
+        if isNativeId(msgid):
+            return cur.execute(
+                "SELECT id, body FROM messages WHERE userid = %s AND id = %s"
+                " AND pubid IS NULL", [self.userid, int(msgid)]).fetchone()
+        if _PUBLIC_ID.match(msgid):
+            return cur.execute(
+                "SELECT id, body FROM messages WHERE userid = %s AND pubid = %s",
+                [self.userid, msgid]).fetchone()
+        return None
+
+    def fetchMessage(self, msgid):
+        def got(row):
+            if row is None:
+                raise errors.NoSuchMessage()
+            return row[1]
+
+        return self._store._run(self._byId, str(msgid)).addCallback(got)
+
+    def selectMessage(self, msgid):
+        def got(row):
+            if row is None:
+                raise errors.NoSuchMessage()
+            self._cursor = self._current = row[0]
+            return row[1]
+
+        return self._store._run(self._byId, str(msgid)).addCallback(got)
+
+    def deleteMessages(self, msgids):
+        native = [int(m) for m in msgids if isNativeId(m)]
+        migrated = [m for m in msgids if not isNativeId(m) and _PUBLIC_ID.match(m)]
+        return self._store._run(_deleteRows, self.userid, native, migrated)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+def _deleteRows(conn, userid, serials, pubids):
+    """
+    In a worker thread: delete the messages of C{userid} with these row ids
+    (of native ids) or public ids, and count them off, in one statement.
+
+    @return: the public ids deleted, in mailbox order.
+    """
+    conditions = []
+    params = []
+    if serials:
+        conditions.append("(id = ANY(%s) AND pubid IS NULL)")
+        params.append(serials)
+    if pubids:
+        conditions.append("pubid = ANY(%s)")
+        params.append(pubids)
+    if not conditions:
+        return []
+    rows = conn.execute(
+        "WITH gone AS (DELETE FROM messages WHERE userid = %s AND ("
+        + " OR ".join(conditions) + ") RETURNING id, pubid),"
+        " counted AS (UPDATE users SET count = count - (SELECT count(*) FROM gone)"
+        " WHERE userid = %s AND EXISTS (SELECT 1 FROM gone))"
+        " SELECT id, pubid FROM gone ORDER BY id",
+        [userid] + params + [userid]).fetchall()
+    return [publicId(serial, pubid) for serial, pubid in rows]
+
+
+def databaseThreadPool(size=4):
+    """
+    A thread pool for a L{PostgresStore}: each thread holds one connection,
+    so this is also how many connections a server opens (plus one that
+    listens for notifications).
+
+    @rtype: L{twisted.python.threadpool.ThreadPool}
+    """
+    from twisted.python.threadpool import ThreadPool
+
+    return ThreadPool(minthreads=1, maxthreads=size, name="simplemail-database")
+
+
+class DatabaseService(service.Service):
+    """
+    Runs a L{PostgresStore} with the server: starts its thread pool and its
+    notification thread; when the server stops, ends the open sessions,
+    stops the pool after its pending jobs, and closes the connections.
+    """
+
+    def __init__(self, store, pool, mailFactory):
+        self.store = store
+        self.pool = pool
+        self.mailFactory = mailFactory
+
+    def startService(self):
+        service.Service.startService(self)
+        self.pool.start()
+        self.store.startListening()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        d = self.mailFactory.endSessions()
+        d.addBoth(lambda _: self.pool.stop())
+        d.addBoth(lambda _: self.store.close())
+        return d
