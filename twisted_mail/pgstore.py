@@ -201,6 +201,28 @@ def ensureSchema(conn):
     return found
 
 
+def checkDatabase(url):
+    """
+    Connect to C{url} and create or upgrade the schema (blocking): for
+    start-up, before any client is served.
+
+    @raise DatabaseUnavailable: with a one-line reason.
+    """
+    conn = connect(url)
+    try:
+        found = ensureSchema(conn)
+        fsync = conn.execute("SHOW fsync").fetchone()[0]
+    except psycopg.Error as e:
+        raise DatabaseUnavailable(_oneLine(e))
+    finally:
+        conn.close()
+    if found < SCHEMA_VERSION:
+        log.info("database schema {old} -> {new}", old=found, new=SCHEMA_VERSION)
+    if fsync != "on":
+        log.warn("the database runs with fsync={fsync}: a crash of its machine "
+                 "can lose acknowledged mail", fsync=fsync)
+
+
 class _Outcome:
     """
     What became of one queued delivery: its summary, or the exception that
@@ -384,22 +406,7 @@ class PostgresStore:
 
         @raise DatabaseUnavailable: with a one-line reason.
         """
-        conn = connect(self.url)
-        try:
-            found = ensureSchema(conn)
-            fsync = conn.execute("SHOW fsync").fetchone()[0]
-        except DatabaseUnavailable:
-            conn.close()
-            raise
-        except psycopg.Error as e:
-            conn.close()
-            raise DatabaseUnavailable(_oneLine(e))
-        conn.close()
-        if found < SCHEMA_VERSION:
-            log.info("database schema {old} -> {new}", old=found, new=SCHEMA_VERSION)
-        if fsync != "on":
-            log.warn("the database runs with fsync={fsync}: a crash of its machine "
-                     "can lose acknowledged mail", fsync=fsync)
+        checkDatabase(self.url)
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)

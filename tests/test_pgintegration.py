@@ -1,0 +1,230 @@
+"""
+Two real C{twistd -n simplemail --database URL} servers on one PostgreSQL
+database (tests/pgserver.py): every command across them, a server killed
+with SIGKILL under load, and the database restarted under load.
+"""
+
+import signal
+import smtplib
+import threading
+import time
+
+from tests import pgserver
+from tests.serverprocess import ClientError, freePort
+from tests.test_integration import ServerTestCase, splitMessage
+
+skip = pgserver.skipReason()
+
+if skip is None:
+    import psycopg
+
+#: Bounds of the load loops.
+LOAD_SECONDS = 20.0
+LOAD_MESSAGES = 3000
+
+
+class _Load:
+    """
+    Clients sending one-line messages with unique bodies to C{bob} through
+    some servers until told to stop (bounded in count and time), recording
+    what each reply said.
+    """
+
+    def __init__(self, servers, clients=2):
+        self.servers = servers
+        self.clients = clients
+        self.acked = []
+        self.failed = []
+        self.temporary = 0
+        self.lost = 0
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = []
+
+    def start(self):
+        for n in range(self.clients):
+            server = self.servers[n % len(self.servers)]
+            thread = threading.Thread(target=self._run, args=(server, n), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, server, n):
+        deadline = time.monotonic() + LOAD_SECONDS
+        client = None
+        for i in range(LOAD_MESSAGES):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                break
+            token = b"token-%d-%d" % (n, i)
+            try:
+                if client is None:
+                    client = server.connect(timeout=10)
+                    if not client.command(b"USER alice").startswith(b"+OK"):
+                        raise ClientError("USER refused")
+                reply = client.command(b"SEND bob " + token)
+            except (ClientError, OSError):
+                with self._lock:
+                    self.lost += 1
+                    self.failed.append(token)
+                if client is not None:
+                    client.close()
+                    client = None
+                if not server.running():
+                    break
+                time.sleep(0.05)
+                continue
+            with self._lock:
+                if reply.startswith(b"+OK"):
+                    self.acked.append(token)
+                else:
+                    self.failed.append(token)
+                    if b"temporary failure" in reply:
+                        self.temporary += 1
+                        time.sleep(0.02)
+        if client is not None:
+            client.close()
+
+    def waitForAcks(self, n, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def finish(self):
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(LOAD_SECONDS + 15)
+
+
+class PostgresServersTests(ServerTestCase):
+    """
+    Two servers sharing one database behave as one server.
+    """
+
+    skip = skip
+
+    def setUp(self):
+        self.url = pgserver.freshDatabase()
+
+    def startDatabaseServer(self, *extra):
+        return self.startServer("--database", self.url, *extra, spool=None,
+                                cwd=self.mktempDir())
+
+    def mktempDir(self):
+        import os
+
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    def storedBodies(self, user):
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            rows = conn.execute("SELECT body FROM messages WHERE userid = %s ORDER BY id",
+                                [user]).fetchall()
+        return [splitMessage(bytes(body))[1] for (body,) in rows]
+
+    def test_everyCommandAcrossServers(self):
+        """
+        Users, deliveries (line protocol and SMTP), reads and deletes made
+        through one server are seen through the other, and each session's
+        cursor follows messages across them.
+        """
+        smtpPort = freePort()
+        a = self.startDatabaseServer(
+            "--smtp", "tcp:{}:interface=127.0.0.1".format(smtpPort))
+        b = self.startDatabaseServer()
+        ca, cb = self.connect(a), self.connect(b)
+        self.addUsers(ca, b"alice", b"bob")
+        self.assertEqual(cb.command(b"ADDU BOB"), b"-ERR user already exists: bob")
+        self.assertEqual(cb.multiline(b"LSTU")[1], [b"alice", b"bob"])
+        self.assertEqual(ca.multiline(b"LSTU")[1], [b"alice", b"bob"])
+        self.assertEqual(ca.command(b"USER alice"), b"+OK alice has 0 messages")
+        self.assertEqual(cb.command(b"USER bob"), b"+OK bob has 0 messages")
+        self.assertEqual(ca.send(b"bob", b"one\n"), b"+OK message delivered to bob")
+        # The session on the other server reads mail that arrived in it.
+        self.assertEqual(splitMessage(cb.readMessage())[1], b"one\n")
+        self.assertEqual(ca.send(b"bob", b"two\n"), b"+OK message delivered to bob")
+        with smtplib.SMTP("127.0.0.1", smtpPort, timeout=10) as smtp:
+            smtp.sendmail("ann@example.org", ["bob@localhost"],
+                          b"Subject: three\r\n\r\nthree\r\n")
+        # A second session on server A, then B deletes "two": A never shows it.
+        cc = self.connect(a)
+        self.assertEqual(cc.command(b"USER bob"), b"+OK bob has 3 messages")
+        self.assertEqual(splitMessage(cc.readMessage())[1], b"one\n")
+        self.assertEqual(splitMessage(cb.readMessage())[1], b"two\n")
+        self.assertEqual(cb.command(b"DELM"), b"+OK message deleted")
+        self.assertEqual(splitMessage(cc.readMessage())[1], b"three\r\n".replace(b"\r", b""))
+        self.assertIsNone(cc.readMessage())
+        # A deletes what B is on: B's DELM finds no current message.
+        self.assertEqual(splitMessage(cb.readMessage())[1], b"three\n")
+        self.assertEqual(cc.command(b"DELM"), b"+OK message deleted")
+        self.assertTrue(cb.command(b"DELM").startswith(b"-ERR no current message"))
+        self.assertIsNone(cb.readMessage())
+        self.assertEqual(cb.command(b"DONEU"), b"+OK goodbye bob")
+        self.assertEqual(cc.command(b"DONEU"), b"+OK goodbye bob")
+        self.assertEqual(cb.command(b"USER bob"), b"+OK bob has 1 message")
+        self.assertEqual(self.storedBodies("bob"), [b"one\n"])
+        self.assertEqual(ca.command(b"QUIT"), b"+OK bye")
+        for server in (a, b):
+            self.assertIn(server.stop(), (0, -signal.SIGTERM))
+            self.assertCleanLog(server)
+
+    def test_killedServerLosesNothingAcknowledged(self):
+        """
+        A server killed with SIGKILL in the middle of a load loses no
+        acknowledged message, and the other server goes on serving.
+        """
+        a = self.startDatabaseServer()
+        b = self.startDatabaseServer()
+        self.addUsers(self.connect(a), b"alice", b"bob")
+        load = _Load([a, b], clients=4)
+        load.start()
+        load.waitForAcks(200)
+        a.kill()
+        time.sleep(0.5)
+        load.finish()
+        stored = self.storedBodies("bob")
+        counts = {}
+        for body in stored:
+            counts[body] = counts.get(body, 0) + 1
+        self.assertGreater(len(load.acked), 200)
+        for token in load.acked:
+            self.assertEqual(counts.get(token + b"\n"), 1, token)
+        self.assertTrue(all(n == 1 for n in counts.values()))
+        client = self.connect(b)
+        self.assertEqual(client.command(b"USER bob"),
+                         b"+OK bob has %d messages" % len(stored))
+
+    def test_databaseRestartUnderLoad(self):
+        """
+        A database restart (pg_ctl restart -m immediate) under load gives
+        temporary failures, then both servers recover by themselves; every
+        acknowledged message is there exactly once.
+        """
+        cluster = pgserver.cluster()
+        if cluster is None:
+            raise self.skipTest("SIMPLEMAIL_TEST_DATABASE is not ours to restart")
+        a = self.startDatabaseServer()
+        b = self.startDatabaseServer()
+        self.addUsers(self.connect(a), b"alice", b"bob")
+        load = _Load([a, b], clients=4)
+        load.start()
+        load.waitForAcks(200)
+        cluster.restart("immediate")
+        before = len(load.acked)
+        load.waitForAcks(before + 200)
+        load.finish()
+        self.assertGreater(len(load.acked), before + 100, "no recovery")
+        # The calls cut off by the restart were answered "temporary failure".
+        self.assertGreater(load.temporary, 0)
+        stored = self.storedBodies("bob")
+        counts = {}
+        for body in stored:
+            counts[body] = counts.get(body, 0) + 1
+        for token in load.acked:
+            self.assertEqual(counts.get(token + b"\n"), 1, token)
+        self.assertTrue(all(n == 1 for n in counts.values()))
+        for server in (a, b):
+            self.assertTrue(server.running())
+            client = self.connect(server)
+            self.assertEqual(client.command(b"USER bob"),
+                             b"+OK bob has %d messages" % len(stored))
+            self.assertNotIn("Traceback", server.log())
