@@ -7,6 +7,7 @@ errors and the order of sync and acknowledgement.
 import errno
 import mailbox
 import os
+import re
 import resource
 import select
 import signal
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, spool
+from twisted_mail import errors, mboxfile, spool
 from twisted_mail.message import toMboxRecord
 from twisted_mail.spool import SpoolStore
 
@@ -65,8 +66,9 @@ class SpoolTestCase(SynchronousTestCase):
 class FormatTests(SpoolTestCase):
     def test_fileLayout(self):
         """
-        A delivered message is a From line, the four headers, a blank line,
-        the mboxrd-quoted body and a blank line, in a file of mode 0600.
+        A delivered message is a From line, the store's id header, the four
+        headers, a blank line, the mboxrd-quoted body and a blank line, in a
+        file of mode 0600.
         """
         self.ok(self.store.addUser("bob"))
         self.ok(self.store.deliver("alice", "bob", b"hi\r\nFrom me\r\n>From you"))
@@ -75,9 +77,10 @@ class FormatTests(SpoolTestCase):
         self.assertRegex(
             lines[0], rb"^From alice@localhost \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$"
         )
-        self.assertEqual([l.split(b":")[0] for l in lines[1:5]],
+        self.assertRegex(lines[1], rb"^X-Simplemail-Id: [A-Za-z0-9_-]{16}$")
+        self.assertEqual([l.split(b":")[0] for l in lines[2:6]],
                          [b"From", b"To", b"Date", b"Message-ID"])
-        self.assertEqual(lines[5:], [b"", b"hi", b">From me", b">>From you", b"", b""])
+        self.assertEqual(lines[6:], [b"", b"hi", b">From me", b">>From you", b"", b""])
         self.assertEqual(stat.S_IMODE(os.stat(self.dir.child("bob").path).st_mode), 0o600)
 
     def test_nullSenderSeparator(self):
@@ -147,8 +150,9 @@ class BatchTests(SpoolTestCase):
         outcomes = mailbox._build([(separator, (body,)), (separator, (b"fine\n",))])
         self.assertIsInstance(outcomes[0], errors.MessageTooLarge)
         self.assertIsNone(outcomes[1])
-        self.assertEqual(
-            FilePath(store.path).child("bob").getContent(), separator + b"\nfine\n\n"
+        self.assertRegex(
+            FilePath(store.path).child("bob").getContent(),
+            re.escape(separator) + rb"\nX-Simplemail-Id: [\w-]{16}\nfine\n\n\Z"
         )
         self.failureResultOf(store.deliverMessage("a", "bob", body), errors.MessageTooLarge)
 
@@ -415,7 +419,7 @@ class LockingTests(SpoolTestCase):
 class LockSourceTests(SpoolTestCase):
     """
     Every dot-lock of a process is a link to one file holding its pid (see
-    spool._LockSource): what other mail tools read in it, how fresh it
+    mboxfile._LockSource): what other mail tools read in it, how fresh it
     looks to them, and the file's life.
     """
 
@@ -427,7 +431,7 @@ class LockSourceTests(SpoolTestCase):
         Deliver to bob and return (text, mtime) of bob.lock as the write saw it.
         """
         seen = []
-        realWriteAll = spool._writeAll
+        realWriteAll = mboxfile._writeAll
         lock = os.path.join(store.path, "bob.lock")
 
         def watch(fd, chunks, offset):
@@ -436,9 +440,9 @@ class LockSourceTests(SpoolTestCase):
                     seen.append((f.read(), os.fstat(f.fileno()).st_mtime))
             realWriteAll(fd, chunks, offset)
 
-        self.patch(spool, "_writeAll", watch)
+        self.patch(mboxfile, "_writeAll", watch)
         self.ok(store.deliver("a", "bob", b"x"))
-        self.patch(spool, "_writeAll", realWriteAll)
+        self.patch(mboxfile, "_writeAll", realWriteAll)
         self.assertFalse(os.path.exists(lock))
         return seen[0]
 
@@ -455,7 +459,7 @@ class LockSourceTests(SpoolTestCase):
         os.utime(source.path, (1000000000, 1000000000))
         text, mtime = self.lockSeenDuringDelivery(self.store)
         self.assertEqual(text, b"%d\n" % (os.getpid(),))
-        self.assertLess(abs(mtime - spool.time.time()), 60)
+        self.assertLess(abs(mtime - mboxfile.time.time()), 60)
 
     def test_forkedProcessLocksWithItsPid(self):
         """
@@ -470,22 +474,22 @@ class LockSourceTests(SpoolTestCase):
             try:
                 os.close(r)
                 mbox = self.store._mailbox("bob").mbox
-                realWriteAll = spool._writeAll
+                realWriteAll = mboxfile._writeAll
 
                 def watch(fd, chunks, offset):
                     with open(os.path.join(self.store.path, "bob.lock"), "rb") as f:
                         os.write(w, f.read())
                     realWriteAll(fd, chunks, offset)
 
-                spool._writeAll = watch
+                mboxfile._writeAll = watch
                 mbox.append([[b"From a Thu Nov 26 10:00:00 2026\n", b"x\n", b"\n"]])
             finally:
                 os._exit(0)
         os.close(w)
         seen = b""
         try:
-            deadline = spool.time.monotonic() + 20
-            while spool.time.monotonic() < deadline:
+            deadline = mboxfile.time.monotonic() + 20
+            while mboxfile.time.monotonic() < deadline:
                 if select.select([r], [], [], 1)[0]:
                     chunk = os.read(r, 100)
                     if not chunk:
@@ -572,7 +576,7 @@ class CrashRepairTests(SpoolTestCase):
         for cut in range(1, len(record)):
             with open(path, "wb") as f:
                 f.write(good + record[:cut])
-            mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+            mbox = mboxfile.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
             mbox._writeIntent(ino, len(good), len(good) + len(record), sync=False,
                               head=record)
             store = makeSpoolStore(self, self.store.path)
@@ -592,7 +596,7 @@ class CrashRepairTests(SpoolTestCase):
         theirs = b"From someone@else Thu Nov 26 11:00:00 2026\nSubject: b\n\ntheirs\n\n"
         with open(path, "ab") as f:
             f.write(theirs)
-        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox = mboxfile.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
         mbox._writeIntent(ino, len(good), len(good) + len(record) + 100, sync=False,
                           head=record)
         store = makeSpoolStore(self, self.store.path)
@@ -609,7 +613,7 @@ class CrashRepairTests(SpoolTestCase):
         ino = os.stat(path).st_ino
         with open(path, "ab") as f:
             f.write(record[:50])
-        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox = mboxfile.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
         mbox._writeIntent(ino, len(good), len(good) + len(record), sync=False,
                           head=record)
         store = makeSpoolStore(self, self.store.path)
@@ -627,7 +631,7 @@ class CrashRepairTests(SpoolTestCase):
         self.assertEqual(len(self.bodies("bob")), 2)
         with open(path, "ab") as f:
             f.write(record[:40])
-        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox = mboxfile.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
         mbox._writeIntent(os.stat(path).st_ino, len(good), len(good) + len(record),
                           sync=False, head=record)
         self.ok(self.store.deliver("alice", "bob", b"after\n"))
@@ -644,7 +648,7 @@ class CrashRepairTests(SpoolTestCase):
         path, good, record = self.prepare()
         with open(path, "ab") as f:
             f.write(record)
-        mbox = spool.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
+        mbox = mboxfile.MboxFile(self.store._dirfd, "bob", iter(range(10**6)))
         mbox._writeIntent(os.stat(path).st_ino, len(good), len(good) + len(record),
                           sync=False)
         store = makeSpoolStore(self, self.store.path)
@@ -660,7 +664,7 @@ class CrashRepairTests(SpoolTestCase):
         class Crash(BaseException):
             pass
 
-        realWriteAll = spool._writeAll
+        realWriteAll = mboxfile._writeAll
 
         def tornWrite(fd, chunks, offset):
             data = b"".join(chunks)
@@ -669,13 +673,13 @@ class CrashRepairTests(SpoolTestCase):
                 raise Crash()
             realWriteAll(fd, chunks, offset)
 
-        self.patch(spool, "_writeAll", tornWrite)
+        self.patch(mboxfile, "_writeAll", tornWrite)
         self.failureResultOf(
             self.store.deliver("alice", "bob", b"x" * 500), errors.TemporaryFailure
         )
         self.assertEqual(len(self.flushLoggedErrors(Crash)), 1)
         self.assertGreater(len(FilePath(path).getContent()), len(good))
-        self.patch(spool, "_writeAll", realWriteAll)
+        self.patch(mboxfile, "_writeAll", realWriteAll)
         store = makeSpoolStore(self, self.store.path)
         self.assertEqual(self.bodies("bob", store), [b"first\n", b"second\nFrom x\n"])
         self.assertEqual(FilePath(path).getContent(), good)
@@ -789,7 +793,7 @@ class DiskErrorTests(SpoolTestCase):
         self.ok(self.store.addUser("bob"))
         self.ok(self.store.deliver("alice", "bob", b"before\n"))
         good = self.dir.child("bob").getContent()
-        realWriteAll = spool._writeAll
+        realWriteAll = mboxfile._writeAll
 
         def full(fd, chunks, offset):
             data = b"".join(chunks)
@@ -798,7 +802,7 @@ class DiskErrorTests(SpoolTestCase):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             realWriteAll(fd, chunks, offset)
 
-        self.patch(spool, "_writeAll", full)
+        self.patch(mboxfile, "_writeAll", full)
         failure = self.fails(
             self.store.deliver("alice", "bob", b"z" * 5000), errors.TemporaryFailure
         )
@@ -836,7 +840,7 @@ class OrderingTests(SpoolTestCase):
         self.ok(self.store.addUser("bob"))
         events = []
         mailboxIno = os.stat(self.dir.child("bob").path).st_ino
-        realSync, realWriteAll = os.fdatasync, spool._writeAll
+        realSync, realWriteAll = os.fdatasync, mboxfile._writeAll
 
         def name(fd):
             return "mailbox" if os.fstat(fd).st_ino == mailboxIno else "other"
@@ -850,7 +854,7 @@ class OrderingTests(SpoolTestCase):
             realWriteAll(fd, data, offset)
 
         self.patch(spool.os, "fdatasync", recordSync)
-        self.patch(spool, "_writeAll", recordWrite)
+        self.patch(mboxfile, "_writeAll", recordWrite)
         self.store.deliver("alice", "bob", b"x\n").addCallback(
             lambda _: events.append(("ack", None))
         )
@@ -875,7 +879,7 @@ class ScanTests(SpoolTestCase):
             self.ok(self.store.deliver("alice", "bob", b"body %d\n" % i + b"x" * i))
         expected = [p.replace(b"\n>From", b"\nFrom") for p in self.mboxPayloads("bob")]
         for chunk in [7, 13, 64, 4096]:
-            self.patch(spool, "_READ_CHUNK", chunk)
+            self.patch(mboxfile, "_READ_CHUNK", chunk)
             store = makeSpoolStore(self, self.store.path)
             self.assertEqual(self.bodies("bob", store), expected)
 
@@ -906,5 +910,5 @@ class KeyTests(SynchronousTestCase):
         ]
         for chunks in cases:
             self.assertEqual(
-                spool._chunksKey(chunks), spool._messageKey(b"".join(chunks)), chunks
+                mboxfile._chunksKey(chunks), mboxfile._messageKey(b"".join(chunks)), chunks
             )

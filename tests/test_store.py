@@ -5,6 +5,7 @@ store alike.
 
 import mailbox
 
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,11 +17,11 @@ from twisted_mail.spool import SpoolStore
 from twisted_mail.testing import MemoryStore
 
 
-class SynchronousThreads:
+class SynchronousThreads(Clock):
     """
     A reactor and thread pool stand-in that runs "threaded" work at once, on
     the caller's thread, so the spool store's Deferreds have fired when its
-    methods return.
+    methods return; its clock is a L{Clock} the test advances.
     """
 
     def callFromThread(self, f, *args, **kwargs):

@@ -233,15 +233,59 @@ def mboxRecordChunks(separator, *parts):
     return chunks
 
 
+#: The header line that carries a message's stable id in a spool file: the
+#: first line after the separator, hidden from readers (docs/mailbox-ids.rst).
+ID_HEADER = b"X-Simplemail-Id: "
+
+_ID = re.compile(rb"[A-Za-z0-9_-]{1,64}\Z")
+
+
+def idHeaderLine(msgid):
+    """
+    The id header line (with its line feed) for C{msgid}.
+
+    @type msgid: L{str}
+    @rtype: L{bytes}
+    """
+    return ID_HEADER + msgid.encode("ascii") + b"\n"
+
+
+def recordId(record):
+    """
+    The stable id an mbox record carries in its first header line, or
+    L{None} when it has none (another program wrote it) or it is not a
+    valid id.
+
+    @param record: the record, or at least its first two lines.
+    @type record: L{bytes}
+    @rtype: L{str} or L{None}
+    """
+    newline = record.find(b"\n")
+    if newline == -1 or not record.startswith(ID_HEADER, newline + 1):
+        return None
+    start = newline + 1 + len(ID_HEADER)
+    end = record.find(b"\n", start, start + 80)
+    if end == -1:
+        return None
+    value = record[start:end].rstrip(b"\r")
+    if not _ID.match(value):
+        return None
+    return value.decode("ascii")
+
+
 def fromMboxRecord(record):
     """
     The RFC 5322 text of one mbox record (as L{toMboxRecord} or another mail
-    tool wrote it): the separator line and the trailing blank line removed,
-    C{From } quoting undone.
+    tool wrote it): the separator line, the id header line (if any) and the
+    trailing blank line removed, C{From } quoting undone.
     """
     newline = record.find(b"\n")
     if newline == -1:
         return b""
+    if record.startswith(ID_HEADER, newline + 1):
+        after = record.find(b"\n", newline + 1)
+        if after != -1:
+            newline = after
     end = len(record)
     if record.endswith(b"\n\n"):
         end -= 1

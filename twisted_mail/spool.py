@@ -1,49 +1,18 @@
 """
-The mbox spool store: one mboxrd file per user in a spool directory.
-
-Layout of the spool directory::
-
-    bob                 bob's mailbox, mboxrd (RFC 4155), mode 0600
-    bob.lock            dot-lock, present only while someone holds it
-    .bob.append         append intent: where our last append began and ends
-    .bob.deleted        delete journal: keys of messages deleted, not yet
-                        expunged
-    .bob.new            expunge in progress (temporary)
-    .simplemail-<pid>.lockpid
-                        a server process's id: its dot-locks are hard links
-                        to this file (see L{_LockSource})
-
-Guarantees (see docs/protocol.rst):
-
-  - A delivery is acknowledged only after its bytes are synced.  Before an
-    append, the append intent (inode, start, end) is synced; a later locked
-    access that finds the file longer than C{start} but shorter than C{end}
-    cuts the torn tail off at C{start}.
-  - A delete is acknowledged once the key of the message is synced in the
-    delete journal; every reader hides journalled messages.  When the
-    deleting session ends the file is rewritten without them (temporary
-    file, fsync, rename, fsync of the directory) and the journal removed.
-  - Every access takes an open-file-description C{fcntl} lock and the
-    C{<file>.lock} dot-lock, as mail tools do, in a worker thread, with
-    back-off and a deadline; then it checks that the path still names the
-    file it opened.
+The mbox spool store: one mboxrd file per user in a spool directory (the
+files and their index are L{twisted_mail.mboxfile}).
 
 All file work runs in the mailbox thread pool, one job at a time per
 mailbox; the deliveries queued for a mailbox by the time its thread starts
 on them are written together, with one fsync (group commit).
 """
 
-import bisect
-import errno
-import fcntl
-import hashlib
 import itertools
 import os
+import secrets
 import stat
-import struct
 import threading
 import time
-from contextlib import contextmanager
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -53,1018 +22,46 @@ from zope.interface import implementer
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
+from twisted_mail.mboxfile import LOCK_DEADLINE, MboxFile, _O_FLAGS, _LockSource
 from twisted_mail.message import (
     buildHeaders,
     fromMboxRecord,
+    idHeaderLine,
     mboxRecordChunks,
     separatorLine,
 )
+from twisted_mail.mime import Listing, arrivalTime, summarize
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
 
-#: How long to wait for a lock before answering a temporary failure.
-LOCK_DEADLINE = 20.0
-
-#: A dot-lock older than this is stale even if we cannot tell who holds it.
-STALE_DOTLOCK_AGE = 300.0
-
-_READ_CHUNK = 1 << 20
-_INTENT_SIZE = 128
-#: How many first bytes of an append its intent keeps, to recognise them.
-_INTENT_HEAD = 32
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
-_O_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+#: How often other processes' deliveries to a watched mailbox are looked
+#: for, in seconds (ACCESS.md: announced within 2 seconds).
+POLL_INTERVAL = 1.0
 
 
-def _messageKey(record):
+def newMessageId():
     """
-    The identity of a stored message: a digest of its bytes, ignoring the
-    blank lines that end it (they change when another tool appends).
+    A fresh stable id for a message we store: 16 URL-safe characters, 96
+    random bits, so never one given before (docs/mailbox-ids.rst).
     """
-    return hashlib.blake2b(record.rstrip(b"\n"), digest_size=16).digest()
+    return secrets.token_urlsafe(12)
 
 
-def _chunksKey(chunks):
+def _summarizeRecords(records):
     """
-    L{_messageKey} of the concatenation of C{chunks}, without making it.
+    Summaries of mbox records (in a worker thread: parsing costs about a
+    message's size).
+
+    @param records: C{(id, key, record)} triples.
+    @return: a L{dict} from C{(id, key)} to L{MessageSummary}.
     """
-    chunks = [c for c in chunks if len(c)]
-    end = len(chunks)
-    cut = 0
-    while end:
-        last = chunks[end - 1]
-        newlines = 0
-        while newlines < len(last) and last[len(last) - 1 - newlines] == 0x0A:
-            newlines += 1
-        if newlines < len(last):
-            cut = newlines
-            break
-        end -= 1
-    digest = hashlib.blake2b(digest_size=16)
-    if end:
-        for chunk in chunks[: end - 1]:
-            digest.update(chunk)
-        last = memoryview(chunks[end - 1])
-        digest.update(last[: len(last) - cut])
-    return digest.digest()
-
-
-class _Entry:
-    __slots__ = ("start", "end", "key", "serial", "deleted")
-
-    def __init__(self, start, end, key, serial):
-        self.start = start
-        self.end = end
-        self.key = key
-        self.serial = serial
-        self.deleted = False
-
-
-class _Locked:
-    """
-    A spool file opened and locked; the handle a job works through.
-    """
-
-    def __init__(self, fd, stat):
-        self.fd = fd
-        self.stat = stat
-
-
-class _LockSource:
-    """
-    The file each of this process's dot-locks is a hard link to: it holds
-    the process id, and is made once per process (and again after a fork)
-    rather than once per lock.  Linked into place as C{<user>.lock}, a lock
-    is whole the moment it exists, so a crash never leaves an empty one; and
-    taking a lock makes no file (three system calls fewer per lock).
-
-    Its name, C{.simplemail-<pid>.lockpid}, is not a user id.  The server
-    removes it when it stops; L{removeStale} removes those of dead
-    processes.
-    """
-
-    prefix = ".simplemail-"
-    suffix = ".lockpid"
-
-    def __init__(self, dirfd):
-        self._dirfd = dirfd
-        self._mutex = threading.Lock()
-        self._pid = None
-
-    def _name(self, pid):
-        return "{}{}{}".format(self.prefix, pid, self.suffix)
-
-    def _make(self, pid):
-        """
-        Write the source under a temporary name and rename it into place: a
-        new inode, so that the locks linked to an old one keep their text.
-        """
-        name = self._name(pid)
-        temporary = name + ".tmp"
-        fd = os.open(
-            temporary,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
-            0o600,
-            dir_fd=self._dirfd,
-        )
-        try:
-            os.write(fd, b"%d\n" % (pid,))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temporary, name, src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
-        self._pid = pid
-
-    def link(self, lockName):
-        """
-        Make C{lockName} a link to the source, after setting the source's
-        times to now (other mail tools call a lock stale by its age).
-
-        @raise FileExistsError: if C{lockName} exists.
-        """
-        for attempt in range(2):
-            pid = os.getpid()
-            with self._mutex:
-                if self._pid != pid or attempt:
-                    self._make(pid)
-            source = self._name(pid)
-            try:
-                os.utime(source, dir_fd=self._dirfd, follow_symlinks=False)
-                os.link(
-                    source,
-                    lockName,
-                    src_dir_fd=self._dirfd,
-                    dst_dir_fd=self._dirfd,
-                    follow_symlinks=False,
-                )
-                return
-            except FileNotFoundError:
-                # Someone removed our source: make it again, once.
-                if attempt:
-                    raise
-
-    def remove(self):
-        """
-        Remove this process's source (when the server stops).
-        """
-        with self._mutex:
-            if self._pid != os.getpid():
-                return
-            self._pid = None
-            try:
-                os.unlink(self._name(os.getpid()), dir_fd=self._dirfd)
-            except FileNotFoundError:
-                pass
-
-    def removeStale(self):
-        """
-        Remove the sources (and half-made ones) of processes that are gone.
-
-        @return: how many were removed.
-        """
-        removed = 0
-        for entry in os.scandir(self._dirfd):
-            name = entry.name
-            if not name.startswith(self.prefix):
-                continue
-            pid = name[len(self.prefix):]
-            for ending in (self.suffix + ".tmp", self.suffix):
-                if pid.endswith(ending):
-                    pid = pid[: -len(ending)]
-                    break
-            else:
-                continue
-            if not pid.isdigit() or _processIsAlive(int(pid)):
-                continue
-            try:
-                os.unlink(name, dir_fd=self._dirfd)
-                removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
-
-
-def _processIsAlive(pid):
-    """
-    Whether a process with this id exists (one we may not signal counts).
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class MboxFile:
-    """
-    One user's mbox and its index.  Synchronous: every method is meant to run
-    in a worker thread, one at a time (L{_Mailbox} sees to that).
-
-    @ivar entries: the messages, in file order, with increasing serials.
-    """
-
-    def __init__(self, dirfd, userid, serials, lockDeadline=LOCK_DEADLINE,
-                 lockSource=None):
-        self._dirfd = dirfd
-        self._lockSource = _LockSource(dirfd) if lockSource is None else lockSource
-        self.userid = userid
-        self._serials = serials
-        self._lockDeadline = lockDeadline
-        self.entries = []
-        self._serialList = []
-        self._byKey = {}
-        self.live = 0
-        self._ino = None
-        self._size = 0
-        self._mtime = None
-        self._journalIno = None
-        self._journalPos = 0
-        # (size, last bytes) of the file as our last append left it.
-        self._tail = None
-
-    # -- names of the files beside the mailbox
-
-    @property
-    def _lockName(self):
-        return self.userid + ".lock"
-
-    @property
-    def _intentName(self):
-        return "." + self.userid + ".append"
-
-    @property
-    def _journalName(self):
-        return "." + self.userid + ".deleted"
-
-    @property
-    def _newName(self):
-        return "." + self.userid + ".new"
-
-    # -- locking
-
-    @contextmanager
-    def locked(self, journal=True):
-        """
-        Open the mailbox without following symlinks, take the fcntl and dot
-        locks, bring the index up to date (repairing a torn append), and
-        yield a L{_Locked}.
-
-        @param journal: whether to apply delete marks others journalled
-            since we last looked (an append does not need them: the next
-            job that does applies them).
-        """
-        deadline = time.monotonic() + self._lockDeadline
-        delay = 0.001
-        while True:
-            fd = self._open()
-            if fd is None:
-                continue
-            try:
-                locked = self._tryLocks(fd)
-                if locked:
-                    st = os.fstat(fd)
-                    if self._stillAtPath(st):
-                        break
-                    # Renamed over while we waited: open the new file.
-                    self._dropDotLock()
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-            if locked:
-                continue
-            if time.monotonic() > deadline:
-                raise errors.TemporaryFailure("the mailbox is locked by another program")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        try:
-            handle = _Locked(fd, st)
-            if not self._unchanged(st):
-                self._tail = None
-                self._recover(handle)
-            self._refresh(handle, journal)
-            yield handle
-        finally:
-            try:
-                self._dropDotLock()
-            finally:
-                os.close(fd)  # also releases the fcntl lock
-
-    def _stillAtPath(self, st):
-        try:
-            now = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
-
-    def _open(self):
-        """
-        Open the mailbox for reading and writing, without following a
-        symbolic link.
-
-        @return: the file descriptor, or L{None} when the file opened was
-            replaced at once (try again).
-        @raise MailboxUnavailable: for anything but a regular file with one
-            link.
-        """
-        try:
-            fd = os.open(self.userid, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            raise errors.NoSuchUser(self.userid)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-                log.error(
-                    "refusing spool file {user}: {why}",
-                    user=self.userid,
-                    why="a symbolic link" if e.errno == errno.ELOOP else e.strerror,
-                )
-                raise errors.MailboxUnavailable(self.userid)
-            raise
-        st = os.fstat(fd)
-        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
-            # Renamed over (another process expunged) since we opened it.
-            os.close(fd)
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            os.close(fd)
-            log.error(
-                "refusing spool file {user}: not a regular file with one link",
-                user=self.userid,
-            )
-            raise errors.MailboxUnavailable(self.userid)
-        return fd
-
-    def _tryLocks(self, fd):
-        """
-        Try once to take both locks; True when both are held.
-        """
-        try:
-            _lockFile(fd)
-        except BlockingIOError:
-            return False
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        return self._takeDotLock()
-
-    def _takeDotLock(self):
-        """
-        Create C{<userid>.lock} holding our pid, atomically: it is a link to
-        this process's L{_LockSource}.  Breaks a stale one (we hold the
-        fcntl lock, so nobody else is deciding the same).
-        """
-        name = self._lockName
-        try:
-            self._lockSource.link(name)
-        except FileExistsError:
-            if self._dotLockIsStale():
-                log.warn("breaking stale lock {name}", name=name)
-                try:
-                    os.unlink(name, dir_fd=self._dirfd)
-                except FileNotFoundError:
-                    pass
-            return False
-        return True
-
-    def _dotLockIsStale(self):
-        """
-        Decide, while holding the fcntl lock, whether the dot-lock belongs to
-        nobody: its holder is dead, or it is too old.
-        """
-        try:
-            fd = os.open(self._lockName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
-        except OSError:
-            return False
-        try:
-            st = os.fstat(fd)
-            content = os.read(fd, 64)
-        finally:
-            os.close(fd)
-        if time.time() - st.st_mtime > STALE_DOTLOCK_AGE:
-            return True
-        try:
-            pid = int(content.split()[0])
-        except (ValueError, IndexError):
-            return False
-        if pid == os.getpid():
-            # A lock of ours left by a job that died: we hold the fcntl lock
-            # now, so nobody else in this process does.
-            return True
-        return not _processIsAlive(pid)
-
-    def _dropDotLock(self):
-        try:
-            os.unlink(self._lockName, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            pass
-
-    # -- the index
-
-    def _unchanged(self, st):
-        """
-        Whether the file is as our last job left it (same inode, size and
-        modification time): nobody appended to it since, so no append of
-        anyone's can be torn in it.
-        """
-        return (
-            st.st_ino == self._ino
-            and st.st_size == self._size
-            and st.st_mtime_ns == self._mtime
-        )
-
-    def _refresh(self, handle, journal=True):
-        """
-        Bring the index up to date with the file (appends by anyone,
-        rewrites by anyone) and, unless C{journal} is false, the delete
-        journal.
-        """
-        st = handle.stat
-        size = st.st_size
-        if st.st_ino != self._ino or size < self._size:
-            self._reindex(handle.fd, size, st.st_ino)
-        elif st.st_mtime_ns != self._mtime or size != self._size:
-            if not self._stillValid(handle.fd):
-                self._reindex(handle.fd, size, st.st_ino)
-            elif size > self._size:
-                self._extend(handle.fd, size)
-        self._mtime = st.st_mtime_ns
-        if journal:
-            self._readJournal()
-
-    def _stillValid(self, fd):
-        """
-        Whether what we indexed is still there, checked by the last message:
-        another program may have rewritten the file in place.
-        """
-        if not self.entries:
-            return True
-        last = self.entries[-1]
-        record = os.pread(fd, last.end - last.start, last.start)
-        return _messageKey(record) == last.key
-
-    def _scan(self, fd, start, end):
-        """
-        Find the messages in C{[start, end)} of the file; C{start} is at a
-        separator or at the start of the file.  Text before the first
-        separator is not a message: it is kept in the file, never shown.
-
-        @return: a L{list} of C{(start, end, key)}.
-        """
-        found = []
-        # From the start of the message being read.  A bytearray: appending
-        # a chunk and dropping a read message from the front don't copy the
-        # rest, so a huge message is scanned in linear time.
-        buf = bytearray()
-        bufStart = start
-        searchAt = 0
-        pos = start
-        while pos < end:
-            chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
-            if not chunk:
-                break
-            pos += len(chunk)
-            buf += chunk
-            messageStart = 0
-            while True:
-                i = buf.find(b"\nFrom ", searchAt)
-                if i == -1:
-                    break
-                cut = i + 1
-                record = bytes(buf[messageStart:cut])
-                if record.startswith(b"From "):
-                    found.append(
-                        (bufStart + messageStart, bufStart + cut, _messageKey(record))
-                    )
-                messageStart = searchAt = cut
-            if messageStart:
-                del buf[:messageStart]
-                bufStart += messageStart
-            searchAt = max(0, len(buf) - 5)
-        if buf.startswith(b"From "):
-            found.append((bufStart, bufStart + len(buf), _messageKey(bytes(buf))))
-        return found
-
-    def _newEntries(self, scanned):
-        entries = []
-        for start, end, key in scanned:
-            entries.append(_Entry(start, end, key, next(self._serials)))
-        return entries
-
-    def _extend(self, fd, size):
-        """
-        The file grew: index what was appended, without reading what was
-        indexed before (unless the last message itself grew).
-        """
-        head = os.pread(fd, 6, self._size - 1) if self._size else b"\n"
-        if self._size == 0 or head.startswith(b"\nFrom "):
-            scanned = self._scan(fd, self._size, size)
-        else:
-            # The last message was extended: index it again with the rest.
-            last = self.entries.pop()
-            self._serialList.pop()
-            self._byKey[last.key].remove(last)
-            if not last.deleted:
-                self.live -= 1
-            scanned = self._scan(fd, last.start, size)
-            if scanned and scanned[0][0] == last.start:
-                start, end, key = scanned.pop(0)
-                last.end, last.key = end, key
-                self._add([last])
-        self._add(self._newEntries(scanned))
-        self._size = size
-
-    def _add(self, entries):
-        for entry in entries:
-            self.entries.append(entry)
-            self._serialList.append(entry.serial)
-            self._byKey.setdefault(entry.key, []).append(entry)
-            if not entry.deleted:
-                self.live += 1
-
-    def _replaceAll(self, entries):
-        self.entries = []
-        self._serialList = []
-        self._byKey = {}
-        self.live = 0
-        self._add(entries)
-
-    def _reindex(self, fd, size, ino):
-        """
-        Index the whole file again, keeping the serials of messages we knew
-        (matched by content) so that sessions' cursors stay where they were.
-        """
-        scanned = self._scan(fd, 0, size)
-        known = {}
-        for entry in self.entries:
-            known.setdefault(entry.key, []).append(entry.serial)
-        serials = []
-        for start, end, key in scanned:
-            bucket = known.get(key)
-            serials.append(bucket.pop(0) if bucket else None)
-        matched = [s for s in serials if s is not None]
-        if matched != sorted(matched):
-            serials = [None] * len(serials)  # reordered by someone: start afresh
-        # The next matched serial after each position, in one backward pass.
-        following = [None] * len(serials)
-        upcoming = None
-        for i in range(len(serials) - 1, -1, -1):
-            following[i] = upcoming
-            if serials[i] is not None:
-                upcoming = serials[i]
-        # Give unmatched messages serials between their neighbours.
-        entries = []
-        previous = 0
-        for i, (start, end, key) in enumerate(scanned):
-            serial = serials[i]
-            if serial is None:
-                if following[i] is None:
-                    serial = next(self._serials)
-                else:
-                    serial = (previous + following[i]) / 2.0
-            entries.append(_Entry(start, end, key, serial))
-            previous = serial
-        self._replaceAll(entries)
-        self._ino = ino
-        self._size = size
-        # Marks are applied afresh from the journal.
-        self._journalIno = None
-        self._journalPos = 0
-
-    def _readJournal(self):
-        """
-        Apply delete marks written to the journal (by us or another process)
-        since we last looked.
-        """
-        try:
-            fd = os.open(self._journalName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            if self._journalIno is not None:
-                self._journalIno = None
-                self._journalPos = 0
-            return
-        try:
-            st = os.fstat(fd)
-            if st.st_ino != self._journalIno or st.st_size < self._journalPos:
-                # A journal we have not read from its start: every mark
-                # comes from it, so apply them all afresh.
-                self._journalIno = st.st_ino
-                self._journalPos = 0
-                for entry in self.entries:
-                    if entry.deleted:
-                        entry.deleted = False
-                        self.live += 1
-            if st.st_size == self._journalPos:
-                return
-            data = os.pread(fd, st.st_size - self._journalPos, self._journalPos)
-        finally:
-            os.close(fd)
-        complete = data.rfind(b"\n") + 1
-        lines = data[:complete].split(b"\n")[:-1]
-        self._journalPos += complete
-        if any(line.startswith(b"expunged ") for line in lines):
-            if self._journalIsStale(lines):
-                return
-        for line in lines:
-            if len(line) == 32:
-                try:
-                    key = bytes.fromhex(line.decode("ascii"))
-                except ValueError:
-                    continue
-                self._applyMark(key)
-
-    def _journalIsStale(self, lines):
-        """
-        A journal whose expunge completed (the mailbox is now the file the
-        expunge wrote) describes nothing in the mailbox: remove it.
-        """
-        for line in lines:
-            if line.startswith(b"expunged "):
-                try:
-                    ino = int(line.split()[1])
-                except (ValueError, IndexError):
-                    continue
-                if ino == self._ino:
-                    self._removeJournal()
-                    return True
-        return False
-
-    def _applyMark(self, key):
-        for entry in self._byKey.get(key, ()):
-            if not entry.deleted:
-                entry.deleted = True
-                self.live -= 1
-                return
-
-    def _removeJournal(self):
-        try:
-            os.unlink(self._journalName, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            pass
-        self._journalIno = None
-        self._journalPos = 0
-
-    # -- the append intent
-
-    def _readIntent(self):
-        try:
-            fd = os.open(self._intentName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            return None
-        try:
-            data = os.read(fd, _INTENT_SIZE)
-        finally:
-            os.close(fd)
-        fields = data.split()
-        try:
-            ino, start, end = (int(x) for x in fields[:3])
-            head = bytes.fromhex(fields[3].decode("ascii")) if len(fields) > 3 else b""
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return ino, start, end, head
-
-    def _openIntent(self):
-        return os.open(
-            self._intentName,
-            os.O_WRONLY | os.O_CREAT | _O_FLAGS,
-            0o600,
-            dir_fd=self._dirfd,
-        )
-
-    def _writeIntent(self, ino, start, end, sync, head=b"", fd=None):
-        """
-        Record (or, with zeros, clear) where an append begins and ends, and
-        its first bytes, so that a crash's torn tail can be recognised as
-        ours and cut off exactly.
-
-        @param fd: the intent file, open (L{_openIntent}); by default it is
-            opened and closed here.
-        """
-        record = b"%d %d %d %s" % (ino, start, end, head[:_INTENT_HEAD].hex().encode())
-        record = record.ljust(_INTENT_SIZE - 1) + b"\n"
-        if fd is None:
-            fd = self._openIntent()
-            try:
-                self._writeIntent(ino, start, end, sync, head, fd)
-            finally:
-                os.close(fd)
-            return
-        os.pwrite(fd, record, 0)
-        if sync:
-            os.fdatasync(fd)
-
-    def _recover(self, handle):
-        """
-        Cut off the torn tail of an append that never completed.
-        """
-        intent = self._readIntent()
-        if intent is None:
-            return
-        ino, start, end, head = intent
-        st = handle.stat
-        if ino != st.st_ino or not (start < st.st_size < end):
-            return
-        found = os.pread(handle.fd, min(len(head), st.st_size - start), start)
-        if not head.startswith(found):
-            # Not our bytes: another program broke our stale lock and wrote
-            # here after the crash.  Keep its mail; forget the intent.
-            log.warn(
-                "mailbox {user}: an interrupted delivery was followed by another "
-                "program's writes; nothing cut",
-                user=self.userid,
-            )
-            self._writeIntent(ino, 0, 0, sync=False)
-            return
-        log.warn(
-            "mailbox {user}: cutting off {n} bytes of an interrupted delivery",
-            user=self.userid,
-            n=st.st_size - start,
-        )
-        os.ftruncate(handle.fd, start)
-        os.fsync(handle.fd)
-        handle.stat = os.fstat(handle.fd)
-        self._writeIntent(ino, 0, 0, sync=False)
-
-    # -- operations (each runs under the locks)
-
-    def count(self):
-        with self.locked():
-            return self.live
-
-    def needsRepair(self):
-        """
-        Whether a crash left this mailbox with a torn append or a dot-lock
-        of a dead process (which other mail tools would wait on).
-        """
-        try:
-            st = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        intent = self._readIntent()
-        if intent is not None:
-            ino, start, end, _ = intent
-            if ino == st.st_ino and start < st.st_size < end:
-                return True
-        try:
-            os.stat(self._lockName, dir_fd=self._dirfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return self._dotLockIsStale()
-
-    def append(self, records):
-        """
-        Append whole mbox records (each a list of byte strings), sync, and
-        index them.  On any error the
-        file is cut back to where it was and L{TemporaryFailure} raised.
-        """
-        with self.locked(journal=False) as handle:
-            fd = handle.fd
-            start = handle.stat.st_size
-            if self._tail is not None and self._tail[0] == start:
-                # Our last append ended the file, and nobody wrote since.
-                tail = self._tail[1]
-            else:
-                tail = os.pread(fd, 2, start - 2 if start >= 2 else 0)
-            prefix = b""
-            if start:
-                if not tail.endswith(b"\n"):
-                    prefix = b"\n\n"
-                elif not tail.endswith(b"\n\n") and start >= 2:
-                    prefix = b"\n"
-            chunks = [prefix] if prefix else []
-            for record in records:
-                chunks.extend(record)
-            end = start + sum(len(chunk) for chunk in chunks)
-            ino = handle.stat.st_ino
-            try:
-                intent = self._openIntent()
-            except OSError as e:
-                self._failedAppend(e)
-            try:
-                try:
-                    self._writeIntent(ino, start, end, sync=True, head=_head(chunks),
-                                      fd=intent)
-                    _writeAll(fd, chunks, start)
-                    os.fdatasync(fd)
-                except OSError as e:
-                    self._undoAppend(fd, start)
-                    self._failedAppend(e)
-                self._writeIntent(ino, 0, 0, sync=False, fd=intent)
-            finally:
-                os.close(intent)
-            if prefix and self.entries:
-                last = self.entries[-1]
-                last.end += len(prefix)
-            # Index what we wrote from what we hold: no need to read it back.
-            offset = start + len(prefix)
-            written = []
-            for record in records:
-                length = sum(len(chunk) for chunk in record)
-                written.append(
-                    _Entry(offset, offset + length, _chunksKey(record), next(self._serials))
-                )
-                offset += length
-            self._add(written)
-            self._size = end
-            self._mtime = os.fstat(fd).st_mtime_ns
-            self._tail = (end, _tailBytes(chunks, 2))
-
-    def _failedAppend(self, e):
-        log.error(
-            "mailbox {user}: delivery failed, nothing stored: {error}",
-            user=self.userid,
-            error=e,
-        )
-        raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
-
-    def _undoAppend(self, fd, start):
-        try:
-            os.ftruncate(fd, start)
-            os.fsync(fd)
-        except OSError:
-            # The intent stays: the next locked access cuts the tail.
-            log.failure("mailbox {user}: could not cut a failed append", user=self.userid)
-            return
-        try:
-            # Cut back: the intent must not later cut what another program
-            # appends from here.
-            self._writeIntent(0, 0, 0, sync=True)
-        except OSError:
-            log.failure("mailbox {user}: could not clear the append intent",
-                        user=self.userid)
-
-    def readAfter(self, serial):
-        """
-        The first message not deleted whose serial is above C{serial}.
-
-        @return: C{(serial, text)}, or L{None} when there is none.
-        """
-        with self.locked() as handle:
-            entries = self.entries
-            for i in range(bisect.bisect_right(self._serialList, serial), len(entries)):
-                entry = entries[i]
-                if not entry.deleted:
-                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                    return entry.serial, fromMboxRecord(record)
-            return None
-
-    def markDeleted(self, serial):
-        """
-        Record durably that the message with C{serial} is deleted.
-
-        @raise NoCurrentMessage: if it is gone or already deleted.
-        """
-        with self.locked():
-            i = bisect.bisect_left(self._serialList, serial)
-            if i == len(self.entries) or self.entries[i].serial != serial:
-                raise errors.NoCurrentMessage()
-            entry = self.entries[i]
-            if entry.deleted:
-                raise errors.NoCurrentMessage()
-            line = entry.key.hex().encode("ascii") + b"\n"
-            try:
-                self._appendJournal(line)
-            except OSError as e:
-                log.error(
-                    "mailbox {user}: delete failed: {error}", user=self.userid, error=e
-                )
-                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
-            entry.deleted = True
-            self.live -= 1
-
-    def _appendJournal(self, line):
-        fd = os.open(
-            self._journalName,
-            os.O_RDWR | os.O_CREAT | _O_FLAGS,
-            0o600,
-            dir_fd=self._dirfd,
-        )
-        try:
-            st = os.fstat(fd)
-            size = st.st_size
-            if size:
-                # A torn last line (a crash mid-write) was never
-                # acknowledged: write after it on a line of its own.
-                if os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line
-            _writeAll(fd, [line], size)
-            os.fdatasync(fd)
-            if size == 0:
-                os.fsync(self._dirfd)
-            if st.st_ino == self._journalIno and self._journalPos == size:
-                self._journalPos = size + len(line)
-        finally:
-            os.close(fd)
-
-    def expunge(self):
-        """
-        Rewrite the mailbox without its deleted messages and remove the
-        journal.  Crash-safe at every step.
-        """
-        with self.locked() as handle:
-            if self.live == len(self.entries):
-                return 0
-            kept = [e for e in self.entries if not e.deleted]
-            st = handle.stat
-            fd = os.open(
-                self._newName,
-                os.O_RDWR | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
-                0o600,
-                dir_fd=self._dirfd,
-            )
-            try:
-                try:
-                    os.fchown(fd, st.st_uid, st.st_gid)
-                except PermissionError:
-                    pass
-                os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                offset = 0
-                newEntries = []
-                for entry in kept:
-                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                    _writeAll(fd, [record], offset)
-                    newEntries.append(_Entry(offset, offset + len(record), entry.key,
-                                             entry.serial))
-                    offset += len(record)
-                os.fsync(fd)
-                newIno = os.fstat(fd).st_ino
-            finally:
-                os.close(fd)
-            self._appendJournal(b"expunged %d\n" % (newIno,))
-            os.rename(self._newName, self.userid, src_dir_fd=self._dirfd,
-                      dst_dir_fd=self._dirfd)
-            os.fsync(self._dirfd)
-            self._removeJournal()
-            removed = len(self.entries) - len(kept)
-            self._replaceAll(newEntries)
-            self._ino = newIno
-            self._size = offset
-            self._mtime = None
-            return removed
-
-
-def _lockFile(fd):
-    """
-    Take an exclusive fcntl lock on the whole file without waiting.  An
-    open-file-description lock where the platform has them, so that two
-    connections in one process exclude each other; it conflicts with the
-    classic POSIX locks of other mail tools.
-    """
-    if _F_OFD_SETLK is not None:
-        flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        fcntl.fcntl(fd, _F_OFD_SETLK, flock)
-    else:  # pragma: no cover - not Linux
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _head(chunks):
-    """
-    The first L{_INTENT_HEAD} bytes of the concatenation of C{chunks}.
-    """
-    head = b""
-    for chunk in chunks:
-        head += bytes(chunk[: _INTENT_HEAD - len(head)])
-        if len(head) >= _INTENT_HEAD:
-            break
-    return head
-
-
-def _tailBytes(chunks, n):
-    """
-    The last C{n} bytes of the concatenation of C{chunks}.
-    """
-    tail = b""
-    for chunk in reversed(chunks):
-        tail = bytes(chunk[-(n - len(tail)):]) + tail
-        if len(tail) >= n:
-            break
-    return tail
-
-
-def _writeAll(fd, chunks, offset):
-    """
-    Write byte strings one after the other at C{offset}, with as few system
-    calls as the platform allows, going on after partial writes.
-    """
-    pending = [memoryview(c) for c in chunks if len(c)]
-    i = 0
-    while i < len(pending):
-        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
-        if n == 0:
-            raise OSError(errno.EIO, "write made no progress")
-        offset += n
-        while n:
-            size = len(pending[i])
-            if n >= size:
-                n -= size
-                i += 1
-            else:
-                pending[i] = pending[i][n:]
-                n = 0
+    summaries = {}
+    for msgid, key, record in records:
+        newline = record.find(b"\n")
+        arrived = arrivalTime(record[:newline]) if newline != -1 else 0
+        summaries[(msgid, key)] = summarize(fromMboxRecord(record), msgid, arrived)
+    return summaries
 
 
 class _Mailbox:
@@ -1086,6 +83,11 @@ class _Mailbox:
         self._pendingLock = threading.Lock()
         self._pending = []
         self._flushQueued = False
+        # Summaries already parsed, by (id, content key): a listing parses
+        # each message once, however often it is listed.
+        self.summaries = {}
+        # The _Watch of this mailbox while anyone subscribes to it.
+        self.watch = None
 
     def run(self, f, *args):
         """
@@ -1140,8 +142,10 @@ class _Mailbox:
         records = []
         limit = self._store.maxMessageSize
         for separator, parts in messages:
-            record = mboxRecordChunks(separator, *parts)
-            if sum(len(chunk) for chunk in record) > limit:
+            idLine = idHeaderLine(newMessageId())
+            record = mboxRecordChunks(separator, idLine, *parts)
+            # The id line is the store's, not the message's: not counted.
+            if sum(len(chunk) for chunk in record) - len(idLine) > limit:
                 outcomes.append(errors.MessageTooLarge(limit))
             else:
                 outcomes.append(None)
@@ -1167,8 +171,103 @@ class _Mailbox:
                     waiting.callback(None)
                 else:
                     waiting.errback(outcome)
+            if self.watch is not None and None in outcomes:
+                self.watch.check()
 
         return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
+
+    def summarized(self, records):
+        """
+        The summaries of C{records} (C{(id, key, record)} triples, the
+        record L{None} for those cached), parsing the new ones in a worker
+        thread and caching them.
+
+        @return: a L{Deferred} firing with a L{list} of L{MessageSummary}.
+        """
+        todo = [r for r in records if r[2] is not None]
+
+        def build(new):
+            self.summaries.update(new)
+            return [self.summaries[(msgid, key)] for msgid, key, _ in records]
+
+        if not todo:
+            return defer.succeed(build({}))
+        return self._store._inThread(_summarizeRecords, todo).addCallback(build)
+
+    def listing(self, start, limit, newestFirst):
+        def summarize(result):
+            total, page = result
+            if start == 0 and limit is None and len(self.summaries) > 2 * total + 100:
+                # Forget what is no longer in the mailbox.
+                live = {(msgid, key) for msgid, key, _ in page}
+                self.summaries = {k: v for k, v in self.summaries.items() if k in live}
+            return self.summarized(page).addCallback(
+                lambda summaries: Listing(total, summaries))
+
+        return self.run(
+            self.mbox.listing, start, limit, newestFirst, self.summaries
+        ).addCallback(summarize)
+
+
+class _Watch:
+    """
+    New-mail announcements for one mailbox: the listeners, and the highest
+    serial announced.  Checked after each delivery through this process,
+    and when the store's poll sees the file change (another process).
+    """
+
+    def __init__(self, mailbox):
+        self.mailbox = mailbox
+        self.listeners = []
+        self.seen = None
+        self.stamp = None
+        self._running = False
+        self._again = False
+        self.start()
+
+    def start(self):
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, None))
+
+    def check(self):
+        """
+        Announce the messages that arrived since the last check.
+        """
+        if self._running:
+            self._again = True
+            return
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, self.seen))
+
+    def _run(self, d):
+        self._running = True
+
+        def found(result):
+            top, records = result
+            baseline = self.seen is None
+            self.seen = top
+            if baseline or not records:
+                return None
+            return self.mailbox.summarized(records).addCallback(self._announce)
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: new-mail check failed", f,
+                            user=self.mailbox.mbox.userid)
+
+        def finished(_):
+            self._running = False
+            if self._again and self.listeners:
+                self._again = False
+                self.check()
+
+        d.addCallback(found).addErrback(failed).addBoth(finished)
+
+    def _announce(self, summaries):
+        for summary in summaries:
+            for listener in list(self.listeners):
+                try:
+                    listener(summary)
+                except Exception:
+                    log.failure("a new-mail listener failed")
 
 
 @implementer(IMailStore)
@@ -1209,6 +308,8 @@ class SpoolStore:
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._lockSource = _LockSource(self._dirfd)
         self._mailboxes = {}
+        self._watched = {}
+        self._poll = None
         self._serials = itertools.count(1)
         # Users known to exist.  Only positive answers are kept: a mailbox
         # removed by hand is still found missing when a delivery opens it.
@@ -1218,10 +319,82 @@ class SpoolStore:
         """
         Release the spool directory (for tests that make many stores).
         """
+        self.stopWatching()
         if self._dirfd is not None:
             self._lockSource.remove()
             os.close(self._dirfd)
             self._dirfd = None
+
+    def subscribe(self, userid, listener):
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId:
+            return lambda: None
+        mailbox = self._mailbox(userid)
+        if mailbox.watch is None:
+            mailbox.watch = _Watch(mailbox)
+            self._watched[userid] = mailbox
+        mailbox.watch.listeners.append(listener)
+        if self._poll is None:
+            from twisted.internet.task import LoopingCall
+
+            self._poll = LoopingCall(self._pollWatched)
+            self._poll.clock = self._reactor
+            self._poll.start(POLL_INTERVAL, now=False).addErrback(
+                lambda f: log.failure("new-mail poll stopped", f))
+
+        def unsubscribe():
+            watch = mailbox.watch
+            if watch is None or listener not in watch.listeners:
+                return
+            watch.listeners.remove(listener)
+            if not watch.listeners:
+                mailbox.watch = None
+                self._watched.pop(userid, None)
+                if not self._watched:
+                    self.stopWatching()
+
+        return unsubscribe
+
+    def stopWatching(self):
+        """
+        Stop looking for other processes' deliveries (when the server
+        stops).
+        """
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
+
+    def _pollWatched(self):
+        """
+        Look, in a worker thread, whether a watched mailbox file changed;
+        check those that did for new mail.
+        """
+        users = list(self._watched)
+        if not users or self._dirfd is None:
+            return None
+
+        def stamps():
+            found = {}
+            for userid in users:
+                try:
+                    st = os.stat(userid, dir_fd=self._dirfd, follow_symlinks=False)
+                except OSError:
+                    continue
+                found[userid] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            return found
+
+        def compare(found):
+            for userid, stamp in found.items():
+                mailbox = self._watched.get(userid)
+                if mailbox is None or mailbox.watch is None:
+                    continue
+                if mailbox.watch.stamp != stamp:
+                    mailbox.watch.stamp = stamp
+                    mailbox.watch.check()
+
+        return self._inThread(stamps).addCallback(compare).addErrback(
+            lambda f: log.failure("new-mail poll failed", f))
 
     def removeLockSource(self):
         """
@@ -1422,6 +595,33 @@ class _SpoolSession:
             self._mailbox.run(self._mailbox.mbox.markDeleted, serial)
             .addCallbacks(deleted, gone)
         )
+
+    # -- the mailbox view
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        return self._mailbox.listing(start, limit, newestFirst)
+
+    def fetchMessage(self, msgid):
+        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
+            lambda found: found[1])
+
+    def selectMessage(self, msgid):
+        def selected(found):
+            self._cursor, text = found
+            self._current = self._cursor
+            return text
+
+        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
+            selected)
+
+    def deleteMessages(self, msgids):
+        def deleted(ids):
+            if ids:
+                self._deletedHere = True
+            return ids
+
+        return self._mailbox.run(
+            self._mailbox.mbox.markDeletedIds, list(msgids)).addCallback(deleted)
 
     def close(self):
         mbox = self._mailbox.mbox

@@ -240,6 +240,7 @@ class _ThreadPoolService(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        self.store.stopWatching()
         d = self.mailFactory.endSessions()
         d.addBoth(lambda _: self.pool.stop())
         d.addBoth(lambda _: self.store.removeLockSource())
