@@ -83,7 +83,7 @@ SCHEMA = {
             pubid text,
             arrived bigint NOT NULL,
             envelope text NOT NULL DEFAULT '',
-            separator bytea,
+            spoolhead bytea,
             body bytea NOT NULL,
             size bigint NOT NULL,
             sender text NOT NULL DEFAULT '',
@@ -242,16 +242,16 @@ class _Delivery:
     One message queued for the next group commit.
     """
 
-    __slots__ = ("receiver", "envelope", "arrived", "parts", "pubid", "separator",
+    __slots__ = ("receiver", "envelope", "arrived", "parts", "pubid", "spoolhead",
                  "deferred")
 
-    def __init__(self, receiver, envelope, arrived, parts, pubid=None, separator=None):
+    def __init__(self, receiver, envelope, arrived, parts, pubid=None, spoolhead=None):
         self.receiver = receiver
         self.envelope = envelope
         self.arrived = arrived
         self.parts = parts
         self.pubid = pubid
-        self.separator = separator
+        self.spoolhead = spoolhead
         self.deferred = None
 
 
@@ -268,12 +268,12 @@ def prepareRow(delivery, maxMessageSize):
         return errors.MessageTooLarge(maxMessageSize)
     fields = parseMessage(text).summaryFields()
     return (delivery.receiver, delivery.pubid, int(delivery.arrived), delivery.envelope,
-            delivery.separator, text, popSize(text), fields["sender"], fields["to"],
+            delivery.spoolhead, text, popSize(text), fields["sender"], fields["to"],
             fields["subject"], fields["date"], fields["snippet"], fields["attachments"])
 
 
 _INSERT = (
-    "INSERT INTO messages (userid, pubid, arrived, envelope, separator, body, size,"
+    "INSERT INTO messages (userid, pubid, arrived, envelope, spoolhead, body, size,"
     " sender, recipient, subject, date, snippet, attachments)"
     " VALUES (%s, %s, %s, %s, %b, %b, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
