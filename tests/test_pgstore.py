@@ -12,6 +12,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests import pgserver
+from tests.test_mailboxview import MailboxViewContractMixin
 from tests.test_store import StoreContractMixin, SynchronousThreads
 from twisted_mail import errors
 
@@ -269,3 +270,14 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
                 break
         bodies = [t.split(b"\n\n", 1)[1] for t in texts]
         self.assertEqual(bodies, [b"before\n", b"after\n"])
+
+
+class PostgresMailboxViewTests(MailboxViewContractMixin, SynchronousTestCase):
+    """
+    The mailbox view, run against PostgreSQL.
+    """
+
+    skip = skip
+
+    def makeStore(self):
+        return makePostgresStore(self, pgserver.freshDatabase())
