@@ -95,6 +95,11 @@ class MigrateTests(SynchronousTestCase):
         for user in ("alice", "bob", "carol"):
             self.assertEqual(FilePath(back).child(user).getContent(),
                              FilePath(spool).child(user).getContent(), user)
+        # Migrated messages are read and deleted like any other.
+        self.assertEqual(self.ok(session.readMessage()),
+                         self.ok(spoolSession.fetchMessage(ids[0])))
+        self.ok(session.deleteMessage())
+        self.assertEqual(self.ok(db.openMailbox("bob")).count, len(ids) - 1)
 
     def test_runAgainCopiesNothing(self):
         """

@@ -196,7 +196,7 @@ def _insertMigrated(conn, userid, items):
         rows = {r: u for r, u in conn.execute(
             "SELECT id, userid FROM messages WHERE id = ANY(%s)", [native])}
         issued = conn.execute("SELECT last_value FROM messages_id_seq").fetchone()[0]
-        stored = 0
+        plain, numbered = [], []
         for msgid, arrived, envelope, head, text in items:
             serial = None
             pubid = msgid
@@ -213,12 +213,16 @@ def _insertMigrated(conn, userid, items):
                 pgstore._Delivery(userid, envelope, arrived, [text], pubid, head),
                 maxMessageSize=1 << 62)
             if serial is None:
-                conn.execute(pgstore._INSERT, row)
+                plain.append(row)
             else:
-                conn.execute(pgstore._INSERT.replace("(userid,", "(id, userid,", 1)
-                             .replace("VALUES (%s,", "VALUES (%s, %s,", 1),
-                             (serial,) + row)
-            stored += 1
+                numbered.append((serial,) + row)
+        cur = conn.cursor()
+        if plain:
+            cur.executemany(pgstore._INSERT, plain)
+        if numbered:
+            cur.executemany(pgstore._INSERT.replace("(userid,", "(id, userid,", 1)
+                            .replace("VALUES (%s,", "VALUES (%s, %s,", 1), numbered)
+        stored = len(plain) + len(numbered)
         conn.execute("UPDATE users SET count = count + %s WHERE userid = %s",
                      [stored, userid])
     return stored

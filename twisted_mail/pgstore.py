@@ -862,7 +862,8 @@ class _PostgresSession:
             if not gone:
                 raise errors.NoCurrentMessage()
 
-        return self._store._run(_deleteRows, self.userid, [serial], []).addCallback(deleted)
+        return self._store._run(_deleteRows, self.userid, [serial], [], True).addCallback(
+            deleted)
 
     # -- the mailbox view
 
@@ -921,17 +922,18 @@ class _PostgresSession:
         return defer.succeed(None)
 
 
-def _deleteRows(conn, userid, serials, pubids):
+def _deleteRows(conn, userid, serials, pubids, byRow=False):
     """
     In a worker thread: delete the messages of C{userid} with these row ids
-    (of native ids) or public ids, and count them off, in one statement.
+    (of native ids; any row id with C{byRow}) or public ids, and count them
+    off, in one statement.
 
     @return: the public ids deleted, in mailbox order.
     """
     conditions = []
     params = []
     if serials:
-        conditions.append("(id = ANY(%s) AND pubid IS NULL)")
+        conditions.append("id = ANY(%s)" if byRow else "(id = ANY(%s) AND pubid IS NULL)")
         params.append(serials)
     if pubids:
         conditions.append("pubid = ANY(%s)")
