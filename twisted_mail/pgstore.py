@@ -301,6 +301,15 @@ _INSERT = (
 )
 
 
+_INSERT_MANY = (
+    "INSERT INTO messages (userid, pubid, arrived, envelope, spoolhead, body, size,"
+    " sender, recipient, subject, date, snippet, attachments)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],"
+    " %b::bytea[], %b::bytea[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[], %s::int[]) RETURNING id"
+)
+
+
 def insertRows(conn, rows, notify=True, origin=""):
     """
     In a worker thread, inside a transaction: lock the receivers' user rows
@@ -326,12 +335,10 @@ def insertRows(conn, rows, notify=True, origin=""):
         keep = [row for row in keep if (row[0], row[1]) not in taken]
     ids = {}
     if keep:
-        cur.executemany(_INSERT, keep, returning=True)
-        serials = []
-        while True:
-            serials.append(cur.fetchone()[0])
-            if not cur.nextset():
-                break
+        # One statement for the batch.  Its rows take their ids from the
+        # sequence one after the other, in the order unnest gives them: the
+        # ids, sorted, are the rows' in order.
+        serials = sorted(r for (r,) in cur.execute(_INSERT_MANY, [list(c) for c in zip(*keep)]))
         counts = {}
         for row, serial in zip(keep, serials):
             ids[id(row)] = serial
