@@ -10,7 +10,7 @@ import threading
 import time
 
 from tests import pgserver
-from tests.serverprocess import ClientError, freePort
+from tests.serverprocess import ClientError, freePort, runTwistd
 from tests.test_integration import ServerTestCase, splitMessage
 
 skip = pgserver.skipReason()
@@ -120,6 +120,19 @@ class PostgresServersTests(ServerTestCase):
             rows = conn.execute("SELECT body FROM messages WHERE userid = %s ORDER BY id",
                                 [user]).fetchall()
         return [splitMessage(bytes(body))[1] for (body,) in rows]
+
+    def test_unreachableAtStart(self):
+        """
+        A database that cannot be reached at start: twistd says why in one
+        line, with no traceback, and exits 1.
+        """
+        code, output = runTwistd(["-n", "--pidfile=", "simplemail", "--database",
+                                  "host=/nonexistent port=1 dbname=mail"],
+                                 cwd=self.mktempDir())
+        self.assertEqual(code, 1)
+        self.assertNotIn("Traceback", output)
+        lines = [line for line in output.splitlines() if "cannot use database" in line]
+        self.assertEqual(len(lines), 1, output)
 
     def test_everyCommandAcrossServers(self):
         """

@@ -5,16 +5,19 @@ connection, and new-mail announcements across store objects (as across
 servers).
 """
 
-import threading
+import os
+import sys
 import time
 
 from twisted.internet import defer, reactor, threads
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests import pgserver
 from tests.test_mailboxview import MailboxViewContractMixin
 from tests.test_store import StoreContractMixin, SynchronousThreads
-from twisted_mail import errors
+from twisted_mail import errors, tap
 
 skip = pgserver.skipReason()
 
@@ -281,3 +284,57 @@ class PostgresMailboxViewTests(MailboxViewContractMixin, SynchronousTestCase):
 
     def makeStore(self):
         return makePostgresStore(self, pgserver.freshDatabase())
+
+
+class DatabaseOptionTests(SynchronousTestCase):
+    """
+    C{twistd simplemail --database URL}.
+    """
+
+    skip = skip
+
+    def test_unreachable(self):
+        """
+        A database that cannot be reached is a one-line usage error, and no
+        spool directory is made.
+        """
+        options = tap.Options()
+        exc = self.assertRaises(
+            usage.UsageError, options.parseOptions,
+            ["--database", "host=/nonexistent port=1 dbname=x", "--spool", "unused"])
+        self.assertTrue(str(exc).startswith("cannot use database: "))
+        self.assertNotIn("\n", str(exc))
+        self.assertFalse(os.path.exists("unused"))
+
+    def test_withoutPsycopg(self):
+        """
+        Without psycopg, --database says which extra to install.
+        """
+        real = sys.modules["psycopg"]
+        self.addCleanup(sys.modules.__setitem__, "psycopg", real)
+        sys.modules["psycopg"] = None
+        options = tap.Options()
+        exc = self.assertRaises(usage.UsageError, options.parseOptions,
+                                ["--database", "dbname=x"])
+        self.assertIn(".[postgresql]", str(exc))
+
+    def test_makeService(self):
+        """
+        With --database, the server's store is the PostgreSQL store, run by
+        a service that starts and stops its threads and connections.
+        """
+        url = pgserver.freshDatabase()
+        options = tap.Options()
+        options.parseOptions(["--database", url])
+        service = tap.makeService(options, reactor=MemoryReactor())
+        (owner,) = [c for c in service if isinstance(c, pgstore.DatabaseService)]
+        store = owner.store
+        self.assertIsInstance(store, pgstore.PostgresStore)
+        self.assertEqual(store.url, url)
+        listeners = [c for c in service if hasattr(c, "factory")]
+        self.assertTrue(listeners)
+        self.assertIs(listeners[0].factory.store, store)
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertIsNone(store._listenThread)
+        self.assertFalse(owner.pool.started)
