@@ -238,6 +238,65 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         self.assertEqual(heard[0].id, local[0].id)
 
     @defer.inlineCallbacks
+    def test_commitsInIdOrder(self):
+        """
+        While another server's delivery to a mailbox is uncommitted, a
+        delivery to that mailbox waits for it: ids commit in order, so a
+        reader's cursor never passes a message that commits later.
+        """
+        other = pgstore.connect(self.url)
+        self.addCleanup(other.close)
+        row = pgstore.prepareRow(
+            pgstore._Delivery("bob", "x@localhost", 0, [b"Subject: first\n\nfirst\n"]),
+            1 << 20)
+        other.execute("BEGIN")
+        (first,) = pgstore.insertRows(other, [row], origin="elsewhere")
+        d = self.store.deliver("alice", "bob", b"second\n")
+        yield threads.deferToThread(time.sleep, 0.5)
+        self.assertNoResult(d)
+        session = yield self.store.openMailbox("bob")
+        with self.assertRaises(errors.NoMoreMail):
+            yield session.readMessage()
+        yield threads.deferToThread(other.execute, "COMMIT")
+        yield d
+        texts = [(yield session.readMessage()), (yield session.readMessage())]
+        self.assertEqual([t.split(b"\n\n", 1)[1] for t in texts], [b"first\n", b"second\n"])
+        listing = yield session.listMessages()
+        self.assertEqual(listing.messages[0].id, str(first))
+
+    @defer.inlineCallbacks
+    def test_announcementsSurviveLostConnection(self):
+        """
+        When the connection that listens for other servers' mail is cut,
+        it reconnects, and what came meanwhile is announced once; the
+        store's own deliveries are not announced twice.
+        """
+        other = self.makeThreadedStore(self.url)
+        other.startListening()
+        self.store.startListening()
+        heard, local = [], []
+        other.subscribe("bob", heard.append)
+        self.store.subscribe("bob", local.append)
+        yield threads.deferToThread(time.sleep, 0.3)
+
+        def terminate():
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'simplemail-listen'")
+
+        yield threads.deferToThread(terminate)
+        yield self.store.deliver("alice", "bob", b"meanwhile\n")
+        yield other.deliver("alice", "bob", b"own\n")
+        for _ in range(40):
+            if heard and len(local) >= 2:
+                break
+            yield threads.deferToThread(time.sleep, 0.1)
+        yield threads.deferToThread(time.sleep, 1.0)
+        self.assertEqual(sorted(s.snippet for s in heard), ["meanwhile", "own"])
+        self.assertEqual(sorted(s.snippet for s in local), ["meanwhile", "own"])
+
+    @defer.inlineCallbacks
     def test_lostConnectionTemporaryFailure(self):
         """
         When the database cuts the store's connections, the calls in flight

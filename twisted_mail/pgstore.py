@@ -38,6 +38,7 @@ Guarantees:
     origin, then C{user id} pairs), within a fraction of a second.
 """
 
+import collections
 import os
 import re
 import threading
@@ -117,6 +118,10 @@ _PUBLIC_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 #: per message.  More lanes may pay where the database has cores of its own
 #: and a slow disk.
 DELIVERY_LANES = 1
+
+#: How many of its latest deliveries a store remembers, not to announce
+#: them twice after its notification connection was lost.
+_OWN_REMEMBERED = 100000
 
 #: NOTIFY payloads stay under PostgreSQL's 8000-byte limit.
 _PAYLOAD_LIMIT = 7000
@@ -238,12 +243,13 @@ class _Outcome:
     refused it.
     """
 
-    __slots__ = ("userid", "summary", "error")
+    __slots__ = ("userid", "summary", "error", "serial")
 
     def __init__(self, userid, summary=None, error=None):
         self.userid = userid
         self.summary = summary
         self.error = error
+        self.serial = None
 
 
 class _Lane:
@@ -425,6 +431,11 @@ class PostgresStore:
         self._listeners = {}
         self._subscribed = frozenset()
         self.origin = "{}-{}".format(os.getpid(), os.urandom(4).hex())
+        # The row ids of the latest deliveries through this store (announced
+        # here already), for the notification thread's catch-up.
+        self._ownLock = threading.Lock()
+        self._ownSet = set()
+        self._ownOrder = collections.deque()
         self._listenThread = None
         self._stopListening = threading.Event()
         self._closed = False
@@ -638,6 +649,7 @@ class PostgresStore:
             if serial is None:
                 outcome.error = errors.NoSuchUser(row[0])
             else:
+                outcome.serial = serial
                 outcome.summary = MessageSummary(
                     publicId(serial, row[1]), row[6], row[2], *row[7:])
         return outcomes
@@ -685,6 +697,7 @@ class PostgresStore:
         for outcome in result:
             if outcome.summary is not None:
                 self._known.add(outcome.userid)
+                self._rememberOwn(outcome.serial)
                 self._announce(outcome.userid, [outcome.summary])
         for delivery, outcome in zip(batch, result):
             if outcome.error is not None:
@@ -693,6 +706,13 @@ class PostgresStore:
                 delivery.deferred.callback(None)
 
     # -- new-mail announcements
+
+    def _rememberOwn(self, serial):
+        with self._ownLock:
+            self._ownSet.add(serial)
+            self._ownOrder.append(serial)
+            if len(self._ownOrder) > _OWN_REMEMBERED:
+                self._ownSet.discard(self._ownOrder.popleft())
 
     def subscribe(self, userid, listener):
         try:
@@ -765,6 +785,10 @@ class PostgresStore:
                                         ).fetchone()[0]
                 else:
                     last = self._catchUp(conn, last)
+                # Rows up to here are announced (or were not wanted): a
+                # notification of one of them, sent after LISTEN and before
+                # the catch-up, is not announced again.
+                floor = last
                 while not self._stopListening.is_set():
                     wanted = []
                     for notify in conn.notifies(timeout=_LISTEN_POLL):
@@ -782,7 +806,7 @@ class PostgresStore:
                     if wanted:
                         last = max([last] + [s for _, s in wanted])
                         subscribed = self._subscribed
-                        serials = [s for u, s in wanted if u in subscribed]
+                        serials = [s for u, s in wanted if u in subscribed and s > floor]
                         if serials:
                             self._fetchAndAnnounce(conn, serials)
             except psycopg.Error as e:
@@ -808,8 +832,10 @@ class PostgresStore:
             rows = conn.execute(
                 "SELECT id FROM messages WHERE id > %s AND userid = ANY(%s)",
                 [last, subscribed]).fetchall()
-            if rows:
-                self._fetchAndAnnounce(conn, [r for (r,) in rows])
+            with self._ownLock:
+                serials = [r for (r,) in rows if r not in self._ownSet]
+            if serials:
+                self._fetchAndAnnounce(conn, serials)
         return conn.execute("SELECT coalesce(max(id), %s) FROM messages",
                             [last]).fetchone()[0]
 
