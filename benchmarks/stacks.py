@@ -56,7 +56,7 @@ CATEGORIES = [
     ("thread hop", re.compile(
         r"deferToThread|threadpool\.py|_threads/|queue\.py|threading\.py|callFromThread"
         r"|_Waker|_UnixWaker|waker")),
-    ("protocol", re.compile(r"twisted_mail/(server|smtp|wire)\.py|twisted/mail/smtp\.py"
+    ("protocol", re.compile(r"twisted_mail/(server|smtp/\w+|wire)\.py|twisted/mail/smtp\.py"
                             r"|twisted/protocols/basic\.py"
                             r"|patchSmtpNoPause")),
     ("transport", re.compile(r"twisted/internet/(tcp|abstract)\.py")),

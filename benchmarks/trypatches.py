@@ -68,7 +68,7 @@ def patchSmtpNoPause():
     when more than a command line's worth waits meanwhile (saves the two
     epoll_ctl calls of pauseProducing/resumeProducing per message).
     """
-    from twisted_mail import smtp
+    from twisted_mail.smtp import protocol as smtp
 
     cls = smtp.SMTPServerProtocol
     if not hasattr(cls, "_holdUntil") or not hasattr(cls, "_resume"):
@@ -191,9 +191,9 @@ def main():
         if name == "nolog":
             from twisted.logger import Logger
 
-            from twisted_mail import smtp
+            from twisted_mail.smtp import delivery, factory, protocol
 
-            for module in (server, smtp, spool):
+            for module in (server, delivery, factory, protocol, spool):
                 module.log = Logger(observer=lambda event: None)
         elif name == "smtpnopause":
             if not patchSmtpNoPause():

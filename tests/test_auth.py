@@ -80,12 +80,16 @@ class CheckerTests(SynchronousTestCase):
     def setUp(self):
         self.file = auth.PasswordFile(self.mktemp())
         self.file.setPassword("bob", "right")
-        self.portal = auth.makePortal(self.file, reactor=SynchronousClock())
+        self.clock = SynchronousClock()
+        self.portal = auth.makePortal(self.file, reactor=self.clock)
 
     def login(self, user, password):
-        return self.portal.login(
+        d = self.portal.login(
             UsernamePassword(user.encode(), password.encode()), None, auth.IMailAccount
         )
+        # Past the throttle's failure delay and penalties.
+        self.clock.pump([1.0] * 300)
+        return d
 
     def test_good(self):
         """
@@ -112,7 +116,7 @@ class ServerLoginTests(SynchronousTestCase):
     def setUp(self):
         self.store = MemoryStore()
         self.passwords = auth.PasswordFile(self.mktemp())
-        clock = SynchronousClock()
+        self.clock = clock = SynchronousClock()
         self.factory = MailServerFactory(
             self.store,
             reactor=clock,
@@ -127,6 +131,8 @@ class ServerLoginTests(SynchronousTestCase):
     def send(self, *lines):
         self.transport.clear()
         self.proto.dataReceived(b"".join(l + b"\r\n" for l in lines))
+        # Past the throttle's failure delay and penalties.
+        self.clock.pump([1.0] * 300)
         return self.transport.value().decode("utf-8").split("\r\n")[:-1]
 
     def test_capaAdvertisesAuth(self):
@@ -169,6 +175,18 @@ class ServerLoginTests(SynchronousTestCase):
         self.assertEqual(replies[0], "+OK send PASS <password> for bob")
         self.assertEqual(replies[2], "+OK send PASS <password> for nobody")
         self.assertEqual({replies[1], replies[3], replies[5]}, {"-ERR login failed"})
+
+    def test_closedAfterThreeFailures(self):
+        """
+        The third failed PASS on a connection is answered and the connection
+        closed; two failures leave it open.
+        """
+        self.send(b"ADDU bob pw")
+        for _ in range(2):
+            self.assertEqual(self.send(b"USER bob", b"PASS nope")[1], "-ERR login failed")
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.send(b"USER bob", b"PASS nope")[1], "-ERR login failed")
+        self.assertTrue(self.transport.disconnecting)
 
     def test_commandsNeedLogin(self):
         """

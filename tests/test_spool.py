@@ -419,7 +419,7 @@ class LockingTests(SpoolTestCase):
 class LockSourceTests(SpoolTestCase):
     """
     Every dot-lock of a process is a link to one file holding its pid (see
-    mboxfile._LockSource): what other mail tools read in it, how fresh it
+    locks.LockSource): what other mail tools read in it, how fresh it
     looks to them, and the file's life.
     """
 

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from twisted_mail import errors
+from twisted_mail.throttle import LoginThrottle
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
@@ -231,8 +232,14 @@ class MailRealm:
         return IMailAccount, MailAccount(userid), lambda: None
 
 
-def makePortal(passwordFile, reactor=None):
+def makePortal(passwordFile, reactor=None, throttle=None):
     """
-    A L{Portal} logging mail users in with the passwords of C{passwordFile}.
+    A L{Portal} logging mail users in with the passwords of C{passwordFile},
+    through the one login throttle (L{twisted_mail.throttle}) that every
+    door shares: build it once and hand it to every listener.
+
+    @param throttle: the L{twisted_mail.throttle.LoginThrottle} keyword
+        arguments (C{failureDelay}, C{concurrency}), for tests.
     """
-    return Portal(MailRealm(), [PasswordFileChecker(passwordFile, reactor=reactor)])
+    checker = PasswordFileChecker(passwordFile, reactor=reactor)
+    return Portal(MailRealm(), [LoginThrottle(checker, clock=reactor, **(throttle or {}))])

@@ -17,7 +17,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from twisted_mail import errors, wire
+from twisted_mail import errors, throttle, wire
 from twisted_mail.auth import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.interfaces import IMailStore
 from twisted_mail.message import appendLine
@@ -125,6 +125,8 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
 
     session = None
     _pendingUser = None
+    _loginFailures = 0
+    _closeAfterReply = False
     _body = None
     _lost = False
     _peer = "?"
@@ -358,7 +360,12 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             self.setTimeout(None)
             self._replyReady(reply)
         else:
-            self.transport.write(reply)
+            self._write(reply)
+
+    def _write(self, reply):
+        self.transport.write(reply)
+        if self._closeAfterReply:
+            self.transport.loseConnection()
 
     def _replyReady(self, reply):
         if self._lost:
@@ -366,7 +373,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         if isinstance(reply, _MessageSender):
             reply.start(self.transport).addCallback(lambda _: self._replied())
             return
-        self.transport.write(reply)
+        self._write(reply)
         self._replied()
 
     def _replied(self):
@@ -486,8 +493,16 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             return self.factory.store.openMailbox(account.userid)
 
         def refused(f):
+            # The throttle logged the refusal (once, for every door).
             f.trap(UnauthorizedLogin, errors.NoSuchUser)
-            log.info("failed login for {user} from {peer}", user=userid, peer=self._peer)
+            self._loginFailures += 1
+            if throttle.tooManyFailures(self._loginFailures):
+                log.info(
+                    "closing connection from {peer} after {n} failed logins",
+                    peer=self._peer,
+                    n=self._loginFailures,
+                )
+                self._closeAfterReply = True
             raise errors.LoginFailed()
 
         d = portal.login(credentials, None, IMailAccount)

@@ -22,7 +22,8 @@ from zope.interface import implementer
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
-from twisted_mail.mboxfile import LOCK_DEADLINE, MboxFile, _O_FLAGS, _LockSource
+from twisted_mail.locks import _O_FLAGS, LockSource
+from twisted_mail.mboxfile import LOCK_DEADLINE, MboxFile
 from twisted_mail.message import (
     buildHeaders,
     fromMboxRecord,
@@ -306,7 +307,7 @@ class SpoolStore:
         self._lockDeadline = lockDeadline
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        self._lockSource = _LockSource(self._dirfd)
+        self._lockSource = LockSource(self._dirfd)
         self._mailboxes = {}
         self._watched = {}
         self._poll = None
@@ -399,7 +400,7 @@ class SpoolStore:
     def removeLockSource(self):
         """
         Remove the file this process's dot-locks are made from (see
-        L{_LockSource}): for when the server stops, after the last mailbox
+        L{LockSource}): for when the server stops, after the last mailbox
         job.
         """
         self._lockSource.remove()

@@ -84,7 +84,8 @@ class Options(usage.Options):
             None,
             None,
             "Require passwords, checked against this file of salted hashes "
-            "(set them with simplemail-passwd). Off by default.",
+            "(set them with simplemail-passwd), with failed logins slowed "
+            "down (docs/logins.rst). Off by default.",
         ],
         [
             "max-message-size",
@@ -113,6 +114,7 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["smtp"] = []
+        self["submission"] = []
         self["smtp-tls-cert"] = None
         self["smtp-tls-key"] = None
 
@@ -127,7 +129,7 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
-    # -- SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst)
+    # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
 
     def opt_smtp(self, description):
         (
@@ -137,11 +139,22 @@ class Options(usage.Options):
         )
         self["smtp"].append(_checkedEndpoint("--smtp", description))
 
+    def opt_submission(self, description):
+        (
+            "Also take mail from your users' mail programs by SMTP submission "
+            "(RFC 6409: AUTH PLAIN/LOGIN with their --passwords password, only "
+            "over TLS; they send as <user>@<domain> to local users) on this "
+            "endpoint, e.g. tcp:587 with --smtp-tls-cert for STARTTLS, or "
+            "ssl:465:privateKey=key.pem:certKey=cert.pem (repeatable; off by "
+            "default; needs --passwords)."
+        )
+        self["submission"].append(_checkedEndpoint("--submission", description))
+
     def opt_smtp_tls_cert(self, path):
         (
-            "Offer STARTTLS on the --smtp listeners with this PEM certificate "
-            "(followed by any intermediate certificates; it may hold the key "
-            "too)."
+            "Offer STARTTLS on the --smtp and --submission listeners with this "
+            "PEM certificate (followed by any intermediate certificates; it may "
+            "hold the key too)."
         )
         self["smtp-tls-cert"] = path
 
@@ -153,13 +166,23 @@ class Options(usage.Options):
         self["smtp-tls-key"] = path
 
     def _checkSMTPOptions(self):
-        if not (self["smtp"] or self["smtp-tls-cert"] or self["smtp-tls-key"]):
+        if not (
+            self["smtp"]
+            or self["submission"]
+            or self["smtp-tls-cert"]
+            or self["smtp-tls-key"]
+        ):
             return
         from twisted_mail.smtp import checkSMTPOptions
 
         try:
             checkSMTPOptions(
-                self["smtp"], self["domain"], self["smtp-tls-cert"], self["smtp-tls-key"]
+                self["smtp"],
+                self["domain"],
+                self["smtp-tls-cert"],
+                self["smtp-tls-key"],
+                submission=self["submission"],
+                passwords=self["passwords"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e))
@@ -364,6 +387,27 @@ def makeService(options, reactor=None):
             "simplemail: SMTP on {smtp}, STARTTLS {tls}",
             smtp=", ".join(options["smtp"]),
             tls="on" if options.get("smtp-tls-cert") else "off",
+        )
+    # -- SMTP submission: one listener per --submission endpoint, logging
+    # users in through the same portal (and login throttle) as every door.
+    if options.get("submission"):
+        from twisted_mail.smtp import makeSMTPFactoryFromOptions
+
+        if portal is None:
+            raise usage.UsageError("--submission needs --passwords")
+        try:
+            submissionFactory = makeSMTPFactoryFromOptions(
+                options, store, reactor, portal=portal, submission=True
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        for description in options["submission"]:
+            strports.service(
+                description, submissionFactory, reactor=reactor
+            ).setServiceParent(top)
+        log.info(
+            "simplemail: SMTP submission on {submission}",
+            submission=", ".join(options["submission"]),
         )
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
