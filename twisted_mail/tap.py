@@ -62,9 +62,11 @@ class Options(usage.Options):
     longdesc = (
         "Serve the simplemail protocol (see docs/protocol.rst) on every "
         "--listen endpoint, keeping one mbox file per user in the spool "
-        "directory (created if missing). Examples: "
+        "directory (created if missing), or in a PostgreSQL database shared "
+        "by any number of servers (--database). Examples: "
         "twistd -n simplemail; "
-        "twistd -n simplemail --listen tcp:9025 --spool /var/spool/simplemail."
+        "twistd -n simplemail --listen tcp:9025 --spool /var/spool/simplemail; "
+        "twistd -n simplemail --database postgresql://mail@dbhost/simplemail."
     )
 
     optParameters = [
@@ -206,7 +208,8 @@ class Options(usage.Options):
     def _checkDatabase(self):
         """
         Without psycopg, C{--database} is a one-line usage error naming the
-        extra to install.  (The database itself is reached in makeService.)
+        extra to install; so is a database that cannot be reached (its
+        schema is created or upgraded here, once reached).
         """
         if not self["database"].strip():
             raise usage.UsageError("--database wants a PostgreSQL URL")
