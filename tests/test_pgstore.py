@@ -149,6 +149,39 @@ class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
         self.assertEqual(summary.size, len(message) + message.count(b"\n"))
 
 
+class PayloadTests(SynchronousTestCase):
+    """
+    The NOTIFY payloads that tell other servers of new mail.
+    """
+
+    skip = skip
+
+    def test_roundTrip(self):
+        """
+        A batch's pairs come back from its payloads, split so that each
+        stays under PostgreSQL's limit.
+        """
+        pairs = [("user%d" % i, 10 ** 12 + i) for i in range(2000)]
+        payloads = list(pgstore._payloads(
+            "origin", ["{} {}".format(u, s) for u, s in pairs]))
+        self.assertGreater(len(payloads), 1)
+        back = []
+        for payload in payloads:
+            self.assertLess(len(payload.encode("utf-8")), 8000)
+            origin, got = pgstore._parsePayload(payload)
+            self.assertEqual(origin, "origin")
+            back.extend(got)
+        self.assertEqual(back, pairs)
+
+    def test_garbageIgnored(self):
+        """
+        A payload with lines that are not pairs (another program's NOTIFY
+        on the channel) yields only the pairs it holds.
+        """
+        self.assertEqual(pgstore._parsePayload("o\nbob 12\nnonsense\nbob x"),
+                         ("o", [("bob", 12)]))
+
+
 class _ThreadedStore:
     """
     Helpers for tests with a real reactor and a real thread pool.
