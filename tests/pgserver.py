@@ -58,7 +58,7 @@ def _binaries():
 
 def _psycopg():
     try:
-        import psycopg  # noqa: F401
+        import psycopg  # noqa: F401 (only whether it is there)
     except ImportError:
         return False
     return True

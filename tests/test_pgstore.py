@@ -24,7 +24,7 @@ skip = pgserver.skipReason()
 if skip is None:
     import psycopg
 
-    from twisted_mail import pgstore
+    from twisted_mail import pgsql, pgstore
 
 
 def makePostgresStore(testCase, url, **kwargs):
@@ -66,11 +66,11 @@ class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
         self.addUsers("bob")
         self.ok(self.store.deliver("alice", "bob", b"hi\n"))
         self.assertEqual(self.sql("SELECT max(version) FROM schema_version"),
-                         [(pgstore.SCHEMA_VERSION,)])
+                         [(pgsql.SCHEMA_VERSION,)])
         again = self.makeStore()
         self.assertEqual(self.ok(again.openMailbox("bob")).count, 1)
         self.assertEqual(len(self.sql("SELECT * FROM schema_version")),
-                         pgstore.SCHEMA_VERSION)
+                         pgsql.SCHEMA_VERSION)
 
     def test_newerSchemaRefused(self):
         """
@@ -78,11 +78,11 @@ class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
         with a one-line reason.
         """
         self.sql("INSERT INTO schema_version (version) VALUES (%s)",
-                 pgstore.SCHEMA_VERSION + 1)
+                 pgsql.SCHEMA_VERSION + 1)
         self.addCleanup(self.sql, "DELETE FROM schema_version WHERE version > %s",
-                        pgstore.SCHEMA_VERSION)
+                        pgsql.SCHEMA_VERSION)
         store = pgstore.PostgresStore(self.url, reactor=SynchronousThreads())
-        exc = self.assertRaises(pgstore.DatabaseUnavailable, store.checkNow)
+        exc = self.assertRaises(pgsql.DatabaseUnavailable, store.checkNow)
         self.assertIn("newer", str(exc))
         self.assertNotIn("\n", str(exc))
 
@@ -92,7 +92,7 @@ class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
         """
         store = pgstore.PostgresStore("host=/nonexistent port=1 dbname=x connect_timeout=2",
                                       reactor=SynchronousThreads())
-        exc = self.assertRaises(pgstore.DatabaseUnavailable, store.checkNow)
+        exc = self.assertRaises(pgsql.DatabaseUnavailable, store.checkNow)
         self.assertNotIn("\n", str(exc).strip())
 
     def test_stableIds(self):
@@ -162,13 +162,13 @@ class PayloadTests(SynchronousTestCase):
         stays under PostgreSQL's limit.
         """
         pairs = [("user%d" % i, 10 ** 12 + i) for i in range(2000)]
-        payloads = list(pgstore._payloads(
+        payloads = list(pgsql._payloads(
             "origin", ["{} {}".format(u, s) for u, s in pairs]))
         self.assertGreater(len(payloads), 1)
         back = []
         for payload in payloads:
             self.assertLess(len(payload.encode("utf-8")), 8000)
-            origin, got = pgstore._parsePayload(payload)
+            origin, got = pgsql._parsePayload(payload)
             self.assertEqual(origin, "origin")
             back.extend(got)
         self.assertEqual(back, pairs)
@@ -178,7 +178,7 @@ class PayloadTests(SynchronousTestCase):
         A payload with lines that are not pairs (another program's NOTIFY
         on the channel) yields only the pairs it holds.
         """
-        self.assertEqual(pgstore._parsePayload("o\nbob 12\nnonsense\nbob x"),
+        self.assertEqual(pgsql._parsePayload("o\nbob 12\nnonsense\nbob x"),
                          ("o", [("bob", 12)]))
 
 
@@ -277,10 +277,10 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         delivery to that mailbox waits for it: ids commit in order, so a
         reader's cursor never passes a message that commits later.
         """
-        other = pgstore.connect(self.url)
+        other = pgsql.connect(self.url)
         self.addCleanup(other.close)
-        row = pgstore.prepareRow(
-            pgstore._Delivery("bob", "x@localhost", 0, [b"Subject: first\n\nfirst\n"]),
+        row = pgsql.prepareRow(
+            pgsql._Delivery("bob", "x@localhost", 0, [b"Subject: first\n\nfirst\n"]),
             1 << 20)
         other.execute("BEGIN")
         (first,) = pgstore.insertRows(other, [row], origin="elsewhere")

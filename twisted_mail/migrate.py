@@ -133,11 +133,11 @@ def toDatabase(spool, url, out):
     """
     Copy every spool mailbox into the database.
     """
-    from twisted_mail import pgstore
+    from twisted_mail import pgsql
 
-    pgstore.checkDatabase(url)
+    pgsql.checkDatabase(url)
     store = _spoolStore(spool)
-    conn = pgstore.connect(url, "simplemail-migrate")
+    conn = pgsql.connect(url, "simplemail-migrate")
     report = _Report(out)
     try:
         for userid in store._listUsers():
@@ -184,12 +184,12 @@ def _insertMigrated(conn, userid, items):
     @param items: C{(msgid, arrived, envelope, head, text)} tuples.
     @return: how many were stored.
     """
-    from twisted_mail import pgstore
+    from twisted_mail import pgsql
 
     with conn.transaction():
         conn.execute("SELECT 1 FROM users WHERE userid = %s FOR NO KEY UPDATE", [userid])
-        native = [int(m) for m, *_ in items if pgstore.isNativeId(m)]
-        other = [m for m, *_ in items if not pgstore.isNativeId(m)]
+        native = [int(m) for m, *_ in items if pgsql.isNativeId(m)]
+        other = [m for m, *_ in items if not pgsql.isNativeId(m)]
         taken = {r for (r,) in conn.execute(
             "SELECT pubid FROM messages WHERE userid = %s AND pubid = ANY(%s)",
             [userid, other])}
@@ -200,7 +200,7 @@ def _insertMigrated(conn, userid, items):
         for msgid, arrived, envelope, head, text in items:
             serial = None
             pubid = msgid
-            if pgstore.isNativeId(msgid):
+            if pgsql.isNativeId(msgid):
                 pubid = None
                 number = int(msgid)
                 if rows.get(number) == userid:
@@ -209,8 +209,8 @@ def _insertMigrated(conn, userid, items):
                     serial = number
             elif msgid in taken:
                 continue
-            row = pgstore.prepareRow(
-                pgstore._Delivery(userid, envelope, arrived, [text], pubid, head),
+            row = pgsql.prepareRow(
+                pgsql._Delivery(userid, envelope, arrived, [text], pubid, head),
                 maxMessageSize=1 << 62)
             if serial is None:
                 plain.append(row)
@@ -218,9 +218,9 @@ def _insertMigrated(conn, userid, items):
                 numbered.append((serial,) + row)
         cur = conn.cursor()
         if plain:
-            cur.executemany(pgstore._INSERT, plain)
+            cur.executemany(pgsql._INSERT, plain)
         if numbered:
-            cur.executemany(pgstore._INSERT.replace("(userid,", "(id, userid,", 1)
+            cur.executemany(pgsql._INSERT.replace("(userid,", "(id, userid,", 1)
                             .replace("VALUES (%s,", "VALUES (%s, %s,", 1), numbered)
         stored = len(plain) + len(numbered)
         conn.execute("UPDATE users SET count = count + %s WHERE userid = %s",
@@ -232,11 +232,11 @@ def toSpool(spool, url, out):
     """
     Copy every user's messages from the database into the spool.
     """
-    from twisted_mail import pgstore
+    from twisted_mail import pgsql
 
-    pgstore.checkDatabase(url)
+    pgsql.checkDatabase(url)
     store = _spoolStore(spool)
-    conn = pgstore.connect(url, "simplemail-migrate")
+    conn = pgsql.connect(url, "simplemail-migrate")
     report = _Report(out)
     try:
         users = sorted(r for (r,) in conn.execute("SELECT userid FROM users"))
@@ -261,7 +261,7 @@ def toSpool(spool, url, out):
                 records, size = [], 0
                 for serial, pubid, arrived, envelope, head, body in rows:
                     last = serial
-                    msgid = pgstore.publicId(serial, pubid)
+                    msgid = pgsql.publicId(serial, pubid)
                     if msgid in have:
                         skipped += 1
                         continue
@@ -290,19 +290,19 @@ def main(argv=None, stdout=sys.stdout, stderr=sys.stderr):
     except usage.UsageError as e:
         stderr.write("{}\nsimplemail-migrate: {}\n".format(options.synopsis, e))
         return 2
-    from twisted_mail import pgstore
+    from twisted_mail import pgsql
 
-    if pgstore.psycopg is None:
+    if pgsql.psycopg is None:
         stderr.write("simplemail-migrate: needs psycopg: pip install -e '.[postgresql]'\n")
         return 1
     move = toDatabase if options["direction"] == "to-database" else toSpool
     try:
         report = move(options["spool"], options["database"], stdout)
-    except pgstore.DatabaseUnavailable as e:
+    except pgsql.DatabaseUnavailable as e:
         stderr.write("simplemail-migrate: cannot use database: {}\n".format(e))
         return 1
-    except pgstore.psycopg.Error as e:
-        stderr.write("simplemail-migrate: database error: {}\n".format(pgstore._oneLine(e)))
+    except pgsql.psycopg.Error as e:
+        stderr.write("simplemail-migrate: database error: {}\n".format(pgsql._oneLine(e)))
         return 1
     except (OSError, errors.MailError) as e:
         stderr.write("simplemail-migrate: {}\n".format(
