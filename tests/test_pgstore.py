@@ -235,9 +235,32 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         self.assertEqual(session.count, 50)
         self.assertEqual(sum(transactions), 50)
         self.assertLess(len(transactions), 10)
+        self.assertLessEqual(max(transactions), pgstore.BATCH_MESSAGES)
         listing = yield session.listMessages()
         self.assertEqual([m.snippet for m in listing.messages],
                          ["m%d" % i for i in range(50)])
+
+    @defer.inlineCallbacks
+    def test_batchesBounded(self):
+        """
+        A transaction takes at most so many messages; the rest follow in
+        the next ones, every delivery acknowledged.
+        """
+        self.patch(pgstore, "BATCH_MESSAGES", 7)
+        transactions = []
+        real = pgstore.insertRows
+
+        def counting(conn, rows, **kwargs):
+            transactions.append(len(rows))
+            return real(conn, rows, **kwargs)
+
+        self.patch(pgstore, "insertRows", counting)
+        yield defer.gatherResults(
+            [self.store.deliver("alice", "bob", b"m%d\n" % i) for i in range(30)])
+        self.assertEqual(sum(transactions), 30)
+        self.assertLessEqual(max(transactions), 7)
+        session = yield self.store.openMailbox("bob")
+        self.assertEqual(session.count, 30)
 
     @defer.inlineCallbacks
     def test_announcedAcrossStores(self):

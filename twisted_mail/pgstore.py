@@ -86,6 +86,11 @@ log = Logger()
 #: and a slow disk.
 DELIVERY_LANES = 1
 
+#: The most messages, and about the most bytes, one delivery transaction
+#: takes (the rest wait for the next).
+BATCH_MESSAGES = 1000
+BATCH_BYTES = 32 * 1024 * 1024
+
 #: How many of its latest deliveries a store remembers, not to announce
 #: them twice after its notification connection was lost.
 _OWN_REMEMBERED = 100000
@@ -337,7 +342,15 @@ class PostgresStore:
         Store every delivery queued in C{lane} in one transaction; when it
         is done, store what was queued meanwhile.
         """
-        batch, lane.pending = lane.pending, []
+        pending = lane.pending
+        size = 0
+        for n, delivery in enumerate(pending):
+            size += sum(len(part) for part in delivery.parts)
+            if n and (n >= BATCH_MESSAGES or size > BATCH_BYTES):
+                break
+        else:
+            n = len(pending)
+        batch, lane.pending = pending[:n], pending[n:]
         lane.flushing = True
 
         def done(result):
