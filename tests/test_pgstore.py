@@ -200,6 +200,18 @@ class _ThreadedStore:
         self.addCleanup(stop)
         return store
 
+    def whenListening(self, *stores):
+        """
+        A Deferred that fires once each store's notification thread
+        listens (at most 10 seconds).
+        """
+        def wait():
+            for store in stores:
+                if not store.listening.wait(10):
+                    raise AssertionError("the notification thread never listened")
+
+        return threads.deferToThread(wait)
+
 
 class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
     """
@@ -282,7 +294,7 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
 
         other.subscribe("bob", listener)
         self.store.subscribe("bob", local.append)
-        yield threads.deferToThread(time.sleep, 0.3)  # LISTEN is in place
+        yield self.whenListening(other, self.store)
         started = time.monotonic()
         yield self.store.deliver("alice", "bob", b"news\n")
         self.assertEqual([s.snippet for s in local], ["news"])
@@ -333,7 +345,7 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         heard, local = [], []
         other.subscribe("bob", heard.append)
         self.store.subscribe("bob", local.append)
-        yield threads.deferToThread(time.sleep, 0.3)
+        yield self.whenListening(other, self.store)
 
         def terminate():
             with psycopg.connect(self.url, autocommit=True) as conn:

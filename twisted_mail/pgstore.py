@@ -172,6 +172,8 @@ class PostgresStore:
         self._ownOrder = collections.deque()
         self._listenThread = None
         self._stopListening = threading.Event()
+        #: Set once the notification thread listens (for tests and tools).
+        self.listening = threading.Event()
         self._closed = False
 
     # -- connections and threads
@@ -527,6 +529,7 @@ class PostgresStore:
                                         ).fetchone()[0]
                 else:
                     last = self._catchUp(conn, last)
+                self.listening.set()
                 # Rows up to here are announced (or were not wanted): a
                 # notification of one of them, sent after LISTEN and before
                 # the catch-up, is not announced again.
