@@ -10,7 +10,12 @@ import threading
 import time
 
 from tests import pgserver
-from tests.serverprocess import ClientError, freePort, runTwistd
+from tests.serverprocess import (
+    ClientError,
+    DatabaseServerProcess,
+    freePort,
+    runTwistd,
+)
 from tests.test_integration import ServerTestCase, splitMessage
 
 skip = pgserver.skipReason()
@@ -105,8 +110,10 @@ class PostgresServersTests(ServerTestCase):
         self.url = pgserver.freshDatabase()
 
     def startDatabaseServer(self, *extra):
-        return self.startServer("--database", self.url, *extra, spool=None,
-                                cwd=self.mktempDir())
+        server = DatabaseServerProcess(self.url, self.mktempDir(), extra)
+        self.addCleanup(server.close)
+        server.start()
+        return server
 
     def mktempDir(self):
         import os
