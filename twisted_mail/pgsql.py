@@ -116,9 +116,14 @@ def connect(url, applicationName="simplemail"):
         raise DatabaseUnavailable(
             "the PostgreSQL store needs psycopg: pip install -e '.[postgresql]'")
     try:
+        # TCP keepalives and a user timeout: a database host that vanishes
+        # without a word (a cut network) fails the calls waiting on it within
+        # about a minute, instead of the kernel's two hours.
         return psycopg.connect(
             url, autocommit=True, connect_timeout=10,
             application_name=applicationName,
+            keepalives=1, keepalives_idle=30, keepalives_interval=10,
+            keepalives_count=3, tcp_user_timeout=60000,
             options="-c synchronous_commit=on")
     except psycopg.Error as e:
         raise DatabaseUnavailable(_oneLine(e))
