@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.client import (
     MailClientProtocol,
+    MessageLine,
     NoSendInProgress,
     ServerConnectionLost,
 )
@@ -524,3 +525,87 @@ class SendTests(ClientTestsMixin, SynchronousTestCase):
         self.lose()
         self.assertEqual(self.sent(), b"")
         self.failureResultOf(queued, ServerConnectionLost)
+
+
+class MailboxViewTests(ClientTestsMixin, SynchronousTestCase):
+    def setUp(self):
+        self.connect()
+
+    def test_listMessages(self):
+        """
+        listMessages sends LSTM and fires with one L{MessageLine} per data
+        line, from and subject decoded from UTF-8.
+        """
+        d = self.client.listMessages()
+        self.assertEqual(self.sent(), b"LSTM\r\n")
+        self.receive(
+            b"+OK 2 messages\r\n"
+            b"m1 120 1700000000\talice@localhost\t\r\n"
+            b"m2 9 1700000001\tJ\xc3\xbcrgen <j@x>\tHi there\r\n.\r\n"
+        )
+        self.assertEqual(
+            self.successResultOf(d),
+            [
+                MessageLine("m1", 120, 1700000000, "alice@localhost", ""),
+                MessageLine("m2", 9, 1700000001, "J\u00fcrgen <j@x>", "Hi there"),
+            ],
+        )
+
+    def test_listMessagesGarbage(self):
+        """
+        A listing line that is not C{<id> <size> <time>\\t<from>\\t<subject>}
+        fails the call with L{ProtocolError}.
+        """
+        d = self.client.listMessages()
+        self.receive(b"+OK 1 messages\r\nnonsense\r\n.\r\n")
+        self.failureResultOf(d, ProtocolError)
+
+    def test_readMessageById(self):
+        """
+        readMessageById sends C{READM <id>} and fires with the message.
+        """
+        d = self.client.readMessageById("m7")
+        self.assertEqual(self.sent(), b"READM m7\r\n")
+        self.receive(b"+OK message follows\r\nSubject: x\r\n\r\n..dot\r\n.\r\n")
+        self.assertEqual(self.successResultOf(d), b"Subject: x\n\n.dot\n")
+
+    def test_readMessageByIdRefused(self):
+        """
+        C{-ERR no such message} fails the call with L{ServerError}; an id
+        with a space is refused without sending anything.
+        """
+        d = self.client.readMessageById("m7")
+        self.receive(b"-ERR no such message\r\n")
+        self.assertEqual(str(self.failureResultOf(d, ServerError).value), "no such message")
+        self.sent()
+        self.failureResultOf(self.client.readMessageById("a b"), ValueError)
+        self.assertEqual(self.sent(), b"")
+
+    def test_sendMessage(self):
+        """
+        sendMessage sends C{SENDM}, then, once accepted, a whole message with
+        the subject (RFC 2047 encoded when not ASCII) and the text, as UTF-8
+        plain text.
+        """
+        d = self.client.sendMessage("bob", "Gr\u00fc\u00dfe", "Hallo\n.x\n".encode())
+        self.assertEqual(self.sent(), b"SENDM bob\r\n")
+        self.receive(b"+OK send the message\r\n")
+        self.assertEqual(
+            self.sent(),
+            b"Subject: =?utf-8?b?R3LDvMOfZQ==?=\r\n"
+            b"MIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n"
+            b"\r\n"
+            b"Hallo\r\n..x\r\n.\r\n",
+        )
+        self.receive(b"+OK message delivered to bob\r\n")
+        self.assertEqual(self.successResultOf(d), "message delivered to bob")
+
+    def test_sendMessageControlSubject(self):
+        """
+        A subject with a control character (a line break would start a new
+        header) is refused before anything is sent.
+        """
+        self.failureResultOf(self.client.sendMessage("bob", "a\nBcc: x", b"x"), ValueError)
+        self.assertEqual(self.sent(), b"")

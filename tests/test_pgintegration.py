@@ -4,6 +4,7 @@ database (tests/pgserver.py): every command across them, a server killed
 with SIGKILL under load, and the database restarted under load.
 """
 
+import poplib
 import signal
 import smtplib
 import threading
@@ -186,6 +187,37 @@ class PostgresServersTests(ServerTestCase):
         for server in (a, b):
             self.assertIn(server.stop(), (0, -signal.SIGTERM))
             self.assertCleanLog(server)
+
+    def test_pop3AcrossServers(self):
+        """
+        POP3 on one server lists, reads and deletes mail that came through
+        the other; the deletes are seen there at once; the ids are the same
+        through every door.
+        """
+        popPort = freePort()
+        a = self.startDatabaseServer("--pop3", "tcp:{}:interface=127.0.0.1".format(popPort))
+        b = self.startDatabaseServer()
+        cb = self.connect(b)
+        self.addUsers(cb, b"alice", b"bob")
+        self.assertEqual(cb.command(b"USER alice"), b"+OK alice has 0 messages")
+        for body in (b"one\n", b"two\n"):
+            self.assertTrue(cb.send(b"bob", body).startswith(b"+OK"))
+        pop = poplib.POP3("127.0.0.1", popPort, timeout=10)
+        self.addCleanup(pop.close)
+        pop.user("bob")
+        pop.pass_("anything")
+        self.assertEqual(pop.stat()[0], 2)
+        uidls = [line.split()[1].decode() for line in pop.uidl()[1]]
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            ids = [str(r) for (r,) in conn.execute(
+                "SELECT id FROM messages WHERE userid = 'bob' ORDER BY id")]
+        self.assertEqual(uidls, ids)
+        lines = pop.retr(1)[1]
+        self.assertEqual(lines[-1], b"one")
+        pop.dele(1)
+        self.assertTrue(pop.quit().startswith(b"+OK"))
+        self.assertEqual(cb.command(b"USER bob"), b"+OK bob has 1 message")
+        self.assertEqual(splitMessage(cb.readMessage())[1], b"two\n")
 
     def test_killedServerLosesNothingAcknowledged(self):
         """

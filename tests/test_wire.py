@@ -182,7 +182,9 @@ class ParseCommandTests(SynchronousTestCase):
         """
         for line in [
             b"LSTU x",
-            b"READM 1",
+            b"READM 1 2",
+            b"LSTM x",
+            b"SENDM bob x",
             b"DELM 1",
             b"DONEU bob",
             b"QUIT now",

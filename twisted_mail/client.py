@@ -13,6 +13,7 @@ with L{ServerConnectionLost}, so no caller is left hanging.
 """
 
 from collections import deque
+from typing import NamedTuple
 
 from twisted.internet import defer, error
 from twisted.logger import Logger
@@ -48,6 +49,44 @@ class NoSendInProgress(Exception):
 
     def __str__(self):
         return "the server is not waiting for a message body"
+
+
+class MessageLine(NamedTuple):
+    """
+    One line of an C{LSTM} listing.
+
+    @ivar id: the message's stable id.
+    @ivar size: its size in octets (CRLF line ends).
+    @ivar arrived: when it arrived, POSIX seconds.
+    @ivar sender: its decoded C{From}.
+    @ivar subject: its decoded C{Subject}.
+    """
+
+    id: str
+    size: int
+    arrived: int
+    sender: str
+    subject: str
+
+
+def parseListing(lines):
+    """
+    The data lines of an C{LSTM} reply as L{MessageLine}s.
+
+    @raise ProtocolError: a line is not C{<id> <size> <time>\t<from>\t<subject>}.
+    """
+    result = []
+    for line in lines:
+        text = line.decode("utf-8", "replace")
+        head, tab, rest = text.partition("\t")
+        sender, _, subject = rest.partition("\t")
+        words = head.split(" ")
+        try:
+            msgid, size, arrived = words
+            result.append(MessageLine(msgid, int(size), int(arrived), sender, subject))
+        except ValueError:
+            raise ProtocolError("unexpected LSTM line from server: " + wire._printable(text))
+    return result
 
 
 class _Command:
@@ -355,6 +394,36 @@ class MailClientProtocol(LineReceiver):
         d.addCallback(lambda lines: b"".join(line + b"\n" for line in lines))
         return d
 
+    def readMessageById(self, msgid):
+        """
+        C{READM <id>}: read the message with that stable id; it becomes the
+        current message.
+
+        @type msgid: L{str}
+        @return: a L{Deferred} as for L{readMessage}; it fails with
+            L{ServerError} (C{"no such message"}) or L{ValueError} (an empty
+            id or one with spaces; nothing is sent).
+        """
+        try:
+            _checkWord(msgid, "a message id")
+        except ValueError as e:
+            return defer.fail(e)
+        d = self._command("READM", msgid, multiline=True)
+        d.addCallback(lambda lines: b"".join(line + b"\n" for line in lines))
+        return d
+
+    def listMessages(self):
+        """
+        C{LSTM}: the messages of the selected user, in mailbox order.
+
+        @return: a L{Deferred} firing with a L{list} of L{MessageLine}, or
+            failing with L{ServerError} (no user selected) or
+            L{ProtocolError} (a line that is not a listing line).
+        """
+        d = self._command("LSTM", multiline=True)
+        d.addCallback(parseListing)
+        return d
+
     def deleteMessage(self):
         """
         C{DELM}: delete the message most recently read.
@@ -384,9 +453,42 @@ class MailClientProtocol(LineReceiver):
             return defer.fail(e)
         return self._command("SEND", receiver, asksForBody=True)
 
+    def startSendMessage(self, receiver):
+        """
+        C{SENDM <receiver>}: as L{startSend}, for a whole RFC 5322 message
+        (see L{twisted_mail.message.composeMessage}) sent with L{sendBody};
+        the server sets its From, To, Date and Message-ID.
+        """
+        try:
+            _checkWord(receiver, "a receiver id")
+        except ValueError as e:
+            return defer.fail(e)
+        return self._command("SENDM", receiver, asksForBody=True)
+
+    def sendMessage(self, receiver, subject, body):
+        """
+        Send a message with a subject: C{SENDM}, then the message
+        L{composeMessage} builds (a plain UTF-8 text).
+
+        @type receiver: L{str}
+        @type subject: L{str}
+        @param body: the text, L{bytes} (UTF-8) with any line endings.
+        @return: a L{Deferred} as for L{send}.
+        """
+        from twisted_mail.message import composeMessage
+
+        try:
+            message = composeMessage(subject, body)
+        except ValueError as e:
+            return defer.fail(e)
+        d = self.startSendMessage(receiver)
+        d.addCallback(lambda _: self.sendBody(message))
+        return d
+
     def sendBody(self, body):
         """
-        Send the body of the message that L{startSend} opened: its lines
+        Send the body of the message that L{startSend} (or
+        L{startSendMessage}) opened: its lines
         dot-stuffed, then a line holding only C{.}.
 
         @param body: the message body, L{bytes} with any line endings.

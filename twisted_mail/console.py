@@ -9,9 +9,8 @@ cftp C{StdioClient} is, and never touches the network itself; L{main} wires
 the two together for L{twisted.internet.task.react}.
 """
 
-import os
-import re
 import sys
+import time
 
 from zope.interface import implementer
 
@@ -19,77 +18,41 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
-from twisted.python import usage
-from twisted.python.failure import Failure
 
-from twisted_mail import wire
-from twisted_mail.client import MailClientProtocol, ServerConnectionLost
+from twisted_mail.client import ServerConnectionLost
+from twisted_mail.commands import (
+    _COMMANDS,
+    _REST,
+    MailCommands,
+    _arity,
+    _CommandError,
+    _printable,
+    _splitWords,
+    _usage,
+)
 from twisted_mail.errors import MailError, ServerError
+from twisted_mail.message import composeMessage
+from twisted_mail.terminal import COMMAND, SECRET, TerminalEcho  # noqa: F401
+
+# The program around the console; importable from here as before.
+from twisted_mail.program import (  # noqa: F401
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Options,
+    endpointFromOptions,
+    main,
+    run,
+)
 
 log = Logger()
 
-DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 9025
-
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _printable(text):
-    """
-    Make untrusted text safe to show on a terminal: control characters other
-    than tab and newline (escape sequences, carriage returns) are shown as
-    C{\\xNN}.
-
-    @type text: L{str}
-    @rtype: L{str}
-    """
-    return _CONTROL.sub(lambda m: "\\x{:02x}".format(ord(m.group())), text)
-
-
-class _CommandError(Exception):
-    """
-    A typed command is wrong for the current prompt or malformed; it is
-    answered locally, with C{str()} of this.
-    """
-
-
-#: command name -> (the name as shown, its arguments, what it does)
-_COMMANDS = {
-    "LISTUSERS": ("Listusers", "", "list the users"),
-    "ADDUSER": ("Adduser", "<userid>", "create a user"),
-    "SETUSER": ("SetUser", "<userid>", "work as a user: read, delete and send mail"),
-    "READ": ("Read", "", "show the next message"),
-    "DELETE": ("Delete", "", "delete the message shown last"),
-    "SEND": ("Send", "<receiverid>", "send a message; end it with a line holding ###"),
-    "DONE": ("Done", "", "stop working as this user"),
-    "QUIT": ("Quit", "", "leave"),
-    "HELP": ("Help", "", "show this list"),
-}
-
-_MAIN_COMMANDS = ("LISTUSERS", "ADDUSER", "SETUSER", "QUIT", "HELP")
-_SUB_COMMANDS = (
-    "LISTUSERS",
-    "ADDUSER",
-    "SETUSER",
-    "READ",
-    "DELETE",
-    "SEND",
-    "DONE",
-    "QUIT",
-    "HELP",
-)
-
-
-def _usage(name):
-    shown, args, _ = _COMMANDS[name]
-    return (shown + " " + args).strip()
-
 
 @implementer(IHalfCloseableProtocol)
-class MailConsole(LineReceiver):
+class MailConsole(MailCommands, LineReceiver):
     """
     The console protocol, connected to standard input and output (a
-    L{twisted.internet.stdio.StandardIO}).
+    L{twisted.internet.stdio.StandardIO}, or on a terminal a
+    L{twisted_mail.terminal.TerminalSession}, which edits the lines).
 
     One command is in flight at a time: while the server has not answered,
     the protocol is paused, so lines that came in the same read wait their
@@ -109,24 +72,37 @@ class MailConsole(LineReceiver):
     mainPrompt = "Main-Prompt> "
     subPrompt = "Sub-Prompt-{userid}> "
     messagePrompt = "Type Message: "
+    subjectPrompt = "Subject: "
 
     passwordPrompt = "Password: "
     againPrompt = "Again: "
 
-    def __init__(self, client, terminal=None):
+    def __init__(self, client, terminal=None, readable=None, localtime=None):
         """
         @param client: the L{MailClientProtocol}.
-        @param terminal: an object with C{echo(on)} to turn the terminal's
-            echo off while a password is typed (L{TerminalEcho}), or
-            L{None} when input is not a terminal.
+        @param terminal: L{None} when input is not a terminal; else an
+            object with C{echo(on)} to turn the terminal's echo off while a
+            password is typed (L{TerminalEcho}), or a line editor (an
+            object with a true C{editing}, C{prompt(text, kind)} and
+            C{echo(on)}: L{twisted_mail.terminal.TerminalSession}).
+        @param readable: whether C{Read} shows the next message readably
+            (decoded headers, text, attachments) rather than as stored; by
+            default, when input is a terminal.  C{Read <n>} always does.
+        @param localtime: turns POSIX seconds into a local C{struct_time},
+            for C{List} (default L{time.localtime}).
         """
         self.client = client
         self.finished = defer.Deferred()
         self.userid = None
         self._terminal = terminal
+        self._editing = bool(getattr(terminal, "editing", False))
+        self._readable = terminal is not None if readable is None else readable
+        self._localtime = localtime or time.localtime
         self._passwords = False
         self._secret = None
+        self._secretKind = None
         self._message = None
+        self._subject = None
         self._atPrompt = False
         self._inputEnded = False
         self._endHandled = False
@@ -134,6 +110,10 @@ class MailConsole(LineReceiver):
         self._finishing = False
         self._exitCode = 0
         self._receiving = 0
+        self._listing = None
+        self._lastMessage = None
+        self._lastParsed = None
+        self._users = []
 
     # Output
 
@@ -147,12 +127,23 @@ class MailConsole(LineReceiver):
     def _showError(self, text):
         self._writeLine("error: " + text)
 
+    def _showPrompt(self, text, kind=COMMAND):
+        """
+        Show a prompt: on a line editor, as the prompt of the line edited
+        next (of C{kind}); else written as it is.
+        """
+        if self._editing:
+            self._atPrompt = False
+            self._terminal.prompt(text, kind)
+        else:
+            self._write(text)
+            self._atPrompt = True
+
     def _prompt(self):
         if self.userid is None:
-            self._write(self.mainPrompt)
+            self._showPrompt(self.mainPrompt)
         else:
-            self._write(self.subPrompt.format(userid=self.userid))
-        self._atPrompt = True
+            self._showPrompt(self.subPrompt.format(userid=self.userid))
 
     # Connection to standard I/O
 
@@ -169,6 +160,8 @@ class MailConsole(LineReceiver):
 
         def capabilities(names):
             self._passwords = "AUTH" in names
+            if not self._passwords:
+                return self._refreshUsers()
 
         self._run(self.client.capabilities().addCallback(capabilities))
 
@@ -292,7 +285,8 @@ class MailConsole(LineReceiver):
         if self._secret is not None:
             self._secret = None
             self._echo(True)
-            self._write("\n")
+            if not self._editing and self._secretKind == SECRET:
+                self._write("\n")
         if self._message is not None:
             self._message = None
             if self._atPrompt:
@@ -317,7 +311,8 @@ class MailConsole(LineReceiver):
         if self._secret is not None:
             take, self._secret = self._secret, None
             self._echo(True)
-            if self._terminal is not None:
+            if (self._terminal is not None and not self._editing
+                    and self._secretKind == SECRET):
                 self._write("\n")  # the Enter that was not echoed
             take(line.decode("utf-8", "replace"))
             return
@@ -349,7 +344,7 @@ class MailConsole(LineReceiver):
             prompt or given the wrong number of arguments.
         """
         words = text.split()
-        name, args = words[0].upper(), words[1:]
+        name = words[0].upper()
         if name not in _COMMANDS:
             raise _CommandError(
                 "unknown command: {} (type Help for a list)".format(words[0])
@@ -361,15 +356,14 @@ class MailConsole(LineReceiver):
                     _COMMANDS[name][0]
                 )
             )
-        expected = len(_COMMANDS[name][1].split())
-        if len(args) != expected:
+        least, most = _arity(name)
+        if name in _REST:
+            args = _splitWords(text, most)[1:]
+        else:
+            args = words[1:]
+        if not least <= len(args) <= most:
             raise _CommandError("usage: " + _usage(name))
         return method(*args)
-
-    def _commandsHere(self):
-        if self.userid is None:
-            return _MAIN_COMMANDS
-        return _SUB_COMMANDS
 
     def _run(self, d):
         """
@@ -384,7 +378,7 @@ class MailConsole(LineReceiver):
         if failure.check(ServerConnectionLost):
             # _serverGone says so, once.
             return _STOP
-        if failure.check(MailError):
+        if failure.check(MailError, _CommandError):
             self._showError(str(failure.value) or "refused by the server")
         else:
             log.failure("command failed", failure)
@@ -407,359 +401,13 @@ class MailConsole(LineReceiver):
                 self._message.append(head)
             body = b"".join(each + b"\n" for each in self._message)
             self._message = None
+            subject, self._subject = self._subject, None
+            if subject:
+                body = composeMessage(subject, body)
             d = self.client.sendBody(body)
             d.addCallback(self._showText, "message sent")
             self._run(d)
         else:
             self._message.append(line)
 
-    # Showing replies
-
-    def _showText(self, text, default):
-        self._writeLine(text or default)
-
-    def _showUsers(self, users):
-        if not users:
-            self._writeLine("no users")
-        for userid in users:
-            self._writeLine(userid)
-
-    def _showMessage(self, message):
-        text = message.decode("utf-8", "replace")
-        if text and not text.endswith("\n"):
-            text += "\n"
-        self._write(_printable(text))
-
-    # Commands: each returns a Deferred (the server is asked) or None.
-
-    def _userId(self, userid):
-        return wire.normalizeUserId(userid)
-
-    def cmd_LISTUSERS(self):
-        """
-        C{Listusers}: show the user ids, one a line.
-        """
-        return self.client.listUsers().addCallback(self._showUsers)
-
-    def _askSecret(self, prompt, take):
-        """
-        Show C{prompt} and hand the next line, unechoed on a terminal, to
-        C{take} instead of reading it as a command.
-        """
-        self._write(prompt)
-        self._atPrompt = True
-        self._echo(False)
-        self._secret = take
-
-    def _afterSecret(self, d):
-        """
-        Wait for the command started with a password, like any command.
-        """
-        if d is None:
-            self._prompt()
-        else:
-            self._run(d)
-
-    def cmd_ADDUSER(self, userid):
-        """
-        C{Adduser <userid>}: create a user.  When the server wants
-        passwords, ask for the new user's password twice first.
-        """
-        userid = self._userId(userid)
-
-        def add(password=None):
-            d = self.client.addUser(userid, password)
-            d.addCallback(self._showText, "user {} added".format(userid))
-            return d
-
-        if not self._passwords:
-            return add()
-
-        def first(password):
-            self._askSecret(self.againPrompt, lambda again: second(password, again))
-
-        def second(password, again):
-            if password != again:
-                self._showError("the passwords differ; user not added")
-                return self._afterSecret(None)
-            if not password.strip():
-                self._showError("a password cannot be empty; user not added")
-                return self._afterSecret(None)
-            self._afterSecret(add(password))
-
-        self._askSecret(self.passwordPrompt, first)
-        return None
-
-    def cmd_SETUSER(self, userid):
-        """
-        C{SetUser <userid>}: select a user; on success the sub-prompt
-        names it.  When the server wants passwords, ask for it.
-        """
-        userid = self._userId(userid)
-
-        def selected(text):
-            self.userid = userid
-            self._showText(text, "working as " + userid)
-
-        if not self._passwords:
-            return self.client.selectUser(userid).addCallback(selected)
-
-        def askPassword(text):
-            # USER ended any session on the server: until the password is
-            # accepted, nobody is selected.
-            self.userid = None
-            self._askSecret(
-                self.passwordPrompt,
-                lambda password: self._afterSecret(
-                    self.client.login(password).addCallback(selected)
-                ),
-            )
-
-        return self.client.selectUser(userid).addCallback(askPassword)
-
-    def cmd_READ(self):
-        """
-        C{Read}: show the next message, headers and body.
-        """
-        return self.client.readMessage().addCallback(self._showMessage)
-
-    def cmd_DELETE(self):
-        """
-        C{Delete}: delete the message shown last.
-        """
-        d = self.client.deleteMessage()
-        d.addCallback(self._showText, "message deleted")
-        return d
-
-    def cmd_SEND(self, receiver):
-        """
-        C{Send <receiverid>}: ask the server about the receiver; if it
-        accepts, show C{Type Message: } and take lines up to one holding
-        C{###} as the message (see L{_messageLine}).
-        """
-        receiver = self._userId(receiver)
-
-        def accepted(text):
-            self._message = []
-            self._write(self.messagePrompt)
-            self._atPrompt = True
-
-        return self.client.startSend(receiver).addCallback(accepted)
-
-    def cmd_DONE(self):
-        """
-        C{Done}: end the user session, back to the main prompt.
-        """
-
-        def done(text):
-            self.userid = None
-            self._showText(text, "done")
-
-        return self.client.done().addCallback(done)
-
-    def cmd_QUIT(self):
-        """
-        C{Quit}: show the server's reply and exit 0.
-        """
-        self._quitting = True
-
-        def answered(text):
-            self._showText(text, "bye")
-            self._exit(0)
-
-        def failed(failure):
-            self._showError(failure.getErrorMessage())
-            self._exit(1)
-
-        return self.client.quit().addCallbacks(answered, failed)
-
-    def cmd_HELP(self):
-        """
-        C{Help}: list the commands of the current prompt (locally).
-        """
-        lines = ["commands:"]
-        for name in self._commandsHere():
-            lines.append("  {:<20} {}".format(_usage(name), _COMMANDS[name][2]))
-        self._writeLine("\n".join(lines))
-        return None
-
-
 _STOP = object()
-
-
-class Options(usage.Options):
-    """
-    The command line of C{simplemail}.
-    """
-
-    synopsis = "Usage: simplemail [options] [HOST [PORT]]"
-    longdesc = (
-        "A terminal client for a simplemail server (default {} port {}). "
-        "Type Help at a prompt for the commands; end of input acts as Quit."
-    ).format(DEFAULT_HOST, DEFAULT_PORT)
-
-    optParameters = [
-        [
-            "connect",
-            "c",
-            None,
-            "Connect to this Twisted client endpoint description instead of "
-            "HOST and PORT, e.g. tcp:HOST:PORT, unix:PATH or "
-            "tls:HOST:PORT:trustRoots=DIR.",
-        ],
-    ]
-
-    def __init__(self):
-        super().__init__()
-        self["host"] = None
-        self["port"] = None
-
-    def opt_version(self):
-        """
-        Display the simplemail version and exit.
-        """
-        from twisted_mail import __version__
-
-        sys.stdout.write("simplemail {}\n".format(__version__))
-        sys.exit(0)
-
-    def parseArgs(self, host=None, port=None):
-        """
-        C{[HOST [PORT]]}.
-        """
-        if port is not None:
-            try:
-                number = int(port)
-            except ValueError:
-                raise usage.UsageError("PORT must be a number, not {!r}".format(port))
-            if not 0 < number < 65536:
-                raise usage.UsageError("PORT must be from 1 to 65535, not {}".format(number))
-            port = number
-        self["host"] = host
-        self["port"] = port
-
-    def postOptions(self):
-        if self["connect"] is not None and self["host"] is not None:
-            raise usage.UsageError("give either --connect ENDPOINT or HOST [PORT], not both")
-
-
-def endpointFromOptions(reactor, options):
-    """
-    The client endpoint the options ask for.
-
-    @return: a 2-tuple of an L{IStreamClientEndpoint} and a description of
-        where it leads, for messages.
-    @raise usage.UsageError: if the C{--connect} description is not one.
-    """
-    from twisted.internet.endpoints import HostnameEndpoint, clientFromString
-
-    if options["connect"] is not None:
-        try:
-            endpoint = clientFromString(reactor, options["connect"])
-        except Exception as e:
-            raise usage.UsageError(
-                "bad endpoint description {!r}: {}".format(options["connect"], e)
-            )
-        return endpoint, options["connect"]
-    host = options["host"] or DEFAULT_HOST
-    port = options["port"] or DEFAULT_PORT
-    return HostnameEndpoint(reactor, host, port), "{} port {}".format(host, port)
-
-
-class TerminalEcho:
-    """
-    Turns a terminal's echo off while a password is typed, and back on.
-    """
-
-    def __init__(self, fd=0):
-        self.fd = fd
-        self._saved = None
-
-    def echo(self, on):
-        import termios
-
-        try:
-            if not on and self._saved is None:
-                self._saved = termios.tcgetattr(self.fd)
-                quiet = termios.tcgetattr(self.fd)
-                quiet[3] &= ~termios.ECHO
-                termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
-            elif on and self._saved is not None:
-                saved, self._saved = self._saved, None
-                termios.tcsetattr(self.fd, termios.TCSANOW, saved)
-        except termios.error:
-            pass
-
-
-def _restoreBlocking():
-    """
-    Put standard input and output back in blocking mode: L{StandardIO} made
-    them non-blocking, and the flag is shared with the shell that started
-    us (twisted#3442).
-    """
-    from twisted.internet import fdesc
-
-    for fd in (0, 1):
-        try:
-            fdesc.setBlocking(fd)
-        except OSError:
-            pass
-
-
-def main(reactor, *argv):
-    """
-    Run the console: parse the command line, connect, then talk to the user
-    on standard I/O until C{Quit}, end of input or the server going away.
-
-    Meant for L{twisted.internet.task.react}.
-
-    @return: a L{Deferred} firing with L{None} (exit 0) or failing with
-        L{SystemExit} (2 for a bad command line, 1 when there is no server or
-        it went away).
-    """
-    options = Options()
-    try:
-        options.parseOptions(list(argv))
-        endpoint, where = endpointFromOptions(reactor, options)
-    except usage.UsageError as e:
-        sys.stderr.write("simplemail: {} (see simplemail --help)\n".format(e))
-        return defer.fail(SystemExit(2))
-    except SystemExit as e:  # --help
-        return defer.fail(e)
-
-    from twisted.internet.endpoints import connectProtocol
-    from twisted.internet.stdio import StandardIO
-
-    def connected(client):
-        terminal = TerminalEcho(0) if os.isatty(0) else None
-        console = MailConsole(client, terminal)
-        reactor.addSystemEventTrigger("after", "shutdown", _restoreBlocking)
-        if terminal is not None:
-            reactor.addSystemEventTrigger("after", "shutdown", terminal.echo, True)
-        StandardIO(console, reactor=reactor)
-        return console.finished
-
-    def notConnected(failure):
-        sys.stderr.write(
-            "simplemail: cannot connect to {}: {}\n".format(where, failure.getErrorMessage())
-        )
-        return 1
-
-    def exitCode(code):
-        if code:
-            return Failure(SystemExit(code))
-        return None
-
-    d = connectProtocol(endpoint, MailClientProtocol())
-    d.addCallbacks(connected, notConnected)
-    d.addCallback(exitCode)
-    return d
-
-
-def run():
-    """
-    The C{simplemail} command.
-    """
-    from twisted.internet import task
-
-    task.react(main, sys.argv[1:])

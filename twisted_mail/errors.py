@@ -112,3 +112,12 @@ class NoSuchMessage(MailError):
     """
 
     text = "no such message"
+
+
+class MalformedMessage(MailError):
+    """
+    A message submitted whole (C{SENDM}) whose header section does not
+    parse; nothing was stored.
+    """
+
+    text = "the message's header section does not parse: {0}"

@@ -293,3 +293,173 @@ def fromMboxRecord(record):
         end -= 2
     # One copy of what may be a large message, not a slice and then more.
     return unquoteFrom(record, newline + 1, max(end, newline + 1))
+
+
+#: The headers of a submitted message (C{SENDM}) that are kept; the server
+#: writes C{From:}, C{To:}, C{Date:} and C{Message-ID:} itself and drops
+#: every other header.
+KEPT_HEADERS = frozenset(
+    [b"subject", b"mime-version", b"in-reply-to", b"references"]
+)
+
+#: The longest header section a submitted message may have (Postfix's
+#: header_size_limit is 100 KiB): parsing a longer one would hold the
+#: server up for no mail anyone writes.
+MAX_HEADER_SECTION = 256 * 1024
+
+_HEADER_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+
+
+def _isKept(name):
+    name = name.lower()
+    return name in KEPT_HEADERS or name.startswith(b"content-")
+
+
+def splitHeaderSection(blocks):
+    """
+    Split a submitted message, given as consecutive pieces of whole lines
+    (LF line endings), into its header section and its body.
+
+    @param blocks: a L{list} of bytes-like pieces, each but the last ending
+        at the end of a line.
+    @return: a 2-tuple: the header section (L{bytes}, its lines each
+        ending with LF, without the empty line) and the body as a L{list}
+        of pieces (the same objects where possible: a large body is not
+        copied).  A message without an empty line is all header section.
+    """
+    head = bytearray()
+    for i, block in enumerate(blocks):
+        block = bytes(block)
+        if block.startswith(b"\n"):
+            # Pieces end at line ends: the empty line starts this one.
+            return bytes(head), [block[1:]] + list(blocks[i + 1 :])
+        at = block.find(b"\n\n")
+        if at != -1:
+            head += block[: at + 1]
+            return bytes(head), [block[at + 2 :]] + list(blocks[i + 1 :])
+        head += block
+        if len(head) > MAX_HEADER_SECTION:
+            break  # parseHeaderSection refuses it; no need to look further.
+    return bytes(head), []
+
+
+def parseHeaderSection(head):
+    """
+    Check a submitted header section and cut it into fields.
+
+    @param head: the header lines (LF endings), without the empty line.
+    @return: a L{list} of C{(name, field)}: the field's name (L{bytes}) and
+        its lines as sent (continuation lines included, LF-terminated).
+    @raise MalformedMessage: a line is neither a header field nor the
+        continuation of one, or the C{email} package finds the section
+        broken.
+    """
+    from email import errors as emailErrors
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from twisted_mail.errors import MalformedMessage
+
+    if len(head) > MAX_HEADER_SECTION:
+        raise MalformedMessage(
+            "it is longer than {} bytes".format(MAX_HEADER_SECTION))
+    fields = []
+    for line in head.split(b"\n")[:-1] if head else []:
+        if line[:1] in (b" ", b"\t"):
+            if not fields:
+                raise MalformedMessage("the first header line is a continuation")
+            name, text = fields[-1]
+            fields[-1] = (name, text + line + b"\n")
+        elif _HEADER_FIELD.match(line):
+            fields.append((line.split(b":", 1)[0], line + b"\n"))
+        else:
+            raise MalformedMessage("not a header line: " + _shown(line))
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n")
+    for defect in parsed.defects:
+        if isinstance(
+            defect,
+            (
+                emailErrors.MissingHeaderBodySeparatorDefect,
+                emailErrors.FirstHeaderLineIsContinuationDefect,
+                emailErrors.MisplacedEnvelopeHeaderDefect,
+            ),
+        ):
+            raise MalformedMessage("the email package cannot read it")
+    return fields
+
+
+def _shown(line, limit=40):
+    text = line[:limit].decode("utf-8", "replace")
+    text = re.sub("[\x00-\x1f\x7f-\x9f]", "?", text)
+    return repr(text + ("..." if len(line) > limit else ""))
+
+
+def buildSubmittedHeaders(sender, receiver, domain, head, when=None, messageId=None):
+    """
+    The header section the server stores for a message submitted whole
+    (C{SENDM}): its own C{From:}, C{To:}, C{Date:} and C{Message-ID:}, then
+    the submitted C{Subject:}, C{MIME-Version:}, C{Content-*:},
+    C{In-Reply-To:} and C{References:} fields as sent, then the empty line.
+
+    @param head: the submitted header section (see L{splitHeaderSection}).
+    @rtype: L{bytes}
+    @raise MalformedMessage: see L{parseHeaderSection}.
+    """
+    fields = parseHeaderSection(head)
+    ours = buildHeaders(sender, receiver, domain, when, messageId)[:-1]
+    kept = b"".join(text for name, text in fields if _isKept(name))
+    return ours + kept + b"\n"
+
+
+def buildSubmittedMessage(sender, receiver, domain, text, when=None, messageId=None):
+    """
+    The RFC 5322 text stored for C{text}, a whole message submitted by
+    C{sender} for C{receiver} (see L{buildSubmittedHeaders}).
+
+    @param text: the submitted message, L{bytes} or a L{list} of pieces
+        of whole lines.
+    @return: the message as a L{list} of pieces (the body's pieces kept as
+        given, not copied), for L{IMailStore.deliverMessage}.
+    @raise MalformedMessage: its header section does not parse.
+    """
+    blocks = [text] if isinstance(text, (bytes, bytearray)) else text
+    blocks = [normaliseBody(bytes(b)) if b"\r" in b else b for b in blocks]
+    head, body = splitHeaderSection(blocks)
+    headers = buildSubmittedHeaders(sender, receiver, domain, head, when, messageId)
+    return [headers] + [piece for piece in body if piece]
+
+
+_SUBJECT_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def composeMessage(subject, body):
+    """
+    A whole RFC 5322 message for C{SENDM}: a C{Subject:} (RFC 2047 encoded
+    words when it is not ASCII), C{MIME-Version: 1.0}, a C{Content-Type:
+    text/plain; charset=utf-8} (8bit) header, the empty line, the body.
+
+    @type subject: L{str}
+    @param body: the text as UTF-8 L{bytes}, any line endings.
+    @rtype: L{bytes}
+    @raise ValueError: the subject holds control characters (a line break
+        would start another header).
+    """
+    from email.header import Header
+
+    if _SUBJECT_CONTROL.search(subject):
+        raise ValueError("a subject cannot hold control characters")
+    subject = subject.strip()
+    if subject.isascii():
+        encoded = subject
+    else:
+        encoded = Header(subject, "utf-8", header_name="Subject").encode(
+            linesep="\n"
+        )
+    head = (
+        "Subject: {}\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: text/plain; charset=utf-8\n"
+        "Content-Transfer-Encoding: 8bit\n"
+        "\n".format(encoded)
+    )
+    return head.encode("ascii") + body

@@ -284,6 +284,8 @@ class ParsedMessage:
         when there is no plain part.
     @ivar html: the HTML part (decoded), or L{None}.
     @ivar parts: the attachments, a L{list} of L{Part}.
+    @ivar problems: what could not be read well, one short text each (a
+        damaged MIME structure, an unknown charset), for a reader's note.
     """
 
     def __init__(self):
@@ -292,6 +294,7 @@ class ParsedMessage:
         self.text = ""
         self.html = None
         self.parts = []
+        self.problems = []
 
     def summaryFields(self):
         return {
@@ -415,6 +418,7 @@ def parseMessage(text):
         leaves = _leaves(message)
     except RecursionError:
         leaves = [message]
+    _noteProblems(parsed, message, leaves)
     number = 0
     for leaf in leaves:
         try:
@@ -430,6 +434,10 @@ def parseMessage(text):
         if isBody and ctype == "text/html":
             html.append(_partText(leaf))
             continue
+        if ctype.startswith("multipart/"):
+            # A multipart whose parts could not be found: its text as it is.
+            plain.append(_bytesToText(_payload(leaf)))
+            continue
         if leaf is message and not message.is_multipart() and ctype.startswith("text/"):
             plain.append(_partText(leaf))
             continue
@@ -444,6 +452,51 @@ def parseMessage(text):
     elif html:
         parsed.text = htmlToText(parsed.html)
     return parsed
+
+
+_STRUCTURE_DEFECTS = (
+    "NoBoundaryInMultipartDefect",
+    "StartBoundaryNotFoundDefect",
+    "CloseBoundaryNotFoundDefect",
+    "MultipartInvariantViolationDefect",
+    "InvalidBase64PaddingDefect",
+    "InvalidBase64CharactersDefect",
+    "InvalidBase64LengthDefect",
+)
+
+
+def _noteProblems(parsed, message, leaves):
+    """
+    Note in C{parsed.problems} a damaged MIME structure and text in a
+    charset Python does not know.
+    """
+    import codecs
+
+    damaged = False
+    unknown = []
+    for part in [message] + leaves:
+        for defect in getattr(part, "defects", ()):
+            if type(defect).__name__ in _STRUCTURE_DEFECTS:
+                damaged = True
+        try:
+            if part.get_content_maintype() != "text":
+                continue
+            charset = part.get_content_charset()
+        except Exception:
+            continue
+        if charset and charset not in ("unknown-8bit", "x-unknown"):
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                if charset not in unknown:
+                    unknown.append(charset)
+    if damaged:
+        parsed.problems.append("the MIME structure is damaged; shown as well as it can be")
+    for charset in unknown:
+        parsed.problems.append(
+            "unknown charset {}; its text is shown as UTF-8 or Latin-1".format(
+                printable(charset)[:40])
+        )
 
 
 def _extension(ctype):

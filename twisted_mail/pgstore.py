@@ -716,14 +716,16 @@ def databaseThreadPool(size=4):
 class DatabaseService(service.Service):
     """
     Runs a L{PostgresStore} with the server: starts its thread pool and its
-    notification thread; when the server stops, ends the open sessions,
-    stops the pool after its pending jobs, and closes the connections.
+    notification thread; when the server stops, ends the open sessions (of
+    the line protocol and of C{sessionFactories}, such as POP3's), stops the
+    pool after its pending jobs, and closes the connections.
     """
 
-    def __init__(self, store, pool, mailFactory):
+    def __init__(self, store, pool, mailFactory, sessionFactories=()):
         self.store = store
         self.pool = pool
         self.mailFactory = mailFactory
+        self.sessionFactories = list(sessionFactories)
 
     def startService(self):
         service.Service.startService(self)
@@ -732,7 +734,10 @@ class DatabaseService(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
-        d = self.mailFactory.endSessions()
+        d = defer.DeferredList(
+            [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
+            consumeErrors=True,
+        )
         d.addBoth(lambda _: self.pool.stop())
         d.addBoth(lambda _: self.store.close())
         return d

@@ -7,6 +7,8 @@ delegated to an L{IMailStore}; while one is outstanding the protocol is
 paused, so pipelined commands are answered one at a time, in order.
 """
 
+import re
+
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -20,7 +22,8 @@ from zope.interface import implementer
 from twisted_mail import errors, throttle, wire
 from twisted_mail.auth import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.interfaces import IMailStore
-from twisted_mail.message import appendLine
+from twisted_mail.message import appendLine, buildSubmittedMessage
+from twisted_mail.mime import printable
 
 log = Logger()
 
@@ -31,14 +34,17 @@ DEFAULT_MAX_CONNECTIONS = 10000
 
 class _Body:
     """
-    The body of a multi-line C{SEND} being received, as a list of blocks of
-    whole LF-terminated lines.
+    The body of a multi-line C{SEND} (or the whole message of a C{SENDM})
+    being received, as a list of blocks of whole LF-terminated lines.
+
+    @ivar whole: whether it is a whole RFC 5322 message (C{SENDM}).
     """
 
-    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge", "bulk")
+    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge", "bulk", "whole")
 
-    def __init__(self, receiver, limit):
+    def __init__(self, receiver, limit, whole=False):
         self.receiver = receiver
+        self.whole = whole
         # Whether the protocol may take lines in bulk (not once a piece of
         # the body would pass the limit: the line path refuses it).
         self.bulk = True
@@ -66,6 +72,9 @@ class _Body:
         self.size += len(text)
         self.blocks.append(text)
 
+
+#: What a stable message id looks like (anything else is no message).
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 #: A message longer than this is sent by a L{_MessageSender}.
 STREAM_THRESHOLD = 64 * 1024
@@ -416,6 +425,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         ]
         if self.factory.portal is not None:
             capabilities.append("AUTH")
+        capabilities.extend(["LSTM", "SENDM"])
         return wire.formatMultiline(
             "capabilities follow", [c.encode("ascii") for c in capabilities]
         )
@@ -510,6 +520,23 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         d.addErrback(refused)
         return d.addCallback(self._selected)
 
+    def do_LSTM(self, command):
+        session = self._requireSession()
+
+        def listed(listing):
+            lines = [
+                "{} {} {}\t{}\t{}".format(
+                    m.id, m.size, int(m.arrived), printable(m.sender), printable(m.subject)
+                ).encode("utf-8", "replace")
+                for m in listing.messages
+            ]
+            count = len(lines)
+            return wire.formatMultiline(
+                "{} message{}".format(count, "" if count == 1 else "s"), lines
+            )
+
+        return session.listMessages().addCallback(listed)
+
     def do_READM(self, command):
         session = self._requireSession()
 
@@ -519,6 +546,11 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
                 return _MessageSender(wire.formatOK(status), text)
             return wire.formatMessageReply(status, text)
 
+        if command.args:
+            msgid = command.args[0]
+            if not MESSAGE_ID.match(msgid):
+                raise errors.NoSuchMessage()
+            return session.selectMessage(msgid).addCallback(read)
         return session.readMessage().addCallback(read)
 
     def do_DELM(self, command):
@@ -545,11 +577,17 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
 
             return d.addCallback(deliver)
 
-        def startBody(_):
-            self._body = _Body(receiver, self.factory.maxMessageSize)
-            return wire.formatOK("send the message, end with a line holding only .")
+        return d.addCallback(self._startBody, receiver)
 
-        return d.addCallback(startBody)
+    def do_SENDM(self, command):
+        self._requireSession()
+        receiver = wire.normalizeUserId(command.args[0])
+        d = self.factory.store.hasUser(receiver)
+        return d.addCallback(self._startBody, receiver, whole=True)
+
+    def _startBody(self, _, receiver, whole=False):
+        self._body = _Body(receiver, self.factory.maxMessageSize, whole)
+        return wire.formatOK("send the message, end with a line holding only .")
 
     def _bodyLineReceived(self, line):
         if line != b".":
@@ -569,7 +607,35 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             self.transport.write(wire.formatError(errors.NoUserSelected()))
             return
         # The blocks themselves, not a joined copy: nothing else holds them.
-        self._respond(self._deliver, session.userid, body.receiver, body.blocks)
+        if body.whole:
+            self._respond(self._deliverWhole, session.userid, body.receiver, body.blocks)
+        else:
+            self._respond(self._deliver, session.userid, body.receiver, body.blocks)
+
+    def _deliverWhole(self, sender, receiver, blocks):
+        """
+        Store a message submitted whole (C{SENDM}), with the headers the
+        server sets (see L{buildSubmittedMessage}).
+        """
+        domain = self.factory.domain
+        message = buildSubmittedMessage(
+            sender, receiver, domain, blocks, self.factory.reactor.seconds()
+        )
+        size = sum(map(len, message))
+
+        def delivered(_):
+            log.info(
+                "delivered a {size} byte message from {sender} to {receiver}",
+                size=size,
+                sender=sender,
+                receiver=receiver,
+            )
+            return wire.formatOK("message delivered to {}".format(receiver))
+
+        d = self.factory.store.deliverMessage(
+            "{}@{}".format(sender, domain), receiver, message
+        )
+        return d.addCallback(delivered)
 
     def _deliver(self, sender, receiver, body):
         size = len(body) if isinstance(body, bytes) else sum(map(len, body))
@@ -616,6 +682,8 @@ class MailServerFactory(Factory):
     Builds L{MailServerProtocol}s that share one store.
 
     @ivar store: the L{IMailStore}.
+    @ivar domain: the mail domain of the addresses in the headers the
+        server writes (C{SENDM}); by default the store's.
     @ivar connections: the number of connections now open.
     """
 
@@ -631,10 +699,14 @@ class MailServerFactory(Factory):
         reactor=None,
         portal=None,
         passwordFile=None,
+        domain=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
         self.store = IMailStore(store)
+        if domain is None:
+            domain = getattr(store, "domain", "localhost")
+        self.domain = domain
         self.portal = portal
         self.passwordFile = passwordFile
         self.maxMessageSize = maxMessageSize

@@ -5,7 +5,7 @@ Deploying the server with twistd: C{twistd -n simplemail [options]}.
 import os
 
 from twisted.application import service, strports
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -119,6 +119,9 @@ class Options(usage.Options):
         self["submission"] = []
         self["smtp-tls-cert"] = None
         self["smtp-tls-key"] = None
+        self["pop3"] = []
+        self["pop3-tls-cert"] = None
+        self["pop3-tls-key"] = None
 
     def opt_listen(self, description):
         (
@@ -189,6 +192,43 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e))
 
+    # -- POP3 (twisted_mail/pop3.py, docs/pop3.rst)
+
+    def opt_pop3(self, description):
+        (
+            "Also serve the mailboxes by POP3 on this Twisted server endpoint, "
+            "e.g. tcp:110 or tcp:9110:interface=127.0.0.1, or "
+            "ssl:995:privateKey=key.pem:certKey=cert.pem for POP3S "
+            "(repeatable; off by default). Without --passwords any password "
+            "opens an existing user's mailbox."
+        )
+        self["pop3"].append(_checkedEndpoint("--pop3", description))
+
+    def opt_pop3_tls_cert(self, path):
+        (
+            "Offer STLS on the --pop3 listeners with this PEM certificate "
+            "(followed by any intermediate certificates; it may hold the key "
+            "too)."
+        )
+        self["pop3-tls-cert"] = path
+
+    def opt_pop3_tls_key(self, path):
+        (
+            "The PEM private key for --pop3-tls-cert (default: the certificate "
+            "file)."
+        )
+        self["pop3-tls-key"] = path
+
+    def _checkPOP3Options(self):
+        if not (self["pop3"] or self["pop3-tls-cert"] or self["pop3-tls-key"]):
+            return
+        from twisted_mail.pop3 import checkPOP3Options
+
+        try:
+            checkPOP3Options(self["pop3"], self["pop3-tls-cert"], self["pop3-tls-key"])
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
     def _checkSpool(self):
         """
         Create the spool directory now, so that an unusable one is a
@@ -245,6 +285,7 @@ class Options(usage.Options):
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
             raise usage.UsageError("--domain must be a name without spaces")
         self._checkSMTPOptions()
+        self._checkPOP3Options()
 
 
 class _ThreadPoolService(service.Service):
@@ -255,10 +296,12 @@ class _ThreadPoolService(service.Service):
     dot-locks were linked from.
     """
 
-    def __init__(self, pool, mailFactory, store):
+    def __init__(self, pool, mailFactory, store, sessionFactories=()):
         self.pool = pool
         self.mailFactory = mailFactory
         self.store = store
+        # Other listeners' factories with sessions to end (POP3).
+        self.sessionFactories = list(sessionFactories)
 
     def startService(self):
         service.Service.startService(self)
@@ -267,7 +310,10 @@ class _ThreadPoolService(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self.store.stopWatching()
-        d = self.mailFactory.endSessions()
+        d = defer.DeferredList(
+            [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
+            consumeErrors=True,
+        )
         d.addBoth(lambda _: self.pool.stop())
         d.addBoth(lambda _: self.store.removeLockSource())
         return d
@@ -362,15 +408,24 @@ def makeService(options, reactor=None):
         maxConnections=options["max-connections"],
         reactor=reactor,
     )
+    popFactory = None
+    if options.get("pop3"):
+        from twisted_mail.pop3 import makePOP3FactoryFromOptions
+
+        try:
+            popFactory = makePOP3FactoryFromOptions(options, store, portal, reactor)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
+    sessionFactories = [popFactory] if popFactory is not None else []
     if options.get("database"):
         from twisted_mail.pgstore import DatabaseService
 
-        DatabaseService(store, pool, factory).setServiceParent(top)
+        DatabaseService(store, pool, factory, sessionFactories).setServiceParent(top)
     else:
-        _ThreadPoolService(pool, factory, store).setServiceParent(top)
+        _ThreadPoolService(pool, factory, store, sessionFactories).setServiceParent(top)
         _SpoolRepair(store).setServiceParent(top)
     for description in options["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
@@ -411,6 +466,17 @@ def makeService(options, reactor=None):
         log.info(
             "simplemail: SMTP submission on {submission}",
             submission=", ".join(options["submission"]),
+        )
+    # -- POP3: one listener per --pop3 endpoint (docs/pop3.rst).
+    if popFactory is not None:
+        for description in options["pop3"]:
+            strports.service(description, popFactory, reactor=reactor).setServiceParent(
+                top
+            )
+        log.info(
+            "simplemail: POP3 on {pop3}, STLS {tls}",
+            pop3=", ".join(options["pop3"]),
+            tls="on" if options.get("pop3-tls-cert") else "off",
         )
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "

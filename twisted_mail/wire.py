@@ -62,7 +62,8 @@ class Command(NamedTuple):
     One parsed command line.
 
     @ivar verb: the upper-case command name, e.g. C{"SEND"}.
-    @ivar args: the space-separated arguments (never empty strings).
+    @ivar args: the space-separated arguments (never empty strings); for
+        C{READM}, none or the message id.
     @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>} and
         C{PASS <password>}: everything after the single space that follows
         the last fixed argument, exactly as sent; otherwise C{None}.
@@ -79,13 +80,18 @@ _GRAMMAR = {
     "ADDU": (1, True, "ADDU <userid>"),
     "USER": (1, False, "USER <userid>"),
     "PASS": (0, True, "PASS <password>"),
-    "READM": (0, False, "READM"),
+    "READM": (0, False, "READM [id]"),
     "DELM": (0, False, "DELM"),
     "SEND": (1, True, "SEND <receiverid> [text]"),
     "DONEU": (0, False, "DONEU"),
     "QUIT": (0, False, "QUIT"),
     "CAPA": (0, False, "CAPA"),
+    "LSTM": (0, False, "LSTM"),
+    "SENDM": (1, False, "SENDM <receiverid>"),
 }
+
+#: verb -> how many more arguments it may take after its fixed ones
+_OPTIONAL = {"READM": 1}
 
 VERBS = frozenset(_GRAMMAR)
 
@@ -121,6 +127,11 @@ def parseCommand(line):
         if not word:
             raise ProtocolError("usage: " + usage)
         args.append(word)
+    for _ in range(_OPTIONAL.get(verb, 0)):
+        rest = rest.lstrip(" ")
+        word, _, rest = rest.partition(" ")
+        if word:
+            args.append(word)
     text = None
     if fixed == 0 and allowsText:
         # PASS: the rest of the line after the verb's separating space.
