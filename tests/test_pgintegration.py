@@ -183,6 +183,16 @@ class PostgresServersTests(ServerTestCase):
         self.assertEqual(cc.command(b"DONEU"), b"+OK goodbye bob")
         self.assertEqual(cb.command(b"USER bob"), b"+OK bob has 1 message")
         self.assertEqual(self.storedBodies("bob"), [b"one\n"])
+        # LSTM on one server, READM <id> of it on the other.
+        status, lines = cb.multiline(b"LSTM")
+        self.assertTrue(status.startswith(b"+OK"))
+        (line,) = lines
+        msgid = line.split(b" ", 1)[0]
+        self.assertTrue(line.endswith(b"\talice@localhost\t"), line)
+        self.assertEqual(ca.command(b"USER bob"), b"+OK bob has 1 message")
+        status, lines = ca.multiline(b"READM " + msgid)
+        self.assertTrue(status.startswith(b"+OK"))
+        self.assertEqual(lines[-1], b"one")
         self.assertEqual(ca.command(b"QUIT"), b"+OK bye")
         for server in (a, b):
             self.assertIn(server.stop(), (0, -signal.SIGTERM))
