@@ -5,6 +5,7 @@ connection, and new-mail announcements across store objects (as across
 servers).
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -131,6 +132,57 @@ class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
         self.ok(session.deleteMessages(ids[3:] + ids[:1] + ["nope", "99999999"]))
         self.assertEqual(self.session("bob").count, 2)
         self.assertEqual(self.ok(session.listMessages()).total, 2)
+
+    def cutAtCommit(self, commits):
+        """
+        Make the next delivery transaction's connection fail as its COMMIT
+        is sent: after committing (C{commits}) or without committing.
+        """
+        store = self.store
+        real = store._connection
+        calls = []
+
+        class Cut:
+            def __init__(self, conn):
+                self._conn = conn
+
+            def __getattr__(self, name):
+                return getattr(self._conn, name)
+
+            @contextlib.contextmanager
+            def transaction(self):
+                with self._conn.transaction() as tx:
+                    yield tx
+                    if not commits:
+                        raise psycopg.OperationalError("server closed the connection")
+                raise psycopg.OperationalError("server closed the connection")
+
+        def connection():
+            conn = real()
+            calls.append(conn)
+            return Cut(conn) if len(calls) == 1 else conn
+
+        self.patch(store, "_connection", connection)
+
+    def test_commitCutOffButDone(self):
+        """
+        A connection lost as a delivery's COMMIT went through: the store
+        finds the message on a new connection and acknowledges it, once.
+        """
+        self.addUsers("bob")
+        self.cutAtCommit(commits=True)
+        self.ok(self.store.deliver("alice", "bob", b"in doubt\n"))
+        self.assertEqual(self.sql("SELECT count(*) FROM messages"), [(1,)])
+
+    def test_commitCutOffUndone(self):
+        """
+        A connection lost before a delivery's COMMIT went through: temporary
+        failure, and nothing stored.
+        """
+        self.addUsers("bob")
+        self.cutAtCommit(commits=False)
+        self.fails(self.store.deliver("alice", "bob", b"lost\n"), errors.TemporaryFailure)
+        self.assertEqual(self.sql("SELECT count(*) FROM messages"), [(0,)])
 
     def test_summariesStored(self):
         """
