@@ -217,21 +217,25 @@ def estimate(rows, quiet):
     if not (srv and reactor and pg):
         print("no estimate: CPU figures missing")
         return
-    perServer = 1.0 / reactor  # a reactor thread saturates one core
-    print("estimate for N servers on N machines, one database machine with C cores:")
+    # A server machine of 2 cores: the reactor thread saturates one, the
+    # other threads (summaries, psycopg) use the rest of its CPU per message.
+    perServer = min(1.0 / reactor, 2.0 / srv)
+    print("estimate for N servers on N machines (2 cores each), one database machine "
+          "with C cores:")
     print("  per message: simplemail server {:.3f} ms CPU (reactor thread {:.3f} ms), "
           "PostgreSQL {:.3f} ms CPU".format(ms(srv), ms(reactor), ms(pg)))
-    print("  one server is bound at ~{:.0f} msgs/s by its reactor thread (1 / reactor CPU "
-          "per message) when it has its own cores;".format(perServer))
-    print("  the database at ~{:.0f} msgs/s per core it has (1 / PostgreSQL CPU per "
-          "message), group commit keeping fsyncs per message well under one".format(
-              1.0 / pg))
+    print("  one server: ~{:.0f} msgs/s (min of 1 / reactor CPU and 2 cores / server CPU "
+          "per message)".format(perServer))
+    print("  the database: ~{:.0f} msgs/s per core (1 / PostgreSQL CPU per message; group "
+          "commit keeps fsyncs per message well under one)".format(1.0 / pg))
     for cores in (2, 8):
         for nServers in (1, 2, 4, 8):
             bound = min(nServers * perServer, cores / pg)
             print("    C={} N={}: ~{:.0f} msgs/s ({})".format(
                 cores, nServers, bound,
                 "servers bound" if nServers * perServer < cores / pg else "database bound"))
+    print("  (deliveries to one mailbox commit one after another, whatever N: a single "
+          "mailbox is bound by its batches' commit latency, not by N)")
 
 
 def main(argv=None):
