@@ -595,7 +595,7 @@ class MailboxViewTests(ClientTestsMixin, SynchronousTestCase):
             b"Subject: =?utf-8?b?R3LDvMOfZQ==?=\r\n"
             b"MIME-Version: 1.0\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Transfer-Encoding: 8bit\r\n"
+            b"Content-Transfer-Encoding: 7bit\r\n"
             b"\r\n"
             b"Hallo\r\n..x\r\n.\r\n",
         )

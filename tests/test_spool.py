@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, mboxfile, spool
+from twisted_mail import errors, mboxfile, mboxrecords, spool
 from twisted_mail.message import toMboxRecord
 from twisted_mail.spool import SpoolStore
 
@@ -879,7 +879,7 @@ class ScanTests(SpoolTestCase):
             self.ok(self.store.deliver("alice", "bob", b"body %d\n" % i + b"x" * i))
         expected = [p.replace(b"\n>From", b"\nFrom") for p in self.mboxPayloads("bob")]
         for chunk in [7, 13, 64, 4096]:
-            self.patch(mboxfile, "_READ_CHUNK", chunk)
+            self.patch(mboxrecords, "_READ_CHUNK", chunk)
             store = makeSpoolStore(self, self.store.path)
             self.assertEqual(self.bodies("bob", store), expected)
 
@@ -910,5 +910,5 @@ class KeyTests(SynchronousTestCase):
         ]
         for chunks in cases:
             self.assertEqual(
-                mboxfile._chunksKey(chunks), mboxfile._messageKey(b"".join(chunks)), chunks
+                mboxrecords._chunksKey(chunks), mboxrecords._messageKey(b"".join(chunks)), chunks
             )

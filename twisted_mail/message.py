@@ -434,9 +434,9 @@ _SUBJECT_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 def composeMessage(subject, body):
     """
-    A whole RFC 5322 message for C{SENDM}: a C{Subject:} (RFC 2047 encoded
-    words when it is not ASCII), C{MIME-Version: 1.0}, a C{Content-Type:
-    text/plain; charset=utf-8} (8bit) header, the empty line, the body.
+    A whole RFC 5322 message for C{SENDM}, as the console sends it:
+    L{textMessageContent}, refusing a subject with control characters (the
+    console says so rather than change what was typed).
 
     @type subject: L{str}
     @param body: the text as UTF-8 L{bytes}, any line endings.
@@ -444,22 +444,86 @@ def composeMessage(subject, body):
     @raise ValueError: the subject holds control characters (a line break
         would start another header).
     """
-    from email.header import Header
-
     if _SUBJECT_CONTROL.search(subject):
         raise ValueError("a subject cannot hold control characters")
-    subject = subject.strip()
+    return textMessageContent(subject, body)
+
+
+_HEADER_CONTROLS = re.compile("[\x00-\x1f\x7f]")
+
+
+def encodeSubject(subject):
+    """
+    A C{Subject:} header value for C{subject} (L{str}): control characters
+    (line ends above all, so that no header can be smuggled in) become
+    spaces; text that is not ASCII is encoded as RFC 2047 words in UTF-8;
+    long values are folded.
+
+    @rtype: L{str} (ASCII), without a line ending.
+    """
+    from email.header import Header
+
+    subject = _HEADER_CONTROLS.sub(" ", subject).strip()
     if subject.isascii():
-        encoded = subject
-    else:
-        encoded = Header(subject, "utf-8", header_name="Subject").encode(
-            linesep="\n"
-        )
-    head = (
-        "Subject: {}\n"
-        "MIME-Version: 1.0\n"
-        "Content-Type: text/plain; charset=utf-8\n"
-        "Content-Transfer-Encoding: 8bit\n"
-        "\n".format(encoded)
+        return Header(subject, "us-ascii", header_name="Subject").encode(linesep="\n")
+    return Header(subject, "utf-8", header_name="Subject").encode(linesep="\n")
+
+
+def textMessageContent(subject, text):
+    """
+    The part of a plain-text message that its writer chooses, as C{SENDM}
+    takes it after its own headers: C{Subject:} (L{encodeSubject}; none
+    when C{subject} is empty), C{MIME-Version:}, C{Content-Type: text/plain;
+    charset=...}, C{Content-Transfer-Encoding:}, a blank line, then the
+    text.  ASCII text with short lines goes as C{7bit}, other text as UTF-8,
+    C{8bit} when every line is at most 998 octets and has no control
+    characters but tab, else quoted-printable.
+
+    @type subject: L{str}
+    @param text: the text, L{str} or UTF-8 L{bytes} (any line endings).
+    @rtype: L{bytes}, LF line endings.
+    """
+    import quopri
+
+    if isinstance(text, str):
+        text = text.encode("utf-8", "replace")
+    data = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    lines = data.split(b"\n")
+    plain = all(len(line) <= 998 for line in lines) and not re.search(
+        rb"[\x00-\x08\x0b-\x1f\x7f]", data
     )
-    return head.encode("ascii") + body
+    charset = "utf-8"
+    if plain:
+        encoding = "7bit" if data.isascii() else "8bit"
+    else:
+        encoding = "quoted-printable"
+        data = quopri.encodestring(data)
+    headers = []
+    subject = encodeSubject(subject or "")
+    if subject:
+        headers.append("Subject: " + subject)
+    headers += [
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=" + charset,
+        "Content-Transfer-Encoding: " + encoding,
+    ]
+    return ("\n".join(headers) + "\n\n").encode("ascii") + data
+
+
+def buildMessageWithSubject(sender, receiver, subject, text, domain, when=None,
+                            messageId=None):
+    """
+    The RFC 5322 text of a plain-text message with a subject, from
+    C{sender} to C{receiver}, as C{SENDM} stores it: L{textMessageContent}
+    submitted through L{buildSubmittedMessage} (the server's C{From:},
+    C{To:}, C{Date:} and C{Message-ID:}, then the kept headers).  What the
+    web API's send stores.
+
+    @param subject: the subject (L{str}, any characters; empty for none).
+    @param text: the text (L{str}).
+    @rtype: L{bytes}, LF line endings.
+    """
+    return b"".join(buildSubmittedMessage(
+        sender, receiver, domain, textMessageContent(subject, text), when, messageId))

@@ -122,6 +122,7 @@ class Options(usage.Options):
         self["pop3"] = []
         self["pop3-tls-cert"] = None
         self["pop3-tls-key"] = None
+        self["web"] = []
 
     def opt_listen(self, description):
         (
@@ -133,6 +134,16 @@ class Options(usage.Options):
         self["listen"].append(_checkedEndpoint("--listen", description))
 
     opt_l = opt_listen
+
+    # -- the web inbox and JSON API (twisted_mail/web/, docs/web.rst)
+
+    def opt_web(self, description):
+        (
+            "Also serve the web inbox and its JSON API (/api/v1/) by HTTP on "
+            "this Twisted server endpoint, e.g. tcp:9080:interface=127.0.0.1 "
+            "(repeatable; off by default)."
+        )
+        self["web"].append(_checkedEndpoint("--web", description))
 
     # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
 
@@ -478,6 +489,23 @@ def makeService(options, reactor=None):
             pop3=", ".join(options["pop3"]),
             tls="on" if options.get("pop3-tls-cert") else "off",
         )
+    # -- the web inbox and JSON API: one listener per --web endpoint.
+    if options.get("web"):
+        from twisted_mail.web import makeWebFactory
+
+        webFactory = makeWebFactory(
+            store,
+            options["domain"],
+            portal=portal,
+            passwordFile=passwordFile,
+            maxMessageSize=options["max-message-size"],
+            idleTimeout=options["idle-timeout"],
+            maxConnections=options["max-connections"],
+            reactor=reactor,
+        )
+        for description in options["web"]:
+            strports.service(description, webFactory, reactor=reactor).setServiceParent(top)
+        log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
         "passwords {passwords}",

@@ -1,0 +1,464 @@
+// The simplemail inbox page.  Plain JavaScript, no framework.  Everything
+// that comes from a message is put on the page with textContent or as an
+// attribute value, never as HTML; HTML mail is shown only in a sandboxed
+// frame served with its own restrictive Content-Security-Policy.
+"use strict";
+
+(function () {
+  var API = "/api/v1";
+  var PAGE = 50;
+  var state = {
+    passwords: false, me: null, user: null, messages: [], total: 0,
+    current: null, events: null, users: [], route: null
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (name) {
+        if (name === "text") node.textContent = attrs[name];
+        else if (name === "className") node.className = attrs[name];
+        else node.setAttribute(name, attrs[name]);
+      });
+    }
+    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
+    return node;
+  }
+
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+
+  function enc(s) { return encodeURIComponent(s); }
+
+  function api(method, path, body) {
+    var options = {
+      method: method, credentials: "same-origin",
+      headers: { "X-Simplemail": "1", "Accept": "application/json" }
+    };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    return fetch(API + path, options).then(function (response) {
+      if (response.status === 204) return null;
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (!response.ok) {
+          var error = new Error(data.error || ("error " + response.status));
+          error.status = response.status;
+          throw error;
+        }
+        return data;
+      });
+    });
+  }
+
+  var statusTimer = null;
+  function say(text) {
+    var status = $("status");
+    status.textContent = text;
+    status.hidden = false;
+    clearTimeout(statusTimer);
+    statusTimer = setTimeout(function () { status.hidden = true; }, 5000);
+  }
+
+  function failed(error) {
+    if (error && error.status === 401) { location.hash = "#/login"; return; }
+    say((error && error.message) || "Something went wrong.");
+  }
+
+  function humanSize(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1024 * 1024) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + " kB";
+    return (n / 1048576).toFixed(1) + " MB";
+  }
+
+  function shortDate(iso) {
+    var d = new Date(iso);
+    if (!iso || isNaN(d.getTime())) return "";
+    var now = new Date();
+    if (d.toDateString() === now.toDateString()) {
+      return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    }
+    var options = { month: "short", day: "numeric" };
+    if (d.getFullYear() !== now.getFullYear()) options.year = "numeric";
+    return d.toLocaleDateString([], options);
+  }
+
+  function longDate(iso) {
+    var d = new Date(iso);
+    return (!iso || isNaN(d.getTime())) ? "" : d.toLocaleString();
+  }
+
+  function show(view) {
+    ["login-view", "users-view", "mailbox-view", "compose-view"].forEach(function (id) {
+      $(id).hidden = id !== view;
+    });
+  }
+
+  function mailboxPath(user) { return "/users/" + enc(user); }
+
+  // -- header
+
+  function renderHeader() {
+    $("who").textContent = state.user ? state.user : "";
+    $("logout").hidden = !(state.passwords && state.me);
+    var write = $("write-link");
+    var writer = state.passwords ? state.me : state.user;
+    write.hidden = !writer;
+    if (writer) write.setAttribute("href", "#/u/" + enc(writer) + "/write");
+  }
+
+  // -- events (new mail without a reload)
+
+  function listen(user) {
+    if (state.events && state.events.user === user) return;
+    stopListening();
+    if (!window.EventSource) return;
+    var source = new EventSource(API + mailboxPath(user) + "/events");
+    source.user = user;
+    var opened = false;
+    source.addEventListener("open", function () {
+      // After a reconnection (the server restarted), catch up on what
+      // arrived meanwhile.
+      if (opened && state.user === user) loadMailbox(user, 0).catch(failed);
+      opened = true;
+    });
+    source.addEventListener("message", function (event) {
+      var summary;
+      try { summary = JSON.parse(event.data); } catch (e) { return; }
+      if (state.user !== user) return;
+      for (var i = 0; i < state.messages.length; i++) {
+        if (state.messages[i].id === summary.id) return;
+      }
+      state.messages.unshift(summary);
+      state.total += 1;
+      var list = $("message-list");
+      list.insertBefore(messageItem(summary, true), list.firstChild);
+      $("empty").hidden = true;
+      renderCount();
+      say("New message from " + (summary.from || "unknown sender") +
+          (summary.subject ? ": " + summary.subject : ""));
+    });
+    state.events = source;
+  }
+
+  function stopListening() {
+    if (state.events) { state.events.close(); state.events = null; }
+  }
+
+  // -- users
+
+  function showUsers() {
+    state.user = null;
+    stopListening();
+    renderHeader();
+    show("users-view");
+    return api("GET", "/users").then(function (data) {
+      state.users = data.users;
+      var list = $("user-list");
+      clear(list);
+      data.users.forEach(function (user) {
+        list.appendChild(el("li", null, [el("a", { href: "#/u/" + enc(user), text: user })]));
+      });
+      $("no-users").hidden = data.users.length > 0;
+      $("add-user-form").hidden = state.passwords;
+    }, failed);
+  }
+
+  // -- the mailbox
+
+  function renderCount() {
+    $("mailbox-count").textContent = state.total + (state.total === 1 ? " message" : " messages");
+    $("more").hidden = state.messages.length >= state.total;
+  }
+
+  function messageItem(m, isNew) {
+    var link = el("a", { href: "#/u/" + enc(state.user) + "/m/" + enc(m.id) }, [
+      el("span", { className: "from", text: m.from || "(no sender)" }),
+      el("span", { className: "date", text: shortDate(m.date), title: longDate(m.date) }),
+      el("span", { className: "subject", text: m.subject || "(no subject)" }),
+      el("span", { className: "size", text: humanSize(m.size) }),
+      el("span", { className: "snippet", text: m.snippet || "" })
+    ]);
+    var item = el("li", { "data-id": m.id }, [link]);
+    if (isNew) item.className = "new";
+    if (m.id === state.current) item.className += " current";
+    return item;
+  }
+
+  function renderList() {
+    var list = $("message-list");
+    clear(list);
+    state.messages.forEach(function (m) { list.appendChild(messageItem(m, false)); });
+    $("empty").hidden = state.messages.length > 0;
+    renderCount();
+  }
+
+  function loadMailbox(user, start) {
+    return api("GET", mailboxPath(user) + "/messages?start=" + start + "&limit=" + PAGE)
+      .then(function (data) {
+        if (start === 0) state.messages = data.messages;
+        else state.messages = state.messages.concat(data.messages);
+        state.total = data.total;
+        renderList();
+      });
+  }
+
+  function openMailbox(user) {
+    var fresh = state.user !== user;
+    state.user = user;
+    renderHeader();
+    show("mailbox-view");
+    $("mailbox-title").textContent = "Inbox of " + user;
+    listen(user);
+    if (fresh) {
+      state.messages = [];
+      state.current = null;
+      return loadMailbox(user, 0);
+    }
+    return Promise.resolve();
+  }
+
+  function showMailbox(user) {
+    $("mailbox-view").classList.remove("reading");
+    return openMailbox(user).then(function () {
+      state.current = null;
+      markCurrent();
+      var view = $("message-view");
+      clear(view);
+      view.appendChild(el("p", { className: "muted placeholder", text: "Pick a message to read it." }));
+    }, failed);
+  }
+
+  function markCurrent() {
+    var items = $("message-list").children;
+    for (var i = 0; i < items.length; i++) {
+      items[i].classList.toggle("current", items[i].getAttribute("data-id") === state.current);
+    }
+  }
+
+  // -- one message
+
+  function showMessage(user, id) {
+    return openMailbox(user).then(function () {
+      return api("GET", mailboxPath(user) + "/messages/" + enc(id));
+    }).then(function (m) {
+      state.current = id;
+      markCurrent();
+      var item = $("message-list").querySelector('li[data-id="' + CSS.escape(id) + '"]');
+      if (item) item.classList.remove("new");
+      renderMessage(user, m);
+      $("mailbox-view").classList.add("reading");
+    }, function (error) {
+      if (error && error.status === 404) {
+        say("That message is gone.");
+        location.hash = "#/u/" + enc(user);
+        return;
+      }
+      failed(error);
+    });
+  }
+
+  function renderMessage(user, m) {
+    var base = API + mailboxPath(user) + "/messages/" + enc(m.id);
+    var view = $("message-view");
+    clear(view);
+    view.appendChild(el("a", { className: "button back", href: "#/u/" + enc(user), text: "\u2190 Inbox" }));
+    view.appendChild(el("h2", { id: "message-subject", text: m.subject || "(no subject)" }));
+    var meta = el("dl", { className: "meta" });
+    [["From", m.from], ["To", m.to], ["Date", longDate(m.date)], ["Size", humanSize(m.size)]]
+      .forEach(function (row) {
+        if (!row[1]) return;
+        meta.appendChild(el("dt", { text: row[0] }));
+        meta.appendChild(el("dd", { text: row[1] }));
+      });
+    view.appendChild(meta);
+
+    var remove = el("button", { type: "button", className: "button danger", id: "delete", text: "Delete" });
+    remove.addEventListener("click", function () { deleteMessage(user, m.id, remove); });
+    var tools = el("div", { className: "tools" }, [
+      remove,
+      el("a", { className: "button", href: base + "/raw", download: m.id + ".eml", text: "Raw message" })
+    ]);
+    view.appendChild(tools);
+
+    if (m.html !== null && m.html !== undefined) {
+      view.appendChild(el("p", { className: "section-title", text: "HTML" }));
+      var frame = el("iframe", {
+        className: "html-frame", sandbox: "", referrerpolicy: "no-referrer",
+        title: "The message's HTML (no scripts, nothing loaded from elsewhere)",
+        src: base + "/html"
+      });
+      view.appendChild(frame);
+      view.appendChild(el("p", { className: "section-title", text: "Text" }));
+    }
+    view.appendChild(el("pre", { className: "text", id: "message-text", text: m.text || "" }));
+
+    if (m.parts.length) {
+      view.appendChild(el("p", { className: "section-title", text: "Attachments" }));
+      var parts = el("ul", { className: "parts" });
+      m.parts.forEach(function (p) {
+        parts.appendChild(el("li", null, [
+          el("a", { href: base + "/parts/" + p.part, download: p.filename, text: p.filename }),
+          el("span", { className: "size", text: p.contentType + ", " + humanSize(p.size) })
+        ]));
+      });
+      view.appendChild(parts);
+    }
+
+    var table = el("table");
+    m.headers.forEach(function (h) {
+      table.appendChild(el("tr", null, [el("td", { text: h[0] }), el("td", { text: h[1] })]));
+    });
+    view.appendChild(el("details", { className: "headers" }, [
+      el("summary", { text: "All headers" }), table
+    ]));
+  }
+
+  function deleteMessage(user, id, button) {
+    button.disabled = true;
+    api("DELETE", mailboxPath(user) + "/messages/" + enc(id)).then(function () {
+      state.messages = state.messages.filter(function (m) { return m.id !== id; });
+      state.total = Math.max(0, state.total - 1);
+      var item = $("message-list").querySelector('li[data-id="' + CSS.escape(id) + '"]');
+      if (item) item.parentNode.removeChild(item);
+      $("empty").hidden = state.messages.length > 0;
+      renderCount();
+      say("Message deleted.");
+      location.hash = "#/u/" + enc(user);
+    }, function (error) { button.disabled = false; failed(error); });
+  }
+
+  // -- writing
+
+  function showCompose(user) {
+    state.user = user;
+    renderHeader();
+    show("compose-view");
+    $("compose-error").hidden = true;
+    $("compose-from").textContent = "From " + user;
+    $("compose-cancel").setAttribute("href", "#/u/" + enc(user));
+    return api("GET", "/users").then(function (data) {
+      var to = $("compose-to");
+      var chosen = to.value;
+      clear(to);
+      data.users.forEach(function (u) { to.appendChild(el("option", { value: u, text: u })); });
+      if (chosen && data.users.indexOf(chosen) !== -1) to.value = chosen;
+    }, failed);
+  }
+
+  function send(event) {
+    event.preventDefault();
+    var user = state.user;
+    var to = $("compose-to").value;
+    var button = $("compose-send");
+    button.disabled = true;
+    api("POST", "/users/" + enc(to) + "/messages", {
+      from: user, subject: $("compose-subject").value, text: $("compose-text").value
+    }).then(function () {
+      button.disabled = false;
+      $("compose-subject").value = "";
+      $("compose-text").value = "";
+      say("Message sent to " + to + ".");
+      location.hash = "#/u/" + enc(user);
+    }, function (error) {
+      button.disabled = false;
+      var box = $("compose-error");
+      box.textContent = error.message;
+      box.hidden = false;
+      if (error.status === 401) failed(error);
+    });
+  }
+
+  // -- logging in and out
+
+  function showLogin() {
+    stopListening();
+    state.user = null;
+    renderHeader();
+    show("login-view");
+    $("login-user").focus();
+  }
+
+  function login(event) {
+    event.preventDefault();
+    var box = $("login-error");
+    box.hidden = true;
+    api("POST", "/login", { user: $("login-user").value, password: $("login-password").value })
+      .then(function (data) {
+        state.me = data.user;
+        $("login-password").value = "";
+        location.hash = "#/u/" + enc(data.user);
+      }, function (error) {
+        box.textContent = error.status === 401 ? "Login failed." : error.message;
+        box.hidden = false;
+      });
+  }
+
+  function logout() {
+    api("POST", "/logout").then(function () {
+      state.me = null;
+      state.user = null;
+      state.messages = [];
+      location.hash = "#/login";
+    }, failed);
+  }
+
+  function addUser(event) {
+    event.preventDefault();
+    var name = $("new-user").value;
+    api("POST", "/users", { user: name }).then(function () {
+      $("new-user").value = "";
+      say("User " + name + " added.");
+      showUsers();
+    }, failed);
+  }
+
+  // -- routes: #/ (users), #/login, #/u/<user>, #/u/<user>/m/<id>, #/u/<user>/write
+
+  function route() {
+    var hash = location.hash.replace(/^#/, "") || "/";
+    var parts = hash.split("/").slice(1).map(function (p) {
+      try { return decodeURIComponent(p); } catch (e) { return ""; }
+    });
+    if (state.passwords && !state.me && parts[0] !== "login") {
+      location.hash = "#/login";
+      return;
+    }
+    if (parts[0] === "login") {
+      if (!state.passwords || state.me) { location.hash = "#/"; return; }
+      showLogin();
+    } else if (parts[0] === "u" && parts[1]) {
+      if (state.passwords && parts[1] !== state.me) {
+        location.hash = "#/u/" + enc(state.me);
+        return;
+      }
+      if (parts[2] === "m" && parts[3]) showMessage(parts[1], parts[3]);
+      else if (parts[2] === "write") showCompose(parts[1]);
+      else showMailbox(parts[1]);
+    } else if (state.passwords) {
+      location.hash = "#/u/" + enc(state.me);
+    } else {
+      showUsers();
+    }
+  }
+
+  function start() {
+    $("login-form").addEventListener("submit", login);
+    $("compose-form").addEventListener("submit", send);
+    $("add-user-form").addEventListener("submit", addUser);
+    $("logout").addEventListener("click", logout);
+    $("more").addEventListener("click", function () {
+      loadMailbox(state.user, state.messages.length).catch(failed);
+    });
+    window.addEventListener("hashchange", route);
+    api("GET", "/session").then(function (session) {
+      state.passwords = session.passwords;
+      state.me = session.user;
+      route();
+    }, failed);
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
