@@ -4,9 +4,12 @@ database (tests/pgserver.py): every command across them, a server killed
 with SIGKILL under load, and the database restarted under load.
 """
 
+import http.client
+import json
 import poplib
 import signal
 import smtplib
+import socket
 import threading
 import time
 
@@ -205,7 +208,7 @@ class PostgresServersTests(ServerTestCase):
         through every door.
         """
         popPort = freePort()
-        a = self.startDatabaseServer("--pop3", "tcp:{}:interface=127.0.0.1".format(popPort))
+        self.startDatabaseServer("--pop3", "tcp:{}:interface=127.0.0.1".format(popPort))
         b = self.startDatabaseServer()
         cb = self.connect(b)
         self.addUsers(cb, b"alice", b"bob")
@@ -228,6 +231,44 @@ class PostgresServersTests(ServerTestCase):
         self.assertTrue(pop.quit().startswith(b"+OK"))
         self.assertEqual(cb.command(b"USER bob"), b"+OK bob has 1 message")
         self.assertEqual(splitMessage(cb.readMessage())[1], b"two\n")
+
+    def test_webEventsAcrossServers(self):
+        """
+        A message sent through one server is announced on the other's web
+        event stream within 2 seconds (LISTEN/NOTIFY), and listed by its
+        API with the id the line protocol gives it.
+        """
+        webPort = freePort()
+        self.startDatabaseServer("--web", "tcp:{}:interface=127.0.0.1".format(webPort))
+        b = self.startDatabaseServer()
+        cb = self.connect(b)
+        self.addUsers(cb, b"alice", b"bob")
+        stream = socket.create_connection(("127.0.0.1", webPort), timeout=5)
+        self.addCleanup(stream.close)
+        stream.sendall(b"GET /api/v1/users/alice/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        received = b""
+        deadline = time.monotonic() + 10
+        while b": connected" not in received and time.monotonic() < deadline:
+            received += stream.recv(65536)
+        self.assertIn(b"200 OK", received)
+        sent = time.monotonic()
+        self.assertEqual(cb.command(b"USER bob"), b"+OK bob has 0 messages")
+        self.assertTrue(cb.send(b"alice", b"from afar\n").startswith(b"+OK"))
+        while b"event: message" not in received and time.monotonic() < sent + 5:
+            stream.settimeout(max(0.01, sent + 5 - time.monotonic()))
+            try:
+                received += stream.recv(65536)
+            except socket.timeout:
+                break
+        self.assertLess(time.monotonic() - sent, 2.0)
+        self.assertIn(b'"snippet": "from afar"', received)
+        api = http.client.HTTPConnection("127.0.0.1", webPort, timeout=10)
+        self.addCleanup(api.close)
+        api.request("GET", "/api/v1/users/alice/messages")
+        (summary,) = json.loads(api.getresponse().read())["messages"]
+        self.assertEqual(cb.command(b"USER alice"), b"+OK alice has 1 message")
+        status, lines = cb.multiline(b"LSTM")
+        self.assertEqual(lines[0].split(b" ", 1)[0].decode(), summary["id"])
 
     def test_killedServerLosesNothingAcknowledged(self):
         """
