@@ -246,6 +246,43 @@ def deleteAll(args, server, name, expected):
     }
 
 
+def intoDatabase(url, spool):
+    """
+    Copy the prefilled spool into a PostgreSQL database (simplemail-migrate
+    to-database), its simplemail tables dropped first; C{url} 'throwaway'
+    starts a cluster of our own.
+
+    @return: the cluster started (or L{None}) and the database URL.
+    """
+    sys.path.insert(0, common.CHECKOUT)
+    import io
+
+    import psycopg
+
+    from twisted_mail import migrate
+
+    cluster = None
+    if url == "throwaway":
+        from tests.pgserver import Cluster
+
+        cluster = Cluster()
+        cluster.start()
+        cluster.createDatabase("simplemail")
+        url = cluster.url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS messages, users, schema_version")
+    t0 = time.perf_counter()
+    out = io.StringIO()
+    if migrate.main(["--spool", spool, "--database", url, "to-database"], stdout=out,
+                    stderr=sys.stderr) != 0:
+        raise common.BenchError("simplemail-migrate failed")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print("copied into the database in {:.1f} s: {}".format(
+        time.perf_counter() - t0, out.getvalue().strip().splitlines()[-1]), flush=True)
+    return cluster, url
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -269,6 +306,12 @@ def main(argv=None):
                         help="run simplemail with this Python script instead of twistd's "
                              "entry point (e.g. benchmarks/trypatches.py): to measure a "
                              "candidate fix without editing the tree")
+    parser.add_argument("--database", default=None, metavar="URL",
+                        help="measure the PostgreSQL store: the prefilled spool is copied "
+                             "into this database (its simplemail tables dropped first) "
+                             "with simplemail-migrate, and the server runs with "
+                             "--database; 'throwaway' starts a cluster of its own "
+                             "(tests/pgserver.py)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true")
@@ -300,10 +343,20 @@ def main(argv=None):
     print("prefilled {} mailboxes in {:.1f} s (spool {})".format(
         len(sizes) + len(deleteSizes), time.perf_counter() - t0, spool), flush=True)
 
+    extra = []
+    cluster = None
+    if args.database:
+        cluster, url = intoDatabase(args.database, spool)
+        extra = ["--database", url]
     port = common.freePort()
     server = common.simplemailServer(spool, port, os.path.join(workdir, "twistd.log"),
-                                     wrapper=args.twistd_wrapper)
-    server.start()
+                                     extra, wrapper=args.twistd_wrapper)
+    try:
+        server.start()
+    except BaseException:
+        if cluster is not None:
+            cluster.stop()
+        raise
     print("server:", server.commandLine(), flush=True)
     try:
         # First USER of each mailbox: reads and indexes the whole file.
@@ -409,6 +462,8 @@ def main(argv=None):
         print("GOAL 3 overall: {}".format(common.verdict(all(verdicts))))
     finally:
         server.stop()
+        if cluster is not None:
+            cluster.stop()
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -666,3 +666,15 @@ def stuffBody(body):
             line = b"." + line
         out.append(line + b"\r\n")
     return b"".join(out)
+
+
+class DatabaseServerProcess(ServerProcess):
+    """
+    A C{twistd -n simplemail --database URL} child process: no spool; its
+    log in C{cwd} (a directory of the test's), where the server runs.
+    """
+
+    def __init__(self, url, cwd, extraArgs=(), **kwargs):
+        ServerProcess.__init__(
+            self, None, ["--database", url] + list(extraArgs), cwd=cwd, **kwargs)
+        self.url = url

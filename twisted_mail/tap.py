@@ -60,19 +60,30 @@ class Options(usage.Options):
         "The command line of C{twistd simplemail}."
     )
 
-    synopsis = "[--listen ENDPOINT]... [--spool DIR] [--domain NAME] [options]"
+    synopsis = "[--listen ENDPOINT]... [--spool DIR | --database URL] [--domain NAME] [options]"
 
     longdesc = (
         "Serve the simplemail protocol (see docs/protocol.rst) on every "
         "--listen endpoint, keeping one mbox file per user in the spool "
-        "directory (created if missing). Examples: "
+        "directory (created if missing), or in a PostgreSQL database shared "
+        "by any number of servers (--database). Examples: "
         "twistd -n simplemail; "
-        "twistd -n simplemail --listen tcp:9025 --spool /var/spool/simplemail."
+        "twistd -n simplemail --listen tcp:9025 --spool /var/spool/simplemail; "
+        "twistd -n simplemail --database postgresql://mail@dbhost/simplemail."
     )
 
     optParameters = [
         ["spool", "s", "MAILSERVER", "The spool directory: one mbox file per user."],
         ["domain", "d", "localhost", "The mail domain used in addresses and headers."],
+        [
+            "database",
+            None,
+            None,
+            "Keep the mail in this PostgreSQL database (a URL such as "
+            "postgresql://mail@dbhost/simplemail, or a libpq conninfo string) "
+            "instead of the spool directory; any number of servers may share "
+            "it. Needs the postgresql extra (pip install -e '.[postgresql]').",
+        ],
         [
             "passwords",
             None,
@@ -263,6 +274,30 @@ class Options(usage.Options):
                 "cannot use spool directory {!r}: {}".format(spool, e.strerror or e)
             )
 
+    def _checkDatabase(self):
+        """
+        Without psycopg, C{--database} is a one-line usage error naming the
+        extra to install; so is a database that cannot be reached (its
+        schema is created or upgraded here, once reached).
+        """
+        if not self["database"].strip():
+            raise usage.UsageError("--database wants a PostgreSQL URL")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--database needs psycopg: pip install -e '.[postgresql]' "
+                "(or pip install 'psycopg[binary]')")
+        # Reach the database and make its schema ready now: twistd prints a
+        # usage error from here as one line (from makeService, as a
+        # traceback).
+        from twisted_mail.pgstore import DatabaseUnavailable, checkDatabase
+
+        try:
+            checkDatabase(self["database"])
+        except DatabaseUnavailable as e:
+            raise usage.UsageError("cannot use database: {}".format(e))
+
     def postOptions(self):
         if self["passwords"] is not None:
             directory = os.path.dirname(os.path.abspath(self["passwords"]))
@@ -270,7 +305,10 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--passwords: no such directory {!r}".format(directory)
                 )
-        self._checkSpool()
+        if self["database"] is not None:
+            self._checkDatabase()
+        else:
+            self._checkSpool()
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if not self["domain"] or any(c.isspace() for c in self["domain"]):
@@ -430,12 +468,13 @@ def _pop3Door(parts):
 def _webDoor(parts):
     # The web inbox and JSON API (twisted_mail/web/, docs/web.rst).  With
     # --workers, login sessions live in the spool directory, where every
-    # worker sees them (docs/workers.rst).
+    # worker sees them (docs/workers.rst); with --database each process
+    # keeps its own (docs/postgresql.rst).
     from twisted_mail.web import makeWebFactory
 
     options = parts.options
     sessions = None
-    if options["workers"] > 1:
+    if options["workers"] > 1 and getattr(parts.store, "path", None):
         from twisted_mail.web.sessions import FileSessions
 
         sessions = FileSessions(
@@ -494,6 +533,37 @@ def _cannotListen(e):
     return SystemExit("simplemail: {}".format(e))
 
 
+def _databaseStore(options, reactor):
+    """
+    The PostgreSQL store of C{--database} and its thread pool (the
+    options checked that the database can be reached and made its schema
+    ready).
+    """
+    from twisted_mail.pgstore import PostgresStore, databaseThreadPool
+
+    pool = databaseThreadPool()
+    store = PostgresStore(
+        options["database"],
+        domain=options["domain"],
+        maxMessageSize=options["max-message-size"],
+        reactor=reactor,
+        threadpool=pool,
+    )
+    log.info("simplemail: mail in the PostgreSQL database {url}",
+             url=_redacted(options["database"]))
+    return pool, store
+
+
+def _redacted(url):
+    """
+    A database URL or conninfo for the log, without its password.
+    """
+    import re
+
+    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", url)
+
+
 def makeService(options, reactor=None, listeners=None, secret=None):
     """
     Build the server: a store on the spool directory and one listening
@@ -515,19 +585,22 @@ def makeService(options, reactor=None, listeners=None, secret=None):
         if options["workers"] > 1:
             return _makeSupervisor(options, reactor)
         listeners = Listeners(reactor)
-    pool = mailboxThreadPool()
-    try:
-        store = SpoolStore(
-            options["spool"],
-            domain=options["domain"],
-            maxMessageSize=options["max-message-size"],
-            reactor=reactor,
-            threadpool=pool,
-        )
-    except OSError as e:
-        raise usage.UsageError(
-            "cannot use spool directory {!r}: {}".format(options["spool"], e.strerror)
-        )
+    if options.get("database"):
+        pool, store = _databaseStore(options, reactor)
+    else:
+        pool = mailboxThreadPool()
+        try:
+            store = SpoolStore(
+                options["spool"],
+                domain=options["domain"],
+                maxMessageSize=options["max-message-size"],
+                reactor=reactor,
+                threadpool=pool,
+            )
+        except OSError as e:
+            raise usage.UsageError(
+                "cannot use spool directory {!r}: {}".format(options["spool"], e.strerror)
+            )
     portal = passwordFile = None
     if options["passwords"]:
         passwordFile = PasswordFile(options["passwords"])
@@ -555,8 +628,14 @@ def makeService(options, reactor=None, listeners=None, secret=None):
     top = service.MultiService()
     # Children start in this order and stop in the reverse one: the thread
     # pool outlives the listeners, and finishes its jobs as it stops.
-    _ThreadPoolService(pool, factory, store, parts.sessionFactories).setServiceParent(top)
-    _SpoolRepair(store).setServiceParent(top)
+    if options.get("database"):
+        from twisted_mail.pgstore import DatabaseService
+
+        DatabaseService(store, pool, factory, parts.sessionFactories).setServiceParent(top)
+    else:
+        _ThreadPoolService(pool, factory, store, parts.sessionFactories).setServiceParent(
+            top)
+        _SpoolRepair(store).setServiceParent(top)
     for door, descriptions, doorFactory in doors:
         for description in descriptions:
             try:
@@ -567,7 +646,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
     log.info(
         "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
         "passwords {passwords}",
-        spool=store.path,
+        spool=getattr(store, "path", None) or "none (database)",
         domain=options["domain"],
         listen=", ".join(options["listen"]),
         passwords=options["passwords"] or "off",
