@@ -468,20 +468,30 @@ def _pop3Door(parts):
 def _webDoor(parts):
     # The web inbox and JSON API (twisted_mail/web/, docs/web.rst).  With
     # --workers, login sessions live in the spool directory, where every
-    # worker sees them (docs/workers.rst); with --database each process
-    # keeps its own (docs/postgresql.rst).
+    # worker sees them (docs/workers.rst); with --database, in a temporary
+    # directory of this machine.
     from twisted_mail.web import makeWebFactory
 
     options = parts.options
     sessions = None
-    if options["workers"] > 1 and getattr(parts.store, "path", None):
+    if options["workers"] > 1:
+        import hashlib
+        import tempfile
+
         from twisted_mail.web.sessions import FileSessions
 
-        sessions = FileSessions(
-            os.path.join(parts.store.path, FileSessions.directoryName),
-            parts.secret,
-            parts.reactor,
-        )
+        spool = getattr(parts.store, "path", None)
+        if spool:
+            directory = os.path.join(spool, FileSessions.directoryName)
+        else:
+            # A database store has no spool: the workers of this server
+            # (one machine, one secret) meet in a private temporary
+            # directory named after the secret.
+            directory = os.path.join(
+                tempfile.gettempdir(),
+                "simplemail-sessions-" + hashlib.sha256(parts.secret).hexdigest()[:16],
+            )
+        sessions = FileSessions(directory, parts.secret, parts.reactor)
     factory = makeWebFactory(
         parts.store,
         options["domain"],
