@@ -694,9 +694,13 @@ def _makeSupervisor(options, reactor):
             port.stopListening()
         raise _cannotListen(e)
     log.info(
-        "simplemail: {workers} workers, spool {spool}, listening on {listen}",
+        "simplemail: {workers} workers, mail in {where}, listening on {listen}",
         workers=options["workers"],
-        spool=os.path.abspath(options["spool"]),
+        where=(
+            _redacted(options["database"])
+            if options.get("database")
+            else os.path.abspath(options["spool"])
+        ),
         listen=", ".join(description for _, description in doorEndpoints(options)),
     )
     return Supervisor(options["workers"], options.argv, opened, reactor)
