@@ -23,7 +23,6 @@ connection lost before C{QUIT} deletes nothing.
 from twisted.cred.error import LoginFailed
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, IPullProducer, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.mail import pop3 as twistedPOP3
 from zope.interface import implementer
@@ -42,6 +41,8 @@ from twisted_mail.throttle import tooManyFailures
 from twisted_mail.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    LimitedFactory,
+    _RefuseConnection,
     describePeer,
 )
 
@@ -683,17 +684,15 @@ def _chain(*iterables):
         yield from iterable
 
 
-class _RefuseConnection(Protocol):
+class _RefusePOP3(_RefuseConnection):
     """
     Tells a POP3 client the server is full and closes the connection.
     """
 
-    def connectionMade(self):
-        self.transport.write(wire.formatError("[SYS/TEMP] too many connections, try later"))
-        self.transport.loseConnection()
+    refusal = wire.formatError("[SYS/TEMP] too many connections, try later")
 
 
-class POP3Factory(Factory):
+class POP3Factory(LimitedFactory):
     """
     Builds L{POP3Server}s over one store.
 
@@ -705,6 +704,8 @@ class POP3Factory(Factory):
     """
 
     protocol = POP3Server
+    refusing = _RefusePOP3
+    refusedFormat = "refused a POP3 connection from {addr}: {n} connections open"
     noisy = False
 
     def __init__(
@@ -738,21 +739,6 @@ class POP3Factory(Factory):
             [p.endSession() for p in list(self.protocols)], consumeErrors=True
         )
 
-    def buildProtocol(self, addr):
-        if self.connections >= self.maxConnections:
-            log.warn(
-                "refused a POP3 connection from {addr}: {n} connections open",
-                addr=addr,
-                n=self.connections,
-            )
-            p = _RefuseConnection()
-            p.factory = self
-            return p
-        p = self.protocol()
-        p.factory = self
-        p.callLater = self.reactor.callLater
-        self.connections += 1
-        return p
 
 
 # -- options of twistd simplemail

@@ -672,12 +672,41 @@ class _RefuseConnection(Protocol):
     Tells a client the server is full and closes the connection.
     """
 
+    refusal = wire.formatError("too many connections, try later")
+
     def connectionMade(self):
-        self.transport.write(wire.formatError("too many connections, try later"))
+        self.transport.write(self.refusal)
         self.transport.loseConnection()
 
 
-class MailServerFactory(Factory):
+class LimitedFactory(Factory):
+    """
+    A factory serving at most C{maxConnections} connections at once
+    (C{--max-connections}): one more is told so by a C{refusing} protocol
+    and closed.  Its protocols count themselves out of C{connections} when
+    they end.
+
+    @ivar connections: the number of connections now open.
+    """
+
+    refusing = _RefuseConnection
+    refusedFormat = "refused a connection from {addr}: {n} connections open"
+    connections = 0
+
+    def buildProtocol(self, addr):
+        if self.connections >= self.maxConnections:
+            log.warn(self.refusedFormat, addr=addr, n=self.connections)
+            p = self.refusing()
+            p.factory = self
+            return p
+        p = self.protocol()
+        p.factory = self
+        p.callLater = self.reactor.callLater
+        self.connections += 1
+        return p
+
+
+class MailServerFactory(LimitedFactory):
     """
     Builds L{MailServerProtocol}s that share one store.
 
@@ -733,21 +762,6 @@ class MailServerFactory(Factory):
         """
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
-    def buildProtocol(self, addr):
-        if self.connections >= self.maxConnections:
-            log.warn(
-                "refused a connection from {addr}: {n} connections open",
-                addr=addr,
-                n=self.connections,
-            )
-            p = _RefuseConnection()
-            p.factory = self
-            return p
-        p = self.protocol()
-        p.factory = self
-        p.callLater = self.reactor.callLater
-        self.connections += 1
-        return p
 
 
 def describePeer(transport):
