@@ -69,6 +69,22 @@ TRYPATCHES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trypatche
 OURS = ("simplemail", "simplemail-smtp")
 
 
+def countedWindow(clients, t0, tEnd, warmup, duration):
+    """
+    What a run counts: the latencies of the messages acknowledged after the
+    warm-up and before the deadline (after it, fewer and fewer clients are
+    still sending), their number, and the length of that window.
+    """
+    since = t0 + warmup
+    until = min(tEnd, t0 + duration)
+    lat, count = [], 0
+    for c in clients:
+        for end, latency in zip(c.ends, c.latencies):
+            if since <= end <= until:
+                lat.append(latency)
+                count += 1
+    return lat, count, until - since
+
 def makeBody(size, rng):
     """
     A body of exactly C{size} bytes with CRLF line endings (lines of at most
@@ -419,17 +435,7 @@ def runOne(args, run, roundNo, body, text, workdir):
             stopProfiler(profiler)
         server.stop()
     errors = sum(c.errors for c in clients)
-    # Counted: messages acknowledged after the warm-up and before the
-    # deadline (after it, fewer and fewer clients are still sending).
-    since = t0 + args.warmup
-    until = min(tEnd, t0 + args.duration)
-    lat, count = [], 0
-    for c in clients:
-        for end, latency in zip(c.ends, c.latencies):
-            if since <= end <= until:
-                lat.append(latency)
-                count += 1
-    window = until - since
+    lat, count, window = countedWindow(clients, t0, tEnd, args.warmup, args.duration)
     row = {
         "server": run.label,
         "kind": kind,

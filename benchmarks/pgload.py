@@ -168,15 +168,8 @@ def runPg(args, kind, roundNo, body, text, workdir, database):
     finally:
         for s in servers:
             s.stop()
-    since = t0 + args.warmup
-    until = min(tEnd, t0 + args.duration)
-    lat, count = [], 0
-    for c in clients:
-        for end, latency in zip(c.ends, c.latencies):
-            if since <= end <= until:
-                lat.append(latency)
-                count += 1
-    window = until - since
+    lat, count, window = load.countedWindow(
+        clients, t0, tEnd, args.warmup, args.duration)
     elapsed = cpus[0]["elapsed"]
     serverCpu = sum(c["serverCpu"] for c in cpus)
     return {
