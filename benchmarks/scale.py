@@ -259,7 +259,7 @@ def intoDatabase(url, spool):
 
     import psycopg
 
-    from twisted_mail import migrate
+    from twisted_mail.service import migrate
 
     cluster = None
     if url == "throwaway":

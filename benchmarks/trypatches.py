@@ -68,7 +68,7 @@ def patchSmtpNoPause():
     when more than a command line's worth waits meanwhile (saves the two
     epoll_ctl calls of pauseProducing/resumeProducing per message).
     """
-    from twisted_mail.smtp import protocol as smtp
+    from twisted_mail.doors.smtp import protocol as smtp
 
     cls = smtp.SMTPServerProtocol
     if not hasattr(cls, "_holdUntil") or not hasattr(cls, "_resume"):
@@ -120,7 +120,7 @@ def patchBatchStats(reactor):
     """
     import time
 
-    from twisted_mail import spool
+    from twisted_mail.stores.spool import store as spool
 
     sizes, waits, works = [], [], []
     take = spool._Mailbox._takeAndBuild
@@ -174,7 +174,8 @@ def main():
     epollreactor.install()
     from twisted.internet import reactor
 
-    from twisted_mail import server, spool
+    from twisted_mail.doors import line as server
+    from twisted_mail.stores.spool import store as spool
 
     def missing(name):
         sys.stderr.write("trypatches: {} not applied: its target is gone\n".format(name))
@@ -191,7 +192,7 @@ def main():
         if name == "nolog":
             from twisted.logger import Logger
 
-            from twisted_mail.smtp import delivery, factory, protocol
+            from twisted_mail.doors.smtp import delivery, factory, protocol
 
             for module in (server, delivery, factory, protocol, spool):
                 module.log = Logger(observer=lambda event: None)
@@ -199,7 +200,7 @@ def main():
             if not patchSmtpNoPause():
                 missing(name)
         elif name.startswith("mailthreads"):
-            from twisted_mail import tap
+            from twisted_mail.service import tap
 
             size = int(name[len("mailthreads"):])
             original = spool.mailboxThreadPool

@@ -253,11 +253,11 @@ class ServerProcess:
     def workerPids(self):
         """
         The process ids of the supervisor's worker processes now running
-        (its children running C{twisted_mail.workers}).
+        (its children running C{twisted_mail.service.worker}).
         """
         if not self.running():
             return []
-        return childProcesses(self.pid, "twisted_mail.workers")
+        return childProcesses(self.pid, "twisted_mail.service.worker")
 
     def workersServing(self):
         """

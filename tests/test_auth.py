@@ -14,9 +14,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import auth, passwd
-from twisted_mail.server import MailServerFactory
-from twisted_mail.testing import MemoryStore
+from twisted_mail.logins import portal as auth
+from twisted_mail.service import passwd
+from twisted_mail.doors.line import MailServerFactory
+from twisted_mail.stores.memory import MemoryStore
 
 from .test_store import SynchronousThreads
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.client}: the client protocol against an in-memory
+Tests for L{twisted_mail.console.client}: the client protocol against an in-memory
 transport, bytes sent and replies fed by hand.
 """
 
@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail.client import (
+from twisted_mail.console.client import (
     MailClientProtocol,
     MessageLine,
     NoSendInProgress,

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail import console
-from twisted_mail.client import ServerConnectionLost
+from twisted_mail.console.client import ServerConnectionLost
 from twisted_mail.console import MailConsole, Options, main
 from twisted_mail.errors import ServerError
 
@@ -359,7 +359,7 @@ class CommandTests(ConsoleTestsMixin, SynchronousTestCase):
         self.lastCall("readMessage").callback(b"Subject: \x1b[2Jhi\n\nbody\r\xff\n")
         self.assertEqual(
             self.output(),
-            "Subject: \\x1b[2Jhi\n\nbody\\x0d\ufffd\nSub-Prompt-bob> ",
+            "Subject: ^[[2Jhi\n\nbody^M\ufffd\nSub-Prompt-bob> ",
         )
 
     def test_readNoMoreMail(self):

@@ -14,8 +14,8 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
-from twisted_mail.server import MailServerFactory
-from twisted_mail.spool import SpoolStore
+from twisted_mail.doors.line import MailServerFactory
+from twisted_mail.stores.spool.store import SpoolStore
 
 #: The checkout root, so the child imports this tree's twisted_mail.
 ROOT = FilePath(__file__).parent().parent().path
@@ -326,7 +326,7 @@ class ConsoleEndToEndTests(TestCase):
         """
         Serve the same spool with passwords on, on the test's port.
         """
-        from twisted_mail.auth import PasswordFile, makePortal
+        from twisted_mail.logins.portal import PasswordFile, makePortal
 
         passwords = PasswordFile(self.mktemp())
         self.server.wrappedFactory.portal = makePortal(passwords, reactor=reactor)

@@ -1,7 +1,7 @@
 """
-Tests for the console's mail commands (L{twisted_mail.commands}: List,
+Tests for the console's mail commands (L{twisted_mail.console.commands}: List,
 Read [n], Raw, Save, Send with a subject, completion) against an in-memory
-fake client, and for how L{twisted_mail.render} shows real-world messages.
+fake client, and for how L{twisted_mail.console.render} shows real-world messages.
 """
 
 import os
@@ -12,11 +12,11 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_console import ConsoleTestsMixin, FakeClient, FakeTerminal
-from twisted_mail import render
-from twisted_mail.client import MessageLine
-from twisted_mail.console import MailConsole
+from twisted_mail.console import render
+from twisted_mail.console.client import MessageLine
+from twisted_mail.console.stdio import MailConsole
 from twisted_mail.errors import ServerError
-from twisted_mail.mime import parseMessage
+from twisted_mail.mail.mime import parseMessage
 
 
 class MailFakeClient(FakeClient):
@@ -241,7 +241,7 @@ class ListAndReadTests(MailCommandTestsMixin, SynchronousTestCase):
         self.readSecond(b"Subject: =?utf-8?q?x?=\n\nbody\x1b[2J\n")
         self.type("Raw\n")
         self.assertEqual(
-            self.output(), "Subject: =?utf-8?q?x?=\n\nbody\\x1b[2J\nSub-Prompt-bob> "
+            self.output(), "Subject: =?utf-8?q?x?=\n\nbody^[[2J\nSub-Prompt-bob> "
         )
 
     def test_setUserForgetsList(self):

@@ -17,8 +17,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail.server import MailServerFactory
-from twisted_mail.testing import MemoryStore
+from twisted_mail.doors.line import MailServerFactory
+from twisted_mail.stores.memory import MemoryStore
 
 from .test_store import makeSpoolStore
 

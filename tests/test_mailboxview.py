@@ -11,9 +11,10 @@ import re
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, spool
-from twisted_mail.mime import popSize
-from twisted_mail.testing import MemoryStore
+from twisted_mail.stores.spool import store as spool
+from twisted_mail import errors
+from twisted_mail.mail.mime import popSize
+from twisted_mail.stores.memory import MemoryStore
 
 from .test_store import makeSpoolStore
 

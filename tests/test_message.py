@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.message}: the stored message text and the mboxrd
+Tests for L{twisted_mail.mail.message}: the stored message text and the mboxrd
 records of the spool files.
 
 A spool file must be readable as it stands by Python's L{mailbox.mbox}, so
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail.message import (
+from twisted_mail.mail.message import (
     buildMessage,
     fromMboxRecord,
     normaliseBody,

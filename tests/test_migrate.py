@@ -18,7 +18,7 @@ if skip is None:
     import psycopg
 
     from tests.test_pgstore import makePostgresStore
-    from twisted_mail import migrate
+    from twisted_mail.service import migrate
 
 #: A message another program appended: no id line, a From_ line in another
 #: form than the server writes.

@@ -18,14 +18,16 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests import pgserver
 from tests.test_mailboxview import MailboxViewContractMixin
 from tests.test_store import StoreContractMixin, SynchronousThreads
-from twisted_mail import errors, tap
+from twisted_mail.service import tap
+from twisted_mail import errors
 
 skip = pgserver.skipReason()
 
 if skip is None:
     import psycopg
 
-    from twisted_mail import pgsql, pgstore
+    from twisted_mail.stores.postgres import sql as pgsql
+    from twisted_mail.stores.postgres import store as pgstore
 
 
 def makePostgresStore(testCase, url, **kwargs):

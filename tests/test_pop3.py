@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.pop3}: POP3 as a client sees it on the wire, driven
+Tests for L{twisted_mail.doors.pop3.server}: POP3 as a client sees it on the wire, driven
 through an in-memory transport, a fake clock and the in-memory store.
 """
 
@@ -12,10 +12,12 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, pop3, pop3mailbox, wire
-from twisted_mail.auth import LoginAttempt, MailRealm
-from twisted_mail.mime import popSize
-from twisted_mail.testing import MemoryStore
+from twisted_mail.doors.pop3 import server as pop3
+from twisted_mail.doors.pop3 import mailbox as pop3mailbox
+from twisted_mail import errors, wire
+from twisted_mail.logins.portal import LoginAttempt, MailRealm
+from twisted_mail.mail.mime import popSize
+from twisted_mail.stores.memory import MemoryStore
 
 ADDRESS = IPv4Address("TCP", "192.0.2.7", 40000)
 WHEN = 1709211909

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.pop3}: its limits (line length, idle time,
+Tests for L{twisted_mail.doors.pop3.server}: its limits (line length, idle time,
 connections), bad input (a fuzz test), C{STLS}, and the C{twistd
 simplemail} options that build it.  The helpers are those of
 L{tests.test_pop3}.
@@ -8,7 +8,8 @@ L{tests.test_pop3}.
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, pop3
+from twisted_mail.doors.pop3 import server as pop3
+from twisted_mail import errors
 
 from .test_pop3 import Connection, POP3TestCase
 
@@ -149,7 +150,7 @@ class TapTests(SynchronousTestCase):
     """
 
     def parse(self, *argv):
-        from twisted_mail import tap
+        from twisted_mail.service import tap
 
         options = tap.Options()
         options.parseOptions(["--spool", FilePath(self.mktemp()).path] + list(argv))
@@ -194,7 +195,7 @@ class TapTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactor
 
         from .certs import makeCertificate
-        from twisted_mail import tap
+        from twisted_mail.service import tap
 
         certs = makeCertificate(self.mktemp())
         reactor = MemoryReactor()
@@ -226,7 +227,7 @@ class TapTests(SynchronousTestCase):
         """
         --help lists the POP3 options.
         """
-        from twisted_mail import tap
+        from twisted_mail.service import tap
 
         text = str(tap.Options())
         for option in ("--pop3=", "--pop3-tls-cert=", "--pop3-tls-key="):

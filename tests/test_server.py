@@ -1,7 +1,7 @@
 """
-Tests for L{twisted_mail.server}: the protocol as a client sees it on the
+Tests for L{twisted_mail.doors.line}: the protocol as a client sees it on the
 wire, driven through an in-memory transport, a fake clock and the in-memory
-store of L{twisted_mail.testing}.
+store of L{twisted_mail.stores.memory}.
 
 Expected replies come from the protocol contract (PROTOCOL.md /
 docs/protocol.rst).  Where the contract fixes a reply's text (C{+OK bob has 3
@@ -26,11 +26,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_mail import errors, server, wire
+from twisted_mail.doors import line as server
+from twisted_mail import errors, wire
 from twisted_mail.interfaces import IMailboxSession, IMailStore
-from twisted_mail.message import buildMessage
-from twisted_mail.server import MailServerFactory
-from twisted_mail.testing import MemoryStore
+from twisted_mail.mail.message import buildMessage
+from twisted_mail.doors.line import MailServerFactory
+from twisted_mail.stores.memory import MemoryStore
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
 

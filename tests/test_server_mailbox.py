@@ -1,12 +1,12 @@
 """
-Tests for the mailbox-view commands of L{twisted_mail.server}: C{LSTM},
+Tests for the mailbox-view commands of L{twisted_mail.doors.line}: C{LSTM},
 C{READM <id>} and C{SENDM}, as a client sees them on the wire.
 """
 
 from tests.test_server import WHEN, DeferringStore, ServerTestCase, _headers
 from tests.test_store import makeSpoolStore
 from twisted_mail import errors
-from twisted_mail.testing import MemoryStore
+from twisted_mail.stores.memory import MemoryStore
 
 
 def _listing(connection):

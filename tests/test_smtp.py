@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.smtp}: SMTP ingress.
+Tests for L{twisted_mail.doors.smtp}: SMTP ingress.
 
 The protocol is driven through a L{StringTransport} with the memory store
 and a L{Clock}; then a real C{twistd -n simplemail --smtp ...} process is
@@ -33,17 +33,18 @@ from zope.interface.verify import verifyObject
 
 from tests import certs
 from tests.serverprocess import ServerProcess, freePort
-from twisted_mail import errors, tap
-from twisted_mail.smtp import (
+from twisted_mail.service import tap
+from twisted_mail import errors
+from twisted_mail.doors.smtp import (
     MAX_COMMAND_LINE,
     MAX_TEXT_LINE,
     SMTPFactory,
     StoreDelivery,
     StoreMessage,
-    loadTLSContextFactory,
     makeSMTPFactory,
 )
-from twisted_mail.testing import MemoryStore
+from twisted_mail.doors.connections import loadTLSContextFactory
+from twisted_mail.stores.memory import MemoryStore
 
 DOMAIN = "example.org"
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)

@@ -19,9 +19,12 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import errors, mboxfile, mboxrecords, spool
-from twisted_mail.message import toMboxRecord
-from twisted_mail.spool import SpoolStore
+from twisted_mail.stores.spool import mboxfile, recovery
+from twisted_mail.stores.spool import records as mboxrecords
+from twisted_mail.stores.spool import store as spool
+from twisted_mail import errors
+from twisted_mail.mail.message import toMboxRecord
+from twisted_mail.stores.spool.store import SpoolStore
 
 from .test_store import SynchronousThreads, makeSpoolStore
 
@@ -140,7 +143,7 @@ class BatchTests(SpoolTestCase):
         A message that only passes the size limit once mbox quoting is
         added is refused, and the other messages of its batch are stored.
         """
-        from twisted_mail.message import separatorLine
+        from twisted_mail.mail.message import separatorLine
 
         body = b"From x\n" * 100
         separator = separatorLine(b"a", 0)
@@ -855,6 +858,7 @@ class OrderingTests(SpoolTestCase):
 
         self.patch(spool.os, "fdatasync", recordSync)
         self.patch(mboxfile, "_writeAll", recordWrite)
+        self.patch(recovery, "_writeAll", recordWrite)
         self.store.deliver("alice", "bob", b"x\n").addCallback(
             lambda _: events.append(("ack", None))
         )

@@ -13,8 +13,8 @@ from zope.interface.verify import verifyObject
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
-from twisted_mail.spool import SpoolStore
-from twisted_mail.testing import MemoryStore
+from twisted_mail.stores.spool.store import SpoolStore
+from twisted_mail.stores.memory import MemoryStore
 
 
 class SynchronousThreads(Clock):

@@ -1,5 +1,5 @@
 """
-Tests for SMTP submission (L{twisted_mail.smtp.submission}): AUTH PLAIN and
+Tests for SMTP submission (L{twisted_mail.doors.smtp.submission}): AUTH PLAIN and
 LOGIN only on protected connections, the sender bound to the user, local
 recipients only; unit tests on string transports and end-to-end with
 C{smtplib} against a real C{twistd -n simplemail --submission ...}.
@@ -31,8 +31,10 @@ from tests.test_smtp import (
     makeCertificate,
     stuff,
 )
-from twisted_mail import auth, tap, throttle
-from twisted_mail.smtp import makeSMTPFactory
+from twisted_mail.logins import portal as auth
+from twisted_mail.service import tap
+from twisted_mail.logins import throttle
+from twisted_mail.doors.smtp import makeSMTPFactory
 
 #: Seconds any one network step of the end-to-end tests may take.
 WAIT = 30

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.tap} and the twistd plugin: the command line of
+Tests for L{twisted_mail.service.tap} and the twistd plugin: the command line of
 C{twistd simplemail} and the service it builds.
 
 Real twistd processes are covered elsewhere; here the service is built on a
@@ -15,8 +15,8 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import tap
-from twisted_mail.server import MailServerFactory
+from twisted_mail.service import tap
+from twisted_mail.doors.line import MailServerFactory
 
 
 class OptionsTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.terminal}: the line editor as keystrokes drive it,
+Tests for L{twisted_mail.console.terminal}: the line editor as keystrokes drive it,
 the session between standard I/O and the console, and raw mode.
 """
 
@@ -10,8 +10,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import terminal
-from twisted_mail.terminal import SECRET, TEXT, RawMode, TerminalSession
+from twisted_mail.console import terminal
+from twisted_mail.console.terminal import SECRET, TEXT, RawMode, TerminalSession
 
 LEFT, RIGHT, UP, DOWN = b"\x1b[D", b"\x1b[C", b"\x1b[A", b"\x1b[B"
 HOME, END, DELETE = b"\x1b[H", b"\x1b[F", b"\x1b[3~"
@@ -409,12 +409,12 @@ class RawModeTests(SynchronousTestCase):
 
     def test_restoredAfterException(self):
         """
-        L{twisted_mail.program.run} restores the terminal even when the
+        L{twisted_mail.console.program.run} restores the terminal even when the
         program ends with an exception.
         """
         from twisted.internet import task
 
-        from twisted_mail import program
+        from twisted_mail.console import program
 
         raw = RawMode(self.slave)
         before = termios.tcgetattr(self.slave)

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.throttle}: the one login throttle in front of the
+Tests for L{twisted_mail.logins.throttle}: the one login throttle in front of the
 password checker.
 """
 
@@ -13,8 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_mail import throttle
-from twisted_mail.auth import LoginAttempt
+from twisted_mail.logins import throttle
+from twisted_mail.logins.portal import LoginAttempt
 
 ATTACKER = "192.0.2.66"
 USER_HOME = "198.51.100.7"

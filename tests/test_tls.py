@@ -10,11 +10,11 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
-from twisted_mail import tap
+from twisted_mail.service import tap
 
 from .certs import makeCertificate
-from twisted_mail.testing import MemoryStore
-from twisted_mail.server import MailServerFactory
+from twisted_mail.stores.memory import MemoryStore
+from twisted_mail.doors.line import MailServerFactory
 
 
 class _Greeting(LineReceiver):

@@ -14,10 +14,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail import errors
-from twisted_mail.auth import MailRealm
-from twisted_mail.testing import MemoryStore
-from twisted_mail.web import makeWebFactory
-from twisted_mail.web.site import CSP, FRAME_CSP
+from twisted_mail.logins.portal import MailRealm
+from twisted_mail.stores.memory import MemoryStore
+from twisted_mail.doors.web import makeWebFactory
+from twisted_mail.doors.web.policy import CSP, FRAME_CSP
 
 from tests.webclient import WebClient, parseResponse
 
@@ -359,9 +359,9 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         summary = json.loads(data[len("data: "):])
         self.assertEqual((summary["snippet"], "id: " + summary["id"]), ("first", ident))
         self.assertEqual(events[2:], [": keep-alive"])
-        self.assertEqual(len(self.store._listeners["alice"]), 1)
+        self.assertEqual(self.store._listeners.count("alice"), 1)
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.store._listeners["alice"], [])
+        self.assertEqual(self.store._listeners.count("alice"), 0)
         self.clock.advance(60)
 
     def test_clientGoneMeanwhile(self):
@@ -393,14 +393,14 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
                 d.callback(result)
             del pending[:]
             self.assertEqual(transport.value(), b"", path)
-        self.assertEqual(self.store._listeners.get("alice", []), [])
+        self.assertEqual(self.store._listeners.count("alice"), 0)
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_eventsHead(self):
         """HEAD on the event stream answers its headers and ends."""
         response = self.client.request("HEAD", "/api/v1/users/alice/events")
         self.assertEqual((response.code, response.body), (200, b""))
-        self.assertEqual(self.store._listeners.get("alice", []), [])
+        self.assertEqual(self.store._listeners.count("alice"), 0)
 
     def test_eventsUnknownUser(self):
         """The event stream of an unknown user is 404."""
@@ -632,7 +632,7 @@ class WebOptionTests(SynchronousTestCase):
 
     def test_webOff(self):
         """Without --web no web listener is made."""
-        from twisted_mail import tap
+        from twisted_mail.service import tap
 
         options = tap.Options()
         options.parseOptions(["--spool", self.mktemp()])
@@ -642,7 +642,7 @@ class WebOptionTests(SynchronousTestCase):
         """A --web endpoint Twisted cannot parse is a one-line usage error."""
         from twisted.python import usage
 
-        from twisted_mail import tap
+        from twisted_mail.service import tap
 
         options = tap.Options()
         exc = self.assertRaises(usage.UsageError, options.parseOptions,
@@ -654,8 +654,8 @@ class WebOptionTests(SynchronousTestCase):
         """Each --web listens with the web site, with the server's limits and store."""
         from twisted.internet.testing import MemoryReactor
 
-        from twisted_mail import tap
-        from twisted_mail.web.site import ConnectionLimit
+        from twisted_mail.service import tap
+        from twisted_mail.doors.web.site import WebSite
 
         reactor = MemoryReactor()
         options = tap.Options()
@@ -672,12 +672,12 @@ class WebOptionTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         web = [(port, factory) for port, factory, _, _ in reactor.tcpServers
-               if isinstance(factory, ConnectionLimit)]
+               if isinstance(factory, WebSite)]
         self.assertEqual([port for port, _ in web], [9080, 9081])
         factory = web[0][1]
         self.assertIs(web[1][1], factory)
-        self.assertEqual(factory.limit, 7)
-        site = factory.wrappedFactory
+        self.assertEqual(factory.maxConnections, 7)
+        site = factory
         self.assertEqual((site.timeOut, site.maxBodySize), (30, 100000 + 64 * 1024))
         api = site.resource.children[b"api"]
         self.assertIs(api.store, store)

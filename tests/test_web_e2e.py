@@ -13,7 +13,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail.mime import decodeHeader
+from twisted_mail.mail.mime import decodeHeader
 
 from tests.serverprocess import ServerProcess, freePort
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_mail.web.sessions.FileSessions}: web login sessions
+Tests for L{twisted_mail.doors.web.sessions.FileSessions}: web login sessions
 shared by the worker processes of one server.
 """
 
@@ -8,7 +8,7 @@ import os
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail.web.sessions import FileSessions
+from twisted_mail.doors.web.sessions import FileSessions
 
 SECRET = b"s" * 32
 

@@ -1,6 +1,6 @@
 """
-Tests for C{--workers N}: L{twisted_mail.workers} (the supervisor, the
-worker's log channel), L{twisted_mail.listeners} and their options.
+Tests for C{--workers N}: L{twisted_mail.service.workers} (the supervisor, the
+worker's log channel), L{twisted_mail.service.listeners} and their options.
 
 The supervisor's unit tests run on a L{MemoryReactorClock} that records
 spawned processes; a real C{twistd -n simplemail --workers 2} is in
@@ -19,8 +19,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_mail import tap, workers
-from twisted_mail.listeners import CannotListen, Listeners
+from twisted_mail.service import tap
+from twisted_mail.service import workers, worklog
+from twisted_mail.service.listeners import CannotListen, Listeners
 
 from .serverprocess import twistdEnvironment
 
@@ -121,7 +122,7 @@ class SupervisorTests(SynchronousTestCase):
         self.supervisor.startService()
         self.assertEqual(len(self.reactor.processes), 2)
         for number, process in enumerate(self.reactor.processes, 1):
-            self.assertEqual(process.args, ["/usr/bin/python3", "-m", "twisted_mail.workers"])
+            self.assertEqual(process.args, ["/usr/bin/python3", "-m", "twisted_mail.service.worker"])
             self.assertEqual(process.childFDs, {0: "w", 1: "r", 2: "r", 3: 7, 4: 9})
             self.assertTrue(process.written.endswith(b"\n"))
             self.assertEqual(
@@ -193,7 +194,7 @@ class SupervisorTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         self.supervisor.startService()
         self.reactor.processes[1].end(signal=9)
-        texts = [formatEvent(e) for e in logged if e.get("log_namespace") == "twisted_mail.workers"]
+        texts = [formatEvent(e) for e in logged if e.get("log_namespace") == "twisted_mail.service.workers"]
         self.assertIn("worker 2 started (pid 1001)", texts)
         self.assertIn(
             "worker 2 (pid 1001) was killed by signal 9 after 0.0 s; starting it again in 1 s",
@@ -252,9 +253,9 @@ class SupervisorTests(SynchronousTestCase):
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         self.addCleanup(os.close, w)
-        workers._LogWriter(w)(
+        worklog._LogWriter(w)(
             {"log_time": 1234.5, "log_level": LogLevel.warn,
-             "log_namespace": "twisted_mail.server", "log_format": "refused {x}",
+             "log_namespace": "twisted_mail.doors.line", "log_format": "refused {x}",
              "x": "{y}\n\tdétail\t\\n"}
         )
         line = os.read(r, 65536)
@@ -264,7 +265,7 @@ class SupervisorTests(SynchronousTestCase):
         [event] = self.events
         self.assertEqual(event["log_time"], 1234.5)
         self.assertEqual(event["log_level"], LogLevel.warn)
-        self.assertEqual(event["log_namespace"], "twisted_mail.server")
+        self.assertEqual(event["log_namespace"], "twisted_mail.doors.line")
         self.assertEqual(event["log_system"], "worker 2")
         from twisted.logger import formatEvent
 
@@ -302,7 +303,7 @@ class LogWriterTests(SynchronousTestCase):
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         self.addCleanup(os.close, w)
-        writer = workers._LogWriter(w)
+        writer = worklog._LogWriter(w)
         writer({"log_time": 5.0, "log_level": LogLevel.info, "log_namespace": "a.b",
                 "log_format": "hello {who}", "who": "bob"})
         try:
@@ -313,7 +314,7 @@ class LogWriterTests(SynchronousTestCase):
                 "log_format": "boom", "log_failure": failure})
         lines = os.read(r, 65536).split(b"\n")
         self.assertEqual(lines[-1], b"")
-        first, second = [workers.parseLogLine(line) for line in lines[:-1]]
+        first, second = [worklog.parseLogLine(line) for line in lines[:-1]]
         self.assertEqual(first, (5.0, LogLevel.info, "a.b", "hello bob"))
         self.assertEqual(second[:3], (6.0, LogLevel.critical, "c"))
         self.assertTrue(second[3].startswith("boom\nTraceback"))
@@ -325,7 +326,7 @@ class LogWriterTests(SynchronousTestCase):
         """
         for line in (b"plain text", b"1.0\tinfo\tx\tnot quoted", b"1.0\tnope\tx\t\"a\"",
                      b"1.0\tinfo\tx\t\"a\" trailing", b"x\tinfo\tx\t\"a\""):
-            self.assertIsNone(workers.parseLogLine(line), line)
+            self.assertIsNone(worklog.parseLogLine(line), line)
 
 
 class WorkerProcessTests(SynchronousTestCase):
@@ -338,7 +339,7 @@ class WorkerProcessTests(SynchronousTestCase):
         import sys
 
         done = subprocess.run(
-            [sys.executable, "-m", "twisted_mail.workers"],
+            [sys.executable, "-m", "twisted_mail.service.worker"],
             input=configuration, env=twistdEnvironment(), capture_output=True, timeout=60,
         )
         return done.returncode, done.stdout, done.stderr
@@ -354,7 +355,7 @@ class WorkerProcessTests(SynchronousTestCase):
         code, out, err = self.runWorker(configuration)
         self.assertEqual(code, 1, err)
         [line] = out.splitlines()
-        _, level, _, text = workers.parseLogLine(line)
+        _, level, _, text = worklog.parseLogLine(line)
         self.assertEqual(level, LogLevel.error)
         self.assertEqual(
             text, "worker 3 could not start: simplemail: cannot listen on tcp:1 (--listen): "

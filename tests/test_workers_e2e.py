@@ -199,7 +199,7 @@ class TwoWorkersTests(SynchronousTestCase):
         """
         import http.client
 
-        from twisted_mail.auth import PasswordFile
+        from twisted_mail.logins.portal import PasswordFile
 
         work = os.path.abspath(self.mktemp())
         os.makedirs(work)
@@ -306,7 +306,7 @@ class TwoWorkersTests(SynchronousTestCase):
         deadline = time.monotonic() + 30
         workerPids = []
         while len(workerPids) < 2 and time.monotonic() < deadline:
-            workerPids = childProcesses(pid, "twisted_mail.workers")
+            workerPids = childProcesses(pid, "twisted_mail.service.worker")
             time.sleep(0.05)
         self.assertEqual(len(workerPids), 2)
         for p in workerPids:
@@ -358,7 +358,7 @@ class NewMailAcrossProcessesTests(TestCase):
         from twisted.internet import reactor
         from twisted.internet.threads import deferToThread
 
-        from twisted_mail.spool import SpoolStore
+        from twisted_mail.stores.spool.store import SpoolStore
 
         server = ServerProcess(
             os.path.abspath(self.mktemp()), workers=2,

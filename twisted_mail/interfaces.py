@@ -88,7 +88,7 @@ class IMailStore(Interface):
         sharing the store within 2 seconds.
 
         @param listener: called on the reactor thread with one
-            L{twisted_mail.mime.MessageSummary} per new message, in mailbox
+            L{twisted_mail.mail.mime.MessageSummary} per new message, in mailbox
             order.  It must not raise.
         @return: a no-argument callable that ends the subscription (calling
             it again does nothing).  Subscribing to a user that does not
@@ -142,9 +142,9 @@ class IMailboxSession(Interface):
 
         @param start: how many to skip (from the newest with C{newestFirst}).
         @param limit: how many at most (L{None}: all).
-        @return: a L{Deferred} firing with a L{twisted_mail.mime.Listing}
+        @return: a L{Deferred} firing with a L{twisted_mail.mail.mime.Listing}
             (C{total} and C{messages}, a list of
-            L{twisted_mail.mime.MessageSummary}), or failing with
+            L{twisted_mail.mail.mime.MessageSummary}), or failing with
             L{TemporaryFailure}.
         """
 

@@ -32,7 +32,7 @@ def normalizeUserId(userid):
     @raise InvalidUserId: if C{userid} breaks a rule.
     """
     if not isinstance(userid, str) or not userid.isascii():
-        raise InvalidUserId(_printable(userid))
+        raise InvalidUserId(escapeControls(userid, keep="", limit=80))
     lowered = userid.lower()
     if (
         _USERID.match(userid) is None
@@ -41,20 +41,68 @@ def normalizeUserId(userid):
         # "bob.lock.<time>.<host>.<pid>" beside "bob" while it locks it.
         or ".lock." in lowered
     ):
-        raise InvalidUserId(_printable(userid))
+        raise InvalidUserId(escapeControls(userid, keep="", limit=80))
     return userid.lower()
 
 
-def _printable(value, limit=80):
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _shownChar(c):
+    n = ord(c)
+    if n < 0x20:
+        return "^" + chr(n + 0x40)
+    if n == 0x7F:
+        return "^?"
+    if n <= 0xFF:
+        return "\\x{:02x}".format(n)
+    if n <= 0xFFFF:
+        return "\\u{:04x}".format(n)
+    return "\\U{:08x}".format(n)
+
+
+def _escapeLine(line, keep):
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() or c in keep else _shownChar(c) for c in line)
+
+
+def escapeControls(text, keep="\t\n", limit=None):
     """
-    A short, printable rendering of untrusted text for an error message.
+    Untrusted text made safe to show, on a terminal or in a one-line error:
+    every character that is not printable (C{str.isprintable}: controls,
+    format characters such as bidi overrides and zero-width spaces, unassigned
+    code points) shown visibly, except those in C{keep}.  C0 controls are
+    shown in caret notation (C{ESC} as C{^[}, C{CR} as C{^M}), C{DEL} as
+    C{^?}, the others as C{\\x9b} or C{\\u200b}.  This is the one escaper
+    for display: the console, the doors' error replies and the messages'
+    parse errors all use it.
+
+    @param text: L{str} (anything else is shown as its C{repr}).
+    @param keep: the characters left as they are; C{""} for text that must
+        stay on one line.
+    @param limit: if given, show at most this many characters of C{text},
+        then C{...}.
+    @rtype: L{str}
     """
-    if not isinstance(value, str):
-        value = repr(value)
-    text = value.encode("unicode_escape").decode("ascii")
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return text
+    if not isinstance(text, str):
+        text = repr(text)
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[:limit]
+    if "\n" in keep:
+        text = "\n".join(_escapeLine(line, keep) for line in text.split("\n"))
+    else:
+        text = _escapeLine(text, keep)
+    return text + "..." if cut else text
+
+
+def oneLine(text):
+    """
+    C{text} with tabs, line ends and other control characters as spaces:
+    for a one-line field (a subject in a listing).
+    """
+    return _CONTROL.sub(" ", text)
 
 
 class Command(NamedTuple):
@@ -309,4 +357,4 @@ def parseReplyLine(line):
     for status, ok in (("+OK", True), ("-ERR", False)):
         if text == status or text.startswith(status + " "):
             return Reply(ok, text[len(status) + 1 :])
-    raise ProtocolError("unexpected reply from server: " + _printable(text))
+    raise ProtocolError("unexpected reply from server: " + escapeControls(text, keep="", limit=80))

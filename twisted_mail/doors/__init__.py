@@ -1,0 +1,3 @@
+"""
+The doors: line protocol, SMTP, POP3 and web, and the connection machinery they share.
+"""

@@ -1,0 +1,719 @@
+"""
+The simplemail server protocol and its factory.
+
+The protocol frames lines, parses them with L{twisted_mail.wire} and
+dispatches each command to a C{do_<VERB>} method.  Every storage operation is
+delegated to an L{IMailStore}; while one is outstanding the protocol is
+paused, so pipelined commands are answered one at a time, in order.
+"""
+
+import re
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+from twisted_mail.logins import throttle
+from twisted_mail import errors, wire
+from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
+from twisted_mail.mail.message import appendLine, buildSubmittedMessage
+from twisted_mail.doors.connections import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    SessionFactory,
+    describePeer,
+)
+
+log = Logger()
+
+
+
+class _Body:
+    """
+    The body of a multi-line C{SEND} (or the whole message of a C{SENDM})
+    being received, as a list of blocks of whole LF-terminated lines.
+
+    @ivar whole: whether it is a whole RFC 5322 message (C{SENDM}).
+    """
+
+    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge", "bulk", "whole")
+
+    def __init__(self, receiver, limit, whole=False):
+        self.receiver = receiver
+        self.whole = whole
+        # Whether the protocol may take lines in bulk (not once a piece of
+        # the body would pass the limit: the line path refuses it).
+        self.bulk = True
+        self.blocks = [bytearray()]
+        self.size = 0
+        self.limit = limit
+        self.tooLarge = False
+
+    def add(self, line):
+        if self.tooLarge:
+            return
+        self.size += len(line) + 1
+        if self.size > self.limit:
+            # Keep nothing more: the message will be refused after the dot.
+            self.tooLarge = True
+            self.blocks = []
+            return
+        appendLine(self.blocks, line)
+
+    def addBlock(self, text):
+        """
+        Add whole LF-terminated lines at once (their size within the
+        limit, checked by the caller).
+        """
+        self.size += len(text)
+        self.blocks.append(text)
+
+
+#: What a stable message id looks like (anything else is no message).
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+#: A message longer than this is sent by a L{_MessageSender}.
+STREAM_THRESHOLD = 64 * 1024
+
+
+@implementer(IPullProducer)
+class _MessageSender:
+    """
+    Sends a C{READM} reply carrying a large message a piece at a time, as
+    the transport takes them (a pull producer): the reactor formats one
+    piece at a time (no long stall) and the transport never holds a second
+    copy of the whole message.
+
+    @ivar done: a L{Deferred} firing when the reply is sent (never, if the
+        connection is lost first: the protocol's connectionLost cleans up).
+    """
+
+    def __init__(self, head, message):
+        self._head = head
+        self._pieces = wire.messageChunks(message)
+        self._transport = None
+        self.done = defer.Deferred()
+
+    def start(self, transport):
+        self._transport = transport
+        transport.write(self._head)
+        transport.registerProducer(self, False)
+        return self.done
+
+    def resumeProducing(self):
+        if self._transport is None:
+            return
+        piece = next(self._pieces, None)
+        if piece is not None:
+            self._transport.write(wire.formatMessageLines(piece))
+            return
+        transport, self._transport = self._transport, None
+        transport.write(b".\r\n")
+        transport.unregisterProducer()
+        self.done.callback(None)
+
+    def stopProducing(self):
+        # The connection is lost: send nothing more.
+        self._transport = None
+
+
+class MailServerProtocol(LineReceiver, TimeoutMixin):
+    """
+    One client connection.
+
+    @ivar session: the L{IMailboxSession} of the selected user, or L{None}.
+    """
+
+    delimiter = b"\n"
+    # A line may end with CRLF: leave room for the CR.
+    MAX_LENGTH = wire.MAX_LINE_LENGTH + 1
+
+    session = None
+    _pendingUser = None
+    _loginFailures = 0
+    _closeAfterReply = False
+    _body = None
+    _lost = False
+    _peer = "?"
+
+    # -- connection events
+
+    def connectionMade(self):
+        # Replies are small and often pipelined: don't let Nagle's algorithm
+        # hold one back until the client's delayed ACK (40 ms).
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:
+                pass
+        self._peer = describePeer(self.transport)
+        self.factory.protocols.add(self)
+        self.setTimeout(self.factory.idleTimeout)
+        log.info("connection from {peer}", peer=self._peer)
+        self.transport.write(wire.formatOK(wire.GREETING))
+
+    def connectionLost(self, reason):
+        self._lost = True
+        self.factory.connectionEnded()
+        self.factory.protocols.discard(self)
+        self.setTimeout(None)
+        self._body = None
+        log.info("connection from {peer} closed", peer=self._peer)
+        self._endSession()
+
+    def timeoutConnection(self):
+        log.info("closing idle connection from {peer}", peer=self._peer)
+        self.transport.write(wire.formatError("idle for too long, closing"))
+        self.transport.loseConnection()
+
+    # -- holding input while a command is outstanding
+
+    _transportPaused = False
+
+    def _holdInput(self):
+        """
+        Read no further line until the outstanding reply is written.
+
+        Only the protocol pauses at first: what is already buffered waits.
+        The transport (and so TCP) is paused only if a client sends more
+        than a line's worth meanwhile, which saves two epoll changes per
+        command in the usual case.
+        """
+        self.paused = True
+        if len(self._buffer) > self.MAX_LENGTH:
+            self._pauseTransport()
+
+    def _pauseTransport(self):
+        if not self._transportPaused:
+            self._transportPaused = True
+            self.transport.pauseProducing()
+
+    def _releaseInput(self):
+        self.paused = False
+        if self._transportPaused:
+            self._transportPaused = False
+            self.transport.resumeProducing()
+        self.dataReceived(b"")
+
+    # -- framing
+
+    def dataReceived(self, data):
+        """
+        Split C{data} into lines and hand them to L{lineReceived}, stopping
+        while the protocol is paused.
+
+        Unlike L{LineReceiver.dataReceived}, this scans the buffer with an
+        offset instead of copying the rest of it for every line, so a large
+        message arriving in one burst costs time linear in its size.
+        """
+        if self._busyReceiving or self.paused:
+            self._buffer += data
+            if self.paused and len(self._buffer) > self.MAX_LENGTH:
+                self._pauseTransport()
+            return
+        self._busyReceiving = True
+        # Take body lines in bulk only when a line may have been completed:
+        # not at every byte of a long line trickling in.
+        bulk = b"\n" in data or not data
+        try:
+            buf = self._buffer + data if self._buffer else data
+            self._buffer = b""
+            start = 0
+            while not self.paused and not self.transport.disconnecting:
+                if self._body is not None and bulk:
+                    taken = self._takeBodyLines(buf, start)
+                    if taken is not None:
+                        start = taken
+                        continue
+                end = buf.find(b"\n", start)
+                if end == -1:
+                    if len(buf) - start > self.MAX_LENGTH:
+                        self._buffer = b""
+                        return self.lineLengthExceeded(buf[start:])
+                    break
+                line = buf[start:end]
+                start = end + 1
+                if len(line) > self.MAX_LENGTH:
+                    self._buffer = b""
+                    return self.lineLengthExceeded(line)
+                self.lineReceived(line)
+            if self.transport.disconnecting:
+                self._buffer = b""
+            else:
+                # Data that arrived while lineReceived ran went to _buffer.
+                self._buffer = buf[start:] + self._buffer
+        finally:
+            self._busyReceiving = False
+
+    def _takeBodyLines(self, buf, start):
+        """
+        Take the body lines at hand in bulk, up to the C{.} line if it is
+        there, at most a line's length limit at a time: line endings and
+        dot-stuffing undone with C{bytes.replace}, the same result as line
+        by line for a fraction of the work.  Each byte is looked at once,
+        so a big body costs time linear in its size, in slices short enough
+        not to hold the reactor up.
+
+        @return: where the input not taken starts, or L{None} to go on line
+            by line (the C{.} line itself, a line not complete yet or too
+            long, a body past the size limit).
+        """
+        body = self._body
+        if not body.bulk or body.tooLarge or start >= len(buf):
+            return None
+        if buf.startswith(b".\r\n", start) or buf.startswith(b".\n", start):
+            return None  # the end: the line path ends the body
+        # Short enough that no line in it can be over-long.
+        window = start + self.MAX_LENGTH - 1
+        # The first line that is just "." ends the body.
+        ends = [
+            i
+            for i in (buf.find(b"\n.\r\n", start, window + 3),
+                      buf.find(b"\n.\n", start, window + 2))
+            if i != -1
+        ]
+        if ends:
+            end = min(ends) + 1
+        else:
+            end = buf.rfind(b"\n", start, window) + 1
+            if not end:
+                return None
+        text = buf[start:end]
+        if b"\r\n" in text:
+            text = text.replace(b"\r\n", b"\n")
+        if text.startswith(b"."):
+            text = text[1:]
+        if b"\n." in text:
+            text = text.replace(b"\n.", b"\n")
+        if body.size + len(text) > body.limit:
+            body.bulk = False
+            return None
+        body.addBlock(text)
+        self.resetTimeout()
+        if not ends:
+            return end
+        self._bodyLineReceived(b".")
+        return end + (3 if buf.startswith(b".\r\n", end) else 2)
+
+    def lineLengthExceeded(self, line):
+        log.warn(
+            "line of more than {limit} bytes from {peer}; closing",
+            limit=wire.MAX_LINE_LENGTH,
+            peer=self._peer,
+        )
+        self.transport.write(wire.formatError("line too long"))
+        self.transport.loseConnection()
+
+    def lineReceived(self, line):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > wire.MAX_LINE_LENGTH:
+            return self.lineLengthExceeded(line)
+        self.resetTimeout()
+        if self._body is not None:
+            self._bodyLineReceived(line)
+            return
+        try:
+            command = wire.parseCommand(line)
+        except errors.ProtocolError as e:
+            self.transport.write(wire.formatError(e))
+            return
+        handler = getattr(self, "do_" + command.verb)
+        self._respond(handler, command)
+
+    # -- running commands
+
+    def _respond(self, handler, *args):
+        """
+        Run a handler and write its reply.  A handler returns reply bytes or
+        a L{Deferred} firing with them; while it is outstanding, no further
+        line is read and the idle timer is stopped.
+        """
+        try:
+            result = handler(*args)
+        except Exception as e:
+            self.transport.write(self._errorReply(e))
+            return
+        if not isinstance(result, defer.Deferred):
+            self._replyAtOnce(result)
+            return
+        replies = []
+        result.addErrback(lambda f: self._errorReply(f.value, f))
+        result.addCallback(replies.append)
+        if replies:
+            # Answered at once (an in-memory store): no need to pause.
+            self._replyAtOnce(replies[0])
+            return
+        self._holdInput()
+        self.setTimeout(None)
+        result.addCallback(lambda _: self._replyReady(replies[0]))
+        # Resuming runs the pipelined lines that follow: a bug there must be
+        # logged now, not when the Deferred is garbage collected.
+        result.addErrback(
+            lambda f: log.failure("unexpected error serving {peer}", f, peer=self._peer)
+        )
+
+    def _replyAtOnce(self, reply):
+        """
+        Write a reply ready when its command was read: bytes at once; a
+        L{_MessageSender}'s reply while input is held, as for a reply that
+        waits for the store.
+        """
+        if isinstance(reply, _MessageSender):
+            self._holdInput()
+            self.setTimeout(None)
+            self._replyReady(reply)
+        else:
+            self._write(reply)
+
+    def _write(self, reply):
+        self.transport.write(reply)
+        if self._closeAfterReply:
+            self.transport.loseConnection()
+
+    def _replyReady(self, reply):
+        if self._lost:
+            return
+        if isinstance(reply, _MessageSender):
+            reply.start(self.transport).addCallback(lambda _: self._replied())
+            return
+        self._write(reply)
+        self._replied()
+
+    def _replied(self):
+        if self._lost or self.transport.disconnecting:  # QUIT
+            return
+        self.setTimeout(self.factory.idleTimeout)
+        self._releaseInput()
+
+    def _errorReply(self, exc, failure=None):
+        if isinstance(exc, errors.MailError):
+            return wire.formatError(exc)
+        if failure is None:
+            log.failure("unexpected error serving {peer}", peer=self._peer)
+        else:
+            log.failure(
+                "unexpected error serving {peer}", failure=failure, peer=self._peer
+            )
+        return wire.formatError("internal error")
+
+    def _requireSession(self):
+        if self.session is None:
+            if self.factory.portal is not None:
+                raise errors.LoginRequired()
+            raise errors.NoUserSelected()
+        return self.session
+
+    def endSession(self):
+        """
+        End the user session, if any (the server is stopping): deletes made
+        in it are expunged before the mailbox threads stop.
+        """
+        return self._endSession()
+
+    def _endSession(self):
+        session, self.session = self.session, None
+        if session is None:
+            return defer.succeed(None)
+        return session.close()
+
+    # -- commands
+
+    def do_CAPA(self, command):
+        capabilities = [
+            "PIPELINING",
+            "SIZE {}".format(self.factory.maxMessageSize),
+            "IMPLEMENTATION simplemail",
+        ]
+        if self.factory.portal is not None:
+            capabilities.append("AUTH")
+        capabilities.extend(["LSTM", "SENDM"])
+        return wire.formatMultiline(
+            "capabilities follow", [c.encode("ascii") for c in capabilities]
+        )
+
+    def do_LSTU(self, command):
+        if self.factory.portal is not None:
+            self._requireSession()
+
+        def listed(users):
+            return wire.formatMultiline(
+                "{} users".format(len(users)), [u.encode("ascii") for u in users]
+            )
+
+        return self.factory.store.listUsers().addCallback(listed)
+
+    def do_ADDU(self, command):
+        passwords = self.factory.passwordFile
+        if passwords is None and command.text is not None:
+            raise errors.ProtocolError("passwords are not enabled on this server")
+        if passwords is not None and command.text is None:
+            raise errors.ProtocolError("usage: ADDU <userid> <password>")
+        userid = wire.normalizeUserId(command.args[0])
+        d = self.factory.store.addUser(userid)
+        if passwords is not None:
+            d.addCallback(
+                lambda userid: self.factory.inThread(
+                    passwords.setPassword, userid, command.text
+                ).addCallback(lambda _: userid)
+            )
+
+        def added(userid):
+            log.info("added user {user} (for {peer})", user=userid, peer=self._peer)
+            return wire.formatOK("user {} created".format(userid))
+
+        return d.addCallback(added)
+
+    def do_USER(self, command):
+        userid = wire.normalizeUserId(command.args[0])
+        if self.factory.portal is not None:
+            self._pendingUser = userid
+            return self._endSession().addCallback(
+                lambda _: wire.formatOK("send PASS <password> for " + userid)
+            )
+        return self.factory.store.openMailbox(userid).addCallback(self._selected)
+
+    def _selected(self, session):
+        if self._lost:
+            session.close()
+            return b""
+        d = self._endSession()
+        self.session = session
+        log.info("{peer} selected {user}", peer=self._peer, user=session.userid)
+        return d.addCallback(
+            lambda _: wire.formatOK(
+                "{} has {} message{}".format(
+                    session.userid, session.count, "" if session.count == 1 else "s"
+                )
+            )
+        )
+
+    def do_PASS(self, command):
+        portal = self.factory.portal
+        if portal is None:
+            raise errors.ProtocolError("passwords are not enabled on this server")
+        userid, self._pendingUser = self._pendingUser, None
+        if userid is None:
+            raise errors.ProtocolError("send USER <userid> first")
+        credentials = LoginAttempt(
+            userid.encode("ascii"), command.text.encode("utf-8"),
+            peerAddress(self.transport),
+        )
+
+        def loggedIn(result):
+            interface, account, logout = result
+            return self.factory.store.openMailbox(account.userid)
+
+        def refused(f):
+            # The throttle logged the refusal (once, for every door).
+            f.trap(UnauthorizedLogin, errors.NoSuchUser)
+            self._loginFailures += 1
+            if throttle.tooManyFailures(self._loginFailures):
+                log.info(
+                    "closing connection from {peer} after {n} failed logins",
+                    peer=self._peer,
+                    n=self._loginFailures,
+                )
+                self._closeAfterReply = True
+            raise errors.LoginFailed()
+
+        d = portal.login(credentials, None, IMailAccount)
+        d.addCallback(loggedIn)
+        d.addErrback(refused)
+        return d.addCallback(self._selected)
+
+    def do_LSTM(self, command):
+        session = self._requireSession()
+
+        def listed(listing):
+            lines = [
+                "{} {} {}\t{}\t{}".format(
+                    m.id, m.size, int(m.arrived), wire.oneLine(m.sender), wire.oneLine(m.subject)
+                ).encode("utf-8", "replace")
+                for m in listing.messages
+            ]
+            count = len(lines)
+            return wire.formatMultiline(
+                "{} message{}".format(count, "" if count == 1 else "s"), lines
+            )
+
+        return session.listMessages().addCallback(listed)
+
+    def do_READM(self, command):
+        session = self._requireSession()
+
+        def read(text):
+            status = "message follows ({} bytes)".format(len(text))
+            if len(text) > STREAM_THRESHOLD:
+                return _MessageSender(wire.formatOK(status), text)
+            return wire.formatMessageReply(status, text)
+
+        if command.args:
+            msgid = command.args[0]
+            if not MESSAGE_ID.match(msgid):
+                raise errors.NoSuchMessage()
+            return session.selectMessage(msgid).addCallback(read)
+        return session.readMessage().addCallback(read)
+
+    def do_DELM(self, command):
+        session = self._requireSession()
+
+        def deleted(_):
+            log.info("{peer} deleted a message of {user}", peer=self._peer,
+                     user=session.userid)
+            return wire.formatOK("message deleted")
+
+        return session.deleteMessage().addCallback(deleted)
+
+    def do_SEND(self, command):
+        session = self._requireSession()
+        receiver = wire.normalizeUserId(command.args[0])
+        d = self.factory.store.hasUser(receiver)
+        if command.text is not None:
+            body = command.text.encode("utf-8")
+
+            def deliver(_):
+                if len(body) > self.factory.maxMessageSize:
+                    raise errors.MessageTooLarge(self.factory.maxMessageSize)
+                return self._deliver(session.userid, receiver, body)
+
+            return d.addCallback(deliver)
+
+        return d.addCallback(self._startBody, receiver)
+
+    def do_SENDM(self, command):
+        self._requireSession()
+        receiver = wire.normalizeUserId(command.args[0])
+        d = self.factory.store.hasUser(receiver)
+        return d.addCallback(self._startBody, receiver, whole=True)
+
+    def _startBody(self, _, receiver, whole=False):
+        self._body = _Body(receiver, self.factory.maxMessageSize, whole)
+        return wire.formatOK("send the message, end with a line holding only .")
+
+    def _bodyLineReceived(self, line):
+        if line != b".":
+            self._body.add(wire.unstuff(line))
+            return
+        body, self._body = self._body, None
+        if body.tooLarge:
+            log.info(
+                "refused a message over {limit} bytes from {peer}",
+                limit=body.limit,
+                peer=self._peer,
+            )
+            self.transport.write(wire.formatError(errors.MessageTooLarge(body.limit)))
+            return
+        session = self.session
+        if session is None:  # pragma: no cover - SEND requires a session
+            self.transport.write(wire.formatError(errors.NoUserSelected()))
+            return
+        # The blocks themselves, not a joined copy: nothing else holds them.
+        if body.whole:
+            self._respond(self._deliverWhole, session.userid, body.receiver, body.blocks)
+        else:
+            self._respond(self._deliver, session.userid, body.receiver, body.blocks)
+
+    def _deliverWhole(self, sender, receiver, blocks):
+        """
+        Store a message submitted whole (C{SENDM}), with the headers the
+        server sets (see L{buildSubmittedMessage}).
+        """
+        domain = self.factory.domain
+        message = buildSubmittedMessage(
+            sender, receiver, domain, blocks, self.factory.reactor.seconds()
+        )
+        size = sum(map(len, message))
+
+        def delivered(_):
+            log.info(
+                "delivered a {size} byte message from {sender} to {receiver}",
+                size=size,
+                sender=sender,
+                receiver=receiver,
+            )
+            return wire.formatOK("message delivered to {}".format(receiver))
+
+        d = self.factory.store.deliverMessage(
+            "{}@{}".format(sender, domain), receiver, message
+        )
+        return d.addCallback(delivered)
+
+    def _deliver(self, sender, receiver, body):
+        size = len(body) if isinstance(body, bytes) else sum(map(len, body))
+
+        def delivered(_):
+            log.info(
+                "delivered {size} bytes from {sender} to {receiver}",
+                size=size,
+                sender=sender,
+                receiver=receiver,
+            )
+            return wire.formatOK("message delivered to {}".format(receiver))
+
+        return self.factory.store.deliver(sender, receiver, body).addCallback(delivered)
+
+    def do_DONEU(self, command):
+        self._requireSession()
+        userid = self.session.userid
+        return self._endSession().addCallback(
+            lambda _: wire.formatOK("goodbye {}".format(userid))
+        )
+
+    def do_QUIT(self, command):
+        def closed(_):
+            self.transport.write(wire.formatOK("bye"))
+            self.transport.loseConnection()
+            return b""
+
+        return self._endSession().addCallback(closed)
+
+
+class MailServerFactory(SessionFactory):
+    """
+    Builds L{MailServerProtocol}s that share one store.
+
+    @ivar store: the L{IMailStore}.
+    @ivar domain: the mail domain of the addresses in the headers the
+        server writes (C{SENDM}); by default the store's.
+    @ivar connections: the number of connections now open.
+    """
+
+    protocol = MailServerProtocol
+    noisy = False
+    door = "a line-protocol"
+
+    def refusal(self):
+        return wire.formatError("too many connections, try later")
+
+    def __init__(
+        self,
+        store,
+        maxMessageSize=DEFAULT_MAX_MESSAGE_SIZE,
+        idleTimeout=DEFAULT_IDLE_TIMEOUT,
+        maxConnections=DEFAULT_MAX_CONNECTIONS,
+        reactor=None,
+        portal=None,
+        passwordFile=None,
+        domain=None,
+    ):
+        SessionFactory.__init__(self, store, idleTimeout, maxConnections, reactor)
+        if domain is None:
+            domain = getattr(store, "domain", "localhost")
+        self.domain = domain
+        self.portal = portal
+        self.passwordFile = passwordFile
+        self.maxMessageSize = maxMessageSize
+
+    def inThread(self, f, *args):
+        """
+        Run blocking work (the password file) in the reactor's thread pool.
+        """
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)

@@ -1,0 +1,3 @@
+"""
+Logins: the portal, the password file and the login throttle.
+"""

@@ -1,0 +1,3 @@
+"""
+Messages: the one reader (mime) and the one builder (message).
+"""

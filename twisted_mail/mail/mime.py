@@ -1,0 +1,542 @@
+"""
+Reading a message: the one place that turns RFC 5322 / MIME text into what
+people see.  Pure functions on bytes and values, on the stdlib C{email}
+package; no Twisted.  The stores' summaries (POP3, C{LSTM}, the web list),
+the web API's message view and the console's C{Read} all come from here.
+
+Nothing here raises on a malformed message: a header that does not decode
+is shown as it stands, a MIME structure that does not parse is shown as one
+text part.  Callers run it off the reactor: a large message costs about its
+size to parse.
+"""
+
+import calendar
+import email
+import email.header
+import email.utils
+import re
+from datetime import datetime, timezone
+from email import policy
+from html.parser import HTMLParser
+
+from twisted_mail.wire import oneLine
+
+#: The longest snippet a summary holds, in characters.
+SNIPPET_LENGTH = 160
+
+#: Parts beyond this many are not listed (a hostile message may hold many).
+MAX_PARTS = 1000
+
+_SPACES = re.compile(r"\s+")
+_compat = policy.compat32
+
+
+class Listing:
+    """
+    A page of a mailbox listing.
+
+    @ivar total: how many messages the mailbox holds (not deleted).
+    @ivar messages: the L{MessageSummary} of each message of the page.
+    """
+
+    def __init__(self, total, messages):
+        self.total = total
+        self.messages = messages
+
+    def __repr__(self):
+        return "<Listing {} of {}>".format(len(self.messages), self.total)
+
+
+class MessageSummary:
+    """
+    What a listing shows of one message.
+
+    @ivar id: the stable id (see docs/mailbox-ids.rst).
+    @ivar size: the POP3 size: the octets of the text with CRLF line ends,
+        before dot-stuffing.
+    @ivar arrived: when it was stored (POSIX seconds; the mbox C{From }
+        line's time).
+    @ivar sender: the decoded C{From} header, display name included.
+    @ivar to: the decoded C{To} header.
+    @ivar subject: the decoded C{Subject} header.
+    @ivar date: the C{Date} header as an ISO 8601 UTC time, or the arrival
+        time when it has none that parses.
+    @ivar snippet: the start of the text, white space collapsed.
+    @ivar attachments: the number of attachments.
+    """
+
+    __slots__ = ("id", "size", "arrived", "sender", "to", "subject", "date",
+                 "snippet", "attachments")
+
+    def __init__(self, id, size, arrived, sender="", to="", subject="", date="",
+                 snippet="", attachments=0):
+        self.id = id
+        self.size = size
+        self.arrived = arrived
+        self.sender = sender
+        self.to = to
+        self.subject = subject
+        self.date = date or isoTime(arrived)
+        self.snippet = snippet
+        self.attachments = attachments
+
+    def asDict(self):
+        """
+        The JSON form of the web API: C{id, from, to, subject, date, size,
+        snippet, attachments}.
+        """
+        return {
+            "id": self.id,
+            "from": self.sender,
+            "to": self.to,
+            "subject": self.subject,
+            "date": self.date,
+            "size": self.size,
+            "snippet": self.snippet,
+            "attachments": self.attachments,
+        }
+
+    def __eq__(self, other):
+        if not isinstance(other, MessageSummary):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self):
+        return "<MessageSummary {} {} {!r}>".format(self.id, self.size, self.subject)
+
+
+def popSize(text):
+    """
+    The POP3 size of a message text with LF line ends: its octets once each
+    line ends with CRLF (dot-stuffing not counted, as Dovecot counts).
+    """
+    size = len(text) + text.count(b"\n")
+    if text and not text.endswith(b"\n"):
+        size += 2
+    return size
+
+
+def isoTime(seconds):
+    """
+    POSIX seconds as ISO 8601 UTC, e.g. C{2026-12-04T16:19:35Z}.
+    """
+    try:
+        return datetime.fromtimestamp(int(seconds), timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return "1970-01-01T00:00:00Z"
+
+
+def arrivalTime(separator):
+    """
+    The time of an mbox C{From } line (C{From sender Thu Nov 26 12:00:00
+    2026}), as POSIX seconds; 0 when it has none that parses.
+
+    @type separator: L{bytes}
+    """
+    words = separator.split()
+    if len(words) < 7:
+        return 0
+    try:
+        stamp = b" ".join(words[-5:]).decode("ascii")
+        return calendar.timegm(datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
+                               .timetuple())
+    except (ValueError, UnicodeDecodeError):
+        return 0
+
+
+def decodeHeader(value):
+    """
+    A header value decoded from RFC 2047 encoded words (and from raw 8-bit
+    UTF-8 or Latin-1), folded lines joined.  Never raises.
+
+    @type value: L{str} (as the C{email} package's compat32 policy gives
+        it), L{bytes} or L{None}.
+    @rtype: L{str}
+    """
+    if value is None:
+        return ""
+    try:
+        if isinstance(value, bytes):
+            value = _bytesToText(value)
+        if isinstance(value, email.header.Header):
+            # 8-bit bytes in a header: the parser wraps them in a Header.
+            pieces = email.header.decode_header(value)
+        else:
+            value = value.replace("\r", "").replace("\n", " ")
+            if any("\udc80" <= c <= "\udcff" for c in value):
+                value = _bytesToText(value.encode("ascii", "surrogateescape"))
+            if "=?" not in value:
+                return _SPACES.sub(" ", value).strip()
+            pieces = email.header.decode_header(value)
+        out = []
+        for piece, charset in pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+            elif charset is None:
+                # Unencoded text between encoded words, as decode_header
+                # gives it back.
+                out.append(piece.decode("raw-unicode-escape", "replace"))
+            else:
+                out.append(_decodeBytes(piece, charset))
+        return _SPACES.sub(" ", "".join(out)).strip()
+    except Exception:
+        return _SPACES.sub(" ", str(value)).strip()
+
+
+def _bytesToText(data):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _decodeBytes(data, charset):
+    charset = (charset or "utf-8").strip().lower()
+    if charset in ("unknown-8bit", "x-unknown"):
+        return _bytesToText(data)
+    try:
+        return data.decode(charset, "replace")
+    except (LookupError, TypeError):
+        return _bytesToText(data)
+
+
+def parseBytes(text):
+    """
+    The C{email} message of C{text} (compat32: every header kept as sent).
+    """
+    return email.message_from_bytes(text, policy=_compat)
+
+
+class Part:
+    """
+    One leaf part of a message that is not its text: an attachment or an
+    inline non-text part.
+
+    @ivar part: its number, from 1, in the order of the message.
+    @ivar filename: its file name (decoded, path removed), or a made-up one.
+    @ivar contentType: its MIME type, e.g. C{application/pdf}.
+    @ivar size: the size of its decoded content, in bytes.
+    """
+
+    def __init__(self, part, filename, contentType, size, message):
+        self.part = part
+        self.filename = filename
+        self.contentType = contentType
+        self.size = size
+        self._message = message
+
+    def content(self):
+        """
+        The decoded content (base64 and quoted-printable undone).
+
+        @rtype: L{bytes}
+        """
+        return _payload(self._message)
+
+    def asDict(self):
+        return {
+            "part": self.part,
+            "filename": self.filename,
+            "contentType": self.contentType,
+            "size": self.size,
+        }
+
+
+class ParsedMessage:
+    """
+    A message as a reader sees it.
+
+    @ivar headers: every header as C{(name, decoded value)}, in order.
+    @ivar sender: the decoded C{From}.
+    @ivar to: the decoded C{To}.
+    @ivar cc: the decoded C{Cc}.
+    @ivar subject: the decoded C{Subject}.
+    @ivar date: the C{Date} header as sent.
+    @ivar text: the plain text (decoded), or the HTML part turned into text
+        when there is no plain part.
+    @ivar html: the HTML part (decoded), or L{None}.
+    @ivar parts: the attachments, a L{list} of L{Part}.
+    @ivar problems: what could not be read well, one short text each (a
+        damaged MIME structure, an unknown charset), for a reader's note.
+    """
+
+    def __init__(self):
+        self.headers = []
+        self.sender = self.to = self.cc = self.subject = self.date = ""
+        self.text = ""
+        self.html = None
+        self.parts = []
+        self.problems = []
+
+    def summaryFields(self):
+        return {
+            "sender": self.sender,
+            "to": self.to,
+            "subject": self.subject,
+            "date": _isoDate(self.date),
+            "snippet": snippet(self.text),
+            "attachments": len(self.parts),
+        }
+
+
+def snippet(text, length=SNIPPET_LENGTH):
+    """
+    The start of C{text} on one line: white space collapsed, control
+    characters removed.
+    """
+    text = _SPACES.sub(" ", oneLine(text[: length * 4])).strip()
+    if len(text) > length:
+        text = text[: length - 1].rstrip() + "\u2026"
+    return text
+
+
+def _isoDate(value):
+    if not value:
+        return ""
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return ""
+    if parsed is None:
+        return ""
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError):
+        return ""
+
+
+def _payload(part):
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if data is None:
+        payload = part.get_payload()
+        if isinstance(payload, str):
+            data = payload.encode("utf-8", "surrogateescape")
+        else:
+            data = b""
+    return data
+
+
+def _partText(part):
+    charset = None
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        pass
+    return _decodeBytes(_payload(part), charset)
+
+
+def _filename(part):
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if name is None:
+        return None
+    name = decodeHeader(name if isinstance(name, str) else str(name))
+    # Only the last path component, nothing that names another place.
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = oneLine(name).strip().lstrip(".")
+    return name or None
+
+
+def _leaves(message):
+    """
+    The leaf parts of C{message} in order, without recursion (a hostile
+    message may nest deeply), at most L{MAX_PARTS}.
+    """
+    stack = [message]
+    found = []
+    while stack and len(found) < MAX_PARTS:
+        part = stack.pop()
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend(reversed(payload))
+        else:
+            found.append(part)
+    return found
+
+
+def parseMessage(text):
+    """
+    Read C{text} (RFC 5322 bytes) as a reader sees it.  Never raises.
+
+    @rtype: L{ParsedMessage}
+    """
+    parsed = ParsedMessage()
+    try:
+        message = parseBytes(text)
+    except Exception:
+        parsed.text = _bytesToText(text)
+        return parsed
+    # Raw values: 8-bit bytes kept (as surrogates) for decodeHeader.
+    first = {}
+    for name, value in message.raw_items():
+        value = decodeHeader(value)
+        parsed.headers.append((oneLine(str(name)), value))
+        first.setdefault(str(name).lower(), value)
+    parsed.sender = first.get("from", "")
+    parsed.to = first.get("to", "")
+    parsed.cc = first.get("cc", "")
+    parsed.subject = first.get("subject", "")
+    parsed.date = first.get("date", "")
+    plain = []
+    html = []
+    try:
+        leaves = _leaves(message)
+    except RecursionError:
+        leaves = [message]
+    _noteProblems(parsed, message, leaves)
+    number = 0
+    for leaf in leaves:
+        try:
+            ctype = leaf.get_content_type()
+        except Exception:
+            ctype = "application/octet-stream"
+        disposition = (leaf.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        filename = _filename(leaf)
+        isBody = disposition != "attachment" and filename is None
+        if isBody and ctype == "text/plain":
+            plain.append(_partText(leaf))
+            continue
+        if isBody and ctype == "text/html":
+            html.append(_partText(leaf))
+            continue
+        if ctype.startswith("multipart/"):
+            # A multipart whose parts could not be found: its text as it is.
+            plain.append(_bytesToText(_payload(leaf)))
+            continue
+        if leaf is message and not message.is_multipart() and ctype.startswith("text/"):
+            plain.append(_partText(leaf))
+            continue
+        number += 1
+        content = _payload(leaf)
+        if filename is None:
+            filename = "part-{}{}".format(number, _extension(ctype))
+        parsed.parts.append(Part(number, filename, ctype, len(content), leaf))
+    parsed.html = "\n".join(html) if html else None
+    if plain:
+        parsed.text = "\n".join(plain)
+    elif html:
+        parsed.text = htmlToText(parsed.html)
+    return parsed
+
+
+_STRUCTURE_DEFECTS = (
+    "NoBoundaryInMultipartDefect",
+    "StartBoundaryNotFoundDefect",
+    "CloseBoundaryNotFoundDefect",
+    "MultipartInvariantViolationDefect",
+    "InvalidBase64PaddingDefect",
+    "InvalidBase64CharactersDefect",
+    "InvalidBase64LengthDefect",
+)
+
+
+def _noteProblems(parsed, message, leaves):
+    """
+    Note in C{parsed.problems} a damaged MIME structure and text in a
+    charset Python does not know.
+    """
+    import codecs
+
+    damaged = False
+    unknown = []
+    for part in [message] + leaves:
+        for defect in getattr(part, "defects", ()):
+            if type(defect).__name__ in _STRUCTURE_DEFECTS:
+                damaged = True
+        try:
+            if part.get_content_maintype() != "text":
+                continue
+            charset = part.get_content_charset()
+        except Exception:
+            continue
+        if charset and charset not in ("unknown-8bit", "x-unknown"):
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                if charset not in unknown:
+                    unknown.append(charset)
+    if damaged:
+        parsed.problems.append("the MIME structure is damaged; shown as well as it can be")
+    for charset in unknown:
+        parsed.problems.append(
+            "unknown charset {}; its text is shown as UTF-8 or Latin-1".format(
+                oneLine(charset)[:40])
+        )
+
+
+def _extension(ctype):
+    return {
+        "text/plain": ".txt",
+        "text/html": ".html",
+        "image/png": ".png",
+        "image/jpeg": ".jpg",
+        "image/gif": ".gif",
+        "application/pdf": ".pdf",
+        "message/rfc822": ".eml",
+    }.get(ctype, ".bin")
+
+
+def summarize(text, msgid, arrived):
+    """
+    The L{MessageSummary} of a message.
+
+    @param text: the message as READM gives it (LF line ends).
+    @param msgid: its stable id.
+    @param arrived: when it was stored (POSIX seconds).
+    """
+    fields = parseMessage(text).summaryFields()
+    return MessageSummary(msgid, popSize(text), arrived, **fields)
+
+
+class _TextFromHTML(HTMLParser):
+    _BLOCK = frozenset(
+        "p div br li tr h1 h2 h3 h4 h5 h6 blockquote pre table ul ol hr section "
+        "article header footer".split())
+    _SKIP = frozenset(("script", "style", "head", "title"))
+
+    def __init__(self):
+        HTMLParser.__init__(self, convert_charrefs=True)
+        self.out = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCK:
+            self.out.append("\n")
+        if tag == "li":
+            self.out.append("* ")
+
+    def handle_endtag(self, tag):
+        if tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCK:
+            self.out.append("\n")
+
+    def handle_data(self, data):
+        if not self._skipping:
+            self.out.append(_SPACES.sub(" ", data))
+
+
+def htmlToText(html):
+    """
+    Readable text from HTML: scripts and styles dropped, block elements on
+    lines of their own, entities decoded.  Never raises.
+    """
+    parser = _TextFromHTML()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:
+        pass
+    lines = [line.strip() for line in "".join(parser.out).split("\n")]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"

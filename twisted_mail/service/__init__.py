@@ -1,0 +1,3 @@
+"""
+The service: options, the doors table, listeners, workers, migration, admin commands.
+"""

@@ -1,0 +1,245 @@
+"""
+Deploying the server with twistd: C{twistd -n simplemail [options]}.
+L{Options} (the command line, L{twisted_mail.service.options}) and
+L{makeService}, which builds every door of the doors table
+(L{twisted_mail.service.doors}) over one store, or the C{--workers}
+supervisor.
+"""
+
+import os
+
+from twisted.application import service
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.python import usage
+
+from twisted_mail.doors.line import MailServerFactory
+from twisted_mail.logins.portal import PasswordFile, makePortal
+from twisted_mail.service.doors import DOORS, ServerParts, doorEndpoints
+from twisted_mail.service.listeners import CannotListen, Listeners, listenNow
+from twisted_mail.service.options import DEFAULT_LISTEN, Options  # noqa: F401 (twistd's)
+from twisted_mail.stores.spool.store import SpoolStore, mailboxThreadPool
+
+log = Logger()
+
+class _ThreadPoolService(service.Service):
+    """
+    Starts the mailbox thread pool with the server.  When the server stops,
+    it first ends the open user sessions (so their deletes are expunged),
+    then stops the pool after its pending jobs, then removes the file its
+    dot-locks were linked from.
+    """
+
+    def __init__(self, pool, mailFactory, store, sessionFactories=()):
+        self.pool = pool
+        self.mailFactory = mailFactory
+        self.store = store
+        # Other listeners' factories with sessions to end (POP3).
+        self.sessionFactories = list(sessionFactories)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.pool.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.store.stopWatching()
+        d = defer.DeferredList(
+            [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
+            consumeErrors=True,
+        )
+        d.addBoth(lambda _: self.pool.stop())
+        d.addBoth(lambda _: self.store.removeLockSource())
+        return d
+
+
+class _SpoolRepair(service.Service):
+    """
+    Before the listeners start, repair what a crash left in the spool (torn
+    appends, dead processes' dot-locks), so that neither clients nor other
+    mail tools ever meet it.  This blocks start-up briefly: a few system
+    calls per mailbox, and reading only the mailboxes that need repair.
+    """
+
+    def __init__(self, store):
+        self.store = store
+
+    def startService(self):
+        service.Service.startService(self)
+        try:
+            users = self.store.repairNow()
+        except Exception:
+            log.failure("could not repair the spool at start")
+            return
+        if users:
+            log.info("repaired mailboxes left by a crash: {users}", users=", ".join(users))
+
+
+def _cannotListen(e):
+    """
+    The server cannot start: one line for twistd to print, exit status 1.
+    """
+    return SystemExit("simplemail: {}".format(e))
+
+
+def _databaseStore(options, reactor):
+    """
+    The PostgreSQL store of C{--database} and its thread pool (the
+    options checked that the database can be reached and made its schema
+    ready).
+    """
+    from twisted_mail.stores.postgres.store import PostgresStore, databaseThreadPool
+
+    pool = databaseThreadPool()
+    store = PostgresStore(
+        options["database"],
+        domain=options["domain"],
+        maxMessageSize=options["max-message-size"],
+        reactor=reactor,
+        threadpool=pool,
+    )
+    log.info("simplemail: mail in the PostgreSQL database {url}",
+             url=_redacted(options["database"]))
+    return pool, store
+
+
+def _redacted(url):
+    """
+    A database URL or conninfo for the log, without its password.
+    """
+    import re
+
+    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", url)
+
+
+def makeService(options, reactor=None, listeners=None, secret=None):
+    """
+    Build the server: a store on the spool directory and one listening
+    service per endpoint of each door.
+
+    Listeners are opened now, so that one that cannot be opened stops the
+    server with one line (L{SystemExit}) before twistd daemonizes.
+
+    @param listeners: how listeners are opened: a L{Listeners} (the default
+        binds them).  A worker passes one that adopts the supervisor's
+        sockets.  Without it and with C{--workers} above 1, the service is
+        the L{twisted_mail.service.workers.Supervisor} instead.
+    @param secret: the server's L{ServerParts.secret} (a worker passes the
+        supervisor's; by default a new one).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    if listeners is None:
+        if options["workers"] > 1:
+            return _makeSupervisor(options, reactor)
+        listeners = Listeners(reactor)
+    if options.get("database"):
+        pool, store = _databaseStore(options, reactor)
+    else:
+        pool = mailboxThreadPool()
+        try:
+            store = SpoolStore(
+                options["spool"],
+                domain=options["domain"],
+                maxMessageSize=options["max-message-size"],
+                reactor=reactor,
+                threadpool=pool,
+            )
+        except OSError as e:
+            raise usage.UsageError(
+                "cannot use spool directory {!r}: {}".format(options["spool"], e.strerror)
+            )
+    portal = passwordFile = None
+    if options["passwords"]:
+        passwordFile = PasswordFile(options["passwords"])
+        portal = makePortal(passwordFile, reactor=reactor)
+    factory = MailServerFactory(
+        store,
+        portal=portal,
+        passwordFile=passwordFile,
+        maxMessageSize=options["max-message-size"],
+        idleTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
+        reactor=reactor,
+    )
+    parts = ServerParts(options, reactor, store, portal, passwordFile, factory, secret)
+    # Each door's factory, built before anything listens.
+    doors = []
+    for door in DOORS:
+        descriptions = options.get(door.option) or ()
+        if not descriptions:
+            continue
+        try:
+            doors.append((door, descriptions, door.buildFactory(parts)))
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+    top = service.MultiService()
+    # Children start in this order and stop in the reverse one: the thread
+    # pool outlives the listeners, and finishes its jobs as it stops.
+    if options.get("database"):
+        from twisted_mail.stores.postgres.store import DatabaseService
+
+        DatabaseService(store, pool, factory, parts.sessionFactories).setServiceParent(top)
+    else:
+        _ThreadPoolService(pool, factory, store, parts.sessionFactories).setServiceParent(
+            top)
+        _SpoolRepair(store).setServiceParent(top)
+    for door, descriptions, doorFactory in doors:
+        for description in descriptions:
+            try:
+                listener = listeners.listen(door.option, description, doorFactory)
+            except CannotListen as e:
+                raise _cannotListen(e)
+            listener.setServiceParent(top)
+    log.info(
+        "simplemail: spool {spool}, domain {domain}, listening on {listen}, "
+        "passwords {passwords}",
+        spool=getattr(store, "path", None) or "none (database)",
+        domain=options["domain"],
+        listen=", ".join(options["listen"]),
+        passwords=options["passwords"] or "off",
+    )
+    return top
+
+
+class _NotServing(protocol.Factory):
+    """
+    The factory of the supervisor's own copy of a listener: it never
+    accepts, the workers do.
+    """
+
+    noisy = False
+
+
+def _makeSupervisor(options, reactor):
+    """
+    Bind every listener once and return the service running the workers
+    on them (C{--workers} above 1).
+    """
+    from twisted_mail.service.workers import Supervisor
+
+    opened = []
+    try:
+        for option, description in doorEndpoints(options):
+            port = listenNow(reactor, option, description, _NotServing())
+            # The workers accept; this process only holds the socket.
+            stopReading = getattr(port, "stopReading", None)
+            if stopReading is not None:
+                stopReading()
+            opened.append((option, description, port))
+    except CannotListen as e:
+        for _, _, port in opened:
+            port.stopListening()
+        raise _cannotListen(e)
+    log.info(
+        "simplemail: {workers} workers, mail in {where}, listening on {listen}",
+        workers=options["workers"],
+        where=(
+            _redacted(options["database"])
+            if options.get("database")
+            else os.path.abspath(options["spool"])
+        ),
+        listen=", ".join(description for _, description in doorEndpoints(options)),
+    )
+    return Supervisor(options["workers"], options.argv, opened, reactor)

@@ -1,0 +1,138 @@
+"""
+A worker process of C{twistd simplemail --workers N}: C{python -m
+twisted_mail.service.worker}, started by the supervisor
+(L{twisted_mail.service.workers}).  It reads its configuration as one JSON
+line on standard input, builds the same server as a single-process
+C{twistd simplemail} on the listening sockets it inherited, and serves until
+SIGTERM, SIGINT or the end of its standard input (the supervisor is gone).
+"""
+
+import json
+import os
+import signal
+import sys
+
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger, globalLogBeginner
+from zope.interface import implementer
+
+from twisted_mail.service.worklog import _LogWriter
+
+
+@implementer(IReadDescriptor)
+class _SupervisorLink:
+    """
+    Watches the worker's standard input, a pipe from the supervisor: its end
+    means the supervisor is gone, and the worker stops.
+    """
+
+    def __init__(self, reactor, fd, gone):
+        self.reactor = reactor
+        self.fd = fd
+        self.gone = gone
+
+    def fileno(self):
+        return self.fd
+
+    def doRead(self):
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self.reactor.removeReader(self)
+            self.gone()
+        return None
+
+    def connectionLost(self, reason):
+        pass
+
+    def logPrefix(self):
+        return "supervisor"
+
+
+def readConfiguration(fd):
+    """
+    Read the worker's configuration: one JSON line on C{fd}.
+    """
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise ValueError("no configuration from the supervisor")
+        data += chunk
+    return json.loads(data.split(b"\n", 1)[0])
+
+
+def main(stdin=0, stdout=1):
+    """
+    The worker process: read the configuration, build the server on the
+    inherited sockets, serve until SIGTERM, SIGINT or the supervisor's end.
+
+    @return: the exit status.
+    """
+    try:
+        configuration = readConfiguration(stdin)
+        number = configuration["worker"]
+        argv = configuration["argv"]
+        inherited = configuration["listeners"]
+        secret = bytes.fromhex(configuration["secret"])
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        sys.stderr.write("simplemail worker: {}\n".format(e))
+        return 2
+    # Signals from the terminal are for the supervisor, which passes them on.
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+
+    from twisted.internet import reactor
+
+    from twisted.python import usage
+
+    from twisted_mail.service import tap
+    from twisted_mail.service.listeners import CannotListen, Listeners
+
+    globalLogBeginner.beginLoggingTo([_LogWriter(stdout)], redirectStandardIO=True)
+    workerLog = Logger(namespace="twisted_mail.service.worker")
+    options = tap.Options()
+    try:
+        options.parseOptions(argv)
+        top = tap.makeService(
+            options, reactor=reactor, listeners=Listeners(reactor, inherited), secret=secret
+        )
+    except (CannotListen, SystemExit, usage.UsageError) as e:
+        workerLog.error("worker {worker} could not start: {why}", worker=number, why=e)
+        return 1
+    except Exception:
+        workerLog.failure("worker {worker} could not start", worker=number)
+        return 1
+
+    stopping = []
+
+    def stop(why):
+        if not stopping:
+            stopping.append(why)
+            workerLog.info("worker {worker} stopping: {why}", worker=number, why=why)
+            reactor.stop()
+
+    def onSignal(number, frame):
+        reactor.callFromThread(stop, signal.Signals(number).name)
+
+    signal.signal(signal.SIGTERM, onSignal)
+    signal.signal(signal.SIGINT, onSignal)
+    os.set_blocking(stdin, False)
+    reactor.addReader(_SupervisorLink(reactor, stdin, lambda: stop("the supervisor is gone")))
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.callWhenRunning(
+        workerLog.info, "worker {worker} serving (pid {pid})", worker=number, pid=os.getpid()
+    )
+    top.startService()
+    reactor.run(installSignalHandlers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""
+The stores behind the one store contract: the spool, PostgreSQL and memory.
+"""

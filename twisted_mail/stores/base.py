@@ -1,0 +1,113 @@
+"""
+What every store shares: reading the user id a call names, and the
+listeners told of new mail.
+"""
+
+import functools
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from twisted_mail import errors
+from twisted_mail.wire import normalizeUserId
+
+log = Logger()
+
+
+def _normalising(index, name):
+    def decorate(method):
+        @functools.wraps(method)
+        def withUserId(self, *args, **kwargs):
+            try:
+                if len(args) > index:
+                    args = args[:index] + (normalizeUserId(args[index]),) + args[index + 1:]
+                else:
+                    kwargs[name] = normalizeUserId(kwargs[name])
+            except errors.InvalidUserId as e:
+                return defer.fail(e)
+            return method(self, *args, **kwargs)
+
+        return withUserId
+
+    return decorate
+
+
+#: Decorate a store method whose first argument is a user id: the method
+#: gets it normalised (L{normalizeUserId}); an invalid one fails the call's
+#: L{Deferred} with L{errors.InvalidUserId} and touches nothing.
+userIdArgument = _normalising(0, "userid")
+
+#: The same for C{deliver}/C{deliverMessage}, whose second argument is the
+#: receiver's user id.
+receiverArgument = _normalising(1, "receiver")
+
+
+class Listeners:
+    """
+    The new-mail listeners of each user (L{IMailStore.subscribe}).
+
+    @param first: called with a user id when it gains its first listener,
+        or L{None}.
+    @param last: called with a user id when it loses its last listener, or
+        L{None}.
+    """
+
+    def __init__(self, first=None, last=None):
+        self._byUser = {}
+        self._first = first
+        self._last = last
+
+    def subscribe(self, userid, listener):
+        """
+        Tell C{listener} of each new message of C{userid} (an invalid id has
+        no mail: nothing is ever told).
+
+        @return: a callable that ends the subscription.
+        """
+        try:
+            userid = normalizeUserId(userid)
+        except errors.InvalidUserId:
+            return lambda: None
+        listeners = self._byUser.get(userid)
+        if listeners is None:
+            listeners = self._byUser[userid] = []
+            if self._first is not None:
+                self._first(userid)
+        listeners.append(listener)
+
+        def unsubscribe():
+            if listener in listeners:
+                listeners.remove(listener)
+            if not listeners and self._byUser.get(userid) is listeners:
+                del self._byUser[userid]
+                if self._last is not None:
+                    self._last(userid)
+
+        return unsubscribe
+
+    def announce(self, userid, summaries):
+        """
+        Tell C{userid}'s listeners of new messages (their summaries); a
+        listener that fails is logged and the others are told.
+        """
+        for summary in summaries:
+            for listener in list(self._byUser.get(userid, ())):
+                try:
+                    listener(summary)
+                except Exception:
+                    log.failure("a new-mail listener failed")
+
+    def count(self, userid):
+        """
+        How many listeners C{userid} has.
+        """
+        return len(self._byUser.get(userid, ()))
+
+    def users(self):
+        """
+        The user ids with listeners.
+        """
+        return frozenset(self._byUser)
+
+    def __contains__(self, userid):
+        return userid in self._byUser

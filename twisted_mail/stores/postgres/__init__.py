@@ -1,0 +1,3 @@
+"""
+The PostgreSQL store: the store and its SQL.
+"""

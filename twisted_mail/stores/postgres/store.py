@@ -1,0 +1,710 @@
+"""
+The PostgreSQL store: many servers, on one machine or many, share the mail.
+
+C{twistd simplemail --database URL} keeps users and messages in a
+PostgreSQL database (psycopg 3, the C{postgresql} extra).  Every blocking
+call runs in a small thread pool of the store's own, each thread with its
+own connection; the reactor never waits on the database.
+
+Tables (the schema is versioned in C{schema_version}, created or upgraded
+at start; see L{twisted_mail.stores.postgres.sql}):
+
+  - C{users}: the user ids, and how many messages each mailbox holds (kept
+    in the same transactions as deliveries and deletes, so that C{USER}
+    costs the same on a mailbox of 20 or 20,000 messages);
+  - C{messages}: one row per message: a C{bigserial} id (the mailbox order
+    and the basis of the public id; a sequence never gives a number twice),
+    the receiver, the arrival time, the envelope sender, the RFC 5322 text
+    as C{READM} gives it (LF line ends), its POP3 size, and the summary
+    fields that L{twisted_mail.mail.mime} reads from it at delivery (off the
+    reactor), so that listings never parse.  A delete deletes the row.
+
+Guarantees:
+
+  - A delivery or a delete is answered only after its transaction commits,
+    with C{synchronous_commit=on} (set on every connection).  Deliveries
+    queued while a commit runs go together in the next transaction (group
+    commit).
+  - A lost connection or a database restart fails the call with
+    L{TemporaryFailure} (C{-ERR temporary failure}, SMTP 451, HTTP 503),
+    and the next call reconnects.  When a connection is lost during a
+    delivery's C{COMMIT}, the store reconnects and looks: if the rows are
+    there, the delivery is acknowledged, so a retry never stores it twice.
+  - Deliveries to one mailbox lock its user row until they commit, so ids
+    commit in order: a session's cursor (the last id it read) never skips a
+    message committed later with a smaller id, on any server.
+  - New mail is announced to this process's subscribers after the commit,
+    and to every other process's with C{NOTIFY simplemail} (payload: the
+    origin, then C{user id} pairs), within a fraction of a second.
+"""
+
+import collections
+import os
+import threading
+import time
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_mail import errors
+from twisted_mail.interfaces import IMailboxSession, IMailStore
+from twisted_mail.mail.message import buildHeaders
+from twisted_mail.mail.mime import Listing, MessageSummary
+from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
+
+from twisted_mail.stores.postgres.sql import (
+    CHANNEL,
+    _PUBLIC_ID,
+    _SUMMARY_COLUMNS,
+    DatabaseUnavailable,
+    _deleteRows,
+    _Delivery,
+    _oneLine,
+    _parsePayload,
+    _summary,
+    checkDatabase,
+    connect,
+    insertRows,
+    isNativeId,
+    prepareRow,
+    psycopg,
+    publicId,
+)
+
+log = Logger()
+
+#: How many delivery transactions one store runs at once (each on the
+#: deliveries to its share of the users); see L{PostgresStore._queue}.
+#: Measured on 2 shared cores with 50 clients (benchmarks/pgload.py): one
+#: lane 2,469 msgs/s, two 1,797, three 1,295 -- the machine is CPU-bound,
+#: and one transaction at a time makes the largest batches, the least CPU
+#: per message.  More lanes may pay where the database has cores of its own
+#: and a slow disk.
+DELIVERY_LANES = 1
+
+#: The most messages, and about the most bytes, one delivery transaction
+#: takes (the rest wait for the next).
+BATCH_MESSAGES = 1000
+BATCH_BYTES = 32 * 1024 * 1024
+
+#: How many of its latest deliveries a store remembers, not to announce
+#: them twice after its notification connection was lost.
+_OWN_REMEMBERED = 100000
+
+#: How long the notification thread waits for one before looking whether it
+#: should stop, in seconds.
+_LISTEN_POLL = 0.5
+
+
+class _Outcome:
+    """
+    What became of one queued delivery: its summary, or the exception that
+    refused it.
+    """
+
+    __slots__ = ("userid", "summary", "error", "serial")
+
+    def __init__(self, userid, summary=None, error=None):
+        self.userid = userid
+        self.summary = summary
+        self.error = error
+        self.serial = None
+
+
+class _Lane:
+    """
+    The deliveries waiting for the next transaction of one lane, and
+    whether one of its transactions is running.
+    """
+
+    __slots__ = ("pending", "flushing")
+
+    def __init__(self):
+        self.pending = []
+        self.flushing = False
+
+
+@implementer(IMailStore)
+class PostgresStore:
+    """
+    The L{IMailStore} of a PostgreSQL database.
+
+    @param url: the database, as a libpq conninfo string or URL
+        (C{postgresql://user@host/dbname}).
+    @param threadpool: the pool for database work (one connection per
+        thread); see L{databaseThreadPool}.
+    @param lanes: how many delivery transactions may run at once.  Tests pass a reactor whose
+        C{getThreadPool} runs work at once.
+    """
+
+    def __init__(self, url, domain="localhost", maxMessageSize=10 * 1024 * 1024,
+                 reactor=None, threadpool=None, clock=time.time, lanes=DELIVERY_LANES):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url = url
+        self.domain = domain
+        self.maxMessageSize = maxMessageSize
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._clock = clock
+        self._local = threading.local()
+        self._connectionsLock = threading.Lock()
+        self._connections = set()
+        self._known = set()
+        # Group commit: deliveries queued while a commit runs, in lanes by
+        # receiver: the lanes' transactions lock different users' rows, so
+        # they commit side by side (and PostgreSQL flushes their commits
+        # together) instead of one after the other.
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
+        # Subscribers: user -> listeners; the set of users is read by the
+        # notification thread (replaced whole, never changed in place).
+        self._listeners = Listeners(first=self._subscribersChanged, last=self._subscribersChanged)
+        self._subscribed = frozenset()
+        self.origin = "{}-{}".format(os.getpid(), os.urandom(4).hex())
+        # The row ids of the latest deliveries through this store (announced
+        # here already), for the notification thread's catch-up.
+        self._ownLock = threading.Lock()
+        self._ownSet = set()
+        self._ownOrder = collections.deque()
+        self._listenThread = None
+        self._stopListening = threading.Event()
+        #: Set once the notification thread listens (for tests and tools).
+        self.listening = threading.Event()
+        self._closed = False
+
+    # -- connections and threads
+
+    def checkNow(self):
+        """
+        Connect, and create or upgrade the schema, at once (blocking): for
+        start-up, before any client is served.
+
+        @raise DatabaseUnavailable: with a one-line reason.
+        """
+        checkDatabase(self.url)
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            self._drop(conn)
+        try:
+            conn = connect(self.url)
+        except DatabaseUnavailable as e:
+            log.warn("database unavailable: {why}", why=str(e))
+            raise errors.TemporaryFailure("database unavailable")
+        with self._connectionsLock:
+            self._connections.add(conn)
+        self._local.conn = conn
+        return conn
+
+    def _drop(self, conn):
+        with self._connectionsLock:
+            self._connections.discard(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+    def _call(self, f, *args):
+        """
+        In a worker thread: C{f(connection, *args)}, a lost connection or
+        an unusable database turned into L{TemporaryFailure}.
+        """
+        conn = self._connection()
+        try:
+            return f(conn, *args)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            log.warn("database connection lost: {why}", why=_oneLine(e))
+            self._drop(conn)
+            raise errors.TemporaryFailure("database unavailable")
+
+    def _run(self, f, *args):
+        """
+        Run C{f(connection, *args)} in the database thread pool.
+        """
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, self._call, f, *args)
+
+    def close(self):
+        """
+        Stop listening for notifications and close every connection (after
+        the thread pool has stopped).
+        """
+        self._closed = True
+        self.stopListening()
+        with self._connectionsLock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+
+    # -- users
+
+    def listUsers(self):
+        def users(conn):
+            return sorted(r for (r,) in conn.execute("SELECT userid FROM users"))
+
+        return self._run(users)
+
+    @userIdArgument
+    def addUser(self, userid):
+        def add(conn):
+            row = conn.execute(
+                "INSERT INTO users (userid) VALUES (%s) ON CONFLICT DO NOTHING"
+                " RETURNING userid", [userid]).fetchone()
+            if row is None:
+                raise errors.UserExists(userid)
+            return userid
+
+        return self._run(add).addCallback(self._remember)
+
+    def _remember(self, userid):
+        self._known.add(userid)
+        return userid
+
+    @userIdArgument
+    def hasUser(self, userid):
+        if userid in self._known:
+            return defer.succeed(userid)
+        return self._run(self._count, userid).addCallback(lambda _: self._remember(userid))
+
+    @staticmethod
+    def _count(conn, userid):
+        row = conn.execute("SELECT count FROM users WHERE userid = %s", [userid]).fetchone()
+        if row is None:
+            raise errors.NoSuchUser(userid)
+        return row[0]
+
+    @userIdArgument
+    def openMailbox(self, userid):
+        return self._run(self._count, userid).addCallback(
+            lambda count: _PostgresSession(self, self._remember(userid), count))
+
+    # -- deliveries
+
+    @receiverArgument
+    def deliver(self, sender, receiver, body):
+        when = self._clock()
+        headers = buildHeaders(sender, receiver, self.domain, when)
+        if isinstance(body, (bytes, bytearray)):
+            body = [body]
+        parts = [headers] + list(body)
+        envelope = "{}@{}".format(sender, self.domain)
+        return self._queue(_Delivery(receiver, envelope, when, parts))
+
+    @receiverArgument
+    def deliverMessage(self, envelopeSender, receiver, message):
+        if isinstance(message, (bytes, bytearray)):
+            message = [message]
+        return self._queue(_Delivery(receiver, envelopeSender, self._clock(), list(message)))
+
+    def _queue(self, delivery):
+        if sum(len(part) for part in delivery.parts) > self.maxMessageSize + 4096:
+            # Normalising only shortens (but for one last line end): far over
+            # the limit is refused now.
+            return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
+        delivery.deferred = defer.Deferred()
+        lane = self._lanes[hash(delivery.receiver) % len(self._lanes)]
+        lane.pending.append(delivery)
+        if not lane.flushing:
+            self._flush(lane)
+        return delivery.deferred
+
+    def _flush(self, lane):
+        """
+        Store every delivery queued in C{lane} in one transaction; when it
+        is done, store what was queued meanwhile.
+        """
+        pending = lane.pending
+        size = 0
+        for n, delivery in enumerate(pending):
+            size += sum(len(part) for part in delivery.parts)
+            if n and (n >= BATCH_MESSAGES or size > BATCH_BYTES):
+                break
+        else:
+            n = len(pending)
+        batch, lane.pending = pending[:n], pending[n:]
+        lane.flushing = True
+
+        def done(result):
+            lane.flushing = False
+            self._answer(batch, result)
+            if lane.pending:
+                self._flush(lane)
+
+        self._run(self._store, batch).addBoth(done)
+
+    def _store(self, conn, batch):
+        """
+        In a worker thread: prepare the rows, check unknown receivers, and
+        commit them all in one transaction.
+
+        @return: one L{_Outcome} per delivery of C{batch}.
+        """
+        outcomes = []
+        rows = []
+        for delivery in batch:
+            row = prepareRow(delivery, self.maxMessageSize)
+            if isinstance(row, Exception):
+                outcomes.append(_Outcome(delivery.receiver, error=row))
+            else:
+                outcomes.append(_Outcome(delivery.receiver))
+                rows.append((row, outcomes[-1]))
+        if not rows:
+            return outcomes
+        serials = []
+        try:
+            with conn.transaction():
+                serials = insertRows(conn, [row for row, _ in rows], origin=self.origin)
+                # Leaving the block commits; a connection lost now leaves
+                # the outcome in doubt (see below).
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            serials = self._resolveDoubt(conn, serials, e)
+        for (row, outcome), serial in zip(rows, serials):
+            if serial is None:
+                outcome.error = errors.NoSuchUser(row[0])
+            else:
+                outcome.serial = serial
+                outcome.summary = MessageSummary(
+                    publicId(serial, row[1]), row[6], row[2], *row[7:])
+        return outcomes
+
+    def _resolveDoubt(self, conn, serials, e):
+        """
+        In a worker thread: the connection was lost inside a delivery
+        transaction.  If it was lost before the rows were inserted, or the
+        rows are not in the database, nothing was stored: raise
+        L{TemporaryFailure}.  If it was lost during C{COMMIT} and a new
+        connection finds the rows, they were stored: return their ids.
+        """
+        self._drop(conn)
+        log.warn("database connection lost in a delivery: {why}", why=_oneLine(e))
+        wanted = [s for s in serials if s is not None]
+        if not wanted:
+            raise errors.TemporaryFailure("database unavailable")
+        try:
+            again = self._connection()
+            found = again.execute("SELECT count(*) FROM messages WHERE id = ANY(%s)",
+                                  [wanted]).fetchone()[0]
+        except (psycopg.Error, errors.TemporaryFailure):
+            log.error("deliveries in doubt (their commit was cut off): {ids}",
+                      ids=wanted)
+            raise errors.TemporaryFailure("database unavailable")
+        if found != len(wanted):
+            raise errors.TemporaryFailure("database unavailable")
+        log.info("the commit cut off went through: {n} deliveries kept", n=found)
+        return serials
+
+    def _answer(self, batch, result):
+        """
+        On the reactor thread: answer each delivery of a batch, and announce
+        the stored ones to this process's subscribers.
+        """
+        if not isinstance(result, list):
+            f = result
+            if not f.check(errors.MailError):
+                log.failure("delivery failed", f)
+                f = Failure(errors.TemporaryFailure("the message could not be stored"))
+            for delivery in batch:
+                delivery.deferred.errback(f)
+            return
+        # Committed: subscribers hear of it by the time the sender does.
+        for outcome in result:
+            if outcome.summary is not None:
+                self._known.add(outcome.userid)
+                self._rememberOwn(outcome.serial)
+                self._announce(outcome.userid, [outcome.summary])
+        for delivery, outcome in zip(batch, result):
+            if outcome.error is not None:
+                delivery.deferred.errback(outcome.error)
+            else:
+                delivery.deferred.callback(None)
+
+    # -- new-mail announcements
+
+    def _rememberOwn(self, serial):
+        with self._ownLock:
+            self._ownSet.add(serial)
+            self._ownOrder.append(serial)
+            if len(self._ownOrder) > _OWN_REMEMBERED:
+                self._ownSet.discard(self._ownOrder.popleft())
+
+    def subscribe(self, userid, listener):
+        return self._listeners.subscribe(userid, listener)
+
+    def _subscribersChanged(self, userid):
+        self._subscribed = self._listeners.users()
+
+    def _announce(self, userid, summaries):
+        self._listeners.announce(userid, summaries)
+
+    def startListening(self):
+        """
+        Start the thread that waits for other processes' notifications.
+        """
+        if self._listenThread is not None:
+            return
+        self._stopListening.clear()
+        self._listenThread = threading.Thread(
+            target=self._listen, name="simplemail-notifications", daemon=True)
+        self._listenThread.start()
+
+    def stopListening(self, timeout=5.0):
+        """
+        Stop the notification thread (waits for it, briefly).
+        """
+        thread, self._listenThread = self._listenThread, None
+        if thread is not None:
+            self._stopListening.set()
+            thread.join(timeout)
+
+    def _listen(self):
+        """
+        In the notification thread: C{LISTEN}, and turn each notification of
+        another process's delivery to a subscribed user into summaries for
+        the reactor thread.  A lost connection is reconnected; mail stored
+        meanwhile is caught up from the last id seen.
+        """
+        delay = 0.1
+        last = None
+        while not self._stopListening.is_set():
+            try:
+                conn = connect(self.url, "simplemail-listen")
+            except DatabaseUnavailable as e:
+                log.warn("notifications: database unavailable: {why}", why=str(e))
+                self._stopListening.wait(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            try:
+                conn.execute("LISTEN " + CHANNEL)
+                delay = 0.1
+                if last is None:
+                    last = conn.execute("SELECT coalesce(max(id), 0) FROM messages"
+                                        ).fetchone()[0]
+                else:
+                    last = self._catchUp(conn, last)
+                self.listening.set()
+                # Rows up to here are announced (or were not wanted): a
+                # notification of one of them, sent after LISTEN and before
+                # the catch-up, is not announced again.
+                floor = last
+                while not self._stopListening.is_set():
+                    wanted = []
+                    for notify in conn.notifies(timeout=_LISTEN_POLL):
+                        origin, pairs = _parsePayload(notify.payload)
+                        if origin == self.origin:
+                            last = max([last] + [s for _, s in pairs])
+                            continue
+                        wanted.extend(pairs)
+                        # Take what else has come; do not wait for more.
+                        break
+                    for notify in conn.notifies(timeout=0):
+                        origin, pairs = _parsePayload(notify.payload)
+                        if origin != self.origin:
+                            wanted.extend(pairs)
+                    if wanted:
+                        last = max([last] + [s for _, s in wanted])
+                        subscribed = self._subscribed
+                        serials = [s for u, s in wanted if u in subscribed and s > floor]
+                        if serials:
+                            self._fetchAndAnnounce(conn, serials)
+            except psycopg.Error as e:
+                if not self._stopListening.is_set():
+                    log.warn("notifications: connection lost: {why}", why=_oneLine(e))
+                    self._stopListening.wait(delay)
+            except Exception:
+                log.failure("notifications: unexpected error")
+                self._stopListening.wait(1.0)
+            finally:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+    def _catchUp(self, conn, last):
+        """
+        After a reconnection: announce what subscribed users got since row
+        id C{last}, which may have been notified while we were away.
+        """
+        subscribed = sorted(self._subscribed)
+        if subscribed:
+            rows = conn.execute(
+                "SELECT id FROM messages WHERE id > %s AND userid = ANY(%s)",
+                [last, subscribed]).fetchall()
+            with self._ownLock:
+                serials = [r for (r,) in rows if r not in self._ownSet]
+            if serials:
+                self._fetchAndAnnounce(conn, serials)
+        return conn.execute("SELECT coalesce(max(id), %s) FROM messages",
+                            [last]).fetchone()[0]
+
+    def _fetchAndAnnounce(self, conn, serials):
+        rows = conn.execute(
+            "SELECT userid, " + _SUMMARY_COLUMNS + " FROM messages WHERE id = ANY(%s)"
+            " ORDER BY id", [serials]).fetchall()
+        byUser = {}
+        for row in rows:
+            byUser.setdefault(row[0], []).append(_summary(row[1:]))
+        for userid, summaries in byUser.items():
+            self._reactor.callFromThread(self._announce, userid, summaries)
+
+
+@implementer(IMailboxSession)
+class _PostgresSession:
+    """
+    One session on a mailbox in the database: the cursor is the row id of
+    the last message read (ids follow delivery order), the current message
+    the row id of the message last read.  Deletes delete the row at once,
+    so every session on every server stops seeing it; there is nothing to
+    expunge at the end.
+    """
+
+    def __init__(self, store, userid, count):
+        self._store = store
+        self.userid = userid
+        self.count = count
+        self._cursor = 0
+        self._current = None
+
+    def readMessage(self):
+        userid = self.userid
+
+        def read(conn, after):
+            cur = conn.cursor(binary=True)
+            return cur.execute(
+                "SELECT id, body FROM messages WHERE userid = %s AND id > %s"
+                " ORDER BY id LIMIT 1", [userid, after]).fetchone()
+
+        def got(row):
+            if row is None:
+                raise errors.NoMoreMail()
+            self._cursor = self._current = row[0]
+            return row[1]
+
+        return self._store._run(read, self._cursor).addCallback(got)
+
+    def deleteMessage(self):
+        if self._current is None:
+            return defer.fail(errors.NoCurrentMessage())
+        serial = self._current
+
+        def deleted(gone):
+            if self._current == serial:
+                self._current = None
+            if not gone:
+                raise errors.NoCurrentMessage()
+
+        return self._store._run(_deleteRows, self.userid, [serial], [], True).addCallback(
+            deleted)
+
+    # -- the mailbox view
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        userid = self.userid
+        order = "DESC" if newestFirst else "ASC"
+
+        def page(conn):
+            # One statement, one snapshot: the total and the page agree.
+            rows = conn.execute(
+                "SELECT u.count, m.* FROM users u LEFT JOIN LATERAL (SELECT "
+                + _SUMMARY_COLUMNS + " FROM messages WHERE userid = u.userid"
+                " ORDER BY id " + order + " OFFSET %s LIMIT %s) m ON true"
+                " WHERE u.userid = %s", [max(0, start), limit, userid]).fetchall()
+            if not rows:
+                return Listing(0, [])
+            return Listing(rows[0][0], [_summary(r[1:]) for r in rows if r[1] is not None])
+
+        return self._store._run(page)
+
+    def _byId(self, conn, msgid):
+        cur = conn.cursor(binary=True)
+        if isNativeId(msgid):
+            return cur.execute(
+                "SELECT id, body FROM messages WHERE userid = %s AND id = %s"
+                " AND pubid IS NULL", [self.userid, int(msgid)]).fetchone()
+        if _PUBLIC_ID.match(msgid):
+            return cur.execute(
+                "SELECT id, body FROM messages WHERE userid = %s AND pubid = %s",
+                [self.userid, msgid]).fetchone()
+        return None
+
+    def fetchMessage(self, msgid):
+        def got(row):
+            if row is None:
+                raise errors.NoSuchMessage()
+            return row[1]
+
+        return self._store._run(self._byId, str(msgid)).addCallback(got)
+
+    def selectMessage(self, msgid):
+        def got(row):
+            if row is None:
+                raise errors.NoSuchMessage()
+            self._cursor = self._current = row[0]
+            return row[1]
+
+        return self._store._run(self._byId, str(msgid)).addCallback(got)
+
+    def deleteMessages(self, msgids):
+        native = [int(m) for m in msgids if isNativeId(m)]
+        migrated = [m for m in msgids if not isNativeId(m) and _PUBLIC_ID.match(m)]
+        return self._store._run(_deleteRows, self.userid, native, migrated)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+def databaseThreadPool(size=4):
+    """
+    A thread pool for a L{PostgresStore}: each thread holds one connection,
+    so this is also how many connections a server opens (plus one that
+    listens for notifications).
+
+    @rtype: L{twisted.python.threadpool.ThreadPool}
+    """
+    from twisted.python.threadpool import ThreadPool
+
+    return ThreadPool(minthreads=1, maxthreads=size, name="simplemail-database")
+
+
+class DatabaseService(service.Service):
+    """
+    Runs a L{PostgresStore} with the server: starts its thread pool and its
+    notification thread; when the server stops, ends the open sessions (of
+    the line protocol and of C{sessionFactories}, such as POP3's), stops the
+    pool after its pending jobs, and closes the connections.
+    """
+
+    def __init__(self, store, pool, mailFactory, sessionFactories=()):
+        self.store = store
+        self.pool = pool
+        self.mailFactory = mailFactory
+        self.sessionFactories = list(sessionFactories)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.pool.start()
+        self.store.startListening()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        d = defer.DeferredList(
+            [f.endSessions() for f in [self.mailFactory] + self.sessionFactories],
+            consumeErrors=True,
+        )
+        d.addBoth(lambda _: self.pool.stop())
+        d.addBoth(lambda _: self.store.close())
+        return d

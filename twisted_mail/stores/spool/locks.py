@@ -1,0 +1,154 @@
+"""
+How the spool locks a mailbox against other processes and other mail tools:
+the C{fcntl} lock on the file and the C{<user>.lock} dot-lock made as a hard
+link to this process's lock source file.  Used by L{twisted_mail.stores.spool.mboxfile}.
+"""
+
+import fcntl
+import os
+import struct
+import threading
+
+_O_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+
+
+class LockSource:
+    """
+    The file each of this process's dot-locks is a hard link to: it holds
+    the process id, and is made once per process (and again after a fork)
+    rather than once per lock.  Linked into place as C{<user>.lock}, a lock
+    is whole the moment it exists, so a crash never leaves an empty one; and
+    taking a lock makes no file (three system calls fewer per lock).
+
+    Its name, C{.simplemail-<pid>.lockpid}, is not a user id.  The server
+    removes it when it stops; L{removeStale} removes those of dead
+    processes.
+    """
+
+    prefix = ".simplemail-"
+    suffix = ".lockpid"
+
+    def __init__(self, dirfd):
+        self._dirfd = dirfd
+        self._mutex = threading.Lock()
+        self._pid = None
+
+    def _name(self, pid):
+        return "{}{}{}".format(self.prefix, pid, self.suffix)
+
+    def _make(self, pid):
+        """
+        Write the source under a temporary name and rename it into place: a
+        new inode, so that the locks linked to an old one keep their text.
+        """
+        name = self._name(pid)
+        temporary = name + ".tmp"
+        fd = os.open(
+            temporary,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
+            0o600,
+            dir_fd=self._dirfd,
+        )
+        try:
+            os.write(fd, b"%d\n" % (pid,))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, name, src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
+        self._pid = pid
+
+    def link(self, lockName):
+        """
+        Make C{lockName} a link to the source, after setting the source's
+        times to now (other mail tools call a lock stale by its age).
+
+        @raise FileExistsError: if C{lockName} exists.
+        """
+        for attempt in range(2):
+            pid = os.getpid()
+            with self._mutex:
+                if self._pid != pid or attempt:
+                    self._make(pid)
+            source = self._name(pid)
+            try:
+                os.utime(source, dir_fd=self._dirfd, follow_symlinks=False)
+                os.link(
+                    source,
+                    lockName,
+                    src_dir_fd=self._dirfd,
+                    dst_dir_fd=self._dirfd,
+                    follow_symlinks=False,
+                )
+                return
+            except FileNotFoundError:
+                # Someone removed our source: make it again, once.
+                if attempt:
+                    raise
+
+    def remove(self):
+        """
+        Remove this process's source (when the server stops).
+        """
+        with self._mutex:
+            if self._pid != os.getpid():
+                return
+            self._pid = None
+            try:
+                os.unlink(self._name(os.getpid()), dir_fd=self._dirfd)
+            except FileNotFoundError:
+                pass
+
+    def removeStale(self):
+        """
+        Remove the sources (and half-made ones) of processes that are gone.
+
+        @return: how many were removed.
+        """
+        removed = 0
+        for entry in os.scandir(self._dirfd):
+            name = entry.name
+            if not name.startswith(self.prefix):
+                continue
+            pid = name[len(self.prefix):]
+            for ending in (self.suffix + ".tmp", self.suffix):
+                if pid.endswith(ending):
+                    pid = pid[: -len(ending)]
+                    break
+            else:
+                continue
+            if not pid.isdigit() or processIsAlive(int(pid)):
+                continue
+            try:
+                os.unlink(name, dir_fd=self._dirfd)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def processIsAlive(pid):
+    """
+    Whether a process with this id exists (one we may not signal counts).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lockFile(fd):
+    """
+    Take an exclusive fcntl lock on the whole file without waiting.  An
+    open-file-description lock where the platform has them, so that two
+    connections in one process exclude each other; it conflicts with the
+    classic POSIX locks of other mail tools.
+    """
+    if _F_OFD_SETLK is not None:
+        flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        fcntl.fcntl(fd, _F_OFD_SETLK, flock)
+    else:  # pragma: no cover - not Linux
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,706 @@
+"""
+One user's mbox file in the spool directory, and its index: locking,
+scanning, durable appends, the delete journal and the expunge.  Synchronous
+code for the mailbox thread; the store built on it is L{twisted_mail.stores.spool.store}.
+
+Layout of the spool directory::
+
+    bob                 bob's mailbox, mboxrd (RFC 4155), mode 0600
+    bob.lock            dot-lock, present only while someone holds it
+    .bob.append         append intent: where our last append began and ends
+    .bob.deleted        delete journal: keys of messages deleted, not yet
+                        expunged
+    .bob.new            expunge in progress (temporary)
+    .simplemail-<pid>.lockpid
+                        a server process's id: its dot-locks are hard links
+                        to this file (see L{LockSource})
+
+Guarantees (see docs/protocol.rst):
+
+  - A delivery is acknowledged only after its bytes are synced.  Before an
+    append, the append intent (inode, start, end) is synced; a later locked
+    access that finds the file longer than C{start} but shorter than C{end}
+    cuts the torn tail off at C{start}.
+  - A delete is acknowledged once the key of the message is synced in the
+    delete journal; every reader hides journalled messages.  When the
+    deleting session ends the file is rewritten without them (temporary
+    file, fsync, rename, fsync of the directory) and the journal removed.
+  - Every access takes an open-file-description C{fcntl} lock and the
+    C{<file>.lock} dot-lock, as mail tools do, in a worker thread, with
+    back-off and a deadline; then it checks that the path still names the
+    file it opened.
+
+Stable message ids (docs/mailbox-ids.rst): each message we write carries
+them as its first header line, C{X-Simplemail-Id: <id>}, hidden from
+readers; a message another program wrote gets one derived from its bytes.
+"""
+
+import bisect
+import errno
+import os
+import stat
+import time
+from contextlib import contextmanager
+
+from twisted.logger import Logger
+
+from twisted_mail import errors
+from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, lockFile, processIsAlive
+from twisted_mail.stores.spool.records import (
+    _Entry,
+    _chunksKey,
+    _head,
+    _messageKey,
+    _tailBytes,
+    _writeAll,
+    contentId,
+    scanRecords,
+)
+from twisted_mail.mail.message import fromMboxRecord, recordId
+from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
+
+log = Logger()
+
+#: How long to wait for a lock before answering a temporary failure.
+LOCK_DEADLINE = 20.0
+
+#: A dot-lock older than this is stale even if we cannot tell who holds it.
+STALE_DOTLOCK_AGE = 300.0
+
+
+
+class _Locked:
+    """
+    A spool file opened and locked; the handle a job works through.
+    """
+
+    def __init__(self, fd, stat):
+        self.fd = fd
+        self.stat = stat
+
+
+class MboxFile(CrashRecovery):
+    """
+    One user's mbox and its index.  Synchronous: every method is meant to run
+    in a worker thread, one at a time (L{_Mailbox} sees to that).
+
+    @ivar entries: the messages, in file order, with increasing serials.
+    """
+
+    def __init__(self, dirfd, userid, serials, lockDeadline=LOCK_DEADLINE,
+                 lockSource=None):
+        self._dirfd = dirfd
+        self._lockSource = LockSource(dirfd) if lockSource is None else lockSource
+        self.userid = userid
+        self._serials = serials
+        self._lockDeadline = lockDeadline
+        self.entries = []
+        self._serialList = []
+        self._byKey = {}
+        self._byId = {}
+        self.live = 0
+        self._ino = None
+        self._size = 0
+        self._mtime = None
+        self._journalIno = None
+        self._journalPos = 0
+        # (size, last bytes) of the file as our last append left it.
+        self._tail = None
+
+    # -- names of the files beside the mailbox
+
+    @property
+    def _lockName(self):
+        return self.userid + ".lock"
+
+    @property
+    def _intentName(self):
+        return "." + self.userid + ".append"
+
+    @property
+    def _journalName(self):
+        return "." + self.userid + ".deleted"
+
+    @property
+    def _newName(self):
+        return "." + self.userid + ".new"
+
+    # -- locking
+
+    @contextmanager
+    def locked(self, journal=True):
+        """
+        Open the mailbox without following symlinks, take the fcntl and dot
+        locks, bring the index up to date (repairing a torn append), and
+        yield a L{_Locked}.
+
+        @param journal: whether to apply delete marks others journalled
+            since we last looked (an append does not need them: the next
+            job that does applies them).
+        """
+        deadline = time.monotonic() + self._lockDeadline
+        delay = 0.001
+        while True:
+            fd = self._open()
+            if fd is None:
+                continue
+            try:
+                locked = self._tryLocks(fd)
+                if locked:
+                    st = os.fstat(fd)
+                    if self._stillAtPath(st):
+                        break
+                    # Renamed over while we waited: open the new file.
+                    self._dropDotLock()
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            if locked:
+                continue
+            if time.monotonic() > deadline:
+                raise errors.TemporaryFailure("the mailbox is locked by another program")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            handle = _Locked(fd, st)
+            if not self._unchanged(st):
+                self._tail = None
+                self._recover(handle)
+            self._refresh(handle, journal)
+            yield handle
+        finally:
+            try:
+                self._dropDotLock()
+            finally:
+                os.close(fd)  # also releases the fcntl lock
+
+    def _stillAtPath(self, st):
+        try:
+            now = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
+
+    def _open(self):
+        """
+        Open the mailbox for reading and writing, without following a
+        symbolic link.
+
+        @return: the file descriptor, or L{None} when the file opened was
+            replaced at once (try again).
+        @raise MailboxUnavailable: for anything but a regular file with one
+            link.
+        """
+        try:
+            fd = os.open(self.userid, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            raise errors.NoSuchUser(self.userid)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                log.error(
+                    "refusing spool file {user}: {why}",
+                    user=self.userid,
+                    why="a symbolic link" if e.errno == errno.ELOOP else e.strerror,
+                )
+                raise errors.MailboxUnavailable(self.userid)
+            raise
+        st = os.fstat(fd)
+        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+            # Renamed over (another process expunged) since we opened it.
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            log.error(
+                "refusing spool file {user}: not a regular file with one link",
+                user=self.userid,
+            )
+            raise errors.MailboxUnavailable(self.userid)
+        return fd
+
+    def _tryLocks(self, fd):
+        """
+        Try once to take both locks; True when both are held.
+        """
+        try:
+            lockFile(fd)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return self._takeDotLock()
+
+    def _takeDotLock(self):
+        """
+        Create C{<userid>.lock} holding our pid, atomically: it is a link to
+        this process's L{LockSource}.  Breaks a stale one (we hold the
+        fcntl lock, so nobody else is deciding the same).
+        """
+        name = self._lockName
+        try:
+            self._lockSource.link(name)
+        except FileExistsError:
+            if self._dotLockIsStale():
+                log.warn("breaking stale lock {name}", name=name)
+                try:
+                    os.unlink(name, dir_fd=self._dirfd)
+                except FileNotFoundError:
+                    pass
+            return False
+        return True
+
+    def _dotLockIsStale(self):
+        """
+        Decide, while holding the fcntl lock, whether the dot-lock belongs to
+        nobody: its holder is dead, or it is too old.
+        """
+        try:
+            fd = os.open(self._lockName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            content = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        if time.time() - st.st_mtime > STALE_DOTLOCK_AGE:
+            return True
+        try:
+            pid = int(content.split()[0])
+        except (ValueError, IndexError):
+            return False
+        if pid == os.getpid():
+            # A lock of ours left by a job that died: we hold the fcntl lock
+            # now, so nobody else in this process does.
+            return True
+        return not processIsAlive(pid)
+
+    def _dropDotLock(self):
+        try:
+            os.unlink(self._lockName, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            pass
+
+    # -- the index
+
+    def _unchanged(self, st):
+        """
+        Whether the file is as our last job left it (same inode, size and
+        modification time): nobody appended to it since, so no append of
+        anyone's can be torn in it.
+        """
+        return (
+            st.st_ino == self._ino
+            and st.st_size == self._size
+            and st.st_mtime_ns == self._mtime
+        )
+
+    def _refresh(self, handle, journal=True):
+        """
+        Bring the index up to date with the file (appends by anyone,
+        rewrites by anyone) and, unless C{journal} is false, the delete
+        journal.
+        """
+        st = handle.stat
+        size = st.st_size
+        if st.st_ino != self._ino or size < self._size:
+            self._reindex(handle.fd, size, st.st_ino)
+        elif st.st_mtime_ns != self._mtime or size != self._size:
+            if not self._stillValid(handle.fd):
+                self._reindex(handle.fd, size, st.st_ino)
+            elif size > self._size:
+                self._extend(handle.fd, size)
+        self._mtime = st.st_mtime_ns
+        if journal:
+            self._readJournal()
+
+    def _stillValid(self, fd):
+        """
+        Whether what we indexed is still there, checked by the last message:
+        another program may have rewritten the file in place.
+        """
+        if not self.entries:
+            return True
+        last = self.entries[-1]
+        record = os.pread(fd, last.end - last.start, last.start)
+        return _messageKey(record) == last.key
+
+    def _newEntries(self, scanned):
+        entries = []
+        for start, end, key, msgid in scanned:
+            entries.append(_Entry(start, end, key, next(self._serials), msgid))
+        return entries
+
+    def _extend(self, fd, size):
+        """
+        The file grew: index what was appended, without reading what was
+        indexed before (unless the last message itself grew).
+        """
+        head = os.pread(fd, 6, self._size - 1) if self._size else b"\n"
+        if self._size == 0 or head.startswith(b"\nFrom "):
+            scanned = scanRecords(fd, self._size, size)
+        else:
+            # The last message was extended: index it again with the rest.
+            last = self.entries.pop()
+            self._serialList.pop()
+            self._byKey[last.key].remove(last)
+            self._byId.pop(last.msgid, None)
+            if not last.deleted:
+                self.live -= 1
+            scanned = scanRecords(fd, last.start, size)
+            if scanned and scanned[0][0] == last.start:
+                start, end, key, msgid = scanned.pop(0)
+                if msgid is None and key == last.key:
+                    msgid = last.msgid
+                last.end, last.key, last.msgid = end, key, msgid
+                self._add([last])
+        self._add(self._newEntries(scanned))
+        self._size = size
+
+    def _add(self, entries):
+        byId = self._byId
+        for entry in entries:
+            if entry.msgid is None or entry.msgid in byId:
+                # Another program's message, or a copy of an id header.
+                entry.msgid = contentId(entry.key, byId)
+            byId[entry.msgid] = entry
+            self.entries.append(entry)
+            self._serialList.append(entry.serial)
+            self._byKey.setdefault(entry.key, []).append(entry)
+            if not entry.deleted:
+                self.live += 1
+
+    def _replaceAll(self, entries):
+        self.entries = []
+        self._serialList = []
+        self._byKey = {}
+        self._byId = {}
+        self.live = 0
+        self._add(entries)
+
+    def _reindex(self, fd, size, ino):
+        """
+        Index the whole file again, keeping the serials of messages we knew
+        (matched by content) so that sessions' cursors stay where they were.
+        """
+        scanned = scanRecords(fd, 0, size)
+        known = {}
+        for entry in self.entries:
+            known.setdefault(entry.key, []).append(entry.serial)
+        serials = []
+        for start, end, key, msgid in scanned:
+            bucket = known.get(key)
+            serials.append(bucket.pop(0) if bucket else None)
+        matched = [s for s in serials if s is not None]
+        if matched != sorted(matched):
+            serials = [None] * len(serials)  # reordered by someone: start afresh
+        # The next matched serial after each position, in one backward pass.
+        following = [None] * len(serials)
+        upcoming = None
+        for i in range(len(serials) - 1, -1, -1):
+            following[i] = upcoming
+            if serials[i] is not None:
+                upcoming = serials[i]
+        # Give unmatched messages serials between their neighbours.
+        entries = []
+        previous = 0
+        for i, (start, end, key, msgid) in enumerate(scanned):
+            serial = serials[i]
+            if serial is None:
+                if following[i] is None:
+                    serial = next(self._serials)
+                else:
+                    serial = (previous + following[i]) / 2.0
+            entries.append(_Entry(start, end, key, serial, msgid))
+            previous = serial
+        self._replaceAll(entries)
+        self._ino = ino
+        self._size = size
+        # Marks are applied afresh from the journal.
+        self._journalIno = None
+        self._journalPos = 0
+
+    # -- operations (each runs under the locks)
+
+    def count(self):
+        with self.locked():
+            return self.live
+
+    def needsRepair(self):
+        """
+        Whether a crash left this mailbox with a torn append or a dot-lock
+        of a dead process (which other mail tools would wait on).
+        """
+        try:
+            st = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        intent = self._readIntent()
+        if intent is not None:
+            ino, start, end, _ = intent
+            if ino == st.st_ino and start < st.st_size < end:
+                return True
+        try:
+            os.stat(self._lockName, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return self._dotLockIsStale()
+
+    def append(self, records):
+        """
+        Append whole mbox records (each a list of byte strings), sync, and
+        index them.  On any error the
+        file is cut back to where it was and L{TemporaryFailure} raised.
+        """
+        with self.locked(journal=False) as handle:
+            fd = handle.fd
+            start = handle.stat.st_size
+            if self._tail is not None and self._tail[0] == start:
+                # Our last append ended the file, and nobody wrote since.
+                tail = self._tail[1]
+            else:
+                tail = os.pread(fd, 2, start - 2 if start >= 2 else 0)
+            prefix = b""
+            if start:
+                if not tail.endswith(b"\n"):
+                    prefix = b"\n\n"
+                elif not tail.endswith(b"\n\n") and start >= 2:
+                    prefix = b"\n"
+            chunks = [prefix] if prefix else []
+            for record in records:
+                chunks.extend(record)
+            end = start + sum(len(chunk) for chunk in chunks)
+            ino = handle.stat.st_ino
+            try:
+                intent = self._openIntent()
+            except OSError as e:
+                self._failedAppend(e)
+            try:
+                try:
+                    self._writeIntent(ino, start, end, sync=True,
+                                      head=_head(chunks, _INTENT_HEAD), fd=intent)
+                    _writeAll(fd, chunks, start)
+                    os.fdatasync(fd)
+                except OSError as e:
+                    self._undoAppend(fd, start)
+                    self._failedAppend(e)
+                self._writeIntent(ino, 0, 0, sync=False, fd=intent)
+            finally:
+                os.close(intent)
+            if prefix and self.entries:
+                last = self.entries[-1]
+                last.end += len(prefix)
+            # Index what we wrote from what we hold: no need to read it back.
+            offset = start + len(prefix)
+            written = []
+            for record in records:
+                length = sum(len(chunk) for chunk in record)
+                written.append(
+                    _Entry(offset, offset + length, _chunksKey(record),
+                           next(self._serials), recordId(_head(record, 160)))
+                )
+                offset += length
+            self._add(written)
+            self._size = end
+            self._mtime = os.fstat(fd).st_mtime_ns
+            self._tail = (end, _tailBytes(chunks, 2))
+
+    def _failedAppend(self, e):
+        log.error(
+            "mailbox {user}: delivery failed, nothing stored: {error}",
+            user=self.userid,
+            error=e,
+        )
+        raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
+
+    def _undoAppend(self, fd, start):
+        try:
+            os.ftruncate(fd, start)
+            os.fsync(fd)
+        except OSError:
+            # The intent stays: the next locked access cuts the tail.
+            log.failure("mailbox {user}: could not cut a failed append", user=self.userid)
+            return
+        try:
+            # Cut back: the intent must not later cut what another program
+            # appends from here.
+            self._writeIntent(0, 0, 0, sync=True)
+        except OSError:
+            log.failure("mailbox {user}: could not clear the append intent",
+                        user=self.userid)
+
+    def readAfter(self, serial):
+        """
+        The first message not deleted whose serial is above C{serial}.
+
+        @return: C{(serial, text)}, or L{None} when there is none.
+        """
+        with self.locked() as handle:
+            entries = self.entries
+            for i in range(bisect.bisect_right(self._serialList, serial), len(entries)):
+                entry = entries[i]
+                if not entry.deleted:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    return entry.serial, fromMboxRecord(record)
+            return None
+
+    # -- the mailbox view: messages by stable id
+
+    def readById(self, msgid):
+        """
+        The message with stable id C{msgid}, if not deleted.
+
+        @return: C{(serial, text)}
+        @raise NoSuchMessage: if there is none.
+        """
+        with self.locked() as handle:
+            entry = self._byId.get(msgid)
+            if entry is None or entry.deleted:
+                raise errors.NoSuchMessage()
+            record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+            return entry.serial, fromMboxRecord(record)
+
+    def listing(self, start, limit, newestFirst, cached):
+        """
+        A page of the messages not deleted, in mailbox order or the reverse.
+
+        @param cached: a container of the C{(id, key)} pairs whose summary
+            the caller holds already: their records are not read.
+        @return: C{(total, page)}, the page a L{list} of C{(id, key,
+            record)}, the record L{None} when cached.
+        """
+        with self.locked() as handle:
+            live = [entry for entry in self.entries if not entry.deleted]
+            if newestFirst:
+                live.reverse()
+            end = None if limit is None else start + limit
+            page = []
+            for entry in live[start:end]:
+                record = None
+                if (entry.msgid, entry.key) not in cached:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                page.append((entry.msgid, entry.key, record))
+            return len(live), page
+
+    def newSince(self, serial):
+        """
+        The messages not deleted that came after C{serial}, for new-mail
+        announcements.
+
+        @param serial: the highest serial already announced, or L{None} to
+            learn it without reading any message.
+        @return: C{(highest serial, [(id, key, record), ...])}
+        """
+        with self.locked() as handle:
+            top = self._serialList[-1] if self._serialList else 0
+            if serial is None:
+                return top, []
+            found = []
+            for i in range(bisect.bisect_right(self._serialList, serial), len(self.entries)):
+                entry = self.entries[i]
+                if not entry.deleted:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    found.append((entry.msgid, entry.key, record))
+            return max(top, serial), found
+
+    def markDeletedIds(self, msgids):
+        """
+        Record durably, with one journal write and sync, that the messages
+        with these stable ids are deleted; ids of messages already gone are
+        skipped.
+
+        @return: the L{list} of ids deleted now.
+        """
+        with self.locked():
+            entries = []
+            for msgid in dict.fromkeys(msgids):
+                entry = self._byId.get(msgid)
+                if entry is not None and not entry.deleted:
+                    entries.append(entry)
+            if not entries:
+                return []
+            lines = b"".join(e.key.hex().encode("ascii") + b"\n" for e in entries)
+            try:
+                self._appendJournal(lines)
+            except OSError as e:
+                log.error(
+                    "mailbox {user}: delete failed: {error}", user=self.userid, error=e
+                )
+                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
+            for entry in entries:
+                entry.deleted = True
+                self.live -= 1
+            return [entry.msgid for entry in entries]
+
+    def markDeleted(self, serial):
+        """
+        Record durably that the message with C{serial} is deleted.
+
+        @raise NoCurrentMessage: if it is gone or already deleted.
+        """
+        with self.locked():
+            i = bisect.bisect_left(self._serialList, serial)
+            if i == len(self.entries) or self.entries[i].serial != serial:
+                raise errors.NoCurrentMessage()
+            entry = self.entries[i]
+            if entry.deleted:
+                raise errors.NoCurrentMessage()
+            line = entry.key.hex().encode("ascii") + b"\n"
+            try:
+                self._appendJournal(line)
+            except OSError as e:
+                log.error(
+                    "mailbox {user}: delete failed: {error}", user=self.userid, error=e
+                )
+                raise errors.TemporaryFailure(os.strerror(e.errno) if e.errno else str(e))
+            entry.deleted = True
+            self.live -= 1
+
+    def expunge(self):
+        """
+        Rewrite the mailbox without its deleted messages and remove the
+        journal.  Crash-safe at every step.
+        """
+        with self.locked() as handle:
+            if self.live == len(self.entries):
+                return 0
+            kept = [e for e in self.entries if not e.deleted]
+            st = handle.stat
+            fd = os.open(
+                self._newName,
+                os.O_RDWR | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
+                0o600,
+                dir_fd=self._dirfd,
+            )
+            try:
+                try:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                except PermissionError:
+                    pass
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                offset = 0
+                newEntries = []
+                for entry in kept:
+                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    _writeAll(fd, [record], offset)
+                    newEntries.append(_Entry(offset, offset + len(record), entry.key,
+                                             entry.serial, entry.msgid))
+                    offset += len(record)
+                os.fsync(fd)
+                newIno = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+            self._appendJournal(b"expunged %d\n" % (newIno,))
+            os.rename(self._newName, self.userid, src_dir_fd=self._dirfd,
+                      dst_dir_fd=self._dirfd)
+            os.fsync(self._dirfd)
+            self._removeJournal()
+            removed = len(self.entries) - len(kept)
+            self._replaceAll(newEntries)
+            self._ino = newIno
+            self._size = offset
+            self._mtime = None
+            return removed

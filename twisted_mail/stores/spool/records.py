@@ -1,0 +1,173 @@
+"""
+The records of an mbox file: finding them (scanning), naming them (content
+keys, the ids of messages without an id line) and writing byte chunks.
+Synchronous helpers of L{twisted_mail.stores.spool.mboxfile}, for the mailbox thread.
+"""
+
+import base64
+import errno
+import hashlib
+import os
+
+from twisted_mail.mail.message import recordId
+
+_READ_CHUNK = 1 << 20
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+
+def _messageKey(record):
+    """
+    The identity of a stored message: a digest of its bytes, ignoring the
+    blank lines that end it (they change when another tool appends).
+    """
+    return hashlib.blake2b(record.rstrip(b"\n"), digest_size=16).digest()
+
+
+def _chunksKey(chunks):
+    """
+    L{_messageKey} of the concatenation of C{chunks}, without making it.
+    """
+    chunks = [c for c in chunks if len(c)]
+    end = len(chunks)
+    cut = 0
+    while end:
+        last = chunks[end - 1]
+        newlines = 0
+        while newlines < len(last) and last[len(last) - 1 - newlines] == 0x0A:
+            newlines += 1
+        if newlines < len(last):
+            cut = newlines
+            break
+        end -= 1
+    digest = hashlib.blake2b(digest_size=16)
+    if end:
+        for chunk in chunks[: end - 1]:
+            digest.update(chunk)
+        last = memoryview(chunks[end - 1])
+        digest.update(last[: len(last) - cut])
+    return digest.digest()
+
+
+class _Entry:
+    __slots__ = ("start", "end", "key", "serial", "deleted", "msgid")
+
+    def __init__(self, start, end, key, serial, msgid=None):
+        self.start = start
+        self.end = end
+        self.key = key
+        self.serial = serial
+        self.deleted = False
+        # The stable id: from the record's id header, else derived from its
+        # bytes when it is indexed (see MboxFile._add).
+        self.msgid = msgid
+
+
+def contentId(key, taken):
+    """
+    The stable id of a message another program wrote (it has no id header):
+    C{c} and 16 characters of its content digest, with C{-2}, C{-3}... for
+    byte-identical copies.  Ids we write are 16 characters, so the two kinds
+    never meet.
+
+    @param taken: a container of the ids in use.
+    """
+    base = "c" + base64.urlsafe_b64encode(key[:12]).decode("ascii")
+    msgid = base
+    n = 1
+    while msgid in taken:
+        n += 1
+        msgid = "{}-{}".format(base, n)
+    return msgid
+
+
+def scanRecords(fd, start, end):
+    """
+    Find the messages in C{[start, end)} of the file; C{start} is at a
+    separator or at the start of the file.  Text before the first
+    separator is not a message: it is kept in the file, never shown.
+
+    @return: a L{list} of C{(start, end, key, id)}, the id L{None} for
+        a record without an id header.
+    """
+    found = []
+    # From the start of the message being read.  A bytearray: appending
+    # a chunk and dropping a read message from the front don't copy the
+    # rest, so a huge message is scanned in linear time.
+    buf = bytearray()
+    bufStart = start
+    searchAt = 0
+    pos = start
+    while pos < end:
+        chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        pos += len(chunk)
+        buf += chunk
+        messageStart = 0
+        while True:
+            i = buf.find(b"\nFrom ", searchAt)
+            if i == -1:
+                break
+            cut = i + 1
+            record = bytes(buf[messageStart:cut])
+            if record.startswith(b"From "):
+                found.append(
+                    (bufStart + messageStart, bufStart + cut, _messageKey(record),
+                     recordId(record))
+                )
+            messageStart = searchAt = cut
+        if messageStart:
+            del buf[:messageStart]
+            bufStart += messageStart
+        searchAt = max(0, len(buf) - 5)
+    if buf.startswith(b"From "):
+        record = bytes(buf)
+        found.append((bufStart, bufStart + len(buf), _messageKey(record),
+                      recordId(record)))
+    return found
+
+
+def _head(chunks, n=32):
+    """
+    The first C{n} bytes of the concatenation of C{chunks}.
+    """
+    head = b""
+    for chunk in chunks:
+        head += bytes(chunk[: n - len(head)])
+        if len(head) >= n:
+            break
+    return head
+
+
+def _tailBytes(chunks, n):
+    """
+    The last C{n} bytes of the concatenation of C{chunks}.
+    """
+    tail = b""
+    for chunk in reversed(chunks):
+        tail = bytes(chunk[-(n - len(tail)):]) + tail
+        if len(tail) >= n:
+            break
+    return tail
+
+
+def _writeAll(fd, chunks, offset):
+    """
+    Write byte strings one after the other at C{offset}, with as few system
+    calls as the platform allows, going on after partial writes.
+    """
+    pending = [memoryview(c) for c in chunks if len(c)]
+    i = 0
+    while i < len(pending):
+        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
+        if n == 0:
+            raise OSError(errno.EIO, "write made no progress")
+        offset += n
+        while n:
+            size = len(pending[i])
+            if n >= size:
+                n -= size
+                i += 1
+            else:
+                pending[i] = pending[i][n:]
+                n = 0

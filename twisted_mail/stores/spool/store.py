@@ -1,0 +1,638 @@
+"""
+The mbox spool store: one mboxrd file per user in a spool directory (the
+files and their index are L{twisted_mail.stores.spool.mboxfile}).
+
+All file work runs in the mailbox thread pool, one job at a time per
+mailbox; the deliveries queued for a mailbox by the time its thread starts
+on them are written together, with one fsync (group commit).
+"""
+
+import itertools
+import os
+import secrets
+import stat
+import threading
+import time
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_mail import errors
+from twisted_mail.interfaces import IMailboxSession, IMailStore
+from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource
+from twisted_mail.stores.spool.mboxfile import LOCK_DEADLINE, MboxFile
+from twisted_mail.mail.message import (
+    buildHeaders,
+    fromMboxRecord,
+    idHeaderLine,
+    mboxRecordChunks,
+    separatorLine,
+)
+from twisted_mail.mail.mime import Listing, arrivalTime, summarize
+from twisted_mail.wire import normalizeUserId
+from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
+
+log = Logger()
+
+#: How often other processes' deliveries to a watched mailbox are looked
+#: for, in seconds (ACCESS.md: announced within 2 seconds).
+POLL_INTERVAL = 1.0
+
+
+def newMessageId():
+    """
+    A fresh stable id for a message we store: 16 URL-safe characters, 96
+    random bits, so never one given before (docs/mailbox-ids.rst).
+    """
+    return secrets.token_urlsafe(12)
+
+
+def _summarizeRecords(records):
+    """
+    Summaries of mbox records (in a worker thread: parsing costs about a
+    message's size).
+
+    @param records: C{(id, key, record)} triples.
+    @return: a L{dict} from C{(id, key)} to L{MessageSummary}.
+    """
+    summaries = {}
+    for msgid, key, record in records:
+        newline = record.find(b"\n")
+        arrived = arrivalTime(record[:newline]) if newline != -1 else 0
+        summaries[(msgid, key)] = summarize(fromMboxRecord(record), msgid, arrived)
+    return summaries
+
+
+class _Mailbox:
+    """
+    The reactor's side of one mailbox: runs L{MboxFile} jobs in the thread
+    pool one at a time, and gathers deliveries into batches.
+
+    A batch is taken when the mailbox thread starts on it, not when its job
+    is queued: deliveries that arrive while the job waits behind other
+    mailboxes' jobs go out with it, in the same write and sync.
+    """
+
+    def __init__(self, store, mbox):
+        self._store = store
+        self.mbox = mbox
+        self._lock = defer.DeferredLock()
+        # Shared with the mailbox thread, under _pendingLock: the queued
+        # deliveries, and whether a job to take them is queued.
+        self._pendingLock = threading.Lock()
+        self._pending = []
+        self._flushQueued = False
+        # Summaries already parsed, by (id, content key): a listing parses
+        # each message once, however often it is listed.
+        self.summaries = {}
+        # The _Watch of this mailbox while anyone subscribes to it.
+        self.watch = None
+
+    def run(self, f, *args):
+        """
+        Run C{f(*args)} in the thread pool once every job before it is done.
+        """
+        return self._lock.run(self._store._inMailboxThread, f, *args)
+
+    def append(self, separator, parts):
+        """
+        Queue a message (its C{From } line and its pieces, unquoted) for the
+        next batch.
+
+        @return: a L{Deferred} firing once it is stored for good, or failing
+            with L{MessageTooLarge} or L{TemporaryFailure}.
+        """
+        d = defer.Deferred()
+        with self._pendingLock:
+            self._pending.append(((separator, parts), d))
+            queue, self._flushQueued = not self._flushQueued, True
+        if queue:
+            self._lock.run(self._flush)
+        return d
+
+    def _takeAndBuild(self):
+        """
+        In the mailbox thread: take the queued deliveries and store them.
+
+        @return: the batch taken (pairs of message and L{Deferred}) and
+            what L{_build} said of it, or the L{Failure} it raised.
+        """
+        with self._pendingLock:
+            batch, self._pending = self._pending, []
+            self._flushQueued = False
+        if not batch:
+            return batch, []
+        try:
+            return batch, self._build([message for message, _ in batch])
+        except BaseException:
+            # Each waiting delivery must get an answer, whatever went wrong.
+            return batch, Failure()
+
+    def _build(self, messages):
+        """
+        In the mailbox thread: build each message's mbox record (quoting a
+        large body here, not on the reactor thread), refuse those over the
+        size limit, append the rest in one write and one sync.
+
+        @return: for each message, L{None} (stored) or the exception
+            refusing it.
+        """
+        outcomes = []
+        records = []
+        limit = self._store.maxMessageSize
+        for separator, parts in messages:
+            idLine = idHeaderLine(newMessageId())
+            record = mboxRecordChunks(separator, idLine, *parts)
+            # The id line is the store's, not the message's: not counted.
+            if sum(len(chunk) for chunk in record) - len(idLine) > limit:
+                outcomes.append(errors.MessageTooLarge(limit))
+            else:
+                outcomes.append(None)
+                records.append(record)
+        if records:
+            self.mbox.append(records)
+        return outcomes
+
+    def _flush(self):
+        def done(result):
+            batch, outcomes = result
+            if isinstance(outcomes, Failure):
+                f = outcomes
+                if not f.check(errors.MailError):
+                    log.failure("mailbox {user}: delivery failed", f,
+                                user=self.mbox.userid)
+                    f = Failure(errors.TemporaryFailure("the mailbox could not be written"))
+                for _, waiting in batch:
+                    waiting.errback(f)
+                return
+            for (_, waiting), outcome in zip(batch, outcomes):
+                if outcome is None:
+                    waiting.callback(None)
+                else:
+                    waiting.errback(outcome)
+            if self.watch is not None and None in outcomes:
+                self.watch.check()
+
+        return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
+
+    def summarized(self, records):
+        """
+        The summaries of C{records} (C{(id, key, record)} triples, the
+        record L{None} for those cached), parsing the new ones in a worker
+        thread and caching them.
+
+        @return: a L{Deferred} firing with a L{list} of L{MessageSummary}.
+        """
+        todo = [r for r in records if r[2] is not None]
+
+        def build(new):
+            self.summaries.update(new)
+            return [self.summaries[(msgid, key)] for msgid, key, _ in records]
+
+        if not todo:
+            return defer.succeed(build({}))
+        return self._store._inThread(_summarizeRecords, todo).addCallback(build)
+
+    def listing(self, start, limit, newestFirst):
+        def summarize(result):
+            total, page = result
+            if start == 0 and limit is None and len(self.summaries) > 2 * total + 100:
+                # Forget what is no longer in the mailbox.
+                live = {(msgid, key) for msgid, key, _ in page}
+                self.summaries = {k: v for k, v in self.summaries.items() if k in live}
+            return self.summarized(page).addCallback(
+                lambda summaries: Listing(total, summaries))
+
+        return self.run(
+            self.mbox.listing, start, limit, newestFirst, self.summaries
+        ).addCallback(summarize)
+
+
+class _Watch:
+    """
+    New-mail announcements for one mailbox: the listeners, and the highest
+    serial announced.  Checked after each delivery through this process,
+    and when the store's poll sees the file change (another process).
+    """
+
+    def __init__(self, mailbox, listeners):
+        self.mailbox = mailbox
+        self.listeners = listeners
+        self.seen = None
+        self.stamp = None
+        self._running = False
+        self._again = False
+        self.start()
+
+    def start(self):
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, None))
+
+    def check(self):
+        """
+        Announce the messages that arrived since the last check.
+        """
+        if self._running:
+            self._again = True
+            return
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, self.seen))
+
+    def _run(self, d):
+        self._running = True
+
+        def found(result):
+            top, records = result
+            baseline = self.seen is None
+            self.seen = top
+            if baseline or not records:
+                return None
+            return self.mailbox.summarized(records).addCallback(self._announce)
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: new-mail check failed", f,
+                            user=self.mailbox.mbox.userid)
+
+        def finished(_):
+            self._running = False
+            if self._again and self.mailbox.mbox.userid in self.listeners:
+                self._again = False
+                self.check()
+
+        d.addCallback(found).addErrback(failed).addBoth(finished)
+
+    def _announce(self, summaries):
+        self.listeners.announce(self.mailbox.mbox.userid, summaries)
+
+
+@implementer(IMailStore)
+class SpoolStore:
+    """
+    The L{IMailStore} of a spool directory of mbox files.
+
+    @param path: the spool directory (a L{FilePath} or a path); created
+        (mode 0700) if missing.
+    @param domain: the mail domain for addresses in headers.
+    @param maxMessageSize: the largest stored message, in bytes.
+    @param threadpool: the thread pool for mailbox jobs (reads, appends,
+        deletes, expunges); by default the reactor's.  A small pool of its
+        own (see L{mailboxThreadPool}) keeps them from competing for the
+        GIL with, and queueing ahead of, the quick work (LSTU, checks).
+    """
+
+    def __init__(
+        self,
+        path,
+        domain="localhost",
+        maxMessageSize=10 * 1024 * 1024,
+        reactor=None,
+        threadpool=None,
+        clock=time.time,
+        lockDeadline=LOCK_DEADLINE,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self.path = getattr(path, "path", path)
+        self.domain = domain
+        self.maxMessageSize = maxMessageSize
+        self._clock = clock
+        self._lockDeadline = lockDeadline
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self._lockSource = LockSource(self._dirfd)
+        self._mailboxes = {}
+        self._watched = {}
+        self._listeners = Listeners(first=self._watch, last=self._unwatch)
+        self._poll = None
+        self._serials = itertools.count(1)
+        # Users known to exist.  Only positive answers are kept: a mailbox
+        # removed by hand is still found missing when a delivery opens it.
+        self._known = set()
+
+    def close(self):
+        """
+        Release the spool directory (for tests that make many stores).
+        """
+        self.stopWatching()
+        if self._dirfd is not None:
+            self._lockSource.remove()
+            os.close(self._dirfd)
+            self._dirfd = None
+
+    def subscribe(self, userid, listener):
+        return self._listeners.subscribe(userid, listener)
+
+    def _watch(self, userid):
+        # The first listener of a mailbox: watch it for new mail.
+        mailbox = self._mailbox(userid)
+        mailbox.watch = _Watch(mailbox, self._listeners)
+        self._watched[userid] = mailbox
+        if self._poll is None:
+            from twisted.internet.task import LoopingCall
+
+            self._poll = LoopingCall(self._pollWatched)
+            self._poll.clock = self._reactor
+            self._poll.start(POLL_INTERVAL, now=False).addErrback(
+                lambda f: log.failure("new-mail poll stopped", f))
+
+    def _unwatch(self, userid):
+        # The last listener of a mailbox is gone.
+        mailbox = self._watched.pop(userid, None)
+        if mailbox is not None:
+            mailbox.watch = None
+        if not self._watched:
+            self.stopWatching()
+
+    def stopWatching(self):
+        """
+        Stop looking for other processes' deliveries (when the server
+        stops).
+        """
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
+
+    def _pollWatched(self):
+        """
+        Look, in a worker thread, whether a watched mailbox file changed;
+        check those that did for new mail.
+        """
+        users = list(self._watched)
+        if not users or self._dirfd is None:
+            return None
+
+        def stamps():
+            found = {}
+            for userid in users:
+                try:
+                    st = os.stat(userid, dir_fd=self._dirfd, follow_symlinks=False)
+                except OSError:
+                    continue
+                found[userid] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            return found
+
+        def compare(found):
+            for userid, stamp in found.items():
+                mailbox = self._watched.get(userid)
+                if mailbox is None or mailbox.watch is None:
+                    continue
+                if mailbox.watch.stamp != stamp:
+                    mailbox.watch.stamp = stamp
+                    mailbox.watch.check()
+
+        return self._inThread(stamps).addCallback(compare).addErrback(
+            lambda f: log.failure("new-mail poll failed", f))
+
+    def removeLockSource(self):
+        """
+        Remove the file this process's dot-locks are made from (see
+        L{LockSource}): for when the server stops, after the last mailbox
+        job.
+        """
+        self._lockSource.remove()
+
+    def _inThread(self, f, *args):
+        """
+        Run quick blocking work (directory listing, a stat) in the reactor's
+        thread pool.
+        """
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
+    def _inMailboxThread(self, f, *args):
+        """
+        Run a mailbox job in the mailbox thread pool.
+        """
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def _mailbox(self, userid):
+        mailbox = self._mailboxes.get(userid)
+        if mailbox is None:
+            mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline,
+                            self._lockSource)
+            mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
+        return mailbox
+
+    def listUsers(self):
+        return self._inThread(self._listUsers)
+
+    def repairNow(self):
+        """
+        Repair what a crash left in the spool: cut torn appends off and
+        remove dot-locks of dead processes, so that other mail tools see
+        whole mailboxes.  Synchronous: meant for start-up, before any client
+        is served.
+
+        @return: the L{list} of user ids repaired.
+        """
+        self._lockSource.removeStale()
+        repaired = []
+        for userid in self._listUsers():
+            mailbox = self._mailbox(userid)
+            try:
+                if mailbox.mbox.needsRepair():
+                    mailbox.mbox.count()
+                    repaired.append(userid)
+            except errors.MailError as e:
+                log.warn("mailbox {user} not repaired at start: {why}", user=userid,
+                         why=str(e))
+        return repaired
+
+    def _listUsers(self):
+        users = []
+        for entry in os.scandir(self._dirfd):
+            try:
+                valid = normalizeUserId(entry.name) == entry.name
+            except errors.InvalidUserId:
+                continue
+            if valid and entry.is_file(follow_symlinks=False):
+                users.append(entry.name)
+        users.sort()
+        return users
+
+    @userIdArgument
+    def addUser(self, userid):
+        return self._inThread(self._addUser, userid).addCallback(self._remember)
+
+    def _addUser(self, userid):
+        try:
+            fd = os.open(
+                userid,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS,
+                0o600,
+                dir_fd=self._dirfd,
+            )
+        except FileExistsError:
+            raise errors.UserExists(userid)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.fsync(self._dirfd)
+        return userid
+
+    @userIdArgument
+    def hasUser(self, userid):
+        if userid in self._known:
+            return defer.succeed(userid)
+        return self._inThread(self._hasUser, userid).addCallback(self._remember)
+
+    def _remember(self, userid):
+        self._known.add(userid)
+        return userid
+
+    def _hasUser(self, userid):
+        try:
+            st = os.stat(userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise errors.NoSuchUser(userid)
+        if not stat.S_ISREG(st.st_mode):
+            log.error("refusing spool file {user}: not a regular file", user=userid)
+            raise errors.MailboxUnavailable(userid)
+        return userid
+
+    @userIdArgument
+    def openMailbox(self, userid):
+        mailbox = self._mailbox(userid)
+        return mailbox.run(mailbox.mbox.count).addCallback(
+            lambda count: _SpoolSession(mailbox, userid, count)
+        )
+
+    @receiverArgument
+    def deliver(self, sender, receiver, body):
+        when = self._clock()
+        headers = buildHeaders(sender, receiver, self.domain, when)
+        address = "{}@{}".format(sender, self.domain)
+        if isinstance(body, (bytes, bytearray)):
+            body = [body]
+        return self._append(address, receiver, when, headers, *body)
+
+    @receiverArgument
+    def deliverMessage(self, envelopeSender, receiver, message):
+        if isinstance(message, (bytes, bytearray)):
+            message = [message]
+        return self._append(envelopeSender, receiver, self._clock(), *message)
+
+    def _append(self, envelopeSender, receiver, when, *parts):
+        separator = separatorLine(envelopeSender.encode("utf-8", "replace"), when)
+        # Quoting only adds bytes: what is too large already is refused now;
+        # the exact stored size is checked as the record is built.
+        if len(separator) + sum(len(part) for part in parts) > self.maxMessageSize:
+            return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
+        # Pieces, not one string: a large body is written without a copy.
+        return self._mailbox(receiver).append(separator, parts)
+
+
+@implementer(IMailboxSession)
+class _SpoolSession:
+    def __init__(self, mailbox, userid, count):
+        self._mailbox = mailbox
+        self.userid = userid
+        self.count = count
+        self._cursor = 0
+        self._current = None
+        self._deletedHere = False
+        self._closed = False
+
+    def readMessage(self):
+        def read(found):
+            if found is None:
+                raise errors.NoMoreMail()
+            self._cursor, text = found
+            self._current = self._cursor
+            return text
+
+        return self._mailbox.run(self._mailbox.mbox.readAfter, self._cursor).addCallback(
+            read
+        )
+
+    def deleteMessage(self):
+        if self._current is None:
+            return defer.fail(errors.NoCurrentMessage())
+        serial = self._current
+
+        def deleted(_):
+            self._deletedHere = True
+            if self._current == serial:
+                self._current = None
+
+        def gone(f):
+            f.trap(errors.NoCurrentMessage)
+            self._current = None
+            return f
+
+        return (
+            self._mailbox.run(self._mailbox.mbox.markDeleted, serial)
+            .addCallbacks(deleted, gone)
+        )
+
+    # -- the mailbox view
+
+    def listMessages(self, start=0, limit=None, newestFirst=False):
+        return self._mailbox.listing(start, limit, newestFirst)
+
+    def fetchMessage(self, msgid):
+        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
+            lambda found: found[1])
+
+    def selectMessage(self, msgid):
+        def selected(found):
+            self._cursor, text = found
+            self._current = self._cursor
+            return text
+
+        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
+            selected)
+
+    def deleteMessages(self, msgids):
+        def deleted(ids):
+            if ids:
+                self._deletedHere = True
+            return ids
+
+        return self._mailbox.run(
+            self._mailbox.mbox.markDeletedIds, list(msgids)).addCallback(deleted)
+
+    def close(self):
+        mbox = self._mailbox.mbox
+        # Expunge our deletes, and any left by a session that never ended
+        # (a crash): marks are durable, so this is only housekeeping.
+        pending = self._deletedHere or mbox.live != len(mbox.entries)
+        if self._closed or not pending:
+            self._closed = True
+            return defer.succeed(None)
+        self._closed = True
+
+        def failed(f):
+            # The marks are durable: the next session's end expunges them.
+            log.failure("mailbox {user}: expunge failed", f, user=self.userid)
+
+        return (
+            self._mailbox.run(self._mailbox.mbox.expunge)
+            .addCallback(lambda removed: None)
+            .addErrback(failed)
+        )
+
+
+
+def mailboxThreadPool(size=1):
+    """
+    A thread pool for a L{SpoolStore}'s mailbox jobs; start and stop it
+    with the service that owns the store (see L{twisted_mail.service.tap}).
+
+    One thread by default: measured on 2 cores, one mailbox thread beside
+    the reactor gave 33-52% more durable deliveries per second than ten
+    (fewer threads contending for the GIL, and larger group commits), and
+    kept LSTU answered quickly.
+
+    @rtype: L{twisted.python.threadpool.ThreadPool}
+    """
+    from twisted.python.threadpool import ThreadPool
+
+    return ThreadPool(minthreads=1, maxthreads=size, name="simplemail-mailboxes")
