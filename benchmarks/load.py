@@ -16,7 +16,7 @@ waiting for each acknowledgement before the next message.  The servers:
                      oneline    SEND u<r> <1 KiB text> / +OK
                      pipelined  SEND u<r> + body + "." in one write / +OK +OK
   simplemail-smtp  simplemail's SMTP ingress (twistd simplemail --smtp
-                   ENDPOINT, twisted_mail/smtp/), driven by the same SMTP
+                   ENDPOINT, twisted_mail/doors/smtp/), driven by the same SMTP
                    client as the peers; the mailboxes are made and counted,
                    and the probes sent, on its line-protocol port
   twisted          Twisted ESMTP + Maildir (peers.py)

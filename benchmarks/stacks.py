@@ -49,14 +49,14 @@ import sys
 CATEGORIES = [
     ("logging", re.compile(r"twisted/logger/|Logger\.(info|warn|error|failure|emit)")),
     ("build record", re.compile(
-        r"twisted_mail/message\.py|StoreMessage\._compose|receivedHeader|format_datetime"
+        r"twisted_mail/mail/message\.py|StoreMessage\._compose|receivedHeader|format_datetime"
         r"|StoreDelivery\.receivedHeader")),
     ("spool locking", re.compile(r"MboxFile\.locked|_GeneratorContextManager\.__(enter|exit)__")),
     ("spool append", re.compile(r"MboxFile\.append|_writeAll|_chunksKey")),
     ("thread hop", re.compile(
         r"deferToThread|threadpool\.py|_threads/|queue\.py|threading\.py|callFromThread"
         r"|_Waker|_UnixWaker|waker")),
-    ("protocol", re.compile(r"twisted_mail/(server|smtp/\w+|wire)\.py|twisted/mail/smtp\.py"
+    ("protocol", re.compile(r"twisted_mail/(doors/line|doors/\w+/\w+|doors/connections|wire)\.py|twisted/mail/smtp\.py"
                             r"|twisted/protocols/basic\.py"
                             r"|patchSmtpNoPause")),
     ("transport", re.compile(r"twisted/internet/(tcp|abstract)\.py")),

@@ -1,5 +1,5 @@
 """
-Tests for the web inbox and JSON API (twisted_mail/web/): every endpoint
+Tests for the web inbox and JSON API (twisted_mail/doors/web/): every endpoint
 and status of ACCESS.md's table, auth and CSRF, hostile input, through the
 real site over in-memory connections against L{MemoryStore}.
 """

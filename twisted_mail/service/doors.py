@@ -50,7 +50,7 @@ def _lineDoor(parts):
 
 
 def _smtpDoor(parts):
-    # SMTP ingress (twisted_mail/smtp.py, docs/smtp.rst).
+    # SMTP ingress (twisted_mail/doors/smtp/, docs/smtp.rst).
     from twisted_mail.doors.smtp import makeSMTPFactoryFromOptions
 
     factory = makeSMTPFactoryFromOptions(parts.options, parts.store, parts.reactor)
@@ -96,7 +96,7 @@ def _pop3Door(parts):
 
 
 def _webDoor(parts):
-    # The web inbox and JSON API (twisted_mail/web/, docs/web.rst).  With
+    # The web inbox and JSON API (twisted_mail/doors/web/, docs/web.rst).  With
     # --workers, login sessions live in the spool directory, where every
     # worker sees them (docs/workers.rst); with --database, in a temporary
     # directory of this machine.

@@ -172,7 +172,7 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
-    # -- the web inbox and JSON API (twisted_mail/web/, docs/web.rst)
+    # -- the web inbox and JSON API (twisted_mail/doors/web/, docs/web.rst)
 
     opt_web = _endpointOption(
         "web",
@@ -181,7 +181,7 @@ class Options(usage.Options):
         "(repeatable; off by default)."
     )
 
-    # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
+    # -- SMTP ingress and submission (twisted_mail/doors/smtp/, docs/smtp.rst)
 
     opt_smtp = _endpointOption(
         "smtp",
@@ -235,7 +235,7 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e))
 
-    # -- POP3 (twisted_mail/pop3.py, docs/pop3.rst)
+    # -- POP3 (twisted_mail/doors/pop3/, docs/pop3.rst)
 
     opt_pop3 = _endpointOption(
         "pop3",

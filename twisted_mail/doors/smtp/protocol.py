@@ -393,7 +393,7 @@ class SMTPServerProtocol(smtp.ESMTP):
             + (b" AUTH" if self.submission else b""),
         )
 
-    # -- submission: AUTH (twisted_mail/smtp/submission.py)
+    # -- submission: AUTH (twisted_mail/doors/smtp/submission.py)
 
     def _protected(self):
         return bool(self.startedTLS)
