@@ -199,3 +199,59 @@ class LayoutTests(SynchronousTestCase):
             if n > MAX_LINES:
                 long.append("{} ({} lines)".format(module, n))
         self.assertEqual(long, [])
+
+
+class PackagingTests(SynchronousTestCase):
+    """
+    What setup.cfg ships matches the tree: moving a file must not drop it
+    from an installed copy.
+    """
+
+    def setUp(self):
+        import configparser
+
+        self.config = configparser.ConfigParser()
+        self.config.read(os.path.join(os.path.dirname(PACKAGE), "setup.cfg"))
+
+    def test_entryPointsResolve(self):
+        """
+        Every console script of setup.cfg names a function that exists.
+        """
+        import importlib
+
+        scripts = self.config["options.entry_points"]["console_scripts"]
+        names = []
+        for line in filter(None, (x.strip() for x in scripts.splitlines())):
+            name, target = (x.strip() for x in line.split("=", 1))
+            module, function = target.split(":")
+            self.assertTrue(callable(getattr(importlib.import_module(module), function)), line)
+            names.append(name)
+        self.assertIn("simplemail", names)
+
+    def test_dataFilesShipped(self):
+        """
+        Every file of the package that is not Python is named by a
+        package_data pattern of setup.cfg.
+        """
+        import fnmatch
+
+        patterns = {}
+        for package, globs in self.config["options.package_data"].items():
+            patterns[package] = [g.strip() for g in globs.split(",")]
+        missing = []
+        for root, dirs, files in os.walk(PACKAGE):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
+                if name.endswith((".py", ".pyc")):
+                    continue
+                path = os.path.relpath(os.path.join(root, name), os.path.dirname(PACKAGE))
+                shipped = False
+                for package, globs in patterns.items():
+                    prefix = package.replace(".", "/") + "/"
+                    if path.startswith(prefix) and any(
+                        fnmatch.fnmatch(path[len(prefix):], g) for g in globs
+                    ):
+                        shipped = True
+                if not shipped:
+                    missing.append(path)
+        self.assertEqual(missing, [])
