@@ -232,7 +232,18 @@ class MailRealm:
         return IMailAccount, MailAccount(userid), lambda: None
 
 
-def makePortal(passwordFile, reactor=None, throttle=None):
+class MailPortal(Portal):
+    """
+    The L{Portal} of mail users; C{throttle} is its login throttle (the
+    doors' sign-up runs through it too).
+    """
+
+    def __init__(self, realm, throttle):
+        Portal.__init__(self, realm, [throttle])
+        self.throttle = throttle
+
+
+def makePortal(passwordFile, reactor=None, throttle=None, counts=None):
     """
     A L{Portal} logging mail users in with the passwords of C{passwordFile},
     through the one login throttle (L{twisted_mail.logins.throttle}) that every
@@ -240,6 +251,12 @@ def makePortal(passwordFile, reactor=None, throttle=None):
 
     @param throttle: the L{twisted_mail.logins.throttle.LoginThrottle} keyword
         arguments (C{failureDelay}, C{concurrency}), for tests.
+    @param counts: the throttle's L{twisted_mail.logins.throttle.ISharedCounts}
+        (shared by the workers and servers of one spool or database; by
+        default this process's memory).
     """
     checker = PasswordFileChecker(passwordFile, reactor=reactor)
-    return Portal(MailRealm(), [LoginThrottle(checker, clock=reactor, **(throttle or {}))])
+    return MailPortal(
+        MailRealm(),
+        LoginThrottle(checker, clock=reactor, counts=counts, **(throttle or {})),
+    )

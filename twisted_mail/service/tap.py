@@ -162,6 +162,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
         idleTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
         reactor=reactor,
+        signup=not options["no-signup"],
     )
     parts = ServerParts(options, reactor, store, portal, passwordFile, factory, secret)
     # Each door's factory, built before anything listens.

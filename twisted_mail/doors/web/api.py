@@ -24,6 +24,7 @@ from twisted.web import resource, server
 
 from twisted_mail import errors
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt
+from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.doors.web.openapi import openAPIDocument
@@ -75,6 +76,7 @@ _STORE_ERRORS = [
     (errors.MailboxUnavailable, 503),
     (errors.ProtocolError, 400),
     (errors.LoginFailed, 401),
+    (errors.SignupLimited, 429),
 ]
 
 
@@ -119,8 +121,10 @@ class WebAPI(resource.Resource):
 
     def __init__(self, store, domain, portal=None, passwordFile=None,
                  maxMessageSize=10 * 1024 * 1024, sessions=None, reactor=None,
-                 inThread=None):
+                 inThread=None, signup=True):
         resource.Resource.__init__(self)
+        # False with --no-signup: POST /users is refused, whatever the name.
+        self.signup = signup
         if reactor is None:
             from twisted.internet import reactor
         self.store = store
@@ -206,6 +210,9 @@ class WebAPI(resource.Resource):
         if n == 1 and path[0] == "session":
             return self._handle(request, method, {b"GET": self.getSession}, auth=False)
         if n == 1 and path[0] == "users":
+            if method == b"POST" and not self.signup:
+                # Before the login: the same refusal for anyone.
+                raise HTTPError(403, str(errors.SignupClosed()))
             return self._handle(request, method,
                                 {b"GET": self.getUsers, b"POST": self.postUser})
         if n >= 3 and path[0] == "users":
@@ -480,17 +487,20 @@ class WebAPI(resource.Resource):
             raise HTTPError(400, "passwords are not enabled on this server")
         if self.passwordFile is not None and not password:
             raise HTTPError(400, "password is required")
-        d = self.store.addUser(userid)
-        if self.passwordFile is not None:
-            d.addCallback(lambda userid: self.inThread(
-                self.passwordFile.setPassword, userid, password).addCallback(
-                    lambda _: userid))
+        d = self._createAccount(request, userid, password)
 
         def added(userid):
             log.info("web: added user {user}", user=userid)
             return 201, {"user": userid}
 
         return d.addCallback(added)
+
+    def _createAccount(self, request, userid, password):
+        # Sign-up through the login throttle (twisted_mail/logins/signup.py).
+        return createAccount(
+            self.store, userid, password, self.passwordFile, self.inThread, self.portal,
+            getattr(request.getClientAddress(), "host", None),
+        )
 
     def getMessages(self, request, who, user):
         userid = self._own(who, user)
