@@ -321,11 +321,13 @@ class _AddressTurn:
     The attempts of one address, one at a time.
     """
 
-    __slots__ = ("running", "waiting")
+    __slots__ = ("running", "waiting", "refused")
 
     def __init__(self):
         self.running = False
         self.waiting = collections.deque()
+        # Attempts refused unchecked while the queue was full.
+        self.refused = 0
 
 
 class TooManyWaiting(credError.UnauthorizedLogin):
@@ -444,10 +446,13 @@ class LoginThrottle:
             turn.running = True
             return defer.succeed(None)
         if len(turn.waiting) >= MAX_WAITING:
-            log.warn(
-                "login refused unchecked from {peer}: {n} attempts already waiting",
-                peer=address, n=len(turn.waiting),
-            )
+            turn.refused += 1
+            if turn.refused == 1:
+                # Once while the queue stays full, not once per attempt.
+                log.warn(
+                    "logins refused unchecked from {peer}: {n} attempts already "
+                    "waiting", peer=address, n=len(turn.waiting),
+                )
             return None
         d = defer.Deferred()
         turn.waiting.append(d)
@@ -555,10 +560,11 @@ class LoginThrottle:
         def counted(scores):
             fromAddress, forUser = scores
             log.warn(
-                "login refused for {user} from {peer} ({address} failures from this "
-                "address, {failures} for this user name, recently)",
+                "login refused for {user} from {peer}: {reason} ({address} failures "
+                "from this address, {failures} for this user name, recently)",
                 user=user,
                 peer=peer or "an unknown address",
+                reason=_reason(failure),
                 address=math.ceil(fromAddress),
                 failures=math.ceil(forUser),
             )
@@ -596,6 +602,17 @@ class LoginThrottle:
             return True
 
         return self.counts.update([key], now, change)
+
+
+def _reason(failure):
+    """
+    Why a check failed, for the log: the text of its error (the checker
+    names the reason; never the password), or its kind.
+    """
+    if failure.check(credError.UnauthorizedLogin) and not failure.value.args:
+        return "refused"
+    text = str(failure.value)
+    return text if text else type(failure.value).__name__
 
 
 def _tooMany():

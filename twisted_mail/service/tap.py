@@ -153,7 +153,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
     portal = passwordFile = None
     if options["passwords"]:
         passwordFile = PasswordFile(options["passwords"])
-        portal = makePortal(passwordFile, reactor=reactor)
+        portal = makePortal(passwordFile, reactor=reactor, store=store)
     factory = MailServerFactory(
         store,
         portal=portal,

@@ -347,8 +347,7 @@ class WebAPI(resource.Resource):
         if not failure.check(HTTPError):
             if not failure.check(UnauthorizedLogin, errors.MailError):
                 log.failure("login failed unexpectedly", failure=failure)
-            log.info("failed web login from {peer}",
-                     peer=getattr(request.getClientAddress(), "host", "?"))
+            # The login throttle logged the refusal, with its reason.
             raise self._loginNeeded(request, "login failed")
         return failure
 
@@ -460,8 +459,7 @@ class WebAPI(resource.Resource):
 
         def refused(failure):
             failure.trap(UnauthorizedLogin, errors.MailError)
-            log.info("failed web login from {peer}",
-                     peer=getattr(request.getClientAddress(), "host", "?"))
+            # The login throttle logged the refusal, with its reason.
             raise HTTPError(401, "login failed")
 
         return d.addCallbacks(loggedIn, refused)
