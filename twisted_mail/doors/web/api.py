@@ -308,10 +308,15 @@ class WebAPI(resource.Resource):
         if self.portal is None:
             return defer.succeed(_Auth())
         token = request.getCookie(COOKIE)
-        if token:
-            userid = self.sessions.user(token)
-            if userid is not None:
-                return defer.succeed(_Auth(userid, token))
+        if not token:
+            return self._basicAuth(request)
+        # Sessions may answer later (in the database with --database).
+        d = defer.maybeDeferred(self.sessions.user, token)
+        return d.addCallback(
+            lambda userid: _Auth(userid, token) if userid is not None
+            else self._basicAuth(request))
+
+    def _basicAuth(self, request):
         header = request.getHeader(b"authorization")
         if header and header[:6].lower() == b"basic ":
             try:
@@ -436,12 +441,10 @@ class WebAPI(resource.Resource):
         return HANDLED
 
     def getSession(self, request):
-        userid = None
-        if self.portal is not None:
-            token = request.getCookie(COOKIE)
-            if token:
-                userid = self.sessions.user(token)
-        return 200, {"user": userid, "passwords": self.portal is not None}
+        token = request.getCookie(COOKIE) if self.portal is not None else None
+        d = defer.maybeDeferred(self.sessions.user, token) if token else defer.succeed(None)
+        return d.addCallback(
+            lambda userid: (200, {"user": userid, "passwords": self.portal is not None}))
 
     def postLogin(self, request):
         body = self._json(request, {"user": (str, True), "password": (str, True)})
@@ -451,7 +454,10 @@ class WebAPI(resource.Resource):
                         body["password"].encode("utf-8"))
 
         def loggedIn(userid):
-            token = self.sessions.create(userid)
+            return defer.maybeDeferred(self.sessions.create, userid).addCallback(
+                created, userid)
+
+        def created(token, userid):
             request.addCookie(COOKIE, token, path=b"/", httpOnly=True,
                               sameSite="Strict", secure=request.isSecure() or None)
             log.info("web login of {user}", user=userid)
@@ -466,13 +472,22 @@ class WebAPI(resource.Resource):
 
     def postLogout(self, request):
         token = request.getCookie(COOKIE)
-        if token and self.sessions is not None and self.sessions.user(token):
-            if request.getHeader(b"x-simplemail") != b"1":
-                raise HTTPError(403, "the header X-Simplemail: 1 is required")
-            self.sessions.end(token)
-        request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, sameSite="Strict",
-                          max_age=b"0")
-        return 204, None
+        d = defer.succeed(None)
+        if token and self.sessions is not None:
+            d = defer.maybeDeferred(self.sessions.user, token)
+
+        def found(userid):
+            if userid:
+                if request.getHeader(b"x-simplemail") != b"1":
+                    raise HTTPError(403, "the header X-Simplemail: 1 is required")
+                return self.sessions.end(token)
+
+        def ended(_):
+            request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, sameSite="Strict",
+                              max_age=b"0")
+            return 204, None
+
+        return d.addCallback(found).addCallback(ended)
 
     def getUsers(self, request, who):
         return self.store.listUsers().addCallback(lambda users: (200, {"users": users}))
