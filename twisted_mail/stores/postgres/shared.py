@@ -66,7 +66,8 @@ class DatabaseCounts:
     def update(self, keys, now, change):
         self._updates += 1
         sweep = self._updates % self._sweepEvery == 0
-        return self._store.inDatabase(self._update, list(keys), now, change, sweep)
+        # In one order everywhere: two servers never lock each other's keys crosswise.
+        return self._store.inDatabase(self._update, sorted(keys), now, change, sweep)
 
     def _update(self, conn, keys, now, change, sweep):
         with conn.transaction():
