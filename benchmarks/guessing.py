@@ -98,11 +98,13 @@ class Attack:
         self.seconds = seconds
         self.guesses = 0
         self.reconnects = 0
+        self.connectErrors = {}
         self.accepted = 0
         self.replies = []
 
     async def run(self):
         self.deadline = time.monotonic() + self.seconds
+        self.connecting = asyncio.Semaphore(16)
         await asyncio.gather(*(self.attacker(i) for i in range(self.connections)))
 
     async def attacker(self, number):
@@ -112,14 +114,23 @@ class Attack:
             remaining = self.deadline - time.monotonic()
             try:
                 if connection is None:
-                    connection = await openFrom(
-                        self.port, self.sources[number], timeout=remaining)
+                    # A few connects at a time: the server's listen backlog
+                    # (50) would drop the rest's handshakes for seconds.
+                    async with self.connecting:
+                        connection = await openFrom(
+                            self.port, self.sources[number], timeout=remaining)
                 connection.timeout = max(0.01, self.deadline - time.monotonic())
                 await connection.command(b"USER " + VICTIM.encode())
                 guess += 1
                 connection.send("PASS guess-{}-{}\r\n".format(number, guess).encode())
                 line = await connection.readLine()
-            except (asyncio.TimeoutError, BenchError, OSError, ConnectionError):
+            except (asyncio.TimeoutError, BenchError, OSError, ConnectionError) as e:
+                if connection is None:
+                    # Could not connect: counted, and tried again after a
+                    # pause (never a busy loop).
+                    key = type(e).__name__
+                    self.connectErrors[key] = self.connectErrors.get(key, 0) + 1
+                    await asyncio.sleep(0.2)
                 if connection is not None:
                     await connection.close()
                     connection = None
@@ -218,6 +229,9 @@ def main(argv=None):
         checks, checks / elapsed / addresses))
     print("  guesses answered: {} ({:.1f} guesses/s), accepted: {}, reconnects: {}".format(
         attack.guesses, attack.guesses / elapsed, attack.accepted, attack.reconnects))
+    if attack.connectErrors:
+        print("  failed connection attempts: {}".format(", ".join(
+            "{} {}".format(n, kind) for kind, n in sorted(attack.connectErrors.items()))))
     print("  refusals seen: {}".format(
         ", ".join(r.decode("ascii", "replace") for r in attack.replies) or "-"))
     print("  server CPU during the attack: {:.1f} s in {:.1f} s".format(cpu, elapsed))

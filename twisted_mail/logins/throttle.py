@@ -37,7 +37,7 @@ name, a password and the client's address):
      lock any user out.
   5. B{A bound on concurrent hashing, with priority.}  At most
      L{hashingConcurrency} password checks (scrypt, 16 MiB and ~50 ms each)
-     run at once.  Waiting checks are served in three tiers: first a clean
+     run at once, and one more for the first tier only.  Waiting checks are served in three tiers: first a clean
      address's attempt on a user name with no recent failure, then other
      clean addresses' attempts, then those of addresses that have failed.
      A tier-one attempt whose user name fails while it waits drops to the
@@ -272,43 +272,57 @@ def _signupKey(address):
 
 class _Slots:
     """
-    A counting semaphore whose waiters come in tiers (0 first).  A waiter's
-    tier is asked again when it comes up (C{tierNow}): one that has fallen
-    to a lower tier meanwhile goes to the back of that tier's queue.
+    A counting semaphore whose waiters come in tiers (0 first), with
+    C{spare} more slots that only tier 0 may use: a clean address's first
+    check never waits for an attacker's hash to end.  A waiter's tier is
+    asked again when it comes up (C{tierNow}): one that has fallen to a
+    lower tier meanwhile goes to the back of that tier's queue.
     """
 
-    def __init__(self, tokens, tiers=3):
+    def __init__(self, tokens, spare=1, tiers=3):
         self.tokens = tokens
+        self.spare = spare
         self._queues = [collections.deque() for _ in range(tiers)]
 
     def run(self, tier, tierNow, f, *args):
         if self.tokens > 0:
             self.tokens -= 1
+            fromSpare = False
+            d = defer.succeed(None)
+        elif tier == 0 and self.spare > 0:
+            self.spare -= 1
+            fromSpare = True
             d = defer.succeed(None)
         else:
+            fromSpare = None  # told by the releaser
             d = defer.Deferred()
             self._queues[tier].append((tier, tierNow, d))
-        d.addCallback(lambda _: defer.maybeDeferred(f, *args))
+        d.addCallback(lambda spare: defer.maybeDeferred(f, *args).addBoth(
+            self._release, fromSpare if spare is None else spare))
+        return d
 
-        def release(result):
-            waiter = self._next()
-            if waiter is not None:
-                waiter.callback(None)
-            else:
-                self.tokens += 1
-            return result
+    def _release(self, result, spare):
+        d = self._next(0 if spare else len(self._queues) - 1)
+        if d is not None:
+            d.callback(spare)
+        elif spare:
+            self.spare += 1
+        else:
+            self.tokens += 1
+        return result
 
-        return d.addBoth(release)
-
-    def _next(self):
-        for index, queue in enumerate(self._queues):
+    def _next(self, lowest):
+        """
+        The next waiter of tier C{lowest} or better, or L{None}.
+        """
+        for index in range(lowest + 1):
+            queue = self._queues[index]
             while queue:
                 tier, tierNow, d = queue.popleft()
                 now = tierNow()
                 if now > tier:
                     self._queues[now].append((now, tierNow, d))
-                    if now > index:
-                        continue
+                    continue
                 return d
         return None
 
