@@ -187,3 +187,75 @@ class DatabaseSessionsTests(SynchronousTestCase):
         self.assertEqual(second.request("POST", "/api/v1/logout").code, 204)
         self.assertEqual(
             first.request("GET", "/api/v1/users/alice/messages").code, 401)
+
+
+class _Listeners:
+    """
+    Opens nothing: keeps each door's factory (as a worker's listeners
+    would adopt the supervisor's sockets).
+    """
+
+    def __init__(self):
+        self.factories = {}
+
+    def listen(self, option, description, factory):
+        from twisted.application import service
+
+        self.factories[option] = factory
+        return service.Service()
+
+
+class WiringMixin:
+    """
+    The service layer picks where the counts and the sessions live.
+    """
+
+    def build(self, *argv):
+        from twisted.internet.testing import MemoryReactor
+
+        from twisted_mail.service import tap
+
+        passwords = self.mktemp()
+        auth.PasswordFile(passwords).setPassword("alice", "pw")
+        options = tap.Options()
+        options.parseOptions(list(argv) + [
+            "--passwords", passwords, "--web", "tcp:9080:interface=127.0.0.1"])
+        listeners = _Listeners()
+        tap.makeService(options, reactor=MemoryReactor(), listeners=listeners)
+        line = listeners.factories["listen"]
+        self.addCleanup(getattr(line.store, "close", lambda: None))
+        api = listeners.factories["web"].resource.children[b"api"]
+        return line.portal.throttle.counts, api.sessions
+
+
+class SpoolWiringTests(WiringMixin, SynchronousTestCase):
+    def test_workersShareThroughTheSpool(self):
+        """
+        With --workers, the throttle's counts and the web sessions are in
+        the spool; with one process, in memory.
+        """
+        from twisted_mail.doors.web.sessions import FileSessions
+
+        spool = self.mktemp()
+        counts, sessions = self.build("--spool", spool, "--workers", "2")
+        self.assertIsInstance(counts, SpoolCounts)
+        self.assertEqual(counts.directory, os.path.join(spool, ".simplemail-logins"))
+        self.assertIsInstance(sessions, FileSessions)
+        counts, sessions = self.build("--spool", self.mktemp())
+        self.assertIsInstance(counts, throttle.MemoryCounts)
+        self.assertNotIsInstance(sessions, FileSessions)
+
+
+class DatabaseWiringTests(WiringMixin, SynchronousTestCase):
+    skip = skip
+
+    def test_serversShareThroughTheDatabase(self):
+        """
+        With --database, the throttle's counts and the web sessions are in
+        the database.
+        """
+        from twisted_mail.stores.postgres.shared import DatabaseCounts, DatabaseSessions
+
+        counts, sessions = self.build("--database", pgserver.freshDatabase())
+        self.assertIsInstance(counts, DatabaseCounts)
+        self.assertIsInstance(sessions, DatabaseSessions)
