@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from twisted_mail import errors
 from twisted_mail.logins.portal import PasswordFile
+from twisted_mail.stores.base import AtOnce
 from twisted_mail.wire import normalizeUserId
 
 
@@ -75,28 +76,6 @@ def readPassword(stdin, ask=None):
     return first
 
 
-class _AtOnce:
-    """
-    A reactor and thread pool stand-in for a store used from this command:
-    its "threaded" work runs at once, so its Deferreds have fired when its
-    methods return.
-    """
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
 def _store(options):
     """
     The store of the server's C{--spool} or C{--database}, or L{None}.
@@ -110,7 +89,7 @@ def _store(options):
         if not os.path.isdir(options["spool"]):
             raise usage.UsageError(
                 "no spool directory {}: give the server's --spool".format(options["spool"]))
-        return SpoolStore(options["spool"], reactor=_AtOnce())
+        return SpoolStore(options["spool"], reactor=AtOnce())
     if options["database"]:
         from twisted_mail.stores.postgres.sql import DatabaseUnavailable, checkDatabase
         from twisted_mail.stores.postgres.store import PostgresStore
@@ -119,7 +98,7 @@ def _store(options):
             checkDatabase(options["database"])
         except DatabaseUnavailable as e:
             raise usage.UsageError("cannot use the database: {}".format(e))
-        at = _AtOnce()
+        at = AtOnce()
         return PostgresStore(options["database"], reactor=at, threadpool=at)
     return None
 
