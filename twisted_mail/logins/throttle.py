@@ -37,12 +37,13 @@ name, a password and the client's address):
      lock any user out.
   5. B{A bound on concurrent hashing, with priority.}  At most
      L{hashingConcurrency} password checks (scrypt, 16 MiB and ~50 ms each)
-     run at once, and one more for the first tier only.  Waiting checks are served in three tiers: first a clean
-     address's attempt on a user name with no recent failure, then other
-     clean addresses' attempts, then those of addresses that have failed.
-     A tier-one attempt whose user name fails while it waits drops to the
-     second tier: an attack's first burst of new addresses on one name does
-     not queue the other users behind it.
+     run at once, and one more (the spare) for the first tier only.
+     Waiting checks are served in three tiers: first a clean address's
+     attempt on a user name with no recent failure and no other check of it
+     under way, then other clean addresses' attempts, then those of
+     addresses that have failed: an attack's first burst of new addresses
+     on one name takes one slot, and does not queue the other users behind
+     it.
   6. B{Every refusal logged once}, here, with the user name, the address and
      its recent failures (never the password).
 
@@ -274,9 +275,7 @@ class _Slots:
     """
     A counting semaphore whose waiters come in tiers (0 first), with
     C{spare} more slots that only tier 0 may use: a clean address's first
-    check never waits for an attacker's hash to end.  A waiter's tier is
-    asked again when it comes up (C{tierNow}): one that has fallen to a
-    lower tier meanwhile goes to the back of that tier's queue.
+    check never waits for an attacker's hash to end.
     """
 
     def __init__(self, tokens, spare=1, tiers=3):
@@ -284,7 +283,7 @@ class _Slots:
         self.spare = spare
         self._queues = [collections.deque() for _ in range(tiers)]
 
-    def run(self, tier, tierNow, f, *args):
+    def run(self, tier, f, *args):
         if self.tokens > 0:
             self.tokens -= 1
             fromSpare = False
@@ -296,7 +295,7 @@ class _Slots:
         else:
             fromSpare = None  # told by the releaser
             d = defer.Deferred()
-            self._queues[tier].append((tier, tierNow, d))
+            self._queues[tier].append(d)
         d.addCallback(lambda spare: defer.maybeDeferred(f, *args).addBoth(
             self._release, fromSpare if spare is None else spare))
         return d
@@ -315,15 +314,9 @@ class _Slots:
         """
         The next waiter of tier C{lowest} or better, or L{None}.
         """
-        for index in range(lowest + 1):
-            queue = self._queues[index]
-            while queue:
-                tier, tierNow, d = queue.popleft()
-                now = tierNow()
-                if now > tier:
-                    self._queues[now].append((now, tierNow, d))
-                    continue
-                return d
+        for queue in self._queues[: lowest + 1]:
+            if queue:
+                return queue.popleft()
         return None
 
     def waiting(self):
@@ -377,9 +370,9 @@ class LoginThrottle:
         self.counts = MemoryCounts() if counts is None else counts
         self._turns = {}
         self._slots = _Slots(concurrency or hashingConcurrency())
-        # When this process last saw a failure for a user name (bounded):
-        # a waiting tier-0 attempt on a name that failed since drops a tier.
-        self._recentNames = collections.OrderedDict()
+        # User names with checks queued or running in this process, and
+        # how many.
+        self._namesChecked = {}
 
     # -- synchronous views, for tests and logs (memory counts only)
 
@@ -437,7 +430,7 @@ class LoginThrottle:
         if d is None:
             return task.deferLater(self._clock, self.failureDelay, _tooMany)
         d.addCallback(lambda _: self._reserve(address, user))
-        d.addCallback(lambda tier: self._check(tier, address, user, f, args, failures))
+        d.addCallback(lambda tier: self._check(tier, address, user, f, args))
         # The failure is counted before the next attempt of the address
         # starts; it is answered late, out of the address's turn.
         d.addErrback(self._failed, failures, address, user, peer)
@@ -507,7 +500,11 @@ class LoginThrottle:
                 u.keep(now + PENALTY_CAP)
                 rows[uKey] = u.row()
                 return now, 2
-            return now, 0 if u.score <= 0 else 1
+            # The first tier: a name without recent failures, and without
+            # another check of it under way here (so that a burst of new
+            # addresses on one name takes one slot, not the spare one too).
+            first = u.score <= 0 and not self._namesChecked.get(user)
+            return now, 0 if first else 1
 
         def decided(result):
             start, tier = result
@@ -522,27 +519,19 @@ class LoginThrottle:
 
     # -- the check
 
-    def _check(self, tier, address, user, f, args, failures):
-        queued = self._clock.seconds()
+    def _check(self, tier, address, user, f, args):
+        self._namesChecked[user] = self._namesChecked.get(user, 0) + 1
 
-        def tierNow():
-            if tier == 0 and self._recentNames.get(user, NEVER) >= queued:
-                return 1
-            return tier
+        def done(result):
+            left = self._namesChecked[user] - 1
+            if left:
+                self._namesChecked[user] = left
+            else:
+                del self._namesChecked[user]
+            return result
 
-        def check():
-            # The name's failure is noted before the next check is chosen.
-            return defer.maybeDeferred(f, *args).addErrback(noted)
-
-        def noted(failure):
-            if failure.check(*failures):
-                self._recentNames[user] = self._clock.seconds()
-                self._recentNames.move_to_end(user)
-                while len(self._recentNames) > 1000:
-                    self._recentNames.popitem(last=False)
-            return failure
-
-        d = self._slots.run(tier, tierNow, check)
+        d = self._slots.run(tier, f, *args)
+        d.addBoth(done)
         d.addCallback(self._succeeded, address)
         return d
 
