@@ -11,9 +11,18 @@ address (127.0.0.2) once a second and logs in as C{alice} with the right
 password; the time from C{PASS} to its C{+OK} is its login latency.  Before
 the attack starts, the same login is timed on an idle server.
 
+Burst modes (issue 23): C{--burst one} opens 300 connections at once from
+127.0.0.1; C{--burst many} 5 connections from each of 50 addresses
+(127.0.0.10 to 127.0.0.59, the client side bound to each; Linux routes all
+of 127.0.0.0/8 to loopback).  Every connection guesses as above.  Besides
+the answers, the password checks the server made are counted from its log
+(one C{login refused for} line per refused check).
+
 Run it from a checkout (it serves that checkout's code)::
 
     python benchmarks/guessing.py [--seconds 10] [--connections 8]
+    python benchmarks/guessing.py --burst one --seconds 20
+    python benchmarks/guessing.py --burst many --seconds 20
 
 To measure another revision, copy this file into that checkout's
 C{benchmarks/} and run it there.  Every wait is bounded; the server is
@@ -74,18 +83,28 @@ async def setUp(port):
     await connection.close()
 
 
+#: The burst modes: each connection's source address.
+BURSTS = {
+    "one": ["127.0.0.1"] * 300,
+    "many": ["127.0.0.{}".format(10 + i // 5) for i in range(250)],
+}
+
+
 class Attack:
-    def __init__(self, port, connections, seconds):
+    def __init__(self, port, sources, seconds):
         self.port = port
-        self.connections = connections
+        self.sources = sources
+        self.connections = len(sources)
         self.seconds = seconds
         self.guesses = 0
         self.reconnects = 0
+        self.connectErrors = {}
         self.accepted = 0
         self.replies = []
 
     async def run(self):
         self.deadline = time.monotonic() + self.seconds
+        self.connecting = asyncio.Semaphore(16)
         await asyncio.gather(*(self.attacker(i) for i in range(self.connections)))
 
     async def attacker(self, number):
@@ -95,13 +114,23 @@ class Attack:
             remaining = self.deadline - time.monotonic()
             try:
                 if connection is None:
-                    connection = await openFrom(self.port, "127.0.0.1", timeout=remaining)
+                    # A few connects at a time: the server's listen backlog
+                    # (50) would drop the rest's handshakes for seconds.
+                    async with self.connecting:
+                        connection = await openFrom(
+                            self.port, self.sources[number], timeout=remaining)
                 connection.timeout = max(0.01, self.deadline - time.monotonic())
                 await connection.command(b"USER " + VICTIM.encode())
                 guess += 1
                 connection.send("PASS guess-{}-{}\r\n".format(number, guess).encode())
                 line = await connection.readLine()
-            except (asyncio.TimeoutError, BenchError, OSError, ConnectionError):
+            except (asyncio.TimeoutError, BenchError, OSError, ConnectionError) as e:
+                if connection is None:
+                    # Could not connect: counted, and tried again after a
+                    # pause (never a busy loop).
+                    key = type(e).__name__
+                    self.connectErrors[key] = self.connectErrors.get(key, 0) + 1
+                    await asyncio.sleep(0.2)
                 if connection is not None:
                     await connection.close()
                     connection = None
@@ -143,10 +172,10 @@ async def legitimateDuring(port, until, interval=1.0):
     return latencies
 
 
-async def measure(port, connections, seconds, pid):
+async def measure(port, sources, seconds, pid):
     idle = [await legitimateLogin(port) for _ in range(3)]
     cpuBefore = cpuSeconds(pid)
-    attack = Attack(port, connections, seconds)
+    attack = Attack(port, sources, seconds)
     started = time.monotonic()
     attackTask = asyncio.ensure_future(attack.run())
     during = await legitimateDuring(port, started + seconds)
@@ -160,10 +189,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--burst", choices=sorted(BURSTS), default=None,
+                        help="300 connections from one address, or 5 from each of 50")
     parser.add_argument("--log", default=None, help="the server's log file")
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 120) or not (0 < args.connections <= 64):
         parser.error("--seconds must be in (0, 120] and --connections in (0, 64]")
+    if args.burst:
+        sources = BURSTS[args.burst]
+    else:
+        sources = ["127.0.0.1"] * args.connections
     print(commandLine())
     print("checkout:", checkoutState())
     print("machine load:", machineLoad())
@@ -180,15 +215,23 @@ def main(argv=None):
         try:
             asyncio.run(setUp(port))
             idle, attack, elapsed, during, cpu = asyncio.run(
-                measure(port, args.connections, args.seconds, server.pid)
+                measure(port, sources, args.seconds, server.pid)
             )
         finally:
             server.stop()
+        with open(logPath, encoding="utf-8", errors="replace") as f:
+            checks = sum("login refused for" in line for line in f)
     print()
-    print("attack: {} connections from 127.0.0.1 for {:.1f} s".format(
-        args.connections, elapsed))
+    addresses = len(set(sources))
+    print("attack: {} connections from {} address{} for {:.1f} s".format(
+        len(sources), addresses, "" if addresses == 1 else "es", elapsed))
+    print("  password checks refused (server log): {} ({:.2f}/s per address)".format(
+        checks, checks / elapsed / addresses))
     print("  guesses answered: {} ({:.1f} guesses/s), accepted: {}, reconnects: {}".format(
         attack.guesses, attack.guesses / elapsed, attack.accepted, attack.reconnects))
+    if attack.connectErrors:
+        print("  failed connection attempts: {}".format(", ".join(
+            "{} {}".format(n, kind) for kind, n in sorted(attack.connectErrors.items()))))
     print("  refusals seen: {}".format(
         ", ".join(r.decode("ascii", "replace") for r in attack.replies) or "-"))
     print("  server CPU during the attack: {:.1f} s in {:.1f} s".format(cpu, elapsed))

@@ -216,4 +216,9 @@ def freshDatabase():
             " AND schemaname = current_schema()").fetchone()[0]
         if exists:
             conn.execute("TRUNCATE messages, users")
+        for table in ("login_counts", "web_sessions"):
+            if conn.execute(
+                    "SELECT count(*) FROM pg_tables WHERE tablename = %s"
+                    " AND schemaname = current_schema()", [table]).fetchone()[0]:
+                conn.execute("TRUNCATE " + table)
     return url

@@ -112,6 +112,35 @@ class CheckerTests(SynchronousTestCase):
         self.failureResultOf(self.login("../x", "right"), UnauthorizedLogin)
         self.assertEqual(len(calls), 3)
 
+    def test_refusalsLoggedWithReason(self):
+        """
+        Each refused login is logged once, with its reason and never the
+        password; a right password of a user without a mailbox is refused
+        like a wrong one, and the log says why.
+        """
+        from twisted.logger import capturedLogs
+
+        store = MemoryStore()
+        self.portal = auth.makePortal(self.file, reactor=self.clock, store=store)
+        self.file.setPassword("carol", "hers")
+        self.successResultOf(store.addUser("carol"))
+        with capturedLogs() as events:
+            self.failureResultOf(self.login("bob", "right"), UnauthorizedLogin)
+            self.failureResultOf(self.login("carol", "wrong"), UnauthorizedLogin)
+            self.failureResultOf(self.login("nobody", "pw"), UnauthorizedLogin)
+        refusals = [e for e in events if "login refused" in e.get("log_format", "")]
+        self.assertEqual([(e["user"], e["reason"]) for e in refusals], [
+            ("bob", "the password is right but the user has no mailbox "
+                    "(make it with simplemail-passwd --spool or --database)"),
+            ("carol", "wrong password"),
+            ("nobody", "no password set for this user name"),
+        ])
+        for e in events:
+            self.assertNotIn("right", repr({k: v for k, v in e.items()
+                                            if k not in ("reason", "log_format")}))
+        interface, account, logout = self.successResultOf(self.login("carol", "hers"))
+        self.assertEqual(account.userid, "carol")
+
 
 class ServerLoginTests(SynchronousTestCase):
     def setUp(self):
@@ -237,6 +266,56 @@ class PasswordsOffTests(SynchronousTestCase):
 
 
 class PasswdCommandTests(SynchronousTestCase):
+    def spool(self):
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    def test_newUserNeedsTheStore(self):
+        """
+        Without --spool or --database, a name that has no password yet is
+        refused in one line and nothing is written; its password can be
+        reset once it has one.
+        """
+        path = self.mktemp()
+        code, out, err = self.runCommand([path, "bob"], io.StringIO("pw\n"))
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn("--spool", err)
+        self.assertFalse(os.path.exists(path))
+        spool = self.spool()
+        self.assertEqual(self.runCommand(["--spool", spool, path, "bob"],
+                                         io.StringIO("pw\n"))[0], 0)
+        self.assertTrue(os.path.isfile(os.path.join(spool, "bob")))
+        code, out, err = self.runCommand([path, "bob"], io.StringIO("new pw\n"))
+        self.assertEqual((code, out), (0, "password set for bob\n"))
+        self.assertTrue(auth.verifyPassword("new pw", auth.PasswordFile(path).lookup("bob")))
+
+    def test_existingMailboxKept(self):
+        """
+        With --spool, a user whose mailbox exists keeps it (and its mail).
+        """
+        spool = self.spool()
+        with open(os.path.join(spool, "bob"), "wb") as f:
+            f.write(b"From x Thu Jan  1 00:00:00 1970\n\nhi\n\n")
+        code, out, err = self.runCommand(
+            ["--spool", spool, self.mktemp(), "bob"], io.StringIO("pw\n"))
+        self.assertEqual((code, out, err), (0, "password set for bob\n", ""))
+        with open(os.path.join(spool, "bob"), "rb") as f:
+            self.assertIn(b"hi", f.read())
+
+    def test_missingSpool(self):
+        """
+        A --spool that does not exist is a one-line error; nothing is made.
+        """
+        path = self.mktemp()
+        code, out, err = self.runCommand(
+            ["--spool", "no-such-dir", path, "bob"], io.StringIO("pw\n"))
+        self.assertEqual(code, 2)
+        self.assertIn("no spool directory", err)
+        self.assertFalse(os.path.exists("no-such-dir"))
+        self.assertFalse(os.path.exists(path))
+
     def runCommand(self, argv, stdin):
         out, err = io.StringIO(), io.StringIO()
         code = passwd.main(argv, stdin=stdin, stdout=out, stderr=err)
@@ -247,8 +326,11 @@ class PasswdCommandTests(SynchronousTestCase):
         From a pipe, the first line is the password.
         """
         path = self.mktemp()
-        code, out, err = self.runCommand([path, "Bob"], io.StringIO("pw with space\nignored\n"))
-        self.assertEqual((code, out, err), (0, "password set for bob\n", ""))
+        spool = self.spool()
+        code, out, err = self.runCommand(
+            ["--spool", spool, path, "Bob"], io.StringIO("pw with space\nignored\n"))
+        self.assertEqual((code, out, err),
+                         (0, "mailbox made for bob\npassword set for bob\n", ""))
         self.assertTrue(
             auth.verifyPassword("pw with space", auth.PasswordFile(path).lookup("bob"))
         )
@@ -265,7 +347,7 @@ class PasswdCommandTests(SynchronousTestCase):
         answers = iter(["one", "two"])
         self.patch(passwd.getpass, "getpass", lambda prompt: next(answers))
         path = self.mktemp()
-        code, out, err = self.runCommand([path, "bob"], Terminal())
+        code, out, err = self.runCommand(["--spool", self.spool(), path, "bob"], Terminal())
         self.assertEqual(code, 2)
         self.assertIn("differ", err)
         self.assertFalse(os.path.exists(path))

@@ -916,3 +916,25 @@ class KeyTests(SynchronousTestCase):
             self.assertEqual(
                 mboxrecords._chunksKey(chunks), mboxrecords._messageKey(b"".join(chunks)), chunks
             )
+
+
+class UnknownUserTests(SpoolTestCase):
+    """
+    Issue 23, item 6: asking about user ids that do not exist leaves
+    nothing behind in the store.
+    """
+
+    def test_unknownUsersNotKept(self):
+        """
+        2,000 mailbox opens and deliveries for names that do not exist are
+        refused and leave no mailbox objects behind; existing users keep
+        theirs.
+        """
+        self.successResultOf(self.store.addUser("bob"))
+        self.successResultOf(self.store.openMailbox("bob")).close()
+        for i in range(1000):
+            self.failureResultOf(self.store.openMailbox("nobody%d" % i), errors.NoSuchUser)
+            self.failureResultOf(
+                self.store.deliver("bob", "ghost%d" % i, b"hi\n"), errors.NoSuchUser)
+        self.assertEqual(list(self.store._mailboxes), ["bob"])
+        self.assertEqual(self.store._known, {"bob"})

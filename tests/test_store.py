@@ -13,30 +13,17 @@ from zope.interface.verify import verifyObject
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
+from twisted_mail.stores.base import AtOnce
 from twisted_mail.stores.spool.store import SpoolStore
 from twisted_mail.stores.memory import MemoryStore
 
 
-class SynchronousThreads(Clock):
+class SynchronousThreads(AtOnce, Clock):
     """
     A reactor and thread pool stand-in that runs "threaded" work at once, on
     the caller's thread, so the spool store's Deferreds have fired when its
     methods return; its clock is a L{Clock} the test advances.
     """
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
 
 
 def makeSpoolStore(testCase, path=None, **kwargs):

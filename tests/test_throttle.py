@@ -47,8 +47,8 @@ class FakeChecker:
         self.pending.append((d, result))
         return d
 
-    def finish(self):
-        d, result = self.pending.pop(0)
+    def finish(self, index=0):
+        d, result = self.pending.pop(index)
         result.chainDeferred(d)
 
 
@@ -161,13 +161,13 @@ class ThrottleTests(SynchronousTestCase):
 
     def test_oneAttemptAtATimeForAFailedAddress(self):
         """
-        An address with failures gets one attempt at a time, failure delay
-        included: more connections buy no more guesses.
+        An address with failures gets one check at a time, each after its
+        growing penalty: more connections buy no more guesses.
         """
         self.failAndWait(b"bob", ATTACKER)
         before = len(self.checker.checks)
         attempts = [self.attempt(b"bob", b"wrong", ATTACKER) for _ in range(4)]
-        self.clock.advance(throttle.FAILURE_DELAY - 0.5)
+        self.clock.advance(0.9)
         self.assertEqual(len(self.checker.checks) - before, 1)
         self.settle(*attempts)
         for d in attempts:
@@ -176,8 +176,8 @@ class ThrottleTests(SynchronousTestCase):
 
     def test_forgiven(self):
         """
-        Failures are forgiven with time: an address is clean again after a
-        quiet while.
+        Failures are forgiven with time (one a minute), and an address is
+        clean again after an hour without failures.
         """
         for _ in range(3):
             self.failAndWait(b"bob", ATTACKER)
@@ -185,6 +185,8 @@ class ThrottleTests(SynchronousTestCase):
         self.clock.advance(3 * throttle.FORGIVE_AFTER)
         self.assertEqual(self.throttle.addressScore(ATTACKER), 0)
         self.assertEqual(self.successResultOf(self.attempt(b"bob", b"right", ATTACKER)), b"bob")
+        self.clock.advance(throttle.CLEAN_AFTER)
+        self.assertTrue(self.throttle.addressClean(ATTACKER))
 
     def test_refusalLoggedOnce(self):
         """
@@ -266,11 +268,224 @@ class HelperTests(SynchronousTestCase):
             [throttle.hashingConcurrency(n) for n in (1, 2, 4)], [1, 1, 3]
         )
 
-    def test_scoresBounded(self):
+    def test_countsBounded(self):
         """
-        The scores remember a bounded number of addresses.
+        The counts remember a bounded number of addresses and user names.
         """
-        scores = throttle._Scores(limit=100)
+        counts = throttle.MemoryCounts(limit=100)
         for i in range(1000):
-            scores.fail("198.51.100.{}".format(i), float(i))
-        self.assertLessEqual(len(scores), 100)
+            key = "a:198.51.100.{}".format(i)
+            counts.update([key], float(i), lambda rows, k=key, i=i: rows.update(
+                {k: (i + 10.0, 1.0, i, i, i)}))
+        self.assertLessEqual(len(counts), 100)
+        self.assertIsNotNone(counts.peek("a:198.51.100.999"))
+
+
+class BurstTests(SynchronousTestCase):
+    """
+    Issue 23, item 1: bursts of attempts from one address, or from many new
+    addresses, and addresses that failed a while ago.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.checker = FakeChecker({b"bob": b"right", b"alice": b"hers"}, manual=True)
+        self.throttle = throttle.LoginThrottle(self.checker, clock=self.clock, concurrency=1)
+        # Checks the test left unfinished: their refusals are not errors.
+        self.addCleanup(
+            lambda: [r.addErrback(lambda f: None) for _, r in self.checker.pending])
+
+    def attempt(self, user, password, peer, on=None):
+        """
+        An attempt whose result the test may look at; one it leaves alone
+        is consumed.
+        """
+        on = on or self.throttle
+        d = on.requestAvatarId(LoginAttempt(user, password, peer))
+        self.addCleanup(d.addErrback, lambda f: None)
+        return d
+
+    def runFor(self, seconds, step=0.05):
+        """
+        Let C{seconds} pass, each check taking C{step} seconds.
+        """
+        for _ in range(int(seconds / step)):
+            if self.checker.pending:
+                self.checker.finish()
+            self.clock.advance(step)
+
+    def test_burstFromCleanAddressIsOneCheckAtATime(self):
+        """
+        300 attempts at once from an address without failures run one
+        password check at a time, however many checks may run in all.
+        """
+        self.throttle = throttle.LoginThrottle(self.checker, clock=self.clock, concurrency=8)
+        for i in range(300):
+            self.attempt(b"bob", b"guess", ATTACKER)
+        self.assertEqual(len(self.checker.checks), 1)
+
+    def test_burstChecksAtMostOneASecond(self):
+        """
+        A burst of 300 attempts from one address gets at most one check a
+        second after its first (fewer as its penalty grows).
+        """
+        for i in range(300):
+            self.attempt(b"bob", b"guess", ATTACKER)
+        self.runFor(30)
+        self.assertLessEqual(len(self.checker.checks), 1 + 30)
+        self.assertLessEqual(len(self.checker.checks), 8)
+
+    def test_burstDoesNotDelayOtherAddress(self):
+        """
+        While 300 attempts of a fresh address wait, a right password from
+        another clean address is checked next.
+        """
+        for i in range(300):
+            self.attempt(b"bob", b"guess", ATTACKER)
+        d = self.attempt(b"alice", b"hers", USER_HOME)
+        self.checker.finish()
+        self.assertEqual(self.checker.checks[-1], (b"alice", USER_HOME))
+        self.checker.finish()
+        self.assertEqual(self.successResultOf(d), b"alice")
+
+    def test_newAddressesBurstDoesNotDelayOtherUser(self):
+        """
+        The first guesses of 50 new addresses on one user name take one
+        hashing slot between them: another user's right password is checked
+        at once.
+        """
+        for i in range(50):
+            self.attempt(b"bob", b"guess", "203.0.113.{}".format(i))
+        d = self.attempt(b"alice", b"hers", USER_HOME)
+        self.assertEqual(self.checker.checks[-1], (b"alice", USER_HOME))
+        self.assertEqual(len(self.checker.checks), 2)
+        self.checker.finish(-1)
+        self.assertEqual(self.successResultOf(d), b"alice")
+
+    def test_cleanCheckNotBehindAttackersHash(self):
+        """
+        While an attacking address's check holds every slot, a clean
+        address's first check runs at once, on the slot kept for it.
+        """
+        self.checker.manual = False
+        for _ in range(2):
+            d = self.attempt(b"bob", b"guess", ATTACKER)
+            self.clock.pump([0.5] * 10)
+        self.checker.manual = True
+        self.clock.advance(60)
+        self.attempt(b"bob", b"guess", ATTACKER)
+        self.assertEqual(len(self.checker.pending), 1)
+        d = self.attempt(b"alice", b"hers", USER_HOME)
+        self.assertEqual(self.checker.checks[-1], (b"alice", USER_HOME))
+        self.checker.finish(-1)
+        self.assertEqual(self.successResultOf(d), b"alice")
+
+    def test_rightPasswordsFromOneAddressNotSpaced(self):
+        """
+        Right passwords from one address (users behind one NAT) give their
+        check's token back: the next is not made to wait a second.
+        """
+        self.checker.manual = False
+        self.assertEqual(self.successResultOf(self.attempt(b"bob", b"right", USER_HOME)), b"bob")
+        self.assertEqual(
+            self.successResultOf(self.attempt(b"alice", b"hers", USER_HOME)), b"alice")
+
+    def test_notCleanAMinuteAfterOneFailure(self):
+        """
+        An address that failed once two minutes ago is not clean: while its
+        user name is under attack, its next guess waits for the name's
+        penalty, and has no priority.
+        """
+        self.checker.manual = False
+        d = self.attempt(b"bob", b"guess", "203.0.113.1")
+        self.clock.advance(throttle.FAILURE_DELAY)
+        self.failureResultOf(d)
+        self.clock.advance(2 * throttle.FORGIVE_AFTER)
+        for i in range(2, 12):
+            self.attempt(b"bob", b"guess", "203.0.113.{}".format(i))
+        before = len(self.checker.checks)
+        self.attempt(b"bob", b"guess", "203.0.113.1")
+        self.clock.advance(1)
+        self.assertEqual(len(self.checker.checks), before)
+        self.assertFalse(self.throttle.addressClean("203.0.113.1"))
+
+    def test_failedAddressesShareOneGuessPerPenalty(self):
+        """
+        Twenty addresses that each failed on one name a few minutes ago get,
+        together, one guess per penalty period on it, not twenty.
+        """
+        self.checker.manual = False
+        bots = ["203.0.113.{}".format(i) for i in range(20)]
+        for bot in bots:
+            self.attempt(b"bob", b"guess", bot)
+        self.clock.advance(5 * throttle.FORGIVE_AFTER)
+        before = len(self.checker.checks)
+        for bot in bots:
+            self.attempt(b"bob", b"guess", bot)
+        self.clock.pump([0.5] * 20)
+        self.assertEqual(len(self.checker.checks) - before, 1)
+        self.clock.pump([1] * 60)
+        self.assertLessEqual(len(self.checker.checks) - before, 3)
+
+    def test_waitingBounded(self):
+        """
+        At most MAX_WAITING attempts of one address wait; more are refused
+        (as a failed login, after the failure delay) without a check.
+        """
+        attempts = [self.attempt(b"bob", b"guess", ATTACKER)
+                    for _ in range(throttle.MAX_WAITING + 11)]
+        self.assertEqual(len(self.throttle._turns[ATTACKER].waiting), throttle.MAX_WAITING)
+        self.clock.advance(throttle.FAILURE_DELAY)
+        for d in attempts[: throttle.MAX_WAITING + 1]:
+            self.assertNoResult(d)
+        for d in attempts[throttle.MAX_WAITING + 1:]:
+            self.failureResultOf(d, credError.UnauthorizedLogin)
+        self.assertEqual(len(self.checker.checks), 1)
+        for d in attempts:
+            d.addErrback(lambda f: None)
+
+    def test_sharedCounts(self):
+        """
+        Two throttles (two workers, or two servers) sharing their counts
+        count one address's failures once: the second is slowed by the
+        first's failures, and the checks a second are not doubled.
+        """
+        self.checker.manual = False
+        other = throttle.LoginThrottle(
+            self.checker, clock=self.clock, concurrency=1, counts=self.throttle.counts)
+        for round in range(4):
+            self.attempt(b"bob", b"guess", ATTACKER, on=(self.throttle, other)[round % 2])
+            while len(self.checker.checks) <= round:
+                self.clock.advance(0.25)
+        self.assertGreater(other.addressScore(ATTACKER), 3)
+        before = len(self.checker.checks)
+        self.attempt(b"bob", b"guess", ATTACKER, on=other)
+        self.attempt(b"bob", b"guess", ATTACKER)
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.checker.checks), before)
+
+    def test_signupLimited(self):
+        """
+        An address may create SIGNUP_BURST accounts at once, then one every
+        SIGNUP_EVERY seconds.
+        """
+        allowed = [self.successResultOf(self.throttle.signup(ATTACKER))
+                   for _ in range(throttle.SIGNUP_BURST + 2)]
+        self.assertEqual(allowed, [True] * throttle.SIGNUP_BURST + [False, False])
+        self.assertTrue(self.successResultOf(self.throttle.signup(USER_HOME)))
+        self.clock.advance(throttle.SIGNUP_EVERY)
+        self.assertTrue(self.successResultOf(self.throttle.signup(ATTACKER)))
+        self.assertFalse(self.successResultOf(self.throttle.signup(ATTACKER)))
+
+    def test_guardCountsOtherFailures(self):
+        """
+        A sign-up naming an existing user (run through guard) counts as a
+        failed login of that address.
+        """
+        class Exists(Exception):
+            pass
+
+        d = self.throttle.guard(ATTACKER, b"bob", lambda: defer.fail(Exists()), (Exists,))
+        self.clock.advance(throttle.FAILURE_DELAY)
+        self.failureResultOf(d, Exists)
+        self.assertGreater(self.throttle.addressScore(ATTACKER), 0.9)

@@ -121,3 +121,20 @@ class MalformedMessage(MailError):
     """
 
     text = "the message's header section does not parse: {0}"
+
+
+class SignupClosed(MailError):
+    """
+    Self-service sign-up is off (C{--no-signup}): the one answer to every
+    request to create an account, whatever the name.
+    """
+
+    text = "sign-up is off on this server: ask its administrator for an account"
+
+
+class SignupLimited(MailError):
+    """
+    An address has created as many accounts as it may for now.
+    """
+
+    text = "too many accounts created from your address; try again later"

@@ -21,6 +21,7 @@ from zope.interface import implementer
 from twisted_mail.logins import throttle
 from twisted_mail import errors, wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
+from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import appendLine, buildSubmittedMessage
 from twisted_mail.doors.connections import (
     DEFAULT_IDLE_TIMEOUT,
@@ -451,19 +452,18 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         return self.factory.store.listUsers().addCallback(listed)
 
     def do_ADDU(self, command):
+        if not self.factory.signup:
+            raise errors.SignupClosed()
         passwords = self.factory.passwordFile
         if passwords is None and command.text is not None:
             raise errors.ProtocolError("passwords are not enabled on this server")
         if passwords is not None and command.text is None:
             raise errors.ProtocolError("usage: ADDU <userid> <password>")
         userid = wire.normalizeUserId(command.args[0])
-        d = self.factory.store.addUser(userid)
-        if passwords is not None:
-            d.addCallback(
-                lambda userid: self.factory.inThread(
-                    passwords.setPassword, userid, command.text
-                ).addCallback(lambda _: userid)
-            )
+        d = createAccount(
+            self.factory.store, userid, command.text, passwords, self.factory.inThread,
+            self.factory.portal, peerAddress(self.transport),
+        )
 
         def added(userid):
             log.info("added user {user} (for {peer})", user=userid, peer=self._peer)
@@ -703,8 +703,11 @@ class MailServerFactory(SessionFactory):
         portal=None,
         passwordFile=None,
         domain=None,
+        signup=True,
     ):
         SessionFactory.__init__(self, store, idleTimeout, maxConnections, reactor)
+        # False with --no-signup: ADDU is refused, whatever the name.
+        self.signup = signup
         if domain is None:
             domain = getattr(store, "domain", "localhost")
         self.domain = domain

@@ -189,21 +189,40 @@ class MailAccount:
 class PasswordFileChecker:
     """
     Checks user names and passwords against a L{PasswordFile}, hashing in a
-    thread pool.
+    thread pool.  With a C{store}, a right password of a user without a
+    mailbox is refused too (as a wrong one, so that its answer tells
+    nothing; the log says why).
+
+    Each refusal is an L{UnauthorizedLogin} whose text is the reason, for
+    the throttle's log line (never the password).
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, passwordFile, reactor=None, threadpool=None):
+    def __init__(self, passwordFile, reactor=None, threadpool=None, store=None):
         if reactor is None:
             from twisted.internet import reactor
         self._file = passwordFile
         self._reactor = reactor
         self._threadpool = threadpool
+        self._store = store
 
     def requestAvatarId(self, credentials):
         pool = self._threadpool or self._reactor.getThreadPool()
-        return deferToThreadPool(self._reactor, pool, self._check, credentials)
+        d = deferToThreadPool(self._reactor, pool, self._check, credentials)
+        if self._store is not None:
+            d.addCallback(self._hasMailbox)
+        return d
+
+    def _hasMailbox(self, avatarId):
+        def missing(failure):
+            failure.trap(errors.NoSuchUser)
+            raise credError.UnauthorizedLogin(
+                "the password is right but the user has no mailbox "
+                "(make it with simplemail-passwd --spool or --database)")
+
+        userid = avatarId.decode("ascii")
+        return self._store.hasUser(userid).addCallbacks(lambda _: avatarId, missing)
 
     def _check(self, credentials):
         username = credentials.username
@@ -218,8 +237,12 @@ class PasswordFileChecker:
             userid = None
         stored = self._file.lookup(userid) if userid else None
         matched = verifyPassword(password, stored or _DUMMY)
-        if stored is None or not matched:
-            raise credError.UnauthorizedLogin()
+        if userid is None:
+            raise credError.UnauthorizedLogin("not a valid user name")
+        if stored is None:
+            raise credError.UnauthorizedLogin("no password set for this user name")
+        if not matched:
+            raise credError.UnauthorizedLogin("wrong password")
         return userid.encode("ascii")
 
 
@@ -232,7 +255,18 @@ class MailRealm:
         return IMailAccount, MailAccount(userid), lambda: None
 
 
-def makePortal(passwordFile, reactor=None, throttle=None):
+class MailPortal(Portal):
+    """
+    The L{Portal} of mail users; C{throttle} is its login throttle (the
+    doors' sign-up runs through it too).
+    """
+
+    def __init__(self, realm, throttle):
+        Portal.__init__(self, realm, [throttle])
+        self.throttle = throttle
+
+
+def makePortal(passwordFile, reactor=None, throttle=None, counts=None, store=None):
     """
     A L{Portal} logging mail users in with the passwords of C{passwordFile},
     through the one login throttle (L{twisted_mail.logins.throttle}) that every
@@ -240,6 +274,13 @@ def makePortal(passwordFile, reactor=None, throttle=None):
 
     @param throttle: the L{twisted_mail.logins.throttle.LoginThrottle} keyword
         arguments (C{failureDelay}, C{concurrency}), for tests.
+    @param counts: the throttle's L{twisted_mail.logins.throttle.ISharedCounts}
+        (shared by the workers and servers of one spool or database; by
+        default this process's memory).
+    @param store: the L{IMailStore}: a user without a mailbox is refused.
     """
-    checker = PasswordFileChecker(passwordFile, reactor=reactor)
-    return Portal(MailRealm(), [LoginThrottle(checker, clock=reactor, **(throttle or {}))])
+    checker = PasswordFileChecker(passwordFile, reactor=reactor, store=store)
+    return MailPortal(
+        MailRealm(),
+        LoginThrottle(checker, clock=reactor, counts=counts, **(throttle or {})),
+    )

@@ -96,32 +96,11 @@ def _pop3Door(parts):
 
 
 def _webDoor(parts):
-    # The web inbox and JSON API (twisted_mail/doors/web/, docs/web.rst).  With
-    # --workers, login sessions live in the spool directory, where every
-    # worker sees them (docs/workers.rst); with --database, in a temporary
-    # directory of this machine.
+    # The web inbox and JSON API (twisted_mail/doors/web/, docs/web.rst).
     from twisted_mail.doors.web import makeWebFactory
 
     options = parts.options
-    sessions = None
-    if options["workers"] > 1:
-        import hashlib
-        import tempfile
-
-        from twisted_mail.doors.web.sessions import FileSessions
-
-        spool = getattr(parts.store, "path", None)
-        if spool:
-            directory = os.path.join(spool, FileSessions.directoryName)
-        else:
-            # A database store has no spool: the workers of this server
-            # (one machine, one secret) meet in a private temporary
-            # directory named after the secret.
-            directory = os.path.join(
-                tempfile.gettempdir(),
-                "simplemail-sessions-" + hashlib.sha256(parts.secret).hexdigest()[:16],
-            )
-        sessions = FileSessions(directory, parts.secret, parts.reactor)
+    sessions = _webSessions(parts)
     factory = makeWebFactory(
         parts.store,
         options["domain"],
@@ -132,9 +111,31 @@ def _webDoor(parts):
         maxConnections=options["max-connections"],
         reactor=parts.reactor,
         sessions=sessions,
+        signup=not options["no-signup"],
     )
     log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
     return factory
+
+
+def _webSessions(parts):
+    """
+    Where the web's login sessions are kept: with --database, in the
+    database, where every server on it (and every worker) sees them; with
+    --workers, in the spool directory, where every worker sees them
+    (docs/workers.rst); else in this process's memory (L{None}).
+    """
+    options = parts.options
+    if options.get("database"):
+        from twisted_mail.doors.web.policy import MAX_SESSIONS, SESSION_IDLE
+        from twisted_mail.stores.postgres.shared import DatabaseSessions
+
+        return DatabaseSessions(parts.store, parts.reactor, SESSION_IDLE, MAX_SESSIONS)
+    if options["workers"] > 1:
+        from twisted_mail.doors.web.sessions import FileSessions
+
+        directory = os.path.join(parts.store.path, FileSessions.directoryName)
+        return FileSessions(directory, parts.secret, parts.reactor)
+    return None
 
 
 #: A door of the server: the option listing its endpoint descriptions, and

@@ -97,6 +97,16 @@ class Options(usage.Options):
         "twistd -n simplemail --database postgresql://mail@dbhost/simplemail."
     )
 
+    optFlags = [
+        [
+            "no-signup",
+            None,
+            "Turn self-service sign-up off: ADDU (line protocol) and POST "
+            "/api/v1/users (web) are refused, whatever the name, and accounts "
+            "are made with simplemail-passwd (docs/logins.rst).",
+        ],
+    ]
+
     optParameters = [
         ["spool", "s", "MAILSERVER", "The spool directory: one mbox file per user."],
         ["domain", "d", "localhost", "The mail domain used in addresses and headers."],

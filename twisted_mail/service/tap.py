@@ -103,6 +103,24 @@ def _databaseStore(options, reactor):
     return pool, store
 
 
+def _loginCounts(options, store, reactor):
+    """
+    Where the login throttle keeps its counts: in the database with
+    C{--database} (every server and worker on it shares them), in the spool
+    with C{--workers} (every worker of this server), else in this process's
+    memory (L{None}).
+    """
+    if options.get("database"):
+        from twisted_mail.stores.postgres.shared import DatabaseCounts
+
+        return DatabaseCounts(store)
+    if options["workers"] > 1:
+        from twisted_mail.stores.spool.counts import SpoolCounts
+
+        return SpoolCounts(os.path.join(store.path, SpoolCounts.directoryName), reactor)
+    return None
+
+
 def _redacted(url):
     """
     A database URL or conninfo for the log, without its password.
@@ -153,7 +171,9 @@ def makeService(options, reactor=None, listeners=None, secret=None):
     portal = passwordFile = None
     if options["passwords"]:
         passwordFile = PasswordFile(options["passwords"])
-        portal = makePortal(passwordFile, reactor=reactor)
+        portal = makePortal(
+            passwordFile, reactor=reactor, store=store,
+            counts=_loginCounts(options, store, reactor))
     factory = MailServerFactory(
         store,
         portal=portal,
@@ -162,6 +182,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
         idleTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
         reactor=reactor,
+        signup=not options["no-signup"],
     )
     parts = ServerParts(options, reactor, store, portal, passwordFile, factory, secret)
     # Each door's factory, built before anything listens.

@@ -7,6 +7,7 @@ import functools
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_mail import errors
 from twisted_mail.wire import normalizeUserId
@@ -111,3 +112,26 @@ class Listeners:
 
     def __contains__(self, userid):
         return userid in self._byUser
+
+
+class AtOnce:
+    """
+    A reactor and thread pool stand-in that runs a store's "threaded" work
+    at once, on the caller's thread, so that its Deferreds have fired when
+    its methods return: for command-line tools (C{simplemail-passwd}) and
+    tests, never for a server.
+    """
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+    def getThreadPool(self):
+        return self
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)

@@ -581,9 +581,10 @@ class POP3Server(twistedPOP3.POP3):
         if self.factory.portal is None:
             # With passwords the login throttle logs each refusal, once.
             log.info(
-                "POP3 login failed for {user} from {peer}",
+                "POP3 login failed for {user} from {peer}: {why}",
                 user=shownArgument(user, 64),
                 peer=self._peer,
+                why=failure.getErrorMessage(),
             )
         if self._closing():
             return

@@ -24,6 +24,7 @@ from twisted.web import resource, server
 
 from twisted_mail import errors
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt
+from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.doors.web.openapi import openAPIDocument
@@ -75,6 +76,7 @@ _STORE_ERRORS = [
     (errors.MailboxUnavailable, 503),
     (errors.ProtocolError, 400),
     (errors.LoginFailed, 401),
+    (errors.SignupLimited, 429),
 ]
 
 
@@ -119,8 +121,10 @@ class WebAPI(resource.Resource):
 
     def __init__(self, store, domain, portal=None, passwordFile=None,
                  maxMessageSize=10 * 1024 * 1024, sessions=None, reactor=None,
-                 inThread=None):
+                 inThread=None, signup=True):
         resource.Resource.__init__(self)
+        # False with --no-signup: POST /users is refused, whatever the name.
+        self.signup = signup
         if reactor is None:
             from twisted.internet import reactor
         self.store = store
@@ -206,6 +210,9 @@ class WebAPI(resource.Resource):
         if n == 1 and path[0] == "session":
             return self._handle(request, method, {b"GET": self.getSession}, auth=False)
         if n == 1 and path[0] == "users":
+            if method == b"POST" and not self.signup:
+                # Before the login: the same refusal for anyone.
+                raise HTTPError(403, str(errors.SignupClosed()))
             return self._handle(request, method,
                                 {b"GET": self.getUsers, b"POST": self.postUser})
         if n >= 3 and path[0] == "users":
@@ -301,10 +308,15 @@ class WebAPI(resource.Resource):
         if self.portal is None:
             return defer.succeed(_Auth())
         token = request.getCookie(COOKIE)
-        if token:
-            userid = self.sessions.user(token)
-            if userid is not None:
-                return defer.succeed(_Auth(userid, token))
+        if not token:
+            return self._basicAuth(request)
+        # Sessions may answer later (in the database with --database).
+        d = defer.maybeDeferred(self.sessions.user, token)
+        return d.addCallback(
+            lambda userid: _Auth(userid, token) if userid is not None
+            else self._basicAuth(request))
+
+    def _basicAuth(self, request):
         header = request.getHeader(b"authorization")
         if header and header[:6].lower() == b"basic ":
             try:
@@ -340,8 +352,7 @@ class WebAPI(resource.Resource):
         if not failure.check(HTTPError):
             if not failure.check(UnauthorizedLogin, errors.MailError):
                 log.failure("login failed unexpectedly", failure=failure)
-            log.info("failed web login from {peer}",
-                     peer=getattr(request.getClientAddress(), "host", "?"))
+            # The login throttle logged the refusal, with its reason.
             raise self._loginNeeded(request, "login failed")
         return failure
 
@@ -430,12 +441,10 @@ class WebAPI(resource.Resource):
         return HANDLED
 
     def getSession(self, request):
-        userid = None
-        if self.portal is not None:
-            token = request.getCookie(COOKIE)
-            if token:
-                userid = self.sessions.user(token)
-        return 200, {"user": userid, "passwords": self.portal is not None}
+        token = request.getCookie(COOKIE) if self.portal is not None else None
+        d = defer.maybeDeferred(self.sessions.user, token) if token else defer.succeed(None)
+        return d.addCallback(
+            lambda userid: (200, {"user": userid, "passwords": self.portal is not None}))
 
     def postLogin(self, request):
         body = self._json(request, {"user": (str, True), "password": (str, True)})
@@ -445,7 +454,10 @@ class WebAPI(resource.Resource):
                         body["password"].encode("utf-8"))
 
         def loggedIn(userid):
-            token = self.sessions.create(userid)
+            return defer.maybeDeferred(self.sessions.create, userid).addCallback(
+                created, userid)
+
+        def created(token, userid):
             request.addCookie(COOKIE, token, path=b"/", httpOnly=True,
                               sameSite="Strict", secure=request.isSecure() or None)
             log.info("web login of {user}", user=userid)
@@ -453,21 +465,29 @@ class WebAPI(resource.Resource):
 
         def refused(failure):
             failure.trap(UnauthorizedLogin, errors.MailError)
-            log.info("failed web login from {peer}",
-                     peer=getattr(request.getClientAddress(), "host", "?"))
+            # The login throttle logged the refusal, with its reason.
             raise HTTPError(401, "login failed")
 
         return d.addCallbacks(loggedIn, refused)
 
     def postLogout(self, request):
         token = request.getCookie(COOKIE)
-        if token and self.sessions is not None and self.sessions.user(token):
-            if request.getHeader(b"x-simplemail") != b"1":
-                raise HTTPError(403, "the header X-Simplemail: 1 is required")
-            self.sessions.end(token)
-        request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, sameSite="Strict",
-                          max_age=b"0")
-        return 204, None
+        d = defer.succeed(None)
+        if token and self.sessions is not None:
+            d = defer.maybeDeferred(self.sessions.user, token)
+
+        def found(userid):
+            if userid:
+                if request.getHeader(b"x-simplemail") != b"1":
+                    raise HTTPError(403, "the header X-Simplemail: 1 is required")
+                return self.sessions.end(token)
+
+        def ended(_):
+            request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, sameSite="Strict",
+                              max_age=b"0")
+            return 204, None
+
+        return d.addCallback(found).addCallback(ended)
 
     def getUsers(self, request, who):
         return self.store.listUsers().addCallback(lambda users: (200, {"users": users}))
@@ -480,17 +500,20 @@ class WebAPI(resource.Resource):
             raise HTTPError(400, "passwords are not enabled on this server")
         if self.passwordFile is not None and not password:
             raise HTTPError(400, "password is required")
-        d = self.store.addUser(userid)
-        if self.passwordFile is not None:
-            d.addCallback(lambda userid: self.inThread(
-                self.passwordFile.setPassword, userid, password).addCallback(
-                    lambda _: userid))
+        d = self._createAccount(request, userid, password)
 
         def added(userid):
             log.info("web: added user {user}", user=userid)
             return 201, {"user": userid}
 
         return d.addCallback(added)
+
+    def _createAccount(self, request, userid, password):
+        # Sign-up through the login throttle (twisted_mail/logins/signup.py).
+        return createAccount(
+            self.store, userid, password, self.passwordFile, self.inThread, self.portal,
+            getattr(request.getClientAddress(), "host", None),
+        )
 
     def getMessages(self, request, who, user):
         userid = self._own(who, user)

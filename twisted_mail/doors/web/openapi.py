@@ -22,11 +22,13 @@ def _errors(*codes):
         "400": "Bad input (malformed JSON, wrong types, a bad parameter).",
         "401": "Login needed (with passwords on), or the login failed.",
         "403": "Not your mailbox, not yourself, a cookie call without "
-               "X-Simplemail: 1, a cross-site request, or an unknown host name.",
+               "X-Simplemail: 1, a cross-site request, an unknown host name, or "
+               "sign-up turned off (--no-signup).",
         "404": "No such user, message or part.",
         "405": "Method not allowed on this path.",
         "409": "The user exists already.",
         "413": "Too large (the request body or the message).",
+        "429": "Too many accounts created from this address; try again later.",
         "503": "Storage failed; nothing was done; try again.",
     }
     return {code: _json(_ref("Error"), texts[code]) for code in codes}
@@ -141,7 +143,7 @@ def openAPIDocument(passwords=False):
                     "responses": dict({"201": _json({
                         "type": "object", "required": ["user"],
                         "properties": {"user": _USER},
-                    }, "Created.")}, **_errors("400", "401", "403", "409", "413", "503")),
+                    }, "Created.")}, **_errors("400", "401", "403", "409", "413", "429", "503")),
                 },
             },
             "/users/{user}/messages": {

@@ -256,7 +256,8 @@ class Sessions:
 
 def makeWebFactory(store, domain, portal=None, passwordFile=None,
                    maxMessageSize=10 * 1024 * 1024, idleTimeout=300,
-                   maxConnections=100, reactor=None, inThread=None, sessions=None):
+                   maxConnections=100, reactor=None, inThread=None, sessions=None,
+                   signup=True):
     """
     The factory serving the web inbox and the JSON API over C{store}.
 
@@ -271,13 +272,15 @@ def makeWebFactory(store, domain, portal=None, passwordFile=None,
         L{Sessions}' C{create}, C{user} and C{end}); default a L{Sessions}
         in this process's memory.  Several server processes behind one
         port would need one they share.
+    @param signup: L{False} with C{--no-signup}: C{POST /api/v1/users} is
+        refused.
     """
     if reactor is None:
         from twisted.internet import reactor
     api = WebAPI(store, domain, portal=portal, passwordFile=passwordFile,
                  maxMessageSize=maxMessageSize,
                  sessions=sessions if sessions is not None else Sessions(reactor),
-                 reactor=reactor, inThread=inThread)
+                 reactor=reactor, inThread=inThread, signup=signup)
     site = WebSite(Root(api), maxBodySize=maxMessageSize + max(JSON_ALLOWANCE, maxMessageSize // 4),
                    timeout=idleTimeout, reactor=reactor, maxConnections=maxConnections)
     return site

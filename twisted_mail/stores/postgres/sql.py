@@ -155,6 +155,10 @@ def ensureSchema(conn):
             for statement in SCHEMA[version]:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [version])
+        # Outside the versions: tables made if missing, never upgraded.
+        from twisted_mail.stores.postgres.shared import ensureSharedTables
+
+        ensureSharedTables(conn)
     return found
 
 

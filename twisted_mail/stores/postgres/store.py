@@ -235,6 +235,14 @@ class PostgresStore:
             pool = self._reactor.getThreadPool()
         return deferToThreadPool(self._reactor, pool, self._call, f, *args)
 
+    def inDatabase(self, f, *args):
+        """
+        Run C{f(connection, *args)} in the database thread pool (for the
+        state servers share besides the mail: L{shared}); a lost connection
+        is a L{TemporaryFailure}.
+        """
+        return self._run(f, *args)
+
     def close(self):
         """
         Stop listening for notifications and close every connection (after

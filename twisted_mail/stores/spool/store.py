@@ -91,6 +91,16 @@ class _Mailbox:
         # The _Watch of this mailbox while anyone subscribes to it.
         self.watch = None
 
+    def idle(self):
+        """
+        Whether nothing is queued or running for this mailbox and nobody
+        watches it.
+        """
+        return not (
+            self._lock.locked or self._lock.waiting or self._pending or self._flushQueued
+            or self.watch is not None
+        )
+
     def run(self, f, *args):
         """
         Run C{f(*args)} in the thread pool once every job before it is done.
@@ -419,6 +429,17 @@ class SpoolStore:
             mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
         return mailbox
 
+    def _forgetMissing(self, failure, userid, mailbox):
+        """
+        A job found no mailbox for C{userid}: forget its L{_Mailbox} unless
+        another job is using it, so that asking about names that do not
+        exist leaves nothing behind.
+        """
+        if failure.check(errors.NoSuchUser):
+            if self._mailboxes.get(userid) is mailbox and mailbox.idle():
+                del self._mailboxes[userid]
+        return failure
+
     def listUsers(self):
         return self._inThread(self._listUsers)
 
@@ -500,9 +521,9 @@ class SpoolStore:
     @userIdArgument
     def openMailbox(self, userid):
         mailbox = self._mailbox(userid)
-        return mailbox.run(mailbox.mbox.count).addCallback(
-            lambda count: _SpoolSession(mailbox, userid, count)
-        )
+        d = mailbox.run(mailbox.mbox.count)
+        d.addErrback(self._forgetMissing, userid, mailbox)
+        return d.addCallback(lambda count: _SpoolSession(mailbox, userid, count))
 
     @receiverArgument
     def deliver(self, sender, receiver, body):
@@ -526,7 +547,9 @@ class SpoolStore:
         if len(separator) + sum(len(part) for part in parts) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
         # Pieces, not one string: a large body is written without a copy.
-        return self._mailbox(receiver).append(separator, parts)
+        mailbox = self._mailbox(receiver)
+        return mailbox.append(separator, parts).addErrback(
+            self._forgetMissing, receiver, mailbox)
 
 
 @implementer(IMailboxSession)
