@@ -146,7 +146,7 @@ def main(argv=None, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr):
         stderr.write("\nsimplemail-passwd: interrupted; nothing changed\n")
         return 1
     except OSError as e:
-        stderr.write("simplemail-passwd: {}: {}\n".format(options["path"], e.strerror))
+        stderr.write("simplemail-passwd: {}: {}\n".format(options.get("path", "output"), e.strerror))
         return 1
     finally:
         if store is not None:
