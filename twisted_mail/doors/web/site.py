@@ -12,7 +12,7 @@ from importlib import resources
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from twisted_mail.doors.connections import LimitedFactory
+from twisted_mail.doors.connections import CLOSE_GRACE, Closing, LimitedFactory
 
 from twisted_mail.doors.web.api import WebAPI
 from twisted_mail.doors.web.policy import CSP, JSON_ALLOWANCE, MAX_SESSIONS, SESSION_IDLE
@@ -87,9 +87,9 @@ class WebRequest(server.Request):
         import io
 
         self.content = io.BytesIO()
-        transport = self.channel.transport
-        transport.write(_rawAnswer(413, b"Content Too Large", "request body too large"))
-        transport.loseConnection()
+        self.channel.transport.write(
+            _rawAnswer(413, b"Content Too Large", "request body too large"))
+        self.channel.closeConnection()
 
     def process(self):
         if self._refused:
@@ -101,8 +101,13 @@ class WebRequest(server.Request):
         server.Request.process(self)
 
 
-class _Channel(http.HTTPChannel):
+class _Channel(Closing, http.HTTPChannel):
+    # Twisted's own abort of a timed-out connection that does not close
+    # (a TLS client that never did its handshake), after our grace.
+    abortTimeout = CLOSE_GRACE
+
     def connectionLost(self, reason):
+        self.connectionClosed()
         http.HTTPChannel.connectionLost(self, reason)
         self.site.connectionEnded()
 
