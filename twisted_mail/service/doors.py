@@ -132,6 +132,7 @@ def _webDoor(parts):
         maxConnections=options["max-connections"],
         reactor=parts.reactor,
         sessions=sessions,
+        origins=options["web-origin"],
     )
     log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
     return factory

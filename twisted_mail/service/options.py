@@ -210,6 +210,23 @@ class Options(usage.Options):
         "(repeatable; off by default)."
     )
 
+    def opt_web_origin(self, url):
+        from twisted_mail.doors.web.policy import normaliseOrigin
+
+        try:
+            self["web-origin"].append(normaliseOrigin(url))
+        except ValueError as e:
+            raise usage.UsageError("--web-origin: {}".format(e))
+
+    opt_web_origin.__doc__ = (
+        "A public origin the web inbox is served from behind a reverse "
+        "proxy, e.g. https://mail.example.org (repeatable): POST and DELETE "
+        "from a page there are accepted, and its host name passes the Host "
+        "check (docs/web.rst)."
+    )
+    opt_web_origin.optionName = "web-origin"
+    opt_web_origin.optionDefault = list
+
     # -- SMTP ingress and submission (twisted_mail/smtp/, docs/smtp.rst)
 
     opt_smtp = _endpointOption(

@@ -27,7 +27,8 @@ from twisted_mail.logins.portal import IMailAccount, LoginAttempt
 from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.doors.web.openapi import openAPIDocument
-from twisted_mail.doors.web.policy import COOKIE, DOWNLOAD_CSP, FRAME_CSP
+from twisted_mail.doors.web.policy import (
+    COOKIE, DOWNLOAD_CSP, FRAME_CSP, normaliseOrigin, originHost)
 from twisted_mail.doors.web.streams import HANDLED, EventStream, stream
 from twisted_mail.wire import normalizeUserId
 
@@ -119,8 +120,9 @@ class WebAPI(resource.Resource):
 
     def __init__(self, store, domain, portal=None, passwordFile=None,
                  maxMessageSize=10 * 1024 * 1024, sessions=None, reactor=None,
-                 inThread=None):
+                 inThread=None, origins=()):
         resource.Resource.__init__(self)
+        self._setOrigins(origins)
         if reactor is None:
             from twisted.internet import reactor
         self.store = store
@@ -255,6 +257,15 @@ class WebAPI(resource.Resource):
 
         return d.addCallback(authenticated)
 
+    def _setOrigins(self, origins):
+        """
+        Keep C{--web-origin}: the public origins the page is served from
+        behind a proxy (normalised, see L{normaliseOrigin}), accepted by
+        the Host and Origin checks.
+        """
+        self.origins = frozenset(normaliseOrigin(origin) for origin in origins)
+        self._originHosts = frozenset(originHost(origin) for origin in self.origins)
+
     def _checkHost(self, request):
         """
         On a loopback listener, answer only requests for a loopback name
@@ -269,7 +280,8 @@ class WebAPI(resource.Resource):
             name = host[1:].partition("]")[0]
         else:
             name = host.rpartition(":")[0] if ":" in host else host
-        if name in ("localhost", self.domain.lower()) or name.endswith(".localhost"):
+        if (name in ("localhost", self.domain.lower()) or name.endswith(".localhost")
+                or name in self._originHosts):
             return
         try:
             ipaddress.ip_address(name)
@@ -286,6 +298,12 @@ class WebAPI(resource.Resource):
         if request.getHeader(b"sec-fetch-site") == b"cross-site":
             raise HTTPError(403, "cross-site request refused")
         origin = request.getHeader(b"origin")
+        if origin is not None and self.origins:
+            try:
+                if normaliseOrigin(origin.decode("ascii")) in self.origins:
+                    return
+            except (UnicodeDecodeError, ValueError):
+                raise HTTPError(403, "cross-site request refused")
         if origin is not None:
             host = request.getHeader(b"host") or b""
             if origin.split(b"://", 1)[-1] != host:

@@ -261,7 +261,8 @@ class Sessions:
 
 def makeWebFactory(store, domain, portal=None, passwordFile=None,
                    maxMessageSize=10 * 1024 * 1024, idleTimeout=300,
-                   maxConnections=100, reactor=None, inThread=None, sessions=None):
+                   maxConnections=100, reactor=None, inThread=None, sessions=None,
+                   origins=()):
     """
     The factory serving the web inbox and the JSON API over C{store}.
 
@@ -276,13 +277,16 @@ def makeWebFactory(store, domain, portal=None, passwordFile=None,
         L{Sessions}' C{create}, C{user} and C{end}); default a L{Sessions}
         in this process's memory.  Several server processes behind one
         port would need one they share.
+    @param origins: C{--web-origin}: the public origins (URLs) the page is
+        served from behind a reverse proxy, accepted by the Host and Origin
+        checks (docs/web.rst).
     """
     if reactor is None:
         from twisted.internet import reactor
     api = WebAPI(store, domain, portal=portal, passwordFile=passwordFile,
                  maxMessageSize=maxMessageSize,
                  sessions=sessions if sessions is not None else Sessions(reactor),
-                 reactor=reactor, inThread=inThread)
+                 reactor=reactor, inThread=inThread, origins=origins)
     site = WebSite(Root(api), maxBodySize=maxMessageSize + max(JSON_ALLOWANCE, maxMessageSize // 4),
                    timeout=idleTimeout, reactor=reactor, maxConnections=maxConnections)
     return site
