@@ -9,7 +9,12 @@ connection's end), bounded only by the test's generous timeout.
 """
 
 from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_mail.doors import connections
 from twisted_mail.doors.line import MailServerFactory
@@ -143,3 +148,40 @@ class ClosingUnderTLSTests(TestCase):
         greeting = yield client.greeting
         yield client.closed
         self.assertTrue(greeting.startswith(b"+OK"), greeting)
+
+
+class _TLSLikeTransport(StringTransport):
+    """
+    A transport whose C{loseConnection} waits (as TLS does for the peer's
+    close_notify); only C{abortConnection} ends it.
+    """
+
+    aborted = False
+
+    def loseConnection(self):
+        self.closeRequested = True
+
+    def abortConnection(self):
+        self.aborted = True
+        StringTransport.loseConnection(self)
+
+
+class QuitUnderTLSTests(SynchronousTestCase):
+    def test_smtpQuitAborted(self):
+        """
+        After SMTP QUIT (221), a connection that does not close within the
+        grace is aborted.
+        """
+        clock = Clock()
+        store = MemoryStore()
+        factory = makeSMTPFactory(store, "example.com", 1024 * 1024, 600, reactor=clock)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1000))
+        transport = _TLSLikeTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"QUIT\r\n")
+        self.assertIn(b"221 ", transport.value())
+        self.assertFalse(transport.aborted)
+        clock.advance(connections.CLOSE_GRACE)
+        self.assertTrue(transport.aborted)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -368,6 +368,12 @@ class SMTPServerProtocol(Closing, smtp.ESMTP):
             text += b"\n" + self.listExtensions()
         self.sendCode(250, text)
 
+    def do_QUIT(self, rest):
+        # Twisted's closes with loseConnection alone: under TLS a client
+        # that never answers close_notify would keep the connection.
+        self.sendCode(221, b"See you later")
+        self.closeConnection()
+
     def do_HELO(self, rest):
         self._hello(rest, False)
 
