@@ -197,6 +197,12 @@ class ServerProcess:
                 self.kill()
                 raise
 
+    def command(self, port):
+        """
+        The argument vector of the server process listening on C{port}.
+        """
+        return twistdCommand(self.args(port))
+
     def _spawn(self, port):
         self.port = port
         if self._logFile is None:
@@ -204,7 +210,7 @@ class ServerProcess:
         self._logFile.flush()
         self._logStart = os.fstat(self._logFile.fileno()).st_size
         self.process = subprocess.Popen(
-            twistdCommand(self.args(port)),
+            self.command(port),
             env=twistdEnvironment(),
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,

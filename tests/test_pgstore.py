@@ -16,6 +16,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests import pgserver
+
+#: How long to wait for an event before calling the store broken: a bound
+#: for a hung test only, never a measure of speed.
+EVENT_LIMIT = 120
 from tests.test_mailboxview import MailboxViewContractMixin
 from tests.test_store import StoreContractMixin, SynchronousThreads
 from twisted_mail.service import tap
@@ -257,12 +261,39 @@ class _ThreadedStore:
     def whenListening(self, *stores):
         """
         A Deferred that fires once each store's notification thread
-        listens (at most 10 seconds).
+        listens (the limit only ends a hung test).
         """
         def wait():
             for store in stores:
-                if not store.listening.wait(10):
+                if not store.listening.wait(EVENT_LIMIT):
                     raise AssertionError("the notification thread never listened")
+
+        return threads.deferToThread(wait)
+
+    @defer.inlineCallbacks
+    def waitUntil(self, condition, limit=EVENT_LIMIT):
+        """
+        Fire once C{condition()} is true (checked every 20 ms); fail after
+        C{limit} seconds, a bound for a hung test only.
+        """
+        deadline = time.monotonic() + limit
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError("still waiting after {} s".format(limit))
+            yield threads.deferToThread(time.sleep, 0.02)
+
+    def waitForLockWait(self):
+        """
+        Fire once some session of the test database waits for a lock.
+        """
+        def wait():
+            deadline = time.monotonic() + EVENT_LIMIT
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                query = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                while not conn.execute(query).fetchone()[0]:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("no session waits for a lock")
+                    time.sleep(0.02)
 
         return threads.deferToThread(wait)
 
@@ -274,7 +305,7 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
     """
 
     skip = skip
-    timeout = 60
+    timeout = 2 * EVENT_LIMIT
 
     def setUp(self):
         self.url = pgserver.freshDatabase()
@@ -332,31 +363,35 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
     def test_announcedAcrossStores(self):
         """
         A delivery through one store object (one server) is announced to a
-        subscriber of another within 2 seconds, once; its own subscribers
-        hear of it at once.
+        subscriber of another, once; its own subscribers hear of it at
+        once.
         """
         other = self.makeThreadedStore(self.url)
         other.startListening()
         self.store.startListening()
         heard, local = [], []
-        got = defer.Deferred()
+        got = {}
 
         def listener(summary):
             heard.append(summary)
-            if not got.called:
-                got.callback(None)
+            d = got.pop(summary.snippet, None)
+            if d is not None:
+                d.callback(None)
 
         other.subscribe("bob", listener)
         self.store.subscribe("bob", local.append)
         yield self.whenListening(other, self.store)
-        started = time.monotonic()
+        news = got["news"] = defer.Deferred()
         yield self.store.deliver("alice", "bob", b"news\n")
         self.assertEqual([s.snippet for s in local], ["news"])
-        yield got.addTimeout(2, reactor)
-        self.assertLess(time.monotonic() - started, 2)
-        yield threads.deferToThread(time.sleep, 0.5)
-        self.assertEqual([s.snippet for s in heard], ["news"])
-        self.assertEqual([s.snippet for s in local], ["news"])
+        yield news.addTimeout(EVENT_LIMIT, reactor)
+        # "Once": a marker delivered after it is announced too, in order;
+        # a second announcement of "news" would come before it.
+        marker = got["marker"] = defer.Deferred()
+        yield self.store.deliver("alice", "bob", b"marker\n")
+        yield marker.addTimeout(EVENT_LIMIT, reactor)
+        self.assertEqual([s.snippet for s in heard], ["news", "marker"])
+        self.assertEqual([s.snippet for s in local], ["news", "marker"])
         self.assertEqual(heard[0].id, local[0].id)
 
     @defer.inlineCallbacks
@@ -374,7 +409,9 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         other.execute("BEGIN")
         (first,) = pgstore.insertRows(other, [row], origin="elsewhere")
         d = self.store.deliver("alice", "bob", b"second\n")
-        yield threads.deferToThread(time.sleep, 0.5)
+        # Positive marker: the delivery is seen waiting for a lock held by
+        # the uncommitted transaction (not merely not done yet).
+        yield self.waitForLockWait()
         self.assertNoResult(d)
         session = yield self.store.openMailbox("bob")
         with self.assertRaises(errors.NoMoreMail):
@@ -410,13 +447,13 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         yield threads.deferToThread(terminate)
         yield self.store.deliver("alice", "bob", b"meanwhile\n")
         yield other.deliver("alice", "bob", b"own\n")
-        for _ in range(40):
-            if heard and len(local) >= 2:
-                break
-            yield threads.deferToThread(time.sleep, 0.1)
-        yield threads.deferToThread(time.sleep, 1.0)
-        self.assertEqual(sorted(s.snippet for s in heard), ["meanwhile", "own"])
-        self.assertEqual(sorted(s.snippet for s in local), ["meanwhile", "own"])
+        yield self.waitUntil(lambda: len(heard) >= 2 and len(local) >= 2)
+        # "Once": a marker delivered now is announced after anything the
+        # reconnection replays; then nothing was announced twice.
+        yield self.store.deliver("alice", "bob", b"marker\n")
+        yield self.waitUntil(lambda: "marker" in [s.snippet for s in heard])
+        self.assertEqual(sorted(s.snippet for s in heard), ["marker", "meanwhile", "own"])
+        self.assertEqual(sorted(s.snippet for s in local), ["marker", "meanwhile", "own"])
 
     @defer.inlineCallbacks
     def test_lostConnectionTemporaryFailure(self):

@@ -39,16 +39,36 @@ class TLSStringTransport(StringTransport):
         self.aborted = True
 
 
+class TLSClosingTransport(TLSStringTransport):
+    """
+    A L{TLSStringTransport} that, once TLS is started, closes as Twisted's
+    TCP transport does then: C{loseConnection} hands the close to the TLS
+    layer (close_notify) and the transport's C{disconnecting} stays False
+    until the connection is really gone; C{abortConnection} ends it.
+    """
+
+    closeRequested = False
+
+    def loseConnection(self):
+        if self.tlsStarted is None:
+            return TLSStringTransport.loseConnection(self)
+        self.closeRequested = True
+
+    def abortConnection(self):
+        TLSStringTransport.loseConnection(self)
+        self.aborted = True
+
+
 class Connection:
     """
     A POP3 server protocol on a transport in memory; the replies it writes
     are read with L{output}, pulling any reply being sent to its end.
     """
 
-    def __init__(self, factory):
+    def __init__(self, factory, transportFactory=TLSStringTransport):
         self.factory = factory
         self.protocol = factory.buildProtocol(ADDRESS)
-        self.transport = TLSStringTransport(peerAddress=ADDRESS)
+        self.transport = transportFactory(peerAddress=ADDRESS)
         self.protocol.makeConnection(self.transport)
         self._read = 0
 
@@ -551,6 +571,32 @@ class TransactionTests(POP3TestCase):
 
 
 class DeleteTests(POP3TestCase):
+    def test_quitAfterIdleNoticeUnderTLSDeletesNothing(self):
+        """
+        After STLS, a QUIT that arrives once the server has said it is
+        closing for idleness is ignored: the marked message stays, and the
+        connection is aborted if TLS does not close it within the grace.
+        """
+        self.deliver(b"one\n")
+        c = Connection(self.factory(tlsContextFactory=object()),
+                       transportFactory=TLSClosingTransport)
+        c.output()
+        self.assertEqual(c.command(b"STLS"), b"+OK begin TLS negotiation\r\n")
+        self.login(c)
+        self.assertEqual(c.command(b"DELE 1"), b"+OK message 1 deleted\r\n")
+        self.clock.advance(600)
+        self.assertEqual(c.output(), b"-ERR idle for too long, closing\r\n")
+        self.assertTrue(c.transport.closeRequested)
+        self.assertEqual(c.command(b"QUIT"), b"")
+        self.assertEqual(len(self.texts()), 1)
+        self.assertNotIn("delete", [call[0] for call in self.store.calls])
+        self.assertFalse(getattr(c.transport, "aborted", False))
+        self.clock.advance(pop3.POP3Server.closeGrace)
+        self.assertTrue(c.transport.aborted)
+        c.lose()
+        self.assertEqual(len(self.texts()), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_deleMarksOnly(self):
         """
         DELE marks a message: STAT, LIST and UIDL leave it out, RETR and a

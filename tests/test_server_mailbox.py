@@ -271,6 +271,26 @@ class MailboxViewTestsMixin:
         connection.send(b"LSTM")
         self.assertOK(connection.multiline()[0])
 
+    def test_sendmBareCRInHeaders(self):
+        """
+        A bare CR in a header line cannot smuggle a From: or Reply-To: past
+        the header filter: the message is refused with C{-ERR}, nothing is
+        stored; a CR in the body is kept as text.
+        """
+        connection = self.selected("alice")
+        reply = self.sendm(
+            connection, b"bob",
+            b"Subject: hello\rFrom: The CEO <ceo@x>\rReply-To: x@evil", b"", b"x")
+        self.assertEqual(
+            reply, b"-ERR the message's header section does not parse: "
+            b"a header line holds a bare CR")
+        self.assertEqual(self.stored("bob"), [])
+        reply = self.sendm(connection, b"bob", b"Subject: hi", b"", b"a\rb")
+        self.assertOK(reply)
+        [message] = self.stored("bob")
+        self.assertIn(b"\na\rb\n", message)
+        self.assertNotIn(b"evil", message)
+
     def test_sendmHugeHeaderSection(self):
         """
         A header section longer than 256 KiB is refused after the C{.},

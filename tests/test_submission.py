@@ -392,6 +392,70 @@ class SenderTests(SubmissionTestCase):
         self.assertIn(b"\n.leading dot\nend\n", stored)
 
 
+class HeaderFromTests(SenderTests):
+    """
+    The headers a reader sees name the user, as the envelope sender does.
+    """
+
+    def send(self, text):
+        client = self.authenticated()
+        codes = client.codes(
+            b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\nDATA\r\n")
+        self.assertEqual(codes, [250, 250, 354])
+        return client.command(stuff(text) + b".")
+
+    def test_ownFromAccepted(self):
+        """
+        From: with the user's own address (any display name, any case, at
+        localhost too) and a matching Sender: are stored as written.
+        """
+        for header in (b"From: Bob Smith <bob@example.org>",
+                       b"From: BOB@Example.Org\nSender: bob@localhost",
+                       b"From: =?utf-8?q?B=C3=B6b?=\n <bob@example.org>"):
+            [(code, _)] = self.send(header + b"\nSubject: hi\n\nhello\n")
+            self.assertEqual(code, 250, header)
+        self.assertEqual(len(self.store.messages("carol")), 3)
+
+    def test_forgedFromRefused(self):
+        """
+        A From: or Sender: naming anyone else (another user, another domain,
+        a second author, a folded line, a bare-CR smuggled line, no address
+        at all) gets 550 naming the user's own address; nothing is stored.
+        """
+        for header in (b"From: The CEO <carol@example.org>",
+                       b"From: bob@example.org\nSender: carol@example.org",
+                       b"From: bob@elsewhere.example",
+                       b"From: bob@example.org, carol@example.org",
+                       b"From: Bob\n <carol@example.org>",
+                       b"Subject: hello\rFrom: The CEO <ceo@x>\rReply-To: x@evil",
+                       b"From: undisclosed:;"):
+            [(code, text)] = self.send(header + b"\n\nhello\n")
+            self.assertEqual(code, 550, header)
+            self.assertIn(b"5.7.1", text)
+            self.assertIn(b"bob@example.org", text)
+        self.assertEqual(self.store.messages("carol"), [])
+
+    def test_missingFromAdded(self):
+        """
+        A message without From: gets the user's own address.
+        """
+        [(code, _)] = self.send(b"Subject: hi\n\nhello\n")
+        self.assertEqual(code, 250)
+        [stored] = self.store.messages("carol")
+        self.assertIn(b"\nFrom: bob@example.org\n", stored)
+
+    def test_ingressKeepsFrom(self):
+        """
+        On ingress (no login) From: is the sender's business and is kept.
+        """
+        client = self.connect(submission=False)
+        codes = client.mail(b"x@elsewhere.example", [b"carol@example.org"],
+                            b"From: The CEO <ceo@elsewhere.example>\n\nhi\n")
+        self.assertEqual(codes[-2:], [354, 250])
+        [stored] = self.store.messages("carol")
+        self.assertIn(b"From: The CEO <ceo@elsewhere.example>\n", stored)
+
+
 class OptionsTests(SynchronousTestCase):
     """
     C{--submission} on the command line.

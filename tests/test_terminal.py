@@ -272,13 +272,28 @@ class CompletionTests(SessionTestsMixin, SynchronousTestCase):
         self.assertIn(b"albert  alice\r\n", self.screen())
         self.assertEqual(self.line(), b"SetUser al")
 
-    def test_noneForText(self):
+    def test_tabKeptInText(self):
         """
-        Tab does nothing on a message line.
+        Tab on a message line is part of the text, not a completion: the
+        console gets C{col1<Tab>col2}, and the screen shows the Tab as a
+        space.
         """
         self.session.prompt("Type Message: ", TEXT)
-        self.type(b"Se\t")
-        self.assertEqual(self.line(), b"Se")
+        self.screen()
+        self.type(b"col1\tcol2\r")
+        self.assertEqual(self.console.lines[-1], b"col1\tcol2\n")
+        self.assertIn(b"col1 col2", self.screen())
+
+    def test_tabKeptInTextMidLine(self):
+        """
+        A Tab typed in the middle of a message line is inserted there, and
+        the redrawn line shows it as one space.
+        """
+        self.session.prompt("Type Message: ", TEXT)
+        self.type(b"ab\x1b[D")
+        self.screen()
+        self.type(b"\t\r")
+        self.assertEqual(self.console.lines[-1], b"a\tb\n")
 
 
 class FlowTests(SessionTestsMixin, SynchronousTestCase):

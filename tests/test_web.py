@@ -625,6 +625,65 @@ class PasswordAPITests(WebMixin, SynchronousTestCase):
         self.assertEqual(self.passwordFile.passwords, {"carol": "pw"})
 
 
+class ReverseProxyTests(WebMixin, SynchronousTestCase):
+    """
+    Behind nginx (docs/web.rst): the page is served from
+    https://mail.example.org (--web-origin), the server listens on
+    127.0.0.1:9080 with --domain example.org.
+    """
+
+    def setUp(self):
+        WebMixin.setUp(self)
+        self.factory = makeWebFactory(
+            self.store, "example.org", maxMessageSize=self.maxMessageSize,
+            idleTimeout=60, maxConnections=20, reactor=self.clock,
+            inThread=syncThread, origins=["https://mail.example.org/"])
+        self.client = WebClient(self.factory)
+
+    def postAndDelete(self, headers):
+        sent = self.client.request("POST", "/api/v1/users/alice/messages",
+                                   json_={"from": "bob", "text": "x"}, headers=headers)
+        self.assertEqual(sent.code, 201, sent)
+        deleted = self.client.request(
+            "DELETE", "/api/v1/users/alice/messages/" + sent.json()["id"], headers=headers)
+        self.assertEqual(deleted.code, 204, deleted)
+
+    def test_nginxDefaultHost(self):
+        """
+        POST and DELETE work with what nginx sends by default: Host the
+        proxy_pass upstream (127.0.0.1:9080), Origin the public https
+        origin.
+        """
+        self.postAndDelete({"Host": "127.0.0.1:9080",
+                            "Origin": "https://mail.example.org",
+                            "Sec-Fetch-Site": "same-origin"})
+
+    def test_nginxPublicHost(self):
+        """
+        POST and DELETE work when the proxy passes the public name as Host
+        (proxy_set_header Host $host), and with --domain's name.
+        """
+        self.postAndDelete({"Host": "mail.example.org",
+                            "Origin": "https://mail.example.org"})
+        self.postAndDelete({"Host": "example.org", "Origin": "https://mail.example.org"})
+        self.postAndDelete({"Host": "example.org:8080", "Origin": "http://example.org:8080"})
+
+    def test_otherOriginsRefused(self):
+        """
+        Another origin, the public name over plain http or on another port,
+        and an unknown Host stay refused.
+        """
+        for origin in ("https://evil.example", "http://mail.example.org",
+                       "https://mail.example.org:8443", "null"):
+            response = self.client.request(
+                "POST", "/api/v1/users/alice/messages", json_={"from": "bob", "text": "x"},
+                headers={"Host": "127.0.0.1:9080", "Origin": origin})
+            self.assertError(response, 403)
+        self.assertError(self.client.request(
+            "GET", "/api/v1/users", headers={"Host": "evil.example"}), 403)
+        self.assertEqual(self.store.messages("alice"), [])
+
+
 class WebOptionTests(SynchronousTestCase):
     """
     C{--web ENDPOINT} in C{twistd simplemail}.
@@ -637,6 +696,40 @@ class WebOptionTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--spool", self.mktemp()])
         self.assertEqual(options["web"], [])
+
+    def test_webOrigin(self):
+        """
+        --web-origin is repeatable, kept as browsers send Origin (lower
+        case, default port left out) and reaches the API; anything but an
+        http(s) origin is a one-line usage error.
+        """
+        from twisted.internet.testing import MemoryReactor
+        from twisted.python import usage
+
+        from twisted_mail.service import tap
+        from twisted_mail.doors.web.site import WebSite
+
+        options = tap.Options()
+        options.parseOptions([
+            "--spool", self.mktemp(), "--web", "tcp:9080:interface=127.0.0.1",
+            "--web-origin", "HTTPS://Mail.Example.ORG:443/",
+            "--web-origin", "http://[::1]:8080"])
+        self.assertEqual(options["web-origin"],
+                         ["https://mail.example.org", "http://[::1]:8080"])
+        reactor = MemoryReactor()
+        service = tap.makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [site] = [factory for _, factory, _, _ in reactor.tcpServers
+                  if isinstance(factory, WebSite)]
+        self.addCleanup(site.resource.children[b"api"].store.close)
+        self.assertEqual(site.resource.children[b"api"].origins,
+                         {"https://mail.example.org", "http://[::1]:8080"})
+        for bad in ("mail.example.org", "ftp://x", "https://x/inbox", "https://"):
+            exc = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
+                                    ["--spool", self.mktemp(), "--web-origin", bad])
+            self.assertIn("--web-origin", str(exc))
+            self.assertNotIn("\n", str(exc))
 
     def test_badWebEndpoint(self):
         """A --web endpoint Twisted cannot parse is a one-line usage error."""

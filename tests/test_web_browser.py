@@ -215,6 +215,16 @@ class BrowserMixin:
         self.waitFor(lambda: self.css("#mailbox-view:not([hidden])") and
                      self.css("#mailbox-count")[0].text, "the inbox")
 
+    def waitForLoaded(self):
+        """
+        Wait until the current document (the page, or the frame switched
+        to) has finished loading: a positive marker for the checks that
+        something did not happen.
+        """
+        self.waitFor(
+            lambda: self.driver.execute_script("return document.readyState") == "complete",
+            "the document to finish loading")
+
     def assertNoScriptRan(self):
         self.assertIsNone(self.driver.execute_script("return window.__xss"))
         from selenium.common.exceptions import NoAlertPresentException
@@ -338,9 +348,13 @@ class InboxPageTests(BrowserMixin, SynchronousTestCase):
         try:
             self.waitFor(lambda: self.driver.find_element("tag name", "p").text == "tracked",
                          "the HTML in its frame")
+            # Positive marker before the negative check: the frame's load
+            # is complete, so every fetch it would make was tried (or
+            # refused) by now.
+            self.waitForLoaded()
         finally:
             self.driver.switch_to.default_content()
-        time.sleep(1.5)
+        self.waitForLoaded()
         self.assertEqual(hits, [])
         self.assertTrue(self.css("iframe.html-frame"))
 
@@ -365,9 +379,10 @@ class InboxPageTests(BrowserMixin, SynchronousTestCase):
             self.waitFor(lambda: self.driver.find_element("tag name", "p").text == "evil",
                          "the HTML in its frame")
             self.assertIsNone(self.driver.execute_script("return window.__xss"))
+            self.waitForLoaded()
         finally:
             self.driver.switch_to.default_content()
-        time.sleep(0.3)
+        self.waitForLoaded()
         self.assertNoScriptRan()
 
 

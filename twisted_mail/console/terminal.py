@@ -33,6 +33,10 @@ from twisted.internet.protocol import Protocol
 #: do neither; C{SECRET} lines (a password) are not even shown.
 COMMAND, TEXT, SECRET = "command", "text", "secret"
 
+#: A Tab in a text line is kept, and shown as one space: each character of
+#: the line takes one column.
+_TAB_SHOWN = {b"\t": b" "}
+
 _WORD_END = re.compile(r"\S+\s*$")
 
 
@@ -242,7 +246,7 @@ class LineEditor(HistoricRecvLine):
         if atEnd:
             # The usual case, typing or pasting: write just the character.
             if self.kind != SECRET:
-                self.terminal.write(ch)
+                self.terminal.write(_TAB_SHOWN.get(ch, ch))
                 end = self._columns()
                 if end % self._width() == 0:
                     # The cursor waits at the margin: take it to the next row.
@@ -328,7 +332,11 @@ class LineEditor(HistoricRecvLine):
         self._inputEnded()
 
     def handle_TAB(self):
-        if self.kind != COMMAND or self._complete is None:
+        if self.kind != COMMAND:
+            # Message text, a subject, a password: a Tab is part of it.
+            self.characterReceived(b"\t", False)
+            return
+        if self._complete is None:
             return
         before = b"".join(self.lineBuffer[: self.lineBufferIndex]).decode("utf-8")
         word = before.rsplit(" ", 1)[-1]
@@ -429,7 +437,8 @@ class LineEditor(HistoricRecvLine):
             t.cursorUp(self._cursorRow)
         t.write(b"\r")
         t.eraseToDisplayEnd()
-        shown = b"" if self.kind == SECRET else b"".join(self.lineBuffer)
+        shown = b"" if self.kind == SECRET else b"".join(
+            _TAB_SHOWN.get(ch, ch) for ch in self.lineBuffer)
         t.write(self.prompt + shown)
         end = self._columns()
         if end and end % width == 0:

@@ -19,6 +19,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 600
 DEFAULT_MAX_CONNECTIONS = 10000
 
+#: How long, in seconds, a connection the server closes may take to go
+#: (its last reply written, TLS's close_notify exchanged) before it is cut.
+CLOSE_GRACE = 10
+
 
 def describePeer(transport):
     """
@@ -36,18 +40,75 @@ def describePeer(transport):
     return name or type(peer).__name__
 
 
-class Refusal(Protocol):
+class Closing:
+    """
+    A mixin for a door's protocol: L{closeConnection} closes the connection
+    for good, even when C{loseConnection} alone would not.
+
+    C{loseConnection} waits for what is written to be sent and, under TLS,
+    for the close_notify exchange: a client that never starts (or never
+    finishes) the TLS handshake, or stops reading, would keep the connection
+    (and its place under C{--max-connections}) forever.  So the connection
+    is aborted if it is still open L{closeGrace} seconds later.
+
+    The protocol needs C{transport} and C{callLater} (L{LimitedFactory.admit}
+    gives it the reactor's), and calls L{connectionClosed} from its
+    C{connectionLost}.
+
+    @ivar hangingUp: whether L{closeConnection} was called: from then on the
+        protocol acts on nothing the client sends (a command that arrives
+        after the server said it is closing is ignored).
+    """
+
+    hangingUp = False
+    closeGrace = CLOSE_GRACE
+    _cutCall = None
+
+    def closeConnection(self):
+        """
+        Close the connection once what is written is sent; abort it if it
+        is still open L{closeGrace} seconds later.
+        """
+        self.hangingUp = True
+        self.transport.loseConnection()
+        if self._cutCall is None:
+            self._cutCall = self.callLater(self.closeGrace, self._cutConnection)
+
+    def _cutConnection(self):
+        self._cutCall = None
+        log.info(
+            "aborting connection from {peer}: still open {grace} s after closing",
+            peer=describePeer(self.transport),
+            grace=self.closeGrace,
+        )
+        self.transport.abortConnection()
+
+    def connectionClosed(self):
+        """
+        The connection is gone: forget the pending abort.
+        """
+        self.hangingUp = True
+        call, self._cutCall = self._cutCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+
+class Refusal(Closing, Protocol):
     """
     Says why the connection is refused, in the door's own words, and closes
     it.
     """
 
-    def __init__(self, text):
+    def __init__(self, text, callLater):
         self.text = text
+        self.callLater = callLater
 
     def connectionMade(self):
         self.transport.write(self.text)
-        self.transport.loseConnection()
+        self.closeConnection()
+
+    def connectionLost(self, reason):
+        self.connectionClosed()
 
 
 class LimitedFactory:
@@ -91,7 +152,7 @@ class LimitedFactory:
                 addr=addr,
                 n=self.connections,
             )
-            p = Refusal(self.refusal())
+            p = Refusal(self.refusal(), self.reactor.callLater)
             p.factory = self
             return p
         p = self.admit(addr)

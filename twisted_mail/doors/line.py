@@ -24,6 +24,7 @@ from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import appendLine, buildSubmittedMessage
 from twisted_mail.doors.connections import (
+    Closing,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -124,7 +125,7 @@ class _MessageSender:
         self._transport = None
 
 
-class MailServerProtocol(LineReceiver, TimeoutMixin):
+class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
     """
     One client connection.
 
@@ -162,6 +163,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self._lost = True
+        self.connectionClosed()
         self.factory.connectionEnded()
         self.factory.protocols.discard(self)
         self.setTimeout(None)
@@ -172,7 +174,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     def timeoutConnection(self):
         log.info("closing idle connection from {peer}", peer=self._peer)
         self.transport.write(wire.formatError("idle for too long, closing"))
-        self.transport.loseConnection()
+        self.closeConnection()
 
     # -- holding input while a command is outstanding
 
@@ -227,7 +229,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             buf = self._buffer + data if self._buffer else data
             self._buffer = b""
             start = 0
-            while not self.paused and not self.transport.disconnecting:
+            while not self.paused and not self.hangingUp and not self.transport.disconnecting:
                 if self._body is not None and bulk:
                     taken = self._takeBodyLines(buf, start)
                     if taken is not None:
@@ -245,7 +247,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
                     self._buffer = b""
                     return self.lineLengthExceeded(line)
                 self.lineReceived(line)
-            if self.transport.disconnecting:
+            if self.hangingUp or self.transport.disconnecting:
                 self._buffer = b""
             else:
                 # Data that arrived while lineReceived ran went to _buffer.
@@ -310,7 +312,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
             peer=self._peer,
         )
         self.transport.write(wire.formatError("line too long"))
-        self.transport.loseConnection()
+        self.closeConnection()
 
     def lineReceived(self, line):
         if line.endswith(b"\r"):
@@ -377,7 +379,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     def _write(self, reply):
         self.transport.write(reply)
         if self._closeAfterReply:
-            self.transport.loseConnection()
+            self.closeConnection()
 
     def _replyReady(self, reply):
         if self._lost:
@@ -389,7 +391,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         self._replied()
 
     def _replied(self):
-        if self._lost or self.transport.disconnecting:  # QUIT
+        if self._lost or self.hangingUp or self.transport.disconnecting:  # QUIT
             return
         self.setTimeout(self.factory.idleTimeout)
         self._releaseInput()
@@ -670,7 +672,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
     def do_QUIT(self, command):
         def closed(_):
             self.transport.write(wire.formatOK("bye"))
-            self.transport.loseConnection()
+            self.closeConnection()
             return b""
 
         return self._endSession().addCallback(closed)

@@ -352,9 +352,9 @@ def parseHeaderSection(head):
     @param head: the header lines (LF endings), without the empty line.
     @return: a L{list} of C{(name, field)}: the field's name (L{bytes}) and
         its lines as sent (continuation lines included, LF-terminated).
-    @raise MalformedMessage: a line is neither a header field nor the
-        continuation of one, or the C{email} package finds the section
-        broken.
+    @raise MalformedMessage: a line holds a CR (not part of its line
+        ending), or is neither a header field nor the continuation of one,
+        or the C{email} package finds the section broken.
     """
     from email import errors as emailErrors
     from email.parser import BytesHeaderParser
@@ -365,6 +365,12 @@ def parseHeaderSection(head):
     if len(head) > MAX_HEADER_SECTION:
         raise MalformedMessage(
             "it is longer than {} bytes".format(MAX_HEADER_SECTION))
+    if b"\r" in head:
+        # A CR not before a LF: the email package (and many mail programs)
+        # would end a line there, and the header filter below would not.
+        # Refused, as Postfix-style strictness: no reader may see a header
+        # the filter did not (docs/protocol.rst).
+        raise MalformedMessage("a header line holds a bare CR")
     fields = []
     for line in head.split(b"\n")[:-1] if head else []:
         if line[:1] in (b" ", b"\t"):

@@ -112,6 +112,7 @@ def _webDoor(parts):
         reactor=parts.reactor,
         sessions=sessions,
         signup=not options["no-signup"],
+        origins=options["web-origin"],
     )
     log.info("simplemail: web inbox on {web}", web=", ".join(options["web"]))
     return factory

@@ -31,6 +31,33 @@ def _positiveInt(name):
     return convert
 
 
+#: The modules each optional extra of setup.cfg brings, as imported.
+EXTRAS = {
+    "tls": ("OpenSSL", "cryptography", "service_identity"),
+    "postgresql": ("psycopg",),
+}
+
+
+def requireExtra(option, extra):
+    """
+    Check that the packages of C{extra} can be imported, for C{option}.
+
+    @raise usage.UsageError: one line naming the extra to install (twistd
+        exits 1), never an C{ImportError} traceback at start.
+    """
+    import importlib
+
+    for module in EXTRAS[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise usage.UsageError(
+                "{} needs the {} extra (no module named {!r}): "
+                "pip install 'simplemail[{}]' (from a checkout: "
+                "pip install -e '.[{}]')".format(option, extra, module, extra, extra)
+            )
+
+
 def _checkedEndpoint(option, description):
     """
     Check a server endpoint description while parsing options, so that a
@@ -38,6 +65,8 @@ def _checkedEndpoint(option, description):
     """
     from twisted.internet import reactor
 
+    if connections.isTLSEndpoint(description):
+        requireExtra("{} {}".format(option, description.split(":", 1)[0]), "tls")
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:
@@ -191,6 +220,23 @@ class Options(usage.Options):
         "(repeatable; off by default)."
     )
 
+    def opt_web_origin(self, url):
+        from twisted_mail.doors.web.policy import normaliseOrigin
+
+        try:
+            self["web-origin"].append(normaliseOrigin(url))
+        except ValueError as e:
+            raise usage.UsageError("--web-origin: {}".format(e))
+
+    opt_web_origin.__doc__ = (
+        "A public origin the web inbox is served from behind a reverse "
+        "proxy, e.g. https://mail.example.org (repeatable): POST and DELETE "
+        "from a page there are accepted, and its host name passes the Host "
+        "check (docs/web.rst)."
+    )
+    opt_web_origin.optionName = "web-origin"
+    opt_web_origin.optionDefault = list
+
     # -- SMTP ingress and submission (twisted_mail/doors/smtp/, docs/smtp.rst)
 
     opt_smtp = _endpointOption(
@@ -231,6 +277,8 @@ class Options(usage.Options):
             or self["smtp-tls-key"]
         ):
             return
+        if self["smtp-tls-cert"] or self["smtp-tls-key"]:
+            requireExtra("--smtp-tls-cert", "tls")
         from twisted_mail.doors.smtp import checkSMTPOptions
 
         try:
@@ -272,6 +320,8 @@ class Options(usage.Options):
     def _checkPOP3Options(self):
         if not (self["pop3"] or self["pop3-tls-cert"] or self["pop3-tls-key"]):
             return
+        if self["pop3-tls-cert"] or self["pop3-tls-key"]:
+            requireExtra("--pop3-tls-cert", "tls")
         from twisted_mail.doors.pop3.server import checkPOP3Options
 
         try:
@@ -303,12 +353,7 @@ class Options(usage.Options):
         """
         if not self["database"].strip():
             raise usage.UsageError("--database wants a PostgreSQL URL")
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise usage.UsageError(
-                "--database needs psycopg: pip install -e '.[postgresql]' "
-                "(or pip install 'psycopg[binary]')")
+        requireExtra("--database", "postgresql")
         # Reach the database and make its schema ready now: twistd prints a
         # usage error from here as one line (from makeService, as a
         # traceback).

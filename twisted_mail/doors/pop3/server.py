@@ -38,6 +38,7 @@ from twisted_mail.doors.pop3.mailbox import (
 )
 from twisted_mail.logins.throttle import tooManyFailures
 from twisted_mail.doors.connections import (
+    Closing,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     SessionFactory,
@@ -132,7 +133,7 @@ class _ReplySender:
         self._transport = None
 
 
-class POP3Server(twistedPOP3.POP3):
+class POP3Server(Closing, twistedPOP3.POP3):
     """
     One POP3 connection.
 
@@ -182,6 +183,7 @@ class POP3Server(twistedPOP3.POP3):
 
     def connectionLost(self, reason):
         self._lost = True
+        self.connectionClosed()
         self.factory.connectionEnded()
         self.factory.protocols.discard(self)
         self.setTimeout(None)
@@ -224,7 +226,7 @@ class POP3Server(twistedPOP3.POP3):
             self.transport.abortConnection()
             return
         self._err("idle for too long, closing")
-        self.transport.loseConnection()
+        self.closeConnection()
 
     # -- replies
 
@@ -252,7 +254,10 @@ class POP3Server(twistedPOP3.POP3):
         return sender.start(self.transport).addCallback(sent)
 
     def _closing(self):
-        return self._lost or self.transport.disconnecting
+        # hangingUp: under TLS the transport's disconnecting stays False
+        # while close_notify is under way; once the server said it is
+        # closing, nothing the client sends is acted on.
+        return self._lost or self.hangingUp or self.transport.disconnecting
 
     # -- framing
 
@@ -319,7 +324,7 @@ class POP3Server(twistedPOP3.POP3):
             peer=self._peer,
         )
         self._err("line too long")
-        self.transport.loseConnection()
+        self.closeConnection()
 
     def lineReceived(self, line):
         # LineOnlyReceiver's entry point, for callers that hand lines in.
@@ -441,7 +446,7 @@ class POP3Server(twistedPOP3.POP3):
     def do_QUIT(self):
         if self.state != _TRANSACTION:
             self._ok("bye")
-            self.transport.loseConnection()
+            self.closeConnection()
             return None
         self.state = _UPDATE
         mailbox = self.mailbox
@@ -483,7 +488,7 @@ class POP3Server(twistedPOP3.POP3):
                     self._err("[SYS/TEMP] could not delete the messages; none deleted")
                 else:
                     self._ok("{} message{} deleted, bye".format(len(ids), _s(len(ids))))
-                self.transport.loseConnection()
+                self.closeConnection()
 
         d.addCallbacks(deleted, failed)
         d.addCallback(answer)
@@ -590,7 +595,7 @@ class POP3Server(twistedPOP3.POP3):
             return
         if tooManyFailures(self._failures):
             self._err(LOGIN_FAILED + "; closing")
-            self.transport.loseConnection()
+            self.closeConnection()
         else:
             self._err(LOGIN_FAILED)
 

@@ -153,12 +153,43 @@ class StoreDelivery:
     submitter = None
 
     def _isSubmitter(self, origin):
+        return self._isOwn(bytes(origin.local), bytes(origin.domain))
+
+    def _isOwn(self, local, domain):
         try:
-            local = wire.normalizeUserId(bytes(origin.local).decode("ascii"))
+            local = wire.normalizeUserId(local.decode("ascii"))
         except (UnicodeDecodeError, errors.InvalidUserId):
             return False
-        domain = bytes(origin.domain).lower().rstrip(b".")
-        return local == self.submitter and domain in self.domains
+        return local == self.submitter and domain.lower().rstrip(b".") in self.domains
+
+    def foreignAuthor(self, fields):
+        """
+        On a submission connection, the first address of the C{From:} and
+        C{Sender:} fields that is not the user's own (as
+        C{reject_sender_login_mismatch} holds the envelope sender, for the
+        headers a reader sees); L{None} when every one is the user's.
+
+        @param fields: the fields' values (L{bytes}, folded lines joined).
+        @return: the offending address (L{str}; C{"(none)"} for a field
+            naming no address), or L{None}.
+        """
+        from email.utils import getaddresses
+
+        values = [value.decode("utf-8", "replace") for value in fields]
+        for name, address in getaddresses(values):
+            local, at, domain = address.rpartition("@")
+            if not at or not self._isOwn(
+                local.encode("utf-8"), domain.encode("utf-8")
+            ):
+                return address or "(none)"
+        return None
+
+    @property
+    def submitterAddress(self):
+        """
+        The user's own address on a submission connection, L{bytes}.
+        """
+        return "{}@{}".format(self.submitter, self.domain).encode("utf-8")
 
     @property
     def _peer(self):
@@ -343,6 +374,11 @@ class StoreMessage:
         self._hasDate = False
         self._hasMessageId = False
         self._bodyStartsAt = None
+        # On submission: the values of From: and Sender:, and whether the
+        # field being read (for its continuation lines) is one of them.
+        self._authors = []
+        self._hasFrom = False
+        self._inAuthor = False
 
     def lineReceived(self, line):
         """
@@ -395,6 +431,8 @@ class StoreMessage:
             self._inHeaders = False
             return
         if line[:1] in (b" ", b"\t") and self._sawField:
+            if self._inAuthor:
+                self._authors[-1] += b" " + line.strip()
             return
         match = _FIELD.match(line)
         if match is None:
@@ -405,6 +443,10 @@ class StoreMessage:
             return
         self._sawField = True
         name = match.group(1).lower()
+        self._inAuthor = name in (b"from", b"sender")
+        if self._inAuthor:
+            self._hasFrom = self._hasFrom or name == b"from"
+            self._authors.append(line[match.end():].strip())
         if name == b"date":
             self._hasDate = True
         elif name == b"message-id":
@@ -428,6 +470,8 @@ class StoreMessage:
         if not self._hasDate:
             when = datetime.fromtimestamp(delivery.clock.seconds(), timezone.utc)
             prefix.append(b"Date: " + format_datetime(when).encode("ascii") + b"\n")
+        if delivery.submitter is not None and not self._hasFrom:
+            prefix.append(b"From: " + delivery.submitterAddress + b"\n")
         if not self._hasMessageId:
             prefix.append(
                 b"Message-ID: <"
@@ -479,6 +523,26 @@ class StoreMessage:
             )
         if self._data is None:
             return defer.fail(smtp.SMTPServerError(451, "message lost, try again"))
+        if self._delivery.submitter is not None:
+            foreign = self._delivery.foreignAuthor(self._authors)
+            if foreign is not None:
+                self._data = None
+                log.warn(
+                    "refused a message from {user} naming {address} in From:/Sender: "
+                    "(from {peer})",
+                    user=self._delivery.submitter,
+                    address=foreign,
+                    peer=peer,
+                )
+                return defer.fail(
+                    smtp.SMTPServerError(
+                        550,
+                        "5.7.1 From: and Sender: may name only you ({}), not {}; "
+                        "nothing was sent".format(
+                            self._delivery.submitterAddress.decode("utf-8"), foreign
+                        ),
+                    )
+                )
         pieces = self._compose()
         store = self._delivery.store
         userids = list(transaction.recipients)

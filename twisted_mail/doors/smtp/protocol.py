@@ -15,7 +15,7 @@ from twisted.mail import smtp
 from twisted_mail.logins import throttle
 from twisted_mail import wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
-from twisted_mail.doors.connections import describePeer
+from twisted_mail.doors.connections import Closing, describePeer
 from twisted_mail.doors.smtp import submission
 from twisted_mail.doors.smtp.delivery import _peerLiteral, _sanitise
 
@@ -44,7 +44,7 @@ MAX_PATH = 258
 _COMMAND, _DATA, _AUTH = smtp.COMMAND, smtp.DATA, smtp.AUTH
 
 
-class SMTPServerProtocol(smtp.ESMTP):
+class SMTPServerProtocol(Closing, smtp.ESMTP):
     """
     One SMTP connection.
 
@@ -126,6 +126,7 @@ class SMTPServerProtocol(smtp.ESMTP):
 
     def connectionLost(self, reason):
         self._lost = True
+        self.connectionClosed()
         self.factory.connectionEnded()
         self.setTimeout(None)
         messages, self._messages = self._messages, None
@@ -139,12 +140,12 @@ class SMTPServerProtocol(smtp.ESMTP):
     def timeoutConnection(self):
         log.info("closing idle SMTP connection from {peer}", peer=self.peer)
         self._reply(421, self.host + b" idle for too long, closing connection")
-        self.transport.loseConnection()
+        self.closeConnection()
 
     # -- framing
 
     def _closing(self):
-        return self._lost or self.transport.disconnecting
+        return self._lost or self.hangingUp or self.transport.disconnecting
 
     def dataReceived(self, data):
         """
@@ -194,7 +195,7 @@ class SMTPServerProtocol(smtp.ESMTP):
                         "unexpected error serving SMTP client {peer}", peer=self.peer
                     )
                     self._reply(421, self.host + b" internal error, closing connection")
-                    self.transport.loseConnection()
+                    self.closeConnection()
                     break
                 if self._dropInput:
                     # After STARTTLS: what came with it was sent in clear.
@@ -261,7 +262,7 @@ class SMTPServerProtocol(smtp.ESMTP):
             message.connectionLost()
         self.mode = _COMMAND
         self._reply(500, b"line too long; closing connection")
-        self.transport.loseConnection()
+        self.closeConnection()
 
     def _lineReceived(self, line):
         """
@@ -318,7 +319,7 @@ class SMTPServerProtocol(smtp.ESMTP):
                     n=self._errors,
                 )
                 self._reply(421, self.host + b" too many errors, closing connection")
-                self.transport.loseConnection()
+                self.closeConnection()
 
     def _reply(self, code, message=b""):
         if self._lost:
@@ -366,6 +367,12 @@ class SMTPServerProtocol(smtp.ESMTP):
         if extended:
             text += b"\n" + self.listExtensions()
         self.sendCode(250, text)
+
+    def do_QUIT(self, rest):
+        # Twisted's closes with loseConnection alone: under TLS a client
+        # that never answers close_notify would keep the connection.
+        self.sendCode(221, b"See you later")
+        self.closeConnection()
 
     def do_HELO(self, rest):
         self._hello(rest, False)
@@ -483,7 +490,7 @@ class SMTPServerProtocol(smtp.ESMTP):
                 n=self._authFailures,
             )
             self._reply(421, self.host + b" too many failed logins, closing connection")
-            self.transport.loseConnection()
+            self.closeConnection()
 
     def ext_STARTTLS(self, rest):
         if rest.strip():

@@ -25,10 +25,11 @@ from twisted.web import resource, server
 from twisted_mail import errors
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt
 from twisted_mail.logins.signup import createAccount
-from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
+from twisted_mail.doors.web.offload import Offloader, composeFromBody, messageViewJSON
 from twisted_mail.doors.web.openapi import openAPIDocument
-from twisted_mail.doors.web.policy import COOKIE, DOWNLOAD_CSP, FRAME_CSP
+from twisted_mail.doors.web.policy import (
+    COOKIE, DOWNLOAD_CSP, FRAME_CSP, normaliseOrigin, originHost)
 from twisted_mail.doors.web.streams import HANDLED, EventStream, stream
 from twisted_mail.wire import normalizeUserId
 
@@ -121,10 +122,11 @@ class WebAPI(resource.Resource):
 
     def __init__(self, store, domain, portal=None, passwordFile=None,
                  maxMessageSize=10 * 1024 * 1024, sessions=None, reactor=None,
-                 inThread=None, signup=True):
+                 inThread=None, signup=True, origins=(), offload=None):
         resource.Resource.__init__(self)
         # False with --no-signup: POST /users is refused, whatever the name.
         self.signup = signup
+        self._setOrigins(origins)
         if reactor is None:
             from twisted.internet import reactor
         self.store = store
@@ -138,6 +140,8 @@ class WebAPI(resource.Resource):
             def inThread(f, *args):
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self.inThread = inThread
+        # offload(size, f, *args): big pure work in a helper process.
+        self.offload = offload or Offloader(reactor).run
         self._openapi = json.dumps(openAPIDocument(passwords=portal is not None), indent=1).encode("ascii")
 
     # -- answering
@@ -262,6 +266,15 @@ class WebAPI(resource.Resource):
 
         return d.addCallback(authenticated)
 
+    def _setOrigins(self, origins):
+        """
+        Keep C{--web-origin}: the public origins the page is served from
+        behind a proxy (normalised, see L{normaliseOrigin}), accepted by
+        the Host and Origin checks.
+        """
+        self.origins = frozenset(normaliseOrigin(origin) for origin in origins)
+        self._originHosts = frozenset(originHost(origin) for origin in self.origins)
+
     def _checkHost(self, request):
         """
         On a loopback listener, answer only requests for a loopback name
@@ -276,7 +289,8 @@ class WebAPI(resource.Resource):
             name = host[1:].partition("]")[0]
         else:
             name = host.rpartition(":")[0] if ":" in host else host
-        if name in ("localhost", self.domain.lower()) or name.endswith(".localhost"):
+        if (name in ("localhost", self.domain.lower()) or name.endswith(".localhost")
+                or name in self._originHosts):
             return
         try:
             ipaddress.ip_address(name)
@@ -293,6 +307,12 @@ class WebAPI(resource.Resource):
         if request.getHeader(b"sec-fetch-site") == b"cross-site":
             raise HTTPError(403, "cross-site request refused")
         origin = request.getHeader(b"origin")
+        if origin is not None and self.origins:
+            try:
+                if normaliseOrigin(origin.decode("ascii")) in self.origins:
+                    return
+            except (UnicodeDecodeError, ValueError):
+                raise HTTPError(403, "cross-site request refused")
         if origin is not None:
             host = request.getHeader(b"host") or b""
             if origin.split(b"://", 1)[-1] != host:
@@ -552,8 +572,22 @@ class WebAPI(resource.Resource):
     def getMessage(self, request, who, user, msgid):
         userid = self._own(who, user)
         msgid = _pathMessage(msgid)
-        return self._parsed(userid, msgid).addCallback(
-            lambda parsed: (200, _messageView(msgid, *parsed)))
+        # Read and encoded together, by a helper process when it is big.
+        d = self._fetch(userid, msgid)
+        d.addCallback(lambda text: self.offload(len(text), messageViewJSON, msgid, text))
+        return d.addCallback(lambda data: self._writeEncoded(request, data))
+
+    def _writeEncoded(self, request, data):
+        """
+        Answer 200 with C{data}, a JSON document already encoded.
+        """
+        if not (request.finished or request._disconnected):
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"content-length", str(len(data)).encode("ascii"))
+            request.write(data)
+            request.finish()
+        return HANDLED
 
     def getRaw(self, request, who, user, msgid):
         userid = self._own(who, user)
@@ -636,20 +670,27 @@ class WebAPI(resource.Resource):
         return self._withSession(userid, delete)
 
     def postMessage(self, request, who, user):
-        body = self._json(request, {
-            "from": (str, who.userid is None), "subject": (str, False),
-            "text": (str, True)})
+        # Decoded and built together, by a helper process when it is big.
+        data = request.content.read() if request.content is not None else b""
         receiver = _pathUser(user)
-        sender = self._bodyUser(body.get("from") or who.userid, "from")
+        messageId = "<{}@{}>".format(os.urandom(16).hex(), self.domain)
+        d = self.offload(
+            len(data), composeFromBody, data,
+            {"from": ("str", who.userid is None), "subject": ("str", False),
+             "text": ("str", True)},
+            who.userid, receiver, self.domain, self.reactor.seconds(), messageId)
+        return d.addCallback(self._postMessage, who, receiver, messageId)
+
+    def _postMessage(self, result, who, receiver, messageId):
+        ok, body = result
+        if not ok:
+            raise HTTPError(400, body)
+        sender = self._bodyUser(body["from"] or who.userid, "from")
         if who.userid is not None and sender != who.userid:
             raise HTTPError(403, "you can only send as yourself")
-        subject = body.get("subject") or ""
-        text = body["text"]
-        if len(text) > self.maxMessageSize:
+        if body["length"] > self.maxMessageSize:
             raise errors.MessageTooLarge(self.maxMessageSize)
-        messageId = "<{}@{}>".format(os.urandom(16).hex(), self.domain)
-        message = buildMessageWithSubject(sender, receiver, subject, text, self.domain,
-                                          self.reactor.seconds(), messageId)
+        message = body["message"]
         d = self.store.hasUser(sender)
         d.addErrback(_senderMissing, sender)
         d.addCallback(lambda _: self.store.deliverMessage(
@@ -724,25 +765,3 @@ def _firstHolding(session, ids, marker):
 
 def _parse(text):
     return popSize(text), parseMessage(text)
-
-
-def _messageView(msgid, size, message):
-    """
-    The JSON of one message: the summary fields, its headers, text, HTML
-    and parts.
-    """
-    fields = message.summaryFields()
-    return {
-        "id": msgid,
-        "from": fields["sender"],
-        "to": fields["to"],
-        "subject": fields["subject"],
-        "date": fields["date"],
-        "size": size,
-        "snippet": fields["snippet"],
-        "attachments": fields["attachments"],
-        "headers": [[name, value] for name, value in message.headers],
-        "text": message.text,
-        "html": message.html,
-        "parts": [part.asDict() for part in message.parts],
-    }

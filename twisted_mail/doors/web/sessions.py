@@ -20,7 +20,11 @@ import hmac
 import os
 import secrets
 
+from twisted.logger import Logger
+
 from twisted_mail.doors.web.policy import MAX_SESSIONS, SESSION_IDLE
+
+log = Logger()
 
 
 class FileSessions:
@@ -58,7 +62,7 @@ class FileSessions:
         """
         self._created += 1
         if (self._created - 1) % self.sweepEvery == 0:
-            self._sweep()
+            self._sweepAside()
         token = secrets.token_urlsafe(32).encode("ascii")
         path = self._path(token)
         temporary = path + ".new"
@@ -107,11 +111,29 @@ class FileSessions:
         except FileNotFoundError:
             pass
 
-    def _sweep(self):
+    def _sweepAside(self):
         """
-        Remove idle sessions (and, past the limit, the least recently used).
+        L{_sweep} in the reactor's thread pool (a directory of 10,000
+        sessions takes tens of milliseconds to go through); at once when the
+        clock is not a reactor with one (tests).
         """
         now = self._clock.seconds()
+        getThreadPool = getattr(self._clock, "getThreadPool", None)
+        if getThreadPool is None:
+            self._sweep(now)
+            return
+        from twisted.internet.threads import deferToThreadPool
+
+        d = deferToThreadPool(self._clock, getThreadPool(), self._sweep, now)
+        d.addErrback(lambda failure: log.failure(
+            "sweeping web sessions in {directory} failed", failure,
+            directory=self.directory))
+
+    def _sweep(self, now):
+        """
+        Remove idle sessions (and, past the limit, the least recently used)
+        as of C{now}.
+        """
         live = []
         for entry in os.scandir(self.directory):
             try:

@@ -12,7 +12,7 @@ from importlib import resources
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from twisted_mail.doors.connections import LimitedFactory
+from twisted_mail.doors.connections import CLOSE_GRACE, Closing, LimitedFactory
 
 from twisted_mail.doors.web.api import WebAPI
 from twisted_mail.doors.web.policy import CSP, JSON_ALLOWANCE, MAX_SESSIONS, SESSION_IDLE
@@ -87,9 +87,9 @@ class WebRequest(server.Request):
         import io
 
         self.content = io.BytesIO()
-        transport = self.channel.transport
-        transport.write(_rawAnswer(413, b"Content Too Large", "request body too large"))
-        transport.loseConnection()
+        self.channel.transport.write(
+            _rawAnswer(413, b"Content Too Large", "request body too large"))
+        self.channel.closeConnection()
 
     def process(self):
         if self._refused:
@@ -101,8 +101,13 @@ class WebRequest(server.Request):
         server.Request.process(self)
 
 
-class _Channel(http.HTTPChannel):
+class _Channel(Closing, http.HTTPChannel):
+    # Twisted's own abort of a timed-out connection that does not close
+    # (a TLS client that never did its handshake), after our grace.
+    abortTimeout = CLOSE_GRACE
+
     def connectionLost(self, reason):
+        self.connectionClosed()
         http.HTTPChannel.connectionLost(self, reason)
         self.site.connectionEnded()
 
@@ -257,7 +262,7 @@ class Sessions:
 def makeWebFactory(store, domain, portal=None, passwordFile=None,
                    maxMessageSize=10 * 1024 * 1024, idleTimeout=300,
                    maxConnections=100, reactor=None, inThread=None, sessions=None,
-                   signup=True):
+                   signup=True, origins=()):
     """
     The factory serving the web inbox and the JSON API over C{store}.
 
@@ -274,13 +279,16 @@ def makeWebFactory(store, domain, portal=None, passwordFile=None,
         port would need one they share.
     @param signup: L{False} with C{--no-signup}: C{POST /api/v1/users} is
         refused.
+    @param origins: C{--web-origin}: the public origins (URLs) the page is
+        served from behind a reverse proxy, accepted by the Host and Origin
+        checks (docs/web.rst).
     """
     if reactor is None:
         from twisted.internet import reactor
     api = WebAPI(store, domain, portal=portal, passwordFile=passwordFile,
                  maxMessageSize=maxMessageSize,
                  sessions=sessions if sessions is not None else Sessions(reactor),
-                 reactor=reactor, inThread=inThread, signup=signup)
+                 reactor=reactor, inThread=inThread, signup=signup, origins=origins)
     site = WebSite(Root(api), maxBodySize=maxMessageSize + max(JSON_ALLOWANCE, maxMessageSize // 4),
                    timeout=idleTimeout, reactor=reactor, maxConnections=maxConnections)
     return site

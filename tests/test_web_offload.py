@@ -1,0 +1,108 @@
+"""
+Tests for L{twisted_mail.doors.web.offload}: the web API's big pure work
+(decoding a big JSON body, building a big message, reading and encoding a
+big message's view) is done by a helper process, so that the reactor only
+copies bytes (issue 23, item 7; benchmarks/webbig.py measures the effect).
+"""
+
+import json
+import os
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_mail.doors.web import offload
+from twisted_mail.doors.web.site import makeWebFactory
+from twisted_mail.stores.memory import MemoryStore
+
+from tests.test_web import syncThread
+from tests.webclient import WebClient
+
+BIG = "caf\u00e9 \"quoted\" line\n" * (offload.THRESHOLD // 16)
+
+
+def _message(text):
+    return ("From: bob@localhost\nTo: alice@localhost\nSubject: big\n\n" + text).encode()
+
+
+class HelperProcessTests(TestCase):
+    timeout = 120
+
+    def setUp(self):
+        self.offloader = offload.Offloader(reactor)
+        self.addCleanup(self.offloader.close)
+
+    def helperPids(self):
+        return [helper.transport.pid for helper in self.offloader._all]
+
+    @defer.inlineCallbacks
+    def test_bigWorkInHelper(self):
+        """
+        A big message's view is read and encoded by a helper process (not
+        this one), with the same result as at once; the helper is kept for
+        the next call.
+        """
+        text = _message(BIG)
+        result = yield self.offloader.run(len(text), offload.messageViewJSON, "m1", text)
+        self.assertEqual(result, offload.messageViewJSON("m1", text))
+        [pid] = self.helperPids()
+        self.assertNotEqual(pid, os.getpid())
+        body = json.dumps({"text": BIG, "subject": "s"}).encode()
+        ok, composed = yield self.offloader.run(
+            len(body), offload.composeFromBody, body,
+            {"from": ("str", False), "subject": ("str", False), "text": ("str", True)},
+            "bob", "alice", "localhost", 1e9, "<x@localhost>")
+        self.assertTrue(ok)
+        self.assertEqual(composed["length"], len(BIG))
+        self.assertEqual(self.helperPids(), [pid])
+        self.assertEqual(
+            composed["message"],
+            offload.composeFromBody(
+                body, {"from": ("str", False), "subject": ("str", False),
+                       "text": ("str", True)},
+                "bob", "alice", "localhost", 1e9, "<x@localhost>")[1]["message"])
+
+    @defer.inlineCallbacks
+    def test_refusalAndFailure(self):
+        """
+        A body that is not JSON comes back as a refusal; work that fails in
+        the helper is a L{HelperError}, and the helper goes on serving.
+        """
+        bad = b"{" * offload.THRESHOLD
+        ok, text = yield self.offloader.run(len(bad), offload.decodeBody, bad, {})
+        self.assertEqual((ok, text), (False, "the request body is not JSON"))
+        with self.assertRaises(offload.HelperError):
+            yield self.offloader.run(offload.THRESHOLD, offload.decodeBody, b"{}", None)
+        ok, body = yield self.offloader.run(
+            offload.THRESHOLD, offload.decodeBody, b'{"a": 1}', {})
+        self.assertEqual((ok, body), (True, {"a": 1}))
+        self.assertEqual(len(self.helperPids()), 1)
+
+
+class WebAPIOffloadTests(SynchronousTestCase):
+    def test_bigSendAndViewOffloaded(self):
+        """
+        POST of a message and GET of its view hand their big work (decoding
+        and building; reading and encoding) to the offloader, with the
+        sizes it decides by; small work does not spawn anything.
+        """
+        calls = []
+
+        def offloadInline(size, f, *args):
+            calls.append((size, f.__name__))
+            return defer.maybeDeferred(f, *args)
+
+        store = MemoryStore(maxMessageSize=4 * offload.THRESHOLD)
+        for user in ("alice", "bob"):
+            self.successResultOf(store.addUser(user))
+        factory = makeWebFactory(store, "localhost", maxMessageSize=4 * offload.THRESHOLD,
+                                 reactor=reactor, inThread=syncThread)
+        factory.resource.children[b"api"].offload = offloadInline
+        client = WebClient(factory)
+        sent = client.request("POST", "/api/v1/users/alice/messages",
+                              json_={"from": "bob", "text": BIG})
+        self.assertEqual(sent.code, 201, sent)
+        view = client.request("GET", "/api/v1/users/alice/messages/" + sent.json()["id"])
+        self.assertEqual(view.json()["text"], BIG)
+        self.assertEqual([name for _, name in calls], ["composeFromBody", "messageViewJSON"])
+        self.assertTrue(all(size >= offload.THRESHOLD for size, _ in calls), calls)
