@@ -97,6 +97,16 @@ class Options(usage.Options):
         "twistd -n simplemail --database postgresql://mail@dbhost/simplemail."
     )
 
+    optFlags = [
+        [
+            "no-journal",
+            None,
+            "Sync each mailbox file a batch of deliveries touched, instead of "
+            "the spool's write-ahead journal (one sync per batch, the files "
+            "synced every second: docs/journal.rst).",
+        ],
+    ]
+
     optParameters = [
         ["spool", "s", "MAILSERVER", "The spool directory: one mbox file per user."],
         ["domain", "d", "localhost", "The mail domain used in addresses and headers."],

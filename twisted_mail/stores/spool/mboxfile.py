@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 
 from twisted_mail import errors
+from twisted_mail.stores.spool.journal import DELETE, Record
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, lockFile, processIsAlive
 from twisted_mail.stores.spool.records import (
     _Entry,
@@ -67,6 +68,13 @@ LOCK_DEADLINE = 20.0
 #: A dot-lock older than this is stale even if we cannot tell who holds it.
 STALE_DOTLOCK_AGE = 300.0
 
+
+
+class InodeChanged(Exception):
+    """
+    The mailbox is another file than the journal said (an expunge replaced
+    it): C{args[0]} is the inode it is now.
+    """
 
 
 class _Locked:
@@ -106,6 +114,10 @@ class MboxFile(CrashRecovery):
         self._journalPos = 0
         # (size, last bytes) of the file as our last append left it.
         self._tail = None
+        # The store's write-ahead journal (journal.Journal), if it keeps
+        # one: deletes are made durable there, and the files synced at its
+        # checkpoints.
+        self.wal = None
 
     # -- names of the files beside the mailbox
 
@@ -449,15 +461,29 @@ class MboxFile(CrashRecovery):
             return False
         return self._dotLockIsStale()
 
-    def append(self, records):
+    def knownIds(self):
+        """
+        The stable ids of the messages indexed (after a locked access).
+        """
+        return set(self._byId)
+
+    def append(self, records, durable=True, inode=None):
         """
         Append whole mbox records (each a list of byte strings), sync, and
         index them.  On any error the
         file is cut back to where it was and L{TemporaryFailure} raised.
+
+        @param durable: whether to sync; false when the records are in the
+            spool's journal already (synced at its next checkpoint).
+        @param inode: the inode the journal names for them: if the mailbox
+            is another file now (an expunge replaced it), nothing is written
+            and L{InodeChanged} raised.
         """
         with self.locked(journal=False) as handle:
             fd = handle.fd
             start = handle.stat.st_size
+            if inode is not None and handle.stat.st_ino != inode:
+                raise InodeChanged(handle.stat.st_ino)
             if self._tail is not None and self._tail[0] == start:
                 # Our last append ended the file, and nobody wrote since.
                 tail = self._tail[1]
@@ -480,10 +506,13 @@ class MboxFile(CrashRecovery):
                 self._failedAppend(e)
             try:
                 try:
-                    self._writeIntent(ino, start, end, sync=True,
+                    self._writeIntent(ino, start, end, sync=durable,
                                       head=_head(chunks, _INTENT_HEAD), fd=intent)
                     _writeAll(fd, chunks, start)
-                    os.fdatasync(fd)
+                    if durable:
+                        os.fdatasync(fd)
+                    elif self.wal is not None:
+                        self.wal.dirty.add(self.userid)
                 except OSError as e:
                     self._undoAppend(fd, start)
                     self._failedAppend(e)
@@ -624,7 +653,7 @@ class MboxFile(CrashRecovery):
                 return []
             lines = b"".join(e.key.hex().encode("ascii") + b"\n" for e in entries)
             try:
-                self._appendJournal(lines)
+                self._markDurably(entries, lines)
             except OSError as e:
                 log.error(
                     "mailbox {user}: delete failed: {error}", user=self.userid, error=e
@@ -634,6 +663,20 @@ class MboxFile(CrashRecovery):
                 entry.deleted = True
                 self.live -= 1
             return [entry.msgid for entry in entries]
+
+    def _markDurably(self, entries, lines):
+        """
+        Make the delete marks of C{entries} durable: in the spool's journal
+        (one sync) and then, unsynced, the delete-mark file; or, without a
+        journal, in the delete-mark file, synced.
+        """
+        if self.wal is None:
+            self._appendJournal(lines)
+            return
+        self.wal.commit([Record(DELETE, user=self.userid, msgid=e.msgid, key=e.key)
+                         for e in entries])
+        self.wal.dirty.add(self.userid)
+        self._appendJournal(lines, sync=False)
 
     def markDeleted(self, serial):
         """
@@ -650,7 +693,7 @@ class MboxFile(CrashRecovery):
                 raise errors.NoCurrentMessage()
             line = entry.key.hex().encode("ascii") + b"\n"
             try:
-                self._appendJournal(line)
+                self._markDurably([entry], line)
             except OSError as e:
                 log.error(
                     "mailbox {user}: delete failed: {error}", user=self.userid, error=e

@@ -192,7 +192,11 @@ class CrashRecovery:
         handle.stat = os.fstat(handle.fd)
         self._writeIntent(ino, 0, 0, sync=False)
 
-    def _appendJournal(self, line):
+    def _appendJournal(self, line, sync=True):
+        """
+        Append delete marks; synced unless C{sync} is false (the spool's
+        journal holds them durably then, and a checkpoint syncs this file).
+        """
         fd = os.open(
             self._journalName,
             os.O_RDWR | os.O_CREAT | _O_FLAGS,
@@ -208,9 +212,10 @@ class CrashRecovery:
                 if os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
             _writeAll(fd, [line], size)
-            os.fdatasync(fd)
-            if size == 0:
-                os.fsync(self._dirfd)
+            if sync:
+                os.fdatasync(fd)
+                if size == 0:
+                    os.fsync(self._dirfd)
             if st.st_ino == self._journalIno and self._journalPos == size:
                 self._journalPos = size + len(line)
         finally:
