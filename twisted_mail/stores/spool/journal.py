@@ -36,6 +36,7 @@ L{twisted_mail.stores.spool.replay}.
 import os
 import struct
 import threading
+import time
 import zlib
 
 from twisted.logger import Logger
@@ -298,6 +299,10 @@ class Journal:
         self._txid = 0
         self.commits = 0
         self.checkpoints = 0
+        # Tests only (SIMPLEMAIL_CHECKPOINT_PAUSE): seconds a checkpoint
+        # waits, logged, before and after syncing the files, so that a
+        # test can kill the process inside one.
+        self.pause = float(os.environ.get("SIMPLEMAIL_CHECKPOINT_PAUSE") or 0)
 
     def open(self, recoverLeftover):
         """
@@ -384,13 +389,20 @@ class Journal:
         with self.lock:
             if self._end == 0:
                 return False
+            self._paused("syncing")
             syncSpoolFiles(self._dirfd, self.dirty)
+            self._paused("synced")
             os.ftruncate(self._fd, 0)
             self._end = 0
             self._epoch += 1
             self.dirty = set()
             self.checkpoints += 1
             return True
+
+    def _paused(self, stage):
+        if self.pause:
+            log.info("journal {name}: checkpoint {stage}", name=self.name, stage=stage)
+            time.sleep(self.pause)
 
     def close(self):
         """

@@ -501,7 +501,7 @@ class MboxFile(CrashRecovery):
             end = start + sum(len(chunk) for chunk in chunks)
             ino = handle.stat.st_ino
             try:
-                intent = self._openIntent()
+                intent = self._openIntent(durable)
             except OSError as e:
                 self._failedAppend(e)
             try:

@@ -130,13 +130,27 @@ class CrashRecovery:
             return None
         return ino, start, end, head
 
-    def _openIntent(self):
-        return os.open(
-            self._intentName,
-            os.O_WRONLY | os.O_CREAT | _O_FLAGS,
-            0o600,
-            dir_fd=self._dirfd,
-        )
+    def _openIntent(self, durable=True):
+        """
+        Open the append intent, creating it if need be; a new one's
+        directory entry is synced (unless C{durable} is false: the spool's
+        journal covers the append then), or a power cut could lose the
+        intent that recognises a torn append (found by
+        tests/crashstates.py).
+        """
+        flags = os.O_WRONLY | _O_FLAGS
+        try:
+            return os.open(self._intentName, flags, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(self._intentName, flags | os.O_CREAT, 0o600, dir_fd=self._dirfd)
+        if durable:
+            try:
+                os.fsync(self._dirfd)
+            except OSError:
+                os.close(fd)
+                raise
+        return fd
 
     def _writeIntent(self, ino, start, end, sync, head=b"", fd=None):
         """

@@ -192,6 +192,15 @@ def applyTransactions(transactions, openMailbox):
             pass
 
 
+def inodeOf(st):
+    """
+    The inode a journal record would name for a file with stat C{st}
+    (a seam: the crash-state explorer, which copies files, maps the
+    copies' inodes back to those it recorded).
+    """
+    return st.st_ino
+
+
 def replayDeliveries(mbox, records):
     """
     Put each journalled delivery that is missing from C{mbox} into it,
@@ -200,7 +209,7 @@ def replayDeliveries(mbox, records):
     @param records: C{(inode, msgid, data)} in journal order.
     """
     with mbox.locked(journal=False) as handle:
-        ino = handle.stat.st_ino
+        ino = inodeOf(handle.stat)
         # Records for another inode went to a file an expunge has replaced
         # since (synced, with them in it unless deleted): never again.
         ours = [(msgid, data) for inode, msgid, data in records if inode == ino]
