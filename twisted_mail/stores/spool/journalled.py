@@ -8,6 +8,7 @@ timer and by size; and recovery of the journals dead processes left.
 
 import os
 import threading
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -24,6 +25,13 @@ log = Logger()
 #: Seconds between checkpoints while anything is written (the mbox files
 #: are synced, the journal emptied).
 CHECKPOINT_INTERVAL = 1.0
+
+#: Group commit: the longest a batch waits for more deliveries (seconds),
+#: only when the last batch held at least COMMIT_SIBLINGS messages, and
+#: no longer than until it holds as many as the last (up to BATCH_TARGET).
+COMMIT_DELAY = 0.002
+COMMIT_SIBLINGS = 4
+BATCH_TARGET = 64
 
 #: Every this many checkpoints, look for journals left by dead processes
 #: sharing the spool.
@@ -51,6 +59,7 @@ class JournalledDeliveries:
         self._ticks = 0
         self.batches = 0
         self.delivered = 0
+        self._lastBatch = 0
 
     # -- recovery
 
@@ -85,6 +94,7 @@ class JournalledDeliveries:
         return d
 
     def _takeAndStore(self):
+        self._gather()
         with self._pendingLock:
             batch, self._pending = self._pending, []
             self._flushQueued = False
@@ -94,6 +104,20 @@ class JournalledDeliveries:
             return batch, self._store_(batch)
         except BaseException:
             return batch, Failure()
+
+    def _gather(self):
+        """
+        Group commit's wait (PostgreSQL's C{commit_delay}): when the last
+        batch was large (many clients waiting on the store), give the
+        deliveries on their way a moment to join this one.  A lone client
+        never waits.
+        """
+        target = min(self._lastBatch, BATCH_TARGET)
+        if target < COMMIT_SIBLINGS:
+            return
+        deadline = time.monotonic() + COMMIT_DELAY
+        while len(self._pending) < target and time.monotonic() < deadline:
+            time.sleep(COMMIT_DELAY / 5)
 
     def _store_(self, batch):
         """
@@ -155,6 +179,7 @@ class JournalledDeliveries:
             for i, _, _ in items:
                 outcomes[i] = errors.TemporaryFailure("the mailbox is being rewritten")
         self.batches += 1
+        self._lastBatch = len(batch)
         return outcomes
 
     def _answer(self, result):
