@@ -50,7 +50,7 @@ from twisted.python.filepath import FilePath
 
 from twisted_mail import errors
 from twisted_mail.stores.spool import journal as journalModule
-from twisted_mail.stores.spool import replay
+from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.records import scanRecords
 from twisted_mail.stores.spool.store import SpoolStore
 
@@ -418,17 +418,17 @@ def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
 
     @return: C{{user: [body, ...]}}.
     """
-    real = journalModule.bootId, replay.inodeOf
+    real = journalModule.bootId, recovery.inodeNumber
     journalModule.bootId = lambda: boot
     if inodes:
-        replay.inodeOf = lambda st: inodes.get(st.st_ino, st.st_ino)
+        recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
     try:
         store = SpoolStore(FilePath(path), reactor=_Immediate(), journal=journal)
         store.repairNow()
     except BaseException:
-        journalModule.bootId, replay.inodeOf = real
+        journalModule.bootId, recovery.inodeNumber = real
         raise
-    journalModule.bootId, replay.inodeOf = real
+    journalModule.bootId, recovery.inodeNumber = real
     try:
         found = {}
         for user in users:
@@ -693,15 +693,15 @@ def recoveryWorkload(workload, path, limit=64):
     os.mkdir(path)
     inodes = writeState(state, path)
     recorder = Recorder(path)
-    real = journalModule.bootId, replay.inodeOf
+    real = journalModule.bootId, recovery.inodeNumber
     journalModule.bootId = lambda: b"recovering boot."
-    replay.inodeOf = lambda st: inodes.get(st.st_ino, st.st_ino)
+    recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
     recorder.start()
     try:
         store = SpoolStore(FilePath(path), reactor=_Immediate(), journal=workload.journal)
         store.repairNow()
     finally:
         recorder.stop()
-        journalModule.bootId, replay.inodeOf = real
+        journalModule.bootId, recovery.inodeNumber = real
     store.close()
     return recorder, acked, inodes

@@ -58,6 +58,7 @@ from twisted_mail.stores.spool.records import (
     scanRecords,
 )
 from twisted_mail.mail.message import fromMboxRecord, recordId
+from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
 
 log = Logger()
@@ -453,7 +454,7 @@ class MboxFile(CrashRecovery):
         intent = self._readIntent()
         if intent is not None:
             ino, start, end, _ = intent
-            if ino == st.st_ino and start < st.st_size < end:
+            if ino == recovery.inodeNumber(st.st_ino) and start < st.st_size < end:
                 return True
         try:
             os.stat(self._lockName, dir_fd=self._dirfd, follow_symlinks=False)

@@ -29,6 +29,7 @@ from twisted_mail.stores.spool.journal import (
     readFrames,
     syncSpoolFiles,
 )
+from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.locks import _O_FLAGS, lockFile
 
 log = Logger()
@@ -192,15 +193,6 @@ def applyTransactions(transactions, openMailbox):
             pass
 
 
-def inodeOf(st):
-    """
-    The inode a journal record would name for a file with stat C{st}
-    (a seam: the crash-state explorer, which copies files, maps the
-    copies' inodes back to those it recorded).
-    """
-    return st.st_ino
-
-
 def replayDeliveries(mbox, records):
     """
     Put each journalled delivery that is missing from C{mbox} into it,
@@ -209,7 +201,7 @@ def replayDeliveries(mbox, records):
     @param records: C{(inode, msgid, data)} in journal order.
     """
     with mbox.locked(journal=False) as handle:
-        ino = inodeOf(handle.stat)
+        ino = recovery.inodeNumber(handle.stat.st_ino)
         # Records for another inode went to a file an expunge has replaced
         # since (synced, with them in it unless deleted): never again.
         ours = [(msgid, data) for inode, msgid, data in records if inode == ino]
