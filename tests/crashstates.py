@@ -44,10 +44,10 @@ import shutil
 import stat
 import tempfile
 
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from tests.test_store import SynchronousThreads
 from twisted_mail import errors
 from twisted_mail.stores.spool import journal as journalModule
 from twisted_mail.stores.spool import recovery
@@ -58,21 +58,15 @@ DIR_OPS = ("creat", "rename", "unlink", "link", "mkdir")
 SECTOR = 512
 
 
-class ManualThreads(Clock):
+class ManualThreads(SynchronousThreads):
     """
     A reactor and thread pool stand-in whose "threaded" jobs wait until
     L{drain}: deliveries queued meanwhile go out as one batch.
     """
 
     def __init__(self):
-        Clock.__init__(self)
+        SynchronousThreads.__init__(self)
         self.jobs = []
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
 
     def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
         self.jobs.append((onResult, f, args, kwargs))
@@ -80,12 +74,7 @@ class ManualThreads(Clock):
     def drain(self):
         while self.jobs:
             onResult, f, args, kwargs = self.jobs.pop(0)
-            try:
-                result = f(*args, **kwargs)
-            except BaseException:
-                onResult(False, Failure())
-            else:
-                onResult(True, result)
+            SynchronousThreads.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
 
 
 class Recorder:
@@ -423,7 +412,7 @@ def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
     if inodes:
         recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
     try:
-        store = SpoolStore(FilePath(path), reactor=_Immediate(), journal=journal)
+        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=journal)
         store.repairNow()
     except BaseException:
         journalModule.bootId, recovery.inodeNumber = real
@@ -452,16 +441,6 @@ def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
         return found
     finally:
         store.close()
-
-
-class _Immediate(ManualThreads):
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
 
 
 def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another boot...."):
@@ -698,7 +677,7 @@ def recoveryWorkload(workload, path, limit=64):
     recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
     recorder.start()
     try:
-        store = SpoolStore(FilePath(path), reactor=_Immediate(), journal=workload.journal)
+        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=workload.journal)
         store.repairNow()
     finally:
         recorder.stop()

@@ -10,31 +10,18 @@ import os
 import signal
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
-
-from tests.serverprocess import ServerProcess
+from tests.test_crash import CrashTestCase
 from twisted_mail.stores.spool.journal import journalName
 
 USERS = ["u0", "u1", "u2"]
 
 
-class CheckpointKillTests(SynchronousTestCase):
+class CheckpointKillTests(CrashTestCase):
     def setUp(self):
         # Checkpoints wait (and say so in the log) before and after
         # syncing the files, so that a kill can land inside one.
         os.environ["SIMPLEMAIL_CHECKPOINT_PAUSE"] = "0.3"
         self.addCleanup(os.environ.pop, "SIMPLEMAIL_CHECKPOINT_PAUSE", None)
-
-    def startServer(self, spool, name):
-        server = ServerProcess(spool, logPath=os.path.abspath(self.mktemp()) + "." + name)
-        self.addCleanup(server.close)
-        server.start()
-        return server
-
-    def connect(self, server):
-        client = server.connect()
-        self.addCleanup(client.close)
-        return client
 
     def bodies(self, server, user):
         client = self.connect(server)
