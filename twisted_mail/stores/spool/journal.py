@@ -387,7 +387,7 @@ class Journal:
         finds records already in the files and skips them (docs/journal.rst).
         """
         with self.lock:
-            if self._end == 0:
+            if self._end == 0 and not self.dirty:
                 return False
             self._paused("syncing")
             syncSpoolFiles(self._dirfd, self.dirty)
@@ -411,7 +411,6 @@ class Journal:
         with self.lock:
             if self._fd is None:
                 return
-            self._end = max(self._end, 1)
             self.checkpoint()
             os.unlink(self.name, dir_fd=self._dirfd)
             os.fsync(self._dirfd)
