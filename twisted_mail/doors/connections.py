@@ -270,3 +270,34 @@ def isTLSEndpoint(description):
     Whether a server endpoint description is TLS from the start (C{ssl:}).
     """
     return description.split(":", 1)[0].strip().lower() == "ssl"
+
+
+class BatchedLog:
+    """
+    Log lines gathered over one reactor iteration and emitted as one event:
+    twistd's text observer costs about 30 microseconds per event (its time
+    stamp, mostly), so a delivery line per message was a tenth of the
+    server's CPU under load.  Each line reads as it would alone; lines of
+    one iteration are joined with C{"; "}.
+
+    @param logger: the L{Logger} to emit through.
+    """
+
+    def __init__(self, logger, reactor):
+        self._logger = logger
+        self._reactor = reactor
+        self._lines = []
+
+    def info(self, line):
+        """
+        Log C{line} (already formatted) at info level with the others of
+        this reactor iteration.
+        """
+        self._lines.append(line)
+        if len(self._lines) == 1:
+            self._reactor.callLater(0, self._flush)
+
+    def _flush(self):
+        lines, self._lines = self._lines, []
+        if lines:
+            self._logger.info("{lines}", lines="; ".join(lines))

@@ -25,6 +25,7 @@ from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import appendLine, buildSubmittedMessage
 from twisted_mail.doors.connections import (
     Closing,
+    BatchedLog,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -635,12 +636,8 @@ class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
         size = sum(map(len, message))
 
         def delivered(_):
-            log.info(
-                "delivered a {size} byte message from {sender} to {receiver}",
-                size=size,
-                sender=sender,
-                receiver=receiver,
-            )
+            self.factory.deliveryLog.info(
+                "delivered a {} byte message from {} to {}".format(size, sender, receiver))
             return wire.formatOK("message delivered to {}".format(receiver))
 
         d = self.factory.store.deliverMessage(
@@ -652,12 +649,8 @@ class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
         size = len(body) if isinstance(body, bytes) else sum(map(len, body))
 
         def delivered(_):
-            log.info(
-                "delivered {size} bytes from {sender} to {receiver}",
-                size=size,
-                sender=sender,
-                receiver=receiver,
-            )
+            self.factory.deliveryLog.info(
+                "delivered {} bytes from {} to {}".format(size, sender, receiver))
             return wire.formatOK("message delivered to {}".format(receiver))
 
         return self.factory.store.deliver(sender, receiver, body).addCallback(delivered)
@@ -716,6 +709,8 @@ class MailServerFactory(SessionFactory):
         self.portal = portal
         self.passwordFile = passwordFile
         self.maxMessageSize = maxMessageSize
+        # One log event per reactor iteration for all its deliveries.
+        self.deliveryLog = BatchedLog(log, self.reactor)
 
     def inThread(self, f, *args):
         """

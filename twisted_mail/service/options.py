@@ -134,6 +134,13 @@ class Options(usage.Options):
             "/api/v1/users (web) are refused, whatever the name, and accounts "
             "are made with simplemail-passwd (docs/logins.rst).",
         ],
+        [
+            "no-journal",
+            None,
+            "Sync each mailbox file a batch of deliveries touched, instead of "
+            "the spool's write-ahead journal (one sync per batch, the files "
+            "synced every second: docs/journal.rst).",
+        ],
     ]
 
     optParameters = [

@@ -49,6 +49,7 @@ class _ThreadPoolService(service.Service):
             consumeErrors=True,
         )
         d.addBoth(lambda _: self.pool.stop())
+        d.addBoth(lambda _: getattr(self.store, "closeJournal", lambda: None)())
         d.addBoth(lambda _: self.store.removeLockSource())
         return d
 
@@ -163,6 +164,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
                 maxMessageSize=options["max-message-size"],
                 reactor=reactor,
                 threadpool=pool,
+                journal=not options["no-journal"],
             )
         except OSError as e:
             raise usage.UsageError(

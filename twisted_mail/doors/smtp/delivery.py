@@ -147,6 +147,16 @@ class StoreDelivery:
         self.connection = connection
         self._transaction = None
 
+    #: The factory's L{BatchedLog} (one log event per reactor iteration for
+    #: all its deliveries), or L{None}: one event per delivery.
+    deliveryLog = None
+
+    def logDelivery(self, line):
+        if self.deliveryLog is None:
+            log.info("{line}", line=line)
+        else:
+            self.deliveryLog.info(line)
+
     #: On a submission connection, the authenticated user id (L{str}): the
     #: only sender allowed is C{<submitter>@<one of our domains>}.  L{None}
     #: on an ingress connection (any sender).
@@ -570,15 +580,14 @@ class StoreMessage:
                         log.failure("delivering to {user} failed", result, user=userid)
                     temporary.append((userid, result))
             if stored:
-                log.info(
-                    "delivered {size} bytes from {sender} to {recipients} "
-                    "(id {id}, from {peer})",
-                    size=sum(len(piece) for piece in pieces),
-                    sender=transaction.sender or "<>",
-                    recipients=", ".join(stored),
-                    id=transaction.id,
-                    peer=peer,
-                )
+                self._delivery.logDelivery(
+                    "delivered {} bytes from {} to {} (id {}, from {})".format(
+                        sum(len(piece) for piece in pieces),
+                        transaction.sender or "<>",
+                        ", ".join(stored),
+                        transaction.id,
+                        peer,
+                    ))
             failed = temporary + permanent
             for userid, result in failed:
                 log.warn(

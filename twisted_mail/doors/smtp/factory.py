@@ -8,9 +8,15 @@ options.
 from twisted.logger import Logger
 from twisted.mail import smtp
 
-from twisted_mail.doors.connections import LimitedFactory, isTLSEndpoint, loadTLSContextFactory
+from twisted_mail.doors.connections import (
+    BatchedLog,
+    LimitedFactory,
+    isTLSEndpoint,
+    loadTLSContextFactory,
+)
 from twisted_mail.interfaces import IMailStore
 from twisted_mail.doors.smtp.delivery import StoreDelivery, _asciiDomain
+from twisted_mail.doors.smtp.delivery import log as deliveryLogger
 from twisted_mail.doors.smtp.protocol import SMTPServerProtocol
 
 log = Logger()
@@ -57,6 +63,8 @@ class SMTPFactory(LimitedFactory, smtp.SMTPFactory):
         self.timeout = idleTimeout
         self.reactor = reactor
         self.tlsContextFactory = tlsContextFactory
+        # One log event per reactor iteration for all its deliveries.
+        self.deliveryLog = BatchedLog(deliveryLogger, reactor)
 
     door = "an SMTP"
 
@@ -81,6 +89,7 @@ class SMTPFactory(LimitedFactory, smtp.SMTPFactory):
             self.reactor,
             connection=p,
         )
+        p.delivery.deliveryLog = self.deliveryLog
         return p
 
 

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 
 from twisted_mail import errors
+from twisted_mail.stores.spool.journal import DELETE, Record
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, lockFile, processIsAlive
 from twisted_mail.stores.spool.records import (
     _Entry,
@@ -57,6 +58,7 @@ from twisted_mail.stores.spool.records import (
     scanRecords,
 )
 from twisted_mail.mail.message import fromMboxRecord, recordId
+from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
 
 log = Logger()
@@ -67,6 +69,13 @@ LOCK_DEADLINE = 20.0
 #: A dot-lock older than this is stale even if we cannot tell who holds it.
 STALE_DOTLOCK_AGE = 300.0
 
+
+
+class InodeChanged(Exception):
+    """
+    The mailbox is another file than the journal said (an expunge replaced
+    it): C{args[0]} is the inode it is now.
+    """
 
 
 class _Locked:
@@ -106,6 +115,10 @@ class MboxFile(CrashRecovery):
         self._journalPos = 0
         # (size, last bytes) of the file as our last append left it.
         self._tail = None
+        # The store's write-ahead journal (journal.Journal), if it keeps
+        # one: deletes are made durable there, and the files synced at its
+        # checkpoints.
+        self.wal = None
 
     # -- names of the files beside the mailbox
 
@@ -441,7 +454,7 @@ class MboxFile(CrashRecovery):
         intent = self._readIntent()
         if intent is not None:
             ino, start, end, _ = intent
-            if ino == st.st_ino and start < st.st_size < end:
+            if ino == recovery.inodeNumber(st.st_ino) and start < st.st_size < end:
                 return True
         try:
             os.stat(self._lockName, dir_fd=self._dirfd, follow_symlinks=False)
@@ -449,15 +462,29 @@ class MboxFile(CrashRecovery):
             return False
         return self._dotLockIsStale()
 
-    def append(self, records):
+    def knownIds(self):
+        """
+        The stable ids of the messages indexed (after a locked access).
+        """
+        return set(self._byId)
+
+    def append(self, records, durable=True, inode=None):
         """
         Append whole mbox records (each a list of byte strings), sync, and
         index them.  On any error the
         file is cut back to where it was and L{TemporaryFailure} raised.
+
+        @param durable: whether to sync; false when the records are in the
+            spool's journal already (synced at its next checkpoint).
+        @param inode: the inode the journal names for them: if the mailbox
+            is another file now (an expunge replaced it), nothing is written
+            and L{InodeChanged} raised.
         """
         with self.locked(journal=False) as handle:
             fd = handle.fd
             start = handle.stat.st_size
+            if inode is not None and handle.stat.st_ino != inode:
+                raise InodeChanged(handle.stat.st_ino)
             if self._tail is not None and self._tail[0] == start:
                 # Our last append ended the file, and nobody wrote since.
                 tail = self._tail[1]
@@ -475,15 +502,18 @@ class MboxFile(CrashRecovery):
             end = start + sum(len(chunk) for chunk in chunks)
             ino = handle.stat.st_ino
             try:
-                intent = self._openIntent()
+                intent = self._openIntent(durable)
             except OSError as e:
                 self._failedAppend(e)
             try:
                 try:
-                    self._writeIntent(ino, start, end, sync=True,
+                    self._writeIntent(ino, start, end, sync=durable,
                                       head=_head(chunks, _INTENT_HEAD), fd=intent)
                     _writeAll(fd, chunks, start)
-                    os.fdatasync(fd)
+                    if durable:
+                        os.fdatasync(fd)
+                    elif self.wal is not None:
+                        self.wal.dirty.add(self.userid)
                 except OSError as e:
                     self._undoAppend(fd, start)
                     self._failedAppend(e)
@@ -624,7 +654,7 @@ class MboxFile(CrashRecovery):
                 return []
             lines = b"".join(e.key.hex().encode("ascii") + b"\n" for e in entries)
             try:
-                self._appendJournal(lines)
+                self._markDurably(entries, lines)
             except OSError as e:
                 log.error(
                     "mailbox {user}: delete failed: {error}", user=self.userid, error=e
@@ -634,6 +664,20 @@ class MboxFile(CrashRecovery):
                 entry.deleted = True
                 self.live -= 1
             return [entry.msgid for entry in entries]
+
+    def _markDurably(self, entries, lines):
+        """
+        Make the delete marks of C{entries} durable: in the spool's journal
+        (one sync) and then, unsynced, the delete-mark file; or, without a
+        journal, in the delete-mark file, synced.
+        """
+        if self.wal is None:
+            self._appendJournal(lines)
+            return
+        self.wal.commit([Record(DELETE, user=self.userid, msgid=e.msgid, key=e.key)
+                         for e in entries])
+        self.wal.dirty.add(self.userid)
+        self._appendJournal(lines, sync=False)
 
     def markDeleted(self, serial):
         """
@@ -650,7 +694,7 @@ class MboxFile(CrashRecovery):
                 raise errors.NoCurrentMessage()
             line = entry.key.hex().encode("ascii") + b"\n"
             try:
-                self._appendJournal(line)
+                self._markDurably([entry], line)
             except OSError as e:
                 log.error(
                     "mailbox {user}: delete failed: {error}", user=self.userid, error=e

@@ -28,6 +28,16 @@ _INTENT_SIZE = 128
 _INTENT_HEAD = 32
 
 
+def inodeNumber(ino):
+    """
+    The inode number a recovery record (append intent, delete journal,
+    write-ahead journal) would name for a file of inode C{ino}: itself.  A
+    seam for the crash-state explorer (tests/crashstates.py), which copies
+    files and maps the copies back to the inodes it recorded.
+    """
+    return ino
+
+
 class CrashRecovery:
     """
     The delete journal and the append intent of an L{MboxFile}, a mixin:
@@ -91,7 +101,7 @@ class CrashRecovery:
                     ino = int(line.split()[1])
                 except (ValueError, IndexError):
                     continue
-                if ino == self._ino:
+                if ino == inodeNumber(self._ino):
                     self._removeJournal()
                     return True
         return False
@@ -130,13 +140,27 @@ class CrashRecovery:
             return None
         return ino, start, end, head
 
-    def _openIntent(self):
-        return os.open(
-            self._intentName,
-            os.O_WRONLY | os.O_CREAT | _O_FLAGS,
-            0o600,
-            dir_fd=self._dirfd,
-        )
+    def _openIntent(self, durable=True):
+        """
+        Open the append intent, creating it if need be; a new one's
+        directory entry is synced (unless C{durable} is false: the spool's
+        journal covers the append then), or a power cut could lose the
+        intent that recognises a torn append (found by
+        tests/crashstates.py).
+        """
+        flags = os.O_WRONLY | _O_FLAGS
+        try:
+            return os.open(self._intentName, flags, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(self._intentName, flags | os.O_CREAT, 0o600, dir_fd=self._dirfd)
+        if durable:
+            try:
+                os.fsync(self._dirfd)
+            except OSError:
+                os.close(fd)
+                raise
+        return fd
 
     def _writeIntent(self, ino, start, end, sync, head=b"", fd=None):
         """
@@ -169,7 +193,7 @@ class CrashRecovery:
             return
         ino, start, end, head = intent
         st = handle.stat
-        if ino != st.st_ino or not (start < st.st_size < end):
+        if ino != inodeNumber(st.st_ino) or not (start < st.st_size < end):
             return
         found = os.pread(handle.fd, min(len(head), st.st_size - start), start)
         if not head.startswith(found):
@@ -192,7 +216,11 @@ class CrashRecovery:
         handle.stat = os.fstat(handle.fd)
         self._writeIntent(ino, 0, 0, sync=False)
 
-    def _appendJournal(self, line):
+    def _appendJournal(self, line, sync=True):
+        """
+        Append delete marks; synced unless C{sync} is false (the spool's
+        journal holds them durably then, and a checkpoint syncs this file).
+        """
         fd = os.open(
             self._journalName,
             os.O_RDWR | os.O_CREAT | _O_FLAGS,
@@ -208,9 +236,10 @@ class CrashRecovery:
                 if os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
             _writeAll(fd, [line], size)
-            os.fdatasync(fd)
-            if size == 0:
-                os.fsync(self._dirfd)
+            if sync:
+                os.fdatasync(fd)
+                if size == 0:
+                    os.fsync(self._dirfd)
             if st.st_ino == self._journalIno and self._journalPos == size:
                 self._journalPos = size + len(line)
         finally:

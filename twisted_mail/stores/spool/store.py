@@ -115,6 +115,8 @@ class _Mailbox:
         @return: a L{Deferred} firing once it is stored for good, or failing
             with L{MessageTooLarge} or L{TemporaryFailure}.
         """
+        if self._store._journalled is not None:
+            return self._store._journalled.append(self, separator, parts)
         d = defer.Deferred()
         with self._pendingLock:
             self._pending.append(((separator, parts), d))
@@ -290,6 +292,10 @@ class SpoolStore:
         deletes, expunges); by default the reactor's.  A small pool of its
         own (see L{mailboxThreadPool}) keeps them from competing for the
         GIL with, and queueing ahead of, the quick work (LSTU, checks).
+    @param journal: keep a write-ahead journal (docs/journal.rst): a batch
+        of deliveries to any number of mailboxes costs one sync, the mbox
+        files are synced at checkpoints.  Without it each mailbox's batch
+        is synced in its file.
     """
 
     def __init__(
@@ -301,6 +307,7 @@ class SpoolStore:
         threadpool=None,
         clock=time.time,
         lockDeadline=LOCK_DEADLINE,
+        journal=False,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -322,12 +329,18 @@ class SpoolStore:
         # Users known to exist.  Only positive answers are kept: a mailbox
         # removed by hand is still found missing when a delivery opens it.
         self._known = set()
+        self._journalled = None
+        if journal:
+            from twisted_mail.stores.spool.journalled import JournalledDeliveries
+
+            self._journalled = JournalledDeliveries(self, newMessageId)
 
     def close(self):
         """
         Release the spool directory (for tests that make many stores).
         """
         self.stopWatching()
+        self.closeJournal()
         if self._dirfd is not None:
             self._lockSource.remove()
             os.close(self._dirfd)
@@ -405,6 +418,17 @@ class SpoolStore:
         """
         self._lockSource.remove()
 
+    def closeJournal(self):
+        """
+        Sync what the journal holds into the mbox files and remove it:
+        when the server stops, after the last mailbox job.
+        """
+        if self._journalled is not None:
+            self._journalled.close()
+            self._journalled = None
+            for mailbox in self._mailboxes.values():
+                mailbox.mbox.wal = None
+
     def _inThread(self, f, *args):
         """
         Run quick blocking work (directory listing, a stat) in the reactor's
@@ -419,6 +443,16 @@ class SpoolStore:
         pool = self._threadpool
         if pool is None:
             pool = self._reactor.getThreadPool()
+        if self._journalled is not None:
+            # One job at a time under the journal's lock: a checkpoint
+            # never falls between a commit and the writes it covers.
+            lock = self._journalled.journal.lock
+
+            def locked(f, *args):
+                with lock:
+                    return f(*args)
+
+            return deferToThreadPool(self._reactor, pool, locked, f, *args)
         return deferToThreadPool(self._reactor, pool, f, *args)
 
     def _mailbox(self, userid):
@@ -426,6 +460,8 @@ class SpoolStore:
         if mailbox is None:
             mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline,
                             self._lockSource)
+            if self._journalled is not None:
+                mbox.wal = self._journalled.journal
             mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
         return mailbox
 
@@ -454,6 +490,10 @@ class SpoolStore:
         """
         self._lockSource.removeStale()
         repaired = []
+        if self._journalled is not None:
+            with self._journalled.journal.lock:
+                for _, users, _ in self._journalled.recover():
+                    repaired.extend(users)
         for userid in self._listUsers():
             mailbox = self._mailbox(userid)
             try:
@@ -463,7 +503,7 @@ class SpoolStore:
             except errors.MailError as e:
                 log.warn("mailbox {user} not repaired at start: {why}", user=userid,
                          why=str(e))
-        return repaired
+        return sorted(set(repaired))
 
     def _listUsers(self):
         users = []

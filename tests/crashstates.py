@@ -1,0 +1,686 @@
+"""
+A crash-state explorer for the spool, in the manner of ALICE (Pillai et
+al., "All File Systems Are Not Created Equal", OSDI 2014).
+
+1. L{Recorder} runs a scripted workload on a real L{SpoolStore} in this
+   process and records every file-system operation the spool makes in its
+   directory (open with O_CREAT or O_TRUNC, write, pwrite, pwritev,
+   ftruncate, fsync, fdatasync, rename, unlink, link, mkdir), with the
+   data, and markers where a delivery or delete was acknowledged.
+2. L{crashStates} builds, for a crash after each operation, the on-disk
+   states a power cut may leave on a journaling file system such as ext4
+   with C{data=ordered}:
+
+     - directory operations (create, rename, unlink, link, mkdir) persist
+       in the order they were made: a prefix of them, at least up to the
+       last fsync of the directory;
+     - each file's data operations (writes, truncations) persist as a
+       prefix of that file's own sequence, at least up to its last fsync
+       or fdatasync, independently of other files (no order between
+       files); the last one kept may be torn: a prefix of its bytes cut at
+       a 512-byte sector boundary of the file, or half-way;
+     - a file whose creation did not persist is not there; nothing synced
+       is lost.
+
+   Where the combinations of one crash point pass a bound, the extremes
+   (nothing unsynced kept, everything kept, each file alone torn or
+   dropped) and a seeded sample of the rest are taken.
+3. L{check} materialises each distinct state in a temporary directory,
+   runs the server's start-up recovery on it (as after a reboot: another
+   boot id) and checks: every mailbox file parses as mbox and holds no torn
+   message; every acknowledged delivery is there exactly once and every
+   acknowledged delete done; nothing is doubled or resurrected.
+
+C{tests/test_crashstates.py} runs a bounded exploration in CI;
+C{benchmarks/crashstates.py} the full one.
+"""
+
+import hashlib
+import itertools
+import mailbox
+import os
+import random
+import shutil
+import stat
+import tempfile
+
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+
+from tests.test_store import SynchronousThreads
+from twisted_mail import errors
+from twisted_mail.stores.spool import journal as journalModule
+from twisted_mail.stores.spool import recovery
+from twisted_mail.stores.spool.records import scanRecords
+from twisted_mail.stores.spool.store import SpoolStore
+
+DIR_OPS = ("creat", "rename", "unlink", "link", "mkdir")
+SECTOR = 512
+
+
+class ManualThreads(SynchronousThreads):
+    """
+    A reactor and thread pool stand-in whose "threaded" jobs wait until
+    L{drain}: deliveries queued meanwhile go out as one batch.
+    """
+
+    def __init__(self):
+        SynchronousThreads.__init__(self)
+        self.jobs = []
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.jobs.append((onResult, f, args, kwargs))
+
+    def drain(self):
+        while self.jobs:
+            onResult, f, args, kwargs = self.jobs.pop(0)
+            SynchronousThreads.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
+
+
+class Recorder:
+    """
+    Records the spool's file-system operations in one directory, by
+    wrapping the L{os} functions the spool uses while L{start}ed.
+
+    @ivar ops: the operations, tuples whose first item is their kind.
+    @ivar base: the directory when recording started: C{(names, contents)},
+        names mapping to inode numbers, contents inode numbers to bytes.
+    """
+
+    _wrapped = ("open", "close", "write", "pwrite", "pwritev", "ftruncate", "fsync",
+                "fdatasync", "rename", "unlink", "link", "mkdir")
+
+    def __init__(self, path, dirfds=(), fds=()):
+        self.path = os.path.abspath(path)
+        self.ops = []
+        # fd -> [inode, position], for files of the directory open now.
+        self._fds = {fd: [os.fstat(fd).st_ino, 0] for fd in fds}
+        self._dirfds = set(dirfds)
+        self._real = {}
+        self.base = snapshot(self.path)
+
+    def mark(self, kind, key):
+        self.ops.append(("ack", kind, key))
+
+    def start(self):
+        for name in self._wrapped:
+            self._real[name] = getattr(os, name)
+            setattr(os, name, getattr(self, "_" + name))
+
+    def stop(self):
+        for name, f in self._real.items():
+            setattr(os, name, f)
+        self._real = {}
+
+    def _ours(self, path, dir_fd):
+        if dir_fd is not None:
+            return dir_fd in self._dirfds
+        path = os.fspath(path) if not isinstance(path, int) else None
+        return path is not None and os.path.dirname(os.path.abspath(path)) == self.path
+
+    def _name(self, path):
+        return os.path.basename(os.fspath(path))
+
+    def _open(self, path, flags, mode=0o777, *, dir_fd=None):
+        real = self._real["open"]
+        if not isinstance(path, int) and os.path.abspath(os.fspath(path)) == self.path \
+                and dir_fd is None:
+            fd = real(path, flags, mode)
+            self._dirfds.add(fd)
+            return fd
+        if not self._ours(path, dir_fd):
+            return real(path, flags, mode, dir_fd=dir_fd)
+        name = self._name(path)
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False) if dir_fd is not None \
+                else os.stat(path, follow_symlinks=False)
+            existed = True
+        except FileNotFoundError:
+            existed = False
+        fd = real(path, flags, mode, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return fd
+        if flags & os.O_CREAT and not existed:
+            self.ops.append(("creat", name, st.st_ino))
+        elif flags & os.O_TRUNC and existed:
+            self.ops.append(("trunc", st.st_ino, 0))
+        self._fds[fd] = [st.st_ino, 0]
+        return fd
+
+    def _close(self, fd):
+        self._fds.pop(fd, None)
+        self._dirfds.discard(fd)
+        return self._real["close"](fd)
+
+    def _write(self, fd, data):
+        n = self._real["write"](fd, data)
+        if fd in self._fds:
+            ino, pos = self._fds[fd]
+            self.ops.append(("write", ino, pos, bytes(data[:n])))
+            self._fds[fd][1] = pos + n
+        return n
+
+    def _pwrite(self, fd, data, offset):
+        n = self._real["pwrite"](fd, data, offset)
+        if fd in self._fds:
+            self.ops.append(("write", self._fds[fd][0], offset, bytes(data[:n])))
+        return n
+
+    def _pwritev(self, fd, buffers, offset):
+        buffers = list(buffers)
+        n = self._real["pwritev"](fd, buffers, offset)
+        if fd in self._fds:
+            data = b"".join(bytes(b) for b in buffers)[:n]
+            self.ops.append(("write", self._fds[fd][0], offset, data))
+        return n
+
+    def _ftruncate(self, fd, size):
+        self._real["ftruncate"](fd, size)
+        if fd in self._fds:
+            self.ops.append(("trunc", self._fds[fd][0], size))
+
+    def _sync(self, kind, fd):
+        self._real[kind](fd)
+        if fd in self._dirfds:
+            self.ops.append(("dirsync",))
+        elif fd in self._fds:
+            self.ops.append(("sync", self._fds[fd][0]))
+
+    def _fsync(self, fd):
+        self._sync("fsync", fd)
+
+    def _fdatasync(self, fd):
+        self._sync("fdatasync", fd)
+
+    def _rename(self, src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        self._real["rename"](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        if self._ours(dst, dst_dir_fd):
+            self.ops.append(("rename", self._name(src), self._name(dst)))
+
+    def _unlink(self, path, *, dir_fd=None):
+        self._real["unlink"](path, dir_fd=dir_fd)
+        if self._ours(path, dir_fd):
+            self.ops.append(("unlink", self._name(path)))
+
+    def _link(self, src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
+        self._real["link"](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd,
+                           follow_symlinks=follow_symlinks)
+        if self._ours(dst, dst_dir_fd):
+            self.ops.append(("link", self._name(src), self._name(dst)))
+
+    def _mkdir(self, path, mode=0o777, *, dir_fd=None):
+        self._real["mkdir"](path, mode, dir_fd=dir_fd)
+        if self._ours(path, dir_fd):
+            self.ops.append(("mkdir", self._name(path)))
+
+
+def snapshot(path):
+    """
+    A directory's regular files: C{(names -> inode, inode -> bytes)}.
+    """
+    names, contents = {}, {}
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False):
+            ino = entry.inode()
+            names[entry.name] = ino
+            if ino not in contents:
+                with open(entry.path, "rb") as f:
+                    contents[ino] = f.read()
+    return names, contents
+
+
+# -- the states a crash may leave
+
+
+def _cuts(offset, data):
+    """
+    Where a torn write of C{data} at C{offset} may end: sector boundaries
+    inside it (at most four of them: first, last, two between) and
+    half-way.
+    """
+    end = offset + len(data)
+    first = (offset // SECTOR + 1) * SECTOR
+    bounds = list(range(first, end, SECTOR))
+    if len(bounds) > 4:
+        bounds = [bounds[0], bounds[len(bounds) // 3], bounds[2 * len(bounds) // 3],
+                  bounds[-1]]
+    cuts = {b - offset for b in bounds}
+    if len(data) > 1:
+        cuts.add(len(data) // 2)
+    return sorted(c for c in cuts if 0 < c < len(data))
+
+
+def _options(dataOps, low):
+    """
+    What may persist of one file's data operations: C{(kept, torn)} pairs,
+    the first C{kept} whole and, if C{torn}, the next cut to that length.
+    """
+    found = [(k, None) for k in range(low, len(dataOps) + 1)]
+    for k in range(low, len(dataOps)):
+        op = dataOps[k]
+        if op[0] == "write":
+            found.extend((k, cut) for cut in _cuts(op[2], op[3]))
+    return found
+
+
+def _apply(content, op, torn=None):
+    if op[0] == "trunc":
+        return content[:op[2]] + b"\0" * max(0, op[2] - len(content))
+    offset, data = op[2], op[3]
+    if torn is not None:
+        data = data[:torn]
+    if len(content) < offset:
+        content += b"\0" * (offset - len(content))
+    return content[:offset] + data + content[offset + len(data):]
+
+
+def crashStates(recorder, limit=64, seed=0):
+    """
+    Every (or, past C{limit} per crash point, a sample of the) on-disk
+    states a power cut may leave, after each recorded operation.
+
+    @return: an iterator of C{(crash point, acknowledged, state)}: the
+        index of the last operation made, the acknowledgement markers
+        before it, and the state as C{name -> bytes or None} (a directory).
+    """
+    ops = recorder.ops
+    rng = random.Random(seed)
+    for point in range(len(ops) + 1):
+        if point < len(ops) and ops[point][0] == "ack":
+            continue  # the same disk as the next operation's crash
+        done = ops[:point]
+        acked = [op for op in done if op[0] == "ack"]
+        dirOps = [op for op in done if op[0] in DIR_OPS]
+        lastDirSync = max((i for i, op in enumerate(done) if op[0] == "dirsync"),
+                          default=-1)
+        dirLow = sum(1 for op in done[:lastDirSync + 1] if op[0] in DIR_OPS)
+        dataOps, low = {}, {}
+        for i, op in enumerate(done):
+            if op[0] in ("write", "trunc"):
+                dataOps.setdefault(op[1], []).append(op)
+            elif op[0] == "sync":
+                low[op[1]] = len(dataOps.get(op[1], []))
+        options = {ino: _options(seq, low.get(ino, 0)) for ino, seq in dataOps.items()}
+        for dirKept in range(dirLow, len(dirOps) + 1):
+            names, dirs = _directory(recorder.base[0], dirOps[:dirKept])
+            live = sorted(ino for ino in set(names.values()) if ino in options)
+            for choice in _choices([options[ino] for ino in live], limit, rng):
+                yield point, acked, _materialise(
+                    recorder.base, names, dirs, dict(zip(live, choice)), dataOps)
+
+
+def _choices(optionLists, limit, rng):
+    total = 1
+    for options in optionLists:
+        total *= len(options)
+    if total <= limit:
+        yield from itertools.product(*optionLists)
+        return
+    lows = [options[0] for options in optionLists]
+    highs = [max(options, key=lambda o: (o[0], o[1] is None)) for options in optionLists]
+    picked = {tuple(lows), tuple(highs)}
+    for i, options in enumerate(optionLists):
+        for option in options:
+            for base in (lows, highs):
+                if len(picked) < limit:
+                    picked.add(tuple(base[:i] + [option] + base[i + 1:]))
+    while len(picked) < limit:
+        picked.add(tuple(rng.choice(options) for options in optionLists))
+    yield from sorted(picked, key=repr)
+
+
+def _directory(baseNames, dirOps):
+    names = dict(baseNames)
+    dirs = set()
+    for op in dirOps:
+        if op[0] == "creat":
+            names[op[1]] = op[2]
+        elif op[0] == "rename":
+            if op[1] in names:
+                names[op[2]] = names.pop(op[1])
+        elif op[0] == "unlink":
+            names.pop(op[1], None)
+        elif op[0] == "link":
+            if op[1] in names:
+                names[op[2]] = names[op[1]]
+        elif op[0] == "mkdir":
+            dirs.add(op[1])
+    return names, dirs
+
+
+def _materialise(base, names, dirs, choice, dataOps):
+    contents = {}
+    for ino in set(names.values()):
+        content = base[1].get(ino, b"")
+        if ino in choice:
+            kept, torn = choice[ino]
+            for op in dataOps[ino][:kept]:
+                content = _apply(content, op)
+            if torn is not None:
+                content = _apply(content, dataOps[ino][kept], torn)
+        contents[ino] = content
+    return {"names": names, "dirs": dirs, "contents": contents}
+
+
+def stateKey(state):
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(state["names"]):
+        ino = state["names"][name]
+        digest.update(b"%s\0%d\0" % (name.encode(), ino))
+        digest.update(hashlib.blake2b(state["contents"][ino], digest_size=16).digest())
+    for name in sorted(state["dirs"]):
+        digest.update(b"d" + name.encode())
+    return digest.digest()
+
+
+def writeState(state, path):
+    """
+    Make C{state} in the (empty) directory C{path}; names of one inode are
+    hard links.
+
+    @return: a L{dict} from the inodes made to the inodes recorded.
+    """
+    made = {}
+    for name in sorted(state["names"]):
+        ino = state["names"][name]
+        target = os.path.join(path, name)
+        if ino in made:
+            os.link(made[ino], target)
+            continue
+        with open(target, "wb") as f:
+            f.write(state["contents"][ino])
+        os.chmod(target, 0o600)
+        made[ino] = target
+    for name in state["dirs"]:
+        os.makedirs(os.path.join(path, name), exist_ok=True)
+    return {os.stat(target).st_ino: ino for ino, target in made.items()}
+
+
+# -- checking a state
+
+
+def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
+    """
+    Recover the spool at C{path} as the server does at start after a
+    reboot, then read every mailbox through the store.
+
+    @return: C{{user: [body, ...]}}.
+    """
+    real = journalModule.bootId, recovery.inodeNumber
+    journalModule.bootId = lambda: boot
+    if inodes:
+        recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
+    try:
+        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=journal)
+        store.repairNow()
+    except BaseException:
+        journalModule.bootId, recovery.inodeNumber = real
+        raise
+    journalModule.bootId, recovery.inodeNumber = real
+    try:
+        found = {}
+        for user in users:
+            results = []
+            store.openMailbox(user).addBoth(results.append)
+            session = results[0]
+            if isinstance(session, Failure):
+                if session.check(errors.NoSuchUser):
+                    found[user] = []
+                    continue
+                session.raiseException()
+            bodies = []
+            while True:
+                got = []
+                session.readMessage().addBoth(got.append)
+                if isinstance(got[0], Failure):
+                    got[0].trap(errors.NoMoreMail)
+                    break
+                bodies.append(got[0].split(b"\n\n", 1)[-1])
+            found[user] = bodies
+        return found
+    finally:
+        store.close()
+
+
+def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another boot...."):
+    """
+    What is wrong with the spool at C{path} after recovery.
+
+    @param acked: the acknowledgement markers: C{("ack", "deliver",
+        (user, body))} and C{("ack", "delete", (user, body))}, and
+        C{("ack", "deleting", (user, body))} when a delete was asked for.
+    @param everSent: every C{(user, body)} the workload sent.
+    @return: a L{list} of problems (empty: the state is fine).
+    """
+    found = []
+    for user in users:
+        name = os.path.join(path, user)
+        if not os.path.exists(name):
+            continue
+        with open(name, "rb") as f:
+            data = f.read()
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            records = scanRecords(fd, 0, len(data))
+        finally:
+            os.close(fd)
+        box = mailbox.mbox(name, create=False)
+        try:
+            count = len(box.keys())
+        finally:
+            box.close()
+        if count != len(records) or (data and not data.startswith(b"From ")):
+            found.append("%s does not parse as mbox (%d vs %d)" % (user, count, len(records)))
+    try:
+        shown = visibleBodies(path, users, journal, inodes, boot)
+    except Exception as e:
+        import traceback
+        return found + ["recovery or reading failed: %r %s" % (e, traceback.format_exc())]
+    delivered = {key for _, kind, key in acked if kind == "deliver"}
+    deleted = {key for _, kind, key in acked if kind == "delete"}
+    deleting = {key for _, kind, key in acked if kind == "deleting"}
+    for user, bodies in shown.items():
+        for body in set(bodies):
+            if bodies.count(body) > 1:
+                found.append("%s: %r doubled" % (user, body))
+            if (user, body) in deleted:
+                found.append("%s: deleted %r resurrected" % (user, body))
+            if (user, body) not in everSent:
+                found.append("%s: %r is not a message sent (torn?)" % (user, body[:40]))
+    for user, body in sorted(delivered - deleting):
+        if body not in shown.get(user, []):
+            found.append("%s: acknowledged %r lost" % (user, body))
+    return found
+
+
+def explore(recorder, users, everSent, journal, limit=64, seed=0, maxStates=None,
+            report=None, inodes=None, acked=(), boot=b"another boot...."):
+    """
+    Check every distinct crash state of C{recorder}'s run.
+
+    @return: C{(states generated, distinct states checked, failures)},
+        failures a L{list} of C{(crash point, problems)}.
+    """
+    seen = set()
+    failures = []
+    generated = 0
+    # On a memory file system where there is one: recovery syncs a lot.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    scratch = tempfile.mkdtemp(prefix="crashstates-", dir=shm)
+    try:
+        for point, markers, state in crashStates(recorder, limit, seed):
+            markers = list(acked) + markers
+            generated += 1
+            key = (stateKey(state), len(markers))
+            if key in seen:
+                continue
+            seen.add(key)
+            path = os.path.join(scratch, "s%d" % (len(seen),))
+            os.mkdir(path)
+            made = writeState(state, path)
+            if inodes:
+                made = {real: inodes.get(ino, ino) for real, ino in made.items()}
+            wrong = problems(path, users, markers, everSent, journal, made, boot)
+            if wrong:
+                failures.append((point, wrong))
+            shutil.rmtree(path)
+            if report is not None and len(seen) % 500 == 0:
+                report(generated, len(seen), len(failures))
+            if maxStates is not None and len(seen) >= maxStates:
+                break
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return generated, len(seen), failures
+
+
+# -- scripted workloads
+
+
+class Workload:
+    """
+    A scripted run on a fresh spool: mailboxes made before recording,
+    then deliveries in batches, deletes, a checkpoint, an expunge.
+    """
+
+    def __init__(self, path, users=("amy", "bob", "cyd"), journal=True):
+        self.path = path
+        self.users = list(users)
+        self.journal = journal
+        self.sent = set()
+        self._n = 0
+        self.reactor = ManualThreads()
+        self.store = SpoolStore(FilePath(path), reactor=self.reactor, journal=journal)
+        for user in self.users:
+            self.store.addUser(user)
+        self.reactor.drain()
+        self.recorder = None
+        self.sessions = {}
+
+    def record(self):
+        journalled = self.store._journalled
+        self.recorder = Recorder(self.path, [self.store._dirfd],
+                                 [journalled.journal._fd] if journalled else [])
+        self.recorder.start()
+
+    def stop(self):
+        if self.recorder is not None:
+            self.recorder.stop()
+
+    def close(self):
+        self.stop()
+        self.store.close()
+
+    def deliver(self, *users):
+        """
+        Deliver one message to each of C{users}, all in one batch.
+        """
+        waiting = []
+        for user in users:
+            self._n += 1
+            body = b"message %d to %s\n" % (self._n, user.encode())
+            self.sent.add((user, body))
+            d = self.store.deliver("sender", user, body)
+            waiting.append((d, user, body))
+        self.reactor.drain()
+        for d, user, body in waiting:
+            result = []
+            d.addBoth(result.append)
+            if result and not isinstance(result[0], Failure):
+                self.recorder.mark("deliver", (user, body))
+
+    def _session(self, user):
+        session = self.sessions.get(user)
+        if session is None:
+            got = []
+            self.store.openMailbox(user).addBoth(got.append)
+            self.reactor.drain()
+            session = self.sessions[user] = got[0]
+        return session
+
+    def delete(self, user, nth=0):
+        """
+        Delete the C{nth} message of C{user}'s mailbox (by stable id).
+        """
+        session = self._session(user)
+        listing = []
+        session.listMessages().addBoth(listing.append)
+        self.reactor.drain()
+        summary = listing[0].messages[nth]
+        done = []
+        body = []
+        session.fetchMessage(summary.id).addBoth(body.append)
+        self.reactor.drain()
+        key = (user, body[0].split(b"\n\n", 1)[1])
+        # From here on a crash may leave the message deleted or not.
+        self.recorder.mark("deleting", key)
+        session.deleteMessages([summary.id]).addBoth(done.append)
+        self.reactor.drain()
+        if done and not isinstance(done[0], Failure):
+            self.recorder.mark("delete", key)
+
+    def endSession(self, user):
+        """
+        End C{user}'s session: its deletes are expunged.
+        """
+        session = self.sessions.pop(user)
+        session.close()
+        self.reactor.drain()
+
+    def checkpoint(self):
+        self.reactor.advance(2)
+        self.reactor.drain()
+
+
+def standardWorkload(path, journal=True):
+    """
+    Deliveries to several mailboxes in batches, deletes, a checkpoint, more
+    deliveries and a delete, an expunge: recorded.
+
+    @return: the L{Workload}, stopped.
+    """
+    w = Workload(path, journal=journal)
+    w.record()
+    try:
+        w.deliver("amy", "bob", "amy")
+        w.deliver("cyd")
+        w.delete("amy", 0)
+        w.checkpoint()
+        w.deliver("bob", "cyd")
+        w.delete("bob", 0)
+        w.deliver("amy")
+        w.endSession("bob")
+        w.deliver("bob")
+    finally:
+        w.stop()
+    return w
+
+
+def recoveryWorkload(workload, path, limit=64):
+    """
+    Recovery itself, recorded: the state of C{workload} that loses the
+    most (a crash after its last operation, nothing unsynced kept) is made
+    in C{path} and recovered as after a power cut.
+
+    @return: C{(recorder, acknowledged markers, inode map)} for L{explore}
+        (with another boot id, as after a second power cut).
+    """
+    point, acked, state = None, None, None
+    for point, acked, state in crashStates(workload.recorder, limit):
+        if point == len(workload.recorder.ops):
+            break  # the first state of the last point: the least kept
+    os.mkdir(path)
+    inodes = writeState(state, path)
+    recorder = Recorder(path)
+    real = journalModule.bootId, recovery.inodeNumber
+    journalModule.bootId = lambda: b"recovering boot."
+    recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
+    recorder.start()
+    try:
+        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=workload.journal)
+        store.repairNow()
+    finally:
+        recorder.stop()
+        journalModule.bootId, recovery.inodeNumber = real
+    store.close()
+    return recorder, acked, inodes

@@ -1,0 +1,418 @@
+"""
+The spool's write-ahead journal (docs/journal.rst): one file per server
+process, C{.simplemail-<pid>.journal} in the spool directory, so that a
+batch of deliveries to any number of mailboxes is acknowledged after one
+sync of the journal; the mbox files are written at once (unsynced, so every
+reader sees the message when it is acknowledged) and synced in bulk at
+checkpoints, after which the journal is emptied.
+
+Format: a sequence of frames, one per transaction (a batch)::
+
+    magic b"SMJ1" | payload length (u32 LE) | crc32 of the payload (u32 LE)
+    payload: epoch (u32) | txid (u64) | boot id (16 bytes) | count (u16)
+             | count records
+
+A frame whose magic, length or checksum is wrong, or whose epoch differs
+from the first frame's, ends the journal: a torn tail (a crash in the
+middle of a write) was never acknowledged and is ignored.  Records, each a
+type byte and its fields (strings: u16 length + UTF-8; data: u32 length +
+bytes; inode: u64):
+
+  - C{D} delivery: user, inode of the mbox appended to, message id, the
+    whole mbox record.
+  - C{X} delete: user, message id, content key (16 bytes).
+  - C{A} abort: user, message id: a delivery journalled but not written
+    (the append failed, the client was told so); not applied.
+  - C{F} flags (reserved: defined for the folders branch, not written
+    here): user, message id, the flags as a string; replay sets them.
+  - C{M} move (reserved, likewise): from-user, message id, to-user, inode
+    of the target mbox, new message id, the whole record; replay is the
+    C{D} to the target then the C{X} in the source.
+
+Recovery (the rules are in docs/journal.rst) is
+L{twisted_mail.stores.spool.replay}.
+"""
+
+import os
+import struct
+import threading
+import time
+import zlib
+
+from twisted.logger import Logger
+
+from twisted_mail.stores.spool.locks import _O_FLAGS, lockFile
+from twisted_mail.stores.spool.records import _writeAll
+
+log = Logger()
+
+MAGIC = b"SMJ1"
+_FRAME = struct.Struct("<4sII")
+_TX = struct.Struct("<IQ16sH")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+DELIVERY = b"D"
+DELETE = b"X"
+ABORT = b"A"
+FLAGS = b"F"
+MOVE = b"M"
+
+#: The fields of each record type, in order: s string, i inode, k key,
+#: d data.
+RECORD_FIELDS = {
+    DELIVERY: ("user", "inode", "msgid", "data"),
+    DELETE: ("user", "msgid", "key"),
+    ABORT: ("user", "msgid"),
+    FLAGS: ("user", "msgid", "flags"),
+    MOVE: ("user", "msgid", "toUser", "inode", "newMsgid", "data"),
+}
+_KINDS = {"user": "s", "msgid": "s", "toUser": "s", "newMsgid": "s", "flags": "s",
+          "inode": "i", "key": "k", "data": "d"}
+
+#: Journal file names: C{.simplemail-<pid>.journal}.
+PREFIX = ".simplemail-"
+SUFFIX = ".journal"
+
+#: Empty the journal (checkpoint) when it grows past this many bytes.
+CHECKPOINT_SIZE = 32 * 1024 * 1024
+
+
+def bootId():
+    """
+    This boot of the machine (16 bytes): a journal written in this boot
+    needs no replay, the page cache still holds every write (see
+    docs/journal.rst).
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return bytes.fromhex(f.read().strip().replace(b"-", b"").decode("ascii"))
+    except (OSError, ValueError):
+        return b"\0" * 16
+
+
+class Record:
+    """
+    One journal record: its type and its fields by name.
+    """
+
+    __slots__ = ("type", "fields")
+
+    def __init__(self, type, **fields):
+        self.type = type
+        self.fields = fields
+
+    def __getattr__(self, name):
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __repr__(self):
+        shown = {k: (v if k != "data" else "<%d bytes>" % (_size(v),))
+                 for k, v in self.fields.items()}
+        return "Record(%r, %r)" % (self.type, shown)
+
+    def chunks(self):
+        """
+        The encoded record, as byte strings (data is not copied).
+        """
+        out = [self.type]
+        for name in RECORD_FIELDS[self.type]:
+            value = self.fields[name]
+            kind = _KINDS[name]
+            if kind == "s":
+                raw = value.encode("utf-8")
+                out += [_U16.pack(len(raw)), raw]
+            elif kind == "i":
+                out.append(_U64.pack(value))
+            elif kind == "k":
+                out.append(bytes(value).ljust(16, b"\0")[:16])
+            else:
+                chunks = value if isinstance(value, (list, tuple)) else [value]
+                out.append(_U32.pack(sum(len(c) for c in chunks)))
+                out.extend(chunks)
+        return out
+
+
+def _size(value):
+    if isinstance(value, (list, tuple)):
+        return sum(len(c) for c in value)
+    return len(value)
+
+
+def _decodeRecord(payload, pos):
+    type = payload[pos:pos + 1]
+    names = RECORD_FIELDS.get(bytes(type))
+    if names is None:
+        raise ValueError("unknown record type %r" % (type,))
+    pos += 1
+    fields = {}
+    for name in names:
+        kind = _KINDS[name]
+        if kind == "s":
+            (n,) = _U16.unpack_from(payload, pos)
+            pos += 2
+            fields[name] = bytes(payload[pos:pos + n]).decode("utf-8")
+            pos += n
+        elif kind == "i":
+            (fields[name],) = _U64.unpack_from(payload, pos)
+            pos += 8
+        elif kind == "k":
+            fields[name] = bytes(payload[pos:pos + 16])
+            pos += 16
+        else:
+            (n,) = _U32.unpack_from(payload, pos)
+            pos += 4
+            fields[name] = bytes(payload[pos:pos + n])
+            pos += n
+        if pos > len(payload):
+            raise ValueError("record runs past its frame")
+    return Record(bytes(type), **fields), pos
+
+
+def encodeFrame(epoch, txid, boot, records):
+    """
+    A transaction's frame, as byte strings for one C{pwritev}.
+    """
+    body = [_TX.pack(epoch, txid, boot, len(records))]
+    for record in records:
+        body.extend(record.chunks())
+    crc = 0
+    length = 0
+    for chunk in body:
+        crc = zlib.crc32(chunk, crc)
+        length += len(chunk)
+    return [_FRAME.pack(MAGIC, length, crc)] + body
+
+
+class Transaction:
+    """
+    One frame read back: C{epoch}, C{txid}, C{boot}, C{records}, and
+    C{start}, C{end}: where it lies in the journal.
+    """
+
+    def __init__(self, epoch, txid, boot, records, start, end):
+        self.epoch = epoch
+        self.txid = txid
+        self.boot = boot
+        self.records = records
+        self.start = start
+        self.end = end
+
+
+def readFrames(data):
+    """
+    The whole transactions at the start of C{data} (a journal's bytes),
+    stopping at the first torn or foreign frame.
+
+    @return: a L{list} of L{Transaction}.
+    """
+    view = memoryview(data)
+    found = []
+    pos = 0
+    epoch = None
+    while pos + _FRAME.size <= len(view):
+        magic, length, crc = _FRAME.unpack_from(view, pos)
+        start = pos + _FRAME.size
+        end = start + length
+        if magic != MAGIC or end > len(view) or length < _TX.size:
+            break
+        payload = view[start:end]
+        if zlib.crc32(payload) != crc:
+            break
+        frameEpoch, txid, boot, count = _TX.unpack_from(payload, 0)
+        if epoch is None:
+            epoch = frameEpoch
+        elif frameEpoch != epoch:
+            break  # a stale frame left by an emptying that did not persist
+        records = []
+        at = _TX.size
+        try:
+            for _ in range(count):
+                record, at = _decodeRecord(payload, at)
+                records.append(record)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            break
+        found.append(Transaction(frameEpoch, txid, boot, records, pos, end))
+        pos = end
+    return found
+
+
+def journalName(pid, n=0):
+    """
+    The name of a process's journal: C{.simplemail-<pid>.journal}, or
+    C{.simplemail-<pid>-<n>.journal} for its C{n}th store on one spool
+    (tests).
+    """
+    middle = str(pid) if not n else "{}-{}".format(pid, n)
+    return "{}{}{}".format(PREFIX, middle, SUFFIX)
+
+
+def isJournalName(name):
+    if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
+        return False
+    return name[len(PREFIX):-len(SUFFIX)].replace("-", "", 1).isdigit()
+
+
+def syncSpoolFiles(dirfd, users, created=True):
+    """
+    Sync, in bulk, the mbox files and delete-mark files of C{users}, then
+    the directory (a delete-mark file may be new): a checkpoint.
+    """
+    for user in sorted(users):
+        for name in (user, "." + user + ".deleted"):
+            try:
+                fd = os.open(name, os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
+            except (FileNotFoundError, OSError):
+                continue
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+    if created:
+        os.fsync(dirfd)
+
+
+class Journal:
+    """
+    This process's journal.  Synchronous, for the mailbox thread; every
+    mailbox job of a journalling store runs under L{lock}, so a checkpoint
+    never empties the journal between a commit and the writes it covers.
+
+    @ivar dirty: the users whose files were written since the last
+        checkpoint.
+    """
+
+    def __init__(self, dirfd, pid=None, boot=None, sizeLimit=CHECKPOINT_SIZE):
+        self._dirfd = dirfd
+        self.pid = os.getpid() if pid is None else pid
+        self.name = None
+        self.boot = bootId() if boot is None else boot
+        self.sizeLimit = sizeLimit
+        self.lock = threading.RLock()
+        self.dirty = set()
+        self._fd = None
+        self._end = 0
+        self._epoch = 1
+        self._txid = 0
+        self.commits = 0
+        self.checkpoints = 0
+        # Tests only (SIMPLEMAIL_CHECKPOINT_PAUSE): seconds a checkpoint
+        # waits, logged, before and after syncing the files, so that a
+        # test can kill the process inside one.
+        self.pause = float(os.environ.get("SIMPLEMAIL_CHECKPOINT_PAUSE") or 0)
+
+    def open(self, recoverLeftover):
+        """
+        Create the journal file (an old one of the same name, from a dead
+        process with our pid, is first handed to C{recoverLeftover}), lock
+        it for the life of this process, and sync the directory.
+        """
+        n = 0
+        retried = False
+        while True:
+            name = journalName(self.pid, n)
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_FLAGS,
+                             0o600, dir_fd=self._dirfd)
+                break
+            except FileExistsError:
+                if retried:
+                    # Another store of this process journals there.
+                    n += 1
+                    retried = False
+                else:
+                    recoverLeftover(name)
+                    retried = True
+        self.name = name
+        try:
+            lockFile(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        os.fsync(self._dirfd)
+        self._fd = fd
+        self._end = 0
+
+    @property
+    def size(self):
+        return self._end
+
+    def commit(self, records):
+        """
+        Write one transaction and sync it: after this returns, the records
+        survive a power cut.
+
+        @return: the transaction id.
+        @raise OSError: if it could not be written or synced (nothing of it
+            counts: the journal is cut back).
+        """
+        self._txid += 1
+        frame = encodeFrame(self._epoch, self._txid, self.boot, records)
+        start = self._end
+        try:
+            _writeAll(self._fd, frame, start)
+            os.fdatasync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise
+        self._end = start + sum(len(c) for c in frame)
+        self.commits += 1
+        return self._txid
+
+    def note(self, records):
+        """
+        Write a transaction without syncing it (aborts: if it is lost, the
+        delivery it cancels is applied at replay: a duplicate, never a
+        loss).
+        """
+        self._txid += 1
+        frame = encodeFrame(self._epoch, self._txid, self.boot, records)
+        try:
+            _writeAll(self._fd, frame, self._end)
+        except OSError:
+            log.failure("journal: could not note an abort")
+            return
+        self._end += sum(len(c) for c in frame)
+
+    def checkpoint(self):
+        """
+        Sync every file written since the last checkpoint, then empty the
+        journal.  The emptying need not be synced: if it is lost, replay
+        finds records already in the files and skips them (docs/journal.rst).
+        """
+        with self.lock:
+            if self._end == 0 and not self.dirty:
+                return False
+            self._paused("syncing")
+            syncSpoolFiles(self._dirfd, self.dirty)
+            self._paused("synced")
+            os.ftruncate(self._fd, 0)
+            self._end = 0
+            self._epoch += 1
+            self.dirty = set()
+            self.checkpoints += 1
+            return True
+
+    def _paused(self, stage):
+        if self.pause:
+            log.info("journal {name}: checkpoint {stage}", name=self.name, stage=stage)
+            time.sleep(self.pause)
+
+    def close(self):
+        """
+        Checkpoint, then remove the journal (when the server stops).
+        """
+        with self.lock:
+            if self._fd is None:
+                return
+            self.checkpoint()
+            os.unlink(self.name, dir_fd=self._dirfd)
+            os.fsync(self._dirfd)
+            os.close(self._fd)
+            self._fd = None

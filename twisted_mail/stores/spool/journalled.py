@@ -1,0 +1,249 @@
+"""
+The reactor's side of the spool's write-ahead journal
+(L{twisted_mail.stores.spool.journal}, docs/journal.rst): deliveries to
+every mailbox gathered into one batch, one journal sync per batch, the
+mbox files written at once and synced at checkpoints; checkpoints on a
+timer and by size; and recovery of the journals dead processes left.
+"""
+
+import os
+import threading
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mail import errors
+from twisted_mail.mail.message import idHeaderLine, mboxRecordChunks
+from twisted_mail.stores.spool.journal import ABORT, DELIVERY, Journal, Record
+from twisted_mail.stores.spool.mboxfile import InodeChanged, MboxFile
+from twisted_mail.stores.spool.replay import leftoverJournals, recoverJournals
+
+log = Logger()
+
+#: Seconds between checkpoints while anything is written (the mbox files
+#: are synced, the journal emptied).
+CHECKPOINT_INTERVAL = 1.0
+
+#: Group commit: the longest a batch waits for more deliveries (seconds),
+#: only when the last batch held at least COMMIT_SIBLINGS messages, and
+#: no longer than until it holds as many as the last (up to BATCH_TARGET).
+COMMIT_DELAY = 0.002
+COMMIT_SIBLINGS = 4
+BATCH_TARGET = 64
+
+#: Every this many checkpoints, look for journals left by dead processes
+#: sharing the spool.
+ADOPT_EVERY = 5
+
+
+class JournalledDeliveries:
+    """
+    Batches of deliveries to any number of mailboxes, each made durable by
+    one sync of the store's journal.
+
+    @ivar journal: the L{Journal}; every mailbox job of the store runs
+        under its C{lock} (see L{SpoolStore._inMailboxThread}).
+    """
+
+    def __init__(self, store, newMessageId, pid=None, boot=None):
+        self._store = store
+        self._newMessageId = newMessageId
+        self.journal = Journal(store._dirfd, pid=pid, boot=boot)
+        self.journal.open(lambda name: self.recover())
+        self._pendingLock = threading.Lock()
+        self._pending = []
+        self._flushQueued = False
+        self._checkpointCall = None
+        self._ticks = 0
+        self.batches = 0
+        self.delivered = 0
+        self._lastBatch = 0
+
+    # -- recovery
+
+    def recover(self):
+        """
+        Recover the journals of dead processes (synchronous: at start, and
+        in the mailbox thread under the journal's lock).
+        """
+        store = self._store
+        return recoverJournals(
+            store._dirfd,
+            lambda user: MboxFile(store._dirfd, user, store._serials,
+                                  store._lockDeadline, store._lockSource),
+            self.journal.boot,
+            own=self.journal.name,
+        )
+
+    # -- deliveries
+
+    def append(self, mailbox, separator, parts):
+        """
+        Queue a message for C{mailbox} in the next batch.
+
+        @return: a L{Deferred} firing once it is durable.
+        """
+        d = defer.Deferred()
+        with self._pendingLock:
+            self._pending.append((mailbox, separator, parts, d))
+            queue, self._flushQueued = not self._flushQueued, True
+        if queue:
+            self._store._inMailboxThread(self._takeAndStore).addCallback(self._answer)
+        return d
+
+    def _takeAndStore(self):
+        self._gather()
+        with self._pendingLock:
+            batch, self._pending = self._pending, []
+            self._flushQueued = False
+        if not batch:
+            return batch, []
+        try:
+            return batch, self._store_(batch)
+        except BaseException:
+            return batch, Failure()
+
+    def _gather(self):
+        """
+        Group commit's wait (PostgreSQL's C{commit_delay}): when the last
+        batch was large (many clients waiting on the store), give the
+        deliveries on their way a moment to join this one.  A lone client
+        never waits.
+        """
+        target = min(self._lastBatch, BATCH_TARGET)
+        if target < COMMIT_SIBLINGS:
+            return
+        deadline = time.monotonic() + COMMIT_DELAY
+        while len(self._pending) < target and time.monotonic() < deadline:
+            time.sleep(COMMIT_DELAY / 5)
+
+    def _store_(self, batch):
+        """
+        In the mailbox thread, under the journal's lock: build the records,
+        journal them with one sync, write them to their mbox files.
+
+        @return: for each message, L{None} (stored) or the exception
+            refusing it.
+        """
+        outcomes = [None] * len(batch)
+        limit = self._store.maxMessageSize
+        byMailbox = {}
+        for i, (mailbox, separator, parts, _) in enumerate(batch):
+            msgid = self._newMessageId()
+            idLine = idHeaderLine(msgid)
+            record = mboxRecordChunks(separator, idLine, *parts)
+            if sum(len(chunk) for chunk in record) - len(idLine) > limit:
+                outcomes[i] = errors.MessageTooLarge(limit)
+            else:
+                byMailbox.setdefault(mailbox.mbox.userid, (mailbox, []))[1].append(
+                    (i, msgid, record))
+        todo = {}
+        for user, (mailbox, items) in byMailbox.items():
+            try:
+                st = os.stat(user, dir_fd=self._store._dirfd, follow_symlinks=False)
+            except FileNotFoundError:
+                for i, _, _ in items:
+                    outcomes[i] = errors.NoSuchUser(user)
+                continue
+            todo[user] = (mailbox, st.st_ino, items)
+        journal = self.journal
+        for attempt in range(3):
+            if not todo:
+                break
+            journal.commit([
+                Record(DELIVERY, user=user, inode=ino, msgid=msgid, data=record)
+                for user, (_, ino, items) in sorted(todo.items())
+                for _, msgid, record in items
+            ])
+            again = {}
+            aborts = []
+            for user, (mailbox, ino, items) in sorted(todo.items()):
+                try:
+                    mailbox.mbox.append([record for _, _, record in items],
+                                        durable=False, inode=ino)
+                except InodeChanged as e:
+                    # An expunge replaced the file between our stat and
+                    # the lock: journal them again for the new one.
+                    again[user] = (mailbox, e.args[0], items)
+                except BaseException:
+                    f = Failure()
+                    for i, msgid, _ in items:
+                        outcomes[i] = f
+                        aborts.append(Record(ABORT, user=user, msgid=msgid))
+            if aborts:
+                journal.note(aborts)
+            todo = again
+        for user, (_, _, items) in todo.items():
+            for i, _, _ in items:
+                outcomes[i] = errors.TemporaryFailure("the mailbox is being rewritten")
+        self.batches += 1
+        self._lastBatch = len(batch)
+        return outcomes
+
+    def _answer(self, result):
+        batch, outcomes = result
+        if isinstance(outcomes, Failure):
+            outcomes = [outcomes] * len(batch)
+        stored = 0
+        touched = set()
+        for (mailbox, _, _, waiting), outcome in zip(batch, outcomes):
+            if outcome is None:
+                stored += 1
+                touched.add(mailbox)
+                waiting.callback(None)
+                continue
+            f = outcome if isinstance(outcome, Failure) else Failure(outcome)
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: delivery failed", f, user=mailbox.mbox.userid)
+                f = Failure(errors.TemporaryFailure("the mailbox could not be written"))
+            waiting.errback(f)
+        self.delivered += stored
+        for mailbox in touched:
+            if mailbox.watch is not None:
+                mailbox.watch.check()
+        if stored:
+            self.scheduleCheckpoint()
+            if self.journal.size > self.journal.sizeLimit:
+                self.checkpointNow()
+
+    # -- checkpoints
+
+    def scheduleCheckpoint(self):
+        if self._checkpointCall is None or not self._checkpointCall.active():
+            self._checkpointCall = self._store._reactor.callLater(
+                CHECKPOINT_INTERVAL, self.checkpointNow)
+
+    def checkpointNow(self):
+        """
+        Sync the files written and empty the journal, in the mailbox
+        thread; every few checkpoints, recover dead processes' journals.
+        """
+        if self._checkpointCall is not None and self._checkpointCall.active():
+            self._checkpointCall.cancel()
+        self._checkpointCall = None
+        self._ticks += 1
+        adopt = self._ticks % ADOPT_EVERY == 0
+
+        def work():
+            self.journal.checkpoint()
+            if adopt and leftoverJournals(self._store._dirfd, self.journal.name):
+                self.recover()
+
+        def failed(f):
+            # The journal keeps the records: replay has them.  Try again.
+            log.failure("journal checkpoint failed", f)
+            self.scheduleCheckpoint()
+
+        return self._store._inMailboxThread(work).addErrback(failed)
+
+    def close(self):
+        """
+        Last checkpoint and remove the journal (the mailbox threads are
+        stopped).
+        """
+        if self._checkpointCall is not None and self._checkpointCall.active():
+            self._checkpointCall.cancel()
+        self._checkpointCall = None
+        self.journal.close()
