@@ -216,13 +216,38 @@ class DeterministicCrashTests(CrashTestCase):
             [b"m0\n", b"m2\n"],
         )
 
-    def test_tornAppendRepairedAtStart(self):
+    def test_tornJournalWriteShowsNothing(self):
         """
-        After a crash in the middle of a delivery and a restart, other mail tools see no torn message and can lock the mailbox.
+        After a crash in the middle of writing a delivery to the spool's journal and a restart, the mailbox holds exactly the acknowledged mail and other mail tools can lock it.
         """
         spool = os.path.abspath(self.mktemp())
         path = os.path.join(spool, "bob")
         server = TearableServer(spool, logPath=os.path.abspath(self.mktemp()) + ".log")
+        self.addCleanup(server.close)
+        server.start()
+        c = self.connect(server)
+        c.command(b"ADDU bob")
+        c.command(b"USER bob")
+        self.assertEqual(c.command(b"SEND bob first"), b"+OK message delivered to bob")
+        before = self.tearAppend(server, path, c, bigBody())
+        # The journal is written first: the tear is there, the mailbox untouched.
+        self.assertEqual(os.stat(path).st_size, before)
+        server.start()
+        c = self.connect(server)
+        self.assertEqual(c.command(b"USER bob"), b"+OK bob has 1 message")
+        self.assertEqual(splitMessage(c.readMessage())[1], b"first\n")
+        self.assertIsNone(c.readMessage())
+        self.assertEqual(c.command(b"DONEU"), b"+OK goodbye bob")
+        self.assertEqual(self.problemsForOtherTools(path, 1), [])
+
+    def test_tornAppendRepairedAtStart(self):
+        """
+        After a crash in the middle of a delivery written straight to the mailbox (--no-journal, the mbox file's own crash recovery) and a restart, other mail tools see no torn message and can lock the mailbox.
+        """
+        spool = os.path.abspath(self.mktemp())
+        path = os.path.join(spool, "bob")
+        server = TearableServer(spool, logPath=os.path.abspath(self.mktemp()) + ".log",
+                                extraArgs=["--no-journal"])
         self.addCleanup(server.close)
         server.start()
         c = self.connect(server)
