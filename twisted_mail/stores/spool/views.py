@@ -23,7 +23,7 @@ from twisted_mail.mail.model import (
 )
 from twisted_mail.stores.base import keywordsAfter, pageOf, userIdArgument
 from twisted_mail.stores.spool.events import UserWatch
-from twisted_mail.stores.spool.flags import readerText, recordForCopy, stripStoreFields
+from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId, refuseMissing
 from twisted_mail.stores.spool.folders import Folders, newValidity
 from twisted_mail.stores.spool.locks import LockSource
