@@ -124,7 +124,8 @@ class FolderFile:
         top = max((e.uid for e in self.entries), default=0)
         if found is None:
             self.uidValidity = self.newValidity()
-            self.uidNext = top + 1
+            # A new UIDVALIDITY: the UIDs start again.
+            self.uidNext = 1
             self._generation = 0
             # Every UID in the file is from a record now lost: give new ones.
             for entry in self.entries:

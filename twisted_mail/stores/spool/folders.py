@@ -85,6 +85,8 @@ class Folders:
         self._fd = None
         self._threadLock = threading.RLock()
         self.lockSource = None
+        # Whether a move a crash interrupted was looked for (the store's).
+        self.moveChecked = False
 
     @property
     def dirfd(self):

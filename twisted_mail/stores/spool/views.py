@@ -95,6 +95,9 @@ class SpoolFolders:
         The L{_Mailbox} of folder C{name} (canonical) of C{userid}.
         """
         def found(userid):
+            return self._finishMove(userid).addCallback(lambda _: opened(userid))
+
+        def opened(userid):
             if name == INBOX:
                 return self._mailbox(userid)
             folders = self._userFolders(userid)
@@ -103,11 +106,44 @@ class SpoolFolders:
 
         return self.hasUser(userid).addCallback(found)
 
+    def _finishMove(self, userid):
+        """
+        Once per user and process, before its folders are used: finish a
+        move a crash interrupted (the moved messages are in the target: the
+        source's copies are deleted).
+        """
+        folders = self._userFolders(userid)
+        if folders.moveChecked:
+            return defer.succeed(None)
+        folders.moveChecked = True
+
+        def pending(move):
+            if move is None:
+                return None
+            source, target, ids = move
+            sourceBox = self._mailbox(userid) if source is None else self._folderFile(
+                userid, source)
+            targetBox = self._mailbox(userid) if target is None else self._folderFile(
+                userid, target)
+
+            def job():
+                with targetBox.mbox.locked():
+                    present = [m for m in ids if m in targetBox.mbox._byId
+                               and not targetBox.mbox._byId[m].deleted]
+                if present and targetBox is not sourceBox:
+                    sourceBox.mbox.markDeletedIds(present)
+                folders.endMove()
+
+            return _runBoth(sourceBox, targetBox, job)
+
+        return self._inThread(folders.pendingMove).addCallback(pending)
+
     def _folderCall(self, userid, f, *args):
         def call(userid):
             return self._inThread(f, self._userFolders(userid), *args)
 
-        return self.hasUser(userid).addCallback(call)
+        return self.hasUser(userid).addCallback(
+            lambda userid: self._finishMove(userid).addCallback(lambda _: call(userid)))
 
     @userIdArgument
     def listFolders(self, userid):
@@ -182,7 +218,7 @@ class SpoolFolders:
 
         def store(mailbox):
             def job():
-                keywordsAfter(mailbox.mbox.keywords(), flags)
+                keywordsAfter(mailbox.mbox.keywords, flags)
                 text = stripStoreFields(bytes(message).replace(b"\r\n", b"\n"))
                 msgid = newMessageId()
                 from twisted_mail.mail.message import idHeaderLine, mboxRecordChunks
@@ -310,7 +346,7 @@ class SpoolFolderView:
         mbox = self._mailbox.mbox
 
         def job():
-            keywordsAfter(mbox.keywords(), add)
+            keywordsAfter(mbox.keywords, add)
             return mbox.setFlags(list(msgids), add, remove)
 
         def changed(entries):
