@@ -167,7 +167,8 @@ class MboxFile(CrashRecovery, FolderFile):
             delay = min(delay * 2, 0.05)
         try:
             handle = _Locked(fd, st)
-            if not self._unchanged(st):
+            self._sameFile = self._unchanged(st)
+            if not self._sameFile:
                 self._tail = None
                 self._recoverTail(handle)
                 self._recover(handle)
@@ -489,6 +490,7 @@ class MboxFile(CrashRecovery, FolderFile):
         with self.locked(journal=False) as handle:
             stamped = []
             assigned = []
+            storePieces = []
             for i, record in enumerate(records):
                 given = frozenset() if flags is None else flags[i]
                 uid = self.uidNext if uids is None else max(uids[i], 1)
@@ -499,6 +501,7 @@ class MboxFile(CrashRecovery, FolderFile):
                 at = 1 if bytes(record[0]).count(b"\n") > 1 or len(record) < 2 \
                     or not bytes(record[1][:len(ID_HEADER)]) == ID_HEADER else 2
                 stamped.append(record[:at] + [lines] + record[at:])
+                storePieces.append(at)
             records = stamped
             fd = handle.fd
             start = handle.stat.st_size
@@ -543,7 +546,8 @@ class MboxFile(CrashRecovery, FolderFile):
             for record in records:
                 length = sum(len(chunk) for chunk in record)
                 written.append(
-                    _Entry(offset, offset + length, recordKey(record),
+                    _Entry(offset, offset + length,
+                           recordKey(record, storePieces[len(written)]),
                            next(self._serials), recordId(_head(record, 160)),
                            assigned[len(written)],
                            frozenset() if flags is None else flags[len(written)])

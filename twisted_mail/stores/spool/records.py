@@ -8,11 +8,15 @@ import base64
 import errno
 import hashlib
 import os
+import re
 
 from twisted_mail.mail.message import recordId
 from twisted_mail.stores.spool.flags import keyedOut, parseHeader
 
 _READ_CHUNK = 1 << 20
+_UNKEYED_FIELD = re.compile(
+    rb"\n(?:x-uid|status|x-status|x-keywords|x-imapbase|x-imap|content-length|lines)"
+    rb"[ \t]*:", re.IGNORECASE)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
@@ -44,11 +48,16 @@ def _keyedPieces(data, header):
     return pieces
 
 
-def recordKey(chunks):
+def recordKey(chunks, storeLines=None):
     """
     L{_messageKey} of a record given in pieces (as written), without joining
     its body.
+
+    @param storeLines: the index of the piece that is the store's lines (as
+        L{MboxFile.append} writes them), or L{None}.
     """
+    if storeLines is not None:
+        chunks = chunks[:storeLines] + chunks[storeLines + 1:]
     head = b""
     i = 0
     while i < len(chunks) and b"\n\n" not in head and len(head) < (1 << 20):
@@ -59,6 +68,10 @@ def recordKey(chunks):
         end = len(head)
     else:
         end += 2
+    if not _UNKEYED_FIELD.search(head, 0, end):
+        # Nothing to leave out (the common case: the store's own lines
+        # were a piece of their own).
+        return _chunksKey(chunks)
     header = parseHeader(head, end)
     return _chunksKey(_keyedPieces(head, header) + list(chunks[i:]))
 
