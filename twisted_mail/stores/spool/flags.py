@@ -195,15 +195,8 @@ def withStoreLines(record, msgid, uid, flags):
     program wrote, or one without room): the id line first (kept or made),
     then X-UID and the flag lines with room; other store lines dropped.
     """
-    header = parseHeader(record)
-    separatorEnd = record.find(b"\n") + 1
-    kept = [record[s:e] for s, e, name in _visibleLines(header)]
-    if kept and kept[0].startswith(ID_HEADER) and header.lines[0][0] == separatorEnd:
-        kept = kept[1:]
-    rest = record[header.lines[-1][1]:] if header.lines else record[separatorEnd:]
-    idLine = ID_HEADER + msgid.encode("ascii") + b"\n"
-    return (record[:separatorEnd] + idLine + storeLines(uid, flags)
-            + b"".join(kept) + rest)
+    separator, idLine, rest = recordForCopy(record, msgid)
+    return separator + idLine + storeLines(uid, flags) + rest
 
 
 def readerText(record):
