@@ -215,7 +215,7 @@ def freshDatabase():
             "SELECT count(*) FROM pg_tables WHERE tablename = 'messages'"
             " AND schemaname = current_schema()").fetchone()[0]
         if exists:
-            conn.execute("TRUNCATE messages, users")
+            conn.execute("TRUNCATE messages, users CASCADE")  # and folders
         for table in ("login_counts", "web_sessions"):
             if conn.execute(
                     "SELECT count(*) FROM pg_tables WHERE tablename = %s"

@@ -393,3 +393,17 @@ class SpoolMailboxViewTests(MailboxViewContractMixin, SynchronousTestCase):
         self.assertEqual(len(self.store._reactor.getDelayedCalls()), 1)
         stop()
         self.assertEqual(self.store._reactor.getDelayedCalls(), [])
+
+
+class JournalledSpoolMailboxViewTests(SpoolMailboxViewTests):
+    """
+    The mailbox view with the spool's write-ahead journal on, as
+    C{twistd simplemail} runs it.
+    """
+
+    def makeStore(self):
+        self.path = self.mktemp()
+        return makeSpoolStore(self, self.path, journal=True)
+
+    def reopen(self):
+        return makeSpoolStore(self, self.path, journal=True)

@@ -10,6 +10,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mail import errors
+from twisted_mail.mail.model import (
+    INBOX,
+    MAX_KEYWORDS,
+    SPECIAL_FOLDERS,
+    SYSTEM_FLAGS,
+    normalizeFolderName,
+)
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
@@ -41,6 +48,23 @@ userIdArgument = _normalising(0, "userid")
 #: The same for C{deliver}/C{deliverMessage}, whose second argument is the
 #: receiver's user id.
 receiverArgument = _normalising(1, "receiver")
+
+
+def folderNameArgument(method):
+    """
+    Decorate a store method whose second argument is a folder name: the
+    method gets it canonical (L{normalizeFolderName}); a bad one fails the
+    call's L{Deferred} with L{errors.InvalidFolderName}.
+    """
+    @functools.wraps(method)
+    def withName(self, userid, name, *args, **kwargs):
+        try:
+            name = normalizeFolderName(name)
+        except errors.MailError as e:
+            return defer.fail(e)
+        return method(self, userid, name, *args, **kwargs)
+
+    return withName
 
 
 class Listeners:
@@ -135,3 +159,92 @@ class AtOnce:
             onResult(False, Failure())
         else:
             onResult(True, result)
+# -- the mailbox model's rules every store shares (MAILBOX.md)
+
+
+def folderOrder(names):
+    """
+    Folder names as L{IMailStore.listFolders} lists them: INBOX first, then
+    by name.
+    """
+    return sorted(names, key=lambda name: (name != INBOX, name))
+
+
+def renames(existing, name, newName):
+    """
+    What renaming folder C{name} to C{newName} renames: the folder and the
+    folders below it, as pairs C{(old, new)}.
+
+    @param existing: the user's canonical folder names.
+    @raise NoSuchFolder: C{name} is not one of them.
+    @raise FolderNotChangeable: C{name} is INBOX or a special-use folder.
+    @raise FolderExists: a new name is taken (special-use names always are).
+    """
+    if name == INBOX or name in SPECIAL_FOLDERS:
+        raise errors.FolderNotChangeable(name)
+    if name not in existing:
+        raise errors.NoSuchFolder(name)
+    prefix = name + "/"
+    moved = [(old, newName + old[len(name):]) for old in existing
+             if old == name or old.startswith(prefix)]
+    staying = set(existing) - {old for old, _ in moved}
+    for _, new in moved:
+        if new in staying or new == INBOX or new in SPECIAL_FOLDERS:
+            raise errors.FolderExists(new)
+    return moved
+
+
+def checkDeletable(existing, name):
+    """
+    Check that folder C{name} may be deleted.
+
+    @raise FolderNotChangeable: it is INBOX.
+    @raise NoSuchFolder: it does not exist.
+    """
+    if name == INBOX:
+        raise errors.FolderNotChangeable(name)
+    if name not in existing:
+        raise errors.NoSuchFolder(name)
+
+
+def keywordsAfter(inUse, add):
+    """
+    Check that adding keywords C{add} keeps a folder within
+    L{twisted_mail.mail.model.MAX_KEYWORDS} distinct keywords.
+
+    @param inUse: the keywords its messages carry now, or a callable giving
+        them (called only when C{add} holds keywords: finding them may cost
+        a look at every message).
+    @raise TooManyKeywords: it would not.
+    """
+    wanted = {flag for flag in add if flag not in SYSTEM_FLAGS}
+    if not wanted:
+        return
+    if callable(inUse):
+        inUse = inUse()
+    new = wanted - set(inUse)
+    if new and len(set(inUse)) + len(new) > MAX_KEYWORDS:
+        raise errors.TooManyKeywords()
+
+
+def pageOf(items, start, limit, newestFirst):
+    """
+    The page C{[start, start + limit)} of C{items}, reversed first for
+    C{newestFirst}.
+    """
+    items = list(items)
+    if newestFirst:
+        items.reverse()
+    end = None if limit is None else start + limit
+    return items[start:end]
+
+
+class SearchNotServed:
+    """
+    C{IMailStore.search} for a store that does not search yet: every search
+    is a temporary failure.  (Search is built beside the stores; this is
+    the boundary it replaces.)
+    """
+
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        return defer.fail(errors.TemporaryFailure("search is not available"))

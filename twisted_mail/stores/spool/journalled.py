@@ -124,7 +124,7 @@ class JournalledDeliveries:
         In the mailbox thread, under the journal's lock: build the records,
         journal them with one sync, write them to their mbox files.
 
-        @return: for each message, L{None} (stored) or the exception
+        @return: for each message, its id (stored) or the exception
             refusing it.
         """
         outcomes = [None] * len(batch)
@@ -163,6 +163,8 @@ class JournalledDeliveries:
                 try:
                     mailbox.mbox.append([record for _, _, record in items],
                                         durable=False, inode=ino)
+                    for i, msgid, _ in items:
+                        outcomes[i] = msgid
                 except InodeChanged as e:
                     # An expunge replaced the file between our stat and
                     # the lock: journal them again for the new one.
@@ -189,10 +191,10 @@ class JournalledDeliveries:
         stored = 0
         touched = set()
         for (mailbox, _, _, waiting), outcome in zip(batch, outcomes):
-            if outcome is None:
+            if isinstance(outcome, str):
                 stored += 1
                 touched.add(mailbox)
-                waiting.callback(None)
+                waiting.callback(outcome)
                 continue
             f = outcome if isinstance(outcome, Failure) else Failure(outcome)
             if not f.check(errors.MailError):
