@@ -644,7 +644,15 @@ class POP3Server(twistedPOP3.POP3):
     def do_RETR(self, number):
         summary, d = self._fetch(number)
         head = wire.formatOK("{} octets".format(summary.size))
-        return d.addCallback(lambda text: self._send(messageReply(head, text)))
+
+        def retrieved(text):
+            # RETR reads the message: \Seen (MAILBOX.md), lazily in the
+            # store; TOP does not.  The reply does not wait for it.
+            marked = self.mailbox.session.markSeen([summary.id])
+            marked.addErrback(lambda f: log.failure("marking a message read", f))
+            return self._send(messageReply(head, text))
+
+        return d.addCallback(retrieved)
 
     def do_TOP(self, number, lines):
         if not (lines.isdigit() and len(lines) <= 9):
