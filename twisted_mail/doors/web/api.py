@@ -676,8 +676,8 @@ class WebAPI(FolderHandlers, resource.Resource):
         answer is still a success; the failure is logged).
         """
         def append():
-            return self.store.appendMessage(sender, SENT, message, flags=(SEEN,),
-                                            arrived=now)
+            return defer.maybeDeferred(self.store.appendMessage, sender, SENT, message,
+                                       flags=(SEEN,), arrived=now)
 
         def missing(failure):
             failure.trap(errors.NoSuchFolder)
