@@ -116,7 +116,7 @@ class FolderCommandTests(ServerTestCase):
         connection.send(b"FOLDER work")
         self.assertEqual(connection.line(), b"-ERR no such folder: work")
         connection.send(b"FOLDER Work")
-        self.assertEqual(connection.line(), b"+OK Work: 2 messages, 0 unseen")
+        self.assertEqual(connection.line(), b"+OK Work: 2 messages, 0 unread")
         connection.send(b"LSTM")
         status, lines = connection.multiline()
         self.assertEqual([line.split(b" ")[0].decode() for line in lines],
@@ -132,7 +132,7 @@ class FolderCommandTests(ServerTestCase):
         connection.send(b"READM " + work[0][0].encode())
         self.assertEqual(connection.line(), b"-ERR no such message")
         connection.send(b"FOLDER inbox")
-        self.assertEqual(connection.line(), b"+OK INBOX: 1 message, 1 unseen")
+        self.assertEqual(connection.line(), b"+OK INBOX: 1 message, 1 unread")
         connection.send(b"READM")
         self.assertEqual(connection.message()[1].split(b"\n\n", 1)[1], b"in the inbox\n")
         self.assertEqual(self.ids(folder="Work"), [work[1]])

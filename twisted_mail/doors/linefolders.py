@@ -201,7 +201,7 @@ class FolderCommands:
         def counted(folders):
             for f in folders:
                 if f.name == name:
-                    return wire.formatOK("{}: {} message{}, {} unseen".format(
+                    return wire.formatOK("{}: {} message{}, {} unread".format(
                         name, f.total, "" if f.total == 1 else "s", f.unseen))
             return wire.formatOK("{} selected".format(name))
 
