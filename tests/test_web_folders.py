@@ -216,6 +216,7 @@ class MessageFlagTests(WebMixin, SynchronousTestCase):
     def test_moveNowhere(self):
         """A move into an unknown folder is 404 and moves nothing; no flag changes either."""
         self.assertError(self.patch({"folder": "Nope"}), 404)
+        self.assertError(self.patch({"folder": "Nope", "flags": {"add": [SEEN]}}), 404)
         self.assertError(self.patch({"folder": "../x"}), 400)
         self.assertEqual(self.summary()[self.msgid]["flags"], [])
 

@@ -217,6 +217,10 @@ class FolderHandlers:
 
         def change(view, text):
             d = defer.succeed(None)
+            if target is not None:
+                # A move into nowhere changes nothing: not the flags either.
+                d.addCallback(lambda _: self.store.listFolders(userid))
+                d.addCallback(_checkExists, target)
             if add or remove:
                 d.addCallback(lambda _: view.setFlags([msgid], add=add, remove=remove))
             if target is not None and target != view.folder:
@@ -234,6 +238,11 @@ class FolderHandlers:
         log.info("web: moved message {id} of {user} to {folder}", id=msgid,
                  user=userid, folder=target)
         return self._withFolder(userid, target, lambda view: summaryOf(view, msgid))
+
+
+def _checkExists(folders, name):
+    if name not in [folder.name for folder in folders]:
+        raise errors.NoSuchFolder(name)
 
 
 def summaryOf(view, msgid):
