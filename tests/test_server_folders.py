@@ -7,6 +7,7 @@ L{twisted_mail.doors.linefolders}) and for reading marking C{\\Seen}
 from twisted_mail.mail.model import FLAGGED, SEEN
 
 from tests.test_server import ServerTestCase
+from tests.test_server_mailbox import MailboxViewTestsMixin
 
 
 class FolderCommandTests(ServerTestCase):
@@ -18,11 +19,7 @@ class FolderCommandTests(ServerTestCase):
         ServerTestCase.setUp(self)
         self.addUsers("alice", "bob")
 
-    def selected(self, userid="bob"):
-        connection = self.connect()
-        connection.send(b"USER " + userid.encode("ascii"))
-        self.assertOK(connection.line())
-        return connection
+    selected = MailboxViewTestsMixin.selected
 
     def ids(self, userid="bob", folder="INBOX"):
         view = self.successResultOf(self.store.openFolder(userid, folder))
