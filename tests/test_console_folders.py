@@ -119,6 +119,8 @@ class ConsoleFolderTests(SynchronousTestCase):
                          "INBOX: 1 message, 1 unread\nSub-Prompt-bob> ")
         self.assertIn("first", self.type("List\n"))
         self.assertIn("error: usage: Folder <name>", self.type("Folder\n"))
+        self.assertEqual(self.type("Folder inbox\n"),
+                         "INBOX: 1 message, 1 unread\nSub-Prompt-bob> ")
 
     def test_folderWithSpaces(self):
         """A folder name may hold spaces."""

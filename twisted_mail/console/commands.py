@@ -338,7 +338,9 @@ class MailCommands:
         """
 
         def selected(text):
-            self._forget(name if name.upper() != "INBOX" else "INBOX")
+            # "<canonical name>: 3 messages, 1 unread" (docs/protocol.rst).
+            canonical, sep, _ = (text or "").rpartition(": ")
+            self._forget(canonical if sep else name)
             self._showText(text, "working in " + name)
 
         return self.client.selectFolder(name).addCallback(selected)
