@@ -30,6 +30,7 @@ from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.mail.model import SEEN
 from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict, summaryOf
+from twisted_mail.doors.web.inputs import RequestInputs
 from twisted_mail.doors.web.openapi import openAPIDocument
 from twisted_mail.doors.web.policy import COOKIE, DOWNLOAD_CSP, FRAME_CSP
 from twisted_mail.doors.web.streams import HANDLED, EventStream, stream
@@ -108,7 +109,7 @@ def _contentDisposition(filename):
     ).encode("ascii")
 
 
-class WebAPI(FolderHandlers, resource.Resource):
+class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
     """
     C{/api/v1/...}: one leaf resource that routes by path segments, so that
     every answer (even for a path that names nothing) is JSON.
@@ -363,46 +364,6 @@ class WebAPI(FolderHandlers, resource.Resource):
             raise HTTPError(403, "not your mailbox")
         return userid
 
-    # -- request bodies
-
-    def _json(self, request, fields):
-        """
-        The request body as a JSON object whose C{fields} (name: (type,
-        required)) are checked.
-        """
-        data = request.content.read() if request.content is not None else b""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HTTPError(400, "the request body is not UTF-8")
-        try:
-            body = json.loads(text)
-        except (ValueError, RecursionError):
-            raise HTTPError(400, "the request body is not JSON")
-        if not isinstance(body, dict):
-            raise HTTPError(400, "the request body must be a JSON object")
-        for name, (kind, required) in fields.items():
-            if name not in body or body[name] is None:
-                if required:
-                    raise HTTPError(400, "{} is required".format(name))
-                continue
-            value = body[name]
-            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-                raise HTTPError(400, "{} must be a {}".format(
-                    name, {str: "string", bool: "boolean", dict: "object"}.get(kind, kind.__name__)))
-            if isinstance(value, str):
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise HTTPError(400, "{} is not valid Unicode".format(name))
-        return body
-
-    def _bodyUser(self, value, name):
-        try:
-            return normalizeUserId(value)
-        except errors.InvalidUserId:
-            raise HTTPError(400, "{} is not a valid user id".format(name))
-
     # -- the mailbox
 
     def _fetch(self, request, userid, msgid):
@@ -514,23 +475,6 @@ class WebAPI(FolderHandlers, resource.Resource):
         return self._withFolder(
             userid, folder, lambda view: view.listMessages(start, limit, newestFirst=True))
 
-    def _intArg(self, request, name, default, maximum):
-        values = request.args.get(name)
-        if not values:
-            return default
-        try:
-            value = values[-1].decode("ascii")
-        except UnicodeDecodeError:
-            value = ""
-        if not _DIGITS.match(value):
-            raise HTTPError(400, "{} must be a whole number".format(name.decode()))
-        value = int(value)
-        if maximum is not None and value > maximum:
-            raise HTTPError(400, "{} must be at most {}".format(name.decode(), maximum))
-        if maximum is not None and value < 1:
-            raise HTTPError(400, "{} must be at least 1".format(name.decode()))
-        return value
-
     def getMessage(self, request, who, user, msgid):
         """
         One message; with C{?seen=1} (the page opening it) it is marked
@@ -548,14 +492,6 @@ class WebAPI(FolderHandlers, resource.Resource):
             return d
 
         return self._locate(userid, msgid, self._folderArg(request, None), found)
-
-    def _flagArg(self, request, name):
-        values = request.args.get(name)
-        if not values:
-            return False
-        if values[-1] not in (b"0", b"1"):
-            raise HTTPError(400, "{} must be 0 or 1".format(name.decode()))
-        return values[-1] == b"1"
 
     def getRaw(self, request, who, user, msgid):
         userid = self._own(who, user)

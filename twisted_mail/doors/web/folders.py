@@ -91,19 +91,6 @@ class FolderHandlers:
 
         return d.addCallback(opened)
 
-    def _folderArg(self, request, default=INBOX):
-        """
-        The C{folder} query parameter, canonical, or C{default}.
-        """
-        values = request.args.get(b"folder")
-        if not values:
-            return default
-        try:
-            name = values[-1].decode("utf-8")
-        except UnicodeDecodeError:
-            raise HTTPError(400, "folder is not UTF-8")
-        return folderName(name)
-
     def _locate(self, userid, msgid, hint, work):
         """
         Run C{work(view, text)} on the folder that holds message C{msgid}
