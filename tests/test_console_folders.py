@@ -88,13 +88,15 @@ class ConsoleFolderTests(SynchronousTestCase):
         self.assertEqual(self.flags(), [[], sorted(["$Later", "\\Answered"])])
 
     def test_flagNeedsMessage(self):
-        """Flag and Move need a message read with Read <n>."""
+        """Flag and Move need a message read; after a plain Read they act on it."""
         self.assertEqual(self.type("Flag\n"),
                          "error: no message read yet: Read one first\nSub-Prompt-bob> ")
         self.type("Read\n")
-        self.assertEqual(self.type("Move Archive\n"),
-                         "error: read the message with Read <n> (after List) first\n"
-                         "Sub-Prompt-bob> ")
+        self.assertEqual(self.type("Flag\n"), "flags: \\Flagged \\Seen\nSub-Prompt-bob> ")
+        self.assertEqual(self.type("Move Archive\n"), "moved to Archive\nSub-Prompt-bob> ")
+        self.assertEqual(self.flags("Archive"), [sorted([FLAGGED, SEEN])])
+        self.type("Read\nDelete\n")
+        self.assertEqual(self.type("Read\n"), "error: No More Mail\nSub-Prompt-bob> ")
 
     def test_foldersAndMove(self):
         """Folders lists counts; Move moves; Folder switches what List and Read show."""

@@ -102,6 +102,27 @@ class FolderCommandTests(ServerTestCase):
         self.assertEqual(self.ids(), [(msgid, [])])
         self.assertOpen(connection)
 
+    def test_currentMessage(self):
+        """. names the message READM read last, in INBOX and in a folder."""
+        self.deliver("alice", "bob", b"one\n")
+        connection = self.selected()
+        connection.send(b"FLAG . \\Flagged")
+        self.assertEqual(connection.line(),
+                         b"-ERR no current message (READM a message first; it may already be deleted)")
+        connection.send(b"READM")
+        connection.message()
+        connection.send(b"FLAG . \\Flagged")
+        self.assertEqual(connection.line(), b"+OK flags: \\Flagged \\Seen")
+        connection.send(b"MOVE . Trash")
+        self.assertEqual(connection.line(), b"+OK moved to Trash")
+        connection.send(b"FOLDER Trash", b"READM", b"UNFLAG . \\Seen")
+        self.assertOK(connection.line())
+        connection.message()
+        self.assertEqual(connection.line(), b"+OK flags: \\Flagged")
+        connection.send(b"DELM", b"FLAG . \\Seen")
+        self.assertOK(connection.line())
+        self.assertERR(connection.line())
+
     def test_folderSelectsAndListsIt(self):
         """After FOLDER, LSTM, READM and DELM work on that folder; FOLDER INBOX goes back."""
         self.deliver("alice", "bob", b"in the inbox\n")

@@ -504,7 +504,8 @@ class MailClientProtocol(LineReceiver):
 
     def setFlags(self, msgid, flags, add=True):
         """
-        C{FLAG <id> <flag>...} (or, with C{add} false, C{UNFLAG}).
+        C{FLAG <id> <flag>...} (or, with C{add} false, C{UNFLAG}); C{msgid}
+        C{"."} is the current message (the one read last).
 
         @return: a L{Deferred} firing with the server's text (the flags now).
         """

@@ -346,11 +346,13 @@ class MailCommands:
         return self.client.selectFolder(name).addCallback(selected)
 
     def _readId(self):
+        """
+        The id of the message read last, or C{.}: the server's current
+        message (the one plain C{Read} showed).
+        """
         if self._lastMessage is None:
             raise _CommandError("no message read yet: Read one first")
-        if self._lastId is None:
-            raise _CommandError("read the message with Read <n> (after List) first")
-        return self._lastId
+        return self._lastId or "."
 
     def _flagCommand(self, flag, add):
         msgid = self._readId()

@@ -225,7 +225,7 @@ class FolderCommands:
 
     def _changeFlags(self, command, usage, add):
         view = self._view()
-        msgid = _messageId(command.args[0])
+        msgid = _messageId(command.args[0], view)
         flags = _flagWords(command.text, usage)
         if add:
             d = view.setFlags([msgid], add=flags)
@@ -252,7 +252,7 @@ class FolderCommands:
 
     def do_MOVE(self, command):
         view = self._view()
-        msgid = _messageId(command.args[0])
+        msgid = _messageId(command.args[0], view)
         target = _folderName(command.text, "MOVE <id> <folder>")
         if target == view.folder:
             raise errors.ProtocolError("the message is in {} already".format(target))
@@ -267,7 +267,16 @@ class FolderCommands:
         return view.moveMessages([msgid], target).addCallback(moved)
 
 
-def _messageId(argument):
+def _messageId(argument, view):
+    """
+    The message an argument names: an id, or C{.} for the current message
+    (the one C{READM} read last, as C{DELM} takes it).
+    """
+    if argument == ".":
+        msgid = currentId(view)
+        if msgid is None:
+            raise errors.NoCurrentMessage()
+        return msgid
     if not MESSAGE_ID.match(argument):
         raise errors.NoSuchMessage()
     return argument
