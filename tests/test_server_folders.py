@@ -6,7 +6,9 @@ L{twisted_mail.doors.linefolders}) and for reading marking C{\\Seen}
 
 from twisted_mail.mail.model import FLAGGED, SEEN
 
+from tests import pgserver
 from tests.test_server import ServerTestCase
+from tests.test_store import makeSpoolStore
 from tests.test_server_mailbox import MailboxViewTestsMixin
 
 
@@ -202,14 +204,15 @@ class FolderCommandTests(ServerTestCase):
         self.assertEqual(connection.multiline(), (b"+OK 0 messages", []))
 
 
-class ReadMarksSeenTests(ServerTestCase):
+class ReadMarksSeenMixin:
     """
-    READM (by cursor and by id) marks the message C{\\Seen}; LSTM and the
-    rest of the protocol are as before.
+    READM (by cursor and by id) marks the message C{\\Seen}, against the
+    store C{makeStore} makes.
     """
 
     def setUp(self):
         ServerTestCase.setUp(self)
+        self.store = self.makeStore()
         self.addUsers("alice", "bob")
         for body in (b"one\n", b"two\n"):
             self.deliver("alice", "bob", body)
@@ -255,3 +258,22 @@ class ReadMarksSeenTests(ServerTestCase):
         self.assertOK(connection.line())
         connection.message()
         self.assertEqual(self.flags(), [sorted([SEEN, FLAGGED]), []])
+
+
+class MemoryReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):
+    def makeStore(self):
+        return self.store
+
+
+class SpoolReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):
+    def makeStore(self):
+        return makeSpoolStore(self)
+
+
+class PostgresReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):
+    skip = pgserver.skipReason()
+
+    def makeStore(self):
+        from tests.test_pgstore import makePostgresStore
+
+        return makePostgresStore(self, pgserver.freshDatabase())
