@@ -249,7 +249,7 @@ class InboxPageTests(BrowserMixin, SynchronousTestCase):
             self.driver.switch_to.default_content()
         link = self.css(".parts a")[0]
         self.assertEqual(link.text, "report.pdf")
-        self.assertTrue(link.get_attribute("href").endswith("/parts/1"))
+        self.assertTrue(link.get_attribute("href").endswith("/parts/1?folder=INBOX"))
 
     def test_deleteMessage(self):
         """Delete removes the message from the list and from the mailbox."""
