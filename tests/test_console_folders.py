@@ -35,7 +35,8 @@ class ConsoleFolderTests(SynchronousTestCase):
                 "alice@localhost", "bob",
                 "From: alice@localhost\nSubject: {}\n\n{} text\n".format(
                     subject, subject).encode()))
-        factory = MailServerFactory(self.store, reactor=task.Clock())
+        self.clock = task.Clock()
+        factory = MailServerFactory(self.store, reactor=self.clock)
         client, server, self.pump = iosim.connectedServerAndClient(
             lambda: factory.buildProtocol(ADDRESS), MailClientProtocol)
         self.console = MailConsole(client, None, localtime=time.gmtime)
@@ -57,6 +58,7 @@ class ConsoleFolderTests(SynchronousTestCase):
         return data
 
     def flags(self, folder="INBOX"):
+        self.clock.advance(1)
         view = self.successResultOf(self.store.openFolder("bob", folder))
         return [sorted(m.flags) for m in self.successResultOf(view.listMessages()).messages]
 

@@ -716,6 +716,7 @@ class ReadMarksSeenTests(POP3TestCase):
     """
 
     def flags(self):
+        self.clock.advance(1)
         view = self.successResultOf(MemoryStore.openMailbox(self.store, "bob"))
         return [sorted(m.flags) for m in self.successResultOf(view.listMessages()).messages]
 

@@ -4,6 +4,7 @@ L{twisted_mail.doors.linefolders}) and for reading marking C{\\Seen}
 (C{READM}), over a StringTransport against the memory store.
 """
 
+from twisted_mail.doors.seen import SeenMarks
 from twisted_mail.mail.model import FLAGGED, SEEN
 
 from tests import pgserver
@@ -217,7 +218,9 @@ class ReadMarksSeenMixin:
         for body in (b"one\n", b"two\n"):
             self.deliver("alice", "bob", body)
 
-    def flags(self):
+    def flags(self, wait=SeenMarks.DELAY):
+        # Reads are handed to the store in batches, DELAY seconds on.
+        self.clock.advance(wait)
         view = self.successResultOf(self.store.openMailbox("bob"))
         listing = self.successResultOf(view.listMessages())
         return [sorted(m.flags) for m in listing.messages]
@@ -239,6 +242,36 @@ class ReadMarksSeenMixin:
         self.assertOK(connection.line())
         connection.message()
         self.assertEqual(self.flags(), [[], [SEEN]])
+
+    def test_marksInBatches(self):
+        """Reads reach the store together, DELAY seconds after the first, or at the session's end."""
+        connection = self.connect()
+        connection.send(b"USER bob", b"READM", b"READM")
+        self.assertOK(connection.line())
+        connection.message()
+        connection.message()
+        self.assertEqual(self.flags(wait=SeenMarks.DELAY - 0.01), [[], []])
+        self.assertEqual(self.flags(wait=0.01), [[SEEN], [SEEN]])
+        connection.send(b"FOLDER INBOX", b"READM 1", b"DONEU")
+        self.assertEqual(self.flags(wait=0), [[SEEN], [SEEN]])
+
+    def test_ownCommandsSeeReads(self):
+        """LSTMF and FLAG right after READM see the read at once."""
+        connection = self.connect()
+        connection.send(b"USER bob", b"READM", b"LSTMF", b"UNFLAG . \\Seen")
+        self.assertOK(connection.line())
+        connection.message()
+        status, lines = connection.multiline()
+        self.assertEqual([line.split(b"\t")[-1] for line in lines], [b"\\Seen", b""])
+        self.assertEqual(connection.line(), b"+OK flags: none")
+        self.assertEqual(self.flags(), [[], []])
+
+    def test_endOfSessionMarks(self):
+        """A connection that ends hands its reads to the store first."""
+        connection = self.connect()
+        connection.send(b"USER bob", b"READM")
+        connection.lose()
+        self.assertEqual(self.flags(wait=0), [[SEEN], []])
 
     def test_failedReadmMarksNothing(self):
         """READM past the end or of an unknown id marks nothing."""

@@ -417,11 +417,13 @@ class MailServerProtocol(FolderCommands, LineReceiver, TimeoutMixin):
         return self._endSession()
 
     def _endSession(self):
-        self._closeFolder()
+        # The reads are marked, then the folder and the session closed.
+        folder = self._closeFolder()
         session, self.session = self.session, None
         if session is None:
-            return defer.succeed(None)
-        return session.close()
+            return folder
+        return folder.addCallback(lambda _: self._flushSeen()).addCallback(
+            lambda _: session.close())
 
     # -- commands
 

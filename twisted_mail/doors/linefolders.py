@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_mail import errors, wire
+from twisted_mail.doors.seen import SeenMarks
 from twisted_mail.mail.model import INBOX, checkFlags, normalizeFolderName
 
 log = Logger()
@@ -102,6 +103,22 @@ def currentId(view):
         else getattr(view, "currentId", None)
 
 
+def _afterReads(method):
+    """
+    Run a command that shows or changes flags or folders once this
+    connection's reads are marked C{\\Seen}, so that it sees them.
+    """
+
+    def run(self, command):
+        if not self._seen:
+            return method(self, command)
+        return self._flushSeen().addCallback(lambda _: method(self, command))
+
+    run.__name__ = method.__name__
+    run.__doc__ = method.__doc__
+    return run
+
+
 def _flagWords(text, usage):
     if text is None or not text.split():
         raise errors.ProtocolError("usage: " + usage)
@@ -147,25 +164,40 @@ class FolderCommands:
         session = self._requireSession()
         return self.folder if self.folder is not None else session
 
+    _seen = None
+
+    def _flushSeen(self):
+        """
+        Hand the reads of this connection to the store now (see
+        L{SeenMarks}).
+        """
+        if not self._seen:
+            return defer.succeed(None)
+        return self._seen.flush()
+
     def _closeFolder(self):
+        """
+        Leave the chosen folder (its reads marked first).
+        """
         folder, self.folder = self.folder, None
-        if folder is not None:
-            return folder.close()
-        return defer.succeed(None)
+        if folder is None:
+            return defer.succeed(None)
+        return self._flushSeen().addCallback(lambda _: folder.close())
 
     def _markRead(self, view):
         """
-        A message was read through C{READM}: mark it C{\\Seen}.  Lazy in
-        the store (it reaches the disk within seconds): the reply does not
-        wait for it.
+        A message was read through C{READM}: it is to be marked
+        C{\\Seen}, with this connection's other reads (L{SeenMarks}); the
+        reply does not wait for it.
         """
         msgid = currentId(view)
         if msgid is None:
             return
-        d = view.markSeen([msgid])
-        d.addErrback(lambda f: log.failure("marking a message read for {peer}", f,
-                                           peer=self._peer))
+        if self._seen is None:
+            self._seen = SeenMarks(self.factory.reactor)
+        self._seen.add(view, msgid)
 
+    @_afterReads
     def do_LSTF(self, command):
         session = self._requireSession()
 
@@ -179,6 +211,7 @@ class FolderCommands:
 
         return self.factory.store.listFolders(session.userid).addCallback(listed)
 
+    @_afterReads
     def do_FOLDER(self, command):
         session = self._requireSession()
         name = _folderName(command.text, "FOLDER <folder>")
@@ -207,6 +240,7 @@ class FolderCommands:
 
         return d.addCallback(counted)
 
+    @_afterReads
     def do_LSTMF(self, command):
         view = self._view()
 
@@ -217,9 +251,11 @@ class FolderCommands:
 
         return view.listMessages().addCallback(listed)
 
+    @_afterReads
     def do_FLAG(self, command):
         return self._changeFlags(command, "FLAG <id> <flag>...", add=True)
 
+    @_afterReads
     def do_UNFLAG(self, command):
         return self._changeFlags(command, "UNFLAG <id> <flag>...", add=False)
 
@@ -250,6 +286,7 @@ class FolderCommands:
 
         return d.addCallback(changed).addCallback(answer)
 
+    @_afterReads
     def do_MOVE(self, command):
         view = self._view()
         msgid = _messageId(command.args[0], view)
