@@ -14,6 +14,7 @@ Beside the mbox file C{F} (C{<user>} for INBOX)::
                 tail's old bytes, synced first; a crash restores them.
 """
 
+import bisect
 import errno
 import os
 import time
@@ -358,14 +359,13 @@ class FolderFile:
                     changed.append(entry)
             if not changed:
                 return []
-            positions = {id(e): i for i, e in enumerate(self.entries)}
             for entry in changed:
                 flags = wanted[entry.msgid]
                 head = os.pread(handle.fd, entry.end - entry.start, entry.start)
                 header = parseHeader(head)
                 patch = patchInPlace(head, header, flags)
                 if patch is None:
-                    i = positions[id(entry)]
+                    i = bisect.bisect_left(self._serialList, entry.serial)
                     rewriteFrom = i if rewriteFrom is None else min(rewriteFrom, i)
                     continue
                 offset, data = patch

@@ -471,12 +471,13 @@ class MboxFile(CrashRecovery, FolderFile):
             return False
         return self._dotLockIsStale()
 
-    def append(self, records, flags=None):
+    def append(self, records, flags=None, uids=None):
         """
         Append whole mbox records (each a list of byte strings: the
         separator line, the id line, then the message), sync, and index
         them.  Each is given the next UID and its flags (C{flags}, a list
-        beside C{records}; none by default) in lines after its id line.  On
+        beside C{records}; none by default) in lines after its id line
+        (C{uids}, a list beside them, gives UIDs instead: a migration).  On
         any error the file is cut back to where it was and
         L{TemporaryFailure} raised.
 
@@ -484,10 +485,13 @@ class MboxFile(CrashRecovery, FolderFile):
         """
         with self.locked(journal=False) as handle:
             stamped = []
+            assigned = []
             for i, record in enumerate(records):
                 given = frozenset() if flags is None else flags[i]
-                lines = storeLines(self.uidNext, given, old=bool(given))
-                self.uidNext += 1
+                uid = self.uidNext if uids is None else max(uids[i], 1)
+                lines = storeLines(uid, given, old=bool(given))
+                self.uidNext = max(self.uidNext, uid) + 1
+                assigned.append(uid)
                 # After the separator and id lines (one piece or two).
                 at = 1 if bytes(record[0]).count(b"\n") > 1 or len(record) < 2 \
                     or not bytes(record[1][:len(ID_HEADER)]) == ID_HEADER else 2
@@ -538,7 +542,7 @@ class MboxFile(CrashRecovery, FolderFile):
                 written.append(
                     _Entry(offset, offset + length, recordKey(record),
                            next(self._serials), recordId(_head(record, 160)),
-                           self.uidNext - len(records) + len(written),
+                           assigned[len(written)],
                            frozenset() if flags is None else flags[len(written)])
                 )
                 offset += length
