@@ -193,6 +193,14 @@ class FolderFile:
         if self._needsStamp:
             if not journal:
                 self._readJournal()
+            # Where one id names two records (a message moved back beside
+            # its deleted old record), the id is the live one's.
+            byId = {}
+            for entry in self.entries:
+                known = byId.get(entry.msgid)
+                if known is None or known.deleted:
+                    byId[entry.msgid] = entry
+            self._byId = byId
             self._stamp(handle)
 
     def _rereadFlags(self, handle):

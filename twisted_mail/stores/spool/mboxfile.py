@@ -370,13 +370,16 @@ class MboxFile(CrashRecovery, FolderFile):
     def _add(self, entries):
         byId = self._byId
         for entry in entries:
-            if entry.msgid is None or entry.msgid in byId:
-                # Another program's message, or a copy of an id header: a
-                # derived id until the record is stamped (folderfile).
+            if entry.msgid is None:
+                # Another program's message: a derived id until the record
+                # is stamped (folderfile).
                 entry.msgid = contentId(entry.key, byId)
                 entry.derived = True
                 self._needsStamp = True
-            elif not entry.uid:
+            elif entry.msgid in byId or not entry.uid:
+                # An id seen before is a copy only if both are live (a
+                # message moved back keeps its id beside its deleted old
+                # record): stamping decides, once the journal is read.
                 self._needsStamp = True
             byId[entry.msgid] = entry
             self.entries.append(entry)

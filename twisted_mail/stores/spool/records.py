@@ -27,14 +27,21 @@ def _messageKey(record, header=None):
     """
     if header is None:
         header = parseHeader(record)
-    view = memoryview(record)
+    return _chunksKey(_keyedPieces(record, header))
+
+
+def _keyedPieces(data, header):
+    """
+    C{data} without the lines its key leaves out, as memoryview pieces.
+    """
+    view = memoryview(data)
     pieces = []
     pos = 0
     for s, e, _ in keyedOut(header):
         pieces.append(view[pos:s])
         pos = e
     pieces.append(view[pos:])
-    return _chunksKey(pieces)
+    return pieces
 
 
 def recordKey(chunks):
@@ -53,14 +60,7 @@ def recordKey(chunks):
     else:
         end += 2
     header = parseHeader(head, end)
-    view = memoryview(head)
-    pieces = []
-    pos = 0
-    for s, e, _ in keyedOut(header):
-        pieces.append(view[pos:s])
-        pos = e
-    pieces.append(view[pos:])
-    return _chunksKey(pieces + list(chunks[i:]))
+    return _chunksKey(_keyedPieces(head, header) + list(chunks[i:]))
 
 
 def _chunksKey(chunks):
