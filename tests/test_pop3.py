@@ -754,3 +754,24 @@ class PureTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as e:
             pop3.checkPOP3Options(["tcp:110"], "/nonexistent/cert.pem")
         self.assertIn("cannot read /nonexistent/cert.pem", str(e.exception))
+
+
+class ReadMarksSeenTests(POP3TestCase):
+    """
+    RETR marks a message C{\\Seen} (MAILBOX.md); TOP does not.
+    """
+
+    def flags(self):
+        self.clock.advance(1)
+        view = self.successResultOf(MemoryStore.openMailbox(self.store, "bob"))
+        return [sorted(m.flags) for m in self.successResultOf(view.listMessages()).messages]
+
+    def test_retrMarksSeenTopDoesNot(self):
+        """After TOP 1 and RETR 2 only the second message is read."""
+        self.deliver(b"one\n", b"two\n")
+        c = self.login()
+        self.assertTrue(c.command(b"TOP 1 0").startswith(b"+OK"))
+        self.assertTrue(c.command(b"RETR 2").startswith(b"+OK"))
+        self.assertEqual(self.flags(), [[], ["\\Seen"]])
+        self.assertTrue(c.command(b"QUIT").startswith(b"+OK"))
+        self.assertEqual(self.flags(), [[], ["\\Seen"]])

@@ -226,6 +226,10 @@ class _DeferringSession:
         self.userid = session.userid
         self.count = session.count
 
+    @property
+    def currentId(self):
+        return self._session.currentId
+
     def readMessage(self):
         return self._store._later("readMessage", self._session.readMessage)
 

@@ -147,8 +147,10 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         self.assertEqual([m["snippet"] for m in page["messages"]],
                          ["message 3", "message 2"])
         self.assertEqual(sorted(page["messages"][0]),
-                         ["attachments", "date", "from", "id", "size", "snippet",
-                          "subject", "to"])
+                         ["attachments", "date", "flags", "folder", "from", "id", "size",
+                          "snippet", "subject", "to"])
+        self.assertEqual((page["messages"][0]["folder"], page["messages"][0]["flags"]),
+                         ("INBOX", []))
         self.assertEqual(page["messages"][0]["from"], "bob@localhost")
 
     def test_listBadParameters(self):
@@ -359,9 +361,9 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         summary = json.loads(data[len("data: "):])
         self.assertEqual((summary["snippet"], "id: " + summary["id"]), ("first", ident))
         self.assertEqual(events[2:], [": keep-alive"])
-        self.assertEqual(self.store._listeners.count("alice"), 1)
+        self.assertEqual(self.store._watchers.count("alice"), 1)
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.store._listeners.count("alice"), 0)
+        self.assertEqual(self.store._watchers.count("alice"), 0)
         self.clock.advance(60)
 
     def test_clientGoneMeanwhile(self):
@@ -393,14 +395,14 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
                 d.callback(result)
             del pending[:]
             self.assertEqual(transport.value(), b"", path)
-        self.assertEqual(self.store._listeners.count("alice"), 0)
+        self.assertEqual(self.store._watchers.count("alice"), 0)
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_eventsHead(self):
         """HEAD on the event stream answers its headers and ends."""
         response = self.client.request("HEAD", "/api/v1/users/alice/events")
         self.assertEqual((response.code, response.body), (200, b""))
-        self.assertEqual(self.store._listeners.count("alice"), 0)
+        self.assertEqual(self.store._watchers.count("alice"), 0)
 
     def test_eventsUnknownUser(self):
         """The event stream of an unknown user is 404."""
@@ -499,6 +501,7 @@ class OpenAPITests(WebMixin, SynchronousTestCase):
         self.assertEqual(document["openapi"], "3.0.3")
         self.assertEqual(sorted(document["paths"]), [
             "/login", "/logout", "/session", "/users", "/users/{user}/events",
+            "/users/{user}/folders", "/users/{user}/folders/{name}",
             "/users/{user}/messages", "/users/{user}/messages/{id}",
             "/users/{user}/messages/{id}/html", "/users/{user}/messages/{id}/parts/{part}",
             "/users/{user}/messages/{id}/raw"])

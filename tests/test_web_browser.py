@@ -259,7 +259,7 @@ class InboxPageTests(BrowserMixin, SynchronousTestCase):
             self.driver.switch_to.default_content()
         link = self.css(".parts a")[0]
         self.assertEqual(link.text, "report.pdf")
-        self.assertTrue(link.get_attribute("href").endswith("/parts/1"))
+        self.assertTrue(link.get_attribute("href").endswith("/parts/1?folder=INBOX"))
 
     def test_deleteMessage(self):
         """Delete removes the message from the list and from the mailbox."""
@@ -429,3 +429,108 @@ class LoginPageTests(BrowserMixin, SynchronousTestCase):
         self.assertIsNone(self.driver.get_cookie("simplemail_session"))
         self.driver.get(self.base + "#/u/alice")
         self.waitFor(lambda: self.css("#login-view:not([hidden])"), "the login form again")
+
+
+class FolderPageTests(BrowserMixin, SynchronousTestCase):
+    """
+    Folders, unread state, flags and Move on the page, in Chromium (its own
+    server: the counts start from nothing).
+    """
+
+    def item(self, subject):
+        for element in self.css("#message-list li"):
+            if element.find_element("css selector", ".subject").text == subject:
+                return element
+        return None
+
+    def classes(self, subject):
+        element = self.item(subject)
+        return (element.get_attribute("class") or "").split() if element else None
+
+    def unseen(self, folder="INBOX"):
+        found = self.css('#folder-list li[data-folder="{}"]'.format(folder))
+        if not found:
+            return None
+        counts = found[0].find_elements("css selector", ".unseen")
+        return int(counts[0].text) if counts else 0
+
+    def flags(self, msgid, folder="INBOX"):
+        status, page = self.api("GET", "/users/alice/messages?folder=" + folder)
+        return {m["id"]: m["flags"] for m in page["messages"]}.get(msgid)
+
+    def test_unreadFlagAndMove(self):
+        """Unread mail is bold and counted; opening reads it; toggles and Move work."""
+        ids = {}
+        for subject in ("Stays unread", "Read me"):
+            status, sent = self.api("POST", "/users/alice/messages",
+                                    {"from": "bob", "subject": subject, "text": subject + "\n"})
+            ids[subject] = sent["id"]
+        self.openInbox()
+        # The class's other tests may have left mail: count from here.
+        self.waitFor(lambda: self.item("Read me") and self.item("Stays unread") and
+                     self.unseen() is not None, "both messages")
+        status, page = self.api("GET", "/users/alice/folders")
+        unread = page["folders"][0]["unseen"]
+        self.waitFor(lambda: self.unseen() == unread, "INBOX with its unread count")
+        self.assertIn("unread", self.classes("Stays unread"))
+        self.assertIn("unread", self.classes("Read me"))
+        weight = self.item("Read me").find_element("css selector", ".subject").value_of_css_property(
+            "font-weight")
+        self.assertEqual(weight, "700")
+        self.assertEqual(self.unseen("Sent"), 0)
+
+        self.item("Read me").find_element("css selector", "a").click()
+        self.waitFor(lambda: self.css("#message-subject")[0].text == "Read me", "the message")
+        self.waitFor(lambda: "unread" not in self.classes("Read me") and
+                     self.unseen() == unread - 1, "the message read and counted so")
+        self.assertEqual(self.flags(ids["Read me"]), ["\\Seen"])
+        self.assertIn("unread", self.classes("Stays unread"))
+
+        self.assertEqual(self.css("#toggle-seen")[0].text, "Mark unread")
+        self.css("#toggle-seen")[0].click()
+        self.waitFor(lambda: "unread" in self.classes("Read me") and self.unseen() == unread,
+                     "the message unread again")
+        self.assertEqual(self.flags(ids["Read me"]), [])
+        self.css("#toggle-flag")[0].click()
+        self.waitFor(lambda: "flagged" in self.classes("Read me"), "the flag")
+        self.assertEqual(self.flags(ids["Read me"]), ["\\Flagged"])
+        self.assertEqual(self.css("#toggle-flag")[0].text, "Unflag")
+
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.css("#move-to")[0]).select_by_value("Archive")
+        self.css("#move")[0].click()
+        self.waitFor(lambda: self.item("Read me") is None and self.unseen("Archive") == 1,
+                     "the message moved")
+        self.assertEqual(self.flags(ids["Read me"], "Archive"), ["\\Flagged"])
+        self.assertIsNone(self.flags(ids["Read me"]))
+        self.css('#folder-list li[data-folder="Archive"] a')[0].click()
+        self.waitFor(lambda: self.css("#mailbox-title")[0].text == "Archive of alice" and
+                     self.item("Read me") is not None, "the Archive folder")
+        self.assertIn("flagged", self.classes("Read me"))
+
+    def test_newFolderAndLiveFlags(self):
+        """A folder made on the page is listed; a flag changed elsewhere shows at once."""
+        status, sent = self.api("POST", "/users/alice/messages",
+                                {"from": "bob", "subject": "Live", "text": "x\n"})
+        self.openInbox()
+        self.css("#new-folder")[0].send_keys("Projects/2026")
+        self.css("#new-folder-form button")[0].click()
+        self.waitFor(lambda: self.css('#folder-list li[data-folder="Projects/2026"]'),
+                     "the new folder")
+        self.waitFor(lambda: self.item("Live") is not None, "the message")
+        self.api("PATCH", "/users/alice/messages/" + sent["id"], {"flags": {"add": ["\\Seen"]}})
+        self.waitFor(lambda: "unread" not in self.classes("Live"), "the flag change to show")
+
+    def test_sentCopy(self):
+        """What the page sends is kept, read, in the sender's Sent."""
+        self.driver.get(self.base + "#/u/bob/write")
+        self.waitFor(lambda: len(self.css("#compose-to option")) == 2, "the users")
+        self.css("#compose-subject")[0].send_keys("Kept a copy")
+        self.css("#compose-text")[0].send_keys("Sent from the page.")
+        self.css("#compose-send")[0].click()
+        self.waitFor(lambda: self.css("#mailbox-view:not([hidden])"), "the inbox again")
+        status, page = self.api("GET", "/users/bob/messages?folder=Sent")
+        self.assertEqual([(m["subject"], m["flags"]) for m in page["messages"]],
+                         [("Kept a copy", ["\\Seen"])])
+        self.waitFor(lambda: self.unseen("Sent") == 0, "the folder list")

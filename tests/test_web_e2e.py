@@ -146,3 +146,56 @@ class WebServerTests(SynchronousTestCase):
             self.assertTrue(client.send("alice", b"from elsewhere\n").startswith(b"+OK"))
         received = self.waitForEvent(stream, received)
         self.assertIn(b'"snippet": "from elsewhere"', received)
+
+
+class FolderFlowTests(SynchronousTestCase):
+    """
+    Folders, flags and moves through the API of a real server on a spool,
+    seen by the line protocol, kept across a restart.
+    """
+
+    setUp = WebServerTests.setUp
+    http = WebServerTests.http
+    sendByLine = WebServerTests.sendByLine
+    listing = WebServerTests.listing
+
+    def json(self, method, path, body=None, expected=200):
+        status, data = self.http(method, "/api/v1/users/alice" + path, body)
+        self.assertEqual(status, expected, data)
+        return json.loads(data) if data else None
+
+    def test_folderFlagMoveFlow(self):
+        """Make a folder, flag, read and move a message; every door and a restart agree."""
+        self.sendByLine(b"bob", b"alice", b"keep me\n")
+        self.sendByLine(b"bob", b"alice", b"file me\n")
+        keep, move = [m["id"] for m in reversed(self.listing()["messages"])]
+        self.assertEqual(self.json("POST", "/folders", {"name": "Work/2026"}, 201),
+                         {"name": "Work/2026"})
+        self.json("POST", "/folders", {"name": "Work/2026"}, 409)
+        summary = self.json("PATCH", "/messages/" + move,
+                            {"flags": {"add": ["\\Flagged", "$Later"]}, "folder": "Work/2026"})
+        self.assertEqual((summary["id"], summary["folder"], summary["flags"]),
+                         (move, "Work/2026", ["$Later", "\\Flagged"]))
+        self.assertEqual(self.json("GET", "/messages/" + keep)["flags"], [])
+        self.assertEqual(self.json("GET", "/messages/" + keep + "?seen=1")["flags"],
+                         ["\\Seen"])
+        folders = {f["name"]: (f["total"], f["unseen"]) for f in self.json("GET", "/folders")["folders"]}
+        self.assertEqual((folders["INBOX"], folders["Work/2026"]), ((1, 0), (1, 1)))
+
+        # The line protocol: INBOX as before, the folder with FOLDER.
+        with self.server.connect() as client:
+            client.command(b"USER alice")
+            status, lines = client.multiline(b"LSTM")
+            self.assertEqual([line.split(b" ")[0] for line in lines], [keep.encode()])
+            self.assertTrue(client.command(b"FOLDER Work/2026").startswith(b"+OK Work/2026: 1"))
+            status, lines = client.multiline(b"LSTMF")
+            self.assertEqual([line.split(b"\t")[-1] for line in lines], [b"$Later \\Flagged"])
+            self.assertEqual(client.command(b"MOVE " + move.encode() + b" INBOX"),
+                             b"+OK moved to INBOX")
+
+        self.assertIn(self.server.stop(), (0, -signal.SIGTERM))
+        self.server.start()
+        inbox = {m["id"]: m["flags"] for m in self.listing()["messages"]}
+        self.assertEqual(inbox, {keep: ["\\Seen"], move: ["$Later", "\\Flagged"]})
+        self.json("DELETE", "/folders/" + "Work%2F2026", None, 204)
+        self.assertNotIn("Work/2026", [f["name"] for f in self.json("GET", "/folders")["folders"]])

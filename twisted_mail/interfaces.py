@@ -309,6 +309,11 @@ class IMailboxSession(IFolder):
         "The number of messages in the mailbox when the session began."
     )
 
+    currentId = Attribute(
+        "The id of the current message (read last by readMessage or "
+        "selectMessage), or None: what a door marks \\Seen after READM."
+    )
+
     def readMessage():
         """
         Read the message at the cursor and move the cursor past it; it

@@ -112,9 +112,11 @@ class Command(NamedTuple):
     @ivar verb: the upper-case command name, e.g. C{"SEND"}.
     @ivar args: the space-separated arguments (never empty strings); for
         C{READM}, none or the message id.
-    @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>} and
-        C{PASS <password>}: everything after the single space that follows
-        the last fixed argument, exactly as sent; otherwise C{None}.
+    @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>},
+        C{PASS <password>}, C{FOLDER <folder>}, C{MOVE <id> <folder>} and
+        C{FLAG}/C{UNFLAG <id> <flags>}: everything after the single space
+        that follows the last fixed argument, exactly as sent; otherwise
+        C{None}.
     """
 
     verb: str
@@ -136,6 +138,14 @@ _GRAMMAR = {
     "CAPA": (0, False, "CAPA"),
     "LSTM": (0, False, "LSTM"),
     "SENDM": (1, False, "SENDM <receiverid>"),
+    # The folder extension (CAPA FOLDERS; docs/protocol.rst, "Folders and
+    # flags"): a folder name is the rest of the line, flags are words.
+    "LSTF": (0, False, "LSTF"),
+    "FOLDER": (0, True, "FOLDER <folder>"),
+    "LSTMF": (0, False, "LSTMF"),
+    "FLAG": (1, True, "FLAG <id> <flag>..."),
+    "UNFLAG": (1, True, "UNFLAG <id> <flag>..."),
+    "MOVE": (1, True, "MOVE <id> <folder>"),
 }
 
 #: verb -> how many more arguments it may take after its fixed ones

@@ -67,25 +67,66 @@ class MessageLine(NamedTuple):
     arrived: int
     sender: str
     subject: str
+    flags: object = None
 
 
-def parseListing(lines):
+class FolderLine(NamedTuple):
     """
-    The data lines of an C{LSTM} reply as L{MessageLine}s.
+    One line of an C{LSTF} listing.
 
-    @raise ProtocolError: a line is not C{<id> <size> <time>\t<from>\t<subject>}.
+    @ivar name: the folder's name.
+    @ivar total: how many messages it holds.
+    @ivar unseen: how many of them are unread.
+    @ivar special: its special use (C{"sent"}, ...) or L{None}.
+    """
+
+    name: str
+    total: int
+    unseen: int
+    special: object = None
+
+
+def parseListing(lines, flags=False):
+    """
+    The data lines of an C{LSTM} reply (with C{flags}, of C{LSTMF}) as
+    L{MessageLine}s.
+
+    @raise ProtocolError: a line is not C{<id> <size> <time>\t<from>\t<subject>}
+        (and, with C{flags}, C{\t<flags>}).
     """
     result = []
     for line in lines:
         text = line.decode("utf-8", "replace")
         head, tab, rest = text.partition("\t")
         sender, _, subject = rest.partition("\t")
+        found = None
+        if flags:
+            subject, _, shown = subject.partition("\t")
+            found = frozenset(shown.split())
         words = head.split(" ")
         try:
             msgid, size, arrived = words
-            result.append(MessageLine(msgid, int(size), int(arrived), sender, subject))
+            result.append(MessageLine(msgid, int(size), int(arrived), sender, subject, found))
         except ValueError:
             raise ProtocolError("unexpected LSTM line from server: " + wire.escapeControls(text, keep="", limit=80))
+    return result
+
+
+def parseFolders(lines):
+    """
+    The data lines of an C{LSTF} reply as L{FolderLine}s.
+
+    @raise ProtocolError: a line is not C{<total> <unseen> <special> <name>}.
+    """
+    result = []
+    for line in lines:
+        text = line.decode("utf-8", "replace")
+        try:
+            total, unseen, special, name = text.split(" ", 3)
+            result.append(FolderLine(name, int(total), int(unseen),
+                                     None if special == "-" else special))
+        except ValueError:
+            raise ProtocolError("unexpected LSTF line from server: " + wire.escapeControls(text, keep="", limit=80))
     return result
 
 
@@ -423,6 +464,58 @@ class MailClientProtocol(LineReceiver):
         d = self._command("LSTM", multiline=True)
         d.addCallback(parseListing)
         return d
+
+    def listMessagesWithFlags(self):
+        """
+        C{LSTMF}: as L{listMessages}, each L{MessageLine} with its C{flags}
+        (a L{frozenset}); for a server whose C{CAPA} lists C{FOLDERS}.
+        """
+        d = self._command("LSTMF", multiline=True)
+        d.addCallback(parseListing, flags=True)
+        return d
+
+    def listFolders(self):
+        """
+        C{LSTF}: the folders of the selected user.
+
+        @return: a L{Deferred} firing with a L{list} of L{FolderLine}.
+        """
+        d = self._command("LSTF", multiline=True)
+        d.addCallback(parseFolders)
+        return d
+
+    def _textCommand(self, verb, *args, text):
+        try:
+            for arg in args:
+                _checkWord(arg, "a message id")
+            line = wire.formatCommand(verb, *args, text=text)
+        except ValueError as e:
+            return defer.fail(e)
+        return self._enqueue(_Command(line))
+
+    def selectFolder(self, name):
+        """
+        C{FOLDER <name>}: the folder the mail commands work on from now on
+        (C{INBOX} goes back to the mailbox and its cursor).
+
+        @return: a L{Deferred} firing with the server's text.
+        """
+        return self._textCommand("FOLDER", text=name)
+
+    def setFlags(self, msgid, flags, add=True):
+        """
+        C{FLAG <id> <flag>...} (or, with C{add} false, C{UNFLAG}); C{msgid}
+        C{"."} is the current message (the one read last).
+
+        @return: a L{Deferred} firing with the server's text (the flags now).
+        """
+        return self._textCommand("FLAG" if add else "UNFLAG", msgid, text=" ".join(flags))
+
+    def moveMessage(self, msgid, folder):
+        """
+        C{MOVE <id> <folder>}: move a message of the current folder.
+        """
+        return self._textCommand("MOVE", msgid, text=folder)
 
     def deleteMessage(self):
         """

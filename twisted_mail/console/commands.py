@@ -39,13 +39,25 @@ _COMMANDS = {
         "<receiverid> [subject]",
         "send a message; end it with a line holding ###",
     ),
+    "FOLDERS": ("Folders", "", "list the folders, with unread counts"),
+    "FOLDER": ("Folder", "<name>", "work in another folder (INBOX at first)"),
+    "FLAG": ("Flag", "[flag]", "flag the message read last (or: seen, answered, a keyword)"),
+    "UNFLAG": ("Unflag", "[flag]", "take a flag off it (Unflag seen: mark it unread)"),
+    "MOVE": ("Move", "<folder>", "move the message read last to a folder"),
     "DONE": ("Done", "", "stop working as this user"),
     "QUIT": ("Quit", "", "leave"),
     "HELP": ("Help", "", "show this list"),
 }
 
 #: Commands whose last argument is the rest of the line (spaces kept).
-_REST = frozenset(["SAVE", "SEND"])
+_REST = frozenset(["SAVE", "SEND", "FOLDER", "MOVE"])
+
+#: The commands of a server whose CAPA lists FOLDERS (listed after Send).
+_FOLDER_COMMANDS = ("FOLDERS", "FOLDER", "FLAG", "UNFLAG", "MOVE")
+
+#: What Flag and Unflag accept for the system flags, besides their names.
+_FLAG_NAMES = {"seen": "\\Seen", "read": "\\Seen", "flagged": "\\Flagged",
+               "answered": "\\Answered", "draft": "\\Draft", "deleted": "\\Deleted"}
 
 #: Commands whose first argument is an existing user id (for completion).
 _TAKES_USER = frozenset(["SETUSER", "SEND"])
@@ -109,6 +121,9 @@ class MailCommands:
     def _commandsHere(self):
         if self.userid is None:
             return _MAIN_COMMANDS
+        if self._folders:
+            at = _SUB_COMMANDS.index("SEND") + 1
+            return _SUB_COMMANDS[:at] + _FOLDER_COMMANDS + _SUB_COMMANDS[at:]
         return _SUB_COMMANDS
 
     def complete(self, before):
@@ -263,8 +278,7 @@ class MailCommands:
         def selected(text):
             self.userid = userid
             self._knownUser(userid)
-            self._listing = None
-            self._lastMessage = self._lastParsed = None
+            self._forget()
             self._showText(text, "working as " + userid)
 
         if not self._passwords:
@@ -287,17 +301,92 @@ class MailCommands:
 
         return self.client.selectUser(userid).addCallback(askPassword)
 
+    def _forget(self, folder="INBOX"):
+        """
+        A new user or folder: no List, no message read, in C{folder}.
+        """
+        self.folder = folder
+        self._listing = None
+        self._lastMessage = self._lastParsed = self._lastId = None
+
     def cmd_LIST(self):
         """
-        C{List}: the messages of the user, numbered (see
-        L{render.renderListing}); C{Read <n>} reads message n of it.
+        C{List}: the messages of the folder, numbered (see
+        L{render.renderListing}), unread ones marked when the server keeps
+        flags; C{Read <n>} reads message n of it.
         """
 
         def listed(messages):
             self._listing = messages
             self._write(render.renderListing(messages, self._localtime))
 
+        if self._folders:
+            return self.client.listMessagesWithFlags().addCallback(listed)
         return self.client.listMessages().addCallback(listed)
+
+    def cmd_FOLDERS(self):
+        """
+        C{Folders}: the folders, each with its messages and unread ones.
+        """
+        return self.client.listFolders().addCallback(
+            lambda folders: self._write(render.renderFolders(folders)))
+
+    def cmd_FOLDER(self, name):
+        """
+        C{Folder <name>}: List, Read, Delete, Flag and Move work in that
+        folder from now on; the prompt names it (but INBOX).
+        """
+
+        def selected(text):
+            # "<canonical name>: 3 messages, 1 unread" (docs/protocol.rst).
+            canonical, sep, _ = (text or "").rpartition(": ")
+            self._forget(canonical if sep else name)
+            self._showText(text, "working in " + name)
+
+        return self.client.selectFolder(name).addCallback(selected)
+
+    def _readId(self):
+        """
+        The id of the message read last, or C{.}: the server's current
+        message (the one plain C{Read} showed).
+        """
+        if self._lastMessage is None:
+            raise _CommandError("no message read yet: Read one first")
+        return self._lastId or "."
+
+    def _flagCommand(self, flag, add):
+        msgid = self._readId()
+        flag = _FLAG_NAMES.get((flag or "flagged").lower(), flag or "\\Flagged")
+        return self.client.setFlags(msgid, [flag], add).addCallback(
+            self._showText, "flags changed")
+
+    def cmd_FLAG(self, flag=None):
+        """
+        C{Flag [flag]}: give the message read last (with C{Read <n>}) a
+        flag: C{\\Flagged} by default; C{seen}, C{answered}, C{draft} or a
+        keyword.
+        """
+        return self._flagCommand(flag, True)
+
+    def cmd_UNFLAG(self, flag=None):
+        """
+        C{Unflag [flag]}: take a flag off the message read last
+        (C{Unflag seen} marks it unread).
+        """
+        return self._flagCommand(flag, False)
+
+    def cmd_MOVE(self, folder):
+        """
+        C{Move <folder>}: move the message read last to another folder; it
+        keeps its id.
+        """
+        msgid = self._readId()
+
+        def moved(text):
+            self._lastMessage = self._lastParsed = self._lastId = None
+            self._showText(text, "moved to " + folder)
+
+        return self.client.moveMessage(msgid, folder).addCallback(moved)
 
     def cmd_READ(self, number=None):
         """
@@ -306,6 +395,7 @@ class MailCommands:
         C{List}, readably.
         """
         if number is None:
+            self._lastId = None
             return self.client.readMessage().addCallback(self._showMessage)
         if self._listing is None:
             raise _CommandError("no list yet: type List first")
@@ -320,9 +410,12 @@ class MailCommands:
                 )
             )
         msgid = self._listing[index - 1].id
-        d = self.client.readMessageById(msgid)
-        d.addCallback(self._showMessage, True)
-        return d
+
+        def read(message):
+            self._showMessage(message, True)
+            self._lastId = msgid
+
+        return self.client.readMessageById(msgid).addCallback(read)
 
     def cmd_RAW(self):
         """
@@ -454,8 +547,7 @@ class MailCommands:
 
         def done(text):
             self.userid = None
-            self._listing = None
-            self._lastMessage = self._lastParsed = None
+            self._forget()
             self._showText(text, "done")
 
         return self.client.done().addCallback(done)

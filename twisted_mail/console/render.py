@@ -77,10 +77,42 @@ def _truncate(text, width):
     return text[: width - 1] + "\u2026"
 
 
+def renderFolders(folders):
+    """
+    What C{Folders} shows: each folder with its messages and unread ones.
+
+    @param folders: L{twisted_mail.console.client.FolderLine}s.
+    @rtype: L{str}
+    """
+    if not folders:
+        return "no folders\n"
+    names = [escapeControls(f.name, keep="") for f in folders]
+    width = max(len(name) for name in names)
+    lines = []
+    for name, folder in zip(names, folders):
+        line = "{}  {}, {} unread".format(
+            name.ljust(width), _count(folder.total, "message"), folder.unseen)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _count(n, noun):
+    return "{} {}{}".format(n, noun, "" if n == 1 else "s")
+
+
+def _status(flags):
+    """
+    Two columns of a listing line, as mutt shows them: C{N} unread, C{!}
+    flagged.
+    """
+    return ("N" if "\\Seen" not in flags else " ") + ("!" if "\\Flagged" in flags else " ")
+
+
 def renderListing(messages, localtime=time.localtime):
     """
     The numbered summary C{List} shows: number, date, sender, subject and
-    size, one message a line.
+    size, one message a line; where the server gave flags, two columns
+    after the number mark unread (C{N}) and flagged (C{!}) messages.
 
     @param messages: L{twisted_mail.console.client.MessageLine}s, in mailbox order.
     @param localtime: turns POSIX seconds into a local C{struct_time}.
@@ -97,6 +129,8 @@ def renderListing(messages, localtime=time.localtime):
             when = "????-??-?? ??:??"
         sender = escapeControls(message.sender.replace("\t", " "))
         subject = escapeControls(message.subject.replace("\t", " ")) or "(no subject)"
+        if message.flags is not None:
+            when = _status(message.flags) + " " + when
         lines.append(
             "{:>{digits}}  {}  {}  {}  ({})".format(
                 number,

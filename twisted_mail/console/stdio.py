@@ -105,6 +105,9 @@ class MailConsole(MailCommands, LineReceiver):
         self._lastMessage = None
         self._lastParsed = None
         self._users = []
+        self._folders = False
+        self.folder = "INBOX"
+        self._lastId = None
 
     # Output
 
@@ -133,8 +136,11 @@ class MailConsole(MailCommands, LineReceiver):
     def _prompt(self):
         if self.userid is None:
             self._showPrompt(self.mainPrompt)
-        else:
+        elif self.folder == "INBOX":
             self._showPrompt(self.subPrompt.format(userid=self.userid))
+        else:
+            self._showPrompt(self.subPrompt.format(
+                userid=self.userid + ":" + wire.escapeControls(self.folder, keep="")))
 
     # Connection to standard I/O
 
@@ -151,6 +157,7 @@ class MailConsole(MailCommands, LineReceiver):
 
         def capabilities(names):
             self._passwords = "AUTH" in names
+            self._folders = "FOLDERS" in names
             if not self._passwords:
                 return self._refreshUsers()
 

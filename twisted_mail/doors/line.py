@@ -7,7 +7,6 @@ delegated to an L{IMailStore}; while one is outstanding the protocol is
 paused, so pipelined commands are answered one at a time, in order.
 """
 
-import re
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -23,6 +22,7 @@ from twisted_mail import errors, wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import appendLine, buildSubmittedMessage
+from twisted_mail.doors.linefolders import MESSAGE_ID, FolderCommands, listingLine
 from twisted_mail.doors.connections import (
     Closing,
     BatchedLog,
@@ -78,8 +78,6 @@ class _Body:
         self.blocks.append(text)
 
 
-#: What a stable message id looks like (anything else is no message).
-MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 #: A message longer than this is sent by a L{_MessageSender}.
 STREAM_THRESHOLD = 64 * 1024
@@ -126,7 +124,7 @@ class _MessageSender:
         self._transport = None
 
 
-class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
+class MailServerProtocol(Closing, FolderCommands, LineReceiver, TimeoutMixin):
     """
     One client connection.
 
@@ -423,10 +421,13 @@ class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
         return self._endSession()
 
     def _endSession(self):
+        # The reads are marked, then the folder and the session closed.
+        folder = self._closeFolder()
         session, self.session = self.session, None
         if session is None:
-            return defer.succeed(None)
-        return session.close()
+            return folder
+        return folder.addCallback(lambda _: self._flushSeen()).addCallback(
+            lambda _: session.close())
 
     # -- commands
 
@@ -438,7 +439,7 @@ class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
         ]
         if self.factory.portal is not None:
             capabilities.append("AUTH")
-        capabilities.extend(["LSTM", "SENDM"])
+        capabilities.extend(["LSTM", "SENDM", "FOLDERS"])
         return wire.formatMultiline(
             "capabilities follow", [c.encode("ascii") for c in capabilities]
         )
@@ -533,26 +534,22 @@ class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
         return d.addCallback(self._selected)
 
     def do_LSTM(self, command):
-        session = self._requireSession()
+        view = self._view()
 
         def listed(listing):
-            lines = [
-                "{} {} {}\t{}\t{}".format(
-                    m.id, m.size, int(m.arrived), wire.oneLine(m.sender), wire.oneLine(m.subject)
-                ).encode("utf-8", "replace")
-                for m in listing.messages
-            ]
+            lines = [listingLine(m) for m in listing.messages]
             count = len(lines)
             return wire.formatMultiline(
                 "{} message{}".format(count, "" if count == 1 else "s"), lines
             )
 
-        return session.listMessages().addCallback(listed)
+        return view.listMessages().addCallback(listed)
 
     def do_READM(self, command):
-        session = self._requireSession()
+        session = self._view()
 
         def read(text):
+            self._markRead(session)
             status = "message follows ({} bytes)".format(len(text))
             if len(text) > STREAM_THRESHOLD:
                 return _MessageSender(wire.formatOK(status), text)
@@ -566,7 +563,7 @@ class MailServerProtocol(Closing, LineReceiver, TimeoutMixin):
         return session.readMessage().addCallback(read)
 
     def do_DELM(self, command):
-        session = self._requireSession()
+        session = self._view()
 
         def deleted(_):
             log.info("{peer} deleted a message of {user}", peer=self._peer,

@@ -442,6 +442,11 @@ class _MemorySession(_MemoryFolder):
         self._cursor = 0
         self._current = None
 
+    @property
+    def currentId(self):
+        current = self._current
+        return None if current is None or current.deleted else current.id
+
     def readMessage(self):
         failure = self._store._failure()
         if failure is not None:

@@ -37,6 +37,7 @@ from twisted_mail.doors.pop3.mailbox import (
     topOfMessage,
 )
 from twisted_mail.logins.throttle import tooManyFailures
+from twisted_mail.doors.seen import SeenMarks
 from twisted_mail.doors.connections import (
     Closing,
     DEFAULT_IDLE_TIMEOUT,
@@ -172,6 +173,7 @@ class POP3Server(Closing, twistedPOP3.POP3):
             except OSError:
                 pass
         self._peer = describePeer(self.transport)
+        self._seen = SeenMarks(self.factory.reactor)
         # An ssl: endpoint: TLS from the start.
         self.tls = ISSLTransport.providedBy(self.transport) or INegotiated.providedBy(
             self.transport
@@ -217,7 +219,7 @@ class POP3Server(Closing, twistedPOP3.POP3):
             return defer.succeed(None)
         if self.state == _TRANSACTION:
             self.state = _AUTHORIZATION
-        return mailbox.session.close()
+        return self._seen.flush().addCallback(lambda _: mailbox.session.close())
 
     def timeoutConnection(self):
         log.info("closing idle POP3 connection from {peer}", peer=self._peer)
@@ -462,7 +464,8 @@ class POP3Server(Closing, twistedPOP3.POP3):
                     user=session.userid,
                     peer=self._peer,
                 )
-            return session.close().addCallback(lambda _: ids)
+            d = self._seen.flush().addCallback(lambda _: session.close())
+            return d.addCallback(lambda _: ids)
 
         def failed(failure):
             if not failure.check(errors.TemporaryFailure):
@@ -477,7 +480,7 @@ class POP3Server(Closing, twistedPOP3.POP3):
                     user=session.userid,
                     why=failure.value,
                 )
-            session.close()
+            self._seen.flush().addCallback(lambda _: session.close())
             return None
 
         def answer(ids):
@@ -650,7 +653,14 @@ class POP3Server(Closing, twistedPOP3.POP3):
     def do_RETR(self, number):
         summary, d = self._fetch(number)
         head = wire.formatOK("{} octets".format(summary.size))
-        return d.addCallback(lambda text: self._send(messageReply(head, text)))
+
+        def retrieved(text):
+            # RETR reads the message: \Seen (MAILBOX.md), with this
+            # session's other reads (SeenMarks); TOP does not.
+            self._seen.add(self.mailbox.session, summary.id)
+            return self._send(messageReply(head, text))
+
+        return d.addCallback(retrieved)
 
     def do_TOP(self, number, lines):
         if not (lines.isdigit() and len(lines) <= 9):

@@ -1,9 +1,11 @@
 """
 The JSON API of the web inbox, C{/api/v1/} (ACCESS.md, docs/web.rst).
 
-It reads and changes mail only through the mailbox view of the store
-(C{openMailbox}, C{listMessages}, C{fetchMessage}, C{deleteMessages},
-C{subscribe}); messages are read by L{twisted_mail.mail.mime}, in a thread.
+It reads and changes mail only through the store's folder views
+(C{openMailbox} for INBOX, C{openFolder}, C{listMessages}, C{fetchMessage},
+C{deleteMessages}, C{setFlags}, C{markSeen}, C{moveMessages}) and its
+folder and event calls (L{twisted_mail.doors.web.folders}); messages are
+read by L{twisted_mail.mail.mime}, in a thread.
 Every failure is answered C{{"error": "..."}} with the status code of the
 contract; anything unexpected is logged and answered C{500} without details.
 """
@@ -27,6 +29,9 @@ from twisted_mail.logins.portal import IMailAccount, LoginAttempt
 from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.doors.web.offload import Offloader, composeFromBody, messageViewJSON
+from twisted_mail.mail.model import SEEN
+from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict, summaryOf
+from twisted_mail.doors.web.inputs import RequestInputs
 from twisted_mail.doors.web.openapi import openAPIDocument
 from twisted_mail.doors.web.policy import (
     COOKIE, DOWNLOAD_CSP, FRAME_CSP, normaliseOrigin, originHost)
@@ -43,8 +48,8 @@ _DIGITS = re.compile(r"[0-9]{1,9}\Z")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 
-#: How many of the newest messages are searched for the one just sent.
-_FIND_SENT = 50
+#: The folder the page keeps a copy of what it sends in.
+SENT = "Sent"
 
 #: Attachment types served as what they are; any other as octet-stream.
 _SAFE_TYPES = frozenset([
@@ -53,18 +58,6 @@ _SAFE_TYPES = frozenset([
 ])
 
 _STATE_CHANGING = frozenset([b"POST", b"DELETE", b"PUT", b"PATCH"])
-
-
-class HTTPError(Exception):
-    """
-    Answer C{code} with C{{"error": text}}.
-    """
-
-    def __init__(self, code, text, headers=()):
-        Exception.__init__(self, code, text)
-        self.code = code
-        self.text = text
-        self.headers = headers
 
 
 _STORE_ERRORS = [
@@ -78,6 +71,13 @@ _STORE_ERRORS = [
     (errors.ProtocolError, 400),
     (errors.LoginFailed, 401),
     (errors.SignupLimited, 429),
+    (errors.InvalidFolderName, 400),
+    (errors.NoSuchFolder, 404),
+    (errors.FolderExists, 409),
+    (errors.FolderNotChangeable, 400),
+    (errors.InvalidFlag, 400),
+    (errors.TooManyKeywords, 400),
+    (errors.InvalidQuery, 400),
 ]
 
 
@@ -112,7 +112,7 @@ def _contentDisposition(filename):
     ).encode("ascii")
 
 
-class WebAPI(resource.Resource):
+class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
     """
     C{/api/v1/...}: one leaf resource that routes by path segments, so that
     every answer (even for a path that names nothing) is JSON.
@@ -194,7 +194,8 @@ class WebAPI(resource.Resource):
 
     def _route(self, request):
         try:
-            path = [s.decode("ascii") for s in request.postpath]
+            # UTF-8: folder names are Unicode (percent-encoded in the URL).
+            path = [s.decode("utf-8") for s in request.postpath]
         except UnicodeDecodeError:
             raise HTTPError(404, "not found")
         method = request.method
@@ -227,11 +228,20 @@ class WebAPI(resource.Resource):
                     b"GET": self.getMessages, b"POST": self.postMessage}, user)
             if rest == ["events"]:
                 return self._handle(request, method, {b"GET": self.getEvents}, user)
+            if rest == ["folders"]:
+                return self._handle(request, method, {
+                    b"GET": self.getFolders, b"POST": self.postFolder}, user)
+            if len(rest) >= 2 and rest[0] == "folders":
+                # A name's "/" is sent as %2F; a bare one is taken as the same.
+                return self._handle(request, method, {
+                    b"PATCH": self.patchFolder, b"DELETE": self.deleteFolder},
+                    user, "/".join(rest[1:]))
             if len(rest) >= 2 and rest[0] == "messages":
                 msgid = rest[1]
                 if len(rest) == 2:
                     return self._handle(request, method, {
-                        b"GET": self.getMessage, b"DELETE": self.deleteMessage},
+                        b"GET": self.getMessage, b"DELETE": self.deleteMessage,
+                        b"PATCH": self.patchMessage},
                         user, msgid)
                 if rest[2:] == ["raw"]:
                     return self._handle(request, method, {b"GET": self.getRaw},
@@ -385,70 +395,18 @@ class WebAPI(resource.Resource):
             raise HTTPError(403, "not your mailbox")
         return userid
 
-    # -- request bodies
-
-    def _json(self, request, fields):
-        """
-        The request body as a JSON object whose C{fields} (name: (type,
-        required)) are checked.
-        """
-        data = request.content.read() if request.content is not None else b""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HTTPError(400, "the request body is not UTF-8")
-        try:
-            body = json.loads(text)
-        except (ValueError, RecursionError):
-            raise HTTPError(400, "the request body is not JSON")
-        if not isinstance(body, dict):
-            raise HTTPError(400, "the request body must be a JSON object")
-        for name, (kind, required) in fields.items():
-            if name not in body or body[name] is None:
-                if required:
-                    raise HTTPError(400, "{} is required".format(name))
-                continue
-            value = body[name]
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise HTTPError(400, "{} must be a {}".format(
-                    name, "string" if kind is str else kind.__name__))
-            if isinstance(value, str):
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise HTTPError(400, "{} is not valid Unicode".format(name))
-        return body
-
-    def _bodyUser(self, value, name):
-        try:
-            return normalizeUserId(value)
-        except errors.InvalidUserId:
-            raise HTTPError(400, "{} is not a valid user id".format(name))
-
     # -- the mailbox
 
-    def _withSession(self, userid, work):
+    def _fetch(self, request, userid, msgid):
         """
-        Open C{userid}'s mailbox, run C{work(session)} and close it again.
+        The text of message C{msgid}, in the folder the C{folder} parameter
+        names or any (see L{FolderHandlers._locate}); no flag changes.
         """
-        d = self.store.openMailbox(userid)
+        return self._locate(userid, msgid, self._folderArg(request, None),
+                            lambda view, text: text)
 
-        def opened(session):
-            d = defer.maybeDeferred(work, session)
-
-            def closed(result):
-                session.close()
-                return result
-
-            return d.addBoth(closed)
-
-        return d.addCallback(opened)
-
-    def _fetch(self, userid, msgid):
-        return self._withSession(userid, lambda s: s.fetchMessage(msgid))
-
-    def _parsed(self, userid, msgid):
-        d = self._fetch(userid, msgid)
+    def _parsed(self, request, userid, msgid):
+        d = self._fetch(request, userid, msgid)
         return d.addCallback(lambda text: self.inThread(_parse, text))
 
     # -- handlers
@@ -539,43 +497,46 @@ class WebAPI(resource.Resource):
         userid = self._own(who, user)
         start = self._intArg(request, b"start", 0, None)
         limit = self._intArg(request, b"limit", DEFAULT_LIMIT, MAX_LIMIT)
-        d = self._withSession(
-            userid, lambda s: s.listMessages(start, limit, newestFirst=True))
+        folder = self._folderArg(request)
+        d = self._listing(request, userid, folder, start, limit)
 
         def listed(listing):
             return 200, {
                 "user": userid,
                 "total": listing.total,
                 "start": start,
-                "messages": [m.asDict() for m in listing.messages],
+                "messages": [summaryDict(m) for m in listing.messages],
             }
 
         return d.addCallback(listed)
 
-    def _intArg(self, request, name, default, maximum):
-        values = request.args.get(name)
-        if not values:
-            return default
-        try:
-            value = values[-1].decode("ascii")
-        except UnicodeDecodeError:
-            value = ""
-        if not _DIGITS.match(value):
-            raise HTTPError(400, "{} must be a whole number".format(name.decode()))
-        value = int(value)
-        if maximum is not None and value > maximum:
-            raise HTTPError(400, "{} must be at most {}".format(name.decode(), maximum))
-        if maximum is not None and value < 1:
-            raise HTTPError(400, "{} must be at least 1".format(name.decode()))
-        return value
+    def _listing(self, request, userid, folder, start, limit):
+        """
+        The page of summaries C{GET .../messages} answers, newest first (a
+        search, C{q=}, plugs in here).
+        """
+        return self._withFolder(
+            userid, folder, lambda view: view.listMessages(start, limit, newestFirst=True))
 
     def getMessage(self, request, who, user, msgid):
+        """
+        One message; with C{?seen=1} (the page opening it) it is marked
+        C{\\Seen}, as a read through any door does.
+        """
         userid = self._own(who, user)
         msgid = _pathMessage(msgid)
         # Read and encoded together, by a helper process when it is big.
-        d = self._fetch(userid, msgid)
-        d.addCallback(lambda text: self.offload(len(text), messageViewJSON, msgid, text))
-        return d.addCallback(lambda data: self._writeEncoded(request, data))
+        seen = self._flagArg(request, b"seen")
+
+        def found(view, text):
+            d = view.markSeen([msgid]) if seen else defer.succeed(None)
+            d.addCallback(lambda _: summaryOf(view, msgid))
+            d.addCallback(lambda summary: self.offload(
+                len(text), messageViewJSON, msgid, text,
+                (summary.folder, sorted(summary.flags))))
+            return d.addCallback(lambda data: self._writeEncoded(request, data))
+
+        return self._locate(userid, msgid, self._folderArg(request, None), found)
 
     def _writeEncoded(self, request, data):
         """
@@ -602,7 +563,7 @@ class WebAPI(resource.Resource):
             stream(request, text)
             return HANDLED
 
-        return self._fetch(userid, msgid).addCallback(fetched)
+        return self._fetch(request, userid, msgid).addCallback(fetched)
 
     def getHTML(self, request, who, user, msgid):
         userid = self._own(who, user)
@@ -623,7 +584,7 @@ class WebAPI(resource.Resource):
             request.finish()
             return HANDLED
 
-        return self._parsed(userid, msgid).addCallback(parsed)
+        return self._parsed(request, userid, msgid).addCallback(parsed)
 
     def getPart(self, request, who, user, msgid, number):
         userid = self._own(who, user)
@@ -649,7 +610,7 @@ class WebAPI(resource.Resource):
             stream(request, data)
             return HANDLED
 
-        return self._parsed(userid, msgid).addCallback(parsed)
+        return self._parsed(request, userid, msgid).addCallback(parsed)
 
     def deleteMessage(self, request, who, user, msgid):
         userid = self._own(who, user)
@@ -667,21 +628,23 @@ class WebAPI(resource.Resource):
 
             return session.deleteMessages([msgid]).addCallback(deleted)
 
-        return self._withSession(userid, delete)
+        return self._locate(userid, msgid, self._folderArg(request, None),
+                            lambda view, text: delete(view))
 
     def postMessage(self, request, who, user):
         # Decoded and built together, by a helper process when it is big.
         data = request.content.read() if request.content is not None else b""
         receiver = _pathUser(user)
         messageId = "<{}@{}>".format(os.urandom(16).hex(), self.domain)
+        now = self.reactor.seconds()
         d = self.offload(
             len(data), composeFromBody, data,
             {"from": ("str", who.userid is None), "subject": ("str", False),
-             "text": ("str", True)},
-            who.userid, receiver, self.domain, self.reactor.seconds(), messageId)
-        return d.addCallback(self._postMessage, who, receiver, messageId)
+             "text": ("str", True), "keepCopy": ("bool", False)},
+            who.userid, receiver, self.domain, now, messageId)
+        return d.addCallback(self._postMessage, who, receiver, messageId, now)
 
-    def _postMessage(self, result, who, receiver, messageId):
+    def _postMessage(self, result, who, receiver, messageId, now):
         ok, body = result
         if not ok:
             raise HTTPError(400, body)
@@ -695,34 +658,40 @@ class WebAPI(resource.Resource):
         d.addErrback(_senderMissing, sender)
         d.addCallback(lambda _: self.store.deliverMessage(
             "{}@{}".format(sender, self.domain), receiver, message))
-        d.addCallback(lambda _: self._findSent(receiver, message, messageId))
 
         def sent(msgid):
             log.info("web: {sender} sent a message to {receiver}", sender=sender,
                      receiver=receiver)
-            return 201, {"id": msgid}
+            if not body.get("keepCopy"):
+                return 201, {"id": msgid}
+            d = self._keepCopy(sender, message, now)
+            return d.addCallback(lambda copy: (201, {"id": msgid, "copy": copy}))
 
         return d.addCallback(sent)
 
-    def _findSent(self, receiver, message, messageId):
+    def _keepCopy(self, sender, message, now):
         """
-        The id of the message just delivered: among the newest of the
-        mailbox, the one with its size (first) that holds its Message-ID.
-        Other deliveries at the same time cannot mislead it; it is L{None}
-        only if the message was deleted (or buried under more than
-        L{_FIND_SENT} newer ones) before it was looked for.
+        Keep a copy of a message sent in the sender's C{Sent}, read: its id,
+        or L{None} if that failed (the message itself is delivered, so the
+        answer is still a success; the failure is logged).
         """
-        size = popSize(message)
-        marker = b"\nMessage-ID: " + messageId.encode("ascii") + b"\n"
+        def append():
+            return defer.maybeDeferred(self.store.appendMessage, sender, SENT, message,
+                                       flags=(SEEN,), arrived=now)
 
-        def search(session):
-            def listed(listing):
-                candidates = sorted(listing.messages, key=lambda m: m.size != size)
-                return _firstHolding(session, [m.id for m in candidates], marker)
+        def missing(failure):
+            failure.trap(errors.NoSuchFolder)
+            return self.store.createFolder(sender, SENT).addCallback(lambda _: append())
 
-            return session.listMessages(0, _FIND_SENT, newestFirst=True).addCallback(listed)
+        def failed(failure):
+            log.failure("web: could not keep a copy in {user}'s Sent", failure=failure,
+                        user=sender)
+            return None
 
-        return self._withSession(receiver, search)
+        d = append()
+        d.addErrback(missing)
+        d.addCallback(lambda summary: summary.id)
+        return d.addErrback(failed)
 
     def getEvents(self, request, who, user):
         userid = self._own(who, user)
@@ -733,7 +702,7 @@ class WebAPI(resource.Resource):
             if request.method == b"HEAD":
                 request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
                 return 200, None
-            return EventStream(self.store, userid, request, self.reactor).start()
+            return EventStream(self.store, userid, request, self.reactor, summaryDict).start()
 
         return self.store.hasUser(userid).addCallback(found)
 
@@ -748,19 +717,6 @@ def _isLoopback(address):
 def _senderMissing(failure, sender):
     failure.trap(errors.NoSuchUser)
     raise HTTPError(404, "no such sender: {}".format(sender))
-
-
-@defer.inlineCallbacks
-def _firstHolding(session, ids, marker):
-    for msgid in ids:
-        try:
-            text = yield session.fetchMessage(msgid)
-        except errors.NoSuchMessage:
-            continue
-        head = text[: text.find(b"\n\n") + 1]
-        if marker in b"\n" + head:
-            return msgid
-    return None
 
 
 def _parse(text):

@@ -58,7 +58,7 @@ def decodeBody(data, fields):
         return False, "the request body is not JSON"
     if not isinstance(body, dict):
         return False, "the request body must be a JSON object"
-    kinds = {"str": str, "int": int}
+    kinds = {"str": str, "int": int, "bool": bool}
     for name, (kindName, required) in fields.items():
         kind = kinds[kindName]
         if name not in body or body[name] is None:
@@ -66,9 +66,9 @@ def decodeBody(data, fields):
                 return False, "{} is required".format(name)
             continue
         value = body[name]
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             return False, "{} must be a {}".format(
-                name, "string" if kind is str else kind.__name__)
+                name, {str: "string", bool: "boolean"}.get(kind, kind.__name__))
         if isinstance(value, str):
             try:
                 value.encode("utf-8")
@@ -105,16 +105,17 @@ def composeFromBody(data, fields, userid, receiver, domain, when, messageId):
         message = buildMessageWithSubject(sender, receiver, subject, text, domain, when,
                                           messageId)
     return True, {"from": body.get("from"), "subject": subject, "length": len(text),
-                  "message": message}
+                  "message": message, "keepCopy": bool(body.get("keepCopy"))}
 
 
-def messageView(msgid, size, message):
+def messageView(msgid, size, message, placement=None):
     """
     The JSON of one message: the summary fields, its headers, text, HTML
-    and parts.
+    and parts; with C{placement}, C{(folder, flags)} from the store, its
+    folder and flags too.
     """
     fields = message.summaryFields()
-    return {
+    view = {
         "id": msgid,
         "from": fields["sender"],
         "to": fields["to"],
@@ -128,14 +129,18 @@ def messageView(msgid, size, message):
         "html": message.html,
         "parts": [part.asDict() for part in message.parts],
     }
+    if placement is not None:
+        view["folder"], view["flags"] = placement[0], list(placement[1])
+    return view
 
 
-def messageViewJSON(msgid, text):
+def messageViewJSON(msgid, text, placement=None):
     """
     The JSON (ASCII bytes) of L{messageView} of message C{msgid} whose
     stored text is C{text}: reading it and encoding the view, both.
     """
-    return json.dumps(messageView(msgid, popSize(text), parseMessage(text))).encode("ascii")
+    view = messageView(msgid, popSize(text), parseMessage(text), placement)
+    return json.dumps(view).encode("ascii")
 
 
 #: The functions a helper runs, by name.

@@ -6,6 +6,13 @@ for programs.
 
 _USER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
 _ID = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
+_FOLDER = {"type": "string", "minLength": 1, "description":
+           "A folder name: Unicode, '/' between levels, at most 255 UTF-8 bytes, "
+           "no control character, no empty, '.' or '..' level; INBOX in any case "
+           "is INBOX."}
+_FLAG = {"type": "string", "description":
+         "A system flag (\\Seen, \\Answered, \\Flagged, \\Deleted, \\Draft) "
+         "or a keyword (an IMAP atom such as $Forwarded)."}
 
 
 def _ref(name):
@@ -24,9 +31,9 @@ def _errors(*codes):
         "403": "Not your mailbox, not yourself, a cookie call without "
                "X-Simplemail: 1, a cross-site request, an unknown host name, or "
                "sign-up turned off (--no-signup).",
-        "404": "No such user, message or part.",
+        "404": "No such user, message, part or folder.",
         "405": "Method not allowed on this path.",
-        "409": "The user exists already.",
+        "409": "The user or folder exists already.",
         "413": "Too large (the request body or the message).",
         "429": "Too many accounts created from this address; try again later.",
         "503": "Storage failed; nothing was done; try again.",
@@ -40,6 +47,79 @@ def _userParam():
 
 def _idParam():
     return {"name": "id", "in": "path", "required": True, "schema": _ID}
+
+
+def _folderQuery(description):
+    return {"name": "folder", "in": "query", "required": False, "schema": _FOLDER,
+            "description": description}
+
+
+_IN_FOLDER = _folderQuery("The folder that holds the message (default: INBOX, then "
+                          "every other folder).")
+
+
+def _folderPaths(common):
+    """
+    The folder routes and a message's PATCH (MAILBOX.md).
+    """
+    named = {"type": "object", "required": ["name"], "properties": {"name": _FOLDER}}
+    return {
+        "/users/{user}/folders": {
+            "parameters": [_userParam()],
+            "get": {
+                "summary": "The folders, INBOX first, with their message and unread counts.",
+                "responses": dict({"200": _json({
+                    "type": "object", "required": ["folders"],
+                    "properties": {"folders": {"type": "array", "items": _ref("Folder")}},
+                }, "The folders.")}, **_errors(*common)),
+            },
+            "post": {
+                "summary": "Create a folder (levels above it need not exist).",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": named}}},
+                "responses": dict({"201": _json(named, "Created; its canonical name.")},
+                                  **_errors(*common, "409", "413")),
+            },
+        },
+        "/users/{user}/folders/{name}": {
+            "parameters": [_userParam(), {
+                "name": "name", "in": "path", "required": True, "schema": _FOLDER,
+                "description": "The folder name, percent-encoded ('/' as %2F)."}],
+            "patch": {
+                "summary": "Rename a folder (not INBOX nor a special-use folder: 400); "
+                           "its messages keep their ids.",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": named}}},
+                "responses": dict({"200": _json(named, "Renamed; the new name.")},
+                                  **_errors(*common, "409", "413")),
+            },
+            "delete": {
+                "summary": "Delete a folder and its messages for good (not INBOX: 400).",
+                "responses": dict({"204": {"description": "Deleted."}},
+                                  **_errors(*common)),
+            },
+        },
+    }
+
+
+def _patchMessage(common):
+    return {
+        "summary": "Change a message's flags (durably) and/or move it to another "
+                   "folder (it keeps its id); the summary as it is now.",
+        "parameters": [_IN_FOLDER],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object",
+            "properties": {
+                "flags": {"type": "object", "properties": {
+                    "add": {"type": "array", "items": _FLAG},
+                    "remove": {"type": "array", "items": _FLAG},
+                }},
+                "folder": _FOLDER,
+            },
+        }}}},
+        "responses": dict({"200": _json(_ref("Summary"), "The message now.")},
+                          **_errors(*common, "413")),
+    }
 
 
 def openAPIDocument(passwords=False):
@@ -79,10 +159,21 @@ def openAPIDocument(passwords=False):
                     "type": "object", "required": ["error"],
                     "properties": {"error": {"type": "string"}},
                 },
+                "Folder": {
+                    "type": "object",
+                    "required": ["name", "special", "total", "unseen"],
+                    "properties": {
+                        "name": _FOLDER,
+                        "special": {"type": "string", "nullable": True, "enum": [
+                            "sent", "drafts", "trash", "junk", "archive", None]},
+                        "total": {"type": "integer", "minimum": 0},
+                        "unseen": {"type": "integer", "minimum": 0},
+                    },
+                },
                 "Summary": {
                     "type": "object",
                     "required": ["id", "from", "to", "subject", "date", "size",
-                                 "snippet", "attachments"],
+                                 "snippet", "attachments", "folder", "flags"],
                     "properties": {
                         "id": _ID,
                         "from": {"type": "string"},
@@ -95,6 +186,8 @@ def openAPIDocument(passwords=False):
                         "size": {"type": "integer", "minimum": 0},
                         "snippet": {"type": "string"},
                         "attachments": {"type": "integer", "minimum": 0},
+                        "folder": _FOLDER,
+                        "flags": {"type": "array", "items": _FLAG},
                     },
                 },
                 "Part": {
@@ -149,8 +242,9 @@ def openAPIDocument(passwords=False):
             "/users/{user}/messages": {
                 "parameters": [_userParam()],
                 "get": {
-                    "summary": "A page of the mailbox, newest first.",
+                    "summary": "A page of a folder (INBOX by default), newest first.",
                     "parameters": [
+                        _folderQuery("The folder to list (default INBOX)."),
                         {"name": "start", "in": "query", "required": False,
                          "schema": {"type": "integer", "minimum": 0, "default": 0}},
                         {"name": "limit", "in": "query", "required": False,
@@ -178,23 +272,33 @@ def openAPIDocument(passwords=False):
                                 "from": sender,
                                 "subject": {"type": "string"},
                                 "text": {"type": "string"},
+                                "keepCopy": {"type": "boolean", "description":
+                                             "Keep a copy, read, in the sender's Sent."},
                             },
                         }}}},
                     "responses": dict({"201": _json({
                         "type": "object", "required": ["id"],
-                        "properties": {"id": dict(_ID, nullable=True)},
-                    }, "Stored in {user}'s mailbox.")}, **_errors(*common, "413")),
+                        "properties": {"id": _ID, "copy": dict(
+                            _ID, nullable=True, description="The copy in Sent (keepCopy); "
+                            "null if it could not be kept.")},
+                    }, "Stored in {user}'s INBOX.")}, **_errors(*common, "413")),
                 },
             },
             "/users/{user}/messages/{id}": {
                 "parameters": [_userParam(), _idParam()],
                 "get": {
-                    "summary": "One message: summary, headers, text, HTML, parts.",
+                    "summary": "One message: summary, headers, text, HTML, parts. "
+                               "With seen=1 (the page opening it) it is marked \\Seen.",
+                    "parameters": [_IN_FOLDER, {
+                        "name": "seen", "in": "query", "required": False,
+                        "schema": {"type": "integer", "enum": [0, 1], "default": 0}}],
                     "responses": dict({"200": _json(_ref("Message"), "The message.")},
                                       **_errors(*common)),
                 },
+                "patch": _patchMessage(common),
                 "delete": {
                     "summary": "Delete the message, durably.",
+                    "parameters": [_IN_FOLDER],
                     "responses": dict({"204": {"description": "Deleted."}},
                                       **_errors(*common)),
                 },
@@ -203,6 +307,7 @@ def openAPIDocument(passwords=False):
                 "parameters": [_userParam(), _idParam()],
                 "get": {
                     "summary": "The message as READM shows it (LF line ends).",
+                    "parameters": [_IN_FOLDER],
                     "responses": dict({"200": {
                         "description": "The message.",
                         "content": {"message/rfc822": {"schema": {
@@ -214,6 +319,7 @@ def openAPIDocument(passwords=False):
                 "parameters": [_userParam(), _idParam()],
                 "get": {
                     "summary": "The HTML part, for the page's sandboxed frame.",
+                    "parameters": [_IN_FOLDER],
                     "responses": dict({"200": {
                         "description": "The HTML (served with a sandbox CSP).",
                         "content": {"text/html": {"schema": {"type": "string"}}},
@@ -226,6 +332,7 @@ def openAPIDocument(passwords=False):
                     "schema": {"type": "integer", "minimum": 1}}],
                 "get": {
                     "summary": "One attachment's decoded bytes, as a download.",
+                    "parameters": [_IN_FOLDER],
                     "responses": dict({"200": {
                         "description": "The attachment: its own type for a few inert "
                                        "types (images, PDF, plain text...), else "
@@ -239,13 +346,17 @@ def openAPIDocument(passwords=False):
                 "parameters": [_userParam()],
                 "get": {
                     "summary": "Server-sent events: `event: message` with a summary "
-                               "as `data:` for each new message.",
+                               "as `data:` for each new message (any folder), "
+                               "`event: flags` with the summary as it is now, "
+                               "`event: expunge` with {id, folder}, `event: folders` "
+                               "with {} when folders change.",
                     "responses": dict({"200": {
                         "description": "An endless event stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     }}, **_errors(*common)),
                 },
             },
+            **_folderPaths(common),
             "/login": {
                 "post": {
                     "summary": "Log in: a session cookie (HttpOnly, SameSite=Strict).",

@@ -1,7 +1,7 @@
 """
 The answers written a piece at a time: a large body (a raw message, an
 attachment) as the connection takes it, and the endless event stream of
-new mail.
+changes to a user's mail.
 """
 
 import json
@@ -78,16 +78,24 @@ class _ViewProducer:
 
 class EventStream:
     """
-    One C{text/event-stream} answer: an C{event: message} with the summary
-    JSON for each new message of the user, a comment every L{KEEPALIVE}
-    seconds, the subscription ended when the client goes.
+    One C{text/event-stream} answer, from the store's C{watch}: for each
+    change to the user's mail an event whose C{data:} is JSON:
+
+      - C{message}: a new message (in any folder), its summary;
+      - C{flags}: a message's flags changed, its summary as it is now;
+      - C{expunge}: a message is gone from a folder, C{{"id", "folder"}};
+      - C{folders}: folders were created, renamed or deleted, C{{}}.
+
+    A comment every L{KEEPALIVE} seconds; the watch ends when the client
+    goes.
     """
 
-    def __init__(self, store, userid, request, reactor):
+    def __init__(self, store, userid, request, reactor, summaryDict):
         self.store = store
         self.userid = userid
         self.request = request
         self.reactor = reactor
+        self._summaryDict = summaryDict
         self._unsubscribe = None
         self._keepalive = None
 
@@ -97,19 +105,30 @@ class EventStream:
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-accel-buffering", b"no")
         request.write(b"retry: 2000\n: connected\n\n")
-        self._unsubscribe = self.store.subscribe(self.userid, self.announce)
+        self._unsubscribe = self.store.watch(self.userid, self.announce)
         self._keepalive = task.LoopingCall(self.ping)
         self._keepalive.clock = self.reactor
         self._keepalive.start(KEEPALIVE, now=False)
         request.notifyFinish().addBoth(self.stop)
         return HANDLED
 
-    def announce(self, summary):
+    def announce(self, event):
         if self.request is None:
             return
-        data = json.dumps(summary.asDict())
-        self.request.write(
-            "event: message\nid: {}\ndata: {}\n\n".format(summary.id, data).encode("ascii"))
+        if event.kind in ("message", "flags") and event.summary is not None:
+            data = self._summaryDict(event.summary)
+        elif event.kind == "expunge":
+            data = {"id": event.msgid, "folder": event.folder}
+        elif event.kind == "folders":
+            data = {}
+        else:
+            return
+        lines = "event: {}\n".format(event.kind)
+        if event.msgid is not None:
+            lines += "id: {}\n".format(event.msgid)
+        # ensure_ascii (the default): a folder name can't break the framing.
+        lines += "data: {}\n\n".format(json.dumps(data))
+        self.request.write(lines.encode("ascii"))
 
     def ping(self):
         if self.request is not None:

@@ -628,6 +628,11 @@ class _PostgresSession(PostgresFolderView):
         # row id.
         self._cursor = 0
         self._current = None
+        self._currentId = None
+
+    @property
+    def currentId(self):
+        return None if self._current is None else self._currentId
 
     def readMessage(self):
         userid = self.userid
@@ -635,13 +640,14 @@ class _PostgresSession(PostgresFolderView):
         def read(conn, after):
             cur = conn.cursor(binary=True)
             return cur.execute(
-                "SELECT id, body, uid FROM messages WHERE userid = %s AND folder IS NULL"
+                "SELECT id, body, uid, pubid FROM messages WHERE userid = %s AND folder IS NULL"
                 " AND uid > %s ORDER BY uid LIMIT 1", [userid, after]).fetchone()
 
         def got(row):
             if row is None:
                 raise errors.NoMoreMail()
             self._current, self._cursor = row[0], row[2]
+            self._currentId = row[3] if row[3] is not None else str(row[0])
             return row[1]
 
         return self._store._run(read, self._cursor).addCallback(got)
@@ -665,6 +671,7 @@ class _PostgresSession(PostgresFolderView):
             if row is None:
                 raise errors.NoSuchMessage()
             self._current, self._cursor = row[0], row[2]
+            self._currentId = str(msgid)
             return row[1]
 
         return self._store._run(self._byId, str(msgid)).addCallback(got)

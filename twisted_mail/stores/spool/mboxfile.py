@@ -617,7 +617,7 @@ class MboxFile(CrashRecovery, FolderFile):
         """
         The first message not deleted whose serial is above C{serial}.
 
-        @return: C{(serial, text)}, or L{None} when there is none.
+        @return: C{(serial, text, msgid)}, or L{None} when there is none.
         """
         with self.locked() as handle:
             entries = self.entries
@@ -625,7 +625,7 @@ class MboxFile(CrashRecovery, FolderFile):
                 entry = entries[i]
                 if not entry.deleted:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                    return entry.serial, readerText(record)
+                    return entry.serial, readerText(record), entry.msgid
             return None
 
     # -- the mailbox view: messages by stable id

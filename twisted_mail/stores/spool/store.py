@@ -625,12 +625,17 @@ class _SpoolSession(SpoolFolderView):
         self.count = count
         self._cursor = 0
         self._current = None
+        self._currentId = None
+
+    @property
+    def currentId(self):
+        return None if self._current is None else self._currentId
 
     def readMessage(self):
         def read(found):
             if found is None:
                 raise errors.NoMoreMail()
-            self._cursor, text = found
+            self._cursor, text, self._currentId = found
             self._current = self._cursor
             return text
 
@@ -662,6 +667,7 @@ class _SpoolSession(SpoolFolderView):
         def selected(found):
             self._cursor, text = found
             self._current = self._cursor
+            self._currentId = msgid
             return text
 
         return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(

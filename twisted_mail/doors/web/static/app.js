@@ -8,9 +8,10 @@
   var API = "/api/v1";
   var PAGE = 50;
   var state = {
-    passwords: false, me: null, user: null, messages: [], total: 0,
-    current: null, events: null, users: [], route: null
+    passwords: false, me: null, user: null, folder: "INBOX", folders: [],
+    messages: [], total: 0, current: null, events: null, users: [], route: null
   };
+  var SEEN = "\\Seen", FLAGGED = "\\Flagged", INBOX = "INBOX";
 
   function $(id) { return document.getElementById(id); }
 
@@ -98,6 +99,18 @@
 
   function mailboxPath(user) { return "/users/" + enc(user); }
 
+  // The page's addresses: #/u/<user> is INBOX, #/u/<user>/f/<folder> another
+  // folder, either followed by /m/<id> for one of its messages.
+  function folderHash(user, folder) {
+    return "#/u/" + enc(user) + (folder && folder !== INBOX ? "/f/" + enc(folder) : "");
+  }
+
+  function messageHash(user, folder, id) { return folderHash(user, folder) + "/m/" + enc(id); }
+
+  function inFolder(folder) { return "?folder=" + enc(folder || INBOX); }
+
+  function hasFlag(m, flag) { return (m.flags || []).indexOf(flag) !== -1; }
+
   // -- header
 
   function renderHeader() {
@@ -124,10 +137,17 @@
       if (opened && state.user === user) loadMailbox(user, 0).catch(failed);
       opened = true;
     });
-    source.addEventListener("message", function (event) {
-      var summary;
-      try { summary = JSON.parse(event.data); } catch (e) { return; }
-      if (state.user !== user) return;
+    function on(kind, handle) {
+      source.addEventListener(kind, function (event) {
+        var data;
+        try { data = JSON.parse(event.data); } catch (e) { return; }
+        if (state.user !== user) return;
+        handle(data);
+        refreshFolders();
+      });
+    }
+    on("message", function (summary) {
+      if ((summary.folder || INBOX) !== state.folder) return;
       for (var i = 0; i < state.messages.length; i++) {
         if (state.messages[i].id === summary.id) return;
       }
@@ -137,9 +157,16 @@
       list.insertBefore(messageItem(summary, true), list.firstChild);
       $("empty").hidden = true;
       renderCount();
-      say("New message from " + (summary.from || "unknown sender") +
-          (summary.subject ? ": " + summary.subject : ""));
+      if (state.folder === INBOX) {
+        say("New message from " + (summary.from || "unknown sender") +
+            (summary.subject ? ": " + summary.subject : ""));
+      }
     });
+    on("flags", function (summary) { updateSummary(summary); });
+    on("expunge", function (gone) {
+      if ((gone.folder || INBOX) === state.folder) removeFromList(gone.id);
+    });
+    on("folders", function () {});
     state.events = source;
   }
 
@@ -166,6 +193,51 @@
     }, failed);
   }
 
+  // -- the folders
+
+  var folderTimer = null;
+  function refreshFolders() {
+    clearTimeout(folderTimer);
+    folderTimer = setTimeout(function () {
+      if (state.user) loadFolders(state.user).catch(function () {});
+    }, 150);
+  }
+
+  function loadFolders(user) {
+    return api("GET", mailboxPath(user) + "/folders").then(function (data) {
+      if (state.user !== user) return;
+      state.folders = data.folders;
+      renderFolders();
+    });
+  }
+
+  function renderFolders() {
+    var list = $("folder-list");
+    clear(list);
+    state.folders.forEach(function (f) {
+      var link = el("a", { href: folderHash(state.user, f.name) }, [
+        el("span", { className: "name", text: f.name === INBOX ? "Inbox" : f.name }),
+        f.unseen ? el("span", { className: "unseen", text: String(f.unseen),
+                                title: f.unseen + " unread" }) : null
+      ]);
+      var item = el("li", { "data-folder": f.name }, [link]);
+      if (f.name === state.folder) item.className = "current";
+      if (f.unseen) item.className += " has-unread";
+      list.appendChild(item);
+    });
+  }
+
+  function addFolder(event) {
+    event.preventDefault();
+    var name = $("new-folder").value;
+    var user = state.user;
+    api("POST", mailboxPath(user) + "/folders", { name: name }).then(function (data) {
+      $("new-folder").value = "";
+      say("Folder " + data.name + " made.");
+      return loadFolders(user);
+    }).catch(failed);
+  }
+
   // -- the mailbox
 
   function renderCount() {
@@ -174,17 +246,58 @@
   }
 
   function messageItem(m, isNew) {
-    var link = el("a", { href: "#/u/" + enc(state.user) + "/m/" + enc(m.id) }, [
+    var link = el("a", { href: messageHash(state.user, state.folder, m.id) }, [
       el("span", { className: "from", text: m.from || "(no sender)" }),
       el("span", { className: "date", text: shortDate(m.date), title: longDate(m.date) }),
       el("span", { className: "subject", text: m.subject || "(no subject)" }),
       el("span", { className: "size", text: humanSize(m.size) }),
       el("span", { className: "snippet", text: m.snippet || "" })
     ]);
+    var flagged = hasFlag(m, FLAGGED);
+    link.insertBefore(el("span", {
+      className: "star", text: flagged ? "\u2605" : "", title: flagged ? "flagged" : ""
+    }), link.firstChild);
     var item = el("li", { "data-id": m.id }, [link]);
-    if (isNew) item.className = "new";
-    if (m.id === state.current) item.className += " current";
+    var classes = [];
+    if (isNew) classes.push("new");
+    if (!hasFlag(m, SEEN)) classes.push("unread");
+    if (flagged) classes.push("flagged");
+    if (m.id === state.current) classes.push("current");
+    item.className = classes.join(" ");
     return item;
+  }
+
+  function listItem(id) {
+    return $("message-list").querySelector('li[data-id="' + CSS.escape(id) + '"]');
+  }
+
+  // A message's flags changed (here or elsewhere): its line shows it.
+  function updateSummary(summary) {
+    for (var i = 0; i < state.messages.length; i++) {
+      if (state.messages[i].id === summary.id) {
+        if ((summary.folder || INBOX) !== state.folder) return;
+        state.messages[i] = summary;
+        var item = listItem(summary.id);
+        if (item) {
+          var fresh = messageItem(summary, item.classList.contains("new"));
+          item.parentNode.replaceChild(fresh, item);
+        }
+      }
+    }
+    if (state.shown && state.shown.id === summary.id) {
+      state.shown.flags = summary.flags;
+      renderFlagTools();
+    }
+  }
+
+  function removeFromList(id) {
+    var before = state.messages.length;
+    state.messages = state.messages.filter(function (m) { return m.id !== id; });
+    if (state.messages.length !== before) state.total = Math.max(0, state.total - 1);
+    var item = listItem(id);
+    if (item) item.parentNode.removeChild(item);
+    $("empty").hidden = state.messages.length > 0;
+    renderCount();
   }
 
   function renderList() {
@@ -196,8 +309,11 @@
   }
 
   function loadMailbox(user, start) {
-    return api("GET", mailboxPath(user) + "/messages?start=" + start + "&limit=" + PAGE)
+    var folder = state.folder;
+    return api("GET", mailboxPath(user) + "/messages" + inFolder(folder) + "&start=" + start +
+               "&limit=" + PAGE)
       .then(function (data) {
+        if (state.user !== user || state.folder !== folder) return;
         if (start === 0) state.messages = data.messages;
         else state.messages = state.messages.concat(data.messages);
         state.total = data.total;
@@ -205,24 +321,31 @@
       });
   }
 
-  function openMailbox(user) {
-    var fresh = state.user !== user;
+  function openMailbox(user, folder) {
+    folder = folder || INBOX;
+    var fresh = state.user !== user || state.folder !== folder;
+    var newUser = state.user !== user;
     state.user = user;
+    state.folder = folder;
     renderHeader();
     show("mailbox-view");
-    $("mailbox-title").textContent = "Inbox of " + user;
+    $("mailbox-title").textContent = (folder === INBOX ? "Inbox" : folder) + " of " + user;
     listen(user);
     if (fresh) {
       state.messages = [];
       state.current = null;
+      if (newUser) state.folders = [];
+      renderFolders();
+      loadFolders(user).catch(failed);
       return loadMailbox(user, 0);
     }
     return Promise.resolve();
   }
 
-  function showMailbox(user) {
+  function showMailbox(user, folder) {
     $("mailbox-view").classList.remove("reading");
-    return openMailbox(user).then(function () {
+    return openMailbox(user, folder).then(function () {
+      state.shown = null;
       state.current = null;
       markCurrent();
       var view = $("message-view");
@@ -240,31 +363,84 @@
 
   // -- one message
 
-  function showMessage(user, id) {
-    return openMailbox(user).then(function () {
-      return api("GET", mailboxPath(user) + "/messages/" + enc(id));
+  // Opening a message reads it: ?seen=1 marks it \Seen.
+  function showMessage(user, folder, id) {
+    return openMailbox(user, folder).then(function () {
+      return api("GET", mailboxPath(user) + "/messages/" + enc(id) + inFolder(state.folder) +
+                 "&seen=1");
     }).then(function (m) {
       state.current = id;
-      markCurrent();
-      var item = $("message-list").querySelector('li[data-id="' + CSS.escape(id) + '"]');
-      if (item) item.classList.remove("new");
       renderMessage(user, m);
+      updateSummary(m);
+      markCurrent();
+      var item = listItem(id);
+      if (item) item.classList.remove("new");
+      refreshFolders();
       $("mailbox-view").classList.add("reading");
     }, function (error) {
       if (error && error.status === 404) {
         say("That message is gone.");
-        location.hash = "#/u/" + enc(user);
+        location.hash = folderHash(user, state.folder);
         return;
       }
       failed(error);
     });
   }
 
+  // Read/unread, flag and Move for the message shown.
+  function renderFlagTools() {
+    var m = state.shown;
+    if (!m) return;
+    $("toggle-seen").textContent = hasFlag(m, SEEN) ? "Mark unread" : "Mark read";
+    $("toggle-flag").textContent = hasFlag(m, FLAGGED) ? "Unflag" : "Flag";
+    var select = $("move-to");
+    clear(select);
+    state.folders.forEach(function (f) {
+      if (f.name !== state.folder) {
+        select.appendChild(el("option", { value: f.name, text: f.name === INBOX ? "Inbox" : f.name }));
+      }
+    });
+    $("move").disabled = !select.options.length;
+  }
+
+  function patchMessage(user, id, body) {
+    return api("PATCH", mailboxPath(user) + "/messages/" + enc(id) + inFolder(state.folder), body);
+  }
+
+  function toggleFlag(user, flag, button) {
+    var m = state.shown;
+    var change = hasFlag(m, flag) ? { remove: [flag] } : { add: [flag] };
+    button.disabled = true;
+    patchMessage(user, m.id, { flags: change }).then(function (summary) {
+      button.disabled = false;
+      updateSummary(summary);
+      refreshFolders();
+    }, function (error) { button.disabled = false; failed(error); });
+  }
+
+  function moveMessage(user, button) {
+    var m = state.shown;
+    var target = $("move-to").value;
+    if (!target) return;
+    var from = state.folder;
+    button.disabled = true;
+    patchMessage(user, m.id, { folder: target }).then(function () {
+      button.disabled = false;
+      removeFromList(m.id);
+      refreshFolders();
+      say("Moved to " + (target === INBOX ? "Inbox" : target) + ".");
+      location.hash = folderHash(user, from);
+    }, function (error) { button.disabled = false; failed(error); });
+  }
+
   function renderMessage(user, m) {
     var base = API + mailboxPath(user) + "/messages/" + enc(m.id);
+    var where = inFolder(state.folder);
+    state.shown = m;
     var view = $("message-view");
     clear(view);
-    view.appendChild(el("a", { className: "button back", href: "#/u/" + enc(user), text: "\u2190 Inbox" }));
+    view.appendChild(el("a", { className: "button back", href: folderHash(user, state.folder),
+                               text: "\u2190 " + (state.folder === INBOX ? "Inbox" : state.folder) }));
     view.appendChild(el("h2", { id: "message-subject", text: m.subject || "(no subject)" }));
     var meta = el("dl", { className: "meta" });
     [["From", m.from], ["To", m.to], ["Date", longDate(m.date)], ["Size", humanSize(m.size)]]
@@ -277,18 +453,29 @@
 
     var remove = el("button", { type: "button", className: "button danger", id: "delete", text: "Delete" });
     remove.addEventListener("click", function () { deleteMessage(user, m.id, remove); });
+    var seen = el("button", { type: "button", className: "button", id: "toggle-seen" });
+    seen.addEventListener("click", function () { toggleFlag(user, SEEN, seen); });
+    var flag = el("button", { type: "button", className: "button", id: "toggle-flag" });
+    flag.addEventListener("click", function () { toggleFlag(user, FLAGGED, flag); });
+    var move = el("button", { type: "button", className: "button", id: "move", text: "Move" });
+    move.addEventListener("click", function () { moveMessage(user, move); });
     var tools = el("div", { className: "tools" }, [
-      remove,
-      el("a", { className: "button", href: base + "/raw", download: m.id + ".eml", text: "Raw message" })
+      seen, flag, remove,
+      el("a", { className: "button", href: base + "/raw" + where, download: m.id + ".eml", text: "Raw message" }),
+      el("span", { className: "move" }, [
+        el("label", { "for": "move-to", className: "muted", text: "to" }),
+        el("select", { id: "move-to" }), move
+      ])
     ]);
     view.appendChild(tools);
+    renderFlagTools();
 
     if (m.html !== null && m.html !== undefined) {
       view.appendChild(el("p", { className: "section-title", text: "HTML" }));
       var frame = el("iframe", {
         className: "html-frame", sandbox: "", referrerpolicy: "no-referrer",
         title: "The message's HTML (no scripts, nothing loaded from elsewhere)",
-        src: base + "/html"
+        src: base + "/html" + where
       });
       view.appendChild(frame);
       view.appendChild(el("p", { className: "section-title", text: "Text" }));
@@ -300,7 +487,7 @@
       var parts = el("ul", { className: "parts" });
       m.parts.forEach(function (p) {
         parts.appendChild(el("li", null, [
-          el("a", { href: base + "/parts/" + p.part, download: p.filename, text: p.filename }),
+          el("a", { href: base + "/parts/" + p.part + where, download: p.filename, text: p.filename }),
           el("span", { className: "size", text: p.contentType + ", " + humanSize(p.size) })
         ]));
       });
@@ -318,15 +505,11 @@
 
   function deleteMessage(user, id, button) {
     button.disabled = true;
-    api("DELETE", mailboxPath(user) + "/messages/" + enc(id)).then(function () {
-      state.messages = state.messages.filter(function (m) { return m.id !== id; });
-      state.total = Math.max(0, state.total - 1);
-      var item = $("message-list").querySelector('li[data-id="' + CSS.escape(id) + '"]');
-      if (item) item.parentNode.removeChild(item);
-      $("empty").hidden = state.messages.length > 0;
-      renderCount();
+    api("DELETE", mailboxPath(user) + "/messages/" + enc(id) + inFolder(state.folder)).then(function () {
+      removeFromList(id);
+      refreshFolders();
       say("Message deleted.");
-      location.hash = "#/u/" + enc(user);
+      location.hash = folderHash(user, state.folder);
     }, function (error) { button.disabled = false; failed(error); });
   }
 
@@ -355,7 +538,8 @@
     var button = $("compose-send");
     button.disabled = true;
     api("POST", "/users/" + enc(to) + "/messages", {
-      from: user, subject: $("compose-subject").value, text: $("compose-text").value
+      from: user, subject: $("compose-subject").value, text: $("compose-text").value,
+      keepCopy: true
     }).then(function () {
       button.disabled = false;
       $("compose-subject").value = "";
@@ -415,7 +599,7 @@
     }, failed);
   }
 
-  // -- routes: #/ (users), #/login, #/u/<user>, #/u/<user>/m/<id>, #/u/<user>/write
+  // -- routes: #/ (users), #/login, #/u/<user>[/f/<folder>][/m/<id>], #/u/<user>/write
 
   function route() {
     var hash = location.hash.replace(/^#/, "") || "/";
@@ -434,9 +618,11 @@
         location.hash = "#/u/" + enc(state.me);
         return;
       }
-      if (parts[2] === "m" && parts[3]) showMessage(parts[1], parts[3]);
-      else if (parts[2] === "write") showCompose(parts[1]);
-      else showMailbox(parts[1]);
+      var folder = INBOX, rest = parts.slice(2);
+      if (rest[0] === "f" && rest[1]) { folder = rest[1]; rest = rest.slice(2); }
+      if (rest[0] === "m" && rest[1]) showMessage(parts[1], folder, rest[1]);
+      else if (rest[0] === "write") showCompose(parts[1]);
+      else showMailbox(parts[1], folder);
     } else if (state.passwords) {
       location.hash = "#/u/" + enc(state.me);
     } else {
@@ -448,6 +634,7 @@
     $("login-form").addEventListener("submit", login);
     $("compose-form").addEventListener("submit", send);
     $("add-user-form").addEventListener("submit", addUser);
+    $("new-folder-form").addEventListener("submit", addFolder);
     $("logout").addEventListener("click", logout);
     $("more").addEventListener("click", function () {
       loadMailbox(state.user, state.messages.length).catch(failed);
