@@ -4,6 +4,7 @@ and torn tails, a batch's single sync, checkpoints, and replay.
 """
 
 import os
+import shutil
 import struct
 import zlib
 
@@ -199,7 +200,11 @@ class ReplayTests(SpoolTestMixin, SynchronousTestCase):
                     open(path, "wb").close()
                 for leftover in os.listdir(store.path):
                     if leftover.startswith(".amy.") or leftover.startswith(".bob."):
-                        os.unlink(os.path.join(store.path, leftover))
+                        leftover = os.path.join(store.path, leftover)
+                        if os.path.isdir(leftover):
+                            shutil.rmtree(leftover)  # a user's folders
+                        else:
+                            os.unlink(leftover)
                 self.writeJournal(store, head + tail[:cut])
                 self.recover(store)
                 expected = whole if cut == len(tail) else {"amy": [b"first\n"], "bob": []}
@@ -297,7 +302,9 @@ class BatchTests(SpoolTestMixin, SynchronousTestCase):
         for user in ("amy", "bob", "cyd", "amy"):
             store.deliver("alice", user, b"to " + user.encode() + b"\n").addBoth(results.append)
         reactor.drain()
-        self.assertEqual(results, [None] * 4)
+        # Each acknowledged with its new message's id.
+        self.assertEqual([type(r) for r in results], [str] * 4)
+        self.assertEqual(len(set(results)), 4)
         self.assertEqual(syncs, [store._journalled.journal._fd])
         with open(os.path.join(store.path, "amy"), "rb") as f:
             self.assertEqual(f.read().count(b"\nto amy\n"), 2)
@@ -380,7 +387,7 @@ class BatchTests(SpoolTestMixin, SynchronousTestCase):
         store.deliver("alice", "amy", b"hello\n").addBoth(results.append)
         reactor.drain()
         self.patch(journalled.os, "stat", realStat)
-        self.assertEqual(results, [None])
+        self.assertEqual([type(r) for r in results], [str])
         journalPath = os.path.join(store.path, store._journalled.journal.name)
         with open(journalPath, "rb") as f:
             data = f.read()

@@ -205,7 +205,7 @@ class FolderFile:
         records that lack them.
         """
         self._checkGeneration(handle, self._reindexed)
-        if self._needsStamp:
+        if self._needsStamp and not getattr(self, "stampingHeld", False):
             if not journal:
                 self._readJournal()
             # Where one id names two records (a message moved back beside

@@ -4,10 +4,22 @@ the C{fcntl} lock on the file and the C{<user>.lock} dot-lock made as a hard
 link to this process's lock source file.  Used by L{twisted_mail.stores.spool.mboxfile}.
 """
 
+import errno
 import fcntl
 import os
+import stat
 import struct
 import threading
+import time
+
+from twisted.logger import Logger
+
+from twisted_mail import errors
+
+log = Logger()
+
+#: A dot-lock older than this is stale even if we cannot tell who holds it.
+STALE_DOTLOCK_AGE = 300.0
 
 _O_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
@@ -152,3 +164,120 @@ def lockFile(fd):
         fcntl.fcntl(fd, _F_OFD_SETLK, flock)
     else:  # pragma: no cover - not Linux
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+class MailboxLocks:
+    """
+    Opening and locking one mailbox file as mail tools do, a mixin of
+    L{twisted_mail.stores.spool.mboxfile.MboxFile}: it uses the file's
+    C{userid}, C{_dirfd}, C{_lockName} and C{_lockSource}.
+    """
+
+    def _stillAtPath(self, st):
+        try:
+            now = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
+
+    def _open(self):
+        """
+        Open the mailbox for reading and writing, without following a
+        symbolic link.
+
+        @return: the file descriptor, or L{None} when the file opened was
+            replaced at once (try again).
+        @raise MailboxUnavailable: for anything but a regular file with one
+            link.
+        """
+        try:
+            fd = os.open(self.userid, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            raise errors.NoSuchUser(self.userid)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                log.error(
+                    "refusing spool file {user}: {why}",
+                    user=self.userid,
+                    why="a symbolic link" if e.errno == errno.ELOOP else e.strerror,
+                )
+                raise errors.MailboxUnavailable(self.userid)
+            raise
+        st = os.fstat(fd)
+        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+            # Renamed over (another process expunged) since we opened it.
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            log.error(
+                "refusing spool file {user}: not a regular file with one link",
+                user=self.userid,
+            )
+            raise errors.MailboxUnavailable(self.userid)
+        return fd
+
+    def _tryLocks(self, fd):
+        """
+        Try once to take both locks; True when both are held.
+        """
+        try:
+            lockFile(fd)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return self._takeDotLock()
+
+    def _takeDotLock(self):
+        """
+        Create C{<userid>.lock} holding our pid, atomically: it is a link to
+        this process's L{LockSource}.  Breaks a stale one (we hold the
+        fcntl lock, so nobody else is deciding the same).
+        """
+        name = self._lockName
+        try:
+            self._lockSource.link(name)
+        except FileExistsError:
+            if self._dotLockIsStale():
+                log.warn("breaking stale lock {name}", name=name)
+                try:
+                    os.unlink(name, dir_fd=self._dirfd)
+                except FileNotFoundError:
+                    pass
+            return False
+        return True
+
+    def _dotLockIsStale(self):
+        """
+        Decide, while holding the fcntl lock, whether the dot-lock belongs to
+        nobody: its holder is dead, or it is too old.
+        """
+        try:
+            fd = os.open(self._lockName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            content = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        if time.time() - st.st_mtime > STALE_DOTLOCK_AGE:
+            return True
+        try:
+            pid = int(content.split()[0])
+        except (ValueError, IndexError):
+            return False
+        if pid == os.getpid():
+            # A lock of ours left by a job that died: we hold the fcntl lock
+            # now, so nobody else in this process does.
+            return True
+        return not processIsAlive(pid)
+
+    def _dropDotLock(self):
+        try:
+            os.unlink(self._lockName, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            pass

@@ -36,7 +36,6 @@ readers; a message another program wrote gets one derived from its bytes.
 """
 
 import bisect
-import errno
 import os
 import stat
 import time
@@ -48,7 +47,7 @@ from twisted_mail import errors
 from twisted_mail.stores.spool.journal import DELETE, Record
 from twisted_mail.stores.spool.folderfile import FolderFile
 from twisted_mail.stores.spool.flags import storeLines
-from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, lockFile, processIsAlive
+from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, MailboxLocks
 from twisted_mail.stores.spool.records import (
     _Entry,
     recordKey,
@@ -69,9 +68,34 @@ log = Logger()
 #: How long to wait for a lock before answering a temporary failure.
 LOCK_DEADLINE = 20.0
 
-#: A dot-lock older than this is stale even if we cannot tell who holds it.
-STALE_DOTLOCK_AGE = 300.0
 
+
+
+def _stamped(record, lines):
+    """
+    C{record} (its pieces) with the store's C{lines} put right after its
+    separator and id lines, however the pieces split them (the store's own
+    appends give the separator and the id line as pieces of their own; a
+    record replayed from the journal is one piece).
+
+    @return: the new pieces, and the index of C{lines} among them.
+    """
+    first = bytes(record[0])
+    end = first.find(b"\n") + 1
+    if end == len(first) and len(record) > 1:
+        # The separator is a piece of its own; the id line starts the next.
+        second = bytes(record[1])
+        if second.startswith(ID_HEADER):
+            cut = second.find(b"\n") + 1 or len(second)
+            if cut == len(second):
+                return record[:2] + [lines] + record[2:], 2
+            return record[:1] + [second[:cut], lines, second[cut:]] + record[2:], 2
+        return record[:1] + [lines] + record[1:], 1
+    if end and first.startswith(ID_HEADER, end):
+        end = first.find(b"\n", end) + 1 or len(first)
+    if end == 0:
+        end = len(first)
+    return [first[:end], lines, first[end:]] + record[1:], 1
 
 
 class InodeChanged(Exception):
@@ -91,7 +115,7 @@ class _Locked:
         self.stat = stat
 
 
-class MboxFile(CrashRecovery, FolderFile):
+class MboxFile(MailboxLocks, CrashRecovery, FolderFile):
     """
     One user's mbox and its index.  Synchronous: every method is meant to run
     in a worker thread, one at a time (L{_Mailbox} sees to that).
@@ -194,115 +218,6 @@ class MboxFile(CrashRecovery, FolderFile):
                 self._dropDotLock()
             finally:
                 os.close(fd)  # also releases the fcntl lock
-
-    def _stillAtPath(self, st):
-        try:
-            now = os.stat(self.userid, dir_fd=self._dirfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
-
-    def _open(self):
-        """
-        Open the mailbox for reading and writing, without following a
-        symbolic link.
-
-        @return: the file descriptor, or L{None} when the file opened was
-            replaced at once (try again).
-        @raise MailboxUnavailable: for anything but a regular file with one
-            link.
-        """
-        try:
-            fd = os.open(self.userid, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            raise errors.NoSuchUser(self.userid)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-                log.error(
-                    "refusing spool file {user}: {why}",
-                    user=self.userid,
-                    why="a symbolic link" if e.errno == errno.ELOOP else e.strerror,
-                )
-                raise errors.MailboxUnavailable(self.userid)
-            raise
-        st = os.fstat(fd)
-        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
-            # Renamed over (another process expunged) since we opened it.
-            os.close(fd)
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            os.close(fd)
-            log.error(
-                "refusing spool file {user}: not a regular file with one link",
-                user=self.userid,
-            )
-            raise errors.MailboxUnavailable(self.userid)
-        return fd
-
-    def _tryLocks(self, fd):
-        """
-        Try once to take both locks; True when both are held.
-        """
-        try:
-            lockFile(fd)
-        except BlockingIOError:
-            return False
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        return self._takeDotLock()
-
-    def _takeDotLock(self):
-        """
-        Create C{<userid>.lock} holding our pid, atomically: it is a link to
-        this process's L{LockSource}.  Breaks a stale one (we hold the
-        fcntl lock, so nobody else is deciding the same).
-        """
-        name = self._lockName
-        try:
-            self._lockSource.link(name)
-        except FileExistsError:
-            if self._dotLockIsStale():
-                log.warn("breaking stale lock {name}", name=name)
-                try:
-                    os.unlink(name, dir_fd=self._dirfd)
-                except FileNotFoundError:
-                    pass
-            return False
-        return True
-
-    def _dotLockIsStale(self):
-        """
-        Decide, while holding the fcntl lock, whether the dot-lock belongs to
-        nobody: its holder is dead, or it is too old.
-        """
-        try:
-            fd = os.open(self._lockName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
-        except OSError:
-            return False
-        try:
-            st = os.fstat(fd)
-            content = os.read(fd, 64)
-        finally:
-            os.close(fd)
-        if time.time() - st.st_mtime > STALE_DOTLOCK_AGE:
-            return True
-        try:
-            pid = int(content.split()[0])
-        except (ValueError, IndexError):
-            return False
-        if pid == os.getpid():
-            # A lock of ours left by a job that died: we hold the fcntl lock
-            # now, so nobody else in this process does.
-            return True
-        return not processIsAlive(pid)
-
-    def _dropDotLock(self):
-        try:
-            os.unlink(self._lockName, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            pass
 
     # -- the index
 
@@ -521,10 +436,8 @@ class MboxFile(CrashRecovery, FolderFile):
                 lines = storeLines(uid, given, old=bool(given))
                 self.uidNext = max(self.uidNext, uid) + 1
                 assigned.append(uid)
-                # After the separator and id lines (one piece or two).
-                at = 1 if bytes(record[0]).count(b"\n") > 1 or len(record) < 2 \
-                    or not bytes(record[1][:len(ID_HEADER)]) == ID_HEADER else 2
-                stamped.append(record[:at] + [lines] + record[at:])
+                record, at = _stamped(record, lines)
+                stamped.append(record)
                 storePieces.append(at)
             records = stamped
             fd = handle.fd

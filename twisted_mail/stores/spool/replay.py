@@ -200,21 +200,16 @@ def replayDeliveries(mbox, records):
 
     @param records: C{(inode, msgid, data)} in journal order.
     """
-    with mbox.locked(journal=False) as handle:
-        ino = recovery.inodeNumber(handle.stat.st_ino)
-        # Records for another inode went to a file an expunge has replaced
-        # since (synced, with them in it unless deleted): never again.
-        ours = [(msgid, data) for inode, msgid, data in records if inode == ino]
-        if not ours:
-            return 0
-        cut = _tornTail(handle.fd, handle.stat.st_size,
-                        mbox.entries[-1].start if mbox.entries else 0,
-                        [data for _, data in ours])
-        if cut is not None:
-            log.warn("mailbox {user}: cutting off {n} bytes of a journalled delivery "
-                     "torn by a crash", user=mbox.userid, n=handle.stat.st_size - cut)
-            os.ftruncate(handle.fd, cut)
-            os.fsync(handle.fd)
+    # Cut our torn record before anything else reads the tail: the store's
+    # lines are given to records that lack them (a rewrite of the tail)
+    # only once the file holds whole records.
+    mbox.stampingHeld = True
+    try:
+        cut, ours = _cutTornTail(mbox, records)
+    finally:
+        mbox.stampingHeld = False
+    if ours is None:
+        return 0
     if cut is not None:
         mbox.count()  # index the file as it is now
     present = mbox.knownIds()
@@ -226,6 +221,31 @@ def replayDeliveries(mbox, records):
     if missing:
         mbox.append(missing)
     return len(missing)
+
+
+def _cutTornTail(mbox, records):
+    """
+    Cut a torn record of ours off the end of C{mbox}.
+
+    @return: C{(where it was cut or None, the records for this file or
+        None when none are)}.
+    """
+    with mbox.locked(journal=False) as handle:
+        ino = recovery.inodeNumber(handle.stat.st_ino)
+        # Records for another inode went to a file an expunge has replaced
+        # since (synced, with them in it unless deleted): never again.
+        ours = [(msgid, data) for inode, msgid, data in records if inode == ino]
+        if not ours:
+            return None, None
+        cut = _tornTail(handle.fd, handle.stat.st_size,
+                        mbox.entries[-1].start if mbox.entries else 0,
+                        [data for _, data in ours])
+        if cut is not None:
+            log.warn("mailbox {user}: cutting off {n} bytes of a journalled delivery "
+                     "torn by a crash", user=mbox.userid, n=handle.stat.st_size - cut)
+            os.ftruncate(handle.fd, cut)
+            os.fsync(handle.fd)
+    return cut, ours
 
 
 def _tornTail(fd, size, lastStart, datas):
@@ -244,8 +264,40 @@ def _tornTail(fd, size, lastStart, datas):
     for start in sorted(candidates):
         if start >= size:
             continue
-        found = os.pread(fd, size - start, start)
+        found = _unstamped(os.pread(fd, size - start, start))
         for data in datas:
             if len(found) < len(data) and data.startswith(found):
                 return start
     return None
+
+
+#: The lines the store writes after a record's id line (its UID and flags:
+#: L{twisted_mail.stores.spool.flags.storeLines}), which a record appended
+#: from the journal has in the file but not in the journal.
+_STORE_LINES = (b"X-UID:", b"Status:", b"X-Status:", b"X-Keywords:")
+
+
+def _unstamped(found):
+    """
+    The bytes at the end of a mailbox with the store's lines after the id
+    line taken out, so that they compare with a journalled record: a record
+    torn inside those lines is the journalled record's separator and id
+    lines.
+    """
+    first = found.find(b"\n") + 1
+    if not first or not found.startswith(b"X-Simplemail-Id: ", first):
+        return found
+    at = found.find(b"\n", first) + 1
+    if not at:
+        return found
+    head, rest = found[:at], found[at:]
+    while rest:
+        end = rest.find(b"\n") + 1
+        line = rest[:end] if end else rest
+        if any(line.startswith(name) for name in _STORE_LINES):
+            rest = rest[len(line):]
+        elif not end and any(name.startswith(line) for name in _STORE_LINES):
+            rest = b""  # torn inside the name of a store line
+        else:
+            break
+    return head + rest
