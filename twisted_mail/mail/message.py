@@ -349,9 +349,11 @@ def parseHeaderSection(head):
     """
     Check a submitted header section and cut it into fields.
 
-    @param head: the header lines (LF endings), without the empty line.
+    @param head: the header lines (LF endings; the last may lack its LF),
+        without the empty line.
     @return: a L{list} of C{(name, field)}: the field's name (L{bytes}) and
-        its lines as sent (continuation lines included, LF-terminated).
+        its lines as sent (continuation lines included, each ending with
+        LF).
     @raise MalformedMessage: a line is neither a header field nor the
         continuation of one, or the C{email} package finds the section
         broken.
@@ -366,7 +368,12 @@ def parseHeaderSection(head):
         raise MalformedMessage(
             "it is longer than {} bytes".format(MAX_HEADER_SECTION))
     fields = []
-    for line in head.split(b"\n")[:-1] if head else []:
+    lines = head.split(b"\n") if head else []
+    if lines and not lines[-1]:
+        lines.pop()
+    # A last line without its LF (a message that ends in its header
+    # section) is checked like any other and gets one.
+    for line in lines:
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise MalformedMessage("the first header line is a continuation")
