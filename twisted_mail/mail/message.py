@@ -459,15 +459,17 @@ def encodeSubject(subject):
     """
     A C{Subject:} header value for C{subject} (L{str}): control characters
     (line ends above all, so that no header can be smuggled in) become
-    spaces; text that is not ASCII is encoded as RFC 2047 words in UTF-8;
-    long values are folded.
+    spaces; text that is not ASCII, or holds C{=?}, is encoded as RFC 2047
+    words in UTF-8; long values are folded.
 
     @rtype: L{str} (ASCII), without a line ending.
     """
     from email.header import Header
 
     subject = _HEADER_CONTROLS.sub(" ", subject).strip()
-    if subject.isascii():
+    # ASCII that looks like an encoded word ("=?utf-8?q?...?=") is itself
+    # encoded, or a reader would decode it into something else.
+    if subject.isascii() and "=?" not in subject:
         return Header(subject, "us-ascii", header_name="Subject").encode(linesep="\n")
     return Header(subject, "utf-8", header_name="Subject").encode(linesep="\n")
 
