@@ -18,6 +18,7 @@ The input is the file's contents.  Properties:
     must not hold a login thread for hours).
 """
 
+import contextlib
 import os
 import tempfile
 import types
@@ -41,13 +42,25 @@ def _scrypt(password, salt, n, r, p, dklen, maxmem=0):
     return bytes(dklen)
 
 
-portal.hashlib = types.SimpleNamespace(scrypt=_scrypt)
 _STUB_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 43 + "="
-portal.hashPassword = lambda password, salt=None: _STUB_HASH
 
-_DIRECTORY = tempfile.mkdtemp(
-    prefix="simplemail-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-_PATH = os.path.join(_DIRECTORY, "passwords")
+
+@contextlib.contextmanager
+def _stubbedHashing():
+    """
+    hashlib's scrypt replaced by L{_scrypt}, and new hashes by a fixed one,
+    while a check runs (the real ones cost 50 ms each).
+    """
+    saved = portal.hashlib, portal.hashPassword
+    portal.hashlib = types.SimpleNamespace(scrypt=_scrypt)
+    portal.hashPassword = lambda password, salt=None: _STUB_HASH
+    try:
+        yield
+    finally:
+        portal.hashlib, portal.hashPassword = saved
+
+#: The file the contents are written to (set by L{main} or a test).
+_PATH = None
 
 
 def _expected(contents):
@@ -71,6 +84,11 @@ def _expected(contents):
 
 
 def check(contents):
+    with _stubbedHashing():
+        _check(contents)
+
+
+def _check(contents):
     with open(_PATH, "wb") as f:
         f.write(contents)
     passwords = portal.PasswordFile(_PATH)
@@ -87,4 +105,7 @@ def check(contents):
 
 
 if __name__ == "__main__":
+    _PATH = os.path.join(tempfile.mkdtemp(
+        prefix="simplemail-fuzz-",
+        dir="/dev/shm" if os.path.isdir("/dev/shm") else None), "passwords")
     harness.main(check)

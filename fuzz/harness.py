@@ -12,6 +12,7 @@ tests/test_fuzz_findings.py call it without atheris) and ends with::
 """
 
 import contextlib
+import os
 import re
 import sys
 
@@ -35,12 +36,20 @@ TARGETS = (
 )
 
 
+def fuzzing():
+    """
+    Whether this process is a fuzz target run under atheris (C{python -m
+    fuzz.fuzz_<name>}), not a test importing a target's C{check}.
+    """
+    return atheris is not None and os.path.basename(sys.argv[0]).startswith("fuzz_")
+
+
 def instrumented():
     """
     A context manager inside which imported modules get atheris's coverage
-    instrumentation (a no-op without atheris).
+    instrumentation when L{fuzzing} (else a no-op).
     """
-    if atheris is None:
+    if not fuzzing():
         return contextlib.nullcontext()
     return atheris.instrument_imports()
 
