@@ -182,7 +182,7 @@ def runSearch(store, view, tree):
         return sorted(wanted)
 
     def unsupported(failure):
-        failure.trap(NotImplementedError, AttributeError)
+        failure.trap(NotImplementedError, AttributeError, errors.TemporaryFailure)
         return scan(view, tree)
 
     return d.addCallbacks(found, unsupported)

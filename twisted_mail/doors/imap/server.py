@@ -403,20 +403,27 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
         if not isinstance(result, defer.Deferred):
             self._answer(tag, name, args, result)
             return
-        finished = []
-        result.addBoth(finished.append)
-        if finished:
-            self._answerResult(tag, name, args, finished[0])
+        self._whenDone(result, lambda outcome: self._answerResult(tag, name, args, outcome))
+
+    def _whenDone(self, d, answer):
+        """
+        Answer a command when its L{Deferred} fires: at once if it has, or
+        else later, holding the commands that follow until then.
+        """
+        box = []
+        d.addBoth(box.append)
+        if box:
+            answer(box[0])
             return
         self._busy = True
         if self._streamer is None:
             self.setTimeout(None)
 
-        def done(outcome):
-            self._answerResult(tag, name, args, outcome)
+        def done(_):
+            answer(box[0])
             self._resume()
 
-        result.addBoth(done)
+        d.addCallback(done)
 
     def _answerResult(self, tag, name, args, outcome):
         if hasattr(outcome, "trap"):
@@ -582,18 +589,7 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
             result = self._failureAnswer(e)
         if not isinstance(result, defer.Deferred):
             result = defer.succeed(result)
-        finished = []
-        result.addBoth(finished.append)
-        if finished:
-            self._answerResult(tag, name, [], finished[0])
-            return
-        self._busy = True
-
-        def done(outcome):
-            self._answerResult(tag, name, [], outcome)
-            self._resume()
-
-        result.addBoth(done)
+        self._whenDone(result, lambda outcome: self._answerResult(tag, name, [], outcome))
 
     def _plain(self, response):
         try:
