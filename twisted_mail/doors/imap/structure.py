@@ -91,16 +91,18 @@ class Entity:
 
     def header(self, name):
         """
-        The first C{name} field's value as sent (unfolded), or L{None}.
+        The first C{name} field's value as sent (unfolded; 8-bit bytes kept
+        as surrogates, which L{_raw} turns back into bytes), or L{None}.
         """
+        lowered = name.lower()
         try:
-            value = self.headers.get(name)
+            for key, value in self.headers.raw_items():
+                if key.lower() == lowered:
+                    value = value if isinstance(value, str) else str(value)
+                    return re.sub(r"\r?\n(?=[ \t])", "", value).strip()
         except Exception:
             return None
-        if value is None:
-            return None
-        value = str(value)
-        return re.sub(r"\r?\n(?=[ \t])", "", value).strip()
+        return None
 
     @property
     def contentType(self):
