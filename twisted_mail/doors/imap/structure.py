@@ -22,6 +22,7 @@ MAX_CHILDREN = 1000
 
 _headerParser = BytesHeaderParser(policy=policy.compat32)
 _FIELD = re.compile(rb"([^:\s]+)[ \t]*:")
+_UNSAFE = re.compile(rb"[^\x20-\x7e]")
 
 
 def crlf(text):
@@ -49,6 +50,30 @@ def _headerEnd(text, start, end):
     return blank + 4
 
 
+def _firstFields(header):
+    """
+    The first value of each field of a header section, by lower-case
+    name: unfolded, stripped, bytes as ASCII with surrogates.
+    """
+    fields = {}
+    name = None
+    value = []
+    for line in header.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and name is not None:
+            value.append(line)
+            continue
+        if name is not None and name not in fields:
+            fields[name] = b"".join(value).strip().decode("ascii", "surrogateescape")
+        name = None
+        colon = line.find(b":")
+        if colon > 0:
+            name = line[:colon].strip().decode("ascii", "surrogateescape").lower()
+            value = [line[colon + 1:]]
+    if name is not None and name not in fields:
+        fields[name] = b"".join(value).strip().decode("ascii", "surrogateescape")
+    return fields
+
+
 class Entity:
     """
     One MIME entity: a message or a body part.
@@ -67,6 +92,7 @@ class Entity:
         self.depth = depth
         self._defaultType = defaultType
         self._headers = None
+        self._fields = None
         self._children = None
         self._encapsulated = None
 
@@ -94,15 +120,9 @@ class Entity:
         The first C{name} field's value as sent (unfolded; 8-bit bytes kept
         as surrogates, which L{_raw} turns back into bytes), or L{None}.
         """
-        lowered = name.lower()
-        try:
-            for key, value in self.headers.raw_items():
-                if key.lower() == lowered:
-                    value = value if isinstance(value, str) else str(value)
-                    return re.sub(r"\r?\n(?=[ \t])", "", value).strip()
-        except Exception:
-            return None
-        return None
+        if self._fields is None:
+            self._fields = _firstFields(self.headerBytes)
+        return self._fields.get(name.lower())
 
     @property
     def contentType(self):
@@ -246,7 +266,7 @@ def quote(value):
         return b"NIL"
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogateescape")
-    if len(value) < 1024 and not any(c < 0x20 or c > 0x7E for c in value):
+    if len(value) < 1024 and not _UNSAFE.search(value):
         return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(value)
 
