@@ -560,3 +560,37 @@ class HostileTests(SynchronousTestCase):
         """
         self.assertEqual(parser.MAX_DEPTH, 64)
         self.assertEqual(parser.MAX_LINE, 1024 * 1024)
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_options(self):
+        """
+        --imap is repeatable and checked; the TLS files need --imap; the
+        door is in the doors table.
+        """
+        from twisted.python import usage
+
+        from twisted_mail.service.doors import DOORS, doorEndpoints
+        from twisted_mail.service.options import Options
+
+        spool = self.mktemp()
+        o = Options()
+        o.parseOptions(["--spool", spool, "--imap", "tcp:9143:interface=127.0.0.1",
+                        "--imap", "tcp:9144"])
+        self.assertEqual(o["imap"], ["tcp:9143:interface=127.0.0.1", "tcp:9144"])
+        self.assertIn(("imap", "tcp:9144"), doorEndpoints(o))
+        self.assertIn("imap", [d.option for d in DOORS])
+        self.assertRaises(usage.UsageError, Options().parseOptions,
+                          ["--spool", spool, "--imap", "tcp:nope"])
+        self.assertRaises(usage.UsageError, Options().parseOptions,
+                          ["--spool", spool, "--imap-tls-cert", "x.pem"])
+
+    def test_idleTimeoutFloor(self):
+        """
+        The IMAP idle timeout is never under 30 minutes.
+        """
+        from twisted_mail.doors.imap.factory import IMAPFactory
+        from twisted_mail.stores.memory import MemoryStore
+
+        self.assertEqual(IMAPFactory(MemoryStore(), idleTimeout=60).idleTimeout, 1800)
+        self.assertEqual(IMAPFactory(MemoryStore(), idleTimeout=7200).idleTimeout, 7200)

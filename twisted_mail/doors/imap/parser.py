@@ -26,7 +26,7 @@ MAX_LITERAL = 64 * 1024
 MAX_DEPTH = 64
 
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}\Z")
-_ATOM_STOP = frozenset(b' (){"') | frozenset(range(0, 0x20)) | {0x7F}
+_ATOM_RUN = re.compile(rb'[^ (){"\x00-\x1f\x7f\[]*')
 _TAG = re.compile(rb"[!#$&',-.0-9:;<=>?@A-Z\[^_`a-z|~\]]+\Z")
 
 
@@ -115,18 +115,15 @@ def _readAtom(reader):
     text = reader.text
     start = reader.pos
     pos = start
-    end = len(text)
-    while pos < end:
-        c = text[pos]
-        if c == 0x5B:  # [ ... ] is part of an atom (BODY[HEADER.FIELDS (A B)])
-            close = text.find(b"]", pos)
-            if close == -1:
-                raise BadCommand("missing ]")
-            pos = close + 1
-            continue
-        if c in _ATOM_STOP:
+    while True:
+        pos = _ATOM_RUN.match(text, pos).end()
+        if text[pos:pos + 1] != b"[":
             break
-        pos += 1
+        # [ ... ] is part of an atom (BODY[HEADER.FIELDS (A B)]).
+        close = text.find(b"]", pos)
+        if close == -1:
+            raise BadCommand("missing ]")
+        pos = close + 1
     reader.pos = pos
     return Atom(text[start:pos])
 
