@@ -481,3 +481,17 @@ class FolderContractMixin:
 class MemoryFolderTests(FolderContractMixin, SynchronousTestCase):
     def makeStore(self):
         return MemoryStore()
+
+
+class SpoolFolderTests(FolderContractMixin, SynchronousTestCase):
+    def makeStore(self):
+        self.path = self.mktemp()
+        return makeSpoolStore(self, self.path)
+
+    def reopen(self):
+        return makeSpoolStore(self, self.path)
+
+    def settle(self):
+        from twisted_mail.stores.spool.store import POLL_INTERVAL
+
+        self.store._reactor.advance(POLL_INTERVAL)
