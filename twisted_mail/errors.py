@@ -121,3 +121,60 @@ class MalformedMessage(MailError):
     """
 
     text = "the message's header section does not parse: {0}"
+
+
+class InvalidFolderName(MailError):
+    """
+    A folder name outside the rules of MAILBOX.md (empty, a control
+    character, an empty, C{.} or C{..} level, over 255 UTF-8 bytes).
+    """
+
+    text = "invalid folder name: {0}"
+
+
+class NoSuchFolder(MailError):
+    """
+    The user has no folder of that name.
+    """
+
+    text = "no such folder: {0}"
+
+
+class FolderExists(MailError):
+    """
+    A folder of that name exists already.
+    """
+
+    text = "folder already exists: {0}"
+
+
+class FolderNotChangeable(MailError):
+    """
+    INBOX can't be renamed or deleted, nor a special-use folder renamed.
+    """
+
+    text = "folder can't be changed that way: {0}"
+
+
+class InvalidFlag(MailError):
+    """
+    A flag that is neither a system flag nor an atom keyword.
+    """
+
+    text = "invalid flag: {0}"
+
+
+class TooManyKeywords(MailError):
+    """
+    The folder holds as many distinct keywords as a store keeps.
+    """
+
+    text = "too many distinct keywords in this folder"
+
+
+class InvalidQuery(MailError):
+    """
+    A search query that does not parse (the reason follows).
+    """
+
+    text = "bad search: {0}"

@@ -60,8 +60,9 @@ class IMailStore(Interface):
         @param body: the body: L{bytes}, or a L{list} of bytes-like blocks
             that together make it, each but the last ending at the end of a
             line (so that a large body need not be joined into one string).
-        @return: a L{Deferred} firing with L{None} only once the message is
-            stored for good (on disk and synced, for a disk store).  It fails
+        @return: a L{Deferred} firing with the new message's id (in the
+            receiver's INBOX) only once the message is stored for good (on
+            disk and synced, for a disk store).  It fails
             with L{InvalidUserId}, L{NoSuchUser}, L{MessageTooLarge} (nothing
             stored) or L{TemporaryFailure} (nothing stored).
         """
@@ -96,9 +97,207 @@ class IMailStore(Interface):
         """
 
 
-class IMailboxSession(Interface):
+    # -- the mailbox model (MAILBOX.md): folders, UIDs, flags, events,
+    # search.  Folder names are canonical per
+    # twisted_mail.mail.model.normalizeFolderName (a store normalises what
+    # it is given, and fails with InvalidFolderName); INBOX is the mailbox
+    # every folder-less door works on.  Ids are unique per user across
+    # folders; a move keeps a message's id, a copy makes a new one.
+
+    def listFolders(userid):
+        """
+        The user's folders, INBOX first, then by name; the special-use
+        folders (Sent, Drafts, Trash, Junk, Archive) are always listed
+        (made when first needed).
+
+        @return: a L{Deferred} firing with a L{list} of
+            L{twisted_mail.mail.model.FolderInfo}, or failing with
+            L{InvalidUserId}, L{NoSuchUser} or L{TemporaryFailure}.
+        """
+
+    def createFolder(userid, name):
+        """
+        Make a folder, durably (levels above it need not exist).
+
+        @return: a L{Deferred} firing with its canonical name, or failing
+            with L{InvalidFolderName}, L{FolderExists}, L{NoSuchUser} or
+            L{TemporaryFailure}.
+        """
+
+    def renameFolder(userid, name, newName):
+        """
+        Rename a folder and the folders below it, durably; its messages keep
+        their ids and UIDs (its UIDVALIDITY stands).
+
+        @return: a L{Deferred} firing with the new canonical name, or
+            failing with L{NoSuchFolder}, L{FolderExists},
+            L{InvalidFolderName}, L{FolderNotChangeable} (INBOX, a
+            special-use folder) or L{TemporaryFailure}.
+        """
+
+    def deleteFolder(userid, name):
+        """
+        Delete a folder and its messages for good, durably (folders below
+        it stay).
+
+        @return: a L{Deferred} firing with L{None}, or failing with
+            L{NoSuchFolder}, L{FolderNotChangeable} (INBOX) or
+            L{TemporaryFailure}.
+        """
+
+    def openFolder(userid, name):
+        """
+        Open a view of one folder (C{openMailbox(userid)} is
+        C{openFolder(userid, "INBOX")} with a cursor).
+
+        @return: a L{Deferred} firing with an L{IFolder}, or failing with
+            L{InvalidUserId}, L{NoSuchUser}, L{InvalidFolderName} or
+            L{NoSuchFolder}.
+        """
+
+    def appendMessage(userid, folder, message, flags=(), arrived=None):
+        """
+        Store a complete message as given into a folder (IMAP APPEND, a sent
+        copy), with flags and an arrival time, durably.
+
+        @param message: RFC 5322 L{bytes} (line ends are normalised).
+        @param flags: flags and keywords to give it.
+        @param arrived: POSIX seconds, or L{None} for now.
+        @return: a L{Deferred} firing with its
+            L{twisted_mail.mail.mime.MessageSummary} (id, UID, flags,
+            folder) once it is stored for good, or failing with
+            L{NoSuchFolder}, L{InvalidFlag}, L{MessageTooLarge} or
+            L{TemporaryFailure} (nothing stored).
+        """
+
+    def watch(userid, listener):
+        """
+        Be told of every change to the user's mail: new messages, flag
+        changes and expunges in any folder, and folder changes; through any
+        door and any process sharing the store, within 2 seconds.
+
+        @param listener: called on the reactor thread with one
+            L{twisted_mail.mail.model.MailEvent} per change.  It must not
+            raise.
+        @return: a no-argument callable that ends the watch.
+        """
+
+    def search(userid, query, folder=None, start=0, limit=None):
+        """
+        The messages matching a search, newest first.
+
+        @param query: a parsed query (L{twisted_mail.mail.query}).
+        @param folder: search this folder only; L{None}: every folder.
+        @return: a L{Deferred} firing with a
+            L{twisted_mail.mail.mime.Listing} (C{total} counts the matches;
+            each summary names its folder), or failing with
+            L{NoSuchFolder} or L{TemporaryFailure}.
+        """
+
+
+class IFolder(Interface):
     """
-    One client's view of one mailbox: a cursor and a current message.
+    A view of one folder of one user: its messages with their ids, UIDs and
+    flags, in folder order (ascending UIDs).  Several views of one folder,
+    in any process, see each other's changes (L{IMailStore.watch} says when).
+    """
+
+    userid = Attribute("The canonical user id whose folder this is.")
+
+    folder = Attribute("The canonical folder name.")
+
+    uidValidity = Attribute("The folder's UIDVALIDITY.")
+
+    def listMessages(start=0, limit=None, newestFirst=False):
+        """
+        Summaries of the messages not expunged, in folder order (or the
+        reverse), as the folder is now; each carries its C{uid}, C{flags}
+        and C{folder}.
+
+        @param start: how many to skip (from the newest with C{newestFirst}).
+        @param limit: how many at most (L{None}: all).
+        @return: a L{Deferred} firing with a L{twisted_mail.mail.mime.Listing}
+            (C{total} and C{messages}, a list of
+            L{twisted_mail.mail.mime.MessageSummary}), or failing with
+            L{TemporaryFailure}.
+        """
+
+    def fetchMessage(msgid):
+        """
+        The message with id C{msgid} as C{READM} shows it (no status or id
+        lines); the cursor and the current message do not change, and no
+        flag changes.
+
+        @return: a L{Deferred} firing with L{bytes}, or failing with
+            L{NoSuchMessage} or L{TemporaryFailure}.
+        """
+
+    def setFlags(msgids, add=(), remove=()):
+        """
+        Add and remove flags of messages, durably before the answer
+        (IMAP STORE, the API's PATCH, the console's Flag).  Ids of messages
+        already gone are skipped.
+
+        @return: a L{Deferred} firing with the L{list} of the changed
+            messages' summaries as they are now, or failing with
+            L{InvalidFlag}, L{TooManyKeywords} or L{TemporaryFailure}
+            (nothing changed).
+        """
+
+    def markSeen(msgids):
+        """
+        Give these messages C{\\Seen} because they were read (READM, RETR,
+        FETCH BODY[]): every door sees it at once; it may reach the disk
+        lazily (within seconds, and by the view's C{close}).
+
+        @return: a L{Deferred} firing with L{None}; it does not fail.
+        """
+
+    def moveMessages(msgids, folder):
+        """
+        Move messages to another folder of the same user, durably; each keeps
+        its id and flags and gets a new UID there.
+
+        @return: a L{Deferred} firing with a L{list} of C{(msgid, uid)} in
+            the target, in the order given (ids already gone skipped), or
+            failing with L{NoSuchFolder} (nothing moved) or
+            L{TemporaryFailure}.
+        """
+
+    def copyMessages(msgids, folder):
+        """
+        Copy messages to a folder of the same user, durably; each copy gets a
+        new id and UID and the original's flags.
+
+        @return: a L{Deferred} firing with a L{list} of C{(newid, uid)}, as
+            for L{moveMessages}.
+        """
+
+    def deleteMessages(msgids):
+        """
+        Delete the messages with these ids, durably, all in one step (POP3's
+        QUIT, the web API's DELETE, IMAP EXPUNGE of C{\\Deleted}).  Ids of
+        messages already gone are skipped.
+
+        @return: a L{Deferred} firing with the L{list} of ids deleted now
+            once every delete is durable, or failing with L{TemporaryFailure}
+            (nothing deleted).
+        """
+
+    def close():
+        """
+        End the view.  Deletes made in it are expunged from the store, and
+        lazy C{\\Seen} flags written, no later than this.  Calling it again
+        does nothing.
+
+        @return: a L{Deferred} firing with L{None}; it does not fail.
+        """
+
+
+class IMailboxSession(IFolder):
+    """
+    One client's view of INBOX with a cursor and a current message (the
+    line protocol, POP3, the console).
 
     The cursor follows messages, not positions: messages delivered or
     deleted by anyone else never make it skip or repeat a message.
@@ -129,34 +328,6 @@ class IMailboxSession(Interface):
             already deleted) or L{TemporaryFailure}.
         """
 
-    # -- the mailbox view, shared by every door (POP3, the web API, LSTM).
-    # Messages are named by stable ids: opaque URL-safe ASCII
-    # ([A-Za-z0-9_-]{1,64}), unique in the mailbox, unchanged across
-    # sessions, restarts, other sessions' deletes and other tools'
-    # rewrites, never given to another message (docs/mailbox-ids.rst).
-
-    def listMessages(start=0, limit=None, newestFirst=False):
-        """
-        Summaries of the messages not deleted, in mailbox order (or the
-        reverse), as the mailbox is now.
-
-        @param start: how many to skip (from the newest with C{newestFirst}).
-        @param limit: how many at most (L{None}: all).
-        @return: a L{Deferred} firing with a L{twisted_mail.mail.mime.Listing}
-            (C{total} and C{messages}, a list of
-            L{twisted_mail.mail.mime.MessageSummary}), or failing with
-            L{TemporaryFailure}.
-        """
-
-    def fetchMessage(msgid):
-        """
-        The message with id C{msgid} as C{readMessage} gives it; the cursor
-        and the current message do not change.
-
-        @return: a L{Deferred} firing with L{bytes}, or failing with
-            L{NoSuchMessage} or L{TemporaryFailure}.
-        """
-
     def selectMessage(msgid):
         """
         Like C{readMessage}, but of the message with id C{msgid}: it becomes
@@ -164,23 +335,4 @@ class IMailboxSession(Interface):
 
         @return: a L{Deferred} firing with L{bytes}, or failing with
             L{NoSuchMessage} or L{TemporaryFailure}.
-        """
-
-    def deleteMessages(msgids):
-        """
-        Delete the messages with these ids, durably, all in one step (POP3's
-        QUIT, the web API's DELETE).  Ids of messages already gone are
-        skipped.
-
-        @return: a L{Deferred} firing with the L{list} of ids deleted now
-            once every delete is durable, or failing with L{TemporaryFailure}
-            (nothing deleted).
-        """
-
-    def close():
-        """
-        End the session.  Deletes made in it are expunged from the store no
-        later than this.  Calling it again does nothing.
-
-        @return: a L{Deferred} firing with L{None}; it does not fail.
         """

@@ -67,13 +67,18 @@ class MessageSummary:
         time when it has none that parses.
     @ivar snippet: the start of the text, white space collapsed.
     @ivar attachments: the number of attachments.
+    @ivar uid: its UID in its folder (RFC 3501 2.3.1.1), or 0 where the store
+        has not given one.
+    @ivar flags: its flags and keywords, a L{frozenset} of L{str}
+        (C{"\\Seen"}, C{"$Forwarded"}; L{twisted_mail.mail.model}).
+    @ivar folder: the canonical name of its folder.
     """
 
     __slots__ = ("id", "size", "arrived", "sender", "to", "subject", "date",
-                 "snippet", "attachments")
+                 "snippet", "attachments", "uid", "flags", "folder")
 
     def __init__(self, id, size, arrived, sender="", to="", subject="", date="",
-                 snippet="", attachments=0):
+                 snippet="", attachments=0, uid=0, flags=frozenset(), folder="INBOX"):
         self.id = id
         self.size = size
         self.arrived = arrived
@@ -83,6 +88,17 @@ class MessageSummary:
         self.date = date or isoTime(arrived)
         self.snippet = snippet
         self.attachments = attachments
+        self.uid = uid
+        self.flags = frozenset(flags)
+        self.folder = folder
+
+    def replace(self, **changes):
+        """
+        A copy with some fields changed (C{flags}, C{uid}, C{folder}).
+        """
+        fields = {k: getattr(self, k) for k in self.__slots__}
+        fields.update(changes)
+        return MessageSummary(**fields)
 
     def asDict(self):
         """

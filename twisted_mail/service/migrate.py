@@ -29,12 +29,12 @@ from twisted.python import usage
 from twisted_mail import errors
 from twisted_mail.mail.message import (
     ID_HEADER,
-    fromMboxRecord,
     idHeaderLine,
     quoteFrom,
     separatorLine,
 )
 from twisted_mail.mail.mime import arrivalTime
+from twisted_mail.stores.spool.flags import readerText, recordForCopy
 
 #: How many bytes of messages go in one transaction or one append.
 BATCH_BYTES = 8 * 1024 * 1024
@@ -116,7 +116,7 @@ def splitRecord(record):
     separator = record[:newline]
     words = separator.split(b" ")
     envelope = words[1].decode("utf-8", "replace") if len(words) > 1 else ""
-    return head, envelope, arrivalTime(separator), fromMboxRecord(record)
+    return head, envelope, arrivalTime(separator), readerText(record)
 
 
 def defaultHead(envelope, arrived, msgid):
@@ -152,7 +152,8 @@ def toDatabase(spool, url, out):
                         continue
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
                     head, envelope, arrived, text = splitRecord(record)
-                    if head + quoteFrom(text) + b"\n" != record:
+                    if head + quoteFrom(text) + b"\n" != b"".join(
+                            recordForCopy(record, entry.msgid)):
                         inexact += 1
                     if head == defaultHead(envelope, arrived, entry.msgid):
                         head = None
