@@ -33,6 +33,7 @@ TARGETS = (
     "web_api",
     "passwords",
     "roundtrip",
+    "imap",
 )
 
 

@@ -94,6 +94,10 @@ class SeedCorpusTests(SynchronousTestCase):
         """The seeds' subjects and texts survive the builder and the reader."""
         self.replay("roundtrip")
 
+    def test_imap(self):
+        """The seeds' IMAP commands tokenize, and write back, as the grammar says."""
+        self.replay("imap")
+
 
 class HeaderFindingTests(SynchronousTestCase):
     def test_unterminatedLastLineChecked(self):
