@@ -16,13 +16,10 @@ it, command by command:
     ending normalised).
 """
 
-import zlib
-
 from fuzz import harness
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 with harness.instrumented():
     from twisted_mail import errors, wire
@@ -32,15 +29,7 @@ with harness.instrumented():
 
 _MULTILINE = frozenset(["CAPA", "LSTU", "LSTM", "READM"])
 _LIMIT = 300
-_failures = []
-
-
-def _observe(event):
-    if "log_failure" in event:
-        _failures.append(event)
-
-
-globalLogPublisher.addObserver(_observe)
+_failures = harness.FailureLog()
 
 
 class _Store(MemoryStore):
@@ -75,12 +64,7 @@ def feed(stream):
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
-    checksum = zlib.crc32(stream)
-    size = len(stream) if checksum % 4 == 0 else 1 + checksum % 23
-    for start in range(0, len(stream), max(size, 1)):
-        if transport.disconnecting:
-            break
-        proto.dataReceived(stream[start:start + size])
+    harness.feed(proto, transport, stream)
     if not transport.disconnecting:
         clock.advance(factory.idleTimeout + 1)
     proto.connectionLost(None)
@@ -97,9 +81,9 @@ def _lines(stream):
 
 
 def check(stream):
-    del _failures[:]
+    _failures.clear()
     output, store = feed(stream)
-    assert not _failures, _failures
+    _failures.assertNone()
     assert b"internal error" not in output, output
     replies = harness.Replies(output)
     assert replies.status() == b"+OK simplemail ready"

@@ -15,13 +15,11 @@ The output is read back as a POP3 client reads it:
 """
 
 import functools
-import zlib
 
 from fuzz import harness
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 with harness.instrumented():
     from twisted_mail.doors.pop3.server import POP3Factory
@@ -35,15 +33,7 @@ MESSAGES = (
     b"no header section at all\n..\n.\n",
 )
 
-_failures = []
-
-
-def _observe(event):
-    if "log_failure" in event:
-        _failures.append(event)
-
-
-globalLogPublisher.addObserver(_observe)
+_failures = harness.FailureLog()
 
 
 class _Transport(StringTransport):
@@ -72,13 +62,7 @@ def feed(stream):
     proto = factory.buildProtocol(None)
     transport = _Transport()
     proto.makeConnection(transport)
-    checksum = zlib.crc32(stream)
-    size = len(stream) if checksum % 4 == 0 else 1 + checksum % 23
-    for start in range(0, len(stream), max(size, 1)):
-        if transport.disconnecting:
-            break
-        proto.dataReceived(stream[start:start + size])
-        _pump(transport)
+    harness.feed(proto, transport, stream, lambda: _pump(transport))
     if not transport.disconnecting:
         clock.advance(601)
     proto.connectionLost(None)
@@ -95,9 +79,9 @@ def _multiline(verb, args):
 
 
 def check(stream):
-    del _failures[:]
+    _failures.clear()
     output, store, stored = feed(stream)
-    assert not _failures, _failures
+    _failures.assertNone()
     assert b"internal error" not in output, output
     replies = harness.Replies(output)
     assert replies.status() == b"+OK simplemail POP3 server ready"

@@ -22,7 +22,6 @@ The input's first byte picks the part fuzzed:
 import base64
 import binascii
 import re
-import zlib
 
 from fuzz import harness
 
@@ -34,7 +33,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 from zope.interface import implementer
 
 with harness.instrumented():
@@ -43,15 +41,7 @@ with harness.instrumented():
     from twisted_mail.logins.portal import MailRealm
     from twisted_mail.stores.memory import MemoryStore
 
-_failures = []
-
-
-def _observe(event):
-    if "log_failure" in event:
-        _failures.append(event)
-
-
-globalLogPublisher.addObserver(_observe)
+_failures = harness.FailureLog()
 
 
 @implementer(ISSLTransport)
@@ -108,7 +98,7 @@ def checkReplies(output):
 
 
 def checkSession(stream):
-    del _failures[:]
+    _failures.clear()
     store = MemoryStore(domain="example.org", clock=lambda: 1785000000)
     store.addUser("bob")
     store.addUser("carol")
@@ -121,19 +111,14 @@ def checkSession(stream):
     proto = factory.buildProtocol(None)
     transport = _TLSTransport()
     proto.makeConnection(transport)
-    checksum = zlib.crc32(stream)
-    size = len(stream) if checksum % 4 == 0 else 1 + checksum % 23
-    for start in range(0, len(stream), max(size, 1)):
-        if transport.disconnecting:
-            break
-        proto.dataReceived(stream[start:start + size])
+    harness.feed(proto, transport, stream)
     assert not proto._paused, "the server is waiting for nothing"
     authenticated = proto.authenticated
     user = proto.authenticatedUser
     if not transport.disconnecting:
         clock.advance(61)
     proto.connectionLost(None)
-    assert not _failures, _failures
+    _failures.assertNone()
     output = transport.value()
     assert b"internal error" not in output, output
     replies = checkReplies(output)

@@ -24,7 +24,6 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 with harness.instrumented():
     from twisted_mail.doors.web import makeWebFactory
@@ -46,15 +45,7 @@ PLAIN_MAIL = b"From: alice@localhost\nTo: bob@localhost\nSubject: hi\n\nhello bo
 METHODS = (b"GET", b"POST", b"DELETE", b"HEAD", b"PUT", b"OPTIONS", b"GET", b"POST")
 CODES = frozenset([200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 503])
 
-_failures = []
-
-
-def _observe(event):
-    if "log_failure" in event:
-        _failures.append(event)
-
-
-globalLogPublisher.addObserver(_observe)
+_failures = harness.FailureLog()
 
 
 def _syncThread(f, *args):
@@ -182,9 +173,9 @@ def check(data):
     target = _escape(target)
     if b"/events" in target.split(b"?")[0]:
         return  # a stream that stays open: not a JSON answer
-    del _failures[:]
+    _failures.clear()
     method, answer = request(flags, target, body)
-    assert not _failures, _failures
+    _failures.assertNone()
     code, headers, content = _parse(answer, method)
     if not target.startswith(b"/api/"):
         # The page and its files, not the API: anything but a 500 (an

@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import sys
+import zlib
 
 try:
     import atheris
@@ -63,6 +64,45 @@ def main(check):
         sys.exit("atheris is not installed: pip install -e '.[fuzz]'")
     atheris.Setup(sys.argv, check)
     atheris.Fuzz()
+
+
+class FailureLog:
+    """
+    The failures logged (C{log.failure}) while a check runs: a server must
+    log none, whatever it is sent.
+    """
+
+    def __init__(self):
+        from twisted.logger import globalLogPublisher
+
+        self.failures = []
+        globalLogPublisher.addObserver(self._observe)
+
+    def _observe(self, event):
+        if "log_failure" in event:
+            self.failures.append(event)
+
+    def clear(self):
+        del self.failures[:]
+
+    def assertNone(self):
+        assert not self.failures, self.failures
+
+
+def feed(protocol, transport, stream, pump=None):
+    """
+    Hand C{stream} to C{protocol} in chunks (the whole of it at once, or
+    pieces of 1 to 23 bytes: which comes from a checksum of it), until the
+    transport is closing; C{pump()} after each chunk.
+    """
+    checksum = zlib.crc32(stream)
+    size = len(stream) if checksum % 4 == 0 else 1 + checksum % 23
+    for start in range(0, len(stream), max(size, 1)):
+        if transport.disconnecting:
+            break
+        protocol.dataReceived(stream[start:start + size])
+        if pump is not None:
+            pump()
 
 
 _STATUS = re.compile(rb"(\+OK|-ERR)( [^\r\n]*)?\Z")
