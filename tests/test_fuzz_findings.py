@@ -117,6 +117,20 @@ class HeaderFindingTests(SynchronousTestCase):
         self.assertIn(b"\nSubject: hi\n\n", stored)
 
 
+    def test_headersTheEmailPackageCannotRead(self):
+        """
+        A header section that makes the C{email} package raise when it
+        reads the message (RFC 2231 parameters C{x*; x*0=a} in a multipart
+        Content-Type: a TypeError in CPython's email.utils) is refused,
+        not stored for every reader to trip over.
+        """
+        head = b"Content-Type: multipart/mixed; x*; x*0=a\n"
+        with self.assertRaises(MalformedMessage):
+            message.parseHeaderSection(head)
+        with self.assertRaises(MalformedMessage):
+            message.buildSubmittedMessage("bob", "carol", "example.org", head + b"\nbody\n")
+
+
 class MimeFindingTests(SynchronousTestCase):
     def test_nulInCharset(self):
         """

@@ -359,7 +359,7 @@ def parseHeaderSection(head):
         broken.
     """
     from email import errors as emailErrors
-    from email.parser import BytesHeaderParser
+    from email.parser import BytesParser
     from email.policy import compat32
 
     from twisted_mail.errors import MalformedMessage
@@ -383,7 +383,13 @@ def parseHeaderSection(head):
             fields.append((line.split(b":", 1)[0], line + b"\n"))
         else:
             raise MalformedMessage("not a header line: " + escapeControls(line.decode("utf-8", "replace"), keep="", limit=40))
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n")
+    try:
+        # The whole parser, not only the header one: with a multipart
+        # Content-Type it reads the parameters too, and some RFC 2231
+        # ones ('boundary*;x*') make it raise (CPython's email.utils).
+        parsed = BytesParser(policy=compat32).parsebytes(head + b"\n")
+    except Exception:
+        raise MalformedMessage("the email package cannot read it")
     for defect in parsed.defects:
         if isinstance(
             defect,
