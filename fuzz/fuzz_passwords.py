@@ -20,6 +20,7 @@ The input is the file's contents.  Properties:
 
 import contextlib
 import os
+import shutil
 import tempfile
 import types
 
@@ -104,8 +105,27 @@ def _check(contents):
     assert after == hashes, (hashes, after)
 
 
+def _scratchFile():
+    """
+    A file in a directory of this process's own (in memory when
+    C{/dev/shm} is there); those of earlier runs, whose processes are
+    gone, are removed (libFuzzer ends a run without Python's atexit).
+    """
+    parent = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    prefix = "simplemail-fuzz-passwords-"
+    for name in os.listdir(parent):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            try:
+                os.kill(int(name[len(prefix):]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(parent, name), True)
+            except OSError:
+                pass
+    directory = os.path.join(parent, prefix + str(os.getpid()))
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, "passwords")
+
+
 if __name__ == "__main__":
-    _PATH = os.path.join(tempfile.mkdtemp(
-        prefix="simplemail-fuzz-",
-        dir="/dev/shm" if os.path.isdir("/dev/shm") else None), "passwords")
+    _PATH = _scratchFile()
     harness.main(check)
