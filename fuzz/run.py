@@ -6,7 +6,7 @@ whether it crashed (a property failed or an exception escaped).
 A bounded run, as CI does it (a few seconds a target, fixed seed; exits 1
 if any target crashes)::
 
-    python -m fuzz.run --seconds 6
+    python -m fuzz.run --seconds 4
 
 A long run by hand::
 
@@ -86,8 +86,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Run simplemail's fuzz targets.")
     parser.add_argument("targets", nargs="*", default=list(TARGETS),
                         help="targets to run (default: all): " + ", ".join(TARGETS))
-    parser.add_argument("--seconds", type=int, default=6,
-                        help="most seconds a target runs (default 6)")
+    parser.add_argument("--seconds", type=int, default=4,
+                        help="most seconds a target runs (default 4)")
     parser.add_argument("--runs", type=int, default=None,
                         help="stop a target after this many executions")
     parser.add_argument("--seed", type=int, default=1)
