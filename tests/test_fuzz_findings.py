@@ -165,7 +165,7 @@ class MimeFindingTests(SynchronousTestCase):
                 b"Subject: =?utf-8?q?x=07y=00z?=\n\nhi\n")
         summary = mime.summarize(text, "m1", 0)
         self.assertEqual((summary.sender, summary.to, summary.subject),
-                         ("Eve <e@x>", "a [2Jb <b@x>", "x y z"))
+                         (" Eve  <e@x>", "a [2Jb <b@x>", "x y z"))
         self.assertIn(("Subject", "x\x07y\x00z"), mime.parseMessage(text).headers)
 
     def test_contentTypeWithControls(self):

@@ -217,12 +217,6 @@ def decodeHeader(value):
         return _SPACES.sub(" ", str(value)).strip()
 
 
-def _oneLineValue(text):
-    """
-    C{text} for a one-line field of a summary: control characters as
-    spaces, white space collapsed.
-    """
-    return _SPACES.sub(" ", oneLine(text)).strip()
 
 
 def _bytesToText(data):
@@ -313,13 +307,14 @@ class ParsedMessage:
 
     def summaryFields(self):
         """
-        What a listing shows: printable one-line text (the headers' control
-        characters as spaces), the date in ISO 8601, the number of parts.
+        What a listing shows: printable one-line text (each of the headers'
+        control characters a space, as C{LSTM} shows them), the date in ISO
+        8601, the number of parts.
         """
         return {
-            "sender": _oneLineValue(self.sender),
-            "to": _oneLineValue(self.to),
-            "subject": _oneLineValue(self.subject),
+            "sender": oneLine(self.sender),
+            "to": oneLine(self.to),
+            "subject": oneLine(self.subject),
             "date": _isoDate(self.date),
             "snippet": snippet(self.text),
             "attachments": len(self.parts),
