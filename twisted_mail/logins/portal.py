@@ -61,6 +61,9 @@ def verifyPassword(password, stored):
         if scheme != "scrypt":
             return False
         n, r, p = int(n), int(r), int(p)
+        if not (n > 1 and r > 0 and p > 0 and r * n * p <= _MOST_WORK):
+            # A hand-edited line must not hold a login thread for hours.
+            return False
         salt = base64.b64decode(salt, validate=True)
         digest = base64.b64decode(digest, validate=True)
         computed = hashlib.scrypt(
@@ -71,6 +74,10 @@ def verifyPassword(password, stored):
         return False
     return hmac.compare_digest(computed, digest)
 
+
+#: The most scrypt work (r * N * p) a stored hash may ask for: 64 times what
+#: the hashes written here cost.
+_MOST_WORK = 64 * _R * _N * _P
 
 # Compared against for unknown users, so that they cost the same work.
 _DUMMY = hashPassword("not a password", salt=b"\0" * 16)
@@ -93,12 +100,17 @@ class PasswordFile:
             not exist yet.
         """
         try:
-            with open(self.path, "r", encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            # A byte order mark (a file saved by Notepad) is not part of
+            # the first user id; bytes that are not UTF-8 (a Latin-1
+            # comment) are kept as they are, through a rewrite too.
+            with open(self.path, "r", encoding="utf-8-sig",
+                      errors="surrogateescape", newline="") as f:
+                lines = f.read().split("\n")
         except FileNotFoundError:
             return {}
         hashes = {}
         for line in lines:
+            line = line.rstrip("\r")  # CRLF line ends (a Windows editor)
             userid, sep, stored = line.partition(":")
             if sep and userid:
                 hashes[userid] = stored
@@ -120,7 +132,7 @@ class PasswordFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=".passwords.")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
                 for name in sorted(hashes):
                     f.write("{}:{}\n".format(name, hashes[name]))
                 f.flush()

@@ -349,15 +349,17 @@ def parseHeaderSection(head):
     """
     Check a submitted header section and cut it into fields.
 
-    @param head: the header lines (LF endings), without the empty line.
+    @param head: the header lines (LF endings; the last may lack its LF),
+        without the empty line.
     @return: a L{list} of C{(name, field)}: the field's name (L{bytes}) and
-        its lines as sent (continuation lines included, LF-terminated).
+        its lines as sent (continuation lines included, each ending with
+        LF).
     @raise MalformedMessage: a line holds a CR (not part of its line
         ending), or is neither a header field nor the continuation of one,
         or the C{email} package finds the section broken.
     """
     from email import errors as emailErrors
-    from email.parser import BytesHeaderParser
+    from email.parser import BytesParser
     from email.policy import compat32
 
     from twisted_mail.errors import MalformedMessage
@@ -372,7 +374,12 @@ def parseHeaderSection(head):
         # the filter did not (docs/protocol.rst).
         raise MalformedMessage("a header line holds a bare CR")
     fields = []
-    for line in head.split(b"\n")[:-1] if head else []:
+    lines = head.split(b"\n") if head else []
+    if lines and not lines[-1]:
+        lines.pop()
+    # A last line without its LF (a message that ends in its header
+    # section) is checked like any other and gets one.
+    for line in lines:
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise MalformedMessage("the first header line is a continuation")
@@ -382,7 +389,13 @@ def parseHeaderSection(head):
             fields.append((line.split(b":", 1)[0], line + b"\n"))
         else:
             raise MalformedMessage("not a header line: " + escapeControls(line.decode("utf-8", "replace"), keep="", limit=40))
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n")
+    try:
+        # The whole parser, not only the header one: with a multipart
+        # Content-Type it reads the parameters too, and some RFC 2231
+        # ones ('boundary*;x*') make it raise (CPython's email.utils).
+        parsed = BytesParser(policy=compat32).parsebytes(head + b"\n")
+    except Exception:
+        raise MalformedMessage("the email package cannot read it")
     for defect in parsed.defects:
         if isinstance(
             defect,
@@ -458,15 +471,17 @@ def encodeSubject(subject):
     """
     A C{Subject:} header value for C{subject} (L{str}): control characters
     (line ends above all, so that no header can be smuggled in) become
-    spaces; text that is not ASCII is encoded as RFC 2047 words in UTF-8;
-    long values are folded.
+    spaces; text that is not ASCII, or holds C{=?}, is encoded as RFC 2047
+    words in UTF-8; long values are folded.
 
     @rtype: L{str} (ASCII), without a line ending.
     """
     from email.header import Header
 
     subject = _HEADER_CONTROLS.sub(" ", subject).strip()
-    if subject.isascii():
+    # ASCII that looks like an encoded word ("=?utf-8?q?...?=") is itself
+    # encoded, or a reader would decode it into something else.
+    if subject.isascii() and "=?" not in subject:
         return Header(subject, "us-ascii", header_name="Subject").encode(linesep="\n")
     return Header(subject, "utf-8", header_name="Subject").encode(linesep="\n")
 

@@ -28,6 +28,10 @@ SNIPPET_LENGTH = 160
 MAX_PARTS = 1000
 
 _SPACES = re.compile(r"\s+")
+
+#: A MIME type as RFC 2045 writes it (lower case, as the C{email} package
+#: gives it): C{type/subtype}, each a token.
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$%&'*+.^_`{|}~-]+/[a-z0-9!#$%&'*+.^_`{|}~-]+\Z")
 _compat = policy.compat32
 
 
@@ -137,10 +141,19 @@ def isoTime(seconds):
     POSIX seconds as ISO 8601 UTC, e.g. C{2026-12-04T16:19:35Z}.
     """
     try:
-        return datetime.fromtimestamp(int(seconds), timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        return _isoFormat(datetime.fromtimestamp(int(seconds), timezone.utc))
     except (ValueError, OverflowError, OSError, TypeError):
         return "1970-01-01T00:00:00Z"
+
+
+def _isoFormat(moment):
+    """
+    A UTC L{datetime} as ISO 8601, the year in four digits (C{strftime}'s
+    C{%Y} gives C{428} for the year 428 that a Date header may say).
+    """
+    return "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z".format(
+        moment.year, moment.month, moment.day, moment.hour, moment.minute,
+        moment.second)
 
 
 def arrivalTime(separator):
@@ -165,6 +178,10 @@ def decodeHeader(value):
     """
     A header value decoded from RFC 2047 encoded words (and from raw 8-bit
     UTF-8 or Latin-1), folded lines joined.  Never raises.
+
+    Other control characters are kept (an encoded word may hold any, raw
+    Latin-1 holds C1 ones): a reader shows them escaped; a summary's
+    fields have them as spaces (L{ParsedMessage.summaryFields}).
 
     @type value: L{str} (as the C{email} package's compat32 policy gives
         it), L{bytes} or L{None}.
@@ -200,6 +217,8 @@ def decodeHeader(value):
         return _SPACES.sub(" ", str(value)).strip()
 
 
+
+
 def _bytesToText(data):
     try:
         return data.decode("utf-8")
@@ -213,7 +232,8 @@ def _decodeBytes(data, charset):
         return _bytesToText(data)
     try:
         return data.decode(charset, "replace")
-    except (LookupError, TypeError):
+    except (LookupError, TypeError, ValueError):
+        # ValueError: a charset name with a NUL in it.
         return _bytesToText(data)
 
 
@@ -286,10 +306,15 @@ class ParsedMessage:
         self.problems = []
 
     def summaryFields(self):
+        """
+        What a listing shows: printable one-line text (each of the headers'
+        control characters a space, as C{LSTM} shows them), the date in ISO
+        8601, the number of parts.
+        """
         return {
-            "sender": self.sender,
-            "to": self.to,
-            "subject": self.subject,
+            "sender": oneLine(self.sender),
+            "to": oneLine(self.to),
+            "subject": oneLine(self.subject),
             "date": _isoDate(self.date),
             "snippet": snippet(self.text),
             "attachments": len(self.parts),
@@ -319,7 +344,7 @@ def _isoDate(value):
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     try:
-        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _isoFormat(parsed.astimezone(timezone.utc))
     except (ValueError, OverflowError):
         return ""
 
@@ -359,6 +384,19 @@ def _filename(part):
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = oneLine(name).strip().lstrip(".")
     return name or None
+
+
+def _disposition(part):
+    """
+    The disposition type of C{part} (C{attachment}, C{inline}), lower case,
+    or C{""}.
+    """
+    try:
+        # With 8-bit bytes in it the parser gives a Header, not a str.
+        value = str(part.get("Content-Disposition") or "")
+    except Exception:
+        return ""
+    return value.split(";")[0].strip().lower()
 
 
 def _leaves(message):
@@ -414,7 +452,10 @@ def parseMessage(text):
             ctype = leaf.get_content_type()
         except Exception:
             ctype = "application/octet-stream"
-        disposition = (leaf.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        if not _CONTENT_TYPE.match(ctype):
+            # Control characters or spaces in it: not a type anyone can use.
+            ctype = "application/octet-stream"
+        disposition = _disposition(leaf)
         filename = _filename(leaf)
         isBody = disposition != "attachment" and filename is None
         if isBody and ctype == "text/plain":
@@ -476,7 +517,7 @@ def _noteProblems(parsed, message, leaves):
         if charset and charset not in ("unknown-8bit", "x-unknown"):
             try:
                 codecs.lookup(charset)
-            except LookupError:
+            except (LookupError, ValueError):  # ValueError: a NUL in the name
                 if charset not in unknown:
                     unknown.append(charset)
     if damaged:

@@ -95,6 +95,22 @@ def _pop3Door(parts):
     return factory
 
 
+def _imapDoor(parts):
+    # IMAP (docs/imap.rst); its sessions end when the server stops.
+    from twisted_mail.doors.imap.factory import makeIMAPFactoryFromOptions
+
+    factory = makeIMAPFactoryFromOptions(
+        parts.options, parts.store, parts.portal, parts.reactor
+    )
+    parts.sessionFactories.append(factory)
+    log.info(
+        "simplemail: IMAP on {imap}, STARTTLS {tls}",
+        imap=", ".join(parts.options["imap"]),
+        tls="on" if parts.options.get("imap-tls-cert") else "off",
+    )
+    return factory
+
+
 def _webDoor(parts):
     # The web inbox and JSON API (twisted_mail/doors/web/, docs/web.rst).
     from twisted_mail.doors.web import makeWebFactory
@@ -152,6 +168,7 @@ DOORS = [
     Door("smtp", _smtpDoor),
     Door("submission", _submissionDoor),
     Door("pop3", _pop3Door),
+    Door("imap", _imapDoor),
     Door("web", _webDoor),
 ]
 

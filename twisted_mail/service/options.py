@@ -336,6 +336,41 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e))
 
+    # -- IMAP (twisted_mail/doors/imap/, docs/imap.rst)
+
+    opt_imap = _endpointOption(
+        "imap",
+        "Also serve the folders by IMAP4rev1 on this Twisted server endpoint, "
+        "e.g. tcp:143 or tcp:9143:interface=127.0.0.1, or "
+        "ssl:993:privateKey=key.pem:certKey=cert.pem for IMAPS "
+        "(repeatable; off by default). Without --passwords any password "
+        "opens an existing user's mail; with it, logins need TLS unless "
+        "the client is on loopback."
+    )
+
+    opt_imap_tls_cert = _fileOption(
+        "imap-tls-cert",
+        "Offer STARTTLS on the --imap listeners with this PEM certificate "
+        "(followed by any intermediate certificates; it may hold the key "
+        "too)."
+    )
+
+    opt_imap_tls_key = _fileOption(
+        "imap-tls-key",
+        "The PEM private key for --imap-tls-cert (default: the certificate "
+        "file)."
+    )
+
+    def _checkIMAPOptions(self):
+        if not (self["imap"] or self["imap-tls-cert"] or self["imap-tls-key"]):
+            return
+        from twisted_mail.doors.imap.factory import checkIMAPOptions
+
+        try:
+            checkIMAPOptions(self["imap"], self["imap-tls-cert"], self["imap-tls-key"])
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
     def _checkSpool(self):
         """
         Create the spool directory now, so that an unusable one is a
@@ -388,6 +423,7 @@ class Options(usage.Options):
             raise usage.UsageError("--domain must be a name without spaces")
         self._checkSMTPOptions()
         self._checkPOP3Options()
+        self._checkIMAPOptions()
         self._checkWorkers()
 
     def _checkWorkers(self):
