@@ -15,13 +15,20 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.mail.message import buildMessage, normaliseBody
-from twisted_mail.mail.mime import Listing, summarize
+from twisted_mail.mail.mime import Listing, parseMessage, summarize
+from twisted_mail.mail.model import INBOX, normalizeFolderName
+from twisted_mail.mail.query import document
 from twisted_mail.wire import normalizeUserId
-from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
+from twisted_mail.stores.base import (
+    Listeners,
+    receiverArgument,
+    scanSearch,
+    userIdArgument,
+)
 
 
 class _StoredMessage:
-    __slots__ = ("serial", "text", "deleted", "arrived", "_summary")
+    __slots__ = ("serial", "text", "deleted", "arrived", "_summary", "_document")
 
     def __init__(self, serial, text, arrived=0):
         self.serial = serial
@@ -29,6 +36,7 @@ class _StoredMessage:
         self.deleted = False
         self.arrived = int(arrived)
         self._summary = None
+        self._document = None
 
     @property
     def id(self):
@@ -38,6 +46,14 @@ class _StoredMessage:
         if self._summary is None:
             self._summary = summarize(self.text, self.id, self.arrived)
         return self._summary
+
+    def document(self):
+        """
+        Its L{twisted_mail.mail.query.SearchDocument}, made once.
+        """
+        if self._document is None:
+            self._document = document(parseMessage(self.text))
+        return self._document
 
 
 @implementer(IMailStore)
@@ -124,6 +140,36 @@ class MemoryStore:
 
     def subscribe(self, userid, listener):
         return self._listeners.subscribe(userid, listener)
+
+    @userIdArgument
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        """
+        Search by scanning the user's messages with the reference evaluator
+        (L{twisted_mail.mail.query.matches}), newest first.
+        """
+        try:
+            userid, messages = self._mailbox(userid)
+        except errors.MailError as e:
+            return defer.fail(e)
+        failure = self._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        if folder is not None:
+            try:
+                folder = normalizeFolderName(folder)
+            except errors.MailError as e:
+                return defer.fail(e)
+            if folder != INBOX:
+                return defer.fail(errors.NoSuchFolder(folder))
+        candidates = []
+        for message in reversed(messages):
+            if message.deleted:
+                continue
+            summary = message.summary()
+            if folder is not None and summary.folder != folder:
+                continue
+            candidates.append((summary, message.document))
+        return defer.succeed(scanSearch(candidates, query, start, limit))
 
     def messages(self, userid):
         """
