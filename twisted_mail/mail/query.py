@@ -111,9 +111,26 @@ def fold(text):
     C{text} with case and accents removed (NFKD, combining marks dropped,
     case folded): C{"Ré"} and C{"RE"} are both C{"re"}.
     """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return text.casefold()
+    if text.isascii():
+        return text.lower()
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
+
+
+def _combiningMarks():
+    # A character class of the combining marks of the Basic Multilingual
+    # Plane (where the accents of the world's scripts live), made once.
+    ranges = []
+    for code in range(0x300, 0x10000):
+        if unicodedata.combining(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return re.compile("[{}]+".format("".join(
+        "{}-{}".format(re.escape(chr(a)), re.escape(chr(b))) for a, b in ranges)))
+
+
+_COMBINING = _combiningMarks()
 
 
 def tokens(text):
@@ -504,13 +521,9 @@ def document(parsed):
     for name, value in parsed.headers:
         if name.lower() == "bcc" and not bcc:
             bcc = value
+    # The text a reader sees: the plain part, or the HTML part as text
+    # when there is none (multipart/alternative says the same twice).
     body = parsed.text
-    if parsed.html is not None and parsed.html.strip():
-        from twisted_mail.mail.mime import htmlToText
-
-        text = htmlToText(parsed.html)
-        if text.strip() != body.strip():
-            body = body + "\n" + text
     values["from"] = tokenText(parsed.sender)
     values["to"] = tokenText(parsed.to)
     values["cc"] = tokenText(parsed.cc)
