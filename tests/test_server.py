@@ -196,6 +196,27 @@ class DeferringStore:
     def subscribe(self, userid, listener):
         return self._store.subscribe(userid, listener)
 
+    def watch(self, userid, listener):
+        return self._store.watch(userid, listener)
+
+    def _queued(name):
+        def call(self, *args, **kwargs):
+            return self._later(
+                name, lambda: getattr(self._store, name)(*args, **kwargs))
+
+        call.__name__ = name
+        return call
+
+    # The mailbox model (MAILBOX.md), queued like the rest.
+    listFolders = _queued("listFolders")
+    createFolder = _queued("createFolder")
+    renameFolder = _queued("renameFolder")
+    deleteFolder = _queued("deleteFolder")
+    openFolder = _queued("openFolder")
+    appendMessage = _queued("appendMessage")
+    search = _queued("search")
+    del _queued
+
 
 @implementer(IMailboxSession)
 class _DeferringSession:
@@ -231,6 +252,28 @@ class _DeferringSession:
     def close(self):
         return self._store._later("close", self._session.close)
 
+    def _queued(name):
+        def call(self, *args, **kwargs):
+            return self._store._later(
+                name, lambda: getattr(self._session, name)(*args, **kwargs))
+
+        call.__name__ = name
+        return call
+
+    setFlags = _queued("setFlags")
+    markSeen = _queued("markSeen")
+    moveMessages = _queued("moveMessages")
+    copyMessages = _queued("copyMessages")
+    del _queued
+
+    @property
+    def folder(self):
+        return self._session.folder
+
+    @property
+    def uidValidity(self):
+        return self._session.uidValidity
+
 
 class ServerTestCase(SynchronousTestCase):
     """
@@ -258,7 +301,9 @@ class ServerTestCase(SynchronousTestCase):
             self.successResultOf(self.store.addUser(userid))
 
     def deliver(self, sender, receiver, body):
-        self.assertIsNone(self.successResultOf(self.store.deliver(sender, receiver, body)))
+        # It fires with the new message's id (issue 23 item 10).
+        self.assertIsInstance(self.successResultOf(self.store.deliver(sender, receiver, body)),
+                              str)
 
     def assertOK(self, line):
         self.assertTrue(line == b"+OK" or line.startswith(b"+OK "), line)

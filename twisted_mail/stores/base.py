@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_mail import errors
+from twisted_mail.mail.model import INBOX, MAX_KEYWORDS, SPECIAL_FOLDERS, SYSTEM_FLAGS
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
@@ -135,3 +136,87 @@ def scanSearch(candidates, query, start=0, limit=None):
             found.append(summary)
     end = None if limit is None else start + limit
     return Listing(len(found), found[start:end])
+
+
+# -- the mailbox model's rules every store shares (MAILBOX.md)
+
+
+def folderOrder(names):
+    """
+    Folder names as L{IMailStore.listFolders} lists them: INBOX first, then
+    by name.
+    """
+    return sorted(names, key=lambda name: (name != INBOX, name))
+
+
+def renames(existing, name, newName):
+    """
+    What renaming folder C{name} to C{newName} renames: the folder and the
+    folders below it, as pairs C{(old, new)}.
+
+    @param existing: the user's canonical folder names.
+    @raise NoSuchFolder: C{name} is not one of them.
+    @raise FolderNotChangeable: C{name} is INBOX or a special-use folder.
+    @raise FolderExists: a new name is taken (special-use names always are).
+    """
+    if name == INBOX or name in SPECIAL_FOLDERS:
+        raise errors.FolderNotChangeable(name)
+    if name not in existing:
+        raise errors.NoSuchFolder(name)
+    prefix = name + "/"
+    moved = [(old, newName + old[len(name):]) for old in existing
+             if old == name or old.startswith(prefix)]
+    staying = set(existing) - {old for old, _ in moved}
+    for _, new in moved:
+        if new in staying or new == INBOX or new in SPECIAL_FOLDERS:
+            raise errors.FolderExists(new)
+    return moved
+
+
+def checkDeletable(existing, name):
+    """
+    Check that folder C{name} may be deleted.
+
+    @raise FolderNotChangeable: it is INBOX.
+    @raise NoSuchFolder: it does not exist.
+    """
+    if name == INBOX:
+        raise errors.FolderNotChangeable(name)
+    if name not in existing:
+        raise errors.NoSuchFolder(name)
+
+
+def keywordsAfter(inUse, add):
+    """
+    Check that adding keywords C{add} keeps a folder within
+    L{twisted_mail.mail.model.MAX_KEYWORDS} distinct keywords.
+
+    @param inUse: the keywords its messages carry now.
+    @raise TooManyKeywords: it would not.
+    """
+    new = {flag for flag in add if flag not in SYSTEM_FLAGS} - set(inUse)
+    if new and len(set(inUse)) + len(new) > MAX_KEYWORDS:
+        raise errors.TooManyKeywords()
+
+
+def pageOf(items, start, limit, newestFirst):
+    """
+    The page C{[start, start + limit)} of C{items}, reversed first for
+    C{newestFirst}.
+    """
+    items = list(items)
+    if newestFirst:
+        items.reverse()
+    end = None if limit is None else start + limit
+    return items[start:end]
+
+
+class SearchNotServed:
+    """
+    C{IMailStore.search} for a store that does not search yet: every search
+    is a temporary failure.  (Search is built beside the stores; this is
+    the boundary it replaces.)
+    """
+
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        return defer.fail(errors.TemporaryFailure("search is not available"))
