@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_mail.stores.memory import MemoryStore
 
 from tests.searchcontract import SearchContractMixin
+from tests.test_store import makeSpoolStore
 
 
 class MemorySearchTests(SearchContractMixin, SynchronousTestCase):
@@ -16,3 +17,12 @@ class MemorySearchTests(SearchContractMixin, SynchronousTestCase):
 
     def makeStore(self, **kwargs):
         return MemoryStore(**kwargs)
+
+
+class SpoolSearchTests(SearchContractMixin, SynchronousTestCase):
+    """
+    The search contract on the spool store (its SQLite index).
+    """
+
+    def makeStore(self, **kwargs):
+        return makeSpoolStore(self, **kwargs)

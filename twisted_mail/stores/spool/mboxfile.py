@@ -106,6 +106,9 @@ class MboxFile(CrashRecovery):
         self._journalPos = 0
         # (size, last bytes) of the file as our last append left it.
         self._tail = None
+        # Called once, at the first look, for a saved picture of the
+        # entries (see _fromSnapshot), or None.
+        self.snapshotSource = None
 
     # -- names of the files beside the mailbox
 
@@ -120,6 +123,8 @@ class MboxFile(CrashRecovery):
     @property
     def _journalName(self):
         return "." + self.userid + ".deleted"
+
+    journalName = _journalName
 
     @property
     def _newName(self):
@@ -306,6 +311,8 @@ class MboxFile(CrashRecovery):
         """
         st = handle.stat
         size = st.st_size
+        if self._ino is None and self.snapshotSource is not None:
+            self._fromSnapshot(handle)
         if st.st_ino != self._ino or size < self._size:
             self._reindex(handle.fd, size, st.st_ino)
         elif st.st_mtime_ns != self._mtime or size != self._size:
@@ -316,6 +323,42 @@ class MboxFile(CrashRecovery):
         self._mtime = st.st_mtime_ns
         if journal:
             self._readJournal()
+
+    def _fromSnapshot(self, handle):
+        """
+        Start from a saved picture of the entries (the search index keeps
+        one) rather than scanning the whole file, if it describes this
+        file: same inode, not longer, and the messages it places sampled
+        across the file (and the last) are where it says.  What was
+        appended since is indexed as usual; a file rewritten otherwise is
+        scanned as usual.
+        """
+        source, self.snapshotSource = self.snapshotSource, None
+        try:
+            snapshot = source()
+        except Exception:
+            log.failure("mailbox {user}: entries snapshot unreadable", user=self.userid)
+            return
+        if snapshot is None:
+            return
+        ino, size, entries = snapshot
+        if ino != handle.stat.st_ino or size > handle.stat.st_size or not entries:
+            return
+        step = max(1, len(entries) // 32)
+        for start, end, key, _ in entries[::step] + entries[-1:]:
+            if _messageKey(os.pread(handle.fd, end - start, start)) != key:
+                return
+        self._replaceAll(self._newEntries(entries))
+        self._ino = ino
+        self._size = size
+
+    def entriesState(self):
+        """
+        The entries as the last job left them, for a snapshot: C{(inode,
+        size, [(start, end, key, id), ...])}.
+        """
+        return (self._ino or 0, self._size,
+                [(e.start, e.end, e.key, e.msgid) for e in self.entries])
 
     def _stillValid(self, fd):
         """

@@ -31,7 +31,17 @@ from twisted_mail.mail.message import (
     mboxRecordChunks,
     separatorLine,
 )
-from twisted_mail.mail.mime import Listing, arrivalTime, summarize
+from twisted_mail.mail.mime import (
+    Listing,
+    MessageSummary,
+    arrivalTime,
+    parseMessage,
+    popSize,
+    summarize,
+)
+from twisted_mail.mail.model import INBOX, normalizeFolderName
+from twisted_mail.mail.query import document
+from twisted_mail.stores.spool.indexing import MailboxIndex
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
 
@@ -48,6 +58,21 @@ def newMessageId():
     random bits, so never one given before (docs/mailbox-ids.rst).
     """
     return secrets.token_urlsafe(12)
+
+
+def readRecord(msgid, record):
+    """
+    The summary and the search document of an mbox record, from one parse
+    (in a worker thread: parsing costs about a message's size).
+
+    @return: C{(MessageSummary, SearchDocument)}
+    """
+    newline = record.find(b"\n")
+    arrived = arrivalTime(record[:newline]) if newline != -1 else 0
+    text = fromMboxRecord(record)
+    parsed = parseMessage(text)
+    summary = MessageSummary(msgid, popSize(text), arrived, **parsed.summaryFields())
+    return summary, document(parsed)
 
 
 def _summarizeRecords(records):
@@ -90,6 +115,9 @@ class _Mailbox:
         self.summaries = {}
         # The _Watch of this mailbox while anyone subscribes to it.
         self.watch = None
+        # Its search index (which also keeps summaries across restarts), or
+        # None when the store keeps none.
+        self.index = None
 
     def run(self, f, *args):
         """
@@ -175,6 +203,8 @@ class _Mailbox:
                     waiting.errback(outcome)
             if self.watch is not None and None in outcomes:
                 self.watch.check()
+            if self.index is not None and None in outcomes:
+                self.index.kick()
 
         return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
 
@@ -197,18 +227,62 @@ class _Mailbox:
         return self._store._inThread(_summarizeRecords, todo).addCallback(build)
 
     def listing(self, start, limit, newestFirst):
+        def again():
+            # Read every record not in the cache.
+            return self.run(self.mbox.listing, start, limit, newestFirst, self.summaries)
+
         def summarize(result):
             total, page = result
             if start == 0 and limit is None and len(self.summaries) > 2 * total + 100:
                 # Forget what is no longer in the mailbox.
                 live = {(msgid, key) for msgid, key, _ in page}
                 self.summaries = {k: v for k, v in self.summaries.items() if k in live}
-            return self.summarized(page).addCallback(
+            return self.fromIndex(page, again).addCallback(self.summarized).addCallback(
                 lambda summaries: Listing(total, summaries))
 
-        return self.run(
-            self.mbox.listing, start, limit, newestFirst, self.summaries
-        ).addCallback(summarize)
+        if self.index is None:
+            return again().addCallback(summarize)
+        # After a restart the index has the summaries: not parsed again.
+        return self.index.ready().addCallback(lambda _: self.run(
+            self.mbox.listing, start, limit, newestFirst,
+            _Either(self.summaries, self.index.known))).addCallback(summarize)
+
+    def fromIndex(self, page, again):
+        """
+        Fill the summary cache from the index for the records of C{page}
+        left unread because the index has them.
+
+        @param again: gives the page anew, with every record not cached
+            read, for when the index no longer has some.
+        @return: a L{Deferred} firing with a page whose summaries are all
+            cached or whose records are read.
+        """
+        wanted = [msgid for msgid, key, record in page
+                  if record is None and (msgid, key) not in self.summaries]
+        if not wanted:
+            return defer.succeed(page)
+
+        def fill(found):
+            self.summaries.update(found)
+            if all(record is not None or (msgid, key) in self.summaries
+                   for msgid, key, record in page):
+                return page
+            return again().addCallback(lambda result: result[1])
+
+        return self.index.summaries(wanted).addCallback(fill)
+
+
+class _Either:
+    """
+    The union of two containers (a listing's C{cached} argument).
+    """
+
+    def __init__(self, first, second):
+        self.first = first
+        self.second = second
+
+    def __contains__(self, item):
+        return item in self.first or item in self.second
 
 
 class _Watch:
@@ -276,6 +350,9 @@ class SpoolStore:
         (mode 0700) if missing.
     @param domain: the mail domain for addresses in headers.
     @param maxMessageSize: the largest stored message, in bytes.
+    @param searchIndex: keep each mailbox's search index (and summaries)
+        beside it, C{.<user>.index} (L{twisted_mail.stores.spool.index});
+        without it searches fail with L{TemporaryFailure}.
     @param threadpool: the thread pool for mailbox jobs (reads, appends,
         deletes, expunges); by default the reactor's.  A small pool of its
         own (see L{mailboxThreadPool}) keeps them from competing for the
@@ -291,6 +368,7 @@ class SpoolStore:
         threadpool=None,
         clock=time.time,
         lockDeadline=LOCK_DEADLINE,
+        searchIndex=True,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -301,6 +379,7 @@ class SpoolStore:
         self.maxMessageSize = maxMessageSize
         self._clock = clock
         self._lockDeadline = lockDeadline
+        self._searchIndex = searchIndex
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._lockSource = LockSource(self._dirfd)
@@ -318,6 +397,9 @@ class SpoolStore:
         Release the spool directory (for tests that make many stores).
         """
         self.stopWatching()
+        for mailbox in self._mailboxes.values():
+            if mailbox.index is not None:
+                mailbox.index.stop()
         if self._dirfd is not None:
             self._lockSource.remove()
             os.close(self._dirfd)
@@ -417,6 +499,10 @@ class SpoolStore:
             mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline,
                             self._lockSource)
             mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
+            if self._searchIndex:
+                mailbox.index = MailboxIndex(mailbox, self.path, self._dirfd, readRecord,
+                                             self._inThread, self._reactor)
+                mbox.snapshotSource = mailbox.index.loadSnapshot
         return mailbox
 
     def listUsers(self):
@@ -503,6 +589,30 @@ class SpoolStore:
         return mailbox.run(mailbox.mbox.count).addCallback(
             lambda count: _SpoolSession(mailbox, userid, count)
         )
+
+    @userIdArgument
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        """
+        Search the user's mail through its index, caught up with the mbox
+        file first if that changed (docs/search.rst).  Only INBOX is
+        indexed so far: folder support extends L{MailboxIndex}.
+        """
+        if folder is not None:
+            try:
+                folder = normalizeFolderName(folder)
+            except errors.MailError as e:
+                return defer.fail(e)
+            if folder != INBOX:
+                return defer.fail(errors.NoSuchFolder(folder))
+
+        def search(_):
+            mailbox = self._mailbox(userid)
+            if mailbox.index is None:
+                raise errors.TemporaryFailure("this server keeps no search index")
+            return mailbox.index.search(query, None, start, limit)
+
+        return self.hasUser(userid).addCallback(search).addCallback(
+            lambda result: Listing(*result))
 
     @receiverArgument
     def deliver(self, sender, receiver, body):

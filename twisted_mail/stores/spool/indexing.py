@@ -1,0 +1,327 @@
+"""
+The reactor's side of a spool mailbox's search index
+(L{twisted_mail.stores.spool.index}): keeping it in step with the mbox file,
+answering searches from it, and giving the listing its summaries after a
+restart.
+
+In step: a sync compares the messages the mbox file holds (ids and content
+keys, through the mailbox's own reader, under its locks) with those the
+index holds, parses the new ones in a worker thread and forgets the gone.
+A sync is started shortly after each delivery batch is acknowledged (never
+before: indexing does not delay an acknowledgement), and before a search
+whenever the mailbox's stamp (inode, size, modification time of the file
+and of its delete journal) differs from the one the index last saw, which
+is how changes by other processes and other tools (mutt, procmail) are
+noticed.  So a search always answers as a scan of the mailbox would.
+"""
+
+import os
+import struct
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mail import errors
+from twisted_mail.mail.model import INBOX
+from twisted_mail.stores.spool.index import (
+    IndexDamaged,
+    SearchDatabase,
+    indexName,
+    mailboxStamp,
+    packEntries,
+)
+
+log = Logger()
+
+#: Messages read from the mbox file and indexed per step of a sync.
+BATCH = 500
+
+#: How often at most the entries snapshot (for a quick start) is written,
+#: in seconds, while mail keeps arriving.
+SNAPSHOT_INTERVAL = 10.0
+
+#: How long after a delivery the index catches up, at most, in seconds.
+KICK_DELAY = 0.05
+
+_STALE = object()
+
+
+class _Everything:
+    """
+    A container holding everything: a listing through it reads no record.
+    """
+
+    def __contains__(self, item):
+        return True
+
+
+class _Either:
+    """
+    The union of two containers, for a listing's C{cached} argument.
+    """
+
+    def __init__(self, first, second):
+        self.first = first
+        self.second = second
+
+    def __contains__(self, item):
+        return item in self.first or item in self.second
+
+
+class MailboxIndex:
+    """
+    The search index of one spool mailbox (INBOX; see docs/search.rst for
+    how folders extend it).
+
+    @param mailbox: the store's C{_Mailbox} (its C{mbox} and C{run}).
+    @param readRecord: C{readRecord(msgid, record)} gives the
+        C{(summary, document)} of an mbox record, in a worker thread.
+    @param inThread: runs a function in a worker thread, giving a
+        L{Deferred}.
+    @param progress: called with C{(done, total)} as a large sync goes, or
+        L{None}.
+    """
+
+    def __init__(self, mailbox, spoolPath, dirfd, readRecord, inThread,
+                 reactor, clock=time.monotonic, progress=None):
+        self._mailbox = mailbox
+        self._userid = mailbox.mbox.userid
+        self._dirfd = dirfd
+        self._readRecord = readRecord
+        self._inThread = inThread
+        self._reactor = reactor
+        self._clock = clock
+        self.progress = progress
+        path = os.path.join(spoolPath, indexName(self._userid))
+        self.writer = SearchDatabase(path)
+        self.reader = SearchDatabase(path)
+        self._writeLock = defer.DeferredLock()
+        self._readLock = defer.DeferredLock()
+        self._waiting = None
+        self._kick = None
+        self._snapshotAt = None
+        # The (id, key) pairs indexed, as of the last sync, for listings.
+        self.known = frozenset()
+        self._loaded = None
+
+    # -- the entries snapshot, for the mbox reader's quick start
+
+    def loadSnapshot(self):
+        """
+        In the mailbox thread, at the mbox reader's first look: the entries
+        snapshot, or L{None}.
+        """
+        db = SearchDatabase(self.writer.path)
+        try:
+            return db.snapshot(INBOX)
+        except IndexDamaged:
+            return None
+        finally:
+            db.close()
+
+    # -- keeping in step
+
+    def kick(self):
+        """
+        Catch up with the mailbox soon (after a delivery was acknowledged).
+        """
+        if self._kick is None or not self._kick.active():
+            self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
+
+    def _kicked(self):
+        self._kick = None
+        self.sync().addErrback(lambda f: None)
+
+    def stop(self):
+        if self._kick is not None and self._kick.active():
+            self._kick.cancel()
+        self._kick = None
+
+    def sync(self):
+        """
+        Bring the index in step with the mailbox; syncs asked for while one
+        waits to start share it.
+
+        @return: a L{Deferred} firing with L{None} once done, or failing
+            with L{TemporaryFailure} (the index could not be written) or
+            the mailbox's own error.
+        """
+        d = defer.Deferred()
+        if self._waiting is not None:
+            self._waiting.append(d)
+            return d
+        waiting = self._waiting = [d]
+
+        def start():
+            self._waiting = None
+            return self._syncRepairing()
+
+        def finish(result):
+            for each in waiting:
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(None)
+
+        self._writeLock.run(start).addBoth(finish)
+        return d
+
+    @defer.inlineCallbacks
+    def _syncRepairing(self):
+        try:
+            try:
+                yield self._syncOnce()
+            except IndexDamaged as e:
+                log.warn("search index of {user} unusable ({why}): rebuilding it "
+                         "from the mailbox", user=self._userid, why=str(e))
+                yield self._inThread(self.writer.discard)
+                yield self._syncOnce()
+        except errors.MailError:
+            raise
+        except Exception:
+            log.failure("search index of {user}: sync failed", user=self._userid)
+            raise errors.TemporaryFailure("the search index can't be written")
+
+    @defer.inlineCallbacks
+    def _syncOnce(self):
+        mailbox = self._mailbox
+        mbox = mailbox.mbox
+        known = yield self._inThread(lambda: set(self.writer.pairs(INBOX)))
+        now = self._clock()
+        wantSnapshot = self._snapshotAt is None or now - self._snapshotAt >= SNAPSHOT_INTERVAL
+
+        def look():
+            stamp = mailboxStamp(self._dirfd, mbox.userid, mbox.journalName)
+            total, page = mbox.listing(0, None, False, _Everything())
+            snapshot = None
+            if wantSnapshot:
+                # The entries as the listing left them, and what they describe.
+                ino, size, entries = mbox.entriesState()
+                snapshot = struct.pack("<QQ", ino, size) + packEntries(entries)
+            return stamp, [(msgid, key) for msgid, key, _ in page], snapshot
+
+        stamp, live, snapshot = yield mailbox.run(look)
+        liveSet = set(live)
+        new = [i for i, pair in enumerate(live) if pair not in known]
+        done = 0
+        if len(new) > BATCH:
+            log.info("indexing {count} messages of {user}", count=len(new),
+                     user=self._userid)
+        for first in range(0, len(new), BATCH):
+            positions = new[first:first + BATCH]
+            wanted = {live[i] for i in positions}
+            lo, hi = positions[0], positions[-1] + 1
+
+            def read(lo=lo, hi=hi, wanted=wanted):
+                total, page = mbox.listing(lo, hi - lo, False, _Not(wanted))
+                return [(msgid, key, record) for msgid, key, record in page
+                        if record is not None and (msgid, key) in wanted]
+
+            records = yield mailbox.run(read)
+            yield self._inThread(self._index, records)
+            done += len(positions)
+            if self.progress is not None:
+                self.progress(done, len(new))
+            elif len(new) > BATCH:
+                log.info("indexed {done}/{count} messages of {user}", done=done,
+                         count=len(new), user=self._userid)
+        gone = known - liveSet
+        yield self._inThread(self.writer.update, INBOX, gone, [], stamp, snapshot)
+        if snapshot is not None:
+            self._snapshotAt = now
+        self.known = frozenset(liveSet)
+
+    def _index(self, records):
+        add = []
+        for msgid, key, record in records:
+            summary, doc = self._readRecord(msgid, record)
+            add.append((key, summary, doc))
+        self.writer.update(INBOX, (), add)
+
+    # -- answering
+
+    def ready(self):
+        """
+        Load what the index holds (once), for listings after a restart.
+
+        @return: a L{Deferred} firing with L{None}; it does not fail.
+        """
+        if self._loaded is None:
+            def load():
+                return frozenset(self.reader.pairs(INBOX))
+
+            def loaded(pairs):
+                if not self.known:
+                    self.known = pairs
+
+            def damaged(f):
+                f.trap(IndexDamaged, OSError)
+                self.kick()
+
+            self._loaded = self._readLock.run(self._inThread, load).addCallbacks(
+                loaded, damaged)
+        d = defer.Deferred()
+        self._loaded.addBoth(lambda _: d.callback(None))
+        return d
+
+    def summaries(self, msgids):
+        """
+        The summaries the index holds of these INBOX messages.
+
+        @return: a L{Deferred} firing with a L{dict} from C{(id, key)} to
+            summary (empty if the index can't be read).
+        """
+        d = self._readLock.run(self._inThread, self.reader.summaries, INBOX, msgids)
+        return d.addErrback(lambda f: f.trap(IndexDamaged, OSError) and {})
+
+    def search(self, query, folders, start, limit):
+        """
+        The page of matches, newest first, after catching up with the
+        mailbox if it changed.
+
+        @return: a L{Deferred} firing with C{(total, summaries)}.
+        """
+        def fresh():
+            stamp = mailboxStamp(self._dirfd, self._userid,
+                                 self._mailbox.mbox.journalName)
+            if stamp != self.reader.stamp(INBOX):
+                return _STALE
+            return self.reader.search(query, folders, start, limit)
+
+        def plain():
+            return self.reader.search(query, folders, start, limit)
+
+        def first(result):
+            if result is _STALE:
+                return self.sync().addCallback(
+                    lambda _: self._readLock.run(self._inThread, plain))
+            return result
+
+        def damaged(f, retry=True):
+            f.trap(IndexDamaged)
+            log.warn("search index of {user}: {why}; rebuilding", user=self._userid,
+                     why=f.getErrorMessage())
+            self.reader.close()
+            return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
+                lambda _: self.sync()).addCallback(
+                lambda _: self._readLock.run(self._inThread, plain)).addErrback(
+                lambda f: f.trap(IndexDamaged) and defer.fail(errors.TemporaryFailure(
+                    "the search index is being rebuilt; try again")))
+
+        return self._readLock.run(self._inThread, fresh).addCallback(first).addErrback(
+            damaged)
+
+
+class _Not:
+    """
+    Everything but the items of a set: a listing through it reads the
+    records of those items only.
+    """
+
+    def __init__(self, wanted):
+        self.wanted = wanted
+
+    def __contains__(self, item):
+        return item not in self.wanted
