@@ -497,7 +497,7 @@ class SearchDocument:
 
     @ivar fields: a L{dict} from each of C{from, to, cc, bcc, subject, body,
         attachment, headers} to its token text.
-    @ivar headers: C{(lower-case name, token text of the value)} pairs.
+    @ivar headers: C{(lower-case name, decoded value)} pairs.
     @ivar sentDay: the Date header's day in its own time zone, a
         L{datetime.date}, or L{None}.
     @ivar attachments: the number of attachments.
@@ -531,9 +531,9 @@ def document(parsed):
     values["subject"] = tokenText(parsed.subject)
     values["body"] = tokenText(body)
     values["attachment"] = tokenText(" ".join(p.filename for p in parsed.parts))
-    headers = [(name.lower(), tokenText(value)) for name, value in parsed.headers]
-    values["headers"] = " ".join(
-        (tokenText(name) + " " + value).strip() for name, value in headers)
+    headers = [(name.lower(), value) for name, value in parsed.headers]
+    values["headers"] = tokenText("\n".join(
+        name + " " + value for name, value in parsed.headers))
     return SearchDocument(values, headers, sentDay(parsed.date), len(parsed.parts))
 
 
@@ -591,6 +591,17 @@ def substringMatch(words, text):
     return " ".join(words) in text
 
 
+def headerContains(headers, name, text):
+    """
+    Whether a header named C{name} (lower case) among C{headers} (C{(lower
+    name, decoded value)} pairs) contains the words of C{text} in a row
+    (L{substringMatch}); an empty C{text}: whether there is such a header.
+    """
+    words = tokens(text)
+    return any(n == name and substringMatch(words, tokenText(value))
+               for n, value in headers)
+
+
 def matches(query, summary, parsed):
     """
     Whether a message matches a query: the reference every store's search
@@ -622,9 +633,7 @@ def _eval(query, summary, doc):
         fields = BARE_FIELDS if query.field == "text" else (query.field,)
         return any(test(words, doc.fields[f]) for f in fields)
     if kind is Header:
-        words = tokens(query.text)
-        return any(name == query.name and substringMatch(words, value)
-                   for name, value in doc.headers)
+        return headerContains(doc.headers, query.name, query.text)
     if kind is Folder:
         return summary.folder == query.name
     if kind is Flag:

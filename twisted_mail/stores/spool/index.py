@@ -35,7 +35,7 @@ from twisted_mail.mail.mime import MessageSummary
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _COLUMNS = {
     "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -59,8 +59,7 @@ CREATE TABLE IF NOT EXISTS msg(
     summary TEXT NOT NULL,
     headers TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id);
-CREATE INDEX IF NOT EXISTS msg_order ON msg(arrived, rowid);
+CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key);
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     from_, to_, cc, bcc, subject, body, attachment, headers,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
@@ -101,36 +100,28 @@ def mailboxStamp(dirfd, name, journal):
 
 # -- the entries snapshot: where each message lies in the mbox file
 
-_ENTRY = struct.Struct("<QQ16sH")
+_ENTRY = struct.Struct("<QQ16s")
 
 
 def packEntries(entries):
     """
-    C{(start, end, key, msgid)} tuples as bytes.
+    C{(start, end, key, msgid)} tuples as bytes: their count, the fixed
+    parts, then the ids separated by newlines.
     """
-    out = []
-    for start, end, key, msgid in entries:
-        raw = (msgid or "").encode("ascii")
-        out.append(_ENTRY.pack(start, end, key, len(raw)))
-        out.append(raw)
-    return b"".join(out)
+    fixed = b"".join(_ENTRY.pack(start, end, key) for start, end, key, _ in entries)
+    ids = b"\n".join((msgid or "").encode("ascii") for _, _, _, msgid in entries)
+    return struct.pack("<Q", len(entries)) + fixed + ids
 
 
 def unpackEntries(data):
     """
     The inverse of L{packEntries}.
     """
-    entries = []
-    offset = 0
-    size = _ENTRY.size
-    unpack = _ENTRY.unpack_from
-    while offset < len(data):
-        start, end, key, n = unpack(data, offset)
-        offset += size
-        msgid = data[offset:offset + n].decode("ascii") or None
-        offset += n
-        entries.append((start, end, key, msgid))
-    return entries
+    (count,) = struct.unpack_from("<Q", data)
+    end = 8 + count * _ENTRY.size
+    ids = data[end:].decode("ascii").split("\n") if count else []
+    return [(start, stop, key, msgid or None) for (start, stop, key), msgid in zip(
+        _ENTRY.iter_unpack(data[8:end]), ids)]
 
 
 def _summaryJSON(summary):
@@ -280,7 +271,7 @@ class SearchDatabase:
         """
         self.open()
         found = {}
-        ids = list(msgids)
+        ids = list(dict.fromkeys(msgids))
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             for msgid, key, summary in self._execute(
@@ -310,25 +301,40 @@ class SearchDatabase:
                         db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
                         db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
                     pairs.discard((msgid, key))
+                rows, texts = [], []
+                (top,) = db.execute("SELECT coalesce(max(rowid), 0) FROM msg").fetchone()
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
-                    cur = db.execute(
-                        "INSERT INTO msg(id, folder, key, arrived, arrivedday, sentday,"
-                        " size, attachments, flags, summary, headers)"
-                        " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                        (summary.id, folder, key, int(summary.arrived),
-                         _ordinal(Q.arrivedDay(summary.arrived)),
-                         _ordinal(doc.sentDay or datetime.date.fromisoformat(
-                             summary.date[:10])),
-                         summary.size, doc.attachments, _flagsText(summary.flags),
-                         _summaryJSON(summary),
-                         json.dumps(doc.headers, ensure_ascii=False)))
-                    db.execute(
-                        "INSERT INTO text(rowid, from_, to_, cc, bcc, subject, body,"
-                        " attachment, headers) VALUES(?,?,?,?,?,?,?,?,?)",
-                        (cur.lastrowid,) + tuple(doc.fields[f] for f in _FIELDS))
+                    # A message whose text changed (its flags, another
+                    # tool's rewrite) keeps its place in the order.
+                    old = db.execute("SELECT rowid, key FROM msg WHERE folder=? AND id=?",
+                                     (folder, summary.id)).fetchone()
+                    if old is not None:
+                        rowid = old[0]
+                        db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+                        db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
+                        pairs.discard((summary.id, bytes(old[1])))
+                    else:
+                        top += 1
+                        rowid = top
+                    rows.append((
+                        rowid, summary.id, folder, key, int(summary.arrived),
+                        _ordinal(Q.arrivedDay(summary.arrived)),
+                        _ordinal(doc.sentDay or datetime.date.fromisoformat(
+                            summary.date[:10])),
+                        summary.size, doc.attachments, _flagsText(summary.flags),
+                        _summaryJSON(summary),
+                        json.dumps(doc.headers, ensure_ascii=False)))
+                    texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
                     pairs.add((summary.id, key))
+                db.executemany(
+                    "INSERT INTO msg(rowid, id, folder, key, arrived, arrivedday,"
+                    " sentday, size, attachments, flags, summary, headers)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                db.executemany(
+                    "INSERT INTO text(rowid, from_, to_, cc, bcc, subject, body,"
+                    " attachment, headers) VALUES(?,?,?,?,?,?,?,?,?)", texts)
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))
@@ -378,10 +384,13 @@ class SearchDatabase:
         if folders is not None:
             where = "({}) AND folder IN ({})".format(where, ",".join("?" * len(folders)))
             params = params + list(folders)
-        total = self._execute(
-            "SELECT count(*) FROM msg WHERE " + where, params).fetchone()[0]
-        sql = "SELECT summary FROM msg WHERE {} ORDER BY arrived DESC, rowid DESC".format(
-            where)
+        if where == _FTS_ONLY:
+            # A query of words alone: counted by the text index, no row read.
+            counting = "SELECT count(*) FROM text WHERE text MATCH ?"
+        else:
+            counting = "SELECT count(*) FROM msg WHERE " + where
+        total = self._execute(counting, params).fetchone()[0]
+        sql = "SELECT summary FROM msg WHERE {} ORDER BY rowid DESC".format(where)
         page = params
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -393,14 +402,42 @@ class SearchDatabase:
 
 
 def _headerContains(headers, name, text):
-    for n, value in json.loads(headers):
-        if n == name and text in value:
-            return 1
-    return 0
+    return 1 if Q.headerContains(json.loads(headers), name, text) else 0
+
+
+_FTS_ONLY = "rowid IN (SELECT rowid FROM text WHERE text MATCH ?)"
 
 
 def _phrase(words):
     return '"' + " ".join(words) + '"'
+
+
+def _matchText(node):
+    fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
+    return "{{{}}} : {}*".format(" ".join(_COLUMNS[f] for f in fields),
+                                 _phrase(node.words))
+
+
+def _matchOf(terms):
+    """
+    The FTS5 expression of the word terms of an AND (those with words, and
+    their negations when at least one is positive), and the other terms.
+    """
+    positive, negative, rest = [], [], []
+    for term in terms:
+        if type(term) is Q.Text and not term.substring and term.words:
+            positive.append(_matchText(term))
+        elif (type(term) is Q.Not and type(term.term) is Q.Text
+              and not term.term.substring and term.term.words):
+            negative.append(term)
+        else:
+            rest.append(term)
+    if len(positive) + len(negative) < 2 or not positive:
+        return None, terms
+    expression = " AND ".join("(" + p + ")" for p in positive)
+    for term in negative:
+        expression += " NOT (" + _matchText(term.term) + ")"
+    return expression, rest
 
 
 def compileQuery(node):
@@ -417,7 +454,13 @@ def compileQuery(node):
         if not node.terms:
             return ("1" if kind is Q.And else "0"), []
         parts, params = [], []
-        for term in node.terms:
+        terms = node.terms
+        if kind is Q.And:
+            match, terms = _matchOf(terms)
+            if match is not None:
+                parts.append("(" + _FTS_ONLY + ")")
+                params.append(match)
+        for term in terms:
             sql, p = compileQuery(term)
             parts.append("(" + sql + ")")
             params.extend(p)
@@ -425,6 +468,8 @@ def compileQuery(node):
     if kind is Q.Not:
         sql, params = compileQuery(node.term)
         return "NOT (" + sql + ")", params
+    if kind is Q.Text and not node.substring and node.words:
+        return _FTS_ONLY, [_matchText(node)]
     if kind is Q.Text:
         fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
         columns = [_COLUMNS[f] for f in fields]
@@ -436,10 +481,9 @@ def compileQuery(node):
             return ("rowid IN (SELECT rowid FROM text WHERE {})".format(
                 " OR ".join("instr({}, ?) > 0".format(c) for c in columns)),
                 [needle] * len(columns))
-        expression = "{{{}}} : {}*".format(" ".join(columns), _phrase(words))
-        return "rowid IN (SELECT rowid FROM text WHERE text MATCH ?)", [expression]
+        return _FTS_ONLY, [_matchText(node)]
     if kind is Q.Header:
-        return "hdr(headers, ?, ?)", [node.name, " ".join(Q.tokens(node.text))]
+        return "hdr(headers, ?, ?)", [node.name, node.text]
     if kind is Q.Folder:
         return "folder = ?", [node.name]
     if kind is Q.Flag:

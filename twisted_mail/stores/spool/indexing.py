@@ -57,19 +57,6 @@ class _Everything:
         return True
 
 
-class _Either:
-    """
-    The union of two containers, for a listing's C{cached} argument.
-    """
-
-    def __init__(self, first, second):
-        self.first = first
-        self.second = second
-
-    def __contains__(self, item):
-        return item in self.first or item in self.second
-
-
 class MailboxIndex:
     """
     The search index of one spool mailbox (INBOX; see docs/search.rst for
@@ -102,9 +89,6 @@ class MailboxIndex:
         self._waiting = None
         self._kick = None
         self._snapshotAt = None
-        # The (id, key) pairs indexed, as of the last sync, for listings.
-        self.known = frozenset()
-        self._loaded = None
 
     # -- the entries snapshot, for the mbox reader's quick start
 
@@ -231,40 +215,22 @@ class MailboxIndex:
         yield self._inThread(self.writer.update, INBOX, gone, [], stamp, snapshot)
         if snapshot is not None:
             self._snapshotAt = now
-        self.known = frozenset(liveSet)
 
     def _index(self, records):
         add = []
         for msgid, key, record in records:
-            summary, doc = self._readRecord(msgid, record)
+            try:
+                summary, doc = self._readRecord(msgid, record)
+            except Exception:
+                # The reader never raises by contract; should it, the message
+                # is still indexed, by its id and size, and never lost.
+                log.failure("search index of {user}: message {id} unreadable",
+                            user=self._userid, id=msgid)
+                summary, doc = _unreadable(msgid, record)
             add.append((key, summary, doc))
         self.writer.update(INBOX, (), add)
 
     # -- answering
-
-    def ready(self):
-        """
-        Load what the index holds (once), for listings after a restart.
-
-        @return: a L{Deferred} firing with L{None}; it does not fail.
-        """
-        if self._loaded is None:
-            def load():
-                return frozenset(self.reader.pairs(INBOX))
-
-            def loaded(pairs):
-                if not self.known:
-                    self.known = pairs
-
-            def damaged(f):
-                f.trap(IndexDamaged, OSError)
-                self.kick()
-
-            self._loaded = self._readLock.run(self._inThread, load).addCallbacks(
-                loaded, damaged)
-        d = defer.Deferred()
-        self._loaded.addBoth(lambda _: d.callback(None))
-        return d
 
     def summaries(self, msgids):
         """
@@ -325,3 +291,12 @@ class _Not:
 
     def __contains__(self, item):
         return item not in self.wanted
+
+
+def _unreadable(msgid, record):
+    from twisted_mail.mail.mime import MessageSummary
+    from twisted_mail.mail.query import SearchDocument
+
+    fields = dict.fromkeys(
+        ["from", "to", "cc", "bcc", "subject", "body", "attachment", "headers"], "")
+    return MessageSummary(msgid, len(record), 0), SearchDocument(fields, [], None, 0)

@@ -41,7 +41,7 @@ from twisted_mail.mail.mime import (
 )
 from twisted_mail.mail.model import INBOX, normalizeFolderName
 from twisted_mail.mail.query import document
-from twisted_mail.stores.spool.indexing import MailboxIndex
+from twisted_mail.stores.spool.indexing import MailboxIndex, _Everything
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
 
@@ -242,10 +242,10 @@ class _Mailbox:
 
         if self.index is None:
             return again().addCallback(summarize)
-        # After a restart the index has the summaries: not parsed again.
-        return self.index.ready().addCallback(lambda _: self.run(
-            self.mbox.listing, start, limit, newestFirst,
-            _Either(self.summaries, self.index.known))).addCallback(summarize)
+        # The index has the summaries (after a restart too): read no record
+        # first, then only those of messages it does not have.
+        return self.run(self.mbox.listing, start, limit, newestFirst,
+                        _Everything()).addCallback(summarize)
 
     def fromIndex(self, page, again):
         """
@@ -270,19 +270,6 @@ class _Mailbox:
             return again().addCallback(lambda result: result[1])
 
         return self.index.summaries(wanted).addCallback(fill)
-
-
-class _Either:
-    """
-    The union of two containers (a listing's C{cached} argument).
-    """
-
-    def __init__(self, first, second):
-        self.first = first
-        self.second = second
-
-    def __contains__(self, item):
-        return item in self.first or item in self.second
 
 
 class _Watch:
