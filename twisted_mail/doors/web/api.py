@@ -27,6 +27,7 @@ from twisted_mail.logins.portal import IMailAccount, LoginAttempt
 from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.doors.web.openapi import openAPIDocument
+from twisted_mail.doors.web.search import searchMessages
 from twisted_mail.doors.web.policy import COOKIE, DOWNLOAD_CSP, FRAME_CSP
 from twisted_mail.doors.web.streams import HANDLED, EventStream, stream
 from twisted_mail.wire import normalizeUserId
@@ -75,6 +76,9 @@ _STORE_ERRORS = [
     (errors.MailboxUnavailable, 503),
     (errors.ProtocolError, 400),
     (errors.LoginFailed, 401),
+    (errors.InvalidFolderName, 400),
+    (errors.NoSuchFolder, 404),
+    (errors.InvalidQuery, 400),
 ]
 
 
@@ -496,16 +500,21 @@ class WebAPI(resource.Resource):
         userid = self._own(who, user)
         start = self._intArg(request, b"start", 0, None)
         limit = self._intArg(request, b"limit", DEFAULT_LIMIT, MAX_LIMIT)
-        d = self._withSession(
-            userid, lambda s: s.listMessages(start, limit, newestFirst=True))
+        extra = {}
+        d = searchMessages(self.store, request, userid, start, limit)
+        if d is None:
+            d = self._withSession(
+                userid, lambda s: s.listMessages(start, limit, newestFirst=True))
+        else:
+            d.addCallback(lambda found: extra.update(found[1]) or found[0])
 
         def listed(listing):
-            return 200, {
+            return 200, dict({
                 "user": userid,
                 "total": listing.total,
                 "start": start,
                 "messages": [m.asDict() for m in listing.messages],
-            }
+            }, **extra)
 
         return d.addCallback(listed)
 
