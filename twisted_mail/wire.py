@@ -112,8 +112,8 @@ class Command(NamedTuple):
     @ivar verb: the upper-case command name, e.g. C{"SEND"}.
     @ivar args: the space-separated arguments (never empty strings); for
         C{READM}, none or the message id.
-    @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>} and
-        C{PASS <password>}: everything after the single space that follows
+    @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>},
+        C{PASS <password>} and C{SRCH <query>}: everything after the single space that follows
         the last fixed argument, exactly as sent; otherwise C{None}.
     """
 
@@ -136,6 +136,8 @@ _GRAMMAR = {
     "CAPA": (0, False, "CAPA"),
     "LSTM": (0, False, "LSTM"),
     "SENDM": (1, False, "SENDM <receiverid>"),
+    # The search extension (CAPA SEARCH; docs/protocol.rst, "Search").
+    "SRCH": (0, True, "SRCH <query>"),
 }
 
 #: verb -> how many more arguments it may take after its fixed ones

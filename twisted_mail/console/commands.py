@@ -31,6 +31,7 @@ _COMMANDS = {
     "SETUSER": ("SetUser", "<userid>", "work as a user: read, delete and send mail"),
     "LIST": ("List", "", "list the messages, numbered"),
     "READ": ("Read", "[n]", "show the next message, or message n of the last List"),
+    "SEARCH": ("Search", "<query>", "list the messages a search finds, numbered like List"),
     "RAW": ("Raw", "", "show the message read last as it is stored"),
     "SAVE": ("Save", "<k> <file>", "write attachment k of the message read last to a file"),
     "DELETE": ("Delete", "", "delete the message shown last"),
@@ -45,7 +46,7 @@ _COMMANDS = {
 }
 
 #: Commands whose last argument is the rest of the line (spaces kept).
-_REST = frozenset(["SAVE", "SEND"])
+_REST = frozenset(["SAVE", "SEND", "SEARCH"])
 
 #: Commands whose first argument is an existing user id (for completion).
 _TAKES_USER = frozenset(["SETUSER", "SEND"])
@@ -56,6 +57,7 @@ _SUB_COMMANDS = (
     "ADDUSER",
     "SETUSER",
     "LIST",
+    "SEARCH",
     "READ",
     "RAW",
     "SAVE",
@@ -298,6 +300,19 @@ class MailCommands:
             self._write(render.renderListing(messages, self._localtime))
 
         return self.client.listMessages().addCallback(listed)
+
+    def cmd_SEARCH(self, query):
+        """
+        C{Search <query>}: the messages a search finds (docs/search.rst),
+        newest first, numbered as C{List} numbers them; C{Read <n>} reads
+        message n of it.
+        """
+
+        def listed(messages):
+            self._listing = messages
+            self._write(render.renderListing(messages, self._localtime))
+
+        return self.client.searchMessages(query).addCallback(listed)
 
     def cmd_READ(self, number=None):
         """

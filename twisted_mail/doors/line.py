@@ -22,6 +22,7 @@ from twisted_mail.logins import throttle
 from twisted_mail import errors, wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.mail.message import appendLine, buildSubmittedMessage
+from twisted_mail.doors.linesearch import SearchCommands, listingLine
 from twisted_mail.doors.connections import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -123,7 +124,7 @@ class _MessageSender:
         self._transport = None
 
 
-class MailServerProtocol(LineReceiver, TimeoutMixin):
+class MailServerProtocol(SearchCommands, LineReceiver, TimeoutMixin):
     """
     One client connection.
 
@@ -434,7 +435,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         ]
         if self.factory.portal is not None:
             capabilities.append("AUTH")
-        capabilities.extend(["LSTM", "SENDM"])
+        capabilities.extend(["LSTM", "SENDM", "SEARCH"])
         return wire.formatMultiline(
             "capabilities follow", [c.encode("ascii") for c in capabilities]
         )
@@ -533,12 +534,7 @@ class MailServerProtocol(LineReceiver, TimeoutMixin):
         session = self._requireSession()
 
         def listed(listing):
-            lines = [
-                "{} {} {}\t{}\t{}".format(
-                    m.id, m.size, int(m.arrived), wire.oneLine(m.sender), wire.oneLine(m.subject)
-                ).encode("utf-8", "replace")
-                for m in listing.messages
-            ]
+            lines = [listingLine(m) for m in listing.messages]
             count = len(lines)
             return wire.formatMultiline(
                 "{} message{}".format(count, "" if count == 1 else "s"), lines
