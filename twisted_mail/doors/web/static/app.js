@@ -9,7 +9,8 @@
   var PAGE = 50;
   var state = {
     passwords: false, me: null, user: null, messages: [], total: 0,
-    current: null, events: null, users: [], route: null
+    current: null, events: null, users: [], route: null,
+    query: "", matched: []
   };
 
   function $(id) { return document.getElementById(id); }
@@ -128,6 +129,11 @@
       var summary;
       try { summary = JSON.parse(event.data); } catch (e) { return; }
       if (state.user !== user) return;
+      if (state.query) {
+        // Search results stay as they are; the new message is announced.
+        say("New message from " + (summary.from || "unknown sender"));
+        return;
+      }
       for (var i = 0; i < state.messages.length; i++) {
         if (state.messages[i].id === summary.id) return;
       }
@@ -169,7 +175,9 @@
   // -- the mailbox
 
   function renderCount() {
-    $("mailbox-count").textContent = state.total + (state.total === 1 ? " message" : " messages");
+    $("mailbox-count").textContent = state.total + (state.query
+      ? (state.total === 1 ? " match" : " matches")
+      : (state.total === 1 ? " message" : " messages"));
     $("more").hidden = state.messages.length >= state.total;
   }
 
@@ -179,12 +187,50 @@
       el("span", { className: "date", text: shortDate(m.date), title: longDate(m.date) }),
       el("span", { className: "subject", text: m.subject || "(no subject)" }),
       el("span", { className: "size", text: humanSize(m.size) }),
-      el("span", { className: "snippet", text: m.snippet || "" })
+      highlighted("snippet", m.snippet || "")
     ]);
+    if (state.query && m.folder) {
+      link.appendChild(el("span", { className: "folder", text: m.folder }));
+    }
     var item = el("li", { "data-id": m.id }, [link]);
     if (isNew) item.className = "new";
     if (m.id === state.current) item.className += " current";
     return item;
+  }
+
+  // -- search: the words the server says it looked for (folded: no case,
+  // no accents) are marked where a word of the text begins with one.
+
+  function fold(s) {
+    return s.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+  }
+
+  function highlighted(className, text) {
+    var node = el("span", { className: className });
+    if (!state.query || !state.matched.length) {
+      node.textContent = text;
+      return node;
+    }
+    text.split(/([\p{L}\p{N}]+)/u).forEach(function (piece, i) {
+      var word = fold(piece);
+      var hit = i % 2 === 1 && state.matched.some(function (m) { return word.indexOf(m) === 0; });
+      node.appendChild(hit ? el("mark", { text: piece }) : document.createTextNode(piece));
+    });
+    return node;
+  }
+
+  function search(event) {
+    event.preventDefault();
+    var before = state.query;
+    state.query = $("search").value.trim();
+    loadMailbox(state.user, 0).then(renderTitle, function (error) {
+      state.query = before;  // a malformed query: the list stays as it was
+      failed(error);
+    });
+  }
+
+  function renderTitle() {
+    $("mailbox-title").textContent = state.query ? "Search results" : "Inbox of " + state.user;
   }
 
   function renderList() {
@@ -196,8 +242,10 @@
   }
 
   function loadMailbox(user, start) {
-    return api("GET", mailboxPath(user) + "/messages?start=" + start + "&limit=" + PAGE)
+    var query = state.query ? "&q=" + enc(state.query) : "";
+    return api("GET", mailboxPath(user) + "/messages?start=" + start + "&limit=" + PAGE + query)
       .then(function (data) {
+        state.matched = data.matched || [];
         if (start === 0) state.messages = data.messages;
         else state.messages = state.messages.concat(data.messages);
         state.total = data.total;
@@ -210,9 +258,12 @@
     state.user = user;
     renderHeader();
     show("mailbox-view");
-    $("mailbox-title").textContent = "Inbox of " + user;
+    if (fresh) state.query = "";
+    renderTitle();
     listen(user);
     if (fresh) {
+      state.query = "";
+      $("search").value = "";
       state.messages = [];
       state.current = null;
       return loadMailbox(user, 0);
@@ -448,6 +499,7 @@
     $("login-form").addEventListener("submit", login);
     $("compose-form").addEventListener("submit", send);
     $("add-user-form").addEventListener("submit", addUser);
+    $("search-form").addEventListener("submit", search);
     $("logout").addEventListener("click", logout);
     $("more").addEventListener("click", function () {
       loadMailbox(state.user, state.messages.length).catch(failed);
