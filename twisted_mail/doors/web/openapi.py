@@ -157,8 +157,11 @@ def openAPIDocument(passwords=False):
                         {"name": "q", "in": "query", "required": False,
                          "description": "A search (MAILBOX.md, docs/search.rst): "
                                         "only the matches, of every folder unless "
-                                        "folder is given; total counts them.",
-                         "schema": {"type": "string", "maxLength": 2000}},
+                                        "folder is given; total counts them.  At "
+                                        "most 2000 characters are parsed; 1000 "
+                                        "always fit an HTTP request line (16 KB) "
+                                        "however they are encoded.",
+                         "schema": {"type": "string", "maxLength": 1000}},
                     ],
                     "responses": dict({"200": _json({
                         "type": "object",
