@@ -29,6 +29,14 @@ from twisted_mail.stores.spool.store import SpoolStore
 from .test_store import SynchronousThreads, makeSpoolStore
 
 
+
+def unstamped(content):
+    """
+    An mbox file's bytes without the store's id, UID and flag lines.
+    """
+    return re.sub(rb"(?m)^(X-Simplemail-Id|X-UID|Status|X-Status|X-Keywords): .*\n", b"",
+                  content)
+
 class SpoolTestCase(SynchronousTestCase):
     def setUp(self):
         self.store = makeSpoolStore(self)
@@ -69,9 +77,9 @@ class SpoolTestCase(SynchronousTestCase):
 class FormatTests(SpoolTestCase):
     def test_fileLayout(self):
         """
-        A delivered message is a From line, the store's id header, the four
-        headers, a blank line, the mboxrd-quoted body and a blank line, in a
-        file of mode 0600.
+        A delivered message is a From line, the store's id header, its UID
+        and flag lines (with room for flags), the four headers, a blank line,
+        the mboxrd-quoted body and a blank line, in a file of mode 0600.
         """
         self.ok(self.store.addUser("bob"))
         self.ok(self.store.deliver("alice", "bob", b"hi\r\nFrom me\r\n>From you"))
@@ -81,9 +89,12 @@ class FormatTests(SpoolTestCase):
             lines[0], rb"^From alice@localhost \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$"
         )
         self.assertRegex(lines[1], rb"^X-Simplemail-Id: [A-Za-z0-9_-]{16}$")
-        self.assertEqual([l.split(b":")[0] for l in lines[2:6]],
+        self.assertEqual(lines[2], b"X-UID: 1")
+        self.assertEqual(lines[3:5], [b"Status: ", b"X-Status: "])
+        self.assertRegex(lines[5], rb"^X-Keywords: {60,}$")
+        self.assertEqual([l.split(b":")[0] for l in lines[6:10]],
                          [b"From", b"To", b"Date", b"Message-ID"])
-        self.assertEqual(lines[6:], [b"", b"hi", b">From me", b">>From you", b"", b""])
+        self.assertEqual(lines[10:], [b"", b"hi", b">From me", b">>From you", b"", b""])
         self.assertEqual(stat.S_IMODE(os.stat(self.dir.child("bob").path).st_mode), 0o600)
 
     def test_nullSenderSeparator(self):
@@ -152,10 +163,11 @@ class BatchTests(SpoolTestCase):
         mailbox = store._mailbox("bob")
         outcomes = mailbox._build([(separator, (body,)), (separator, (b"fine\n",))])
         self.assertIsInstance(outcomes[0], errors.MessageTooLarge)
-        self.assertIsNone(outcomes[1])
+        self.assertIsInstance(outcomes[1], str)
         self.assertRegex(
             FilePath(store.path).child("bob").getContent(),
-            re.escape(separator) + rb"\nX-Simplemail-Id: [\w-]{16}\nfine\n\n\Z"
+            re.escape(separator) + rb"\nX-Simplemail-Id: [\w-]{16}\nX-UID: 1\n"
+            rb"Status: \nX-Status: \nX-Keywords: +\nfine\n\n\Z"
         )
         self.failureResultOf(store.deliverMessage("a", "bob", body), errors.MessageTooLarge)
 
@@ -199,7 +211,9 @@ class GroupCommitTests(SpoolTestCase):
         self.assertEqual(len(threads.jobs), 1)
         self.assertEqual(results, [])
         threads.runAll()
-        self.assertEqual(results, [None, None, None])
+        # Each delivery fires with its new message's id.
+        self.assertEqual([type(r) for r in results], [str, str, str])
+        self.assertEqual(len(set(results)), 3)
         # One sync for the append intent, one for the mailbox.
         self.assertEqual(len(syncs), 2)
         self.assertEqual(self.bodies("bob", makeSpoolStore(self, store.path)),
@@ -315,7 +329,9 @@ class ForeignMailTests(SpoolTestCase):
 
     def test_expungeKeepsForeignBytes(self):
         """
-        Expunging rewrites other programs' messages byte for byte.
+        Expunging rewrites other programs' messages byte for byte, as the
+        store first stamped them (their id and UID lines added, nothing
+        else changed).
         """
         self.writeWithStdlib("bob", [b"keep\n", b"drop\n", b"keep too\n"])
         before = self.dir.child("bob").getContent()
@@ -326,7 +342,7 @@ class ForeignMailTests(SpoolTestCase):
         self.ok(session.close())
         after = self.dir.child("bob").getContent()
         records = before.split(b"\nFrom ")
-        self.assertEqual(after, records[0] + b"\nFrom " + records[2])
+        self.assertEqual(unstamped(after), records[0] + b"\nFrom " + records[2])
         self.assertEqual(self.mboxPayloads("bob"), [b"keep\n", b"keep too\n"])
 
 
@@ -605,7 +621,7 @@ class CrashRepairTests(SpoolTestCase):
         store = makeSpoolStore(self, self.store.path)
         self.assertEqual(self.bodies("bob", store),
                          [b"first\n", b"second\nFrom x\n", b"theirs\n"])
-        self.assertEqual(FilePath(path).getContent(), good + theirs)
+        self.assertEqual(unstamped(FilePath(path).getContent()), unstamped(good) + theirs)
 
     def test_tornWithHeadCut(self):
         """

@@ -191,10 +191,17 @@ def keywordsAfter(inUse, add):
     Check that adding keywords C{add} keeps a folder within
     L{twisted_mail.mail.model.MAX_KEYWORDS} distinct keywords.
 
-    @param inUse: the keywords its messages carry now.
+    @param inUse: the keywords its messages carry now, or a callable giving
+        them (called only when C{add} holds keywords: finding them may cost
+        a look at every message).
     @raise TooManyKeywords: it would not.
     """
-    new = {flag for flag in add if flag not in SYSTEM_FLAGS} - set(inUse)
+    wanted = {flag for flag in add if flag not in SYSTEM_FLAGS}
+    if not wanted:
+        return
+    if callable(inUse):
+        inUse = inUse()
+    new = wanted - set(inUse)
     if new and len(set(inUse)) + len(new) > MAX_KEYWORDS:
         raise errors.TooManyKeywords()
 

@@ -13,8 +13,9 @@ unreadable index is thrown away and rebuilt from them.  See docs/search.rst.
 Tables::
 
     meta(name PRIMARY KEY, value)      schema version, the entries snapshot
-    msg(rowid, id, folder, key, arrived, arrivedday, sentday, size,
-        attachments, flags, summary, headers)
+    msg(rowid, id, folder, key, uid, arrived, arrivedday, sentday, size,
+        attachments, flags, summary, headers)  (flags and uid outside the
+                                       summary: they change without the text)
     text(from_, to_, cc, bcc, subject, body, attachment, headers)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
@@ -35,7 +36,7 @@ from twisted_mail.mail.mime import MessageSummary
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _COLUMNS = {
     "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS msg(
     id TEXT NOT NULL,
     folder TEXT NOT NULL,
     key BLOB NOT NULL,
+    uid INTEGER NOT NULL,
     arrived INTEGER NOT NULL,
     arrivedday INTEGER NOT NULL,
     sentday INTEGER NOT NULL,
@@ -59,7 +61,7 @@ CREATE TABLE IF NOT EXISTS msg(
     summary TEXT NOT NULL,
     headers TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key);
+CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     from_, to_, cc, bcc, subject, body, attachment, headers,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
@@ -100,17 +102,21 @@ def mailboxStamp(dirfd, name, journal):
 
 # -- the entries snapshot: where each message lies in the mbox file
 
-_ENTRY = struct.Struct("<QQ16s")
+_ENTRY = struct.Struct("<QQ16sI")
 
 
 def packEntries(entries):
     """
-    C{(start, end, key, msgid)} tuples as bytes: their count, the fixed
-    parts, then the ids separated by newlines.
+    C{(start, end, key, msgid, uid, flags)} tuples as bytes: their count,
+    the fixed parts, then the ids, then the flags (space-separated), each
+    list separated by newlines.
     """
-    fixed = b"".join(_ENTRY.pack(start, end, key) for start, end, key, _ in entries)
-    ids = b"\n".join((msgid or "").encode("ascii") for _, _, _, msgid in entries)
-    return struct.pack("<Q", len(entries)) + fixed + ids
+    fixed = b"".join(_ENTRY.pack(start, end, key, uid) for start, end, key, _, uid, _
+                     in entries)
+    ids = "\n".join(msgid or "" for _, _, _, msgid, _, _ in entries)
+    flags = "\n".join(" ".join(sorted(f)) for *_, f in entries)
+    tail = (ids + "\x00" + flags).encode("utf-8")
+    return struct.pack("<Q", len(entries)) + fixed + tail
 
 
 def unpackEntries(data):
@@ -119,19 +125,23 @@ def unpackEntries(data):
     """
     (count,) = struct.unpack_from("<Q", data)
     end = 8 + count * _ENTRY.size
-    ids = data[end:].decode("ascii").split("\n") if count else []
-    return [(start, stop, key, msgid or None) for (start, stop, key), msgid in zip(
-        _ENTRY.iter_unpack(data[8:end]), ids)]
+    if not count:
+        return []
+    ids, flags = data[end:].decode("utf-8").split("\x00")
+    return [(start, stop, key, msgid or None, uid, frozenset(f.split()))
+            for (start, stop, key, uid), msgid, f in zip(
+                _ENTRY.iter_unpack(data[8:end]), ids.split("\n"), flags.split("\n"))]
 
 
 def _summaryJSON(summary):
-    fields = {k: getattr(summary, k) for k in MessageSummary.__slots__}
-    fields["flags"] = sorted(summary.flags)
+    fields = {k: getattr(summary, k) for k in MessageSummary.__slots__
+              if k not in ("uid", "flags", "folder")}
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
-def summaryFromJSON(text):
+def summaryFromRow(text, uid, flags, folder):
     fields = json.loads(text)
+    fields.update(uid=uid, flags=flags.split(), folder=folder)
     return MessageSummary(**fields)
 
 
@@ -244,8 +254,9 @@ class SearchDatabase:
 
     def pairs(self, folder):
         """
-        The C{(id, key)} pairs indexed in C{folder}, a L{set} (kept, and
-        read again only when another connection wrote).
+        The messages indexed in C{folder}: a L{dict} from C{(id, key)} to
+        C{(uid, flags text)} (kept, and read again only when another
+        connection wrote).
         """
         self.open()
         version = self._execute("PRAGMA data_version").fetchone()[0]
@@ -254,8 +265,8 @@ class SearchDatabase:
             self._version = version
         if folder not in self._pairs:
             self._pairs[folder] = {
-                (msgid, bytes(key)) for msgid, key in self._execute(
-                    "SELECT id, key FROM msg WHERE folder=?", (folder,))}
+                (msgid, bytes(key)): (uid, flags) for msgid, key, uid, flags in self._execute(
+                    "SELECT id, key, uid, flags FROM msg WHERE folder=?", (folder,))}
         return self._pairs[folder]
 
     def meta(self, name):
@@ -274,18 +285,20 @@ class SearchDatabase:
         ids = list(dict.fromkeys(msgids))
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            for msgid, key, summary in self._execute(
-                    "SELECT id, key, summary FROM msg WHERE folder=? AND id IN ({})"
+            for msgid, key, summary, uid, flags in self._execute(
+                    "SELECT id, key, summary, uid, flags FROM msg"
+                    " WHERE folder=? AND id IN ({})"
                     .format(",".join("?" * len(chunk))), [folder] + chunk):
-                found[(msgid, bytes(key))] = summaryFromJSON(summary)
+                found[(msgid, bytes(key))] = summaryFromRow(summary, uid, flags, folder)
         return found
 
     # -- changes
 
-    def update(self, folder, remove, add, stamp=None, snapshot=None):
+    def update(self, folder, remove, add, stamp=None, snapshot=None, changed=()):
         """
         In one transaction: forget the messages C{remove} (C{(id, key)}
-        pairs), index C{add} (C{(key, summary, document)} triples), and
+        pairs), index C{add} (C{(key, summary, document)} triples), give
+        new UIDs and flags to C{changed} (C{(id, key, uid, flags)}), and
         record the mailbox's stamp and entries snapshot.
         """
         self.open()
@@ -300,7 +313,12 @@ class SearchDatabase:
                             (folder, msgid, key)).fetchall():
                         db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
                         db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
-                    pairs.discard((msgid, key))
+                    pairs.pop((msgid, key), None)
+                for msgid, key, uid, flags in changed:
+                    db.execute("UPDATE msg SET uid=?, flags=? WHERE folder=? AND id=? AND key=?",
+                               (uid, _flagsText(flags), folder, msgid, key))
+                    if (msgid, key) in pairs:
+                        pairs[(msgid, key)] = (uid, _flagsText(flags))
                 rows, texts = [], []
                 (top,) = db.execute("SELECT coalesce(max(rowid), 0) FROM msg").fetchone()
                 for key, summary, doc in add:
@@ -314,12 +332,12 @@ class SearchDatabase:
                         rowid = old[0]
                         db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
                         db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
-                        pairs.discard((summary.id, bytes(old[1])))
+                        pairs.pop((summary.id, bytes(old[1])), None)
                     else:
                         top += 1
                         rowid = top
                     rows.append((
-                        rowid, summary.id, folder, key, int(summary.arrived),
+                        rowid, summary.id, folder, key, summary.uid, int(summary.arrived),
                         _ordinal(Q.arrivedDay(summary.arrived)),
                         _ordinal(doc.sentDay or datetime.date.fromisoformat(
                             summary.date[:10])),
@@ -327,11 +345,11 @@ class SearchDatabase:
                         _summaryJSON(summary),
                         json.dumps(doc.headers, ensure_ascii=False)))
                     texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
-                    pairs.add((summary.id, key))
+                    pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
                 db.executemany(
-                    "INSERT INTO msg(rowid, id, folder, key, arrived, arrivedday,"
+                    "INSERT INTO msg(rowid, id, folder, key, uid, arrived, arrivedday,"
                     " sentday, size, attachments, flags, summary, headers)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 db.executemany(
                     "INSERT INTO text(rowid, from_, to_, cc, bcc, subject, body,"
                     " attachment, headers) VALUES(?,?,?,?,?,?,?,?,?)", texts)
@@ -390,7 +408,8 @@ class SearchDatabase:
         else:
             counting = "SELECT count(*) FROM msg WHERE " + where
         total = self._execute(counting, params).fetchone()[0]
-        sql = "SELECT summary FROM msg WHERE {} ORDER BY rowid DESC".format(where)
+        sql = "SELECT summary, uid, flags, folder FROM msg WHERE {} ORDER BY rowid DESC".format(
+            where)
         page = params
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -398,7 +417,7 @@ class SearchDatabase:
         elif start:
             sql += " LIMIT -1 OFFSET ?"
             page = params + [start]
-        return total, [summaryFromJSON(s) for (s,) in self._execute(sql, page)]
+        return total, [summaryFromRow(*row) for row in self._execute(sql, page)]
 
 
 def _headerContains(headers, name, text):

@@ -27,6 +27,7 @@ from twisted_mail import errors
 from twisted_mail.mail.model import INBOX
 from twisted_mail.stores.spool.index import (
     IndexDamaged,
+    _flagsText,
     SearchDatabase,
     indexName,
     mailboxStamp,
@@ -172,53 +173,55 @@ class MailboxIndex:
     def _syncOnce(self):
         mailbox = self._mailbox
         mbox = mailbox.mbox
-        known = yield self._inThread(lambda: set(self.writer.pairs(INBOX)))
+        known = yield self._inThread(lambda: dict(self.writer.pairs(INBOX)))
         now = self._clock()
         wantSnapshot = self._snapshotAt is None or now - self._snapshotAt >= SNAPSHOT_INTERVAL
 
         def look():
             stamp = mailboxStamp(self._dirfd, mbox.userid, mbox.journalName)
-            total, page = mbox.listing(0, None, False, _Everything())
-            snapshot = None
-            if wantSnapshot:
-                # The entries as the listing left them, and what they describe.
-                ino, size, entries = mbox.entriesState()
-                snapshot = struct.pack("<QQ", ino, size) + packEntries(entries)
-            return stamp, [(msgid, key) for msgid, key, _ in page], snapshot
+            with mbox.locked():
+                live = [(e.msgid, e.key, e.uid, e.flags) for e in mbox.entries
+                        if not e.deleted]
+                snapshot = None
+                if wantSnapshot:
+                    ino, size, entries = mbox.entriesState()
+                    snapshot = struct.pack("<QQ", ino, size) + packEntries(entries)
+            return stamp, live, snapshot
 
         stamp, live, snapshot = yield mailbox.run(look)
-        liveSet = set(live)
-        new = [i for i, pair in enumerate(live) if pair not in known]
-        done = 0
-        if len(new) > BATCH:
+        liveSet = {(msgid, key) for msgid, key, _, _ in live}
+        new = [(msgid, key) for msgid, key, _, _ in live if (msgid, key) not in known]
+        changed = [(msgid, key, uid, flags) for msgid, key, uid, flags in live
+                   if (msgid, key) in known and known[(msgid, key)] != (uid, _flagsText(flags))]
+        if len(new) > BATCH and self.progress is None:
             log.info("indexing {count} messages of {user}", count=len(new),
                      user=self._userid)
+        done = 0
         for first in range(0, len(new), BATCH):
-            positions = new[first:first + BATCH]
-            wanted = {live[i] for i in positions}
-            lo, hi = positions[0], positions[-1] + 1
+            wanted = set(new[first:first + BATCH])
 
-            def read(lo=lo, hi=hi, wanted=wanted):
-                total, page = mbox.listing(lo, hi - lo, False, _Not(wanted))
-                return [(msgid, key, record) for msgid, key, record in page
-                        if record is not None and (msgid, key) in wanted]
+            def read(wanted=wanted):
+                with mbox.locked() as handle:
+                    return [(e.msgid, e.key, mbox.read(handle, e), e.uid, e.flags)
+                            for e in mbox.entries
+                            if not e.deleted and (e.msgid, e.key) in wanted]
 
             records = yield mailbox.run(read)
             yield self._inThread(self._index, records)
-            done += len(positions)
+            done += len(wanted)
             if self.progress is not None:
                 self.progress(done, len(new))
             elif len(new) > BATCH:
                 log.info("indexed {done}/{count} messages of {user}", done=done,
                          count=len(new), user=self._userid)
-        gone = known - liveSet
-        yield self._inThread(self.writer.update, INBOX, gone, [], stamp, snapshot)
+        gone = set(known) - liveSet
+        yield self._inThread(self.writer.update, INBOX, gone, [], stamp, snapshot, changed)
         if snapshot is not None:
             self._snapshotAt = now
 
     def _index(self, records):
         add = []
-        for msgid, key, record in records:
+        for msgid, key, record, uid, flags in records:
             try:
                 summary, doc = self._readRecord(msgid, record)
             except Exception:
@@ -227,7 +230,7 @@ class MailboxIndex:
                 log.failure("search index of {user}: message {id} unreadable",
                             user=self._userid, id=msgid)
                 summary, doc = _unreadable(msgid, record)
-            add.append((key, summary, doc))
+            add.append((key, summary.replace(uid=uid, flags=flags, folder=INBOX), doc))
         self.writer.update(INBOX, (), add)
 
     # -- answering
@@ -278,19 +281,6 @@ class MailboxIndex:
 
         return self._readLock.run(self._inThread, fresh).addCallback(first).addErrback(
             damaged)
-
-
-class _Not:
-    """
-    Everything but the items of a set: a listing through it reads the
-    records of those items only.
-    """
-
-    def __init__(self, wanted):
-        self.wanted = wanted
-
-    def __contains__(self, item):
-        return item not in self.wanted
 
 
 def _unreadable(msgid, record):

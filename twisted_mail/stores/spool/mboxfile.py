@@ -45,10 +45,12 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 
 from twisted_mail import errors
+from twisted_mail.stores.spool.folderfile import FolderFile
+from twisted_mail.stores.spool.flags import storeLines
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, lockFile, processIsAlive
 from twisted_mail.stores.spool.records import (
     _Entry,
-    _chunksKey,
+    recordKey,
     _head,
     _messageKey,
     _tailBytes,
@@ -56,7 +58,8 @@ from twisted_mail.stores.spool.records import (
     contentId,
     scanRecords,
 )
-from twisted_mail.mail.message import fromMboxRecord, recordId
+from twisted_mail.mail.message import ID_HEADER, recordId
+from twisted_mail.stores.spool.flags import readerText
 from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
 
 log = Logger()
@@ -79,7 +82,7 @@ class _Locked:
         self.stat = stat
 
 
-class MboxFile(CrashRecovery):
+class MboxFile(CrashRecovery, FolderFile):
     """
     One user's mbox and its index.  Synchronous: every method is meant to run
     in a worker thread, one at a time (L{_Mailbox} sees to that).
@@ -171,8 +174,11 @@ class MboxFile(CrashRecovery):
             handle = _Locked(fd, st)
             if not self._unchanged(st):
                 self._tail = None
+                self._recoverTail(handle)
                 self._recover(handle)
+            self._reindexed = False
             self._refresh(handle, journal)
+            self._afterRefresh(handle, journal)
             yield handle
         finally:
             try:
@@ -344,8 +350,10 @@ class MboxFile(CrashRecovery):
         ino, size, entries = snapshot
         if ino != handle.stat.st_ino or size > handle.stat.st_size or not entries:
             return
+        if any(msgid is None or not uid for _, _, _, msgid, uid, _ in entries):
+            return  # messages not stamped yet: the scan stamps them
         step = max(1, len(entries) // 32)
-        for start, end, key, _ in entries[::step] + entries[-1:]:
+        for start, end, key, *_ in entries[::step] + entries[-1:]:
             if _messageKey(os.pread(handle.fd, end - start, start)) != key:
                 return
         self._replaceAll(self._newEntries(entries))
@@ -355,10 +363,12 @@ class MboxFile(CrashRecovery):
     def entriesState(self):
         """
         The entries as the last job left them, for a snapshot: C{(inode,
-        size, [(start, end, key, id), ...])}.
+        size, [(start, end, key, id, uid, flags), ...])} (the id L{None}
+        where it is derived from the bytes).
         """
         return (self._ino or 0, self._size,
-                [(e.start, e.end, e.key, e.msgid) for e in self.entries])
+                [(e.start, e.end, e.key, None if e.derived else e.msgid, e.uid, e.flags)
+                 for e in self.entries])
 
     def _stillValid(self, fd):
         """
@@ -373,8 +383,8 @@ class MboxFile(CrashRecovery):
 
     def _newEntries(self, scanned):
         entries = []
-        for start, end, key, msgid in scanned:
-            entries.append(_Entry(start, end, key, next(self._serials), msgid))
+        for start, end, key, msgid, uid, flags in scanned:
+            entries.append(_Entry(start, end, key, next(self._serials), msgid, uid, flags))
         return entries
 
     def _extend(self, fd, size):
@@ -395,10 +405,11 @@ class MboxFile(CrashRecovery):
                 self.live -= 1
             scanned = scanRecords(fd, last.start, size)
             if scanned and scanned[0][0] == last.start:
-                start, end, key, msgid = scanned.pop(0)
+                start, end, key, msgid, uid, flags = scanned.pop(0)
                 if msgid is None and key == last.key:
                     msgid = last.msgid
                 last.end, last.key, last.msgid = end, key, msgid
+                last.uid, last.flags = uid, flags
                 self._add([last])
         self._add(self._newEntries(scanned))
         self._size = size
@@ -407,8 +418,13 @@ class MboxFile(CrashRecovery):
         byId = self._byId
         for entry in entries:
             if entry.msgid is None or entry.msgid in byId:
-                # Another program's message, or a copy of an id header.
+                # Another program's message, or a copy of an id header: a
+                # derived id until the record is stamped (folderfile).
                 entry.msgid = contentId(entry.key, byId)
+                entry.derived = True
+                self._needsStamp = True
+            elif not entry.uid:
+                self._needsStamp = True
             byId[entry.msgid] = entry
             self.entries.append(entry)
             self._serialList.append(entry.serial)
@@ -430,13 +446,23 @@ class MboxFile(CrashRecovery):
         (matched by content) so that sessions' cursors stay where they were.
         """
         scanned = scanRecords(fd, 0, size)
+        self._reindexed = True
         known = {}
+        knownIds = {}
         for entry in self.entries:
             known.setdefault(entry.key, []).append(entry.serial)
+            if not entry.derived:
+                knownIds[entry.msgid] = entry.serial
         serials = []
-        for start, end, key, msgid in scanned:
+        for start, end, key, msgid, uid, flags in scanned:
+            # Matched by permanent id first: mutt's rewrites change bytes.
+            serial = knownIds.pop(msgid, None) if msgid is not None else None
             bucket = known.get(key)
-            serials.append(bucket.pop(0) if bucket else None)
+            if serial is None:
+                serial = bucket.pop(0) if bucket else None
+            elif bucket and serial in bucket:
+                bucket.remove(serial)
+            serials.append(serial)
         matched = [s for s in serials if s is not None]
         if matched != sorted(matched):
             serials = [None] * len(serials)  # reordered by someone: start afresh
@@ -450,14 +476,14 @@ class MboxFile(CrashRecovery):
         # Give unmatched messages serials between their neighbours.
         entries = []
         previous = 0
-        for i, (start, end, key, msgid) in enumerate(scanned):
+        for i, (start, end, key, msgid, uid, flags) in enumerate(scanned):
             serial = serials[i]
             if serial is None:
                 if following[i] is None:
                     serial = next(self._serials)
                 else:
                     serial = (previous + following[i]) / 2.0
-            entries.append(_Entry(start, end, key, serial, msgid))
+            entries.append(_Entry(start, end, key, serial, msgid, uid, flags))
             previous = serial
         self._replaceAll(entries)
         self._ino = ino
@@ -492,13 +518,32 @@ class MboxFile(CrashRecovery):
             return False
         return self._dotLockIsStale()
 
-    def append(self, records):
+    def append(self, records, flags=None, uids=None):
         """
-        Append whole mbox records (each a list of byte strings), sync, and
-        index them.  On any error the
-        file is cut back to where it was and L{TemporaryFailure} raised.
+        Append whole mbox records (each a list of byte strings: the
+        separator line, the id line, then the message), sync, and index
+        them.  Each is given the next UID and its flags (C{flags}, a list
+        beside C{records}; none by default) in lines after its id line
+        (C{uids}, a list beside them, gives UIDs instead: a migration).  On
+        any error the file is cut back to where it was and
+        L{TemporaryFailure} raised.
+
+        @return: the new entries.
         """
         with self.locked(journal=False) as handle:
+            stamped = []
+            assigned = []
+            for i, record in enumerate(records):
+                given = frozenset() if flags is None else flags[i]
+                uid = self.uidNext if uids is None else max(uids[i], 1)
+                lines = storeLines(uid, given, old=bool(given))
+                self.uidNext = max(self.uidNext, uid) + 1
+                assigned.append(uid)
+                # After the separator and id lines (one piece or two).
+                at = 1 if bytes(record[0]).count(b"\n") > 1 or len(record) < 2 \
+                    or not bytes(record[1][:len(ID_HEADER)]) == ID_HEADER else 2
+                stamped.append(record[:at] + [lines] + record[at:])
+            records = stamped
             fd = handle.fd
             start = handle.stat.st_size
             if self._tail is not None and self._tail[0] == start:
@@ -542,14 +587,18 @@ class MboxFile(CrashRecovery):
             for record in records:
                 length = sum(len(chunk) for chunk in record)
                 written.append(
-                    _Entry(offset, offset + length, _chunksKey(record),
-                           next(self._serials), recordId(_head(record, 160)))
+                    _Entry(offset, offset + length, recordKey(record),
+                           next(self._serials), recordId(_head(record, 160)),
+                           assigned[len(written)],
+                           frozenset() if flags is None else flags[len(written)])
                 )
                 offset += length
             self._add(written)
             self._size = end
             self._mtime = os.fstat(fd).st_mtime_ns
             self._tail = (end, _tailBytes(chunks, 2))
+            self._saveUids(sync=False)
+            return written
 
     def _failedAppend(self, e):
         log.error(
@@ -587,7 +636,7 @@ class MboxFile(CrashRecovery):
                 entry = entries[i]
                 if not entry.deleted:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                    return entry.serial, fromMboxRecord(record)
+                    return entry.serial, readerText(record)
             return None
 
     # -- the mailbox view: messages by stable id
@@ -604,7 +653,7 @@ class MboxFile(CrashRecovery):
             if entry is None or entry.deleted:
                 raise errors.NoSuchMessage()
             record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-            return entry.serial, fromMboxRecord(record)
+            return entry.serial, readerText(record)
 
     def listing(self, start, limit, newestFirst, cached):
         """
@@ -729,13 +778,17 @@ class MboxFile(CrashRecovery):
                 for entry in kept:
                     record = os.pread(handle.fd, entry.end - entry.start, entry.start)
                     _writeAll(fd, [record], offset)
-                    newEntries.append(_Entry(offset, offset + len(record), entry.key,
-                                             entry.serial, entry.msgid))
+                    new = _Entry(offset, offset + len(record), entry.key,
+                                 entry.serial, entry.msgid, entry.uid, entry.flags)
+                    new.derived = entry.derived
+                    newEntries.append(new)
                     offset += len(record)
                 os.fsync(fd)
                 newIno = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
+            # UIDNEXT must outlive the messages that raised it.
+            self._saveUids(sync=True)
             self._appendJournal(b"expunged %d\n" % (newIno,))
             os.rename(self._newName, self.userid, src_dir_fd=self._dirfd,
                       dst_dir_fd=self._dirfd)

@@ -10,17 +10,57 @@ import hashlib
 import os
 
 from twisted_mail.mail.message import recordId
+from twisted_mail.stores.spool.flags import keyedOut, parseHeader
 
 _READ_CHUNK = 1 << 20
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
-def _messageKey(record):
+def _messageKey(record, header=None):
     """
-    The identity of a stored message: a digest of its bytes, ignoring the
-    blank lines that end it (they change when another tool appends).
+    The identity of a stored message: a digest of its bytes without the
+    store's lines (its flags, its UID: see
+    L{twisted_mail.stores.spool.flags}), ignoring the blank lines that end
+    it (they change when another tool appends).  Flag changes, and mutt's
+    rewrites, keep it; for mail written before flags were kept it is what
+    it was.
     """
-    return hashlib.blake2b(record.rstrip(b"\n"), digest_size=16).digest()
+    if header is None:
+        header = parseHeader(record)
+    view = memoryview(record)
+    pieces = []
+    pos = 0
+    for s, e, _ in keyedOut(header):
+        pieces.append(view[pos:s])
+        pos = e
+    pieces.append(view[pos:])
+    return _chunksKey(pieces)
+
+
+def recordKey(chunks):
+    """
+    L{_messageKey} of a record given in pieces (as written), without joining
+    its body.
+    """
+    head = b""
+    i = 0
+    while i < len(chunks) and b"\n\n" not in head and len(head) < (1 << 20):
+        head += bytes(chunks[i])
+        i += 1
+    end = head.find(b"\n\n")
+    if end == -1:
+        end = len(head)
+    else:
+        end += 2
+    header = parseHeader(head, end)
+    view = memoryview(head)
+    pieces = []
+    pos = 0
+    for s, e, _ in keyedOut(header):
+        pieces.append(view[pos:s])
+        pos = e
+    pieces.append(view[pos:])
+    return _chunksKey(pieces + list(chunks[i:]))
 
 
 def _chunksKey(chunks):
@@ -49,14 +89,20 @@ def _chunksKey(chunks):
 
 
 class _Entry:
-    __slots__ = ("start", "end", "key", "serial", "deleted", "msgid")
+    __slots__ = ("start", "end", "key", "serial", "deleted", "msgid", "uid", "flags",
+                 "derived")
 
-    def __init__(self, start, end, key, serial, msgid=None):
+    def __init__(self, start, end, key, serial, msgid=None, uid=0, flags=frozenset()):
         self.start = start
         self.end = end
         self.key = key
         self.serial = serial
         self.deleted = False
+        # Its UID and flags, from the record's store lines (0: none yet).
+        self.uid = uid
+        self.flags = flags
+        # Whether the id was derived from its bytes (no id line yet).
+        self.derived = False
         # The stable id: from the record's id header, else derived from its
         # bytes when it is indexed (see MboxFile._add).
         self.msgid = msgid
@@ -80,14 +126,20 @@ def contentId(key, taken):
     return msgid
 
 
+def _facts(record):
+    header = parseHeader(record)
+    return _messageKey(record, header), recordId(record), header.uid, header.flags
+
+
 def scanRecords(fd, start, end):
     """
     Find the messages in C{[start, end)} of the file; C{start} is at a
     separator or at the start of the file.  Text before the first
     separator is not a message: it is kept in the file, never shown.
 
-    @return: a L{list} of C{(start, end, key, id)}, the id L{None} for
-        a record without an id header.
+    @return: a L{list} of C{(start, end, key, id, uid, flags)}, the id
+        L{None} for a record without an id header, the uid 0 for one
+        without an X-UID.
     """
     found = []
     # From the start of the message being read.  A bytearray: appending
@@ -111,10 +163,7 @@ def scanRecords(fd, start, end):
             cut = i + 1
             record = bytes(buf[messageStart:cut])
             if record.startswith(b"From "):
-                found.append(
-                    (bufStart + messageStart, bufStart + cut, _messageKey(record),
-                     recordId(record))
-                )
+                found.append((bufStart + messageStart, bufStart + cut) + _facts(record))
             messageStart = searchAt = cut
         if messageStart:
             del buf[:messageStart]
@@ -122,8 +171,7 @@ def scanRecords(fd, start, end):
         searchAt = max(0, len(buf) - 5)
     if buf.startswith(b"From "):
         record = bytes(buf)
-        found.append((bufStart, bufStart + len(buf), _messageKey(record),
-                      recordId(record)))
+        found.append((bufStart, bufStart + len(buf)) + _facts(record))
     return found
 
 

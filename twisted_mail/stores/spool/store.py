@@ -9,7 +9,6 @@ on them are written together, with one fsync (group commit).
 
 import itertools
 import os
-import secrets
 import stat
 import threading
 import time
@@ -23,10 +22,12 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource
+from twisted_mail.stores.spool.flags import readerText, stripStoreFields
+from twisted_mail.stores.spool.folderfile import newMessageId
+from twisted_mail.stores.spool.folders import newValidity
 from twisted_mail.stores.spool.mboxfile import LOCK_DEADLINE, MboxFile
 from twisted_mail.mail.message import (
     buildHeaders,
-    fromMboxRecord,
     idHeaderLine,
     mboxRecordChunks,
     separatorLine,
@@ -41,23 +42,20 @@ from twisted_mail.mail.mime import (
 )
 from twisted_mail.mail.model import INBOX, normalizeFolderName
 from twisted_mail.mail.query import document
-from twisted_mail.stores.spool.indexing import MailboxIndex, _Everything
+from twisted_mail.stores.spool.indexing import MailboxIndex
 from twisted_mail.wire import normalizeUserId
-from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
+from twisted_mail.stores.base import (
+    Listeners,
+    receiverArgument,
+    userIdArgument,
+)
+from twisted_mail.stores.spool.views import SpoolFolders, SpoolFolderView
 
 log = Logger()
 
 #: How often other processes' deliveries to a watched mailbox are looked
 #: for, in seconds (ACCESS.md: announced within 2 seconds).
 POLL_INTERVAL = 1.0
-
-
-def newMessageId():
-    """
-    A fresh stable id for a message we store: 16 URL-safe characters, 96
-    random bits, so never one given before (docs/mailbox-ids.rst).
-    """
-    return secrets.token_urlsafe(12)
 
 
 def readRecord(msgid, record):
@@ -69,7 +67,7 @@ def readRecord(msgid, record):
     """
     newline = record.find(b"\n")
     arrived = arrivalTime(record[:newline]) if newline != -1 else 0
-    text = fromMboxRecord(record)
+    text = readerText(record)
     parsed = parseMessage(text)
     summary = MessageSummary(msgid, popSize(text), arrived, **parsed.summaryFields())
     return summary, document(parsed)
@@ -87,7 +85,7 @@ def _summarizeRecords(records):
     for msgid, key, record in records:
         newline = record.find(b"\n")
         arrived = arrivalTime(record[:newline]) if newline != -1 else 0
-        summaries[(msgid, key)] = summarize(fromMboxRecord(record), msgid, arrived)
+        summaries[(msgid, key)] = summarize(readerText(record), msgid, arrived)
     return summaries
 
 
@@ -165,20 +163,21 @@ class _Mailbox:
         large body here, not on the reactor thread), refuse those over the
         size limit, append the rest in one write and one sync.
 
-        @return: for each message, L{None} (stored) or the exception
+        @return: for each message, its id (stored) or the exception
             refusing it.
         """
         outcomes = []
         records = []
         limit = self._store.maxMessageSize
         for separator, parts in messages:
-            idLine = idHeaderLine(newMessageId())
+            msgid = newMessageId()
+            idLine = idHeaderLine(msgid)
             record = mboxRecordChunks(separator, idLine, *parts)
             # The id line is the store's, not the message's: not counted.
             if sum(len(chunk) for chunk in record) - len(idLine) > limit:
                 outcomes.append(errors.MessageTooLarge(limit))
             else:
-                outcomes.append(None)
+                outcomes.append(msgid)
                 records.append(record)
         if records:
             self.mbox.append(records)
@@ -197,14 +196,16 @@ class _Mailbox:
                     waiting.errback(f)
                 return
             for (_, waiting), outcome in zip(batch, outcomes):
-                if outcome is None:
-                    waiting.callback(None)
+                if isinstance(outcome, str):
+                    waiting.callback(outcome)
                 else:
                     waiting.errback(outcome)
-            if self.watch is not None and None in outcomes:
-                self.watch.check()
-            if self.index is not None and None in outcomes:
-                self.index.kick()
+            if any(isinstance(outcome, str) for outcome in outcomes):
+                if self.watch is not None:
+                    self.watch.check()
+                self._store._touched(self.mbox.userid)
+                if self.index is not None:
+                    self.index.kick()
 
         return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
 
@@ -227,49 +228,18 @@ class _Mailbox:
         return self._store._inThread(_summarizeRecords, todo).addCallback(build)
 
     def listing(self, start, limit, newestFirst):
-        def again():
-            # Read every record not in the cache.
-            return self.run(self.mbox.listing, start, limit, newestFirst, self.summaries)
-
         def summarize(result):
             total, page = result
             if start == 0 and limit is None and len(self.summaries) > 2 * total + 100:
                 # Forget what is no longer in the mailbox.
                 live = {(msgid, key) for msgid, key, _ in page}
                 self.summaries = {k: v for k, v in self.summaries.items() if k in live}
-            return self.fromIndex(page, again).addCallback(self.summarized).addCallback(
+            return self.summarized(page).addCallback(
                 lambda summaries: Listing(total, summaries))
 
-        if self.index is None:
-            return again().addCallback(summarize)
-        # The index has the summaries (after a restart too): read no record
-        # first, then only those of messages it does not have.
-        return self.run(self.mbox.listing, start, limit, newestFirst,
-                        _Everything()).addCallback(summarize)
-
-    def fromIndex(self, page, again):
-        """
-        Fill the summary cache from the index for the records of C{page}
-        left unread because the index has them.
-
-        @param again: gives the page anew, with every record not cached
-            read, for when the index no longer has some.
-        @return: a L{Deferred} firing with a page whose summaries are all
-            cached or whose records are read.
-        """
-        wanted = [msgid for msgid, key, record in page
-                  if record is None and (msgid, key) not in self.summaries]
-        if not wanted:
-            return defer.succeed(page)
-
-        def fill(found):
-            self.summaries.update(found)
-            if all(record is not None or (msgid, key) in self.summaries
-                   for msgid, key, record in page):
-                return page
-            return again().addCallback(lambda result: result[1])
-
-        return self.index.summaries(wanted).addCallback(fill)
+        return self.run(
+            self.mbox.listing, start, limit, newestFirst, self.summaries
+        ).addCallback(summarize)
 
 
 class _Watch:
@@ -329,7 +299,7 @@ class _Watch:
 
 
 @implementer(IMailStore)
-class SpoolStore:
+class SpoolStore(SpoolFolders):
     """
     The L{IMailStore} of a spool directory of mbox files.
 
@@ -375,6 +345,10 @@ class SpoolStore:
         self._listeners = Listeners(first=self._watch, last=self._unwatch)
         self._poll = None
         self._serials = itertools.count(1)
+        # The mailbox model: each user's folder directory, and watches.
+        self._folderDirs = {}
+        self._userWatches = {}
+        self._watchers = Listeners(first=self._startWatch, last=self._stopWatch)
         # Users known to exist.  Only positive answers are kept: a mailbox
         # removed by hand is still found missing when a delivery opens it.
         self._known = set()
@@ -387,6 +361,9 @@ class SpoolStore:
         for mailbox in self._mailboxes.values():
             if mailbox.index is not None:
                 mailbox.index.stop()
+        for folders in self._folderDirs.values():
+            folders.close()
+        self._folderDirs = {}
         if self._dirfd is not None:
             self._lockSource.remove()
             os.close(self._dirfd)
@@ -400,6 +377,9 @@ class SpoolStore:
         mailbox = self._mailbox(userid)
         mailbox.watch = _Watch(mailbox, self._listeners)
         self._watched[userid] = mailbox
+        self._ensurePoll()
+
+    def _ensurePoll(self):
         if self._poll is None:
             from twisted.internet.task import LoopingCall
 
@@ -413,7 +393,7 @@ class SpoolStore:
         mailbox = self._watched.pop(userid, None)
         if mailbox is not None:
             mailbox.watch = None
-        if not self._watched:
+        if not self._watched and not self._userWatches:
             self.stopWatching()
 
     def stopWatching(self):
@@ -431,7 +411,12 @@ class SpoolStore:
         check those that did for new mail.
         """
         users = list(self._watched)
-        if not users or self._dirfd is None:
+        if self._dirfd is None:
+            return None
+        for watch in list(self._userWatches.values()):
+            self._inThread(watch.poll).addCallback(watch.polled).addErrback(
+                lambda f: log.failure("change poll failed", f))
+        if not users:
             return None
 
         def stamps():
@@ -483,13 +468,20 @@ class SpoolStore:
     def _mailbox(self, userid):
         mailbox = self._mailboxes.get(userid)
         if mailbox is None:
-            mbox = MboxFile(self._dirfd, userid, self._serials, self._lockDeadline,
-                            self._lockSource)
-            mailbox = self._mailboxes[userid] = _Mailbox(self, mbox)
-            if self._searchIndex:
-                mailbox.index = MailboxIndex(mailbox, self.path, self._dirfd, readRecord,
-                                             self._inThread, self._reactor)
-                mbox.snapshotSource = mailbox.index.loadSnapshot
+            mailbox = self._mailboxes[userid] = self._makeMailbox(
+                self._dirfd, userid, self._lockSource)
+            mailbox.mbox.newValidity = lambda: newValidity(
+                self._userFolders(userid).dirfd)
+        return mailbox
+
+    def _makeMailbox(self, dirfd, name, lockSource):
+        mbox = MboxFile(dirfd, name, self._serials, self._lockDeadline, lockSource)
+        mailbox = _Mailbox(self, mbox)
+        if self._searchIndex and dirfd == self._dirfd:
+            # INBOX: its search index, which also keeps its summaries.
+            mailbox.index = MailboxIndex(mailbox, self.path, dirfd, readRecord,
+                                         self._inThread, self._reactor)
+            mbox.snapshotSource = mailbox.index.loadSnapshot
         return mailbox
 
     def listUsers(self):
@@ -614,6 +606,9 @@ class SpoolStore:
     def deliverMessage(self, envelopeSender, receiver, message):
         if isinstance(message, (bytes, bytearray)):
             message = [message]
+        if message:
+            # Status:, X-UID: and the like would be taken for its flags.
+            message = [stripStoreFields(bytes(message[0]))] + list(message[1:])
         return self._append(envelopeSender, receiver, self._clock(), *message)
 
     def _append(self, envelopeSender, receiver, when, *parts):
@@ -627,15 +622,12 @@ class SpoolStore:
 
 
 @implementer(IMailboxSession)
-class _SpoolSession:
+class _SpoolSession(SpoolFolderView):
     def __init__(self, mailbox, userid, count):
-        self._mailbox = mailbox
-        self.userid = userid
+        SpoolFolderView.__init__(self, mailbox, userid, "INBOX")
         self.count = count
         self._cursor = 0
         self._current = None
-        self._deletedHere = False
-        self._closed = False
 
     def readMessage(self):
         def read(found):
@@ -669,15 +661,6 @@ class _SpoolSession:
             .addCallbacks(deleted, gone)
         )
 
-    # -- the mailbox view
-
-    def listMessages(self, start=0, limit=None, newestFirst=False):
-        return self._mailbox.listing(start, limit, newestFirst)
-
-    def fetchMessage(self, msgid):
-        return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
-            lambda found: found[1])
-
     def selectMessage(self, msgid):
         def selected(found):
             self._cursor, text = found
@@ -686,35 +669,6 @@ class _SpoolSession:
 
         return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
             selected)
-
-    def deleteMessages(self, msgids):
-        def deleted(ids):
-            if ids:
-                self._deletedHere = True
-            return ids
-
-        return self._mailbox.run(
-            self._mailbox.mbox.markDeletedIds, list(msgids)).addCallback(deleted)
-
-    def close(self):
-        mbox = self._mailbox.mbox
-        # Expunge our deletes, and any left by a session that never ended
-        # (a crash): marks are durable, so this is only housekeeping.
-        pending = self._deletedHere or mbox.live != len(mbox.entries)
-        if self._closed or not pending:
-            self._closed = True
-            return defer.succeed(None)
-        self._closed = True
-
-        def failed(f):
-            # The marks are durable: the next session's end expunges them.
-            log.failure("mailbox {user}: expunge failed", f, user=self.userid)
-
-        return (
-            self._mailbox.run(self._mailbox.mbox.expunge)
-            .addCallback(lambda removed: None)
-            .addErrback(failed)
-        )
 
 
 

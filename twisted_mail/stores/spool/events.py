@@ -1,0 +1,152 @@
+"""
+Events of the spool store (L{IMailStore.watch}): new messages, flag
+changes, expunges and folder changes of one user, through this process or
+any other sharing the spool.
+
+A L{UserWatch} keeps, per folder, what it last saw (each message's UID,
+flags and content key) and compares: after each change made through this
+process at once, and when the store's poll (once a second) sees a folder's
+file or UID record change, or the folder list change.
+"""
+
+import os
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from twisted_mail import errors
+from twisted_mail.mail.model import INBOX, MailEvent
+from twisted_mail.stores.spool.locks import _O_FLAGS
+
+log = Logger()
+
+
+def _stamp(dirfd, name):
+    """
+    What the poll compares for one folder file: its inode, size and
+    modification time, and its UID record's first line (whose generation
+    counts flag changes made in place, which may keep the time).
+    """
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except OSError:
+        return None
+    try:
+        fd = os.open("." + name + ".uids", os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
+        try:
+            record = os.pread(fd, 64, 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        record = b""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, record)
+
+
+class UserWatch:
+    """
+    The watch of one user's mail.
+    """
+
+    def __init__(self, store, userid):
+        self.store = store
+        self.userid = userid
+        # folder name -> {msgid: (uid, flags, key)}; folder name -> stamp
+        self._seen = {}
+        self._stamps = {}
+        self._folders = None
+        self._running = False
+        self._again = False
+        self._stopped = False
+        self.check()
+
+    def stop(self):
+        self._stopped = True
+
+    def check(self):
+        """
+        Compare every folder with what was last seen, and announce the
+        differences.
+        """
+        if self._stopped:
+            return
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        d = self._check()
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: change check failed", f, user=self.userid)
+
+        def finished(_):
+            self._running = False
+            if self._again and not self._stopped:
+                self._again = False
+                self.check()
+
+        d.addErrback(failed).addBoth(finished)
+
+    def poll(self):
+        """
+        In a worker thread: whether anything changed since the last poll.
+        """
+        store = self.store
+        folders = store._userFolders(self.userid)
+        stamps = {INBOX: _stamp(store._dirfd, self.userid)}
+        try:
+            found = folders.scan()
+        except OSError:
+            found = {}
+        for name, (filename, _) in found.items():
+            stamps[name] = _stamp(folders.dirfd, filename)
+        names = {name: value for name, value in found.items()}
+        return stamps, names
+
+    def polled(self, result):
+        stamps, names = result
+        if stamps != self._stamps or names != self._folders:
+            self.check()
+
+    @defer.inlineCallbacks
+    def _check(self):
+        store = self.store
+        stamps, names = yield store._inThread(self.poll)
+        self._stamps = stamps
+        first = self._folders is None
+        if not first and names != self._folders:
+            store._watchers.announce(self.userid, [MailEvent("folders")])
+        self._folders = names
+        for name in list(self._seen):
+            if name != INBOX and name not in names:
+                del self._seen[name]
+        for name in [INBOX] + sorted(names):
+            try:
+                mailbox = yield store._resolve(self.userid, name)
+            except errors.MailError:
+                continue
+            previous = self._seen.get(name)
+            if previous is None and not first:
+                previous = {}  # a folder made since: all its mail is new
+            try:
+                now, records = yield mailbox.run(mailbox.mbox.snapshot, previous,
+                                                 mailbox.summaries)
+            except errors.MailError:
+                continue
+            self._seen[name] = now
+            if previous is None or self._stopped:
+                continue
+            events = []
+            for msgid, (uid, _, _) in previous.items():
+                if msgid not in now:
+                    events.append(MailEvent("expunge", name, msgid=msgid, uid=uid))
+            if records:
+                summaries = yield mailbox.summarized(records)
+                for (msgid, _, _), summary in zip(records, summaries):
+                    uid, flags, _ = now[msgid]
+                    summary = summary.replace(uid=uid, flags=flags, folder=name)
+                    kind = "message" if msgid not in previous else "flags"
+                    if kind == "flags" and previous[msgid][1] == flags:
+                        continue
+                    events.append(MailEvent(kind, name, summary=summary))
+            store._watchers.announce(self.userid, events)

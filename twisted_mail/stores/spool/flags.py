@@ -1,0 +1,326 @@
+"""
+The store's lines in an mbox record (docs/folders.rst): the id, the UID and
+the flags, where mail programs look for them.
+
+A record the store writes begins::
+
+    From alice@localhost Thu Nov 26 12:00:00 2026
+    X-Simplemail-Id: 3q2-7wEAAAAx9f_k
+    X-UID: 17
+    Status: RO
+    X-Status: F
+    X-Keywords: $Forwarded<spaces: room for later flag changes>
+    From: ...
+
+C{Status:} (C{R} seen, C{O} old), C{X-Status:} (C{A} answered, C{F}
+flagged, C{T} draft, C{D} deleted) and C{X-Keywords:} are read wherever
+they are in the header section (mutt moves C{Status:}/C{X-Status:} to its
+end when it rewrites a mailbox), as mutt and Dovecot read them.  Readers
+never see these lines, nor C{Content-Length:} (which mutt adds), as Dovecot
+hides them.  Pure functions on bytes, for the mailbox thread.
+"""
+
+import re
+
+from twisted_mail.mail.message import ID_HEADER, unquoteFrom
+from twisted_mail.mail.model import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+
+#: Header fields that are the store's (or other mbox tools'), never the
+#: message's: hidden from readers and dropped from arriving mail.
+STORE_FIELDS = (b"x-uid", b"status", b"x-status", b"x-keywords", b"x-imapbase",
+                b"x-imap", b"content-length")
+
+#: Fields left out of a record's content key, so that flag changes and a
+#: rewrite by mutt (which adds Content-Length: and Lines:) keep the key.
+_UNKEYED = STORE_FIELDS + (b"lines",)
+
+#: Spaces left in X-Keywords: when a record is written, so that flags can
+#: change in place (Dovecot leaves such room too).
+ROOM = 64
+
+_FLAG_FIELDS = (b"status", b"x-status", b"x-keywords")
+_X_STATUS = ((ANSWERED, "A"), (FLAGGED, "F"), (DRAFT, "T"), (DELETED, "D"))
+_FIELD = re.compile(rb"([!-9;-~]+):")
+_OURS = re.compile(rb"X-Simplemail-Id: [^\n]*\nX-UID: [0-9]+\nStatus: [^\n]*\n"
+                   rb"X-Status: [^\n]*\nX-Keywords: [^\n]*\n")
+_ANY_STORE_FIELD = re.compile(
+    rb"\n(?:x-uid|status|x-status|x-keywords|x-imapbase|x-imap|content-length)[ \t]*:",
+    re.IGNORECASE)
+_UID = re.compile(rb"[ \t]*([0-9]{1,10})[ \t\r]*\n?\Z")
+
+
+class Header:
+    """
+    What the header section of a record says of the store's lines.
+
+    @ivar end: the offset (in the record) just past the header section.
+    @ivar uid: the C{X-UID:}, or 0.
+    @ivar flags: the flags (a L{frozenset}).
+    @ivar region: C{(start, end)} offsets of the lines from the first flag
+        line to the end of the last, or L{None} when there is none.
+    @ivar lines: the header's lines, C{(start, end, lowercased name)}, each
+        end past its line feed (continuation lines have name L{None}).
+    """
+
+    __slots__ = ("end", "uid", "flags", "region", "lines")
+
+
+def parseHeader(record, limit=None):
+    """
+    Read the store's lines of a record (separator first).
+
+    @param limit: how far the header section may reach (the record's
+        length by default).
+    @rtype: L{Header}
+    """
+    if limit is None:
+        limit = len(record)
+    header = Header()
+    pos = record.find(b"\n") + 1
+    if pos == 0:
+        pos = limit
+    lines = []
+    status = xstatus = keywords = b""
+    uid = 0
+    first = last = None
+    while pos < limit:
+        eol = record.find(b"\n", pos, limit)
+        end = limit if eol == -1 else eol + 1
+        line = record[pos:end]
+        if line in (b"\n", b"\r\n"):
+            pos = end
+            break
+        match = _FIELD.match(line)
+        name = None
+        if match:
+            name = match.group(1).lower()
+        elif line[:1] not in (b" ", b"\t"):
+            # Not a header line: the header section ended without a blank
+            # line (a message that is all body).
+            break
+        lines.append((pos, end, name))
+        if name in (b"status", b"x-status", b"x-keywords"):
+            value = line[match.end():].strip()
+            if name == b"status":
+                status = value
+            elif name == b"x-status":
+                xstatus = value
+            else:
+                keywords = value
+            if first is None:
+                first = pos
+            last = end
+        elif name == b"x-uid" and not uid:
+            found = _UID.match(line, match.end())
+            if found:
+                uid = int(found.group(1))
+        pos = end
+    header.end = pos
+    header.uid = uid if 0 < uid < 2 ** 32 else 0
+    header.flags = flagsOf(status, xstatus, keywords)
+    header.region = None if first is None else (first, last)
+    header.lines = lines
+    return header
+
+
+def flagsOf(status, xstatus, keywords):
+    """
+    The flags that C{Status:}, C{X-Status:} and C{X-Keywords:} values say.
+    """
+    flags = set()
+    if b"R" in status.upper():
+        flags.add(SEEN)
+    xstatus = xstatus.upper()
+    for flag, letter in _X_STATUS:
+        if letter.encode() in xstatus:
+            flags.add(flag)
+    for word in re.split(rb"[\s,]+", keywords):
+        if word:
+            try:
+                flags.add(word.decode("ascii"))
+            except UnicodeDecodeError:
+                continue
+    return frozenset(flags)
+
+
+def flagLines(flags, room=ROOM, old=True):
+    """
+    The C{Status:}, C{X-Status:} and C{X-Keywords:} lines for C{flags},
+    with C{room} spaces of padding.
+
+    @param old: whether to say C{O} (the message was seen by a mail
+        program; mutt shows it as old rather than new).
+    """
+    status = ("R" if SEEN in flags else "") + ("O" if old or SEEN in flags else "")
+    xstatus = "".join(letter for flag, letter in _X_STATUS if flag in flags)
+    keywords = " ".join(sorted(f for f in flags if not f.startswith("\\")))
+    return ("Status: {}\nX-Status: {}\nX-Keywords: {}{}\n".format(
+        status, xstatus, keywords, " " * room)).encode("ascii")
+
+
+def storeLines(uid, flags, old=False):
+    """
+    The store's lines written after the id line of a new record.
+    """
+    return b"X-UID: %d\n" % (uid,) + flagLines(flags, old=old)
+
+
+def patchInPlace(record, header, flags):
+    """
+    The bytes to write over the header's flag region for C{flags}, keeping
+    the record's length, or L{None} when they do not fit.
+
+    The region's other lines (mutt puts Content-Length: and Lines: between
+    its own) keep their order; the flag lines follow them, the padding
+    shrinking or growing to fill the region.
+
+    @return: C{(offset in the record, bytes)} or L{None}.
+    """
+    if header.region is None:
+        return None
+    start, end = header.region
+    kept = b"".join(record[s:e] for s, e, name in header.lines
+                    if start <= s < end and name not in _FLAG_FIELDS)
+    block = flagLines(flags, room=0)
+    room = (end - start) - len(kept) - len(block)
+    if room < 0:
+        return None
+    block = block[:-1] + b" " * room + b"\n"
+    return start, kept + block
+
+
+def withStoreLines(record, msgid, uid, flags):
+    """
+    A record rewritten with the store's lines (for a message another
+    program wrote, or one without room): the id line first (kept or made),
+    then X-UID and the flag lines with room; other store lines dropped.
+    """
+    header = parseHeader(record)
+    separatorEnd = record.find(b"\n") + 1
+    kept = [record[s:e] for s, e, name in _visibleLines(header)]
+    if kept and kept[0].startswith(ID_HEADER) and header.lines[0][0] == separatorEnd:
+        kept = kept[1:]
+    rest = record[header.lines[-1][1]:] if header.lines else record[separatorEnd:]
+    idLine = ID_HEADER + msgid.encode("ascii") + b"\n"
+    return (record[:separatorEnd] + idLine + storeLines(uid, flags)
+            + b"".join(kept) + rest)
+
+
+def _visibleLines(header):
+    dropping = False
+    for s, e, name in header.lines:
+        if name is not None:
+            dropping = name in STORE_FIELDS
+        if not dropping:
+            yield s, e, name
+
+
+def keyedOut(header):
+    """
+    The lines of a header left out of its record's content key.
+    """
+    dropping = False
+    for s, e, name in header.lines:
+        if name is None:
+            if dropping:
+                yield s, e, name
+            continue
+        dropping = name in _UNKEYED
+        if dropping:
+            yield s, e, name
+
+
+def readerText(record):
+    """
+    The RFC 5322 text of a record as readers see it: the separator, the id
+    line and the store's lines removed (L{STORE_FIELDS}), the trailing blank
+    line removed, C{From } quoting undone.
+    """
+    newline = record.find(b"\n")
+    if newline == -1:
+        return b""
+    end = len(record)
+    if record.endswith(b"\n\n"):
+        end -= 1
+    elif record.endswith(b"\r\n\r\n"):
+        end -= 2
+    # The common case, a record as the store writes it: its lines first,
+    # and no other store field in the header (one search, in C).
+    ours = _OURS.match(record, newline + 1)
+    if ours is not None:
+        start = ours.end()
+        headerEnd = record.find(b"\n\n", start - 1)
+        if headerEnd == -1:
+            headerEnd = end
+        if not _ANY_STORE_FIELD.search(record, start - 1, headerEnd + 1):
+            return unquoteFrom(record, start, max(end, start))
+    header = parseHeader(record)
+    hidden = [(s, e) for s, e, name in _hiddenLines(header)]
+    if record.startswith(ID_HEADER, newline + 1):
+        idEnd = record.find(b"\n", newline + 1) + 1
+        if idEnd and (not hidden or hidden[0][0] >= idEnd):
+            hidden.insert(0, (newline + 1, idEnd))
+    if not hidden:
+        return unquoteFrom(record, newline + 1, max(end, newline + 1))
+    pieces = []
+    pos = newline + 1
+    for s, e in hidden:
+        if s > pos:
+            pieces.append(unquoteFrom(record, pos, s))
+        pos = e
+    pieces.append(unquoteFrom(record, pos, max(end, pos)))
+    return b"".join(pieces)
+
+
+def _hiddenLines(header):
+    dropping = False
+    for s, e, name in header.lines:
+        if name is None:
+            if dropping:
+                yield s, e, name
+            continue
+        dropping = name in STORE_FIELDS
+        if dropping:
+            yield s, e, name
+
+
+def stripStoreFields(message):
+    """
+    An arriving message without store fields in its header section (as
+    Dovecot's delivery drops them): they would be taken for its flags.
+
+    @param message: the first piece of the message (L{bytes}); only its
+        header lines are looked at.
+    @rtype: L{bytes}
+    """
+    lowered = message[:message.find(b"\n\n") + 1 if b"\n\n" in message else len(message)].lower()
+    if not any(name + b":" in lowered for name in STORE_FIELDS):
+        return message
+    record = b"From x\n" + message
+    header = parseHeader(record)
+    hidden = [(s, e) for s, e, name in _hiddenLines(header)]
+    pieces = []
+    pos = 0
+    for s, e in hidden:
+        pieces.append(record[pos:s])
+        pos = e
+    pieces.append(record[pos:])
+    return b"".join(pieces)[len(b"From x\n"):]
+
+
+
+
+def recordForCopy(record, msgid):
+    """
+    A stored record as the pieces L{MboxFile.append} takes, to store it in
+    another folder: its separator line, the id line for C{msgid}, then its
+    header (without the store's lines) and body, quoted as they are.
+    """
+    header = parseHeader(record)
+    separatorEnd = record.find(b"\n") + 1
+    kept = [record[s:e] for s, e, name in _visibleLines(header)]
+    if kept and kept[0].startswith(ID_HEADER) and header.lines[0][0] == separatorEnd:
+        kept = kept[1:]
+    rest = record[header.lines[-1][1]:] if header.lines else record[separatorEnd:]
+    return [record[:separatorEnd], ID_HEADER + msgid.encode("ascii") + b"\n",
+            b"".join(kept) + rest]

@@ -1,0 +1,464 @@
+"""
+The mailbox model's part of one mbox file (L{MboxFile}'s mixin): UIDs and
+UIDVALIDITY, permanent ids for mail other programs wrote, flags kept in the
+records and changed in place, and the crash-safe rewrite of a file's tail.
+Synchronous code for the mailbox thread.  docs/folders.rst says why.
+
+Beside the mbox file C{F} (C{<user>} for INBOX)::
+
+    .F.uids     "<uidvalidity> <uidnext> <generation>" (one 64-byte line),
+                then, for a folder, its name (JSON): the folder's UID record.
+                The generation counts flag changes written in place, so that
+                other processes know to read flags again.
+    .F.tail     while a tail rewrite runs: "<inode> <start> <size>" and the
+                tail's old bytes, synced first; a crash restores them.
+"""
+
+import bisect
+import errno
+import os
+import time
+
+from twisted.logger import Logger
+
+from twisted_mail import errors
+from twisted_mail.mail.model import SEEN
+from twisted_mail.stores.spool.flags import parseHeader, patchInPlace, withStoreLines
+from twisted_mail.stores.spool.locks import _O_FLAGS
+from twisted_mail.stores.spool.records import _Entry, _messageKey, _writeAll
+
+log = Logger()
+
+_UIDS_LINE = 64
+_MAX_UID = 2 ** 32 - 1
+
+
+def newMessageId():
+    """
+    A fresh permanent id: 16 URL-safe characters, 96 random bits, so never
+    one given before (docs/mailbox-ids.rst).
+    """
+    import secrets
+
+    return secrets.token_urlsafe(12)
+
+
+def readUidRecord(dirfd, name):
+    """
+    The UID record C{.F.uids} of the file C{name}: C{(uidvalidity, uidnext,
+    generation, rest)}, or L{None} when there is none (or it is damaged).
+    """
+    try:
+        fd = os.open("." + name + ".uids", os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    fields = data[:_UIDS_LINE].split()
+    try:
+        validity, uidnext, generation = (int(x) for x in fields[:3])
+    except ValueError:
+        return None
+    if not 0 < validity <= _MAX_UID:
+        return None
+    return validity, uidnext, generation, data[_UIDS_LINE:]
+
+
+def writeUidRecord(dirfd, name, validity, uidnext, generation, rest=b"", sync=True):
+    """
+    Write a whole UID record, atomically (a temporary file renamed over).
+    """
+    temporary = "." + name + ".uids.new"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS, 0o600,
+                 dir_fd=dirfd)
+    try:
+        line = b"%d %d %d" % (validity, uidnext, generation)
+        _writeAll(fd, [line.ljust(_UIDS_LINE - 1) + b"\n", rest], 0)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, "." + name + ".uids", src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    if sync:
+        os.fsync(dirfd)
+
+
+class FolderFile:
+    """
+    A mixin of L{MboxFile}: it uses C{userid} (the file's name), C{_dirfd},
+    C{entries}, C{_byId}, C{_serials}, C{live}, C{_size}, C{_ino},
+    C{_mtime}, C{_reindex}.
+
+    @ivar uidValidity: the file's UIDVALIDITY (once locked once).
+    @ivar uidNext: the next UID it gives.
+    """
+
+    uidValidity = None
+    uidNext = 1
+    _generation = None
+    _needsStamp = False
+    _migrating = False
+    _reindexed = False
+    #: A callable giving a fresh UIDVALIDITY (the store's counter).
+    newValidity = staticmethod(lambda: max(1, int(time.time()) & _MAX_UID))
+    #: The ids of the user's other folders' messages, a container, or L{None}.
+    lazySeen = False
+
+    @property
+    def _uidsName(self):
+        return "." + self.userid + ".uids"
+
+    @property
+    def _tailName(self):
+        return "." + self.userid + ".tail"
+
+    # -- the UID record
+
+    def _loadUids(self):
+        """
+        Read the UID record, making it when missing (the folder's UIDs are
+        new: a new UIDVALIDITY).
+        """
+        found = readUidRecord(self._dirfd, self.userid)
+        top = max((e.uid for e in self.entries), default=0)
+        if found is None:
+            self.uidValidity = self.newValidity()
+            # A new UIDVALIDITY: the UIDs start again.
+            self.uidNext = 1
+            self._generation = 0
+            # Every UID in the file is from a record now lost: give new ones.
+            for entry in self.entries:
+                entry.uid = 0
+            self._needsStamp = bool(self.entries)
+            # A file without a UID record: written before this release (or
+            # its record lost).  Ids derived from bytes are kept as they
+            # were, this once (a spool of the previous release keeps every
+            # id it had); later ones get random ids.
+            self._migrating = True
+            self._saveUids(sync=True)
+            return
+        validity, uidnext, generation, _ = found
+        self.uidValidity = validity
+        self.uidNext = max(uidnext, top + 1)
+        self._generation = generation
+
+    def _saveUids(self, sync):
+        """
+        Write UIDNEXT and the generation in place (the record's first line).
+        """
+        line = b"%d %d %d" % (self.uidValidity, self.uidNext, self._generation or 0)
+        line = line.ljust(_UIDS_LINE - 1) + b"\n"
+        try:
+            fd = os.open(self._uidsName, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            writeUidRecord(self._dirfd, self.userid, self.uidValidity, self.uidNext,
+                           self._generation or 0, sync=sync)
+            return
+        try:
+            os.pwrite(fd, line, 0)
+            if sync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _checkGeneration(self, handle, reindexed):
+        """
+        After a refresh: read the flags again if another process changed
+        them in place since we last looked.
+        """
+        if self.uidValidity is None or reindexed:
+            self._loadUids()
+            return
+        found = readUidRecord(self._dirfd, self.userid)
+        if found is None:
+            self._loadUids()
+            return
+        validity, uidnext, generation, _ = found
+        if validity != self.uidValidity:
+            self.uidValidity = validity
+        self.uidNext = max(self.uidNext, uidnext)
+        if generation != self._generation:
+            self._generation = generation
+            self._rereadFlags(handle)
+
+    def _afterRefresh(self, handle, journal):
+        """
+        After the index is brought up to date under the locks: the UID
+        record, flags others changed in place, and the store's lines for
+        records that lack them.
+        """
+        self._checkGeneration(handle, self._reindexed)
+        if self._needsStamp:
+            if not journal:
+                self._readJournal()
+            self._stamp(handle)
+
+    def _rereadFlags(self, handle):
+        for entry in self.entries:
+            head = os.pread(handle.fd, min(entry.end - entry.start, 16384), entry.start)
+            if not head.startswith(b"From "):
+                self._reindex(handle.fd, handle.stat.st_size, handle.stat.st_ino)
+                return
+            entry.flags = parseHeader(head).flags
+
+    # -- permanent ids and UIDs for every message
+
+    def _stampNeeded(self):
+        """
+        The index of the first record that needs the store's lines: no id
+        line, an id seen before, no UID, or a UID out of order.
+        """
+        seen = set()
+        previous = 0
+        for i, entry in enumerate(self.entries):
+            if entry.deleted:
+                continue
+            if entry.uid <= previous or entry.msgid in seen or entry.derived:
+                return i
+            seen.add(entry.msgid)
+            previous = entry.uid
+        return None
+
+    def _stamp(self, handle):
+        """
+        Give every record from the first that needs it an id line (kept
+        where it has one), a UID and room for flags: Dovecot's answer
+        (X-UID written into the file when it first sees a message).
+        """
+        first = self._stampNeeded()
+        self._needsStamp = False
+        if first is None:
+            return
+        seen = {e.msgid for e in self.entries[:first]}
+        previous = self.entries[first - 1].uid if first else 0
+        self.uidNext = max(self.uidNext, previous + 1)
+        migrating = self._migrating
+        self._migrating = False
+
+        def restamp(entry, record):
+            msgid = entry.msgid
+            if msgid in seen or (entry.derived and not migrating):
+                msgid = newMessageId()
+            seen.add(msgid)
+            uid = entry.uid
+            if not uid or uid <= restamp.previous or uid >= self.uidNext:
+                # Lost, out of order, or past UIDNEXT (not ours): a new UID.
+                uid = self.uidNext
+                self.uidNext += 1
+            restamp.previous = uid
+            return withStoreLines(record, msgid, uid, entry.flags)
+
+        restamp.previous = previous
+        self._rewriteTail(handle, first, restamp)
+        self._saveUids(sync=True)
+
+    # -- the crash-safe tail rewrite
+
+    def _rewriteTail(self, handle, first, transform, drop=()):
+        """
+        Rewrite the records from C{first} to the end of the file with
+        C{transform(entry, record) -> record}, in place: the old tail is
+        synced to C{.F.tail} first, and a crash at any later point restores
+        it (L{_recoverTail}).  Records of deleted entries are kept as they
+        are (their keys must still match the delete journal).
+        """
+        fd = handle.fd
+        start = self.entries[first].start
+        size = handle.stat.st_size
+        old = os.pread(fd, size - start, start)
+        backup = os.open(self._tailName, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS,
+                         0o600, dir_fd=self._dirfd)
+        try:
+            _writeAll(backup, [b"%d %d %d\n" % (handle.stat.st_ino, start, size), old], 0)
+            os.fsync(backup)
+        finally:
+            os.close(backup)
+        os.fsync(self._dirfd)
+        pieces = []
+        offset = start
+        newEntries = []
+        for entry in self.entries[first:]:
+            record = old[entry.start - start:entry.end - start]
+            if not entry.deleted:
+                record = transform(entry, record)
+            header = parseHeader(record)
+            new = _Entry(offset, offset + len(record), _messageKey(record, header),
+                         entry.serial, _recordIdOf(record), header.uid, header.flags)
+            new.deleted = entry.deleted
+            newEntries.append(new)
+            pieces.append(record)
+            offset += len(record)
+        _writeAll(fd, pieces, start)
+        if offset < size:
+            os.ftruncate(fd, offset)
+        os.fsync(fd)
+        os.unlink(self._tailName, dir_fd=self._dirfd)
+        os.fsync(self._dirfd)
+        kept = self.entries[:first]
+        self._replaceAll(kept + newEntries)
+        self._size = offset
+        st = os.fstat(fd)
+        handle.stat = st
+        self._mtime = st.st_mtime_ns
+
+    def _recoverTail(self, handle):
+        """
+        Undo a tail rewrite a crash interrupted: put the old tail back.
+        """
+        try:
+            fd = os.open(self._tailName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            return
+        try:
+            data = b""
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(fd)
+        line, _, old = data.partition(b"\n")
+        try:
+            ino, start, size = (int(x) for x in line.split())
+        except ValueError:
+            ino = None
+        if ino == handle.stat.st_ino and len(old) == size - start:
+            log.warn("mailbox {user}: undoing an interrupted rewrite", user=self.userid)
+            _writeAll(handle.fd, [old], start)
+            os.ftruncate(handle.fd, size)
+            os.fsync(handle.fd)
+            handle.stat = os.fstat(handle.fd)
+        os.unlink(self._tailName, dir_fd=self._dirfd)
+        os.fsync(self._dirfd)
+
+    # -- flags
+
+    def setFlags(self, msgids, add, remove, sync=True):
+        """
+        Add and remove flags of messages: in place where the record has room
+        (one C{pwrite} each), else by rewriting the file from the first
+        message without room; synced once before the answer (unless
+        C{sync} is false: C{\\Seen} from reading, written lazily).
+
+        @return: the L{list} of changed entries.
+        """
+        with self.locked() as handle:
+            changed = []
+            rewriteFrom = None
+            wanted = {}
+            for msgid in dict.fromkeys(msgids):
+                entry = self._byId.get(msgid)
+                if entry is None or entry.deleted:
+                    continue
+                flags = (entry.flags | add) - remove
+                if flags != entry.flags:
+                    wanted[msgid] = flags
+                    changed.append(entry)
+            if not changed:
+                return []
+            for entry in changed:
+                flags = wanted[entry.msgid]
+                head = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                header = parseHeader(head)
+                patch = patchInPlace(head, header, flags)
+                if patch is None:
+                    i = bisect.bisect_left(self._serialList, entry.serial)
+                    rewriteFrom = i if rewriteFrom is None else min(rewriteFrom, i)
+                    continue
+                offset, data = patch
+                os.pwrite(handle.fd, data, entry.start + offset)
+                entry.flags = flags
+            if rewriteFrom is not None:
+                def reflag(entry, record):
+                    flags = wanted.get(entry.msgid, entry.flags)
+                    return withStoreLines(record, entry.msgid, entry.uid, flags)
+
+                self._rewriteTail(handle, rewriteFrom, reflag)
+            elif sync:
+                os.fdatasync(handle.fd)
+            self._generation = (self._generation or 0) + 1
+            self._saveUids(sync=False)
+            st = os.fstat(handle.fd)
+            self._mtime = st.st_mtime_ns
+            return [self._byId[e.msgid] for e in changed]
+
+    def sync(self):
+        """
+        Make flags written lazily durable.
+        """
+        with self.locked() as handle:
+            os.fdatasync(handle.fd)
+
+    # -- moves and copies
+
+    def records(self, msgids):
+        """
+        The records of these messages, for a move or copy: C{(entry,
+        record)} pairs in the order given, gone ones skipped.
+        """
+        with self.locked() as handle:
+            found = []
+            for msgid in dict.fromkeys(msgids):
+                entry = self._byId.get(msgid)
+                if entry is not None and not entry.deleted:
+                    found.append((entry, os.pread(handle.fd, entry.end - entry.start,
+                                                  entry.start)))
+            return found
+
+    def snapshot(self, previous, cached):
+        """
+        What a watcher compares: C{{id: (uid, flags, key)}} of the messages
+        not deleted, and the records of those new or changed since
+        C{previous} (the last snapshot, or L{None}: none read), L{None} for
+        those whose summary the caller holds (C{cached}, by C{(id, key)}).
+        """
+        with self.locked() as handle:
+            now = {}
+            records = []
+            for entry in self.entries:
+                if entry.deleted:
+                    continue
+                now[entry.msgid] = (entry.uid, entry.flags, entry.key)
+                if previous is not None and previous.get(entry.msgid) != now[entry.msgid]:
+                    record = None
+                    if (entry.msgid, entry.key) not in cached:
+                        record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                    records.append((entry.msgid, entry.key, record))
+            return now, records
+
+    def read(self, handle, entry):
+        """
+        The record of C{entry}, read through C{handle} (under the locks).
+        """
+        return os.pread(handle.fd, entry.end - entry.start, entry.start)
+
+    def keywords(self):
+        """
+        The keywords the folder's messages carry.
+        """
+        found = set()
+        for entry in self.entries:
+            if not entry.deleted:
+                found.update(f for f in entry.flags if not f.startswith("\\"))
+        return found
+
+    def unseen(self):
+        return sum(1 for e in self.entries if not e.deleted and SEEN not in e.flags)
+
+
+def _recordIdOf(record):
+    from twisted_mail.mail.message import recordId
+
+    return recordId(record)
+
+
+def refuseMissing(e, name):
+    """
+    Translate a missing folder file into L{errors.NoSuchFolder}.
+    """
+    if isinstance(e, errors.NoSuchUser) or getattr(e, "errno", None) == errno.ENOENT:
+        return errors.NoSuchFolder(name)
+    return e
