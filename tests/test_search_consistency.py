@@ -39,7 +39,9 @@ class ConsistencyTests(SynchronousTestCase):
     def scan(self, query):
         session = self.successResultOf(self.store.openMailbox("bob"))
         found = []
-        for summary in reversed(self.successResultOf(session.listMessages()).messages):
+        listed = self.successResultOf(session.listMessages()).messages
+        # Newest first: by arrival time, then by mailbox order.
+        for summary in sorted(reversed(listed), key=lambda m: -m.arrived):
             text = self.successResultOf(session.fetchMessage(summary.id))
             if matches(query, summary, parseMessage(text)):
                 found.append(summary.id)

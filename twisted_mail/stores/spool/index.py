@@ -36,7 +36,11 @@ from twisted_mail.mail.mime import MessageSummary
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+#: Above this many matches a page is found by walking the arrival order
+#: rather than by sorting the matches.
+ORDER_WALK = 400
 
 _COLUMNS = {
     "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -62,6 +66,7 @@ CREATE TABLE IF NOT EXISTS msg(
     headers TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
+CREATE INDEX IF NOT EXISTS msg_arrived ON msg(arrived);
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     from_, to_, cc, bcc, subject, body, attachment, headers,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
@@ -372,6 +377,10 @@ class SearchDatabase:
         self._version = self._execute("PRAGMA data_version").fetchone()[0]
 
     def stamp(self, folder):
+        """
+        The mailbox stamp the index of C{folder} last caught up with, or
+        L{None}.
+        """
         value = self.meta("stamp:" + folder)
         if value is None:
             return None
@@ -408,8 +417,12 @@ class SearchDatabase:
         else:
             counting = "SELECT count(*) FROM msg WHERE " + where
         total = self._execute(counting, params).fetchone()[0]
-        sql = "SELECT summary, uid, flags, folder FROM msg WHERE {} ORDER BY rowid DESC".format(
-            where)
+        # Newest first: by arrival, then by order of indexing.  Many matches:
+        # walk the arrival index from the newest and stop at the page's end;
+        # few: take them and sort them.
+        plan = "INDEXED BY msg_arrived " if total > ORDER_WALK else ""
+        sql = ("SELECT summary, uid, flags, folder FROM msg {}WHERE {}"
+               " ORDER BY arrived DESC, rowid DESC").format(plan, where)
         page = params
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -457,6 +470,21 @@ def _matchOf(terms):
     for term in negative:
         expression += " NOT (" + _matchText(term.term) + ")"
     return expression, rest
+
+
+def renameFolders(node, keys):
+    """
+    C{node} with each L{Q.Folder} naming the index's key of that folder
+    (C{keys}: folder name to key), or a key no message has.
+    """
+    kind = type(node)
+    if kind in (Q.And, Q.Or):
+        return kind([renameFolders(t, keys) for t in node.terms])
+    if kind is Q.Not:
+        return Q.Not(renameFolders(node.term, keys))
+    if kind is Q.Folder:
+        return Q.Folder(keys.get(node.name, "none:" + node.name))
+    return node
 
 
 def compileQuery(node):

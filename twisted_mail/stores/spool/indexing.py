@@ -64,6 +64,8 @@ class MailboxIndex:
     how folders extend it).
 
     @param mailbox: the store's C{_Mailbox} (its C{mbox} and C{run}).
+    @param userid: whose index it is (by default the mailbox file's name).
+    @param folderKey: what names the folder in the index.
     @param readRecord: C{readRecord(msgid, record)} gives the
         C{(summary, document)} of an mbox record, in a worker thread.
     @param inThread: runs a function in a worker thread, giving a
@@ -73,15 +75,19 @@ class MailboxIndex:
     """
 
     def __init__(self, mailbox, spoolPath, dirfd, readRecord, inThread,
-                 reactor, clock=time.monotonic, progress=None):
+                 reactor, clock=time.monotonic, progress=None, userid=None,
+                 folderKey=INBOX):
         self._mailbox = mailbox
-        self._userid = mailbox.mbox.userid
+        self._userid = userid or mailbox.mbox.userid
         self._dirfd = dirfd
         self._readRecord = readRecord
         self._inThread = inThread
         self._reactor = reactor
         self._clock = clock
         self.progress = progress
+        # What names the folder in the index: INBOX, or its file's name (a
+        # rename leaves it; the store maps it to the folder's name).
+        self.folderKey = folderKey
         path = os.path.join(spoolPath, indexName(self._userid))
         self.writer = SearchDatabase(path)
         self.reader = SearchDatabase(path)
@@ -100,7 +106,7 @@ class MailboxIndex:
         """
         db = SearchDatabase(self.writer.path)
         try:
-            return db.snapshot(INBOX)
+            return db.snapshot(self.folderKey)
         except IndexDamaged:
             return None
         finally:
@@ -173,12 +179,12 @@ class MailboxIndex:
     def _syncOnce(self):
         mailbox = self._mailbox
         mbox = mailbox.mbox
-        known = yield self._inThread(lambda: dict(self.writer.pairs(INBOX)))
+        known = yield self._inThread(lambda: dict(self.writer.pairs(self.folderKey)))
         now = self._clock()
         wantSnapshot = self._snapshotAt is None or now - self._snapshotAt >= SNAPSHOT_INTERVAL
 
         def look():
-            stamp = mailboxStamp(self._dirfd, mbox.userid, mbox.journalName)
+            stamp = mailboxStamp(mbox._dirfd, mbox.userid, mbox.journalName)
             with mbox.locked():
                 live = [(e.msgid, e.key, e.uid, e.flags) for e in mbox.entries
                         if not e.deleted]
@@ -215,7 +221,7 @@ class MailboxIndex:
                 log.info("indexed {done}/{count} messages of {user}", done=done,
                          count=len(new), user=self._userid)
         gone = set(known) - liveSet
-        yield self._inThread(self.writer.update, INBOX, gone, [], stamp, snapshot, changed)
+        yield self._inThread(self.writer.update, self.folderKey, gone, [], stamp, snapshot, changed)
         if snapshot is not None:
             self._snapshotAt = now
 
@@ -230,8 +236,8 @@ class MailboxIndex:
                 log.failure("search index of {user}: message {id} unreadable",
                             user=self._userid, id=msgid)
                 summary, doc = _unreadable(msgid, record)
-            add.append((key, summary.replace(uid=uid, flags=flags, folder=INBOX), doc))
-        self.writer.update(INBOX, (), add)
+            add.append((key, summary.replace(uid=uid, flags=flags, folder=self.folderKey), doc))
+        self.writer.update(self.folderKey, (), add)
 
     # -- answering
 
@@ -242,45 +248,50 @@ class MailboxIndex:
         @return: a L{Deferred} firing with a L{dict} from C{(id, key)} to
             summary (empty if the index can't be read).
         """
-        d = self._readLock.run(self._inThread, self.reader.summaries, INBOX, msgids)
+        d = self._readLock.run(self._inThread, self.reader.summaries, self.folderKey, msgids)
         return d.addErrback(lambda f: f.trap(IndexDamaged, OSError) and {})
+
+    def freshen(self):
+        """
+        Catch up with the mailbox if it changed since the index last did.
+
+        @return: a L{Deferred} firing with L{None}, or failing as L{sync}.
+        """
+        mbox = self._mailbox.mbox
+
+        def stale():
+            stamp = mailboxStamp(mbox._dirfd, mbox.userid, mbox.journalName)
+            return stamp != self.reader.stamp(self.folderKey)
+
+        def check(isStale):
+            return self.sync() if isStale else None
+
+        def damaged(f):
+            f.trap(IndexDamaged)
+            self.reader.close()
+            return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
+                lambda _: self.sync())
+
+        return self._readLock.run(self._inThread, stale).addCallback(check).addErrback(
+            damaged)
 
     def search(self, query, folders, start, limit):
         """
-        The page of matches, newest first, after catching up with the
-        mailbox if it changed.
+        The page of matches among the folders C{folders} (their keys in
+        the index) of this index's database, newest first.
 
-        @return: a L{Deferred} firing with C{(total, summaries)}.
+        @return: a L{Deferred} firing with C{(total, summaries)}; the
+            summaries name their folder by its key.
         """
-        def fresh():
-            stamp = mailboxStamp(self._dirfd, self._userid,
-                                 self._mailbox.mbox.journalName)
-            if stamp != self.reader.stamp(INBOX):
-                return _STALE
-            return self.reader.search(query, folders, start, limit)
-
         def plain():
             return self.reader.search(query, folders, start, limit)
 
-        def first(result):
-            if result is _STALE:
-                return self.sync().addCallback(
-                    lambda _: self._readLock.run(self._inThread, plain))
-            return result
-
-        def damaged(f, retry=True):
+        def damaged(f):
             f.trap(IndexDamaged)
-            log.warn("search index of {user}: {why}; rebuilding", user=self._userid,
-                     why=f.getErrorMessage())
             self.reader.close()
-            return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
-                lambda _: self.sync()).addCallback(
-                lambda _: self._readLock.run(self._inThread, plain)).addErrback(
-                lambda f: f.trap(IndexDamaged) and defer.fail(errors.TemporaryFailure(
-                    "the search index is being rebuilt; try again")))
+            raise errors.TemporaryFailure("the search index is being rebuilt; try again")
 
-        return self._readLock.run(self._inThread, fresh).addCallback(first).addErrback(
-            damaged)
+        return self._readLock.run(self._inThread, plain).addErrback(damaged)
 
 
 def _unreadable(msgid, record):

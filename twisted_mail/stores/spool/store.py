@@ -42,6 +42,7 @@ from twisted_mail.mail.mime import (
 )
 from twisted_mail.mail.model import INBOX, normalizeFolderName
 from twisted_mail.mail.query import document
+from twisted_mail.stores.spool.index import renameFolders
 from twisted_mail.stores.spool.indexing import MailboxIndex
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import (
@@ -71,6 +72,14 @@ def readRecord(msgid, record):
     parsed = parseMessage(text)
     summary = MessageSummary(msgid, popSize(text), arrived, **parsed.summaryFields())
     return summary, document(parsed)
+
+
+def _gather(deferreds):
+    """
+    All results of C{deferreds}, or the first failure.
+    """
+    return defer.gatherResults(deferreds, consumeErrors=True).addErrback(
+        lambda f: f.value.subFailure)
 
 
 def _summarizeRecords(records):
@@ -474,13 +483,16 @@ class SpoolStore(SpoolFolders):
                 self._userFolders(userid).dirfd)
         return mailbox
 
-    def _makeMailbox(self, dirfd, name, lockSource):
+    def _makeMailbox(self, dirfd, name, lockSource, owner=None):
         mbox = MboxFile(dirfd, name, self._serials, self._lockDeadline, lockSource)
         mailbox = _Mailbox(self, mbox)
-        if self._searchIndex and dirfd == self._dirfd:
-            # INBOX: its search index, which also keeps its summaries.
-            mailbox.index = MailboxIndex(mailbox, self.path, dirfd, readRecord,
-                                         self._inThread, self._reactor)
+        if self._searchIndex:
+            # Its part of the user's search index, which also keeps its
+            # summaries: INBOX's, or a folder file's (named by its file).
+            mailbox.index = MailboxIndex(
+                mailbox, self.path, dirfd, readRecord, self._inThread, self._reactor,
+                userid=owner or name,
+                folderKey=INBOX if owner is None else "file:" + name)
             mbox.snapshotSource = mailbox.index.loadSnapshot
         return mailbox
 
@@ -572,26 +584,40 @@ class SpoolStore(SpoolFolders):
     @userIdArgument
     def search(self, userid, query, folder=None, start=0, limit=None):
         """
-        Search the user's mail through its index, caught up with the mbox
-        file first if that changed (docs/search.rst).  Only INBOX is
-        indexed so far: folder support extends L{MailboxIndex}.
+        Search the user's folders (or one) through their index, each caught
+        up with its mbox file first if that changed (docs/search.rst).
         """
+        if not self._searchIndex:
+            return defer.fail(errors.TemporaryFailure("this server keeps no search index"))
         if folder is not None:
             try:
                 folder = normalizeFolderName(folder)
             except errors.MailError as e:
                 return defer.fail(e)
-            if folder != INBOX:
-                return defer.fail(errors.NoSuchFolder(folder))
 
-        def search(_):
-            mailbox = self._mailbox(userid)
-            if mailbox.index is None:
-                raise errors.TemporaryFailure("this server keeps no search index")
-            return mailbox.index.search(query, None, start, limit)
+        def names(_):
+            if folder is not None:
+                return [folder]
+            return self._inThread(self._userFolders(userid).names)
 
-        return self.hasUser(userid).addCallback(search).addCallback(
-            lambda result: Listing(*result))
+        def resolve(names):
+            return _gather([self._resolve(userid, name).addCallback(
+                lambda mailbox, name=name: (name, mailbox)) for name in names])
+
+        def freshen(found):
+            return _gather([mailbox.index.freshen() for _, mailbox in found]).addCallback(
+                lambda _: found)
+
+        def searched(found):
+            keys = {mailbox.index.folderKey: name for name, mailbox in found}
+            inbox = self._mailbox(userid).index
+            inIndex = renameFolders(query, {name: key for key, name in keys.items()})
+            return inbox.search(inIndex, sorted(keys), start, limit).addCallback(
+                lambda result: Listing(result[0], [
+                    s.replace(folder=keys.get(s.folder, s.folder)) for s in result[1]]))
+
+        return self.hasUser(userid).addCallback(names).addCallback(resolve).addCallback(
+            freshen).addCallback(searched)
 
     @receiverArgument
     def deliver(self, sender, receiver, body):

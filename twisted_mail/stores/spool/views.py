@@ -84,7 +84,7 @@ class SpoolFolders:
             if folders.lockSource is None:
                 folders.lockSource = LockSource(folders.dirfd)
             mailbox = self._mailboxes[key] = self._makeMailbox(
-                folders.dirfd, filename, folders.lockSource)
+                folders.dirfd, filename, folders.lockSource, owner=userid)
             # A folder's UID record is made with the folder; should it be
             # lost, the directory's counter gives a new UIDVALIDITY.
             mailbox.mbox.newValidity = lambda: newValidity(folders.dirfd)
