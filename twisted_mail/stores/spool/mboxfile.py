@@ -332,12 +332,9 @@ class MboxFile(CrashRecovery, FolderFile):
 
     def _fromSnapshot(self, handle):
         """
-        Start from a saved picture of the entries (the search index keeps
-        one) rather than scanning the whole file, if it describes this
-        file: same inode, not longer, and the messages it places sampled
-        across the file (and the last) are where it says.  What was
-        appended since is indexed as usual; a file rewritten otherwise is
-        scanned as usual.
+        Start from the search index's picture of the entries rather than
+        scan the file, if it describes it: same inode, not longer, the
+        messages it places (a sample, and the last) where it says.
         """
         source, self.snapshotSource = self.snapshotSource, None
         try:
@@ -363,8 +360,7 @@ class MboxFile(CrashRecovery, FolderFile):
     def entriesState(self):
         """
         The entries as the last job left them, for a snapshot: C{(inode,
-        size, [(start, end, key, id, uid, flags), ...])} (the id L{None}
-        where it is derived from the bytes).
+        size, [(start, end, key, id or None if derived, uid, flags)])}.
         """
         return (self._ino or 0, self._size,
                 [(e.start, e.end, e.key, None if e.derived else e.msgid, e.uid, e.flags)
