@@ -91,7 +91,9 @@ def measure(count, runs, workdir):
     build = time.perf_counter() - started
     row["build_s"] = build
     row["build_per_s"] = count / build
-    row["index_MB"] = os.path.getsize(mailbox.index.writer.path) / 1e6
+    row["index_MB"] = sum(os.path.getsize(mailbox.index.writer.path + suffix)
+                          for suffix in ("", "-wal")
+                          if os.path.exists(mailbox.index.writer.path + suffix)) / 1e6
     newest = result(result(store.openMailbox("bob")).listMessages(0, 50, True))
     sender = newest.messages[0].sender.split()[0]
     store.close()
