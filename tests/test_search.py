@@ -7,6 +7,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_mail.stores.memory import MemoryStore
 
 from tests.searchcontract import SearchContractMixin
+from tests import pgserver
+from tests.test_pgstore import makePostgresStore
 from tests.test_store import makeSpoolStore
 
 
@@ -26,3 +28,18 @@ class SpoolSearchTests(SearchContractMixin, SynchronousTestCase):
 
     def makeStore(self, **kwargs):
         return makeSpoolStore(self, **kwargs)
+
+
+class PostgresSearchTests(SearchContractMixin, SynchronousTestCase):
+    """
+    The search contract on the PostgreSQL store (tsvector and GIN).
+    """
+
+    skip = pgserver.skipReason()
+
+    def setUp(self):
+        self.url = pgserver.freshDatabase()
+        SearchContractMixin.setUp(self)
+
+    def makeStore(self, **kwargs):
+        return makePostgresStore(self, self.url, **kwargs)
