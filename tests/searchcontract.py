@@ -225,6 +225,14 @@ class SearchContractMixin:
         self.assertEqual(self.found("bob", folder="Work/2026"), [plain])
         self.assertEqual(self.found('folder:"Work/2026"'), [plain])
         self.assertEqual(self.found("-folder:INBOX"), [plain])
+        self.ok(self.store.renameFolder("bob", "Work/2026", "Old"))
+        self.settle()
+        self.assertEqual([(m.id, m.folder) for m in self.search("meeting").messages],
+                         [(plain, "Old")])
+        self.ok(self.store.deleteFolder("bob", "Old"))
+        self.settle()
+        self.assertEqual(self.found("meeting"), [])
+        self.assertEqual(self.found("bob"), [attachment, html, encoded])
 
     def test_unknownFolder(self):
         """Searching a folder that does not exist fails with NoSuchFolder."""

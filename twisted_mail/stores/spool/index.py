@@ -376,6 +376,30 @@ class SearchDatabase:
             raise IndexDamaged(str(e))
         self._version = self._execute("PRAGMA data_version").fetchone()[0]
 
+    def keepOnly(self, folders):
+        """
+        Forget the messages of folders not among C{folders} (folders
+        deleted, by any process), so that a search of every folder needs no
+        folder test.
+        """
+        self.open()
+        marks = ",".join("?" * len(folders))
+        stale = self._execute(
+            "SELECT rowid FROM msg WHERE folder NOT IN ({})".format(marks),
+            list(folders)).fetchall()
+        if not stale:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for (rowid,) in stale:
+                self._db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+                self._db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._pairs = None
+
     def stamp(self, folder):
         """
         The mailbox stamp the index of C{folder} last caught up with, or

@@ -275,10 +275,30 @@ class MailboxIndex:
         return self._readLock.run(self._inThread, stale).addCallback(check).addErrback(
             damaged)
 
+    def keepOnly(self, folders):
+        """
+        Forget what the index holds of folders not among C{folders} (keys),
+        once per set of folders.
+
+        @return: a L{Deferred} firing with L{None}.
+        """
+        folders = frozenset(folders)
+        if folders == self._kept:
+            return defer.succeed(None)
+
+        def kept(_):
+            self._kept = folders
+
+        return self._writeLock.run(self._inThread, self.writer.keepOnly, sorted(folders)
+                                   ).addCallback(kept)
+
+    _kept = None
+
     def search(self, query, folders, start, limit):
         """
         The page of matches among the folders C{folders} (their keys in
-        the index) of this index's database, newest first.
+        the index; L{None}: all it holds) of this index's database, newest
+        first.
 
         @return: a L{Deferred} firing with C{(total, summaries)}; the
             summaries name their folder by its key.

@@ -612,7 +612,13 @@ class SpoolStore(SpoolFolders):
             keys = {mailbox.index.folderKey: name for name, mailbox in found}
             inbox = self._mailbox(userid).index
             inIndex = renameFolders(query, {name: key for key, name in keys.items()})
-            return inbox.search(inIndex, sorted(keys), start, limit).addCallback(
+            if folder is None:
+                # Every folder: once the index holds no other, no folder test.
+                d = inbox.keepOnly(keys).addCallback(
+                    lambda _: inbox.search(inIndex, None, start, limit))
+            else:
+                d = inbox.search(inIndex, sorted(keys), start, limit)
+            return d.addCallback(
                 lambda result: Listing(result[0], [
                     s.replace(folder=keys.get(s.folder, s.folder)) for s in result[1]]))
 
