@@ -30,42 +30,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet.task import Clock  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
 
 from mailgen import writeMbox  # noqa: E402
 from twisted_mail.mail.query import parseQuery  # noqa: E402
+from twisted_mail.service.reindex import SynchronousReactor  # noqa: E402
+from twisted_mail.service.reindex import resultOf as result  # noqa: E402
 from twisted_mail.stores.spool.store import SpoolStore  # noqa: E402
-
-
-class SynchronousThreads(Clock):
-    """
-    A reactor whose thread pool runs work at once on the caller's thread.
-    """
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-def result(d):
-    box = []
-    d.addBoth(box.append)
-    if not box:
-        raise RuntimeError("did not fire")
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 QUERIES = {
@@ -84,7 +54,7 @@ def measure(count, runs, workdir):
     row = {"messages": count, "generate_s": made,
            "mbox_MB": os.path.getsize(os.path.join(spool, "bob")) / 1e6}
 
-    store = SpoolStore(spool, reactor=SynchronousThreads())
+    store = SpoolStore(spool, reactor=SynchronousReactor())
     mailbox = store._mailbox("bob")
     started = time.perf_counter()
     result(mailbox.index.sync())
@@ -100,7 +70,7 @@ def measure(count, runs, workdir):
 
     # A restarted server: a new store, same spool and index.
     started = time.perf_counter()
-    store = SpoolStore(spool, reactor=SynchronousThreads())
+    store = SpoolStore(spool, reactor=SynchronousReactor())
     session = result(store.openMailbox("bob"))
     listing = result(session.listMessages(0, 50, True))
     row["restart_ms"] = (time.perf_counter() - started) * 1000

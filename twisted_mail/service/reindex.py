@@ -55,10 +55,10 @@ class Options(usage.Options):
             raise usage.UsageError("no spool directory {}".format(self["spool"]))
 
 
-class _Here(Clock):
+class SynchronousReactor(Clock):
     """
     A reactor whose thread pool runs work at once, on this thread: a
-    command-line tool has nothing else to do meanwhile.
+    command-line tool (or a benchmark) has nothing else to do meanwhile.
     """
 
     def callFromThread(self, f, *args, **kwargs):
@@ -76,7 +76,10 @@ class _Here(Clock):
             onResult(True, result)
 
 
-def _result(d):
+def resultOf(d):
+    """
+    The result of a L{Deferred} that has fired (raising its failure).
+    """
     box = []
     d.addBoth(box.append)
     if isinstance(box[0], Failure):
@@ -122,7 +125,7 @@ def checkIndex(store, userid):
     from twisted_mail.stores.spool.indexing import _Everything
 
     mailbox = store._mailbox(userid)
-    total, page = _result(mailbox.run(mailbox.mbox.listing, 0, None, False, _Everything()))
+    total, page = resultOf(mailbox.run(mailbox.mbox.listing, 0, None, False, _Everything()))
     live = {(msgid, key) for msgid, key, _ in page}
     indexed = set(mailbox.index.writer.pairs(INBOX))
     return len(live - indexed), len(indexed - live)
@@ -138,13 +141,13 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
     except usage.UsageError as e:
         err.write("simplemail-reindex: {}\n{}\n".format(e, options.synopsis))
         return 2
-    store = SpoolStore(options["spool"], reactor=_Here())
+    store = SpoolStore(options["spool"], reactor=SynchronousReactor())
     status = 0
     try:
-        users = options["users"] or _result(store.listUsers())
+        users = options["users"] or resultOf(store.listUsers())
         for userid in users:
             try:
-                _result(store.hasUser(userid))
+                resultOf(store.hasUser(userid))
                 mailbox = store._mailbox(userid)
                 if options["check"]:
                     try:
@@ -164,7 +167,7 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
                     mailbox.index.writer.discard()
                 mailbox.index.progress = Progress(out, userid)
                 started = time.monotonic()
-                _result(mailbox.index.sync())
+                resultOf(mailbox.index.sync())
                 out.write("{}: index in step ({:.1f} s)\n".format(
                     userid, time.monotonic() - started))
             except errors.MailError as e:
