@@ -43,8 +43,10 @@ BATCH = 500
 #: in seconds, while mail keeps arriving.
 SNAPSHOT_INTERVAL = 10.0
 
-#: How long after a delivery the index catches up, at most, in seconds.
-KICK_DELAY = 0.05
+#: How long after a delivery the index starts catching up, in seconds: the
+#: deliveries of that time are indexed together (a search catches up by
+#: itself at once, so this only keeps the next search quick).
+KICK_DELAY = 0.5
 
 _STALE = object()
 
