@@ -29,6 +29,8 @@ from twisted_mail.mail.mime import parseMessage
 
 #: The schema this module adds (sql.SCHEMA's version 3).
 SCHEMA = [
+    # (A table left by a schema dropped without it would index other rows.)
+    "DROP TABLE IF EXISTS search_docs",
     """CREATE TABLE search_docs (
         message bigint PRIMARY KEY REFERENCES messages ON DELETE CASCADE,
         userid text NOT NULL,
