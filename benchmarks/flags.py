@@ -35,43 +35,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet.task import Clock  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
 
 from twisted_mail.mail.message import idHeaderLine, separatorLine  # noqa: E402
 from twisted_mail.mail.model import FLAGGED  # noqa: E402
 from twisted_mail.stores.spool.flags import storeLines  # noqa: E402
 from twisted_mail.stores.spool.folderfile import writeUidRecord  # noqa: E402
 from twisted_mail.stores.spool.store import SpoolStore  # noqa: E402
-
-
-class _Synchronous(Clock):
-    """
-    A reactor whose thread pool runs work at once.
-    """
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-def result(d):
-    found = []
-    d.addBoth(found.append)
-    (value,) = found
-    if isinstance(value, Failure):
-        value.raiseException()
-    return value
+from tests.crashmodel import result  # noqa: E402
+from tests.test_store import SynchronousThreads as _Synchronous  # noqa: E402
 
 
 def fill(spool, user, count, bodySize):

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 USER = "bob"
@@ -26,23 +25,10 @@ FOLDERS = ["INBOX", "A", "B"]
 FLAGS = ["\\Seen", "\\Flagged", "\\Answered", "$Label1", "Work"]
 
 
-class _Synchronous(Clock):
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
 def result(d):
+    """
+    The result of a Deferred that has fired (raising its failure).
+    """
     found = []
     d.addBoth(found.append)
     (value,) = found
@@ -54,7 +40,9 @@ def result(d):
 def openStore(spool):
     from twisted_mail.stores.spool.store import SpoolStore
 
-    return SpoolStore(spool, reactor=_Synchronous())
+    from tests.test_store import SynchronousThreads
+
+    return SpoolStore(spool, reactor=SynchronousThreads())
 
 
 def state(store):

@@ -483,6 +483,10 @@ class MemoryFolderTests(FolderContractMixin, SynchronousTestCase):
     def makeStore(self):
         return MemoryStore()
 
+    def reopen(self):
+        # Memory is the store's only copy: "again" is the same store.
+        return self.store
+
 
 class SpoolFolderTests(FolderContractMixin, SynchronousTestCase):
     def makeStore(self):

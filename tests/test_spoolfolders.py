@@ -271,3 +271,18 @@ class CrashTests(SpoolModelTestCase):
         self.ok(store.listFolders("bob"))
         self.assertEqual([m.id for m in self.listed("Archive", store)], [message.id])
         self.assertEqual(self.listed(INBOX, store), [])
+
+    def test_movedBackKeepsId(self):
+        """
+        A message moved out and back before its old record is expunged keeps
+        its id and shows once, also to a new process.
+        """
+        self.ok(self.store.deliver("alice", "bob", b"hi\n"))
+        (message,) = self.listed()
+        inbox = self.ok(self.store.openMailbox("bob"))
+        self.ok(inbox.moveMessages([message.id], "Archive"))
+        archive = self.ok(self.store.openFolder("bob", "Archive"))
+        self.ok(archive.moveMessages([message.id], INBOX))
+        for store in [self.store, self.again()]:
+            self.assertEqual([m.id for m in self.listed(store=store)], [message.id])
+            self.assertEqual(self.listed("Archive", store), [])

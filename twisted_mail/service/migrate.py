@@ -48,9 +48,10 @@ class Options(usage.Options):
     synopsis = ("Usage: simplemail-migrate --spool DIR --database URL "
                 "to-database|to-spool")
     longdesc = (
-        "Copy every mailbox from the spool directory into the PostgreSQL "
-        "database (to-database) or back (to-spool), keeping each message's "
-        "bytes, id, sender and arrival time; messages the target already "
+        "Copy every mailbox, with its folders, from the spool directory into "
+        "the PostgreSQL database (to-database) or back (to-spool), keeping "
+        "each message's bytes, id, UID, flags, sender and arrival time and "
+        "each folder's UIDVALIDITY; messages the target already "
         "has (by id) are skipped, so it can be run again. Stop the servers "
         "of the target first."
     )

@@ -28,6 +28,7 @@ from twisted_mail.mail.model import (
 )
 from twisted_mail.stores.base import (
     checkDeletable,
+    folderNameArgument,
     folderOrder,
     keywordsAfter,
     renames,
@@ -106,18 +107,6 @@ def _keywordsInUse(conn, userid, folder):
         + where, [userid] + params)]
 
 
-def _canonical(f):
-    def call(self, userid, name, *args, **kwargs):
-        try:
-            name = normalizeFolderName(name)
-        except errors.MailError as e:
-            return defer.fail(e)
-        return f(self, userid, name, *args, **kwargs)
-
-    call.__name__ = f.__name__
-    return call
-
-
 class PostgresFolders:
     """
     The folder calls of L{PostgresStore} (a mixin: it uses C{_run},
@@ -151,7 +140,7 @@ class PostgresFolders:
         return self._run(infos)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def createFolder(self, userid, name):
         def create(conn):
             with conn.transaction():
@@ -196,7 +185,7 @@ class PostgresFolders:
         return self._run(rename).addCallback(self._foldersChanged, userid)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def deleteFolder(self, userid, name):
         def delete(conn):
             with conn.transaction():
@@ -215,7 +204,7 @@ class PostgresFolders:
         return result
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def openFolder(self, userid, name):
         if name == INBOX:
             return self.openMailbox(userid)
@@ -227,7 +216,7 @@ class PostgresFolders:
         return self._run(folderState, userid, name).addCallback(opened)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def appendMessage(self, userid, folder, message, flags=(), arrived=None):
         try:
             flags = checkFlags(flags)

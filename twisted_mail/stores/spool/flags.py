@@ -195,39 +195,8 @@ def withStoreLines(record, msgid, uid, flags):
     program wrote, or one without room): the id line first (kept or made),
     then X-UID and the flag lines with room; other store lines dropped.
     """
-    header = parseHeader(record)
-    separatorEnd = record.find(b"\n") + 1
-    kept = [record[s:e] for s, e, name in _visibleLines(header)]
-    if kept and kept[0].startswith(ID_HEADER) and header.lines[0][0] == separatorEnd:
-        kept = kept[1:]
-    rest = record[header.lines[-1][1]:] if header.lines else record[separatorEnd:]
-    idLine = ID_HEADER + msgid.encode("ascii") + b"\n"
-    return (record[:separatorEnd] + idLine + storeLines(uid, flags)
-            + b"".join(kept) + rest)
-
-
-def _visibleLines(header):
-    dropping = False
-    for s, e, name in header.lines:
-        if name is not None:
-            dropping = name in STORE_FIELDS
-        if not dropping:
-            yield s, e, name
-
-
-def keyedOut(header):
-    """
-    The lines of a header left out of its record's content key.
-    """
-    dropping = False
-    for s, e, name in header.lines:
-        if name is None:
-            if dropping:
-                yield s, e, name
-            continue
-        dropping = name in _UNKEYED
-        if dropping:
-            yield s, e, name
+    separator, idLine, rest = recordForCopy(record, msgid)
+    return separator + idLine + storeLines(uid, flags) + rest
 
 
 def readerText(record):
@@ -272,18 +241,6 @@ def readerText(record):
     return b"".join(pieces)
 
 
-def _hiddenLines(header):
-    dropping = False
-    for s, e, name in header.lines:
-        if name is None:
-            if dropping:
-                yield s, e, name
-            continue
-        dropping = name in STORE_FIELDS
-        if dropping:
-            yield s, e, name
-
-
 def stripStoreFields(message):
     """
     An arriving message without store fields in its header section (as
@@ -308,6 +265,34 @@ def stripStoreFields(message):
     return b"".join(pieces)[len(b"From x\n"):]
 
 
+
+
+def _fieldLines(header, names, inside=True):
+    """
+    The lines of C{header} (continuation lines with their field) whose
+    field is among C{names}, or with C{inside} false, not among them.
+    """
+    matching = False
+    for s, e, name in header.lines:
+        if name is not None:
+            matching = name in names
+        if matching == inside:
+            yield s, e, name
+
+
+def _visibleLines(header):
+    return _fieldLines(header, STORE_FIELDS, inside=False)
+
+
+def _hiddenLines(header):
+    return _fieldLines(header, STORE_FIELDS)
+
+
+def keyedOut(header):
+    """
+    The lines of a header left out of its record's content key.
+    """
+    return _fieldLines(header, _UNKEYED)
 
 
 def recordForCopy(record, msgid):

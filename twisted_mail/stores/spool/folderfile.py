@@ -30,6 +30,10 @@ from twisted_mail.stores.spool.records import _Entry, _messageKey, _writeAll
 log = Logger()
 
 _UIDS_LINE = 64
+
+#: At most how long (seconds) a file nobody else wrote goes without its UID
+#: record's generation being read again.
+GENERATION_RECHECK = 1.0
 _MAX_UID = 2 ** 32 - 1
 
 
@@ -100,6 +104,8 @@ class FolderFile:
     _generation = None
     _needsStamp = False
     _migrating = False
+    _sameFile = False
+    _generationChecked = 0.0
     _reindexed = False
     #: A callable giving a fresh UIDVALIDITY (the store's counter).
     newValidity = staticmethod(lambda: max(1, int(time.time()) & _MAX_UID))
@@ -170,7 +176,16 @@ class FolderFile:
         """
         if self.uidValidity is None or reindexed:
             self._loadUids()
+            self._generationChecked = time.monotonic()
             return
+        now = time.monotonic()
+        if self._sameFile and now - self._generationChecked < GENERATION_RECHECK:
+            # Nobody wrote the file since our last access: flags changed in
+            # place by another process would have changed its time, but for
+            # a write within the clock's tick of ours; that is caught on
+            # the next access after GENERATION_RECHECK.
+            return
+        self._generationChecked = now
         found = readUidRecord(self._dirfd, self.userid)
         if found is None:
             self._loadUids()
@@ -193,6 +208,14 @@ class FolderFile:
         if self._needsStamp:
             if not journal:
                 self._readJournal()
+            # Where one id names two records (a message moved back beside
+            # its deleted old record), the id is the live one's.
+            byId = {}
+            for entry in self.entries:
+                known = byId.get(entry.msgid)
+                if known is None or known.deleted:
+                    byId[entry.msgid] = entry
+            self._byId = byId
             self._stamp(handle)
 
     def _rereadFlags(self, handle):

@@ -172,7 +172,8 @@ class MboxFile(CrashRecovery, FolderFile):
             delay = min(delay * 2, 0.05)
         try:
             handle = _Locked(fd, st)
-            if not self._unchanged(st):
+            self._sameFile = self._unchanged(st)
+            if not self._sameFile:
                 self._tail = None
                 self._recoverTail(handle)
                 self._recover(handle)
@@ -413,13 +414,16 @@ class MboxFile(CrashRecovery, FolderFile):
     def _add(self, entries):
         byId = self._byId
         for entry in entries:
-            if entry.msgid is None or entry.msgid in byId:
-                # Another program's message, or a copy of an id header: a
-                # derived id until the record is stamped (folderfile).
+            if entry.msgid is None:
+                # Another program's message: a derived id until the record
+                # is stamped (folderfile).
                 entry.msgid = contentId(entry.key, byId)
                 entry.derived = True
                 self._needsStamp = True
-            elif not entry.uid:
+            elif entry.msgid in byId or not entry.uid:
+                # An id seen before is a copy only if both are live (a
+                # message moved back keeps its id beside its deleted old
+                # record): stamping decides, once the journal is read.
                 self._needsStamp = True
             byId[entry.msgid] = entry
             self.entries.append(entry)
@@ -529,6 +533,7 @@ class MboxFile(CrashRecovery, FolderFile):
         with self.locked(journal=False) as handle:
             stamped = []
             assigned = []
+            storePieces = []
             for i, record in enumerate(records):
                 given = frozenset() if flags is None else flags[i]
                 uid = self.uidNext if uids is None else max(uids[i], 1)
@@ -539,6 +544,7 @@ class MboxFile(CrashRecovery, FolderFile):
                 at = 1 if bytes(record[0]).count(b"\n") > 1 or len(record) < 2 \
                     or not bytes(record[1][:len(ID_HEADER)]) == ID_HEADER else 2
                 stamped.append(record[:at] + [lines] + record[at:])
+                storePieces.append(at)
             records = stamped
             fd = handle.fd
             start = handle.stat.st_size
@@ -583,7 +589,8 @@ class MboxFile(CrashRecovery, FolderFile):
             for record in records:
                 length = sum(len(chunk) for chunk in record)
                 written.append(
-                    _Entry(offset, offset + length, recordKey(record),
+                    _Entry(offset, offset + length,
+                           recordKey(record, storePieces[len(written)]),
                            next(self._serials), recordId(_head(record, 160)),
                            assigned[len(written)],
                            frozenset() if flags is None else flags[len(written)])

@@ -21,7 +21,12 @@ from twisted_mail.mail.model import (
     checkFlags,
     normalizeFolderName,
 )
-from twisted_mail.stores.base import keywordsAfter, pageOf, userIdArgument
+from twisted_mail.stores.base import (
+    folderNameArgument,
+    keywordsAfter,
+    pageOf,
+    userIdArgument,
+)
 from twisted_mail.stores.spool.events import UserWatch
 from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
@@ -30,23 +35,6 @@ from twisted_mail.stores.spool.folders import Folders, newValidity
 from twisted_mail.stores.spool.locks import LockSource
 
 log = Logger()
-
-
-def _canonical(f):
-    """
-    Call C{f(self, userid, name, ...)} with the folder name canonical; a bad
-    one fails the call with L{errors.InvalidFolderName}.
-    """
-    def call(self, userid, name, *args, **kwargs):
-        try:
-            name = normalizeFolderName(name)
-        except errors.MailError as e:
-            return defer.fail(e)
-        return f(self, userid, name, *args, **kwargs)
-
-    call.__name__ = f.__name__
-    call.__doc__ = f.__doc__
-    return call
 
 
 def _summaries(mailbox, page, folder):
@@ -164,7 +152,7 @@ class SpoolFolders:
             _firstError)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def createFolder(self, userid, name):
         return self._folderCall(userid, lambda folders: folders.create(name)).addCallback(
             self._foldersChanged, userid)
@@ -180,7 +168,7 @@ class SpoolFolders:
             self._foldersChanged, userid)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def deleteFolder(self, userid, name):
         def gone(filename):
             self._mailboxes.pop((userid, filename), None)
@@ -197,7 +185,7 @@ class SpoolFolders:
         return result
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def openFolder(self, userid, name):
         if name == INBOX:
             return self.openMailbox(userid)
@@ -206,7 +194,7 @@ class SpoolFolders:
                 lambda count: SpoolFolderView(mailbox, userid, name)))
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def appendMessage(self, userid, folder, message, flags=(), arrived=None):
         try:
             flags = checkFlags(flags)
@@ -251,6 +239,8 @@ class SpoolFolders:
         watch = self._userWatches.pop(userid, None)
         if watch is not None:
             watch.stop()
+        if not self._watched and not self._userWatches:
+            self.stopWatching()
 
     def _touched(self, userid):
         """
