@@ -5,7 +5,6 @@ store alike.
 
 import mailbox
 
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,28 +14,13 @@ from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.stores.spool.store import SpoolStore
 from twisted_mail.stores.memory import MemoryStore
+from twisted_mail.service.reindex import SynchronousReactor
 
 
-class SynchronousThreads(Clock):
-    """
-    A reactor and thread pool stand-in that runs "threaded" work at once, on
-    the caller's thread, so the spool store's Deferreds have fired when its
-    methods return; its clock is a L{Clock} the test advances.
-    """
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
+#: A reactor and thread pool stand-in that runs "threaded" work at once, on
+#: the caller's thread, so the spool store's Deferreds have fired when its
+#: methods return; its clock is a L{Clock} the test advances.
+SynchronousThreads = SynchronousReactor
 
 
 def makeSpoolStore(testCase, path=None, **kwargs):
