@@ -23,6 +23,8 @@ before trusting a measurement):
   mailthreads<N>  the mailbox thread pool (spool.mailboxThreadPool) has N
                threads instead of the tree's default
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
+  noindex      the spool keeps no search index (SpoolStore's searchIndex
+               off): the index's cost to delivery throughput (issue 21)
   gcstats      print the garbage collector's pauses at shutdown (stderr)
   batchstats   print, at shutdown (stderr), the group commits' batch sizes,
                how long each batch waited for the mailbox thread, and how
@@ -196,6 +198,11 @@ def main():
 
             for module in (server, delivery, factory, protocol, spool):
                 module.log = Logger(observer=lambda event: None)
+        elif name == "noindex":
+            import functools
+
+            spool.SpoolStore.__init__ = functools.partialmethod(
+                spool.SpoolStore.__init__, searchIndex=False)
         elif name == "smtpnopause":
             if not patchSmtpNoPause():
                 missing(name)

@@ -295,3 +295,21 @@ class EvaluatorTests(SynchronousTestCase):
         """The words to show are the folded positive words."""
         self.assertEqual(highlightWords(parseQuery('Café -spam "big Sale" from:x')),
                          ["cafe", "big", "sale", "x"])
+
+
+class EightBitHeaderTests(SynchronousTestCase):
+    """
+    Raw 8-bit bytes in a MIME part's headers are read, not raised on.
+    """
+
+    def test_eightBitDisposition(self):
+        """An attachment whose Content-Disposition holds raw UTF-8 is listed and searched."""
+        text = ("From: a@example.com\nSubject: x\nMIME-Version: 1.0\n"
+                'Content-Type: multipart/mixed; boundary="B"\n\n'
+                "--B\nContent-Type: text/plain\n\nhello\n"
+                "--B\nContent-Type: application/pdf\n"
+                'Content-Disposition: attachment; filename="naïve.pdf"\n\n'
+                "xx\n--B--\n").encode("utf-8")
+        parsed = parseMessage(text)
+        self.assertEqual(len(parsed.parts), 1)
+        self.assertTrue(matches(parseQuery("naive"), _summary(text), parsed))

@@ -5,7 +5,6 @@ store alike.
 
 import mailbox
 
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase

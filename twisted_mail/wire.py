@@ -113,10 +113,10 @@ class Command(NamedTuple):
     @ivar args: the space-separated arguments (never empty strings); for
         C{READM}, none or the message id.
     @ivar text: for C{SEND <id> <text>}, C{ADDU <id> <password>},
-        C{PASS <password>}, C{FOLDER <folder>}, C{MOVE <id> <folder>} and
-        C{FLAG}/C{UNFLAG <id> <flags>}: everything after the single space
-        that follows the last fixed argument, exactly as sent; otherwise
-        C{None}.
+        C{PASS <password>}, C{FOLDER <folder>}, C{MOVE <id> <folder>},
+        C{FLAG}/C{UNFLAG <id> <flags>} and C{SRCH <query>}: everything after
+        the single space that follows the last fixed argument, exactly as
+        sent; otherwise C{None}.
     """
 
     verb: str
@@ -146,6 +146,8 @@ _GRAMMAR = {
     "FLAG": (1, True, "FLAG <id> <flag>..."),
     "UNFLAG": (1, True, "UNFLAG <id> <flag>..."),
     "MOVE": (1, True, "MOVE <id> <folder>"),
+    # The search extension (CAPA SEARCH; docs/protocol.rst, "Search").
+    "SRCH": (0, True, "SRCH <query>"),
 }
 
 #: verb -> how many more arguments it may take after its fixed ones

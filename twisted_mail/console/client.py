@@ -517,6 +517,18 @@ class MailClientProtocol(LineReceiver):
         """
         return self._textCommand("MOVE", msgid, text=folder)
 
+    def searchMessages(self, query):
+        """
+        C{SRCH <query>}: the newest messages of the selected folder matching
+        a search (docs/search.rst), newest first.
+
+        @return: a L{Deferred} firing with a L{list} of L{MessageLine}, or
+            failing with L{ServerError} (a malformed query: its reason).
+        """
+        d = self._command("SRCH", text=query, multiline=True)
+        d.addCallback(parseListing)
+        return d
+
     def deleteMessage(self):
         """
         C{DELM}: delete the message most recently read.

@@ -31,6 +31,7 @@ _COMMANDS = {
     "SETUSER": ("SetUser", "<userid>", "work as a user: read, delete and send mail"),
     "LIST": ("List", "", "list the messages, numbered"),
     "READ": ("Read", "[n]", "show the next message, or message n of the last List"),
+    "SEARCH": ("Search", "<query>", "list the messages a search finds, numbered like List"),
     "RAW": ("Raw", "", "show the message read last as it is stored"),
     "SAVE": ("Save", "<k> <file>", "write attachment k of the message read last to a file"),
     "DELETE": ("Delete", "", "delete the message shown last"),
@@ -50,7 +51,7 @@ _COMMANDS = {
 }
 
 #: Commands whose last argument is the rest of the line (spaces kept).
-_REST = frozenset(["SAVE", "SEND", "FOLDER", "MOVE"])
+_REST = frozenset(["SAVE", "SEND", "FOLDER", "MOVE", "SEARCH"])
 
 #: The commands of a server whose CAPA lists FOLDERS (listed after Send).
 _FOLDER_COMMANDS = ("FOLDERS", "FOLDER", "FLAG", "UNFLAG", "MOVE")
@@ -68,6 +69,7 @@ _SUB_COMMANDS = (
     "ADDUSER",
     "SETUSER",
     "LIST",
+    "SEARCH",
     "READ",
     "RAW",
     "SAVE",
@@ -387,6 +389,18 @@ class MailCommands:
             self._showText(text, "moved to " + folder)
 
         return self.client.moveMessage(msgid, folder).addCallback(moved)
+    def cmd_SEARCH(self, query):
+        """
+        C{Search <query>}: the messages a search finds (docs/search.rst),
+        newest first, numbered as C{List} numbers them; C{Read <n>} reads
+        message n of it.
+        """
+
+        def listed(messages):
+            self._listing = messages
+            self._write(render.renderListing(messages, self._localtime))
+
+        return self.client.searchMessages(query).addCallback(listed)
 
     def cmd_READ(self, number=None):
         """

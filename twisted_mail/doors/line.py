@@ -23,6 +23,7 @@ from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.message import appendLine, buildSubmittedMessage
 from twisted_mail.doors.linefolders import MESSAGE_ID, FolderCommands, listingLine
+from twisted_mail.doors.linesearch import SearchCommands
 from twisted_mail.doors.connections import (
     Closing,
     BatchedLog,
@@ -124,7 +125,7 @@ class _MessageSender:
         self._transport = None
 
 
-class MailServerProtocol(Closing, FolderCommands, LineReceiver, TimeoutMixin):
+class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, TimeoutMixin):
     """
     One client connection.
 
@@ -439,7 +440,7 @@ class MailServerProtocol(Closing, FolderCommands, LineReceiver, TimeoutMixin):
         ]
         if self.factory.portal is not None:
             capabilities.append("AUTH")
-        capabilities.extend(["LSTM", "SENDM", "FOLDERS"])
+        capabilities.extend(["LSTM", "SENDM", "FOLDERS", "SEARCH"])
         return wire.formatMultiline(
             "capabilities follow", [c.encode("ascii") for c in capabilities]
         )

@@ -13,6 +13,7 @@ size to parse.
 import calendar
 import email
 import email.header
+import email.message
 import email.utils
 import re
 from datetime import datetime, timezone
@@ -197,7 +198,7 @@ def decodeHeader(value):
             pieces = email.header.decode_header(value)
         else:
             value = value.replace("\r", "").replace("\n", " ")
-            if any("\udc80" <= c <= "\udcff" for c in value):
+            if not value.isascii() and any("\udc80" <= c <= "\udcff" for c in value):
                 value = _bytesToText(value.encode("ascii", "surrogateescape"))
             if "=?" not in value:
                 return _SPACES.sub(" ", value).strip()
@@ -379,6 +380,8 @@ def _filename(part):
         name = None
     if name is None:
         return None
+    if "\ufffd" in str(name):
+        name = _eightBitFilename(part) or name
     name = decodeHeader(name if isinstance(name, str) else str(name))
     # Only the last path component, nothing that names another place.
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -397,6 +400,27 @@ def _disposition(part):
     except Exception:
         return ""
     return value.split(";")[0].strip().lower()
+
+
+def _eightBitFilename(part):
+    """
+    The file name of a part whose headers hold raw 8-bit text (UTF-8 or
+    Latin-1), which the C{email} package gives as replacement characters.
+    """
+    for header, value in part.raw_items():
+        if str(header).lower() not in ("content-disposition", "content-type"):
+            continue
+        if isinstance(value, str):
+            value = _bytesToText(value.encode("ascii", "surrogateescape"))
+        holder = email.message.Message()
+        holder[str(header)] = str(value)
+        try:
+            name = holder.get_filename()
+        except Exception:
+            name = None
+        if name and "\ufffd" not in name:
+            return name
+    return None
 
 
 def _leaves(message):

@@ -111,9 +111,26 @@ def fold(text):
     C{text} with case and accents removed (NFKD, combining marks dropped,
     case folded): C{"Ré"} and C{"RE"} are both C{"re"}.
     """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return text.casefold()
+    if text.isascii():
+        return text.lower()
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
+
+
+def _combiningMarks():
+    # A character class of the combining marks of the Basic Multilingual
+    # Plane (where the accents of the world's scripts live), made once.
+    ranges = []
+    for code in range(0x300, 0x10000):
+        if unicodedata.combining(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return re.compile("[{}]+".format("".join(
+        "{}-{}".format(re.escape(chr(a)), re.escape(chr(b))) for a, b in ranges)))
+
+
+_COMBINING = _combiningMarks()
 
 
 def tokens(text):
@@ -480,7 +497,7 @@ class SearchDocument:
 
     @ivar fields: a L{dict} from each of C{from, to, cc, bcc, subject, body,
         attachment, headers} to its token text.
-    @ivar headers: C{(lower-case name, token text of the value)} pairs.
+    @ivar headers: C{(lower-case name, decoded value)} pairs.
     @ivar sentDay: the Date header's day in its own time zone, a
         L{datetime.date}, or L{None}.
     @ivar attachments: the number of attachments.
@@ -504,13 +521,9 @@ def document(parsed):
     for name, value in parsed.headers:
         if name.lower() == "bcc" and not bcc:
             bcc = value
+    # The text a reader sees: the plain part, or the HTML part as text
+    # when there is none (multipart/alternative says the same twice).
     body = parsed.text
-    if parsed.html is not None and parsed.html.strip():
-        from twisted_mail.mail.mime import htmlToText
-
-        text = htmlToText(parsed.html)
-        if text.strip() != body.strip():
-            body = body + "\n" + text
     values["from"] = tokenText(parsed.sender)
     values["to"] = tokenText(parsed.to)
     values["cc"] = tokenText(parsed.cc)
@@ -518,9 +531,9 @@ def document(parsed):
     values["subject"] = tokenText(parsed.subject)
     values["body"] = tokenText(body)
     values["attachment"] = tokenText(" ".join(p.filename for p in parsed.parts))
-    headers = [(name.lower(), tokenText(value)) for name, value in parsed.headers]
-    values["headers"] = " ".join(
-        (tokenText(name) + " " + value).strip() for name, value in headers)
+    headers = [(name.lower(), value) for name, value in parsed.headers]
+    values["headers"] = tokenText("\n".join(
+        name + " " + value for name, value in parsed.headers))
     return SearchDocument(values, headers, sentDay(parsed.date), len(parsed.parts))
 
 
@@ -578,6 +591,17 @@ def substringMatch(words, text):
     return " ".join(words) in text
 
 
+def headerContains(headers, name, text):
+    """
+    Whether a header named C{name} (lower case) among C{headers} (C{(lower
+    name, decoded value)} pairs) contains the words of C{text} in a row
+    (L{substringMatch}); an empty C{text}: whether there is such a header.
+    """
+    words = tokens(text)
+    return any(n == name and substringMatch(words, tokenText(value))
+               for n, value in headers)
+
+
 def matches(query, summary, parsed):
     """
     Whether a message matches a query: the reference every store's search
@@ -609,9 +633,7 @@ def _eval(query, summary, doc):
         fields = BARE_FIELDS if query.field == "text" else (query.field,)
         return any(test(words, doc.fields[f]) for f in fields)
     if kind is Header:
-        words = tokens(query.text)
-        return any(name == query.name and substringMatch(words, value)
-                   for name, value in doc.headers)
+        return headerContains(doc.headers, query.name, query.text)
     if kind is Folder:
         return summary.folder == query.name
     if kind is Flag:

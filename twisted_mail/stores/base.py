@@ -159,6 +159,32 @@ class AtOnce:
             onResult(False, Failure())
         else:
             onResult(True, result)
+
+
+def scanSearch(candidates, query, start=0, limit=None):
+    """
+    Search by scanning: the page of C{candidates} matching C{query} (the
+    reference evaluator, L{twisted_mail.mail.query.matches}).
+
+    @param candidates: C{(summary, document)} pairs, newest first; the
+        document a L{twisted_mail.mail.query.SearchDocument}, or a
+        no-argument callable making it (only called when the query needs
+        the text).
+    @rtype: L{twisted_mail.mail.mime.Listing}
+    """
+    from twisted_mail.mail.mime import Listing
+    from twisted_mail.mail.query import matches
+
+    found = []
+    for summary, doc in candidates:
+        if callable(doc):
+            doc = doc()
+        if matches(query, summary, doc):
+            found.append(summary)
+    end = None if limit is None else start + limit
+    return Listing(len(found), found[start:end])
+
+
 # -- the mailbox model's rules every store shares (MAILBOX.md)
 
 

@@ -16,7 +16,7 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IFolder, IMailboxSession, IMailStore
 from twisted_mail.mail.message import buildMessage, normaliseBody
-from twisted_mail.mail.mime import Listing, summarize
+from twisted_mail.mail.mime import Listing, parseMessage, summarize
 from twisted_mail.mail.model import (
     INBOX,
     SEEN,
@@ -26,16 +26,17 @@ from twisted_mail.mail.model import (
     checkFlags,
     normalizeFolderName,
 )
+from twisted_mail.mail.query import document
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import (
     Listeners,
-    SearchNotServed,
     checkDeletable,
     folderOrder,
     keywordsAfter,
     pageOf,
     receiverArgument,
     renames,
+    scanSearch,
     userIdArgument,
 )
 
@@ -57,7 +58,7 @@ def _failing(method):
 
 class _StoredMessage:
     __slots__ = ("serial", "id", "uid", "flags", "text", "deleted", "arrived",
-                 "folder", "_summary")
+                 "folder", "_summary", "_document")
 
     def __init__(self, serial, msgid, uid, text, arrived=0, flags=frozenset(),
                  folder=INBOX):
@@ -70,12 +71,21 @@ class _StoredMessage:
         self.arrived = int(arrived)
         self.folder = folder
         self._summary = None
+        self._document = None
 
     def summary(self):
         if self._summary is None:
             self._summary = summarize(self.text, self.id, self.arrived)
         return self._summary.replace(uid=self.uid, flags=self.flags,
                                      folder=self.folder.name)
+
+    def document(self):
+        """
+        Its L{twisted_mail.mail.query.SearchDocument}, made once.
+        """
+        if self._document is None:
+            self._document = document(parseMessage(self.text))
+        return self._document
 
 
 class _Folder:
@@ -104,7 +114,7 @@ class _Folder:
 
 
 @implementer(IMailStore)
-class MemoryStore(SearchNotServed):
+class MemoryStore:
     """
     An L{IMailStore} in memory.
 
@@ -217,6 +227,25 @@ class MemoryStore(SearchNotServed):
 
     def subscribe(self, userid, listener):
         return self._listeners.subscribe(userid, listener)
+
+    @_failing
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        """
+        Search by scanning the user's messages with the reference evaluator
+        (L{twisted_mail.mail.query.matches}), newest first.
+        """
+        userid, folders = self._folders(userid)
+        failure = self._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        if folder is None:
+            searched = list(folders.values())
+        else:
+            searched = [self._folder(folders, normalizeFolderName(folder))]
+        messages = [m for f in searched for m in f.messages if not m.deleted]
+        messages.sort(key=lambda m: (m.arrived, m.serial), reverse=True)
+        candidates = [(m.summary(), m.document) for m in messages]
+        return defer.succeed(scanSearch(candidates, query, start, limit))
 
     def watch(self, userid, listener):
         return self._watchers.subscribe(userid, listener)

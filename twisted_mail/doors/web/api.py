@@ -35,6 +35,7 @@ from twisted_mail.doors.web.inputs import RequestInputs
 from twisted_mail.doors.web.openapi import openAPIDocument
 from twisted_mail.doors.web.policy import (
     COOKIE, DOWNLOAD_CSP, FRAME_CSP, normaliseOrigin, originHost)
+from twisted_mail.doors.web.search import searchMessages
 from twisted_mail.doors.web.streams import HANDLED, EventStream, stream
 from twisted_mail.wire import normalizeUserId
 
@@ -497,16 +498,21 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         userid = self._own(who, user)
         start = self._intArg(request, b"start", 0, None)
         limit = self._intArg(request, b"limit", DEFAULT_LIMIT, MAX_LIMIT)
-        folder = self._folderArg(request)
-        d = self._listing(request, userid, folder, start, limit)
+        extra = {}
+        d = searchMessages(self.store, request, userid, start, limit)
+        if d is None:
+            folder = self._folderArg(request)
+            d = self._listing(request, userid, folder, start, limit)
+        else:
+            d.addCallback(lambda found: extra.update(found[1]) or found[0])
 
         def listed(listing):
-            return 200, {
+            return 200, dict({
                 "user": userid,
                 "total": listing.total,
                 "start": start,
                 "messages": [summaryDict(m) for m in listing.messages],
-            }
+            }, **extra)
 
         return d.addCallback(listed)
 

@@ -250,6 +250,14 @@ def openAPIDocument(passwords=False):
                         {"name": "limit", "in": "query", "required": False,
                          "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
                                     "default": 50}},
+                        {"name": "q", "in": "query", "required": False,
+                         "description": "A search (MAILBOX.md, docs/search.rst): "
+                                        "only the matches, of every folder unless "
+                                        "folder is given; total counts them.  At "
+                                        "most 2000 characters are parsed; 1000 "
+                                        "always fit an HTTP request line (16 KB) "
+                                        "however they are encoded.",
+                         "schema": {"type": "string", "maxLength": 1000}},
                     ],
                     "responses": dict({"200": _json({
                         "type": "object",
@@ -259,6 +267,9 @@ def openAPIDocument(passwords=False):
                             "total": {"type": "integer", "minimum": 0},
                             "start": {"type": "integer", "minimum": 0},
                             "messages": {"type": "array", "items": _ref("Summary")},
+                            "matched": {"type": "array", "items": {"type": "string"},
+                                        "description": "With q: the words looked "
+                                                       "for, without case or accents."},
                         },
                     }, "The page.")}, **_errors(*common)),
                 },

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted_mail import errors
 from twisted_mail.mail.message import normaliseBody
 from twisted_mail.mail.mime import MessageSummary, parseMessage, popSize
+from twisted_mail.stores.postgres.search import SCHEMA as searchSchema
 
 try:
     import psycopg
@@ -24,7 +25,7 @@ log = Logger()
 CHANNEL = "simplemail"
 
 #: The schema version this code writes; L{SCHEMA} upgrades to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The channel of the mailbox model's changes (flags, expunges, folders).
 CHANGES_CHANNEL = "simplemail_changes"
@@ -114,6 +115,8 @@ SCHEMA = {
         "ALTER TABLE messages ALTER COLUMN uid SET NOT NULL",
         "CREATE INDEX messages_folder ON messages (userid, folder, uid)",
     ],
+    # Search (docs/search.rst): stores/postgres/search.py.
+    3: searchSchema,
 }
 
 #: A summary's columns, in the order L{_summary} reads them.

@@ -53,19 +53,21 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.mail.message import buildHeaders
-from twisted_mail.mail.mime import MessageSummary
-from twisted_mail.mail.model import INBOX, MailEvent
+from twisted_mail.mail.mime import Listing, MessageSummary
+from twisted_mail.mail.model import INBOX, MailEvent, normalizeFolderName
 from twisted_mail.stores.base import (
     Listeners,
-    SearchNotServed,
     receiverArgument,
     userIdArgument,
 )
 from twisted_mail.stores.postgres.folders import (
     PostgresFolders,
     PostgresFolderView,
+    _checkUser,
     announceChanges,
+    folderId,
 )
+from twisted_mail.stores.postgres.search import search as searchIn
 
 from twisted_mail.stores.postgres.sql import (
     CHANNEL,
@@ -139,7 +141,7 @@ class _Lane:
 
 
 @implementer(IMailStore)
-class PostgresStore(PostgresFolders, SearchNotServed):
+class PostgresStore(PostgresFolders):
     """
     The L{IMailStore} of a PostgreSQL database.
 
@@ -321,6 +323,26 @@ class PostgresStore(PostgresFolders, SearchNotServed):
             lambda row: _PostgresSession(self, self._remember(userid), row[0], row[1]))
 
     # -- deliveries
+
+    @userIdArgument
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        """
+        Search through the database's full-text index (stores/postgres/search.py),
+        every folder unless C{folder} names one.
+        """
+        if folder is not None:
+            try:
+                folder = normalizeFolderName(folder)
+            except errors.MailError as e:
+                return defer.fail(e)
+
+        def run(conn):
+            _checkUser(conn, userid)
+            row = False if folder is None else folderId(conn, userid, folder)
+            return searchIn(conn, userid, query, row, start, limit, _summary,
+                            _SUMMARY_COLUMNS)
+
+        return self._run(run).addCallback(lambda result: Listing(*result))
 
     @receiverArgument
     def deliver(self, sender, receiver, body):

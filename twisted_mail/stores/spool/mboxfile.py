@@ -61,6 +61,7 @@ from twisted_mail.stores.spool.records import (
 from twisted_mail.mail.message import ID_HEADER, recordId
 from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.flags import readerText
+from twisted_mail.stores.spool.snapshot import EntriesSnapshot
 from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
 
 log = Logger()
@@ -115,7 +116,7 @@ class _Locked:
         self.stat = stat
 
 
-class MboxFile(MailboxLocks, CrashRecovery, FolderFile):
+class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
     """
     One user's mbox and its index.  Synchronous: every method is meant to run
     in a worker thread, one at a time (L{_Mailbox} sees to that).
@@ -146,6 +147,9 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile):
         # one: deletes are made durable there, and the files synced at its
         # checkpoints.
         self.wal = None
+        # Called once, at the first look, for a saved picture of the
+        # entries (see _fromSnapshot), or None.
+        self.snapshotSource = None
 
     # -- names of the files beside the mailbox
 
@@ -160,6 +164,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile):
     @property
     def _journalName(self):
         return "." + self.userid + ".deleted"
+
+    journalName = _journalName
 
     @property
     def _newName(self):
@@ -241,6 +247,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile):
         """
         st = handle.stat
         size = st.st_size
+        if self._ino is None and self.snapshotSource is not None:
+            self._fromSnapshot(handle)
         if st.st_ino != self._ino or size < self._size:
             self._reindex(handle.fd, size, st.st_ino)
         elif st.st_mtime_ns != self._mtime or size != self._size:

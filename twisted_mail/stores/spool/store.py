@@ -32,11 +32,21 @@ from twisted_mail.mail.message import (
     mboxRecordChunks,
     separatorLine,
 )
-from twisted_mail.mail.mime import Listing, arrivalTime, summarize
+from twisted_mail.mail.mime import (
+    Listing,
+    MessageSummary,
+    arrivalTime,
+    parseMessage,
+    popSize,
+    summarize,
+)
+from twisted_mail.mail.model import INBOX, normalizeFolderName
+from twisted_mail.mail.query import document
+from twisted_mail.stores.spool.index import renameFolders
+from twisted_mail.stores.spool.indexing import MailboxIndex
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import (
     Listeners,
-    SearchNotServed,
     receiverArgument,
     userIdArgument,
 )
@@ -47,6 +57,29 @@ log = Logger()
 #: How often other processes' deliveries to a watched mailbox are looked
 #: for, in seconds (ACCESS.md: announced within 2 seconds).
 POLL_INTERVAL = 1.0
+
+
+def readRecord(msgid, record):
+    """
+    The summary and the search document of an mbox record, from one parse
+    (in a worker thread: parsing costs about a message's size).
+
+    @return: C{(MessageSummary, SearchDocument)}
+    """
+    newline = record.find(b"\n")
+    arrived = arrivalTime(record[:newline]) if newline != -1 else 0
+    text = readerText(record)
+    parsed = parseMessage(text)
+    summary = MessageSummary(msgid, popSize(text), arrived, **parsed.summaryFields())
+    return summary, document(parsed)
+
+
+def _gather(deferreds):
+    """
+    All results of C{deferreds}, or the first failure.
+    """
+    return defer.gatherResults(deferreds, consumeErrors=True).addErrback(
+        lambda f: f.value.subFailure)
 
 
 def _summarizeRecords(records):
@@ -89,6 +122,9 @@ class _Mailbox:
         self.summaries = {}
         # The _Watch of this mailbox while anyone subscribes to it.
         self.watch = None
+        # Its search index (which also keeps summaries across restarts), or
+        # None when the store keeps none.
+        self.index = None
 
     def idle(self):
         """
@@ -189,6 +225,8 @@ class _Mailbox:
                 if self.watch is not None:
                     self.watch.check()
                 self._store._touched(self.mbox.userid)
+                if self.index is not None:
+                    self.index.kick()
 
         return self._store._inMailboxThread(self._takeAndBuild).addCallback(done)
 
@@ -282,7 +320,7 @@ class _Watch:
 
 
 @implementer(IMailStore)
-class SpoolStore(SpoolFolders, SearchNotServed):
+class SpoolStore(SpoolFolders):
     """
     The L{IMailStore} of a spool directory of mbox files.
 
@@ -290,6 +328,9 @@ class SpoolStore(SpoolFolders, SearchNotServed):
         (mode 0700) if missing.
     @param domain: the mail domain for addresses in headers.
     @param maxMessageSize: the largest stored message, in bytes.
+    @param searchIndex: keep each mailbox's search index (and summaries)
+        beside it, C{.<user>.index} (L{twisted_mail.stores.spool.index});
+        without it searches fail with L{TemporaryFailure}.
     @param threadpool: the thread pool for mailbox jobs (reads, appends,
         deletes, expunges); by default the reactor's.  A small pool of its
         own (see L{mailboxThreadPool}) keeps them from competing for the
@@ -310,6 +351,7 @@ class SpoolStore(SpoolFolders, SearchNotServed):
         clock=time.time,
         lockDeadline=LOCK_DEADLINE,
         journal=False,
+        searchIndex=True,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -320,6 +362,7 @@ class SpoolStore(SpoolFolders, SearchNotServed):
         self.maxMessageSize = maxMessageSize
         self._clock = clock
         self._lockDeadline = lockDeadline
+        self._searchIndex = searchIndex
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._lockSource = LockSource(self._dirfd)
@@ -347,6 +390,9 @@ class SpoolStore(SpoolFolders, SearchNotServed):
         """
         self.stopWatching()
         self.closeJournal()
+        for mailbox in self._mailboxes.values():
+            if mailbox.index is not None:
+                mailbox.index.stop()
         for folders in self._folderDirs.values():
             folders.close()
         self._folderDirs = {}
@@ -481,12 +527,21 @@ class SpoolStore(SpoolFolders, SearchNotServed):
                 self._userFolders(userid).dirfd)
         return mailbox
 
-    def _makeMailbox(self, dirfd, name, lockSource):
+    def _makeMailbox(self, dirfd, name, lockSource, owner=None):
         mbox = MboxFile(dirfd, name, self._serials, self._lockDeadline, lockSource)
         if self._journalled is not None and dirfd == self._dirfd:
             # INBOX: deliveries go through the spool's journal.
             mbox.wal = self._journalled.journal
-        return _Mailbox(self, mbox)
+        mailbox = _Mailbox(self, mbox)
+        if self._searchIndex:
+            # Its part of the user's search index, which also keeps its
+            # summaries: INBOX's, or a folder file's (named by its file).
+            mailbox.index = MailboxIndex(
+                mailbox, self.path, dirfd, readRecord, self._inThread, self._reactor,
+                userid=owner or name,
+                folderKey=INBOX if owner is None else "file:" + name)
+            mbox.snapshotSource = mailbox.index.loadSnapshot
+        return mailbox
 
     def _forgetMissing(self, failure, userid, mailbox):
         """
@@ -587,6 +642,50 @@ class SpoolStore(SpoolFolders, SearchNotServed):
         d = mailbox.run(mailbox.mbox.count)
         d.addErrback(self._forgetMissing, userid, mailbox)
         return d.addCallback(lambda count: _SpoolSession(mailbox, userid, count))
+
+    @userIdArgument
+    def search(self, userid, query, folder=None, start=0, limit=None):
+        """
+        Search the user's folders (or one) through their index, each caught
+        up with its mbox file first if that changed (docs/search.rst).
+        """
+        if not self._searchIndex:
+            return defer.fail(errors.TemporaryFailure("this server keeps no search index"))
+        if folder is not None:
+            try:
+                folder = normalizeFolderName(folder)
+            except errors.MailError as e:
+                return defer.fail(e)
+
+        def names(_):
+            if folder is not None:
+                return [folder]
+            return self._inThread(self._userFolders(userid).names)
+
+        def resolve(names):
+            return _gather([self._resolve(userid, name).addCallback(
+                lambda mailbox, name=name: (name, mailbox)) for name in names])
+
+        def freshen(found):
+            return _gather([mailbox.index.freshen() for _, mailbox in found]).addCallback(
+                lambda _: found)
+
+        def searched(found):
+            keys = {mailbox.index.folderKey: name for name, mailbox in found}
+            inbox = self._mailbox(userid).index
+            inIndex = renameFolders(query, {name: key for key, name in keys.items()})
+            if folder is None:
+                # Every folder: once the index holds no other, no folder test.
+                d = inbox.keepOnly(keys).addCallback(
+                    lambda _: inbox.search(inIndex, None, start, limit))
+            else:
+                d = inbox.search(inIndex, sorted(keys), start, limit)
+            return d.addCallback(
+                lambda result: Listing(result[0], [
+                    s.replace(folder=keys.get(s.folder, s.folder)) for s in result[1]]))
+
+        return self.hasUser(userid).addCallback(names).addCallback(resolve).addCallback(
+            freshen).addCallback(searched)
 
     @receiverArgument
     def deliver(self, sender, receiver, body):

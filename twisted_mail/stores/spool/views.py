@@ -28,6 +28,7 @@ from twisted_mail.stores.base import (
     userIdArgument,
 )
 from twisted_mail.stores.spool.events import UserWatch
+from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId, refuseMissing
 from twisted_mail.stores.spool.folders import Folders, newValidity
@@ -71,7 +72,7 @@ class SpoolFolders:
             if folders.lockSource is None:
                 folders.lockSource = LockSource(folders.dirfd)
             mailbox = self._mailboxes[key] = self._makeMailbox(
-                folders.dirfd, filename, folders.lockSource)
+                folders.dirfd, filename, folders.lockSource, owner=userid)
             # A folder's UID record is made with the folder; should it be
             # lost, the directory's counter gives a new UIDVALIDITY.
             mailbox.mbox.newValidity = lambda: newValidity(folders.dirfd)
@@ -291,16 +292,34 @@ class SpoolFolderView:
     def listMessages(self, start=0, limit=None, newestFirst=False):
         mailbox = self._mailbox
 
-        def page(mbox):
+        def page(mbox, cached):
             with mbox.locked() as handle:
                 live = [e for e in mbox.entries if not e.deleted]
                 rows = []
                 for entry in pageOf(live, start, limit, newestFirst):
                     record = None
-                    if (entry.msgid, entry.key) not in mailbox.summaries:
+                    if (entry.msgid, entry.key) not in cached:
                         record = mbox.read(handle, entry)
                     rows.append((entry.msgid, entry.key, record, entry.uid, entry.flags))
                 return len(live), rows
+
+        def fromIndex(result):
+            # The search index keeps the summaries (after a restart too):
+            # only messages it lacks are read and parsed.
+            total, rows = result
+            wanted = [row[0] for row in rows
+                      if row[2] is None and (row[0], row[1]) not in mailbox.summaries]
+            if not wanted:
+                return result
+
+            def fill(found):
+                mailbox.summaries.update(found)
+                if all(row[2] is not None or (row[0], row[1]) in mailbox.summaries
+                       for row in rows):
+                    return result
+                return self._run(page, mailbox.mbox, mailbox.summaries)
+
+            return mailbox.index.summaries(wanted).addCallback(fill)
 
         def summarized(result):
             total, rows = result
@@ -310,7 +329,10 @@ class SpoolFolderView:
             return _summaries(mailbox, rows, self.folder).addCallback(
                 lambda summaries: Listing(total, summaries))
 
-        return self._run(page, mailbox.mbox).addCallback(summarized)
+        if mailbox.index is None:
+            return self._run(page, mailbox.mbox, mailbox.summaries).addCallback(summarized)
+        return self._run(page, mailbox.mbox, _Everything()).addCallback(
+            fromIndex).addCallback(summarized)
 
     def fetchMessage(self, msgid):
         return self._run(self._mailbox.mbox.readById, msgid).addCallback(

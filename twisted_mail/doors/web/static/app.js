@@ -9,7 +9,8 @@
   var PAGE = 50;
   var state = {
     passwords: false, me: null, user: null, folder: "INBOX", folders: [],
-    messages: [], total: 0, current: null, events: null, users: [], route: null
+    messages: [], total: 0, current: null, events: null, users: [], route: null,
+    query: "", matched: []
   };
   var SEEN = "\\Seen", FLAGGED = "\\Flagged", INBOX = "INBOX";
 
@@ -147,6 +148,11 @@
       });
     }
     on("message", function (summary) {
+      if (state.query) {
+        // Search results stay as they are; the new message is announced.
+        say("New message from " + (summary.from || "unknown sender"));
+        return;
+      }
       if ((summary.folder || INBOX) !== state.folder) return;
       for (var i = 0; i < state.messages.length; i++) {
         if (state.messages[i].id === summary.id) return;
@@ -241,7 +247,9 @@
   // -- the mailbox
 
   function renderCount() {
-    $("mailbox-count").textContent = state.total + (state.total === 1 ? " message" : " messages");
+    $("mailbox-count").textContent = state.total + (state.query
+      ? (state.total === 1 ? " match" : " matches")
+      : (state.total === 1 ? " message" : " messages"));
     $("more").hidden = state.messages.length >= state.total;
   }
 
@@ -251,12 +259,15 @@
       el("span", { className: "date", text: shortDate(m.date), title: longDate(m.date) }),
       el("span", { className: "subject", text: m.subject || "(no subject)" }),
       el("span", { className: "size", text: humanSize(m.size) }),
-      el("span", { className: "snippet", text: m.snippet || "" })
+      highlighted("snippet", m.snippet || "")
     ]);
     var flagged = hasFlag(m, FLAGGED);
     link.insertBefore(el("span", {
       className: "star", text: flagged ? "\u2605" : "", title: flagged ? "flagged" : ""
     }), link.firstChild);
+    if (state.query && m.folder) {
+      link.appendChild(el("span", { className: "folder", text: m.folder }));
+    }
     var item = el("li", { "data-id": m.id }, [link]);
     var classes = [];
     if (isNew) classes.push("new");
@@ -300,6 +311,42 @@
     renderCount();
   }
 
+  // -- search: the words the server says it looked for (folded: no case,
+  // no accents) are marked where a word of the text begins with one.
+
+  function fold(s) {
+    return s.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+  }
+
+  function highlighted(className, text) {
+    var node = el("span", { className: className });
+    if (!state.query || !state.matched.length) {
+      node.textContent = text;
+      return node;
+    }
+    text.split(/([\p{L}\p{N}]+)/u).forEach(function (piece, i) {
+      var word = fold(piece);
+      var hit = i % 2 === 1 && state.matched.some(function (m) { return word.indexOf(m) === 0; });
+      node.appendChild(hit ? el("mark", { text: piece }) : document.createTextNode(piece));
+    });
+    return node;
+  }
+
+  function search(event) {
+    event.preventDefault();
+    var before = state.query;
+    state.query = $("search").value.trim();
+    loadMailbox(state.user, 0).then(renderTitle, function (error) {
+      state.query = before;  // a malformed query: the list stays as it was
+      failed(error);
+    });
+  }
+
+  function renderTitle() {
+    $("mailbox-title").textContent = state.query ? "Search results" :
+      (state.folder === INBOX ? "Inbox" : state.folder) + " of " + state.user;
+  }
+
   function renderList() {
     var list = $("message-list");
     clear(list);
@@ -310,10 +357,13 @@
 
   function loadMailbox(user, start) {
     var folder = state.folder;
-    return api("GET", mailboxPath(user) + "/messages" + inFolder(folder) + "&start=" + start +
-               "&limit=" + PAGE)
+    var query = state.query ? "&q=" + enc(state.query) : "";
+    // With a query every folder is searched (MAILBOX.md): no folder given.
+    var where = state.query ? "?start=" : inFolder(folder) + "&start=";
+    return api("GET", mailboxPath(user) + "/messages" + where + start + "&limit=" + PAGE + query)
       .then(function (data) {
         if (state.user !== user || state.folder !== folder) return;
+        state.matched = data.matched || [];
         if (start === 0) state.messages = data.messages;
         else state.messages = state.messages.concat(data.messages);
         state.total = data.total;
@@ -329,9 +379,12 @@
     state.folder = folder;
     renderHeader();
     show("mailbox-view");
-    $("mailbox-title").textContent = (folder === INBOX ? "Inbox" : folder) + " of " + user;
+    if (fresh) state.query = "";
+    renderTitle();
     listen(user);
     if (fresh) {
+      state.query = "";
+      $("search").value = "";
       state.messages = [];
       state.current = null;
       if (newUser) state.folders = [];
@@ -635,6 +688,7 @@
     $("compose-form").addEventListener("submit", send);
     $("add-user-form").addEventListener("submit", addUser);
     $("new-folder-form").addEventListener("submit", addFolder);
+    $("search-form").addEventListener("submit", search);
     $("logout").addEventListener("click", logout);
     $("more").addEventListener("click", function () {
       loadMailbox(state.user, state.messages.length).catch(failed);

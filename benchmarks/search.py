@@ -1,0 +1,131 @@
+"""
+Search on the spool store (issue 21's goals), on generated realistic mail
+(mailgen.py) in one user's mailbox:
+
+  build      indexing every message from scratch (goal >= 2,000 messages/s)
+  restart    a new store on the same spool: opening the mailbox and the
+             first page of its listing, newest first (goal <= 200 ms at
+             20,000 messages)
+  word       a one-word search
+  mixed      from: + a word + is:unread
+  phrase     a two-word phrase
+             (goal <= 20 ms each at 20,000 messages, <= 2x the 400 figure)
+
+The store runs its thread work synchronously (the thread hops a real
+reactor adds are ~0.1 ms each), so the figures are the work itself.  Each
+search is timed --runs times through SpoolStore.search, after one warm-up;
+the median and the worst are shown.
+
+    python benchmarks/search.py --messages 400 20000
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+from mailgen import writeMbox  # noqa: E402
+from twisted_mail.mail.query import parseQuery  # noqa: E402
+from twisted_mail.service.reindex import SynchronousReactor  # noqa: E402
+from twisted_mail.service.reindex import resultOf as result  # noqa: E402
+from twisted_mail.stores.spool.store import SpoolStore  # noqa: E402
+
+
+QUERIES = {
+    "word": "meeting",
+    "mixed": None,  # from:<a frequent sender's first name> project is:unread
+    "phrase": '"the project"',
+}
+
+
+def measure(count, runs, workdir):
+    spool = os.path.join(workdir, "spool{}".format(count))
+    os.makedirs(spool)
+    started = time.perf_counter()
+    writeMbox(os.path.join(spool, "bob"), count)
+    made = time.perf_counter() - started
+    row = {"messages": count, "generate_s": made,
+           "mbox_MB": os.path.getsize(os.path.join(spool, "bob")) / 1e6}
+
+    store = SpoolStore(spool, reactor=SynchronousReactor())
+    mailbox = store._mailbox("bob")
+    started = time.perf_counter()
+    result(mailbox.index.sync())
+    build = time.perf_counter() - started
+    row["build_s"] = build
+    row["build_per_s"] = count / build
+    row["index_MB"] = sum(os.path.getsize(mailbox.index.writer.path + suffix)
+                          for suffix in ("", "-wal")
+                          if os.path.exists(mailbox.index.writer.path + suffix)) / 1e6
+    newest = result(result(store.openMailbox("bob")).listMessages(0, 50, True))
+    sender = newest.messages[0].sender.split()[0]
+    store.close()
+
+    # A restarted server: a new store, same spool and index.
+    started = time.perf_counter()
+    store = SpoolStore(spool, reactor=SynchronousReactor())
+    session = result(store.openMailbox("bob"))
+    listing = result(session.listMessages(0, 50, True))
+    row["restart_ms"] = (time.perf_counter() - started) * 1000
+    assert listing.total == count and len(listing.messages) == min(50, count)
+
+    queries = dict(QUERIES)
+    queries["mixed"] = "from:{} project is:unread".format(sender)
+    for name, text in queries.items():
+        query = parseQuery(text)
+        found = result(store.search("bob", query, limit=50))
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            result(store.search("bob", query, limit=50))
+            times.append((time.perf_counter() - started) * 1000)
+        row[name + "_ms"] = statistics.median(times)
+        row[name + "_worst_ms"] = max(times)
+        row[name + "_matches"] = found.total
+        row[name + "_query"] = text
+    store.close()
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, nargs="+", default=[400, 20000])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the spools made")
+    args = parser.parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="simplemail-search-")
+    try:
+        rows = [measure(count, args.runs, workdir) for count in args.messages]
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir)
+        else:
+            print("spools kept in", workdir)
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    for row in rows:
+        print("\n{messages} messages ({mbox_MB:.1f} MB mbox, index {index_MB:.1f} MB)".format(
+            **row))
+        print("  build from scratch  {build_s:.1f} s = {build_per_s:.0f} messages/s".format(
+            **row))
+        print("  restart, first page {restart_ms:.1f} ms".format(**row))
+        for name in ("word", "mixed", "phrase"):
+            print("  {:<7} {:>7.2f} ms median, {:>7.2f} worst, {:>5} matches  {}".format(
+                name, row[name + "_ms"], row[name + "_worst_ms"], row[name + "_matches"],
+                row[name + "_query"]))
+    if len(rows) >= 2:
+        small, big = rows[0], rows[-1]
+        for name in ("word", "mixed", "phrase"):
+            print("  {} ratio {} / {}: {:.2f}".format(
+                name, big["messages"], small["messages"],
+                big[name + "_ms"] / small[name + "_ms"]))
+
+
+if __name__ == "__main__":
+    main()

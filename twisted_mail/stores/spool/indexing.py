@@ -1,0 +1,325 @@
+"""
+The reactor's side of a spool mailbox's search index
+(L{twisted_mail.stores.spool.index}): keeping it in step with the mbox file,
+answering searches from it, and giving the listing its summaries after a
+restart.
+
+In step: a sync compares the messages the mbox file holds (ids and content
+keys, through the mailbox's own reader, under its locks) with those the
+index holds, parses the new ones in a worker thread and forgets the gone.
+A sync is started shortly after each delivery batch is acknowledged (never
+before: indexing does not delay an acknowledgement), and before a search
+whenever the mailbox's stamp (inode, size, modification time of the file
+and of its delete journal) differs from the one the index last saw, which
+is how changes by other processes and other tools (mutt, procmail) are
+noticed.  So a search always answers as a scan of the mailbox would.
+"""
+
+import os
+import struct
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mail import errors
+from twisted_mail.mail.model import INBOX
+from twisted_mail.stores.spool.index import (
+    IndexDamaged,
+    _flagsText,
+    SearchDatabase,
+    indexName,
+    mailboxStamp,
+    packEntries,
+)
+
+log = Logger()
+
+#: Messages read from the mbox file and indexed per step of a sync.
+BATCH = 500
+
+#: How often at most the entries snapshot (for a quick start) is written,
+#: in seconds, while mail keeps arriving.
+SNAPSHOT_INTERVAL = 10.0
+
+#: How long after a delivery the index starts catching up, in seconds: the
+#: deliveries of that time are indexed together (a search catches up by
+#: itself at once, so this only keeps the next search quick).
+KICK_DELAY = 0.5
+
+_STALE = object()
+
+
+class _Everything:
+    """
+    A container holding everything: a listing through it reads no record.
+    """
+
+    def __contains__(self, item):
+        return True
+
+
+class MailboxIndex:
+    """
+    The search index of one spool mailbox (INBOX; see docs/search.rst for
+    how folders extend it).
+
+    @param mailbox: the store's C{_Mailbox} (its C{mbox} and C{run}).
+    @param userid: whose index it is (by default the mailbox file's name).
+    @param folderKey: what names the folder in the index.
+    @param readRecord: C{readRecord(msgid, record)} gives the
+        C{(summary, document)} of an mbox record, in a worker thread.
+    @param inThread: runs a function in a worker thread, giving a
+        L{Deferred}.
+    @param progress: called with C{(done, total)} as a large sync goes, or
+        L{None}.
+    """
+
+    def __init__(self, mailbox, spoolPath, dirfd, readRecord, inThread,
+                 reactor, clock=time.monotonic, progress=None, userid=None,
+                 folderKey=INBOX):
+        self._mailbox = mailbox
+        self._userid = userid or mailbox.mbox.userid
+        self._dirfd = dirfd
+        self._readRecord = readRecord
+        self._inThread = inThread
+        self._reactor = reactor
+        self._clock = clock
+        self.progress = progress
+        # What names the folder in the index: INBOX, or its file's name (a
+        # rename leaves it; the store maps it to the folder's name).
+        self.folderKey = folderKey
+        path = os.path.join(spoolPath, indexName(self._userid))
+        self.writer = SearchDatabase(path)
+        self.reader = SearchDatabase(path)
+        self._writeLock = defer.DeferredLock()
+        self._readLock = defer.DeferredLock()
+        self._waiting = None
+        self._kick = None
+        self._snapshotAt = None
+
+    # -- the entries snapshot, for the mbox reader's quick start
+
+    def loadSnapshot(self):
+        """
+        In the mailbox thread, at the mbox reader's first look: the entries
+        snapshot, or L{None}.
+        """
+        db = SearchDatabase(self.writer.path)
+        try:
+            return db.snapshot(self.folderKey)
+        except IndexDamaged:
+            return None
+        finally:
+            db.close()
+
+    # -- keeping in step
+
+    def kick(self):
+        """
+        Catch up with the mailbox soon (after a delivery was acknowledged).
+        """
+        if self._kick is None or not self._kick.active():
+            self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
+
+    def _kicked(self):
+        self._kick = None
+        self.sync().addErrback(lambda f: None)
+
+    def stop(self):
+        if self._kick is not None and self._kick.active():
+            self._kick.cancel()
+        self._kick = None
+
+    def sync(self):
+        """
+        Bring the index in step with the mailbox; syncs asked for while one
+        waits to start share it.
+
+        @return: a L{Deferred} firing with L{None} once done, or failing
+            with L{TemporaryFailure} (the index could not be written) or
+            the mailbox's own error.
+        """
+        d = defer.Deferred()
+        if self._waiting is not None:
+            self._waiting.append(d)
+            return d
+        waiting = self._waiting = [d]
+
+        def start():
+            self._waiting = None
+            return self._syncRepairing()
+
+        def finish(result):
+            for each in waiting:
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(None)
+
+        self._writeLock.run(start).addBoth(finish)
+        return d
+
+    @defer.inlineCallbacks
+    def _syncRepairing(self):
+        try:
+            try:
+                yield self._syncOnce()
+            except IndexDamaged as e:
+                log.warn("search index of {user} unusable ({why}): rebuilding it "
+                         "from the mailbox", user=self._userid, why=str(e))
+                yield self._inThread(self.writer.discard)
+                yield self._syncOnce()
+        except errors.MailError:
+            raise
+        except Exception:
+            log.failure("search index of {user}: sync failed", user=self._userid)
+            raise errors.TemporaryFailure("the search index can't be written")
+
+    @defer.inlineCallbacks
+    def _syncOnce(self):
+        mailbox = self._mailbox
+        mbox = mailbox.mbox
+        known = yield self._inThread(lambda: dict(self.writer.pairs(self.folderKey)))
+        now = self._clock()
+        wantSnapshot = self._snapshotAt is None or now - self._snapshotAt >= SNAPSHOT_INTERVAL
+
+        def look():
+            stamp = mailboxStamp(mbox._dirfd, mbox.userid, mbox.journalName)
+            with mbox.locked():
+                live = [(e.msgid, e.key, e.uid, e.flags) for e in mbox.entries
+                        if not e.deleted]
+                snapshot = None
+                if wantSnapshot:
+                    ino, size, entries = mbox.entriesState()
+                    snapshot = struct.pack("<QQ", ino, size) + packEntries(entries)
+            return stamp, live, snapshot
+
+        stamp, live, snapshot = yield mailbox.run(look)
+        liveSet = {(msgid, key) for msgid, key, _, _ in live}
+        new = [(msgid, key) for msgid, key, _, _ in live if (msgid, key) not in known]
+        changed = [(msgid, key, uid, flags) for msgid, key, uid, flags in live
+                   if (msgid, key) in known and known[(msgid, key)] != (uid, _flagsText(flags))]
+        if len(new) > BATCH and self.progress is None:
+            log.info("indexing {count} messages of {user}", count=len(new),
+                     user=self._userid)
+        done = 0
+        for first in range(0, len(new), BATCH):
+            wanted = set(new[first:first + BATCH])
+
+            def read(wanted=wanted):
+                with mbox.locked() as handle:
+                    return [(e.msgid, e.key, mbox.read(handle, e), e.uid, e.flags)
+                            for e in mbox.entries
+                            if not e.deleted and (e.msgid, e.key) in wanted]
+
+            records = yield mailbox.run(read)
+            yield self._inThread(self._index, records)
+            done += len(wanted)
+            if self.progress is not None:
+                self.progress(done, len(new))
+            elif len(new) > BATCH:
+                log.info("indexed {done}/{count} messages of {user}", done=done,
+                         count=len(new), user=self._userid)
+        gone = set(known) - liveSet
+        yield self._inThread(self.writer.update, self.folderKey, gone, [], stamp, snapshot, changed)
+        if snapshot is not None:
+            self._snapshotAt = now
+
+    def _index(self, records):
+        add = []
+        for msgid, key, record, uid, flags in records:
+            try:
+                summary, doc = self._readRecord(msgid, record)
+            except Exception:
+                # The reader never raises by contract; should it, the message
+                # is still indexed, by its id and size, and never lost.
+                log.failure("search index of {user}: message {id} unreadable",
+                            user=self._userid, id=msgid)
+                summary, doc = _unreadable(msgid, record)
+            add.append((key, summary.replace(uid=uid, flags=flags, folder=self.folderKey), doc))
+        self.writer.update(self.folderKey, (), add)
+
+    # -- answering
+
+    def summaries(self, msgids):
+        """
+        The summaries the index holds of these INBOX messages.
+
+        @return: a L{Deferred} firing with a L{dict} from C{(id, key)} to
+            summary (empty if the index can't be read).
+        """
+        d = self._readLock.run(self._inThread, self.reader.summaries, self.folderKey, msgids)
+        return d.addErrback(lambda f: f.trap(IndexDamaged, OSError) and {})
+
+    def freshen(self):
+        """
+        Catch up with the mailbox if it changed since the index last did.
+
+        @return: a L{Deferred} firing with L{None}, or failing as L{sync}.
+        """
+        mbox = self._mailbox.mbox
+
+        def stale():
+            stamp = mailboxStamp(mbox._dirfd, mbox.userid, mbox.journalName)
+            return stamp != self.reader.stamp(self.folderKey)
+
+        def check(isStale):
+            return self.sync() if isStale else None
+
+        def damaged(f):
+            f.trap(IndexDamaged)
+            self.reader.close()
+            return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
+                lambda _: self.sync())
+
+        return self._readLock.run(self._inThread, stale).addCallback(check).addErrback(
+            damaged)
+
+    def keepOnly(self, folders):
+        """
+        Forget what the index holds of folders not among C{folders} (keys),
+        once per set of folders.
+
+        @return: a L{Deferred} firing with L{None}.
+        """
+        folders = frozenset(folders)
+        if folders == self._kept:
+            return defer.succeed(None)
+
+        def kept(_):
+            self._kept = folders
+
+        return self._writeLock.run(self._inThread, self.writer.keepOnly, sorted(folders)
+                                   ).addCallback(kept)
+
+    _kept = None
+
+    def search(self, query, folders, start, limit):
+        """
+        The page of matches among the folders C{folders} (their keys in
+        the index; L{None}: all it holds) of this index's database, newest
+        first.
+
+        @return: a L{Deferred} firing with C{(total, summaries)}; the
+            summaries name their folder by its key.
+        """
+        def plain():
+            return self.reader.search(query, folders, start, limit)
+
+        def damaged(f):
+            f.trap(IndexDamaged)
+            self.reader.close()
+            raise errors.TemporaryFailure("the search index is being rebuilt; try again")
+
+        return self._readLock.run(self._inThread, plain).addErrback(damaged)
+
+
+def _unreadable(msgid, record):
+    from twisted_mail.mail.mime import MessageSummary
+    from twisted_mail.mail.query import SearchDocument
+
+    fields = dict.fromkeys(
+        ["from", "to", "cc", "bcc", "subject", "body", "attachment", "headers"], "")
+    return MessageSummary(msgid, len(record), 0), SearchDocument(fields, [], None, 0)
