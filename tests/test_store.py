@@ -10,6 +10,8 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from twisted.internet.task import Clock
+
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.stores.base import AtOnce

@@ -120,8 +120,7 @@ def checkIndex(store, userid):
 
 def main(argv=None, out=sys.stdout, err=sys.stderr):
     from twisted_mail.stores.spool.index import IndexDamaged
-    from twisted_mail.stores.base import AtOnce
-from twisted_mail.stores.spool.store import SpoolStore
+    from twisted_mail.stores.spool.store import SpoolStore
 
     options = Options()
     try:
