@@ -31,11 +31,11 @@ class FolderCommandTests(ServerTestCase):
         return [(m.id, sorted(m.flags)) for m in listing.messages]
 
     def test_capa(self):
-        """CAPA lists FOLDERS after what it listed before."""
+        """CAPA lists FOLDERS (and SEARCH) after what it listed before."""
         connection = self.connect()
         connection.send(b"CAPA")
         status, lines = connection.multiline()
-        self.assertEqual(lines[-3:], [b"LSTM", b"SENDM", b"FOLDERS"])
+        self.assertEqual(lines[-4:], [b"LSTM", b"SENDM", b"FOLDERS", b"SEARCH"])
 
     def test_needsUser(self):
         """The folder commands need a user, like LSTM."""
