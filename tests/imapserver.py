@@ -71,3 +71,35 @@ def startIMAPServer(testCase, extraArgs=(), tls=True, spool=None):
     server.certs = certs
     server.kind = kind
     return server
+
+
+class IMAPServerMixin:
+    """
+    For a test case: a server with an IMAP door (L{startIMAPServer}; TLS
+    offered unless C{tls} is false), users bob and alice, and C{self.line},
+    a line-protocol client logged in as alice; its log must stay free of
+    tracebacks.
+    """
+
+    tls = True
+
+    def setUp(self):
+        self.server = startIMAPServer(self, tls=self.tls)
+        self.addCleanup(self.assertCleanLog)
+        c = self.server.connect()
+        self.addCleanup(c.close)
+        self.assertTrue(c.command(b"ADDU bob").startswith(b"+OK"))
+        self.assertTrue(c.command(b"ADDU alice").startswith(b"+OK"))
+        self.assertTrue(c.command(b"USER alice").startswith(b"+OK"))
+        self.line = c
+
+    def assertCleanLog(self):
+        log = self.server.log()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled", log)
+
+    def send(self, body):
+        """
+        Deliver C{body} from alice to bob through the line protocol.
+        """
+        self.assertTrue(self.line.send(b"bob", body).startswith(b"+OK"))

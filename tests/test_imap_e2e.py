@@ -6,6 +6,7 @@ moved and deleted with Python's C{imaplib}; IDLE woken by a SEND.
 """
 
 import imaplib
+import os
 import re
 import socket
 import ssl
@@ -13,31 +14,13 @@ import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from .imapserver import spoolServesFolders, startIMAPServer
+from .imapserver import IMAPServerMixin, spoolServesFolders, startIMAPServer
 from .serverprocess import ServerProcess
 
 TIMEOUT = 15
 
 
-class IMAPEndToEndTests(SynchronousTestCase):
-    def setUp(self):
-        self.server = startIMAPServer(self)
-        self.addCleanup(self.assertCleanLog)
-        c = self.server.connect()
-        self.addCleanup(c.close)
-        self.assertTrue(c.command(b"ADDU bob").startswith(b"+OK"))
-        self.assertTrue(c.command(b"ADDU alice").startswith(b"+OK"))
-        self.assertTrue(c.command(b"USER alice").startswith(b"+OK"))
-        self.line = c
-
-    def assertCleanLog(self):
-        log = self.server.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
-
-    def send(self, body):
-        self.assertTrue(self.line.send(b"bob", body).startswith(b"+OK"))
-
+class IMAPEndToEndTests(IMAPServerMixin, SynchronousTestCase):
     def imap(self, tls=True):
         client = imaplib.IMAP4("127.0.0.1", self.server.imapPort, timeout=TIMEOUT)
         self.addCleanup(self._logout, client)
@@ -121,6 +104,28 @@ class IMAPEndToEndTests(SynchronousTestCase):
         while not line.startswith(tag):
             line = m.readline()
         self.assertIn(b"OK", line)
+
+    def test_idleWokenByAnotherProgram(self):
+        """
+        A session in IDLE is told of a message another program (as procmail
+        does) appended to the spool file.
+        """
+        if self.server.kind != "twistd":
+            raise SkipTest("needs the spool's mailbox model (branch h-model)")
+        self.send(b"first\n")
+        m = self.imap()
+        m.select("INBOX")
+        tag = m._new_tag()
+        m.send(tag + b" IDLE\r\n")
+        self.assertTrue(m.readline().startswith(b"+"))
+        with open(os.path.join(self.server.spool, "bob"), "ab") as f:
+            f.write(b"From procmail@example.org Sat Dec  5 12:00:00 2026\n"
+                    b"From: procmail@example.org\nSubject: filtered\n\nfiltered\n\n")
+        self.assertEqual(m.readline(), b"* 2 EXISTS\r\n")
+        m.send(b"DONE\r\n")
+        line = m.readline()
+        while not line.startswith(tag):
+            line = m.readline()
 
     def test_loginWithoutTLSOnLoopback(self):
         """
