@@ -620,19 +620,8 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
         self.userid = userid
         self.state = AUTHENTICATED
         log.info("IMAP login as {user} from {peer}", user=userid, peer=self._peer)
-        answer = ("OK", "[CAPABILITY " + self.capabilities().decode("ascii") + "] logged in")
-        # The folders are listed once before the watch starts: the spool
-        # makes the special-use folders when first listed, and a watch's
-        # first check racing that creation has been seen to stall the
-        # listing (docs/imap.rst, "Known problems").
-        d = self.factory.store.listFolders(userid)
-
-        def watch(_):
-            if not self._lost and self.userid == userid:
-                self._unwatch = self.factory.store.watch(userid, self._eventReceived)
-            return answer
-
-        return d.addBoth(watch)
+        self._unwatch = self.factory.store.watch(userid, self._eventReceived)
+        return ("OK", "[CAPABILITY " + self.capabilities().decode("ascii") + "] logged in")
 
     def _loginFailed(self, failure):
         failure.trap(LoginFailed, UnauthorizedLogin, errors.NoSuchUser, errors.InvalidUserId)
