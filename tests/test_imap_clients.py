@@ -144,7 +144,9 @@ class OfflineIMAPTests(ClientTestCase):
     def test_offlineimap(self):
         """
         offlineimap3 mirrors every folder into a Maildir, and a flag set
-        locally reaches the server.
+        locally reaches the server.  (In clear on loopback: offlineimap3
+        8.0 with STARTTLS was seen to die of SIGSEGV at connect now and
+        then, in its own imaplib2 and TLS threads.)
         """
         need("offlineimap", "offlineimap3")
         for i in range(2):
@@ -158,9 +160,8 @@ class OfflineIMAPTests(ClientTestCase):
                 "[Repository local]\ntype = Maildir\nlocalfolders = {maildir}\n\n"
                 "[Repository remote]\ntype = IMAP\nremotehost = localhost\n"
                 "remoteport = {port}\nremoteuser = bob\nremotepass = x\nssl = no\n"
-                "starttls = yes\nsslcacertfile = {cert}\n".format(
-                    home=self.home, maildir=maildir, port=self.server.imapPort,
-                    cert=self.server.certs.child("cert.pem").path))
+                "starttls = no\n".format(
+                    home=self.home, maildir=maildir, port=self.server.imapPort))
         self.runProgram(["offlineimap", "-c", rc, "-o", "-u", "basic"])
         new = os.path.join(maildir, "INBOX", "new")
         names = sorted(os.listdir(new))
