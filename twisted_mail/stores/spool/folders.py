@@ -130,8 +130,16 @@ class Folders:
         C{(file name, uidvalidity)}.
         """
         found = {}
-        for entry in os.scandir(self.dirfd):
-            match = _RECORD.match(entry.name)
+        # A directory of its own: scandir on a shared descriptor shares its
+        # offset with every other thread scanning at once (the watch's poll
+        # and a LIST), and each then sees part of the folders.
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=self.dirfd)
+        try:
+            entries = [entry.name for entry in os.scandir(fd)]
+        finally:
+            os.close(fd)
+        for entryName in entries:
+            match = _RECORD.match(entryName)
             if not match:
                 continue
             filename = match.group(1)
