@@ -415,13 +415,12 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         other.watch("bob", listener)
         yield self.whenListening(other, self.store)
         msgid = yield self.store.deliver("alice", "bob", b"news\n")
-        started = time.monotonic()
         session = yield self.store.openMailbox("bob")
         yield session.setFlags([msgid], add=["\\Flagged"])
         yield session.moveMessages([msgid], "Archive")
         yield self.store.createFolder("bob", "Work")
-        yield wanted.addTimeout(5, reactor)
-        self.assertLess(time.monotonic() - started, 2.5)
+        # Waited for generously: how soon is not timed here (issue 23, item 17).
+        yield wanted.addTimeout(120, reactor)
         flagged = [e for e in events if e.kind == "flags"]
         self.assertEqual((flagged[0].msgid, flagged[0].summary.flags),
                          (msgid, frozenset(["\\Flagged"])))
