@@ -215,5 +215,5 @@ def freshDatabase():
             "SELECT count(*) FROM pg_tables WHERE tablename = 'messages'"
             " AND schemaname = current_schema()").fetchone()[0]
         if exists:
-            conn.execute("TRUNCATE messages, users")
+            conn.execute("TRUNCATE messages, users CASCADE")  # and folders
     return url

@@ -161,6 +161,23 @@ class HarnessTests(SynchronousTestCase):
             )
 
 
+    def test_crashHarnessModel(self):
+        """
+        However a process making flag changes, moves, deliveries and folder deletes is killed, every acknowledged change is kept, no message is lost or doubled, and a deleted folder's mail never comes back.
+        """
+        from tests import crashmodel
+
+        seed = seedFor(self)
+        rounds = int(os.environ.get("SIMPLEMAIL_CRASH_ROUNDS") or 6)
+        problems, acknowledged = crashmodel.run(
+            os.path.join(self.mktemp(), "spool"), rounds, seed)
+        print("model crash harness: {} rounds, {} acknowledged operations".format(
+            rounds, acknowledged))
+        if problems:
+            self.fail("model crash harness (seed {}) found:\n{}".format(
+                seed, "\n".join(problems)))
+
+
 class DeterministicCrashTests(CrashTestCase):
     def test_acknowledgedDeleteSurvivesCrash(self):
         """

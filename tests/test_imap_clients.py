@@ -20,7 +20,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from .imapserver import startIMAPServer
+from .imapserver import IMAPServerMixin
 
 TIMEOUT = 60
 
@@ -33,28 +33,11 @@ def need(program, package):
         raise SkipTest("{} is not installed (apt-get install {})".format(program, package))
 
 
-class ClientTestCase(SynchronousTestCase):
-    tls = True
-
+class ClientTestCase(IMAPServerMixin, SynchronousTestCase):
     def setUp(self):
-        self.server = startIMAPServer(self, tls=self.tls)
-        self.addCleanup(self.assertCleanLog)
-        c = self.server.connect()
-        self.addCleanup(c.close)
-        self.assertTrue(c.command(b"ADDU bob").startswith(b"+OK"))
-        self.assertTrue(c.command(b"ADDU alice").startswith(b"+OK"))
-        self.assertTrue(c.command(b"USER alice").startswith(b"+OK"))
-        self.line = c
+        IMAPServerMixin.setUp(self)
         self.home = os.path.abspath(self.mktemp())
         os.makedirs(self.home)
-
-    def assertCleanLog(self):
-        log = self.server.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
-
-    def send(self, body):
-        self.assertTrue(self.line.send(b"bob", body).startswith(b"+OK"))
 
     def imap(self):
         m = imaplib.IMAP4("127.0.0.1", self.server.imapPort, timeout=TIMEOUT)
@@ -161,7 +144,9 @@ class OfflineIMAPTests(ClientTestCase):
     def test_offlineimap(self):
         """
         offlineimap3 mirrors every folder into a Maildir, and a flag set
-        locally reaches the server.
+        locally reaches the server.  (In clear on loopback: offlineimap3
+        8.0 with STARTTLS was seen to die of SIGSEGV at connect now and
+        then, in its own imaplib2 and TLS threads.)
         """
         need("offlineimap", "offlineimap3")
         for i in range(2):
@@ -175,9 +160,8 @@ class OfflineIMAPTests(ClientTestCase):
                 "[Repository local]\ntype = Maildir\nlocalfolders = {maildir}\n\n"
                 "[Repository remote]\ntype = IMAP\nremotehost = localhost\n"
                 "remoteport = {port}\nremoteuser = bob\nremotepass = x\nssl = no\n"
-                "starttls = yes\nsslcacertfile = {cert}\n".format(
-                    home=self.home, maildir=maildir, port=self.server.imapPort,
-                    cert=self.server.certs.child("cert.pem").path))
+                "starttls = no\n".format(
+                    home=self.home, maildir=maildir, port=self.server.imapPort))
         self.runProgram(["offlineimap", "-c", rc, "-o", "-u", "basic"])
         new = os.path.join(maildir, "INBOX", "new")
         names = sorted(os.listdir(new))

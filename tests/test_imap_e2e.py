@@ -1,43 +1,26 @@
 """
-IMAP end to end: a server process with C{--imap} (twistd on the spool, or
-the doors over the memory store until the spool serves folders: see
-L{tests.imapserver}), mail put in through the line protocol, read, flagged,
-moved and deleted with Python's C{imaplib}; IDLE woken by a SEND.
+IMAP end to end: a real C{twistd simplemail --imap} on a spool, mail put in
+through the line protocol, read, flagged, moved and deleted with Python's
+C{imaplib}; IDLE woken by a SEND, by another twistd on the same spool and
+by a program appending to the spool file.
 """
 
 import imaplib
+import os
 import re
 import socket
 import ssl
 import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from .imapserver import spoolServesFolders, startIMAPServer
+from .imapserver import IMAPServerMixin, startIMAPServer
 from .serverprocess import ServerProcess
 
 TIMEOUT = 15
 
 
-class IMAPEndToEndTests(SynchronousTestCase):
-    def setUp(self):
-        self.server = startIMAPServer(self)
-        self.addCleanup(self.assertCleanLog)
-        c = self.server.connect()
-        self.addCleanup(c.close)
-        self.assertTrue(c.command(b"ADDU bob").startswith(b"+OK"))
-        self.assertTrue(c.command(b"ADDU alice").startswith(b"+OK"))
-        self.assertTrue(c.command(b"USER alice").startswith(b"+OK"))
-        self.line = c
-
-    def assertCleanLog(self):
-        log = self.server.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
-
-    def send(self, body):
-        self.assertTrue(self.line.send(b"bob", body).startswith(b"+OK"))
-
+class IMAPEndToEndTests(IMAPServerMixin, SynchronousTestCase):
     def imap(self, tls=True):
         client = imaplib.IMAP4("127.0.0.1", self.server.imapPort, timeout=TIMEOUT)
         self.addCleanup(self._logout, client)
@@ -122,6 +105,26 @@ class IMAPEndToEndTests(SynchronousTestCase):
             line = m.readline()
         self.assertIn(b"OK", line)
 
+    def test_idleWokenByAnotherProgram(self):
+        """
+        A session in IDLE is told of a message another program (as procmail
+        does) appended to the spool file.
+        """
+        self.send(b"first\n")
+        m = self.imap()
+        m.select("INBOX")
+        tag = m._new_tag()
+        m.send(tag + b" IDLE\r\n")
+        self.assertTrue(m.readline().startswith(b"+"))
+        with open(os.path.join(self.server.spool, "bob"), "ab") as f:
+            f.write(b"From procmail@example.org Sat Dec  5 12:00:00 2026\n"
+                    b"From: procmail@example.org\nSubject: filtered\n\nfiltered\n\n")
+        self.assertEqual(m.readline(), b"* 2 EXISTS\r\n")
+        m.send(b"DONE\r\n")
+        line = m.readline()
+        while not line.startswith(tag):
+            line = m.readline()
+
     def test_loginWithoutTLSOnLoopback(self):
         """
         Without --passwords, any password opens an existing user, and a
@@ -164,8 +167,6 @@ class IMAPTwoServerTests(SynchronousTestCase):
         A session in IDLE on one twistd is told of mail delivered through
         another twistd on the same spool.
         """
-        if not spoolServesFolders():
-            raise SkipTest("needs the spool's mailbox model (branch h-model)")
         spool = self.mktemp()
         first = startIMAPServer(self, spool=spool)
         second = ServerProcess(spool)

@@ -132,7 +132,7 @@ class MigrateTests(SynchronousTestCase):
                     self.ok(self.ok(spoolStore.openMailbox("bob")).listMessages()).messages]
         self.assertEqual(spoolIds, [m.id for m in before])
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("TRUNCATE messages, users")
+            conn.execute("TRUNCATE messages, users CASCADE")
         self.migrate("to-database", spool)
         after = self.ok(self.ok(db.openMailbox("bob")).listMessages()).messages
         self.assertEqual(after, before)
@@ -151,3 +151,39 @@ class MigrateTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertEqual(err.getvalue().count("\n"), 1)
         self.assertIn("cannot use database", err.getvalue())
+
+    def test_foldersFlagsAndUidsBothWays(self):
+        """
+        Folders, flags, UIDs, UIDVALIDITY and ids go to the database and
+        back.
+        """
+        path = self.mktemp()
+        store = makeSpoolStore(self, path)
+        self.ok(store.addUser("bob"))
+        self.ok(store.createFolder("bob", "Work/2026"))
+        first = self.ok(store.appendMessage("bob", "Work/2026", b"Subject: a\n\na\n",
+                                            ["\\Seen", "$Label1"], 1700000000))
+        self.ok(store.appendMessage("bob", "Work/2026", b"Subject: b\n\nb\n"))
+        msgid = self.ok(store.deliver("alice", "bob", b"hi\n"))
+        inbox = self.ok(store.openMailbox("bob"))
+        self.ok(inbox.setFlags([msgid], add=["\\Flagged"]))
+        view = self.ok(store.openFolder("bob", "Work/2026"))
+        self.ok(view.deleteMessages([first.id]))
+        self.ok(view.close())
+        self.ok(store.appendMessage("bob", "Work/2026", b"Subject: c\n\nc\n", ["\\Answered"]))
+
+        def state(s):
+            found = {}
+            for info in self.ok(s.listFolders("bob")):
+                folder = self.ok(s.openFolder("bob", info.name))
+                found[info.name] = (info.uidValidity, [
+                    (m.id, m.uid, sorted(m.flags), m.subject)
+                    for m in self.ok(folder.listMessages()).messages])
+            return found
+
+        before = state(store)
+        self.migrate("to-database", path)
+        self.assertEqual(state(makePostgresStore(self, self.url)), before)
+        back = self.mktemp()
+        self.migrate("to-spool", back)
+        self.assertEqual(state(makeSpoolStore(self, back)), before)

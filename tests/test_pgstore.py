@@ -360,6 +360,42 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         self.assertEqual(heard[0].id, local[0].id)
 
     @defer.inlineCallbacks
+    def test_changesAcrossStores(self):
+        """
+        Flag changes, moves and folder changes through one store object (one
+        server) reach a watcher of another within 2 seconds.
+        """
+        other = self.makeThreadedStore(self.url)
+        other.startListening()
+        self.store.startListening()
+        events = []
+        wanted = defer.Deferred()
+
+        def listener(event):
+            events.append(event)
+            kinds = {e.kind for e in events}
+            if {"flags", "expunge", "folders"} <= kinds and not wanted.called:
+                wanted.callback(None)
+
+        other.watch("bob", listener)
+        yield self.whenListening(other, self.store)
+        msgid = yield self.store.deliver("alice", "bob", b"news\n")
+        started = time.monotonic()
+        session = yield self.store.openMailbox("bob")
+        yield session.setFlags([msgid], add=["\\Flagged"])
+        yield session.moveMessages([msgid], "Archive")
+        yield self.store.createFolder("bob", "Work")
+        yield wanted.addTimeout(5, reactor)
+        self.assertLess(time.monotonic() - started, 2.5)
+        flagged = [e for e in events if e.kind == "flags"]
+        self.assertEqual((flagged[0].msgid, flagged[0].summary.flags),
+                         (msgid, frozenset(["\\Flagged"])))
+        self.assertIn(("expunge", "INBOX", msgid),
+                      [(e.kind, e.folder, e.msgid) for e in events])
+        self.assertIn(("message", "Archive", msgid),
+                      [(e.kind, e.folder, e.msgid) for e in events])
+
+    @defer.inlineCallbacks
     def test_commitsInIdOrder(self):
         """
         While another server's delivery to a mailbox is uncommitted, a

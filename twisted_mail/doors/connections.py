@@ -204,6 +204,39 @@ def loadTLSContextFactory(certificatePath, keyPath=None):
     return options
 
 
+def startConnection(transport):
+    """
+    What every door does as a connection starts: no Nagle delay (replies
+    are written whole), and whether TLS protects it from the first byte
+    (an C{ssl:} endpoint).
+    """
+    from twisted.internet.interfaces import INegotiated, ISSLTransport
+
+    setNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setNoDelay is not None:
+        try:
+            setNoDelay(True)
+        except OSError:
+            pass
+    return ISSLTransport.providedBy(transport) or INegotiated.providedBy(transport)
+
+
+def checkTLSOptions(door, endpoints, certificatePath=None, keyPath=None):
+    """
+    Check a door's C{--DOOR}, C{--DOOR-tls-cert} and C{--DOOR-tls-key}
+    options as a whole (the files are loaded once, to find a mistake now).
+
+    @param door: the option's name, e.g. C{"pop3"}.
+    @raise ValueError: with a one-line message for the operator.
+    """
+    if (certificatePath or keyPath) and not endpoints:
+        raise ValueError("--{0}-tls-cert and --{0}-tls-key need --{0}".format(door))
+    if keyPath and not certificatePath:
+        raise ValueError("--{0}-tls-key needs --{0}-tls-cert".format(door))
+    if certificatePath:
+        loadTLSContextFactory(certificatePath, keyPath)
+
+
 def isTLSEndpoint(description):
     """
     Whether a server endpoint description is TLS from the start (C{ssl:}).

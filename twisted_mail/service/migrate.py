@@ -13,6 +13,9 @@ that mail moves between the two stores without losing a message.
     C{From } line), so a round trip spool -> database -> spool gives the
     same files, byte for byte.  A C{From } line in another form than the
     server writes is kept as it was.
+  - Folders go with their messages (INBOX to INBOX), and each message
+    keeps its flags and its UID; a folder new to the target takes the
+    source's UIDVALIDITY, so mail programs keep their caches.
   - A message whose id the target mailbox already holds is skipped: running
     it again copies only what is new, and an interrupted run can simply be
     run again.
@@ -34,6 +37,7 @@ from twisted_mail.mail.message import (
     separatorLine,
 )
 from twisted_mail.mail.mime import arrivalTime
+from twisted_mail.mail.model import INBOX
 from twisted_mail.stores.spool.flags import readerText, recordForCopy
 
 #: How many bytes of messages go in one transaction or one append.
@@ -44,9 +48,10 @@ class Options(usage.Options):
     synopsis = ("Usage: simplemail-migrate --spool DIR --database URL "
                 "to-database|to-spool")
     longdesc = (
-        "Copy every mailbox from the spool directory into the PostgreSQL "
-        "database (to-database) or back (to-spool), keeping each message's "
-        "bytes, id, sender and arrival time; messages the target already "
+        "Copy every mailbox, with its folders, from the spool directory into "
+        "the PostgreSQL database (to-database) or back (to-spool), keeping "
+        "each message's bytes, id, UID, flags, sender and arrival time and "
+        "each folder's UIDVALIDITY; messages the target already "
         "has (by id) are skipped, so it can be run again. Stop the servers "
         "of the target first."
     )
@@ -131,7 +136,7 @@ def defaultHead(envelope, arrived, msgid):
 
 def toDatabase(spool, url, out):
     """
-    Copy every spool mailbox into the database.
+    Copy every spool mailbox, with its folders, into the database.
     """
     from twisted_mail.stores.postgres import sql as pgsql
 
@@ -143,36 +148,67 @@ def toDatabase(spool, url, out):
         for userid in store._listUsers():
             conn.execute("INSERT INTO users (userid) VALUES (%s) ON CONFLICT DO NOTHING",
                          [userid])
-            mbox = store._mailbox(userid).mbox
             copied = skipped = inexact = 0
-            with mbox.locked() as handle:
-                batch, size = [], 0
-                for entry in mbox.entries:
-                    if entry.deleted:
-                        continue
-                    record = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                    head, envelope, arrived, text = splitRecord(record)
-                    if head + quoteFrom(text) + b"\n" != b"".join(
-                            recordForCopy(record, entry.msgid)):
-                        inexact += 1
-                    if head == defaultHead(envelope, arrived, entry.msgid):
-                        head = None
-                    batch.append((entry.msgid, arrived, envelope, head, text))
-                    size += len(record)
-                    if size >= BATCH_BYTES:
+            folders = store._userFolders(userid)
+            boxes = [(INBOX, store._mailbox(userid).mbox)]
+            for name, (filename, _) in sorted(folders.scan().items()):
+                boxes.append((name, store._folderFile(userid, filename).mbox))
+            for name, mbox in boxes:
+                with mbox.locked() as handle:
+                    folder = _databaseFolder(conn, userid, name, mbox)
+                    batch, size = [], 0
+                    for entry in mbox.entries:
+                        if entry.deleted:
+                            continue
+                        record = os.pread(handle.fd, entry.end - entry.start, entry.start)
+                        head, envelope, arrived, text = splitRecord(record)
+                        if head + quoteFrom(text) + b"\n" != b"".join(
+                                recordForCopy(record, entry.msgid)):
+                            inexact += 1
+                        if head == defaultHead(envelope, arrived, entry.msgid):
+                            head = None
+                        batch.append((entry.msgid, arrived, envelope, head, text, folder,
+                                      entry.uid, sorted(entry.flags)))
+                        size += len(record)
+                        if size >= BATCH_BYTES:
+                            done = _insertMigrated(conn, userid, batch)
+                            copied += done
+                            skipped += len(batch) - done
+                            batch, size = [], 0
+                    if batch:
                         done = _insertMigrated(conn, userid, batch)
                         copied += done
                         skipped += len(batch) - done
-                        batch, size = [], 0
-                if batch:
-                    done = _insertMigrated(conn, userid, batch)
-                    copied += done
-                    skipped += len(batch) - done
             report.user(userid, copied, skipped, inexact)
     finally:
         conn.close()
         store.close()
     return report
+
+
+def _databaseFolder(conn, userid, name, mbox):
+    """
+    The database's row id of folder C{name} (L{None} for INBOX), made if
+    missing; a folder without messages there takes the spool's UIDVALIDITY.
+    """
+    if name == INBOX:
+        row = None
+        empty = conn.execute("SELECT count = 0 FROM users WHERE userid = %s",
+                             [userid]).fetchone()[0]
+        if empty and mbox.uidValidity:
+            conn.execute("UPDATE users SET uidvalidity = %s WHERE userid = %s",
+                         [mbox.uidValidity, userid])
+        return row
+    conn.execute("INSERT INTO folders (userid, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                 [userid, name])
+    row = conn.execute("SELECT id FROM folders WHERE userid = %s AND name = %s",
+                       [userid, name]).fetchone()[0]
+    empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM messages WHERE folder = %s)",
+                         [row]).fetchone()[0]
+    if empty and mbox.uidValidity:
+        conn.execute("UPDATE folders SET uidvalidity = %s WHERE id = %s",
+                     [mbox.uidValidity, row])
+    return row
 
 
 def _insertMigrated(conn, userid, items):
@@ -182,7 +218,8 @@ def _insertMigrated(conn, userid, items):
     form (it came from this database) gets that row id back when the
     sequence gave it out and no row holds it; any other a new one.
 
-    @param items: C{(msgid, arrived, envelope, head, text)} tuples.
+    @param items: C{(msgid, arrived, envelope, head, text, folder, uid,
+        flags)} tuples (the folder's row id, L{None} for INBOX).
     @return: how many were stored.
     """
     from twisted_mail.stores.postgres import sql as pgsql
@@ -198,7 +235,8 @@ def _insertMigrated(conn, userid, items):
             "SELECT id, userid FROM messages WHERE id = ANY(%s)", [native])}
         issued = conn.execute("SELECT last_value FROM messages_id_seq").fetchone()[0]
         plain, numbered = [], []
-        for msgid, arrived, envelope, head, text in items:
+        inbox = 0
+        for msgid, arrived, envelope, head, text, folder, uid, flags in items:
             serial = None
             pubid = msgid
             if pgsql.isNativeId(msgid):
@@ -212,26 +250,38 @@ def _insertMigrated(conn, userid, items):
                 continue
             row = pgsql.prepareRow(
                 pgsql._Delivery(userid, envelope, arrived, [text], pubid, head),
-                maxMessageSize=1 << 62)
+                maxMessageSize=1 << 62) + (folder, uid or None, flags)
+            inbox += folder is None
             if serial is None:
                 plain.append(row)
             else:
                 numbered.append((serial,) + row)
         cur = conn.cursor()
         if plain:
-            cur.executemany(pgsql._INSERT, plain)
+            cur.executemany(_INSERT, plain)
         if numbered:
-            cur.executemany(pgsql._INSERT.replace("(userid,", "(id, userid,", 1)
+            cur.executemany(_INSERT.replace("(userid,", "(id, userid,", 1)
                             .replace("VALUES (%s,", "VALUES (%s, %s,", 1), numbered)
         stored = len(plain) + len(numbered)
         conn.execute("UPDATE users SET count = count + %s WHERE userid = %s",
-                     [stored, userid])
+                     [inbox, userid])
     return stored
+
+
+#: A migrated message's row: as a delivery's, with its folder, UID (kept:
+#: the database's UID trigger raises the folder's UIDNEXT past it) and
+#: flags.
+_INSERT = (
+    "INSERT INTO messages (userid, pubid, arrived, envelope, spoolhead, body, size,"
+    " sender, recipient, subject, date, snippet, attachments, folder, uid, flags)"
+    " VALUES (%s, %s, %s, %s, %b, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 def toSpool(spool, url, out):
     """
-    Copy every user's messages from the database into the spool.
+    Copy every user's messages, with their folders, from the database into
+    the spool.
     """
     from twisted_mail.stores.postgres import sql as pgsql
 
@@ -246,42 +296,80 @@ def toSpool(spool, url, out):
                 store._addUser(userid)
             except errors.UserExists:
                 pass
-            mbox = store._mailbox(userid).mbox
-            with mbox.locked():
-                have = {entry.msgid for entry in mbox.entries}
+            folders = store._userFolders(userid)
+            validity = conn.execute("SELECT uidvalidity FROM users WHERE userid = %s",
+                                    [userid]).fetchone()[0]
+            boxes = [(None, store._mailbox(userid).mbox, validity)]
+            for row, name, validity in conn.execute(
+                    "SELECT id, name, uidvalidity FROM folders WHERE userid = %s"
+                    " ORDER BY name", [userid]).fetchall():
+                found = folders.scan().get(name)
+                filename = found[0] if found else folders._create(name)
+                boxes.append((row, store._folderFile(userid, filename).mbox, validity))
+            # Ids are unique per user across folders: skip those anywhere.
+            have = set()
+            for _, mbox, _ in boxes:
+                with mbox.locked():
+                    have.update(entry.msgid for entry in mbox.entries)
             copied = skipped = 0
-            last = 0
-            cur = conn.cursor(binary=True)
-            while True:
-                rows = cur.execute(
-                    "SELECT id, pubid, arrived, envelope, spoolhead, body FROM messages"
-                    " WHERE userid = %s AND id > %s ORDER BY id LIMIT 500",
-                    [userid, last]).fetchall()
-                if not rows:
-                    break
-                records, size = [], 0
-                for serial, pubid, arrived, envelope, head, body in rows:
-                    last = serial
-                    msgid = pgsql.publicId(serial, pubid)
-                    if msgid in have:
-                        skipped += 1
-                        continue
-                    if head is None:
-                        head = defaultHead(envelope, arrived, msgid)
-                    records.append([bytes(head), quoteFrom(bytes(body)), b"\n"])
-                    size += len(body)
-                    if size >= BATCH_BYTES:
-                        mbox.append(records)
-                        copied += len(records)
-                        records, size = [], 0
-                if records:
-                    mbox.append(records)
-                    copied += len(records)
+            for row, mbox, validity in boxes:
+                done, passed = _copyFolder(conn, userid, row, mbox, validity, have)
+                copied += done
+                skipped += passed
             report.user(userid, copied, skipped)
     finally:
         conn.close()
         store.close()
     return report
+
+
+def _copyFolder(conn, userid, folder, mbox, validity, have):
+    """
+    Copy one folder's messages (in UID order, with their UIDs and flags)
+    from the database to its spool file; an empty file takes the
+    database's UIDVALIDITY.
+
+    @return: how many were copied, and how many were there already.
+    """
+    from twisted_mail.stores.postgres import sql as pgsql
+
+    with mbox.locked():
+        if not mbox.entries and mbox.uidValidity != validity:
+            mbox.uidValidity = validity
+            mbox.uidNext = 1
+            mbox._saveUids(sync=True)
+    copied = skipped = 0
+    where, params = pgsql.inFolder(folder)
+    last = 0
+    cur = conn.cursor(binary=True)
+    while True:
+        rows = cur.execute(
+            "SELECT id, pubid, arrived, envelope, spoolhead, body, uid, flags"
+            " FROM messages WHERE userid = %s AND " + where + " AND uid > %s"
+            " ORDER BY uid LIMIT 500", [userid] + params + [last]).fetchall()
+        if not rows:
+            break
+        records, flags, uids, size = [], [], [], 0
+        for serial, pubid, arrived, envelope, head, body, uid, found in rows:
+            last = uid
+            msgid = pgsql.publicId(serial, pubid)
+            if msgid in have:
+                skipped += 1
+                continue
+            if head is None:
+                head = defaultHead(envelope, arrived, msgid)
+            records.append([bytes(head), quoteFrom(bytes(body)), b"\n"])
+            flags.append(frozenset(found))
+            uids.append(uid)
+            size += len(body)
+            if size >= BATCH_BYTES:
+                mbox.append(records, flags, uids)
+                copied += len(records)
+                records, flags, uids, size = [], [], [], 0
+        if records:
+            mbox.append(records, flags, uids)
+            copied += len(records)
+    return copied, skipped
 
 
 def main(argv=None, stdout=sys.stdout, stderr=sys.stderr):

@@ -9,7 +9,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_mail import errors
-from twisted_mail.mail.model import INBOX, MAX_KEYWORDS, SPECIAL_FOLDERS, SYSTEM_FLAGS
+from twisted_mail.mail.model import (
+    INBOX,
+    MAX_KEYWORDS,
+    SPECIAL_FOLDERS,
+    SYSTEM_FLAGS,
+    normalizeFolderName,
+)
 from twisted_mail.wire import normalizeUserId
 
 log = Logger()
@@ -41,6 +47,23 @@ userIdArgument = _normalising(0, "userid")
 #: The same for C{deliver}/C{deliverMessage}, whose second argument is the
 #: receiver's user id.
 receiverArgument = _normalising(1, "receiver")
+
+
+def folderNameArgument(method):
+    """
+    Decorate a store method whose second argument is a folder name: the
+    method gets it canonical (L{normalizeFolderName}); a bad one fails the
+    call's L{Deferred} with L{errors.InvalidFolderName}.
+    """
+    @functools.wraps(method)
+    def withName(self, userid, name, *args, **kwargs):
+        try:
+            name = normalizeFolderName(name)
+        except errors.MailError as e:
+            return defer.fail(e)
+        return method(self, userid, name, *args, **kwargs)
+
+    return withName
 
 
 class Listeners:
@@ -167,10 +190,17 @@ def keywordsAfter(inUse, add):
     Check that adding keywords C{add} keeps a folder within
     L{twisted_mail.mail.model.MAX_KEYWORDS} distinct keywords.
 
-    @param inUse: the keywords its messages carry now.
+    @param inUse: the keywords its messages carry now, or a callable giving
+        them (called only when C{add} holds keywords: finding them may cost
+        a look at every message).
     @raise TooManyKeywords: it would not.
     """
-    new = {flag for flag in add if flag not in SYSTEM_FLAGS} - set(inUse)
+    wanted = {flag for flag in add if flag not in SYSTEM_FLAGS}
+    if not wanted:
+        return
+    if callable(inUse):
+        inUse = inUse()
+    new = wanted - set(inUse)
     if new and len(set(inUse)) + len(new) > MAX_KEYWORDS:
         raise errors.TooManyKeywords()
 

@@ -289,7 +289,7 @@ class MemoryStore(SearchNotServed):
         userid, folders = self._folders(userid)
         target = self._folder(folders, normalizeFolderName(folder))
         flags = checkFlags(flags)
-        keywordsAfter(target.keywords(), flags)
+        keywordsAfter(target.keywords, flags)
         text = normaliseBody(bytes(message))
         if len(text) > self.maxMessageSize:
             raise errors.MessageTooLarge(self.maxMessageSize)
@@ -356,7 +356,7 @@ class _MemoryFolder:
     @_failing
     def setFlags(self, msgids, add=(), remove=()):
         add, remove = checkFlags(add), checkFlags(remove)
-        keywordsAfter(self._folder.keywords(), add)
+        keywordsAfter(self._folder.keywords, add)
         failure = self._store._failure()
         if failure is not None:
             return defer.fail(failure)

@@ -8,6 +8,7 @@ from twisted_mail.doors.connections import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
     SessionFactory,
+    checkTLSOptions,
     loadTLSContextFactory,
 )
 from twisted_mail.doors.imap.fetch import StructureCache
@@ -60,12 +61,7 @@ def checkIMAPOptions(endpoints, certificatePath=None, keyPath=None):
 
     @raise ValueError: with a one-line message for the operator.
     """
-    if (certificatePath or keyPath) and not endpoints:
-        raise ValueError("--imap-tls-cert and --imap-tls-key need --imap")
-    if keyPath and not certificatePath:
-        raise ValueError("--imap-tls-key needs --imap-tls-cert")
-    if certificatePath:
-        loadTLSContextFactory(certificatePath, keyPath)
+    checkTLSOptions("imap", endpoints, certificatePath, keyPath)
 
 
 def makeIMAPFactoryFromOptions(options, store, portal, reactor):

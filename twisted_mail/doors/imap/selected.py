@@ -5,6 +5,8 @@ SEARCH, COPY, MOVE, EXPUNGE, CLOSE.  A mixin of
 L{twisted_mail.doors.imap.server.IMAPServer}.
 """
 
+import collections
+
 from twisted.internet import defer
 
 from twisted_mail import errors
@@ -14,6 +16,10 @@ from twisted_mail.doors.imap.parser import BadCommand, SequenceSet
 
 #: \Seen from FETCH BODY[] reaches the store in batches of this many.
 SEEN_BATCH = 500
+
+#: A FETCH asks the store for messages this far ahead of what it writes.
+PREFETCH_BYTES = 1024 * 1024
+PREFETCH_COUNT = 32
 
 _STORE_ITEMS = {"FLAGS": "", "+FLAGS": "+", "-FLAGS": "-"}
 
@@ -132,7 +138,18 @@ class SelectedCommands:
             state["missing"] = True
             return b""
 
+        def fetchText(position, summary, key):
+            d = folder.fetchMessage(summary.id)
+            d.addCallback(lambda text: render(position, summary, key, structure.crlf(text)))
+            d.addErrback(gone, summary)
+            return d
+
         def pieces():
+            # Messages are asked of the store a few ahead (at most
+            # PREFETCH_BYTES of them, and at least one), so that the
+            # store's thread is never idle waiting for the reactor.
+            ahead = collections.deque()
+            aheadBytes = 0
             for position in positions:
                 summary = view.summaries[position]
                 if summary.uid in view.gone:
@@ -147,13 +164,23 @@ class SelectedCommands:
                 key = (view.userid, view.name, folder.uidValidity, summary.uid)
                 if not textItems or (cachedOnly and all(
                         cache.get(key, i.name) is not None for i in textItems)):
-                    yield render(position, summary, key, None)
-                    continue
-                d = folder.fetchMessage(summary.id)
-                d.addCallback(lambda text, p=position, s=summary, k=key:
-                              render(p, s, k, structure.crlf(text)))
-                d.addErrback(gone, summary)
-                yield d
+                    piece = render(position, summary, key, None)
+                    if not ahead:
+                        yield piece
+                        continue
+                    d = defer.succeed(piece)
+                    size = 0
+                else:
+                    d = fetchText(position, summary, key)
+                    size = summary.size
+                ahead.append((d, size))
+                aheadBytes += size
+                while ahead and (aheadBytes > PREFETCH_BYTES or len(ahead) > PREFETCH_COUNT):
+                    d, size = ahead.popleft()
+                    aheadBytes -= size
+                    yield d
+            while ahead:
+                yield ahead.popleft()[0]
 
         def done(_):
             markSeen(force=True)

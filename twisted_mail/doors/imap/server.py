@@ -14,7 +14,7 @@ import ipaddress
 
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import INegotiated, IPullProducer, ISSLTransport
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.address import UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -22,7 +22,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from twisted_mail import errors, wire
-from twisted_mail.doors.connections import describePeer
+from twisted_mail.doors.connections import describePeer, startConnection
 from twisted_mail.doors.imap import parser
 from twisted_mail.doors.imap.folders import FolderCommands
 from twisted_mail.doors.imap.parser import BadCommand
@@ -201,15 +201,8 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
     # -- connection events
 
     def connectionMade(self):
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except OSError:
-                pass
+        self.tls = startConnection(self.transport)
         self._peer = describePeer(self.transport)
-        self.tls = ISSLTransport.providedBy(self.transport) or INegotiated.providedBy(
-            self.transport)
         self.factory.protocols.add(self)
         self.setTimeout(self.factory.idleTimeout)
         log.info("IMAP connection from {peer}", peer=self._peer)
@@ -619,10 +612,8 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
             return _LATER
         self.userid = userid
         self.state = AUTHENTICATED
-        watch = getattr(self.factory.store, "watch", None)
-        if watch is not None:
-            self._unwatch = watch(userid, self._eventReceived)
         log.info("IMAP login as {user} from {peer}", user=userid, peer=self._peer)
+        self._unwatch = self.factory.store.watch(userid, self._eventReceived)
         return ("OK", "[CAPABILITY " + self.capabilities().decode("ascii") + "] logged in")
 
     def _loginFailed(self, failure):

@@ -22,7 +22,7 @@ connection lost before C{QUIT} deletes nothing.
 
 from twisted.cred.error import LoginFailed
 from twisted.internet import defer
-from twisted.internet.interfaces import INegotiated, IPullProducer, ISSLTransport
+from twisted.internet.interfaces import IPullProducer
 from twisted.logger import Logger
 from twisted.mail import pop3 as twistedPOP3
 from zope.interface import implementer
@@ -41,8 +41,10 @@ from twisted_mail.doors.connections import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     SessionFactory,
+    checkTLSOptions,
     describePeer,
     loadTLSContextFactory,
+    startConnection,
 )
 
 log = Logger()
@@ -164,17 +166,8 @@ class POP3Server(twistedPOP3.POP3):
     # -- connection events
 
     def connectionMade(self):
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except OSError:
-                pass
+        self.tls = startConnection(self.transport)
         self._peer = describePeer(self.transport)
-        # An ssl: endpoint: TLS from the start.
-        self.tls = ISSLTransport.providedBy(self.transport) or INegotiated.providedBy(
-            self.transport
-        )
         self.factory.protocols.add(self)
         self.setTimeout(self.factory.idleTimeout)
         log.info("POP3 connection from {peer}", peer=self._peer)
@@ -725,13 +718,7 @@ def checkPOP3Options(endpoints, certificatePath=None, keyPath=None):
     @param endpoints: the C{--pop3} endpoint descriptions.
     @raise ValueError: with a one-line message for the operator.
     """
-    if (certificatePath or keyPath) and not endpoints:
-        raise ValueError("--pop3-tls-cert and --pop3-tls-key need --pop3")
-    if keyPath and not certificatePath:
-        raise ValueError("--pop3-tls-key needs --pop3-tls-cert")
-    if certificatePath:
-
-        loadTLSContextFactory(certificatePath, keyPath)
+    checkTLSOptions("pop3", endpoints, certificatePath, keyPath)
 
 
 def makePOP3FactoryFromOptions(options, store, portal, reactor):

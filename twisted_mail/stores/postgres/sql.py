@@ -24,7 +24,10 @@ log = Logger()
 CHANNEL = "simplemail"
 
 #: The schema version this code writes; L{SCHEMA} upgrades to it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: The channel of the mailbox model's changes (flags, expunges, folders).
+CHANGES_CHANNEL = "simplemail_changes"
 
 #: The statements that bring a schema from version C{n - 1} to C{n}.
 SCHEMA = {
@@ -54,11 +57,68 @@ SCHEMA = {
         "CREATE UNIQUE INDEX messages_pubid ON messages (userid, pubid)"
         " WHERE pubid IS NOT NULL",
     ],
+    # The mailbox model (MAILBOX.md): folders, UIDs, flags.  INBOX is the
+    # messages whose folder is NULL, its UID state in users; other folders
+    # are rows of folders.  A trigger gives each message added to a folder
+    # (inserted, or moved there) its folder's next UID.
+    2: [
+        "CREATE SEQUENCE uidvalidities",
+        "SELECT setval('uidvalidities', extract(epoch FROM now())::bigint)",
+        "ALTER TABLE users ADD COLUMN uidvalidity bigint,"
+        " ADD COLUMN uidnext bigint NOT NULL DEFAULT 1",
+        "UPDATE users SET uidvalidity = nextval('uidvalidities')",
+        "ALTER TABLE users ALTER COLUMN uidvalidity SET DEFAULT nextval('uidvalidities'),"
+        " ALTER COLUMN uidvalidity SET NOT NULL",
+        """CREATE TABLE folders (
+            id bigserial PRIMARY KEY,
+            userid text NOT NULL REFERENCES users,
+            name text NOT NULL,
+            uidvalidity bigint NOT NULL DEFAULT nextval('uidvalidities'),
+            uidnext bigint NOT NULL DEFAULT 1,
+            UNIQUE (userid, name)
+        )""",
+        "ALTER TABLE messages ADD COLUMN folder bigint REFERENCES folders ON DELETE CASCADE,"
+        " ADD COLUMN uid bigint, ADD COLUMN flags text[] NOT NULL DEFAULT '{}'",
+        "UPDATE messages m SET uid = n.rn FROM (SELECT id, row_number() OVER"
+        " (PARTITION BY userid ORDER BY id) AS rn FROM messages) n WHERE m.id = n.id",
+        "UPDATE users u SET uidnext = coalesce((SELECT max(uid) FROM messages"
+        " WHERE userid = u.userid), 0) + 1",
+        """CREATE FUNCTION simplemail_uid() RETURNS trigger AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' AND NEW.folder IS NOT DISTINCT FROM OLD.folder THEN
+                RETURN NEW;
+            END IF;
+            IF TG_OP = 'INSERT' AND NEW.uid IS NOT NULL THEN
+                -- Given (a migration): the folder's next UID stays above it.
+                IF NEW.folder IS NULL THEN
+                    UPDATE users SET uidnext = greatest(uidnext, NEW.uid + 1)
+                     WHERE userid = NEW.userid;
+                ELSE
+                    UPDATE folders SET uidnext = greatest(uidnext, NEW.uid + 1)
+                     WHERE id = NEW.folder;
+                END IF;
+                RETURN NEW;
+            END IF;
+            IF NEW.folder IS NULL THEN
+                UPDATE users SET uidnext = uidnext + 1 WHERE userid = NEW.userid
+                    RETURNING uidnext - 1 INTO NEW.uid;
+            ELSE
+                UPDATE folders SET uidnext = uidnext + 1 WHERE id = NEW.folder
+                    RETURNING uidnext - 1 INTO NEW.uid;
+            END IF;
+            RETURN NEW;
+        END
+        $$ LANGUAGE plpgsql""",
+        "CREATE TRIGGER messages_uid BEFORE INSERT OR UPDATE OF folder ON messages"
+        " FOR EACH ROW EXECUTE FUNCTION simplemail_uid()",
+        "ALTER TABLE messages ALTER COLUMN uid SET NOT NULL",
+        "CREATE INDEX messages_folder ON messages (userid, folder, uid)",
+    ],
 }
 
 #: A summary's columns, in the order L{_summary} reads them.
 _SUMMARY_COLUMNS = ("id, pubid, size, arrived, sender, recipient, subject, date,"
-                    " snippet, attachments")
+                    " snippet, attachments, uid, flags")
 
 #: The public id of a message stored here is its row id in decimal; a
 #: message migrated from a spool keeps the id it had there (C{pubid}),
@@ -83,11 +143,11 @@ def isNativeId(msgid):
     return bool(_NATIVE_ID.match(msgid))
 
 
-def _summary(row):
+def _summary(row, folder="INBOX"):
     (serial, pubid, size, arrived, sender, recipient, subject, date, snippet,
-     attachments) = row
+     attachments, uid, flags) = row
     return MessageSummary(publicId(serial, pubid), size, arrived, sender, recipient,
-                          subject, date, snippet, attachments)
+                          subject, date, snippet, attachments, uid, flags, folder)
 
 
 def _oneLine(e):
@@ -227,19 +287,21 @@ _INSERT_MANY = (
     " sender, recipient, subject, date, snippet, attachments)"
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],"
     " %b::bytea[], %b::bytea[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
-    " %s::text[], %s::text[], %s::int[]) RETURNING id"
+    " %s::text[], %s::text[], %s::int[]) RETURNING id, uid"
 )
 
 
-def insertRows(conn, rows, notify=True, origin=""):
+def insertRows(conn, rows, notify=True, origin="", uidsOut=None):
     """
     In a worker thread, inside a transaction: lock the receivers' user rows
     (in a fixed order, so two servers never deadlock), store C{rows} (from
     L{prepareRow}), count them in C{users} and announce them.
 
+    @param uidsOut: a L{dict} to fill with each new row id's UID.
     @return: for each row, its new row id; L{None} for a row whose user does
         not exist, or whose migrated public id the mailbox already has.
     """
+    uids = {}
     receivers = sorted({row[0] for row in rows})
     cur = conn.cursor()
     found = {r for (r,) in cur.execute(
@@ -259,10 +321,12 @@ def insertRows(conn, rows, notify=True, origin=""):
         # One statement for the batch.  Its rows take their ids from the
         # sequence one after the other, in the order unnest gives them: the
         # ids, sorted, are the rows' in order.
-        serials = sorted(r for (r,) in cur.execute(_INSERT_MANY, [list(c) for c in zip(*keep)]))
+        found = sorted(cur.execute(_INSERT_MANY, [list(c) for c in zip(*keep)]).fetchall())
+        serials = [serial for serial, _ in found]
         counts = {}
-        for row, serial in zip(keep, serials):
+        for row, (serial, uid) in zip(keep, found):
             ids[id(row)] = serial
+            uids[serial] = uid
             counts[row[0]] = counts.get(row[0], 0) + 1
         cur.execute(
             "UPDATE users SET count = users.count + c.n FROM"
@@ -273,6 +337,8 @@ def insertRows(conn, rows, notify=True, origin=""):
             pairs = ["{} {}".format(row[0], serial) for row, serial in zip(keep, serials)]
             for payload in _payloads(origin, pairs):
                 cur.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+    if uidsOut is not None:
+        uidsOut.update(uids)
     return [ids.get(id(row)) for row in rows]
 
 
@@ -309,11 +375,22 @@ def _parsePayload(payload):
     return lines[0], pairs
 
 
-def _deleteRows(conn, userid, serials, pubids, byRow=False):
+def inFolder(folder):
     """
-    In a worker thread: delete the messages of C{userid} with these row ids
-    (of native ids; any row id with C{byRow}) or public ids, and count them
-    off, in one statement.
+    The SQL condition, and its parameters, of a message being in folder
+    C{folder} (a folder row id; L{None} for INBOX).
+    """
+    if folder is None:
+        return "folder IS NULL", []
+    return "folder = %s", [folder]
+
+
+def _deleteRows(conn, userid, serials, pubids, byRow=False, folder=None, origin=""):
+    """
+    In a worker thread: delete the messages of C{userid} in C{folder} (row
+    id, L{None} for INBOX) with these row ids (of native ids; any row id
+    with C{byRow}) or public ids, count them off (INBOX), and announce the
+    expunges, in one statement.
 
     @return: the public ids deleted, in mailbox order.
     """
@@ -327,11 +404,31 @@ def _deleteRows(conn, userid, serials, pubids, byRow=False):
         params.append(pubids)
     if not conditions:
         return []
+    where, folderParams = inFolder(folder)
+    counted = "count - (SELECT count(*) FROM gone)" if folder is None else "count"
     rows = conn.execute(
-        "WITH gone AS (DELETE FROM messages WHERE userid = %s AND ("
-        + " OR ".join(conditions) + ") RETURNING id, pubid),"
-        " counted AS (UPDATE users SET count = count - (SELECT count(*) FROM gone)"
+        "WITH gone AS (DELETE FROM messages WHERE userid = %s AND " + where + " AND ("
+        + " OR ".join(conditions) + ") RETURNING id, pubid, uid),"
+        " counted AS (UPDATE users SET count = " + counted +
         " WHERE userid = %s AND EXISTS (SELECT 1 FROM gone))"
-        " SELECT id, pubid FROM gone ORDER BY id",
-        [userid] + params + [userid]).fetchall()
-    return [publicId(serial, pubid) for serial, pubid in rows]
+        " SELECT id, pubid, uid FROM gone ORDER BY id",
+        [userid] + folderParams + params + [userid]).fetchall()
+    if rows:
+        notifyChanges(conn, origin, [
+            {"u": userid, "k": "expunge", "f": folder, "m": publicId(serial, pubid),
+             "uid": uid} for serial, pubid, uid in rows])
+    return [publicId(serial, pubid) for serial, pubid, _ in rows]
+
+
+def notifyChanges(conn, origin, changes):
+    """
+    Announce changes of the mailbox model to every process (C{pg_notify} on
+    L{CHANGES_CHANNEL}, sent at commit): each a L{dict} with the user
+    (C{u}), the kind (C{k}), the folder row id (C{f}, L{None} for INBOX or
+    a folder change) and the message's id and UID (C{m}, C{uid}).
+    """
+    import json
+
+    lines = [json.dumps(change, separators=(",", ":")) for change in changes]
+    for payload in _payloads(origin, lines):
+        conn.execute("SELECT pg_notify(%s, %s)", [CHANGES_CHANNEL, payload])

@@ -53,12 +53,23 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.mail.message import buildHeaders
-from twisted_mail.mail.mime import Listing, MessageSummary
-from twisted_mail.stores.base import Listeners, receiverArgument, userIdArgument
+from twisted_mail.mail.mime import MessageSummary
+from twisted_mail.mail.model import INBOX, MailEvent
+from twisted_mail.stores.base import (
+    Listeners,
+    SearchNotServed,
+    receiverArgument,
+    userIdArgument,
+)
+from twisted_mail.stores.postgres.folders import (
+    PostgresFolders,
+    PostgresFolderView,
+    announceChanges,
+)
 
 from twisted_mail.stores.postgres.sql import (
     CHANNEL,
-    _PUBLIC_ID,
+    CHANGES_CHANNEL,
     _SUMMARY_COLUMNS,
     DatabaseUnavailable,
     _deleteRows,
@@ -69,7 +80,6 @@ from twisted_mail.stores.postgres.sql import (
     checkDatabase,
     connect,
     insertRows,
-    isNativeId,
     prepareRow,
     psycopg,
     publicId,
@@ -129,7 +139,7 @@ class _Lane:
 
 
 @implementer(IMailStore)
-class PostgresStore:
+class PostgresStore(PostgresFolders, SearchNotServed):
     """
     The L{IMailStore} of a PostgreSQL database.
 
@@ -163,6 +173,7 @@ class PostgresStore:
         # Subscribers: user -> listeners; the set of users is read by the
         # notification thread (replaced whole, never changed in place).
         self._listeners = Listeners(first=self._subscribersChanged, last=self._subscribersChanged)
+        self._watchers = Listeners(first=self._subscribersChanged, last=self._subscribersChanged)
         self._subscribed = frozenset()
         self.origin = "{}-{}".format(os.getpid(), os.urandom(4).hex())
         # The row ids of the latest deliveries through this store (announced
@@ -288,10 +299,18 @@ class PostgresStore:
             raise errors.NoSuchUser(userid)
         return row[0]
 
+    @staticmethod
+    def _countAndValidity(conn, userid):
+        row = conn.execute("SELECT count, uidvalidity FROM users WHERE userid = %s",
+                           [userid]).fetchone()
+        if row is None:
+            raise errors.NoSuchUser(userid)
+        return row
+
     @userIdArgument
     def openMailbox(self, userid):
-        return self._run(self._count, userid).addCallback(
-            lambda count: _PostgresSession(self, self._remember(userid), count))
+        return self._run(self._countAndValidity, userid).addCallback(
+            lambda row: _PostgresSession(self, self._remember(userid), row[0], row[1]))
 
     # -- deliveries
 
@@ -366,9 +385,11 @@ class PostgresStore:
         if not rows:
             return outcomes
         serials = []
+        uids = {}
         try:
             with conn.transaction():
-                serials = insertRows(conn, [row for row, _ in rows], origin=self.origin)
+                serials = insertRows(conn, [row for row, _ in rows], origin=self.origin,
+                                     uidsOut=uids)
                 # Leaving the block commits; a connection lost now leaves
                 # the outcome in doubt (see below).
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
@@ -379,7 +400,8 @@ class PostgresStore:
             else:
                 outcome.serial = serial
                 outcome.summary = MessageSummary(
-                    publicId(serial, row[1]), row[6], row[2], *row[7:])
+                    publicId(serial, row[1]), row[6], row[2], *row[7:],
+                    uid=uids.get(serial, 0))
         return outcomes
 
     def _resolveDoubt(self, conn, serials, e):
@@ -427,11 +449,13 @@ class PostgresStore:
                 self._known.add(outcome.userid)
                 self._rememberOwn(outcome.serial)
                 self._announce(outcome.userid, [outcome.summary])
+                self._announceEvents(outcome.userid, [
+                    MailEvent("message", INBOX, summary=outcome.summary)])
         for delivery, outcome in zip(batch, result):
             if outcome.error is not None:
                 delivery.deferred.errback(outcome.error)
             else:
-                delivery.deferred.callback(None)
+                delivery.deferred.callback(outcome.summary.id)
 
     # -- new-mail announcements
 
@@ -446,10 +470,13 @@ class PostgresStore:
         return self._listeners.subscribe(userid, listener)
 
     def _subscribersChanged(self, userid):
-        self._subscribed = self._listeners.users()
+        self._subscribed = self._listeners.users() | self._watchers.users()
 
     def _announce(self, userid, summaries):
         self._listeners.announce(userid, summaries)
+
+    def _announceEvents(self, userid, events):
+        self._watchers.announce(userid, events)
 
     def startListening(self):
         """
@@ -490,6 +517,7 @@ class PostgresStore:
                 continue
             try:
                 conn.execute("LISTEN " + CHANNEL)
+                conn.execute("LISTEN " + CHANGES_CHANNEL)
                 delay = 0.1
                 if last is None:
                     last = conn.execute("SELECT coalesce(max(id), 0) FROM messages"
@@ -503,7 +531,11 @@ class PostgresStore:
                 floor = last
                 while not self._stopListening.is_set():
                     wanted = []
+                    changes = []
                     for notify in conn.notifies(timeout=_LISTEN_POLL):
+                        if notify.channel == CHANGES_CHANNEL:
+                            changes.append(notify.payload)
+                            break
                         origin, pairs = _parsePayload(notify.payload)
                         if origin == self.origin:
                             last = max([last] + [s for _, s in pairs])
@@ -512,9 +544,14 @@ class PostgresStore:
                         # Take what else has come; do not wait for more.
                         break
                     for notify in conn.notifies(timeout=0):
+                        if notify.channel == CHANGES_CHANNEL:
+                            changes.append(notify.payload)
+                            continue
                         origin, pairs = _parsePayload(notify.payload)
                         if origin != self.origin:
                             wanted.extend(pairs)
+                    if changes:
+                        announceChanges(self, conn, changes)
                     if wanted:
                         last = max([last] + [s for _, s in wanted])
                         subscribed = self._subscribed
@@ -560,10 +597,12 @@ class PostgresStore:
             byUser.setdefault(row[0], []).append(_summary(row[1:]))
         for userid, summaries in byUser.items():
             self._reactor.callFromThread(self._announce, userid, summaries)
+            self._reactor.callFromThread(self._announceEvents, userid, [
+                MailEvent("message", INBOX, summary=s) for s in summaries])
 
 
 @implementer(IMailboxSession)
-class _PostgresSession:
+class _PostgresSession(PostgresFolderView):
     """
     One session on a mailbox in the database: the cursor is the row id of
     the last message read (ids follow delivery order), the current message
@@ -572,10 +611,13 @@ class _PostgresSession:
     expunge at the end.
     """
 
-    def __init__(self, store, userid, count):
-        self._store = store
-        self.userid = userid
+    def __init__(self, store, userid, count, uidValidity=None):
+        PostgresFolderView.__init__(self, store, userid, INBOX, None)
+        self.uidValidity = uidValidity
         self.count = count
+        # The cursor is the UID of the message last read (INBOX is in UID
+        # order: a message moved in comes last); the current message its
+        # row id.
         self._cursor = 0
         self._current = None
 
@@ -585,13 +627,13 @@ class _PostgresSession:
         def read(conn, after):
             cur = conn.cursor(binary=True)
             return cur.execute(
-                "SELECT id, body FROM messages WHERE userid = %s AND id > %s"
-                " ORDER BY id LIMIT 1", [userid, after]).fetchone()
+                "SELECT id, body, uid FROM messages WHERE userid = %s AND folder IS NULL"
+                " AND uid > %s ORDER BY uid LIMIT 1", [userid, after]).fetchone()
 
         def got(row):
             if row is None:
                 raise errors.NoMoreMail()
-            self._cursor = self._current = row[0]
+            self._current, self._cursor = row[0], row[2]
             return row[1]
 
         return self._store._run(read, self._cursor).addCallback(got)
@@ -607,64 +649,17 @@ class _PostgresSession:
             if not gone:
                 raise errors.NoCurrentMessage()
 
-        return self._store._run(_deleteRows, self.userid, [serial], [], True).addCallback(
-            deleted)
-
-    # -- the mailbox view
-
-    def listMessages(self, start=0, limit=None, newestFirst=False):
-        userid = self.userid
-        order = "DESC" if newestFirst else "ASC"
-
-        def page(conn):
-            # One statement, one snapshot: the total and the page agree.
-            rows = conn.execute(
-                "SELECT u.count, m.* FROM users u LEFT JOIN LATERAL (SELECT "
-                + _SUMMARY_COLUMNS + " FROM messages WHERE userid = u.userid"
-                " ORDER BY id " + order + " OFFSET %s LIMIT %s) m ON true"
-                " WHERE u.userid = %s", [max(0, start), limit, userid]).fetchall()
-            if not rows:
-                return Listing(0, [])
-            return Listing(rows[0][0], [_summary(r[1:]) for r in rows if r[1] is not None])
-
-        return self._store._run(page)
-
-    def _byId(self, conn, msgid):
-        cur = conn.cursor(binary=True)
-        if isNativeId(msgid):
-            return cur.execute(
-                "SELECT id, body FROM messages WHERE userid = %s AND id = %s"
-                " AND pubid IS NULL", [self.userid, int(msgid)]).fetchone()
-        if _PUBLIC_ID.match(msgid):
-            return cur.execute(
-                "SELECT id, body FROM messages WHERE userid = %s AND pubid = %s",
-                [self.userid, msgid]).fetchone()
-        return None
-
-    def fetchMessage(self, msgid):
-        def got(row):
-            if row is None:
-                raise errors.NoSuchMessage()
-            return row[1]
-
-        return self._store._run(self._byId, str(msgid)).addCallback(got)
+        return self._store._run(_deleteRows, self.userid, [serial], [], True, None,
+                                self._store.origin).addCallback(deleted)
 
     def selectMessage(self, msgid):
         def got(row):
             if row is None:
                 raise errors.NoSuchMessage()
-            self._cursor = self._current = row[0]
+            self._current, self._cursor = row[0], row[2]
             return row[1]
 
         return self._store._run(self._byId, str(msgid)).addCallback(got)
-
-    def deleteMessages(self, msgids):
-        native = [int(m) for m in msgids if isNativeId(m)]
-        migrated = [m for m in msgids if not isNativeId(m) and _PUBLIC_ID.match(m)]
-        return self._store._run(_deleteRows, self.userid, native, migrated)
-
-    def close(self):
-        return defer.succeed(None)
 
 
 def databaseThreadPool(size=4):

@@ -41,6 +41,11 @@ ROOM = 64
 _FLAG_FIELDS = (b"status", b"x-status", b"x-keywords")
 _X_STATUS = ((ANSWERED, "A"), (FLAGGED, "F"), (DRAFT, "T"), (DELETED, "D"))
 _FIELD = re.compile(rb"([!-9;-~]+):")
+_OURS = re.compile(rb"X-Simplemail-Id: [^\n]*\nX-UID: [0-9]+\nStatus: [^\n]*\n"
+                   rb"X-Status: [^\n]*\nX-Keywords: [^\n]*\n")
+_ANY_STORE_FIELD = re.compile(
+    rb"\n(?:x-uid|status|x-status|x-keywords|x-imapbase|x-imap|content-length)[ \t]*:",
+    re.IGNORECASE)
 _UID = re.compile(rb"[ \t]*([0-9]{1,10})[ \t\r]*\n?\Z")
 
 
@@ -190,39 +195,8 @@ def withStoreLines(record, msgid, uid, flags):
     program wrote, or one without room): the id line first (kept or made),
     then X-UID and the flag lines with room; other store lines dropped.
     """
-    header = parseHeader(record)
-    separatorEnd = record.find(b"\n") + 1
-    kept = [record[s:e] for s, e, name in _visibleLines(header)]
-    if kept and kept[0].startswith(ID_HEADER) and header.lines[0][0] == separatorEnd:
-        kept = kept[1:]
-    rest = record[header.lines[-1][1]:] if header.lines else record[separatorEnd:]
-    idLine = ID_HEADER + msgid.encode("ascii") + b"\n"
-    return (record[:separatorEnd] + idLine + storeLines(uid, flags)
-            + b"".join(kept) + rest)
-
-
-def _visibleLines(header):
-    dropping = False
-    for s, e, name in header.lines:
-        if name is not None:
-            dropping = name in STORE_FIELDS
-        if not dropping:
-            yield s, e, name
-
-
-def keyedOut(header):
-    """
-    The lines of a header left out of its record's content key.
-    """
-    dropping = False
-    for s, e, name in header.lines:
-        if name is None:
-            if dropping:
-                yield s, e, name
-            continue
-        dropping = name in _UNKEYED
-        if dropping:
-            yield s, e, name
+    separator, idLine, rest = recordForCopy(record, msgid)
+    return separator + idLine + storeLines(uid, flags) + rest
 
 
 def readerText(record):
@@ -239,6 +213,16 @@ def readerText(record):
         end -= 1
     elif record.endswith(b"\r\n\r\n"):
         end -= 2
+    # The common case, a record as the store writes it: its lines first,
+    # and no other store field in the header (one search, in C).
+    ours = _OURS.match(record, newline + 1)
+    if ours is not None:
+        start = ours.end()
+        headerEnd = record.find(b"\n\n", start - 1)
+        if headerEnd == -1:
+            headerEnd = end
+        if not _ANY_STORE_FIELD.search(record, start - 1, headerEnd + 1):
+            return unquoteFrom(record, start, max(end, start))
     header = parseHeader(record)
     hidden = [(s, e) for s, e, name in _hiddenLines(header)]
     if record.startswith(ID_HEADER, newline + 1):
@@ -255,18 +239,6 @@ def readerText(record):
         pos = e
     pieces.append(unquoteFrom(record, pos, max(end, pos)))
     return b"".join(pieces)
-
-
-def _hiddenLines(header):
-    dropping = False
-    for s, e, name in header.lines:
-        if name is None:
-            if dropping:
-                yield s, e, name
-            continue
-        dropping = name in STORE_FIELDS
-        if dropping:
-            yield s, e, name
 
 
 def stripStoreFields(message):
@@ -293,6 +265,34 @@ def stripStoreFields(message):
     return b"".join(pieces)[len(b"From x\n"):]
 
 
+
+
+def _fieldLines(header, names, inside=True):
+    """
+    The lines of C{header} (continuation lines with their field) whose
+    field is among C{names}, or with C{inside} false, not among them.
+    """
+    matching = False
+    for s, e, name in header.lines:
+        if name is not None:
+            matching = name in names
+        if matching == inside:
+            yield s, e, name
+
+
+def _visibleLines(header):
+    return _fieldLines(header, STORE_FIELDS, inside=False)
+
+
+def _hiddenLines(header):
+    return _fieldLines(header, STORE_FIELDS)
+
+
+def keyedOut(header):
+    """
+    The lines of a header left out of its record's content key.
+    """
+    return _fieldLines(header, _UNKEYED)
 
 
 def recordForCopy(record, msgid):

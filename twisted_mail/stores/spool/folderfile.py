@@ -14,6 +14,7 @@ Beside the mbox file C{F} (C{<user>} for INBOX)::
                 tail's old bytes, synced first; a crash restores them.
 """
 
+import bisect
 import errno
 import os
 import time
@@ -29,6 +30,10 @@ from twisted_mail.stores.spool.records import _Entry, _messageKey, _writeAll
 log = Logger()
 
 _UIDS_LINE = 64
+
+#: At most how long (seconds) a file nobody else wrote goes without its UID
+#: record's generation being read again.
+GENERATION_RECHECK = 1.0
 _MAX_UID = 2 ** 32 - 1
 
 
@@ -99,6 +104,8 @@ class FolderFile:
     _generation = None
     _needsStamp = False
     _migrating = False
+    _sameFile = False
+    _generationChecked = 0.0
     _reindexed = False
     #: A callable giving a fresh UIDVALIDITY (the store's counter).
     newValidity = staticmethod(lambda: max(1, int(time.time()) & _MAX_UID))
@@ -124,7 +131,8 @@ class FolderFile:
         top = max((e.uid for e in self.entries), default=0)
         if found is None:
             self.uidValidity = self.newValidity()
-            self.uidNext = top + 1
+            # A new UIDVALIDITY: the UIDs start again.
+            self.uidNext = 1
             self._generation = 0
             # Every UID in the file is from a record now lost: give new ones.
             for entry in self.entries:
@@ -168,7 +176,16 @@ class FolderFile:
         """
         if self.uidValidity is None or reindexed:
             self._loadUids()
+            self._generationChecked = time.monotonic()
             return
+        now = time.monotonic()
+        if self._sameFile and now - self._generationChecked < GENERATION_RECHECK:
+            # Nobody wrote the file since our last access: flags changed in
+            # place by another process would have changed its time, but for
+            # a write within the clock's tick of ours; that is caught on
+            # the next access after GENERATION_RECHECK.
+            return
+        self._generationChecked = now
         found = readUidRecord(self._dirfd, self.userid)
         if found is None:
             self._loadUids()
@@ -191,6 +208,14 @@ class FolderFile:
         if self._needsStamp:
             if not journal:
                 self._readJournal()
+            # Where one id names two records (a message moved back beside
+            # its deleted old record), the id is the live one's.
+            byId = {}
+            for entry in self.entries:
+                known = byId.get(entry.msgid)
+                if known is None or known.deleted:
+                    byId[entry.msgid] = entry
+            self._byId = byId
             self._stamp(handle)
 
     def _rereadFlags(self, handle):
@@ -357,14 +382,13 @@ class FolderFile:
                     changed.append(entry)
             if not changed:
                 return []
-            positions = {id(e): i for i, e in enumerate(self.entries)}
             for entry in changed:
                 flags = wanted[entry.msgid]
                 head = os.pread(handle.fd, entry.end - entry.start, entry.start)
                 header = parseHeader(head)
                 patch = patchInPlace(head, header, flags)
                 if patch is None:
-                    i = positions[id(entry)]
+                    i = bisect.bisect_left(self._serialList, entry.serial)
                     rewriteFrom = i if rewriteFrom is None else min(rewriteFrom, i)
                     continue
                 offset, data = patch

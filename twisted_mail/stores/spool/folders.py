@@ -85,6 +85,9 @@ class Folders:
         self._fd = None
         self._threadLock = threading.RLock()
         self.lockSource = None
+        # Whether a move a crash interrupted was looked for (the store's).
+        self.moveChecked = False
+        self._moveFileSynced = False
 
     @property
     def dirfd(self):
@@ -127,8 +130,16 @@ class Folders:
         C{(file name, uidvalidity)}.
         """
         found = {}
-        for entry in os.scandir(self.dirfd):
-            match = _RECORD.match(entry.name)
+        # A directory of its own: scandir on a shared descriptor shares its
+        # offset with every other thread scanning at once (the watch's poll
+        # and a LIST), and each then sees part of the folders.
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=self.dirfd)
+        try:
+            entries = [entry.name for entry in os.scandir(fd)]
+        finally:
+            os.close(fd)
+        for entryName in entries:
+            match = _RECORD.match(entryName)
             if not match:
                 continue
             filename = match.group(1)
@@ -244,21 +255,39 @@ class Folders:
     # -- moves between files
 
     def beginMove(self, source, target, msgids):
-        fd = os.open(".moving", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS, 0o600,
+        """
+        Record, synced, that a move is about to append these messages to
+        C{target} and then delete them from C{source}.  The file stays (it is
+        emptied when the move ends), so that this costs one data sync, not a
+        directory's.
+        """
+        fd = os.open(".moving", os.O_WRONLY | os.O_CREAT | _O_FLAGS, 0o600,
                      dir_fd=self.dirfd)
         try:
-            _writeAll(fd, [json.dumps({"source": source, "target": target,
-                                       "ids": list(msgids)}).encode("ascii")], 0)
-            os.fsync(fd)
+            data = json.dumps({"source": source, "target": target,
+                               "ids": list(msgids)}).encode("ascii") + b"\n"
+            os.ftruncate(fd, 0)
+            _writeAll(fd, [data], 0)
+            os.fdatasync(fd)
         finally:
             os.close(fd)
-        os.fsync(self.dirfd)
+        if not self._moveFileSynced:
+            os.fsync(self.dirfd)
+            self._moveFileSynced = True
 
     def endMove(self):
+        """
+        The move is done: empty the record (no sync: finishing a finished
+        move again only finds nothing to do).
+        """
         try:
-            os.unlink(".moving", dir_fd=self.dirfd)
+            fd = os.open(".moving", os.O_WRONLY | _O_FLAGS, dir_fd=self.dirfd)
         except FileNotFoundError:
-            pass
+            return
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
 
     def pendingMove(self):
         """
@@ -273,6 +302,8 @@ class Folders:
             data = os.read(fd, 1 << 22)
         finally:
             os.close(fd)
+        if not data:
+            return None
         try:
             move = json.loads(data.decode("ascii"))
             return move["source"], move["target"], list(move["ids"])

@@ -167,7 +167,8 @@ class MboxFile(CrashRecovery, FolderFile):
             delay = min(delay * 2, 0.05)
         try:
             handle = _Locked(fd, st)
-            if not self._unchanged(st):
+            self._sameFile = self._unchanged(st)
+            if not self._sameFile:
                 self._tail = None
                 self._recoverTail(handle)
                 self._recover(handle)
@@ -370,13 +371,16 @@ class MboxFile(CrashRecovery, FolderFile):
     def _add(self, entries):
         byId = self._byId
         for entry in entries:
-            if entry.msgid is None or entry.msgid in byId:
-                # Another program's message, or a copy of an id header: a
-                # derived id until the record is stamped (folderfile).
+            if entry.msgid is None:
+                # Another program's message: a derived id until the record
+                # is stamped (folderfile).
                 entry.msgid = contentId(entry.key, byId)
                 entry.derived = True
                 self._needsStamp = True
-            elif not entry.uid:
+            elif entry.msgid in byId or not entry.uid:
+                # An id seen before is a copy only if both are live (a
+                # message moved back keeps its id beside its deleted old
+                # record): stamping decides, once the journal is read.
                 self._needsStamp = True
             byId[entry.msgid] = entry
             self.entries.append(entry)
@@ -471,12 +475,13 @@ class MboxFile(CrashRecovery, FolderFile):
             return False
         return self._dotLockIsStale()
 
-    def append(self, records, flags=None):
+    def append(self, records, flags=None, uids=None):
         """
         Append whole mbox records (each a list of byte strings: the
         separator line, the id line, then the message), sync, and index
         them.  Each is given the next UID and its flags (C{flags}, a list
-        beside C{records}; none by default) in lines after its id line.  On
+        beside C{records}; none by default) in lines after its id line
+        (C{uids}, a list beside them, gives UIDs instead: a migration).  On
         any error the file is cut back to where it was and
         L{TemporaryFailure} raised.
 
@@ -484,14 +489,19 @@ class MboxFile(CrashRecovery, FolderFile):
         """
         with self.locked(journal=False) as handle:
             stamped = []
+            assigned = []
+            storePieces = []
             for i, record in enumerate(records):
                 given = frozenset() if flags is None else flags[i]
-                lines = storeLines(self.uidNext, given, old=bool(given))
-                self.uidNext += 1
+                uid = self.uidNext if uids is None else max(uids[i], 1)
+                lines = storeLines(uid, given, old=bool(given))
+                self.uidNext = max(self.uidNext, uid) + 1
+                assigned.append(uid)
                 # After the separator and id lines (one piece or two).
                 at = 1 if bytes(record[0]).count(b"\n") > 1 or len(record) < 2 \
                     or not bytes(record[1][:len(ID_HEADER)]) == ID_HEADER else 2
                 stamped.append(record[:at] + [lines] + record[at:])
+                storePieces.append(at)
             records = stamped
             fd = handle.fd
             start = handle.stat.st_size
@@ -536,9 +546,10 @@ class MboxFile(CrashRecovery, FolderFile):
             for record in records:
                 length = sum(len(chunk) for chunk in record)
                 written.append(
-                    _Entry(offset, offset + length, recordKey(record),
+                    _Entry(offset, offset + length,
+                           recordKey(record, storePieces[len(written)]),
                            next(self._serials), recordId(_head(record, 160)),
-                           self.uidNext - len(records) + len(written),
+                           assigned[len(written)],
                            frozenset() if flags is None else flags[len(written)])
                 )
                 offset += length

@@ -8,11 +8,15 @@ import base64
 import errno
 import hashlib
 import os
+import re
 
 from twisted_mail.mail.message import recordId
 from twisted_mail.stores.spool.flags import keyedOut, parseHeader
 
 _READ_CHUNK = 1 << 20
+_UNKEYED_FIELD = re.compile(
+    rb"\n(?:x-uid|status|x-status|x-keywords|x-imapbase|x-imap|content-length|lines)"
+    rb"[ \t]*:", re.IGNORECASE)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
@@ -27,21 +31,33 @@ def _messageKey(record, header=None):
     """
     if header is None:
         header = parseHeader(record)
-    view = memoryview(record)
+    return _chunksKey(_keyedPieces(record, header))
+
+
+def _keyedPieces(data, header):
+    """
+    C{data} without the lines its key leaves out, as memoryview pieces.
+    """
+    view = memoryview(data)
     pieces = []
     pos = 0
     for s, e, _ in keyedOut(header):
         pieces.append(view[pos:s])
         pos = e
     pieces.append(view[pos:])
-    return _chunksKey(pieces)
+    return pieces
 
 
-def recordKey(chunks):
+def recordKey(chunks, storeLines=None):
     """
     L{_messageKey} of a record given in pieces (as written), without joining
     its body.
+
+    @param storeLines: the index of the piece that is the store's lines (as
+        L{MboxFile.append} writes them), or L{None}.
     """
+    if storeLines is not None:
+        chunks = chunks[:storeLines] + chunks[storeLines + 1:]
     head = b""
     i = 0
     while i < len(chunks) and b"\n\n" not in head and len(head) < (1 << 20):
@@ -52,15 +68,12 @@ def recordKey(chunks):
         end = len(head)
     else:
         end += 2
+    if not _UNKEYED_FIELD.search(head, 0, end):
+        # Nothing to leave out (the common case: the store's own lines
+        # were a piece of their own).
+        return _chunksKey(chunks)
     header = parseHeader(head, end)
-    view = memoryview(head)
-    pieces = []
-    pos = 0
-    for s, e, _ in keyedOut(header):
-        pieces.append(view[pos:s])
-        pos = e
-    pieces.append(view[pos:])
-    return _chunksKey(pieces + list(chunks[i:]))
+    return _chunksKey(_keyedPieces(head, header) + list(chunks[i:]))
 
 
 def _chunksKey(chunks):

@@ -24,6 +24,7 @@ from twisted_mail.interfaces import IMailboxSession, IMailStore
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource
 from twisted_mail.stores.spool.flags import readerText, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId
+from twisted_mail.stores.spool.folders import newValidity
 from twisted_mail.stores.spool.mboxfile import LOCK_DEADLINE, MboxFile
 from twisted_mail.mail.message import (
     buildHeaders,
@@ -432,6 +433,8 @@ class SpoolStore(SpoolFolders, SearchNotServed):
         if mailbox is None:
             mailbox = self._mailboxes[userid] = self._makeMailbox(
                 self._dirfd, userid, self._lockSource)
+            mailbox.mbox.newValidity = lambda: newValidity(
+                self._userFolders(userid).dirfd)
         return mailbox
 
     def _makeMailbox(self, dirfd, name, lockSource):

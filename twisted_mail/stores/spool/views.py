@@ -21,31 +21,19 @@ from twisted_mail.mail.model import (
     checkFlags,
     normalizeFolderName,
 )
-from twisted_mail.stores.base import keywordsAfter, pageOf, userIdArgument
+from twisted_mail.stores.base import (
+    folderNameArgument,
+    keywordsAfter,
+    pageOf,
+    userIdArgument,
+)
 from twisted_mail.stores.spool.events import UserWatch
-from twisted_mail.stores.spool.flags import readerText, recordForCopy, stripStoreFields
+from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId, refuseMissing
 from twisted_mail.stores.spool.folders import Folders, newValidity
 from twisted_mail.stores.spool.locks import LockSource
 
 log = Logger()
-
-
-def _canonical(f):
-    """
-    Call C{f(self, userid, name, ...)} with the folder name canonical; a bad
-    one fails the call with L{errors.InvalidFolderName}.
-    """
-    def call(self, userid, name, *args, **kwargs):
-        try:
-            name = normalizeFolderName(name)
-        except errors.MailError as e:
-            return defer.fail(e)
-        return f(self, userid, name, *args, **kwargs)
-
-    call.__name__ = f.__name__
-    call.__doc__ = f.__doc__
-    return call
 
 
 def _summaries(mailbox, page, folder):
@@ -95,6 +83,9 @@ class SpoolFolders:
         The L{_Mailbox} of folder C{name} (canonical) of C{userid}.
         """
         def found(userid):
+            return self._finishMove(userid).addCallback(lambda _: opened(userid))
+
+        def opened(userid):
             if name == INBOX:
                 return self._mailbox(userid)
             folders = self._userFolders(userid)
@@ -103,11 +94,44 @@ class SpoolFolders:
 
         return self.hasUser(userid).addCallback(found)
 
+    def _finishMove(self, userid):
+        """
+        Once per user and process, before its folders are used: finish a
+        move a crash interrupted (the moved messages are in the target: the
+        source's copies are deleted).
+        """
+        folders = self._userFolders(userid)
+        if folders.moveChecked:
+            return defer.succeed(None)
+        folders.moveChecked = True
+
+        def pending(move):
+            if move is None:
+                return None
+            source, target, ids = move
+            sourceBox = self._mailbox(userid) if source is None else self._folderFile(
+                userid, source)
+            targetBox = self._mailbox(userid) if target is None else self._folderFile(
+                userid, target)
+
+            def job():
+                with targetBox.mbox.locked():
+                    present = [m for m in ids if m in targetBox.mbox._byId
+                               and not targetBox.mbox._byId[m].deleted]
+                if present and targetBox is not sourceBox:
+                    sourceBox.mbox.markDeletedIds(present)
+                folders.endMove()
+
+            return _runBoth(sourceBox, targetBox, job)
+
+        return self._inThread(folders.pendingMove).addCallback(pending)
+
     def _folderCall(self, userid, f, *args):
         def call(userid):
             return self._inThread(f, self._userFolders(userid), *args)
 
-        return self.hasUser(userid).addCallback(call)
+        return self.hasUser(userid).addCallback(
+            lambda userid: self._finishMove(userid).addCallback(lambda _: call(userid)))
 
     @userIdArgument
     def listFolders(self, userid):
@@ -127,7 +151,7 @@ class SpoolFolders:
             _firstError)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def createFolder(self, userid, name):
         return self._folderCall(userid, lambda folders: folders.create(name)).addCallback(
             self._foldersChanged, userid)
@@ -143,7 +167,7 @@ class SpoolFolders:
             self._foldersChanged, userid)
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def deleteFolder(self, userid, name):
         def gone(filename):
             self._mailboxes.pop((userid, filename), None)
@@ -160,7 +184,7 @@ class SpoolFolders:
         return result
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def openFolder(self, userid, name):
         if name == INBOX:
             return self.openMailbox(userid)
@@ -169,7 +193,7 @@ class SpoolFolders:
                 lambda count: SpoolFolderView(mailbox, userid, name)))
 
     @userIdArgument
-    @_canonical
+    @folderNameArgument
     def appendMessage(self, userid, folder, message, flags=(), arrived=None):
         try:
             flags = checkFlags(flags)
@@ -182,7 +206,7 @@ class SpoolFolders:
 
         def store(mailbox):
             def job():
-                keywordsAfter(mailbox.mbox.keywords(), flags)
+                keywordsAfter(mailbox.mbox.keywords, flags)
                 text = stripStoreFields(bytes(message).replace(b"\r\n", b"\n"))
                 msgid = newMessageId()
                 from twisted_mail.mail.message import idHeaderLine, mboxRecordChunks
@@ -214,6 +238,8 @@ class SpoolFolders:
         watch = self._userWatches.pop(userid, None)
         if watch is not None:
             watch.stop()
+        if not self._watched and not self._userWatches:
+            self.stopWatching()
 
     def _touched(self, userid):
         """
@@ -310,7 +336,7 @@ class SpoolFolderView:
         mbox = self._mailbox.mbox
 
         def job():
-            keywordsAfter(mbox.keywords(), add)
+            keywordsAfter(mbox.keywords, add)
             return mbox.setFlags(list(msgids), add, remove)
 
         def changed(entries):
