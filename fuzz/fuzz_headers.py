@@ -36,10 +36,9 @@ OURS = {
     "message-id": "<fuzz@example.org>",
 }
 
-#: The bare-CR bypass (issue 23, item 2) is h-harden's to fix: a header
-#: section holding a CR is left out until that branch is merged.  Set to
-#: False (and delete) once message.py refuses or neutralises a bare CR.
-SKIP_BARE_CR = True
+#: The bare-CR bypass (issue 23, item 2) is fixed (message.py refuses a
+#: header section holding a bare CR): header sections with a CR are fuzzed.
+SKIP_BARE_CR = False
 
 
 def blocks(text):

@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import ssl
-import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
