@@ -265,6 +265,42 @@ def loadTLSContextFactory(certificatePath, keyPath=None):
     return options
 
 
+class HeldCommands:
+    """
+    A mixin for a door's protocol that reads its own input (POP3, IMAP): one
+    command at a time, the ones pipelined behind it held (the transport
+    paused while too much waits), and the idle timeout started again when a
+    command is done.  The protocol sets C{_busy} while a command is
+    outstanding, has a C{_closing()}, and reads what is held in
+    C{_processHeld()}.
+    """
+
+    _busy = False
+    _transportPaused = False
+
+    def _resume(self):
+        self._busy = False
+        if self._closing():
+            return
+        self.setTimeout(self.factory.idleTimeout)
+        if self._transportPaused:
+            self._transportPaused = False
+            self.transport.resumeProducing()
+        self._processHeld()
+
+
+def tlsFromOptions(options, door):
+    """
+    The STARTTLS context factory of C{--<door>-tls-cert}/C{--<door>-tls-key},
+    or L{None} when the option is not given.
+
+    @raise ValueError: if the TLS files cannot be used.
+    """
+    if not options.get(door + "-tls-cert"):
+        return None
+    return loadTLSContextFactory(options[door + "-tls-cert"], options.get(door + "-tls-key"))
+
+
 def startConnection(transport):
     """
     What every door does as a connection starts: no Nagle delay (replies

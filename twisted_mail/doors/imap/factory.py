@@ -9,7 +9,7 @@ from twisted_mail.doors.connections import (
     DEFAULT_MAX_MESSAGE_SIZE,
     SessionFactory,
     checkTLSOptions,
-    loadTLSContextFactory,
+    tlsFromOptions,
 )
 from twisted_mail.doors.imap.fetch import StructureCache
 from twisted_mail.doors.imap.server import IMAPServer
@@ -68,13 +68,10 @@ def makeIMAPFactoryFromOptions(options, store, portal, reactor):
     """
     The IMAP factory for the parsed options of C{twistd simplemail}.
     """
-    tls = None
-    if options.get("imap-tls-cert"):
-        tls = loadTLSContextFactory(options["imap-tls-cert"], options.get("imap-tls-key"))
     return IMAPFactory(
         store,
         portal=portal,
-        tlsContextFactory=tls,
+        tlsContextFactory=tlsFromOptions(options, "imap"),
         idleTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
         maxMessageSize=options["max-message-size"],

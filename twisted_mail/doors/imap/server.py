@@ -22,7 +22,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from twisted_mail import errors, wire
-from twisted_mail.doors.connections import describePeer, startConnection
+from twisted_mail.doors.connections import HeldCommands, describePeer, startConnection
 from twisted_mail.doors.imap import parser
 from twisted_mail.doors.imap.folders import FolderCommands
 from twisted_mail.doors.imap.parser import BadCommand
@@ -161,7 +161,7 @@ def isLoopback(transport):
     return (mapped or address).is_loopback
 
 
-class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
+class IMAPServer(HeldCommands, FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
     """
     One IMAP connection.
 
@@ -175,9 +175,7 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
     view = None
     tls = False
     _lost = False
-    _busy = False
     _processing = False
-    _transportPaused = False
     _dropInput = False
     _idling = None
     _authenticating = None
@@ -454,14 +452,7 @@ class IMAPServer(FolderCommands, SelectedCommands, Protocol, TimeoutMixin):
                 self._write(line)
         self._write(_tagged(tag, status.encode("ascii") + b" " + text.encode("utf-8", "replace")))
 
-    def _resume(self):
-        self._busy = False
-        if self._closing():
-            return
-        self.setTimeout(self.factory.idleTimeout)
-        if self._transportPaused:
-            self._transportPaused = False
-            self.transport.resumeProducing()
+    def _processHeld(self):
         self._process()
 
     def _dispatch(self, tag, name, args):

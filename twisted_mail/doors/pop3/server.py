@@ -42,11 +42,12 @@ from twisted_mail.doors.connections import (
     Closing,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    HeldCommands,
     SessionFactory,
     checkTLSOptions,
     describePeer,
-    loadTLSContextFactory,
     startConnection,
+    tlsFromOptions,
 )
 
 log = Logger()
@@ -136,7 +137,7 @@ class _ReplySender:
         self._transport = None
 
 
-class POP3Server(Closing, twistedPOP3.POP3):
+class POP3Server(Closing, HeldCommands, twistedPOP3.POP3):
     """
     One POP3 connection.
 
@@ -154,10 +155,8 @@ class POP3Server(Closing, twistedPOP3.POP3):
     _user = None
     _failures = 0
     _lost = False
-    _busy = False
     _processing = False
     _dropInput = False
-    _transportPaused = False
     _sender = None
     _quitting = None
     _peer = "?"
@@ -370,14 +369,7 @@ class POP3Server(Closing, twistedPOP3.POP3):
         if not self._closing() and self._sender is None:
             self._err(text)
 
-    def _resume(self):
-        self._busy = False
-        if self._closing():
-            return
-        self.setTimeout(self.factory.idleTimeout)
-        if self._transportPaused:
-            self._transportPaused = False
-            self.transport.resumeProducing()
+    def _processHeld(self):
         self._processInput()
 
     def _dispatch(self, line):
@@ -743,14 +735,10 @@ def makePOP3FactoryFromOptions(options, store, portal, reactor):
 
     @raise ValueError: if the TLS files cannot be used.
     """
-    tls = None
-    if options.get("pop3-tls-cert"):
-
-        tls = loadTLSContextFactory(options["pop3-tls-cert"], options.get("pop3-tls-key"))
     return POP3Factory(
         store,
         portal=portal,
-        tlsContextFactory=tls,
+        tlsContextFactory=tlsFromOptions(options, "pop3"),
         idleTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
         reactor=reactor,
