@@ -15,6 +15,7 @@ from twisted_mail.mail.model import (
     MAX_KEYWORDS,
     SPECIAL_FOLDERS,
     SYSTEM_FLAGS,
+    checkFlags,
     normalizeFolderName,
 )
 from twisted_mail.wire import normalizeUserId
@@ -48,6 +49,42 @@ userIdArgument = _normalising(0, "userid")
 #: The same for C{deliver}/C{deliverMessage}, whose second argument is the
 #: receiver's user id.
 receiverArgument = _normalising(1, "receiver")
+
+
+def appendArguments(method):
+    """
+    Decorate a store's C{appendMessage(userid, folder, message, flags=(),
+    arrived=None)}: the method gets the flags checked (L{checkFlags}; bad
+    ones fail the call's L{Deferred} with L{errors.InvalidFlag}) and the
+    arrival time given (the store's clock when it is L{None}).
+    """
+
+    @functools.wraps(method)
+    def checked(self, userid, folder, message, flags=(), arrived=None):
+        try:
+            flags = checkFlags(flags)
+        except errors.MailError as e:
+            return defer.fail(e)
+        return method(self, userid, folder, message, flags,
+                      self._clock() if arrived is None else arrived)
+
+    return checked
+
+
+class CursorSession:
+    """
+    What an INBOX session with a cursor (L{IMailboxSession}) keeps of its
+    place: the cursor, the current message and that message's id.
+    """
+
+    def _startCursor(self):
+        self._cursor = 0
+        self._current = None
+        self._currentId = None
+
+    @property
+    def currentId(self):
+        return None if self._current is None else self._currentId
 
 
 def folderNameArgument(method):

@@ -27,6 +27,7 @@ from twisted_mail.mail.model import (
     normalizeFolderName,
 )
 from twisted_mail.stores.base import (
+    appendArguments,
     checkDeletable,
     folderNameArgument,
     folderOrder,
@@ -217,12 +218,8 @@ class PostgresFolders:
 
     @userIdArgument
     @folderNameArgument
-    def appendMessage(self, userid, folder, message, flags=(), arrived=None):
-        try:
-            flags = checkFlags(flags)
-        except errors.MailError as e:
-            return defer.fail(e)
-        when = self._clock() if arrived is None else arrived
+    @appendArguments
+    def appendMessage(self, userid, folder, message, flags, when):
         row = None
 
         def append(conn):

@@ -56,6 +56,7 @@ from twisted_mail.mail.message import buildHeaders
 from twisted_mail.mail.mime import Listing, MessageSummary
 from twisted_mail.mail.model import INBOX, MailEvent, normalizeFolderName
 from twisted_mail.stores.base import (
+    CursorSession,
     Listeners,
     receiverArgument,
     userIdArgument,
@@ -632,7 +633,7 @@ class PostgresStore(PostgresFolders):
 
 
 @implementer(IMailboxSession)
-class _PostgresSession(PostgresFolderView):
+class _PostgresSession(CursorSession, PostgresFolderView):
     """
     One session on a mailbox in the database: the cursor is the row id of
     the last message read (ids follow delivery order), the current message
@@ -648,13 +649,7 @@ class _PostgresSession(PostgresFolderView):
         # The cursor is the UID of the message last read (INBOX is in UID
         # order: a message moved in comes last); the current message its
         # row id.
-        self._cursor = 0
-        self._current = None
-        self._currentId = None
-
-    @property
-    def currentId(self):
-        return None if self._current is None else self._currentId
+        self._startCursor()
 
     def readMessage(self):
         userid = self.userid

@@ -46,6 +46,7 @@ from twisted_mail.stores.spool.index import renameFolders
 from twisted_mail.stores.spool.indexing import MailboxIndex
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import (
+    CursorSession,
     Listeners,
     receiverArgument,
     userIdArgument,
@@ -718,17 +719,11 @@ class SpoolStore(SpoolFolders):
 
 
 @implementer(IMailboxSession)
-class _SpoolSession(SpoolFolderView):
+class _SpoolSession(CursorSession, SpoolFolderView):
     def __init__(self, mailbox, userid, count):
         SpoolFolderView.__init__(self, mailbox, userid, "INBOX")
         self.count = count
-        self._cursor = 0
-        self._current = None
-        self._currentId = None
-
-    @property
-    def currentId(self):
-        return None if self._current is None else self._currentId
+        self._startCursor()
 
     def readMessage(self):
         def read(found):

@@ -22,6 +22,7 @@ from twisted_mail.mail.model import (
     normalizeFolderName,
 )
 from twisted_mail.stores.base import (
+    appendArguments,
     folderNameArgument,
     keywordsAfter,
     pageOf,
@@ -195,12 +196,8 @@ class SpoolFolders:
 
     @userIdArgument
     @folderNameArgument
-    def appendMessage(self, userid, folder, message, flags=(), arrived=None):
-        try:
-            flags = checkFlags(flags)
-        except errors.MailError as e:
-            return defer.fail(e)
-        when = self._clock() if arrived is None else arrived
+    @appendArguments
+    def appendMessage(self, userid, folder, message, flags, when):
         separator = separatorLine(b"MAILER-DAEMON", when)
         if len(message) > self.maxMessageSize:
             return defer.fail(errors.MessageTooLarge(self.maxMessageSize))
