@@ -84,6 +84,7 @@ class Folders:
         self.userid = userid
         self._fd = None
         self._threadLock = threading.RLock()
+        self._openLock = threading.Lock()
         self.lockSource = None
         # Whether a move a crash interrupted was looked for (the store's).
         self.moveChecked = False
@@ -94,19 +95,23 @@ class Folders:
         """
         The directory, opened (and made) on first need.
         """
-        if self._fd is None:
-            name = "." + self.userid + ".folders"
-            try:
-                os.mkdir(name, 0o700, dir_fd=self._spoolfd)
-                os.fsync(self._spoolfd)
-            except FileExistsError:
-                pass
-            try:
-                self._fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS,
-                                   dir_fd=self._spoolfd)
-            except OSError:
-                raise errors.MailboxUnavailable(self.userid)
-        return self._fd
+        # Opened once, by one thread: two threads opening it at once would
+        # each lock their own descriptor, and a lock taken on one and
+        # released on the other stays held for good.
+        with self._openLock:
+            if self._fd is None:
+                name = "." + self.userid + ".folders"
+                try:
+                    os.mkdir(name, 0o700, dir_fd=self._spoolfd)
+                    os.fsync(self._spoolfd)
+                except FileExistsError:
+                    pass
+                try:
+                    self._fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS,
+                                       dir_fd=self._spoolfd)
+                except OSError:
+                    raise errors.MailboxUnavailable(self.userid)
+            return self._fd
 
     def close(self):
         if self.lockSource is not None:
@@ -118,11 +123,12 @@ class Folders:
     @contextmanager
     def locked(self):
         with self._threadLock:
-            fcntl.flock(self.dirfd, fcntl.LOCK_EX)
+            fd = self.dirfd  # the one descriptor locked and unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(self.dirfd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def scan(self):
         """
