@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_mail.doors import connections
 from twisted_mail.doors.pop3 import server as pop3
 from twisted_mail.doors.pop3 import mailbox as pop3mailbox
 from twisted_mail import errors, wire
@@ -479,7 +480,7 @@ class TransactionTests(POP3TestCase):
         self.assertIsNotNone(producer)
         producer.resumeProducing()
         first = len(c.transport.value())
-        self.assertLess(first, 3 * pop3.BATCH_SIZE)
+        self.assertLess(first, 3 * connections.BATCH_SIZE)
         c.pump()
         self.assertGreater(len(c.transport.value()), 3000 * 1000)
 
@@ -501,7 +502,7 @@ class TransactionTests(POP3TestCase):
         c.pump()
         _, peak = tracemalloc.get_traced_memory()
         self.assertIsNone(c.transport.producer)
-        self.assertLess(peak - before, 8 * pop3.BATCH_SIZE)
+        self.assertLess(peak - before, 8 * connections.BATCH_SIZE)
 
     def test_top(self):
         """

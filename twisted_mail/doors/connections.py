@@ -7,12 +7,17 @@ loading the TLS files of the C{--*-tls-cert} options.
 import re
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_mail.interfaces import IMailStore
 
 log = Logger()
+
+#: Replies are written in batches of about this many bytes (L{Streamer}).
+BATCH_SIZE = 64 * 1024
 
 #: C{--max-message-size}, C{--idle-timeout} and C{--max-connections}.
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
@@ -299,6 +304,95 @@ def tlsFromOptions(options, door):
     if not options.get(door + "-tls-cert"):
         return None
     return loadTLSContextFactory(options[door + "-tls-cert"], options.get(door + "-tls-key"))
+
+
+@implementer(IPullProducer)
+class Streamer:
+    """
+    Writes a long reply as the transport takes it (a pull producer), about
+    L{BATCH_SIZE} bytes at a time, for the POP3 and IMAP doors: pieces
+    come from an iterator of L{bytes} and L{Deferred}s firing with bytes,
+    so that no more than a batch and one message are held at a time, and a
+    client that stops reading stops the production.
+
+    @ivar done: fires when everything is written.
+    """
+
+    def __init__(self, pieces, progress=lambda: None):
+        self._pieces = iter(pieces)
+        self._progress = progress
+        self._transport = None
+        self._waiting = False
+        self._batch = []
+        self._size = 0
+        self.done = defer.Deferred()
+
+    def start(self, transport):
+        self._transport = transport
+        transport.registerProducer(self, False)
+        return self.done
+
+    def resumeProducing(self):
+        while self._transport is not None and not self._waiting:
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                transport, self._transport = self._transport, None
+                transport.writeSequence(self._batch)
+                self._batch = []
+                transport.unregisterProducer()
+                self.done.callback(None)
+                return
+            except Exception:
+                self._fail()
+                return
+            if isinstance(piece, defer.Deferred):
+                result = []
+                piece.addBoth(result.append)
+                if not result:
+                    self._waiting = True
+                    piece.addBoth(lambda _: self._arrived(result))
+                    return
+                piece = result[0]
+                if isinstance(piece, Exception) or hasattr(piece, "trap"):
+                    self._fail(piece)
+                    return
+            if self._add(piece):
+                return
+
+    def _add(self, piece):
+        self._batch.append(piece)
+        self._size += len(piece)
+        if self._size >= BATCH_SIZE:
+            batch, self._batch, self._size = self._batch, [], 0
+            self._transport.writeSequence(batch)
+            self._progress()
+            return True
+        return False
+
+    def _arrived(self, result):
+        self._waiting = False
+        if self._transport is None:
+            return None
+        piece = result[0]
+        if hasattr(piece, "trap"):
+            self._fail(piece)
+            return None
+        if not self._add(piece):
+            self.resumeProducing()
+        return None
+
+    def _fail(self, failure=None):
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.unregisterProducer()
+        if failure is None:
+            self.done.errback()
+        else:
+            self.done.errback(failure)
+
+    def stopProducing(self):
+        self._transport = None
 
 
 def startConnection(transport):

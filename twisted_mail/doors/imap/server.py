@@ -14,15 +14,13 @@ import ipaddress
 
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import IPullProducer
 from twisted.internet.address import UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
 
 from twisted_mail import errors, wire
-from twisted_mail.doors.connections import HeldCommands, describePeer, startConnection
+from twisted_mail.doors.connections import HeldCommands, Streamer, describePeer, startConnection
 from twisted_mail.doors.imap import parser
 from twisted_mail.doors.imap.folders import FolderCommands
 from twisted_mail.doors.imap.parser import BadCommand
@@ -32,8 +30,6 @@ from twisted_mail.logins.throttle import tooManyFailures
 
 log = Logger()
 
-#: Replies are written in batches of about this many bytes.
-BATCH_SIZE = 64 * 1024
 
 #: A command line longer than this is answered BAD (the session goes on),
 #: up to L{parser.MAX_LINE}, past which the session ends.
@@ -52,94 +48,6 @@ _SELECTED = frozenset([
 _NO_EXPUNGE = frozenset(["FETCH", "STORE", "SEARCH"])
 
 _LATER = object()
-
-
-@implementer(IPullProducer)
-class Streamer:
-    """
-    Writes a long reply as the transport takes it (a pull producer): pieces
-    come from an iterator of L{bytes} and L{Deferred}s firing with bytes,
-    so that no more than a batch and one message are held at a time, and a
-    client that stops reading stops the production.
-
-    @ivar done: fires when everything is written.
-    """
-
-    def __init__(self, pieces, progress=lambda: None):
-        self._pieces = iter(pieces)
-        self._progress = progress
-        self._transport = None
-        self._waiting = False
-        self._batch = []
-        self._size = 0
-        self.done = defer.Deferred()
-
-    def start(self, transport):
-        self._transport = transport
-        transport.registerProducer(self, False)
-        return self.done
-
-    def resumeProducing(self):
-        while self._transport is not None and not self._waiting:
-            try:
-                piece = next(self._pieces)
-            except StopIteration:
-                transport, self._transport = self._transport, None
-                transport.writeSequence(self._batch)
-                self._batch = []
-                transport.unregisterProducer()
-                self.done.callback(None)
-                return
-            except Exception:
-                self._fail()
-                return
-            if isinstance(piece, defer.Deferred):
-                result = []
-                piece.addBoth(result.append)
-                if not result:
-                    self._waiting = True
-                    piece.addBoth(lambda _: self._arrived(result))
-                    return
-                piece = result[0]
-                if isinstance(piece, Exception) or hasattr(piece, "trap"):
-                    self._fail(piece)
-                    return
-            if self._add(piece):
-                return
-
-    def _add(self, piece):
-        self._batch.append(piece)
-        self._size += len(piece)
-        if self._size >= BATCH_SIZE:
-            batch, self._batch, self._size = self._batch, [], 0
-            self._transport.writeSequence(batch)
-            self._progress()
-            return True
-        return False
-
-    def _arrived(self, result):
-        self._waiting = False
-        if self._transport is None:
-            return None
-        piece = result[0]
-        if hasattr(piece, "trap"):
-            self._fail(piece)
-            return None
-        if not self._add(piece):
-            self.resumeProducing()
-        return None
-
-    def _fail(self, failure=None):
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.unregisterProducer()
-        if failure is None:
-            self.done.errback()
-        else:
-            self.done.errback(failure)
-
-    def stopProducing(self):
-        self._transport = None
 
 
 def isLoopback(transport):

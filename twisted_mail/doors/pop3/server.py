@@ -22,10 +22,8 @@ connection lost before C{QUIT} deletes nothing.
 
 from twisted.cred.error import LoginFailed
 from twisted.internet import defer
-from twisted.internet.interfaces import IPullProducer
 from twisted.logger import Logger
 from twisted.mail import pop3 as twistedPOP3
-from zope.interface import implementer
 
 from twisted_mail import errors, wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
@@ -44,6 +42,7 @@ from twisted_mail.doors.connections import (
     DEFAULT_MAX_CONNECTIONS,
     HeldCommands,
     SessionFactory,
+    Streamer,
     checkTLSOptions,
     describePeer,
     startConnection,
@@ -55,9 +54,6 @@ log = Logger()
 #: The one answer to every failed login (RFC 3206 C{[AUTH]}).
 LOGIN_FAILED = "[AUTH] invalid user name or password"
 
-#: A multi-line reply is written in batches of about this many bytes, as
-#: the transport takes them.
-BATCH_SIZE = 64 * 1024
 
 _AUTHORIZATION = "AUTHORIZATION"
 _TRANSACTION = "TRANSACTION"
@@ -90,51 +86,6 @@ _COMMANDS = {
 _AFTER_LOGIN = frozenset(_COMMANDS[_TRANSACTION]) - frozenset(_COMMANDS[_AUTHORIZATION])
 _BEFORE_LOGIN = frozenset([b"USER", b"PASS", b"STLS", b"APOP", b"AUTH"])
 _NOT_OFFERED = frozenset([b"APOP", b"AUTH"])
-
-
-@implementer(IPullProducer)
-class _ReplySender:
-    """
-    Writes the pieces of a multi-line reply as the transport takes them (a
-    pull producer), about L{BATCH_SIZE} bytes at a time: a large message or
-    listing is never formatted whole, and a client that stops reading holds
-    up only one batch.
-
-    @ivar done: fires when the whole reply is written (never, if the
-        connection is lost first).
-    """
-
-    def __init__(self, pieces, progress):
-        self._pieces = iter(pieces)
-        self._progress = progress
-        self._transport = None
-        self.done = defer.Deferred()
-
-    def start(self, transport):
-        self._transport = transport
-        transport.registerProducer(self, False)
-        return self.done
-
-    def resumeProducing(self):
-        transport = self._transport
-        if transport is None:
-            return
-        batch = []
-        size = 0
-        for piece in self._pieces:
-            batch.append(piece)
-            size += len(piece)
-            if size >= BATCH_SIZE:
-                transport.writeSequence(batch)
-                self._progress()
-                return
-        self._transport = None
-        transport.writeSequence(batch)
-        transport.unregisterProducer()
-        self.done.callback(None)
-
-    def stopProducing(self):
-        self._transport = None
 
 
 class POP3Server(Closing, HeldCommands, twistedPOP3.POP3):
@@ -240,7 +191,7 @@ class POP3Server(Closing, HeldCommands, twistedPOP3.POP3):
         if self._lost:
             return defer.Deferred()
         self.setTimeout(self.factory.idleTimeout)
-        self._sender = sender = _ReplySender(pieces, self.resetTimeout)
+        self._sender = sender = Streamer(pieces, self.resetTimeout)
 
         def sent(_):
             self._sender = None
