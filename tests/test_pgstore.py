@@ -24,6 +24,7 @@ from tests.test_mailboxview import MailboxViewContractMixin
 from tests.test_store import StoreContractMixin, SynchronousThreads
 from twisted_mail.service import tap
 from twisted_mail import errors
+from twisted_mail.mail.query import parseQuery
 
 skip = pgserver.skipReason()
 
@@ -64,6 +65,20 @@ class PostgresStoreContractTests(StoreContractMixin, SynchronousTestCase):
         with psycopg.connect(self.url, autocommit=True) as conn:
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else None
+
+    def test_deliveryIndexedForSearch(self):
+        """
+        A delivered message is indexed for search right after its
+        transaction commits, before anyone searches (the first search after
+        new mail does not pay for it).
+        """
+        self.addUsers("bob")
+        plan = self.ok(self.store.deliver("alice", "bob", b"the plan\n"))
+        self.ok(self.store.deliver("alice", "bob", b"lunch at noon\n"))
+        self.assertEqual(self.sql("SELECT count(*) FROM search_docs WHERE userid = 'bob'"),
+                         [(2,)])
+        found = self.ok(self.store.search("bob", parseQuery("plan")))
+        self.assertEqual([s.id for s in found.messages], [plan])
 
     def test_schemaVersioned(self):
         """

@@ -68,7 +68,7 @@ from twisted_mail.stores.postgres.folders import (
     announceChanges,
     folderId,
 )
-from twisted_mail.stores.postgres.search import search as searchIn
+from twisted_mail.stores.postgres.search import indexPending, search as searchIn
 
 from twisted_mail.stores.postgres.sql import (
     CHANNEL,
@@ -189,6 +189,10 @@ class PostgresStore(PostgresFolders):
         #: Set once the notification thread listens (for tests and tools).
         self.listening = threading.Event()
         self._closed = False
+        # Users whose new messages wait to be indexed for search, and
+        # the indexing job running now (see _indexSoon).
+        self._indexWanted = set()
+        self._indexJob = None
 
     # -- connections and threads
 
@@ -487,6 +491,37 @@ class PostgresStore(PostgresFolders):
                 delivery.deferred.errback(outcome.error)
             else:
                 delivery.deferred.callback(outcome.summary.id)
+        self._indexSoon(o.userid for o in result if o.summary is not None)
+
+    def _indexSoon(self, userids):
+        """
+        Right after a delivery transaction commits (and is acknowledged):
+        index the new messages of C{userids} for search, in the database
+        thread pool, one job at a time, users queued meanwhile in the next.
+        A search indexes what is still pending itself (search.py), so this
+        only takes that work off the first search after new mail; a failure
+        is logged and left to that search.
+        """
+        self._indexWanted.update(userids)
+        if self._indexJob is not None or not self._indexWanted or self._closed:
+            return
+        users, self._indexWanted = sorted(self._indexWanted), set()
+
+        def index(conn):
+            for userid in users:
+                indexPending(conn, userid)
+
+        def failed(f):
+            log.warn("indexing new mail for search failed (the next search will):"
+                     " {why}", why=_oneLine(f.value))
+
+        def done(_):
+            self._indexJob = None
+            self._indexSoon(())
+
+        job = self._indexJob = defer.Deferred()
+        self._run(index).addErrback(failed).chainDeferred(job)
+        job.addCallback(done)
 
     # -- new-mail announcements
 
