@@ -293,6 +293,17 @@ class IFolder(Interface):
         @return: a L{Deferred} firing with L{None}; it does not fail.
         """
 
+    def summary(msgid):
+        """
+        The summary of the one message with id C{msgid}, as it is now (what
+        L{listMessages} gives for it: its C{uid}, C{flags} and C{folder}
+        included), at a cost that does not grow with the folder.
+
+        @return: a L{Deferred} firing with a
+            L{twisted_mail.mail.mime.MessageSummary}, or failing with
+            L{NoSuchMessage} (none, or expunged) or L{TemporaryFailure}.
+        """
+
 
 class IMailboxSession(IFolder):
     """
