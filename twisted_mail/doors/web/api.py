@@ -30,7 +30,7 @@ from twisted_mail.logins.signup import createAccount
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.doors.web.offload import Offloader, composeFromBody, messageViewJSON
 from twisted_mail.mail.model import SEEN
-from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict, summaryOf
+from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict
 from twisted_mail.doors.web.inputs import RequestInputs
 from twisted_mail.doors.web.openapi import openAPIDocument
 from twisted_mail.doors.web.policy import (
@@ -536,7 +536,7 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
 
         def found(view, text):
             d = view.markSeen([msgid]) if seen else defer.succeed(None)
-            d.addCallback(lambda _: summaryOf(view, msgid))
+            d.addCallback(lambda _: view.summary(msgid))
             d.addCallback(lambda summary: self.offload(
                 len(text), messageViewJSON, msgid, text,
                 (summary.folder, sorted(summary.flags))))
