@@ -304,6 +304,16 @@ class IFolder(Interface):
             L{NoSuchMessage} (none, or expunged) or L{TemporaryFailure}.
         """
 
+    def flagsOf(msgid):
+        """
+        The flags of the one message with id C{msgid}, as they are now,
+        without reading or parsing its text (what a door needs beside a
+        text it parses itself: the web API's message view).
+
+        @return: a L{Deferred} firing with a L{frozenset} of flags, or
+            failing with L{NoSuchMessage} or L{TemporaryFailure}.
+        """
+
 
 class IMailboxSession(IFolder):
     """

@@ -465,6 +465,13 @@ class _MemoryFolder:
             return defer.fail(failure)
         return defer.succeed(self._byId(msgid).summary())
 
+    @_failing
+    def flagsOf(self, msgid):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        return defer.succeed(frozenset(self._byId(msgid).flags))
+
 
 @implementer(IMailboxSession)
 class _MemorySession(_MemoryFolder):

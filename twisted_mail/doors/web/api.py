@@ -141,7 +141,7 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
             def inThread(f, *args):
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self.inThread = inThread
-        # offload(size, f, *args): big pure work in a helper process.
+        # offload(f, source, *args): big pure work in a helper process.
         self.offload = offload or Offloader(reactor).run
         self._openapi = json.dumps(openAPIDocument(passwords=portal is not None), indent=1).encode("ascii")
 
@@ -536,24 +536,24 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
 
         def found(view, text):
             d = view.markSeen([msgid]) if seen else defer.succeed(None)
-            d.addCallback(lambda _: view.summary(msgid))
-            d.addCallback(lambda summary: self.offload(
-                len(text), messageViewJSON, msgid, text,
-                (summary.folder, sorted(summary.flags))))
+            # Only the flags: the helper reads the rest from the text (the
+            # store's summary would parse a big message in this process).
+            d.addCallback(lambda _: view.flagsOf(msgid))
+            d.addCallback(lambda flags: self.offload(
+                messageViewJSON, text, msgid, (view.folder, sorted(flags))))
             return d.addCallback(lambda data: self._writeEncoded(request, data))
 
         return self._locate(userid, msgid, self._folderArg(request, None), found)
 
     def _writeEncoded(self, request, data):
         """
-        Answer 200 with C{data}, a JSON document already encoded.
+        Answer 200 with C{data}, a JSON document already encoded (L{bytes},
+        or the pieces a helper process sent), a piece at a time.
         """
         if not (request.finished or request._disconnected):
             request.setHeader(b"cache-control", b"no-store")
             request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"content-length", str(len(data)).encode("ascii"))
-            request.write(data)
-            request.finish()
+            stream(request, data)
         return HANDLED
 
     def getRaw(self, request, who, user, msgid):
@@ -638,13 +638,15 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
                             lambda view, text: delete(view))
 
     def postMessage(self, request, who, user):
-        # Decoded and built together, by a helper process when it is big.
-        data = request.content.read() if request.content is not None else b""
+        # Decoded and built together, by a helper process when it is big
+        # (the body, which twisted.web keeps in a file when it is big, is
+        # not read here at once: it is fed to the helper a piece at a time).
+        source = request.content if request.content is not None else b""
         receiver = _pathUser(user)
         messageId = "<{}@{}>".format(os.urandom(16).hex(), self.domain)
         now = self.reactor.seconds()
         d = self.offload(
-            len(data), composeFromBody, data,
+            composeFromBody, source,
             {"from": ("str", who.userid is None), "subject": ("str", False),
              "text": ("str", True), "keepCopy": ("bool", False)},
             who.userid, receiver, self.domain, now, messageId)
@@ -660,6 +662,10 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         if body["length"] > self.maxMessageSize:
             raise errors.MessageTooLarge(self.maxMessageSize)
         message = body["message"]
+        if isinstance(message, list):
+            # The pieces it came in from a helper process: the store
+            # takes bytes.
+            message = b"".join(message)
         d = self.store.hasUser(sender)
         d.addErrback(_senderMissing, sender)
         d.addCallback(lambda _: self.store.deliverMessage(

@@ -483,6 +483,20 @@ class PostgresFolderView:
 
         return self._store._run(one).addCallback(found)
 
+    def flagsOf(self, msgid):
+        where, params = self._where()
+        condition, idParams = _idCondition([str(msgid)])
+
+        def flags(conn):
+            row = conn.execute(
+                "SELECT flags FROM messages WHERE userid = %s AND " + where + " AND "
+                + condition, [self.userid] + params + idParams).fetchone()
+            if row is None:
+                raise errors.NoSuchMessage()
+            return frozenset(row[0])
+
+        return self._store._run(flags)
+
 
 def _pub(serial, pubid):
     return pubid if pubid is not None else str(serial)

@@ -377,6 +377,13 @@ class SpoolFolderView:
         d.addCallback(lambda rows: _summaries(mailbox, rows, self.folder))
         return d.addCallback(lambda summaries: summaries[0])
 
+    def flagsOf(self, msgid):
+        def flags(mbox):
+            with mbox.locked():
+                return frozenset(mbox.liveEntry(msgid).flags)
+
+        return self._run(flags, self._mailbox.mbox)
+
     def setFlags(self, msgids, add=(), remove=()):
         try:
             add, remove = checkFlags(add), checkFlags(remove)
