@@ -108,3 +108,67 @@ class WebAPIOffloadTests(SynchronousTestCase):
         self.assertEqual(view.json()["text"], BIG)
         self.assertEqual([name for _, name in calls], ["composeFromBody", "messageViewJSON"])
         self.assertTrue(all(size >= offload.THRESHOLD for size, _ in calls), calls)
+
+
+class _PausingConsumer:
+    """
+    A consumer that takes C{room} bytes before it pauses its producer, as
+    a transport does when its buffer is full.
+    """
+
+    def __init__(self, room):
+        self.room = room
+        self.written = []
+        self.producer = None
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+        if sum(map(len, self.written)) >= self.room:
+            self.producer.pauseProducing()
+
+
+class FeederTests(SynchronousTestCase):
+    def test_pieceAtATime(self):
+        """
+        A big body (bytes, the pieces a helper sent, or a file) is written a
+        64 KiB piece at a time, only while the consumer takes it, and
+        finished once all of it is written.
+        """
+        data = bytes(range(256)) * (offload.THRESHOLD // 128)
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            sources = [data, [data[:1000], data[1000:]], f]
+            for source in sources:
+                self.assertEqual(offload.sizeOf(source), len(data))
+                finished = []
+                consumer = _PausingConsumer(room=100000)
+                feeder = offload.Feeder(consumer, offload.pieces(source), finished.append)
+                feeder.start()
+                while not finished:
+                    # At most one piece beyond what the consumer would take.
+                    self.assertLess(sum(map(len, consumer.written)), consumer.room + 64 * 1024)
+                    self.assertLessEqual(max(map(len, consumer.written)), 64 * 1024)
+                    consumer.room += 100000
+                    feeder.resumeProducing()
+                self.assertEqual(finished, [consumer])
+                self.assertIsNone(consumer.producer)
+                self.assertEqual(b"".join(consumer.written), data)
+
+    def test_stopped(self):
+        """
+        A consumer that goes away (the client disconnected) stops the
+        writing, and nothing is finished.
+        """
+        finished = []
+        consumer = _PausingConsumer(room=1)
+        feeder = offload.Feeder(consumer, offload.pieces(b"x" * 200000), finished.append)
+        feeder.start()
+        feeder.stopProducing()
+        feeder.resumeProducing()
+        self.assertEqual((len(consumer.written), finished), (1, []))
