@@ -63,6 +63,32 @@ class HelperProcessTests(TestCase):
                          offload.composeFromBody(body, *args)[1]["message"])
 
     @defer.inlineCallbacks
+    def test_htmlAndPartInHelper(self):
+        """
+        A big message's HTML part and an attachment are read by a helper
+        process, as they are at once; a part it lacks is None.
+        """
+        from email.message import EmailMessage
+
+        mail = EmailMessage()
+        mail["Subject"] = "big"
+        mail.set_content("plain text\n")
+        mail.add_alternative("<p>" + "caf\u00e9 " * 1000 + "</p>\n", subtype="html")
+        mail.add_attachment(os.urandom(offload.THRESHOLD), maintype="application",
+                            subtype="octet-stream", filename="blob.bin")
+        text = mail.as_bytes()
+        html = yield self.offloader.run(offload.messageHTML, text)
+        self.assertEqual(b"".join(html), offload.messageHTML(text))
+        found = yield self.offloader.run(offload.messagePart, text, 1)
+        expected = offload.messagePart(text, 1)
+        self.assertEqual(found[0], {"contentType": "application/octet-stream",
+                                    "filename": "blob.bin"})
+        self.assertEqual((found[0], b"".join(found[1])), tuple(expected))
+        missing = yield self.offloader.run(offload.messagePart, text, 9)
+        self.assertIsNone(missing)
+        self.assertEqual(len(self.helperPids()), 1)
+
+    @defer.inlineCallbacks
     def test_refusalAndFailure(self):
         """
         A body that is not JSON comes back as a refusal; work that fails in

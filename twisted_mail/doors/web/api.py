@@ -27,8 +27,13 @@ from twisted.web import resource, server
 from twisted_mail import errors
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt
 from twisted_mail.logins.signup import createAccount
-from twisted_mail.mail.mime import parseMessage, popSize
-from twisted_mail.doors.web.offload import Offloader, composeFromBody, messageViewJSON
+from twisted_mail.doors.web.offload import (
+    Offloader,
+    composeFromBody,
+    messageHTML,
+    messagePart,
+    messageViewJSON,
+)
 from twisted_mail.mail.model import SEEN
 from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict
 from twisted_mail.doors.web.inputs import RequestInputs
@@ -142,7 +147,7 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self.inThread = inThread
         # offload(f, source, *args): big pure work in a helper process.
-        self.offload = offload or Offloader(reactor).run
+        self.offload = offload or Offloader(reactor, inThread).run
         self._openapi = json.dumps(openAPIDocument(passwords=portal is not None), indent=1).encode("ascii")
 
     # -- answering
@@ -406,10 +411,6 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         return self._locate(userid, msgid, self._folderArg(request, None),
                             lambda view, text: text)
 
-    def _parsed(self, request, userid, msgid):
-        d = self._fetch(request, userid, msgid)
-        return d.addCallback(lambda text: self.inThread(_parse, text))
-
     # -- handlers
 
     def getOpenAPI(self, request):
@@ -575,22 +576,18 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         userid = self._own(who, user)
         msgid = _pathMessage(msgid)
 
-        def parsed(result):
-            _, message = result
-            if message.html is None:
+        def send(data):
+            if data is None:
                 raise HTTPError(404, "no HTML part")
-            if request._disconnected:
-                return HANDLED
-            data = message.html.encode("utf-8", "replace")
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.setHeader(b"content-security-policy", FRAME_CSP)
             request.setHeader(b"cache-control", b"no-store")
-            request.setHeader(b"content-length", str(len(data)).encode("ascii"))
-            request.write(data)
-            request.finish()
+            stream(request, data)
             return HANDLED
 
-        return self._parsed(request, userid, msgid).addCallback(parsed)
+        # Read by a helper process when it is big, as the view.
+        d = self._fetch(request, userid, msgid)
+        return d.addCallback(lambda text: self.offload(messageHTML, text)).addCallback(send)
 
     def getPart(self, request, who, user, msgid, number):
         userid = self._own(who, user)
@@ -599,24 +596,22 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
             raise HTTPError(404, "no such part")
         number = int(number)
 
-        def parsed(result):
-            _, message = result
-            for part in message.parts:
-                if part.part == number:
-                    return self.inThread(part.content).addCallback(send, part)
-            raise HTTPError(404, "no such part")
-
-        def send(data, part):
-            ctype = part.contentType if part.contentType in _SAFE_TYPES else \
+        def send(found):
+            if found is None:
+                raise HTTPError(404, "no such part")
+            part, data = found
+            ctype = part["contentType"] if part["contentType"] in _SAFE_TYPES else \
                 "application/octet-stream"
             request.setHeader(b"content-type", ctype.encode("ascii"))
-            request.setHeader(b"content-disposition", _contentDisposition(part.filename))
+            request.setHeader(b"content-disposition", _contentDisposition(part["filename"]))
             request.setHeader(b"content-security-policy", DOWNLOAD_CSP)
             request.setHeader(b"cache-control", b"no-store")
             stream(request, data)
             return HANDLED
 
-        return self._parsed(request, userid, msgid).addCallback(parsed)
+        d = self._fetch(request, userid, msgid)
+        return d.addCallback(lambda text: self.offload(messagePart, text, number)).addCallback(
+            send)
 
     def deleteMessage(self, request, who, user, msgid):
         userid = self._own(who, user)
@@ -729,7 +724,3 @@ def _isLoopback(address):
 def _senderMissing(failure, sender):
     failure.trap(errors.NoSuchUser)
     raise HTTPError(404, "no such sender: {}".format(sender))
-
-
-def _parse(text):
-    return popSize(text), parseMessage(text)

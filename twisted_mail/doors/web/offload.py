@@ -152,12 +152,35 @@ def messageViewJSON(text, msgid, placement=None):
     return json.dumps(view).encode("ascii")
 
 
+def messageHTML(text):
+    """
+    The HTML part of message C{text} as UTF-8 (what the page's sandboxed
+    frame shows), or L{None} when it has none.
+    """
+    html = parseMessage(text).html
+    return None if html is None else html.encode("utf-8", "replace")
+
+
+def messagePart(text, number):
+    """
+    Part C{number} of message C{text}: C{[{"contentType", "filename"},
+    its decoded content]}, or L{None} when it has no such part.
+    """
+    for part in parseMessage(text).parts:
+        if part.part == number:
+            return [{"contentType": part.contentType, "filename": part.filename},
+                    part.content()]
+    return None
+
+
 #: The functions a helper runs, by name: each with where its big output
 #: is in its result (crossing back as raw bytes), or L{None}.
 FUNCTIONS = {
     "decodeBody": (decodeBody, None),
     "composeFromBody": (composeFromBody, (1, "message")),
     "messageViewJSON": (messageViewJSON, ()),
+    "messageHTML": (messageHTML, ()),
+    "messagePart": (messagePart, (1,)),
 }
 
 _LENGTH = struct.Struct(">Q")
@@ -339,10 +362,13 @@ class Offloader:
     kept for the next call, ended when the reactor stops).
 
     @param reactor: the reactor that spawns the helpers.
+    @param inThread: C{inThread(f, *args)} runs small work in a thread,
+        giving a L{Deferred}; L{None}: at once.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, inThread=None):
         self._reactor = reactor
+        self._inThread = inThread
         self._idle = []
         self._all = set()
         self._slots = defer.DeferredSemaphore(POOL_SIZE)
@@ -353,7 +379,7 @@ class Offloader:
         C{f(data, *args)}, where C{data} is the big input C{source} (as for
         L{twisted_mail.doors.web.streams.pieces}: L{bytes} or a binary
         file), in a helper process when it holds at least L{THRESHOLD}
-        bytes.  There, the raw part of the result (see L{FUNCTIONS}) comes
+        bytes, else in a thread (or at once, without C{inThread}).  There, the raw part of the result (see L{FUNCTIONS}) comes
         back as a L{list} of L{bytes}, the pieces it arrived in.
 
         @return: a L{Deferred} firing with the result.
@@ -362,6 +388,8 @@ class Offloader:
         if size < THRESHOLD:
             if not isinstance(source, bytes):
                 source = b"".join(pieces(source))
+            if self._inThread is not None:
+                return self._inThread(f, source, *args)
             return defer.maybeDeferred(f, source, *args)
         return self._slots.run(self._call, f.__name__, source, size, args)
 
