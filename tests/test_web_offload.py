@@ -89,6 +89,24 @@ class HelperProcessTests(TestCase):
         self.assertEqual(len(self.helperPids()), 1)
 
     @defer.inlineCallbacks
+    def test_emptyRawAnswer(self):
+        """
+        An empty attachment of a big message comes back empty, with its
+        name and type.
+        """
+        from email.message import EmailMessage
+
+        mail = EmailMessage()
+        mail.set_content("x" * offload.THRESHOLD + "\n")
+        mail.add_attachment(b"", maintype="application", subtype="octet-stream",
+                            filename="empty.bin")
+        text = mail.as_bytes()
+        info, data = offload.messagePart(text, 1)
+        self.assertEqual((info["filename"], data), ("empty.bin", b""))
+        found = yield self.offloader.run(offload.messagePart, text, 1)
+        self.assertEqual((found[0], b"".join(found[1])), (info, b""))
+
+    @defer.inlineCallbacks
     def test_refusalAndFailure(self):
         """
         A body that is not JSON comes back as a refusal; work that fails in

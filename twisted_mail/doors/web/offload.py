@@ -10,8 +10,8 @@ no fork of a process with threads, no import of twistd's C{__main__}),
 and the reactor only moves bytes in and out, a piece at a time as the
 pipe takes them: the big input and the big output cross as raw bytes (no
 pickling, no joining: a 10 MiB copy costs the reactor several ms), only
-the small rest is pickled.  Below it, the work is done at once in the
-reactor's process: small requests pay no round trip, and unit tests spawn
+the small rest is pickled.  Below it, the work is done in a thread of the
+server's process: small requests pay no round trip, and unit tests spawn
 nothing.
 
 The functions run in the helper take the big input (L{bytes}) first, and
@@ -296,7 +296,7 @@ class _Helper(protocol.ProcessProtocol):
         d, self.waiting = self.waiting, None
         if not ok:
             d.errback(HelperError(value))
-        elif size:
+        elif path is not None:
             d.callback(_putRaw(value, path, raw))
         else:
             d.callback(value)
@@ -379,8 +379,9 @@ class Offloader:
         C{f(data, *args)}, where C{data} is the big input C{source} (as for
         L{twisted_mail.doors.web.streams.pieces}: L{bytes} or a binary
         file), in a helper process when it holds at least L{THRESHOLD}
-        bytes, else in a thread (or at once, without C{inThread}).  There, the raw part of the result (see L{FUNCTIONS}) comes
-        back as a L{list} of L{bytes}, the pieces it arrived in.
+        bytes, else in a thread (or at once, without C{inThread}).  From
+        a helper, the raw part of the result (see L{FUNCTIONS}) comes back
+        as a L{list} of L{bytes}, the pieces it arrived in.
 
         @return: a L{Deferred} firing with the result.
         """
@@ -452,7 +453,10 @@ def main():
         try:
             f, path = FUNCTIONS[name]
             value, raw = _takeRaw(f(data, *args), path)
-            answer = (True, value, path, len(raw) if raw is not None else 0)
+            if raw is None:
+                answer = (True, value, None, 0)
+            else:
+                answer = (True, value, path, len(raw))
         except Exception as e:
             answer = (False, "{}: {}".format(type(e).__name__, e), None, 0)
             raw = None
