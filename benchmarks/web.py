@@ -12,6 +12,11 @@ as the server writes them):
            --repeat more on one keep-alive connection; median, p90 and max.
            Goal: the big mailbox's median under 50 ms after the first
            listing, and within 2x of the small one's.
+  open     GET /api/v1/users/<user>/messages/<id> (the message view) of
+           --repeat different messages spread through each mailbox, the
+           first before anything listed the mailbox: median, p90, max.
+           Goal (issue 19): the big mailbox's within 2x of the small one's
+           (opening one message does not grow with the folder).
   raw      GET /api/v1/users/raw/messages/<id>/raw of a message of --raw-size
            bytes (10 MiB), read to the end; the server's peak RSS growth
            over its RSS just before (VmHWM reset through
@@ -38,7 +43,7 @@ from common import median, ms, percentile, printTable  # noqa: E402
 MIB = 1024 * 1024
 
 
-def record(n, user, rng_words):
+def record(n, user, rng_words, msgid):
     body = " ".join(rng_words[(n * 7 + i) % len(rng_words)] for i in range(40))
     text = (
         "From sender{n}@example.org Thu Nov 26 12:00:00 2026\n"
@@ -51,16 +56,22 @@ def record(n, user, rng_words):
         "\n"
         "{body}\n"
         "\n"
-    ).format(n=n, id=secrets.token_urlsafe(12), user=user, body=body)
+    ).format(n=n, id=msgid, user=user, body=body)
     return text.encode("ascii")
 
 
 def writeMailbox(path, user, count):
+    """
+    Append C{count} messages to the mailbox file C{path}: their ids.
+    """
     words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod "
              "tempor incididunt ut labore et dolore magna aliqua").split()
+    ids = []
     with open(path, "ab") as f:
         for n in range(count):
-            f.write(record(n, user, words))
+            ids.append(secrets.token_urlsafe(12))
+            f.write(record(n, user, words, ids[-1]))
+    return ids
 
 
 def writeBigMessage(path, size):
@@ -99,6 +110,23 @@ def listPhase(port, user, repeat):
     return first["total"], len(first["messages"]), firstTime, times
 
 
+def openPhase(port, user, ids, repeat):
+    """
+    Open C{repeat} messages spread evenly through C{ids}: the times.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    times = []
+    for i in range(repeat):
+        msgid = ids[(i * len(ids)) // repeat]
+        t0 = time.monotonic()
+        view = json.loads(get(connection, "/api/v1/users/{}/messages/{}".format(user, msgid)))
+        times.append(time.monotonic() - t0)
+        if view["id"] != msgid:
+            raise common.BenchError("opened {} for {}".format(view["id"], msgid))
+    connection.close()
+    return times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=__doc__,
@@ -132,12 +160,24 @@ def main(argv=None):
             client.close()
         server.stop()
         t0 = time.monotonic()
-        writeMailbox(os.path.join(spool, "big"), "big", args.big)
-        writeMailbox(os.path.join(spool, "small"), "small", args.small)
+        ids = {"big": writeMailbox(os.path.join(spool, "big"), "big", args.big),
+               "small": writeMailbox(os.path.join(spool, "small"), "small", args.small)}
         rawSize = writeBigMessage(os.path.join(spool, "raw"), args.raw_size)
         print("wrote the mailboxes in {:.1f} s".format(time.monotonic() - t0))
         server = common.simplemailServer(spool, port, log, extraArgs=extra)
         server.start()
+
+        rows = []
+        opened = {}
+        for user in ("small", "big"):
+            times = openPhase(webPort, user, ids[user], args.repeat)
+            opened[user] = median(times)
+            rows.append([user, len(ids[user])] + ["{:.1f}".format(ms(t)) for t in (
+                times[0], median(times), percentile(times, 90), max(times))])
+        printTable(["mailbox", "total", "first ms", "median ms", "p90 ms", "max ms"], rows)
+        ratio = opened["big"] / opened["small"]
+        print("open: big / small median: {:.2f}x; goal: within 2x {}".format(
+            ratio, common.verdict(ratio <= 2.0)))
 
         rows = []
         results = {}

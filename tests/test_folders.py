@@ -354,6 +354,42 @@ class FolderContractMixin:
         self.ok(view.close())
         self.assertEqual(self.listed(INBOX), [])
 
+    def test_summaryOfOne(self):
+        """
+        summary(id) gives the one message's summary as the listing does
+        (UID, flags and folder included) and flagsOf(id) its flags, fresh
+        after a flag change or a read and from a new view or a restart; an
+        unknown, deleted or other folder's id is NoSuchMessage.
+        """
+        self.ok(self.store.createFolder("bob", "x"))
+        a = self.append()
+        elsewhere = self.append("x")
+        delivered = self.ok(self.store.deliverMessage("alice", "bob", MESSAGE))
+        view = self.open(INBOX)
+        listed = {m.id: m for m in self.listed(INBOX)}
+        for msgid in [a.id, delivered]:
+            self.assertEqual(self.ok(view.summary(msgid)), listed[msgid])
+        self.ok(view.setFlags([a.id], add=[FLAGGED, "Work"]))
+        one = self.ok(view.summary(a.id))
+        self.assertEqual((one.id, one.uid, one.folder, one.flags),
+                         (a.id, a.uid, INBOX, frozenset([FLAGGED, "Work"])))
+        self.assertEqual(self.ok(view.flagsOf(a.id)), one.flags)
+        self.ok(view.markSeen([delivered]))
+        self.assertEqual(self.ok(self.open(INBOX).flagsOf(delivered)), frozenset([SEEN]))
+        self.assertEqual(self.ok(self.open("x").summary(elsewhere.id)).folder, "x")
+        self.assertEqual(self.ok(self.open("x").flagsOf(elsewhere.id)), frozenset())
+        for msgid in [elsewhere.id, "no-such-id", "12345678"]:
+            self.fails(view.summary(msgid), errors.NoSuchMessage)
+            self.fails(view.flagsOf(msgid), errors.NoSuchMessage)
+        self.ok(view.deleteMessages([delivered]))
+        self.fails(view.summary(delivered), errors.NoSuchMessage)
+        self.fails(view.flagsOf(delivered), errors.NoSuchMessage)
+        self.ok(view.close())
+        again = self.reopen()
+        if again is not None:
+            self.assertEqual(self.ok(self.open(INBOX, again).summary(a.id)), one)
+            self.assertEqual(self.ok(self.open(INBOX, again).flagsOf(a.id)), one.flags)
+
     # -- moves and copies
 
     def test_moveKeepsId(self):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_mail.mail import message
 from twisted_mail.mail.message import (
     buildMessage,
     fromMboxRecord,
@@ -274,6 +275,27 @@ class QuotingTests(SynchronousTestCase):
     """
     Tests for mboxrd C{From } quoting.
     """
+
+    @_settings
+    @given(st.lists(st.sampled_from([b"F", b"r", b"o", b"m", b" ", b"\r", b"\n", b">", b"x",
+                                     b"From "]), max_size=40).map(b"".join), st.data())
+    def test_findInWindowsIsFind(self, text, data):
+        """
+        The search a window at a time (so a store thread lets the reactor
+        run during a big message) finds what one C{find} finds, a match
+        across a window's edge included; and quoting, unquoting and
+        normalising with small windows are unchanged.
+        """
+        self.patch(message, "FIND_WINDOW", 3)
+        start = data.draw(st.integers(0, len(text)))
+        end = data.draw(st.integers(start, len(text)))
+        for sub in (b"From ", b"\r\n"):
+            self.assertEqual(message.findInWindows(text, sub, start, end),
+                             text.find(sub, start, end))
+        quoted, normalised = quoteFrom(text), normaliseBody(text)
+        self.patch(message, "FIND_WINDOW", 1024 * 1024)
+        self.assertEqual((quoted, normalised), (quoteFrom(text), normaliseBody(text)))
+        self.assertEqual(unquoteFrom(quoted), text)
 
     def test_quoteFromLine(self):
         """

@@ -268,6 +268,8 @@ class _DeferringSession:
     markSeen = _queued("markSeen")
     moveMessages = _queued("moveMessages")
     copyMessages = _queued("copyMessages")
+    summary = _queued("summary")
+    flagsOf = _queued("flagsOf")
     del _queued
 
     @property

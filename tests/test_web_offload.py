@@ -7,6 +7,7 @@ copies bytes (issue 23, item 7; benchmarks/webbig.py measures the effect).
 
 import json
 import os
+import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -39,28 +40,71 @@ class HelperProcessTests(TestCase):
     def test_bigWorkInHelper(self):
         """
         A big message's view is read and encoded by a helper process (not
-        this one), with the same result as at once; the helper is kept for
-        the next call.
+        this one), with the same result as at once, coming back in pieces;
+        a big body in a file (as twisted.web keeps one) is decoded and
+        built there too; the helper is kept for the next call.
         """
         text = _message(BIG)
-        result = yield self.offloader.run(len(text), offload.messageViewJSON, "m1", text)
-        self.assertEqual(result, offload.messageViewJSON("m1", text))
+        result = yield self.offloader.run(offload.messageViewJSON, text, "m1")
+        self.assertIsInstance(result, list)
+        self.assertEqual(b"".join(result), offload.messageViewJSON(text, "m1"))
         [pid] = self.helperPids()
         self.assertNotEqual(pid, os.getpid())
         body = json.dumps({"text": BIG, "subject": "s"}).encode()
-        ok, composed = yield self.offloader.run(
-            len(body), offload.composeFromBody, body,
-            {"from": ("str", False), "subject": ("str", False), "text": ("str", True)},
-            "bob", "alice", "localhost", 1e9, "<x@localhost>")
+        fields = {"from": ("str", False), "subject": ("str", False), "text": ("str", True)}
+        args = (fields, "bob", "alice", "localhost", 1e9, "<x@localhost>")
+        with tempfile.TemporaryFile() as f:
+            f.write(body)
+            ok, composed = yield self.offloader.run(offload.composeFromBody, f, *args)
         self.assertTrue(ok)
         self.assertEqual(composed["length"], len(BIG))
         self.assertEqual(self.helperPids(), [pid])
-        self.assertEqual(
-            composed["message"],
-            offload.composeFromBody(
-                body, {"from": ("str", False), "subject": ("str", False),
-                       "text": ("str", True)},
-                "bob", "alice", "localhost", 1e9, "<x@localhost>")[1]["message"])
+        self.assertEqual(b"".join(composed["message"]),
+                         offload.composeFromBody(body, *args)[1]["message"])
+
+    @defer.inlineCallbacks
+    def test_htmlAndPartInHelper(self):
+        """
+        A big message's HTML part and an attachment are read by a helper
+        process, as they are at once; a part it lacks is None.
+        """
+        from email.message import EmailMessage
+
+        mail = EmailMessage()
+        mail["Subject"] = "big"
+        mail.set_content("plain text\n")
+        mail.add_alternative("<p>" + "caf\u00e9 " * 1000 + "</p>\n", subtype="html")
+        mail.add_attachment(os.urandom(offload.THRESHOLD), maintype="application",
+                            subtype="octet-stream", filename="blob.bin")
+        text = mail.as_bytes()
+        html = yield self.offloader.run(offload.messageHTML, text)
+        self.assertEqual(b"".join(html), offload.messageHTML(text))
+        found = yield self.offloader.run(offload.messagePart, text, 1)
+        expected = offload.messagePart(text, 1)
+        self.assertEqual(found[0], {"contentType": "application/octet-stream",
+                                    "filename": "blob.bin"})
+        self.assertEqual((found[0], b"".join(found[1])), tuple(expected))
+        missing = yield self.offloader.run(offload.messagePart, text, 9)
+        self.assertIsNone(missing)
+        self.assertEqual(len(self.helperPids()), 1)
+
+    @defer.inlineCallbacks
+    def test_emptyRawAnswer(self):
+        """
+        An empty attachment of a big message comes back empty, with its
+        name and type.
+        """
+        from email.message import EmailMessage
+
+        mail = EmailMessage()
+        mail.set_content("x" * offload.THRESHOLD + "\n")
+        mail.add_attachment(b"", maintype="application", subtype="octet-stream",
+                            filename="empty.bin")
+        text = mail.as_bytes()
+        info, data = offload.messagePart(text, 1)
+        self.assertEqual((info["filename"], data), ("empty.bin", b""))
+        found = yield self.offloader.run(offload.messagePart, text, 1)
+        self.assertEqual((found[0], b"".join(found[1])), (info, b""))
 
     @defer.inlineCallbacks
     def test_refusalAndFailure(self):
@@ -69,12 +113,12 @@ class HelperProcessTests(TestCase):
         the helper is a L{HelperError}, and the helper goes on serving.
         """
         bad = b"{" * offload.THRESHOLD
-        ok, text = yield self.offloader.run(len(bad), offload.decodeBody, bad, {})
+        ok, text = yield self.offloader.run(offload.decodeBody, bad, {})
         self.assertEqual((ok, text), (False, "the request body is not JSON"))
+        padding = b" " * offload.THRESHOLD
         with self.assertRaises(offload.HelperError):
-            yield self.offloader.run(offload.THRESHOLD, offload.decodeBody, b"{}", None)
-        ok, body = yield self.offloader.run(
-            offload.THRESHOLD, offload.decodeBody, b'{"a": 1}', {})
+            yield self.offloader.run(offload.decodeBody, b"{}" + padding, None)
+        ok, body = yield self.offloader.run(offload.decodeBody, b'{"a": 1}' + padding, {})
         self.assertEqual((ok, body), (True, {"a": 1}))
         self.assertEqual(len(self.helperPids()), 1)
 
@@ -88,9 +132,11 @@ class WebAPIOffloadTests(SynchronousTestCase):
         """
         calls = []
 
-        def offloadInline(size, f, *args):
-            calls.append((size, f.__name__))
-            return defer.maybeDeferred(f, *args)
+        def offloadInline(f, source, *args):
+            calls.append((offload.sizeOf(source), f.__name__))
+            if not isinstance(source, bytes):
+                source = b"".join(offload.pieces(source))
+            return defer.maybeDeferred(f, source, *args)
 
         store = MemoryStore(maxMessageSize=4 * offload.THRESHOLD)
         for user in ("alice", "bob"):
@@ -106,3 +152,67 @@ class WebAPIOffloadTests(SynchronousTestCase):
         self.assertEqual(view.json()["text"], BIG)
         self.assertEqual([name for _, name in calls], ["composeFromBody", "messageViewJSON"])
         self.assertTrue(all(size >= offload.THRESHOLD for size, _ in calls), calls)
+
+
+class _PausingConsumer:
+    """
+    A consumer that takes C{room} bytes before it pauses its producer, as
+    a transport does when its buffer is full.
+    """
+
+    def __init__(self, room):
+        self.room = room
+        self.written = []
+        self.producer = None
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+        if sum(map(len, self.written)) >= self.room:
+            self.producer.pauseProducing()
+
+
+class FeederTests(SynchronousTestCase):
+    def test_pieceAtATime(self):
+        """
+        A big body (bytes, the pieces a helper sent, or a file) is written a
+        64 KiB piece at a time, only while the consumer takes it, and
+        finished once all of it is written.
+        """
+        data = bytes(range(256)) * (offload.THRESHOLD // 128)
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            sources = [data, [data[:1000], data[1000:]], f]
+            for source in sources:
+                self.assertEqual(offload.sizeOf(source), len(data))
+                finished = []
+                consumer = _PausingConsumer(room=100000)
+                feeder = offload.Feeder(consumer, offload.pieces(source), finished.append)
+                feeder.start()
+                while not finished:
+                    # At most one piece beyond what the consumer would take.
+                    self.assertLess(sum(map(len, consumer.written)), consumer.room + 64 * 1024)
+                    self.assertLessEqual(max(map(len, consumer.written)), 64 * 1024)
+                    consumer.room += 100000
+                    feeder.resumeProducing()
+                self.assertEqual(finished, [consumer])
+                self.assertIsNone(consumer.producer)
+                self.assertEqual(b"".join(consumer.written), data)
+
+    def test_stopped(self):
+        """
+        A consumer that goes away (the client disconnected) stops the
+        writing, and nothing is finished.
+        """
+        finished = []
+        consumer = _PausingConsumer(room=1)
+        feeder = offload.Feeder(consumer, offload.pieces(b"x" * 200000), finished.append)
+        feeder.start()
+        feeder.stopProducing()
+        feeder.resumeProducing()
+        self.assertEqual((len(consumer.written), finished), (1, []))

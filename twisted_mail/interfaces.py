@@ -293,6 +293,27 @@ class IFolder(Interface):
         @return: a L{Deferred} firing with L{None}; it does not fail.
         """
 
+    def summary(msgid):
+        """
+        The summary of the one message with id C{msgid}, as it is now (what
+        L{listMessages} gives for it: its C{uid}, C{flags} and C{folder}
+        included), at a cost that does not grow with the folder.
+
+        @return: a L{Deferred} firing with a
+            L{twisted_mail.mail.mime.MessageSummary}, or failing with
+            L{NoSuchMessage} (none, or expunged) or L{TemporaryFailure}.
+        """
+
+    def flagsOf(msgid):
+        """
+        The flags of the one message with id C{msgid}, as they are now,
+        without reading or parsing its text (what a door needs beside a
+        text it parses itself: the web API's message view).
+
+        @return: a L{Deferred} firing with a L{frozenset} of flags, or
+            failing with L{NoSuchMessage} or L{TemporaryFailure}.
+        """
+
 
 class IMailboxSession(IFolder):
     """

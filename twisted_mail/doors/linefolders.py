@@ -273,13 +273,7 @@ class FolderCommands:
                 if summary.id == msgid:
                     return summary
             # Nothing changed: say what it has, if it is there at all.
-            return view.listMessages().addCallback(find)
-
-        def find(listing):
-            for summary in listing.messages:
-                if summary.id == msgid:
-                    return summary
-            raise errors.NoSuchMessage()
+            return view.summary(msgid)
 
         def answer(summary):
             return wire.formatOK("flags: " + (" ".join(sorted(summary.flags)) or "none"))

@@ -458,6 +458,20 @@ class _MemoryFolder:
             self._deletedHere = False
         return defer.succeed(None)
 
+    @_failing
+    def summary(self, msgid):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        return defer.succeed(self._byId(msgid).summary())
+
+    @_failing
+    def flagsOf(self, msgid):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        return defer.succeed(frozenset(self._byId(msgid).flags))
+
 
 @implementer(IMailboxSession)
 class _MemorySession(_MemoryFolder):

@@ -27,10 +27,15 @@ from twisted.web import resource, server
 from twisted_mail import errors
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt
 from twisted_mail.logins.signup import createAccount
-from twisted_mail.mail.mime import parseMessage, popSize
-from twisted_mail.doors.web.offload import Offloader, composeFromBody, messageViewJSON
+from twisted_mail.doors.web.offload import (
+    Offloader,
+    composeFromBody,
+    messageHTML,
+    messagePart,
+    messageViewJSON,
+)
 from twisted_mail.mail.model import SEEN
-from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict, summaryOf
+from twisted_mail.doors.web.folders import FolderHandlers, HTTPError, summaryDict
 from twisted_mail.doors.web.inputs import RequestInputs
 from twisted_mail.doors.web.openapi import openAPIDocument
 from twisted_mail.doors.web.policy import (
@@ -141,8 +146,8 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
             def inThread(f, *args):
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self.inThread = inThread
-        # offload(size, f, *args): big pure work in a helper process.
-        self.offload = offload or Offloader(reactor).run
+        # offload(f, source, *args): big pure work in a helper process.
+        self.offload = offload or Offloader(reactor, inThread).run
         self._openapi = json.dumps(openAPIDocument(passwords=portal is not None), indent=1).encode("ascii")
 
     # -- answering
@@ -406,10 +411,6 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         return self._locate(userid, msgid, self._folderArg(request, None),
                             lambda view, text: text)
 
-    def _parsed(self, request, userid, msgid):
-        d = self._fetch(request, userid, msgid)
-        return d.addCallback(lambda text: self.inThread(_parse, text))
-
     # -- handlers
 
     def getOpenAPI(self, request):
@@ -536,24 +537,24 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
 
         def found(view, text):
             d = view.markSeen([msgid]) if seen else defer.succeed(None)
-            d.addCallback(lambda _: summaryOf(view, msgid))
-            d.addCallback(lambda summary: self.offload(
-                len(text), messageViewJSON, msgid, text,
-                (summary.folder, sorted(summary.flags))))
+            # Only the flags: the helper reads the rest from the text (the
+            # store's summary would parse a big message in this process).
+            d.addCallback(lambda _: view.flagsOf(msgid))
+            d.addCallback(lambda flags: self.offload(
+                messageViewJSON, text, msgid, (view.folder, sorted(flags))))
             return d.addCallback(lambda data: self._writeEncoded(request, data))
 
         return self._locate(userid, msgid, self._folderArg(request, None), found)
 
     def _writeEncoded(self, request, data):
         """
-        Answer 200 with C{data}, a JSON document already encoded.
+        Answer 200 with C{data}, a JSON document already encoded (L{bytes},
+        or the pieces a helper process sent), a piece at a time.
         """
         if not (request.finished or request._disconnected):
             request.setHeader(b"cache-control", b"no-store")
             request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"content-length", str(len(data)).encode("ascii"))
-            request.write(data)
-            request.finish()
+            stream(request, data)
         return HANDLED
 
     def getRaw(self, request, who, user, msgid):
@@ -575,22 +576,18 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         userid = self._own(who, user)
         msgid = _pathMessage(msgid)
 
-        def parsed(result):
-            _, message = result
-            if message.html is None:
+        def send(data):
+            if data is None:
                 raise HTTPError(404, "no HTML part")
-            if request._disconnected:
-                return HANDLED
-            data = message.html.encode("utf-8", "replace")
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.setHeader(b"content-security-policy", FRAME_CSP)
             request.setHeader(b"cache-control", b"no-store")
-            request.setHeader(b"content-length", str(len(data)).encode("ascii"))
-            request.write(data)
-            request.finish()
+            stream(request, data)
             return HANDLED
 
-        return self._parsed(request, userid, msgid).addCallback(parsed)
+        # Read by a helper process when it is big, as the view.
+        d = self._fetch(request, userid, msgid)
+        return d.addCallback(lambda text: self.offload(messageHTML, text)).addCallback(send)
 
     def getPart(self, request, who, user, msgid, number):
         userid = self._own(who, user)
@@ -599,24 +596,22 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
             raise HTTPError(404, "no such part")
         number = int(number)
 
-        def parsed(result):
-            _, message = result
-            for part in message.parts:
-                if part.part == number:
-                    return self.inThread(part.content).addCallback(send, part)
-            raise HTTPError(404, "no such part")
-
-        def send(data, part):
-            ctype = part.contentType if part.contentType in _SAFE_TYPES else \
+        def send(found):
+            if found is None:
+                raise HTTPError(404, "no such part")
+            part, data = found
+            ctype = part["contentType"] if part["contentType"] in _SAFE_TYPES else \
                 "application/octet-stream"
             request.setHeader(b"content-type", ctype.encode("ascii"))
-            request.setHeader(b"content-disposition", _contentDisposition(part.filename))
+            request.setHeader(b"content-disposition", _contentDisposition(part["filename"]))
             request.setHeader(b"content-security-policy", DOWNLOAD_CSP)
             request.setHeader(b"cache-control", b"no-store")
             stream(request, data)
             return HANDLED
 
-        return self._parsed(request, userid, msgid).addCallback(parsed)
+        d = self._fetch(request, userid, msgid)
+        return d.addCallback(lambda text: self.offload(messagePart, text, number)).addCallback(
+            send)
 
     def deleteMessage(self, request, who, user, msgid):
         userid = self._own(who, user)
@@ -638,13 +633,15 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
                             lambda view, text: delete(view))
 
     def postMessage(self, request, who, user):
-        # Decoded and built together, by a helper process when it is big.
-        data = request.content.read() if request.content is not None else b""
+        # Decoded and built together, by a helper process when it is big
+        # (the body, which twisted.web keeps in a file when it is big, is
+        # not read here at once: it is fed to the helper a piece at a time).
+        source = request.content if request.content is not None else b""
         receiver = _pathUser(user)
         messageId = "<{}@{}>".format(os.urandom(16).hex(), self.domain)
         now = self.reactor.seconds()
         d = self.offload(
-            len(data), composeFromBody, data,
+            composeFromBody, source,
             {"from": ("str", who.userid is None), "subject": ("str", False),
              "text": ("str", True), "keepCopy": ("bool", False)},
             who.userid, receiver, self.domain, now, messageId)
@@ -660,6 +657,10 @@ class WebAPI(RequestInputs, FolderHandlers, resource.Resource):
         if body["length"] > self.maxMessageSize:
             raise errors.MessageTooLarge(self.maxMessageSize)
         message = body["message"]
+        if isinstance(message, list):
+            # The pieces it came in from a helper process: the store
+            # takes bytes.
+            message = b"".join(message)
         d = self.store.hasUser(sender)
         d.addErrback(_senderMissing, sender)
         d.addCallback(lambda _: self.store.deliverMessage(
@@ -723,7 +724,3 @@ def _isLoopback(address):
 def _senderMissing(failure, sender):
     failure.trap(errors.NoSuchUser)
     raise HTTPError(404, "no such sender: {}".format(sender))
-
-
-def _parse(text):
-    return popSize(text), parseMessage(text)

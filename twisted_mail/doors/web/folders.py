@@ -214,7 +214,7 @@ class FolderHandlers:
                 d.addCallback(lambda _: view.moveMessages([msgid], target))
                 d.addCallback(lambda moved: self._moved(moved, userid, msgid, target))
                 return d
-            return d.addCallback(lambda _: summaryOf(view, msgid))
+            return d.addCallback(lambda _: view.summary(msgid))
 
         return self._locate(userid, msgid, hint, change).addCallback(
             lambda summary: (200, summaryDict(summary)))
@@ -224,26 +224,9 @@ class FolderHandlers:
             raise errors.NoSuchMessage()
         log.info("web: moved message {id} of {user} to {folder}", id=msgid,
                  user=userid, folder=target)
-        return self._withFolder(userid, target, lambda view: summaryOf(view, msgid))
+        return self._withFolder(userid, target, lambda view: view.summary(msgid))
 
 
 def _checkExists(folders, name):
     if name not in [folder.name for folder in folders]:
         raise errors.NoSuchFolder(name)
-
-
-def summaryOf(view, msgid):
-    """
-    The summary of one message of an open folder, as it is now.
-
-    @return: a L{Deferred} firing with it, or failing with
-        L{errors.NoSuchMessage}.
-    """
-
-    def listed(listing):
-        for summary in listing.messages:
-            if summary.id == msgid:
-                return summary
-        raise errors.NoSuchMessage()
-
-    return view.listMessages().addCallback(listed)

@@ -7,23 +7,32 @@ the reactor's process (even in a thread) that stalls every door.  So
 above L{THRESHOLD} bytes the work is done by a helper process of a small
 pool (C{python -m twisted_mail.doors.web.offload}, spawned by the reactor:
 no fork of a process with threads, no import of twistd's C{__main__}),
-and the reactor only copies bytes in and out, a pipe's buffer at a time.  Below it, the work is done at once in the reactor's process: small
-requests pay no round trip, and unit tests spawn nothing.
+and the reactor only moves bytes in and out, a piece at a time as the
+pipe takes them: the big input and the big output cross as raw bytes (no
+pickling, no joining: a 10 MiB copy costs the reactor several ms), only
+the small rest is pickled.  Below it, the work is done in a thread of the
+server's process: small requests pay no round trip, and unit tests spawn
+nothing.
 
-The functions run in the helper take and return only bytes, text, numbers,
-lists and dicts; a refusal is returned as C{(False, text)}, never raised
-(an exception must survive pickling).
+The functions run in the helper take the big input (L{bytes}) first, and
+return only bytes, text, numbers, lists and dicts; a refusal is returned
+as C{(False, text)}, never raised (an exception must survive pickling).
 """
 
+import errno
+import fcntl
+import functools
 import json
+import os
 import pickle
 import struct
 import sys
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, main as _main, protocol
 from twisted.logger import Logger
 
 from twisted_mail import errors
+from twisted_mail.doors.web.streams import Feeder, pieces, sizeOf
 from twisted_mail.mail.message import buildMessageWithSubject
 from twisted_mail.mail.mime import parseMessage, popSize
 from twisted_mail.wire import normalizeUserId
@@ -134,7 +143,7 @@ def messageView(msgid, size, message, placement=None):
     return view
 
 
-def messageViewJSON(msgid, text, placement=None):
+def messageViewJSON(text, msgid, placement=None):
     """
     The JSON (ASCII bytes) of L{messageView} of message C{msgid} whose
     stored text is C{text}: reading it and encoding the view, both.
@@ -143,19 +152,75 @@ def messageViewJSON(msgid, text, placement=None):
     return json.dumps(view).encode("ascii")
 
 
-#: The functions a helper runs, by name.
-FUNCTIONS = {}
+def messageHTML(text):
+    """
+    The HTML part of message C{text} as UTF-8 (what the page's sandboxed
+    frame shows), or L{None} when it has none.
+    """
+    html = parseMessage(text).html
+    return None if html is None else html.encode("utf-8", "replace")
 
 
-def _register(f):
-    FUNCTIONS[f.__name__] = f
-    return f
+def messagePart(text, number):
+    """
+    Part C{number} of message C{text}: C{[{"contentType", "filename"},
+    its decoded content]}, or L{None} when it has no such part.
+    """
+    for part in parseMessage(text).parts:
+        if part.part == number:
+            return [{"contentType": part.contentType, "filename": part.filename},
+                    part.content()]
+    return None
 
 
-for _f in (decodeBody, composeFromBody, messageViewJSON):
-    _register(_f)
+#: The functions a helper runs, by name: each with where its big output
+#: is in its result (crossing back as raw bytes), or L{None}.
+FUNCTIONS = {
+    "decodeBody": (decodeBody, None),
+    "composeFromBody": (composeFromBody, (1, "message")),
+    "messageViewJSON": (messageViewJSON, ()),
+    "messageHTML": (messageHTML, ()),
+    "messagePart": (messagePart, (1,)),
+}
 
 _LENGTH = struct.Struct(">Q")
+
+
+def _takeRaw(value, path):
+    """
+    Take the L{bytes} at C{path} (keys from C{value} down; C{()}: C{value}
+    itself) out of C{value}.
+
+    @return: C{(value without it, the bytes or None)}.
+    """
+    if path is None:
+        return value, None
+    if path == ():
+        return (None, value) if isinstance(value, bytes) else (value, None)
+    try:
+        container = value
+        for key in path[:-1]:
+            container = container[key]
+        raw = container[path[-1]]
+    except (TypeError, KeyError, IndexError):
+        return value, None
+    if not isinstance(raw, bytes):
+        return value, None
+    container[path[-1]] = None
+    return value, raw
+
+
+def _putRaw(value, path, raw):
+    """
+    Put C{raw} back where L{_takeRaw} took it.
+    """
+    if path == ():
+        return raw
+    container = value
+    for key in path[:-1]:
+        container = container[key]
+    container[path[-1]] = raw
+    return value
 
 
 class HelperError(Exception):
@@ -167,10 +232,13 @@ class HelperError(Exception):
 
 class _Helper(protocol.ProcessProtocol):
     """
-    One helper process (C{python -m twisted_mail.doors.web.offload}): a
-    call is its function's name and arguments, pickled, length-prefixed, on
-    its standard input; the answer comes the same way on its standard
-    output.  One call at a time.
+    One helper process (C{python -m twisted_mail.doors.web.offload}), one
+    call at a time.  A call is, on its standard input, a length-prefixed
+    pickle of C{(function name, input size, other arguments)} and then the
+    input, raw; the answer, on its standard output, a length-prefixed
+    pickle of C{(ok, value, raw path, raw size)} and then the raw bytes
+    that go at C{raw path} in C{value} (see L{_takeRaw}).  The raw answer
+    reaches the caller as the L{list} of pieces it arrived in.
     """
 
     def __init__(self, pool):
@@ -178,33 +246,60 @@ class _Helper(protocol.ProcessProtocol):
         self.waiting = None
         self._chunks = []
         self._have = 0
-        self._need = None
+        self._header = None
         self.ended = False
         self.whenEnded = defer.Deferred()
 
-    def call(self, name, args):
+    def call(self, name, source, size, args):
         self.waiting = defer.Deferred()
-        data = pickle.dumps((name, args), protocol=pickle.HIGHEST_PROTOCOL)
-        self.transport.write(_LENGTH.pack(len(data)))
-        self.transport.write(data)
+        data = pickle.dumps((name, size, args), protocol=pickle.HIGHEST_PROTOCOL)
+        self.transport.write(_LENGTH.pack(len(data)) + data)
+        Feeder(self.transport, pieces(source), lambda transport: None).start()
         return self.waiting
 
     def outReceived(self, data):
+        while data:
+            if self._header is None:
+                data = self._headerReceived(data)
+            else:
+                data = self._rawReceived(data)
+
+    def _headerReceived(self, data):
         self._chunks.append(data)
         self._have += len(data)
-        if self._need is None and self._have >= _LENGTH.size:
-            head = b"".join(self._chunks)
+        if self._have < _LENGTH.size:
+            return b""
+        head = b"".join(self._chunks)
+        need = _LENGTH.size + _LENGTH.unpack_from(head)[0]
+        if len(head) < need:
             self._chunks = [head]
-            self._need = _LENGTH.size + _LENGTH.unpack_from(head)[0]
-        if self._need is not None and self._have >= self._need:
-            data = b"".join(self._chunks)
-            self._chunks, self._have, self._need = [], 0, None
-            ok, value = pickle.loads(memoryview(data)[_LENGTH.size:])
-            d, self.waiting = self.waiting, None
-            if ok:
-                d.callback(value)
-            else:
-                d.errback(HelperError(value))
+            return b""
+        self._header = pickle.loads(memoryview(head)[_LENGTH.size:need])
+        self._chunks, self._have = [], 0
+        rest = head[need:]
+        if self._header[3] == 0:
+            self._answer()
+        return rest
+
+    def _rawReceived(self, data):
+        left = self._header[3] - self._have
+        piece, rest = (data, b"") if len(data) <= left else (data[:left], data[left:])
+        self._chunks.append(piece)
+        self._have += len(piece)
+        if self._have == self._header[3]:
+            self._answer()
+        return rest
+
+    def _answer(self):
+        (ok, value, path, size), raw = self._header, self._chunks
+        self._header, self._chunks, self._have = None, [], 0
+        d, self.waiting = self.waiting, None
+        if not ok:
+            d.errback(HelperError(value))
+        elif path is not None:
+            d.callback(_putRaw(value, path, raw))
+        else:
+            d.callback(value)
 
     def errReceived(self, data):
         log.warn("web helper process: {text}",
@@ -219,6 +314,47 @@ class _Helper(protocol.ProcessProtocol):
         self.whenEnded.callback(None)
 
 
+#: How much one read of a helper's answer takes at most.
+READ_SIZE = 256 * 1024
+
+#: The pipe buffer asked for (Linux's F_SETPIPE_SZ), so that a read can get
+#: that much.
+_SETPIPE_SZ = 1031
+
+
+def _readInBigPieces(transport):
+    """
+    Read the helper's answers from its standard output up to L{READ_SIZE}
+    bytes at a time: Twisted's process reader takes 8 KiB a turn, so a 21
+    MiB view would cost the reactor 2,700 turns.  (A process transport
+    without the POSIX reader, or a test's, is left as it is.)
+    """
+    reader = getattr(transport, "pipes", {}).get(1)
+    if reader is None or not isinstance(getattr(reader, "fd", None), int):
+        return
+    try:
+        fcntl.fcntl(reader.fd, _SETPIPE_SZ, READ_SIZE)
+    except OSError:
+        pass
+    reader.doRead = functools.partial(_readMore, reader)
+
+
+def _readMore(reader):
+    """
+    C{reader.doRead}, as L{twisted.internet.fdesc.readFromFD} with a larger
+    read.
+    """
+    try:
+        data = os.read(reader.fd, READ_SIZE)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EINTR):
+            return None
+        return _main.CONNECTION_LOST
+    if not data:
+        return _main.CONNECTION_DONE
+    reader.dataReceived(data)
+
+
 class Offloader:
     """
     Runs a function of this module at once or, for a big input, in one of
@@ -226,27 +362,39 @@ class Offloader:
     kept for the next call, ended when the reactor stops).
 
     @param reactor: the reactor that spawns the helpers.
+    @param inThread: C{inThread(f, *args)} runs small work in a thread,
+        giving a L{Deferred}; L{None}: at once.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, inThread=None):
         self._reactor = reactor
+        self._inThread = inThread
         self._idle = []
         self._all = set()
         self._slots = defer.DeferredSemaphore(POOL_SIZE)
         self._stopping = False
 
-    def run(self, size, f, *args):
+    def run(self, f, source, *args):
         """
-        C{f(*args)}, in a helper process when C{size} (the input's bytes)
-        is at least L{THRESHOLD}.
+        C{f(data, *args)}, where C{data} is the big input C{source} (as for
+        L{twisted_mail.doors.web.streams.pieces}: L{bytes} or a binary
+        file), in a helper process when it holds at least L{THRESHOLD}
+        bytes, else in a thread (or at once, without C{inThread}).  From
+        a helper, the raw part of the result (see L{FUNCTIONS}) comes back
+        as a L{list} of L{bytes}, the pieces it arrived in.
 
         @return: a L{Deferred} firing with the result.
         """
+        size = sizeOf(source)
         if size < THRESHOLD:
-            return defer.maybeDeferred(f, *args)
-        return self._slots.run(self._call, f.__name__, args)
+            if not isinstance(source, bytes):
+                source = b"".join(pieces(source))
+            if self._inThread is not None:
+                return self._inThread(f, source, *args)
+            return defer.maybeDeferred(f, source, *args)
+        return self._slots.run(self._call, f.__name__, source, size, args)
 
-    def _call(self, name, args):
+    def _call(self, name, source, size, args):
         helper = self._idle.pop() if self._idle else self._spawn()
 
         def done(result):
@@ -254,16 +402,15 @@ class Offloader:
                 self._idle.append(helper)
             return result
 
-        return helper.call(name, args).addBoth(done)
+        return helper.call(name, source, size, args).addBoth(done)
 
     def _spawn(self):
-        import sys
-
         if not self._all:
             self._reactor.addSystemEventTrigger("before", "shutdown", self.close)
         helper = _Helper(self)
-        self._reactor.spawnProcess(
+        transport = self._reactor.spawnProcess(
             helper, sys.executable, [sys.executable, "-m", __name__], env=None)
+        _readInBigPieces(transport)
         self._all.add(helper)
         return helper
 
@@ -288,8 +435,6 @@ def main():
     """
     A helper process: answer calls on standard input until it ends.
     """
-    import os
-
     # Batch work: the server's reactor comes first for the CPU.
     try:
         os.nice(NICENESS)
@@ -300,14 +445,27 @@ def main():
         head = stdin.read(_LENGTH.size)
         if len(head) < _LENGTH.size:
             return
-        name, args = pickle.loads(stdin.read(_LENGTH.unpack(head)[0]))
+        name, size, args = pickle.loads(stdin.read(_LENGTH.unpack(head)[0]))
+        data = stdin.read(size)
+        if len(data) < size:
+            return
+        raw, path = None, None
         try:
-            answer = (True, FUNCTIONS[name](*args))
+            f, path = FUNCTIONS[name]
+            value, raw = _takeRaw(f(data, *args), path)
+            if raw is None:
+                answer = (True, value, None, 0)
+            else:
+                answer = (True, value, path, len(raw))
         except Exception as e:
-            answer = (False, "{}: {}".format(type(e).__name__, e))
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(_LENGTH.pack(len(data)))
-        stdout.write(data)
+            answer = (False, "{}: {}".format(type(e).__name__, e), None, 0)
+            raw = None
+        del data
+        header = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(_LENGTH.pack(len(header)))
+        stdout.write(header)
+        if raw:
+            stdout.write(raw)
         stdout.flush()
 
 

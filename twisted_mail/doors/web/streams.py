@@ -22,58 +22,103 @@ class _Handled:
 HANDLED = _Handled()
 
 
+#: The most a producer writes at once (a slice of the data, copied).
+CHUNK = 64 * 1024
+
+
+def pieces(source, size=CHUNK):
+    """
+    The data of C{source} in pieces of at most C{size} bytes, as views
+    (no copy of a large body): C{source} is L{bytes}, a L{list} of
+    L{bytes} (an answer as it arrived from a helper process), or a binary
+    file, read from its start (a request body twisted.web kept in a
+    temporary file).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = [source]
+    if isinstance(source, list):
+        for item in source:
+            view = memoryview(item)
+            for offset in range(0, len(view), size):
+                yield view[offset:offset + size]
+        return
+    source.seek(0)
+    while True:
+        piece = source.read(size)
+        if not piece:
+            return
+        yield piece
+
+
+def sizeOf(source):
+    """
+    How many bytes L{pieces} gives of C{source}.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source)
+    if isinstance(source, list):
+        return sum(len(item) for item in source)
+    source.seek(0, 2)
+    return source.tell()
+
+
 def stream(request, data):
     """
-    Write C{data} as the body, a piece at a time as the connection takes
-    it (a pull producer over a view of it: no copy of a large message).
+    Write C{data} (as for L{pieces}) as the body, a piece at a time as the
+    connection takes it (no copy of a large message, and no long write on
+    the reactor).
     """
     if request._disconnected:
         return
-    request.setHeader(b"content-length", str(len(data)).encode("ascii"))
+    request.setHeader(b"content-length", str(sizeOf(data)).encode("ascii"))
     if request.method == b"HEAD":
         request.finish()
         return
-    _ViewProducer(request, data).start()
+    Feeder(request, pieces(data), lambda request: request.finish()).start()
 
 
-class _ViewProducer:
+class Feeder:
     """
-    Writes a L{bytes} body to a request in 64 KiB slices while the
-    connection takes them (a push producer: the transport pauses it when
-    its buffer is full and resumes it when it drains).
+    Writes pieces to a consumer (a request, a helper process's standard
+    input) while it takes them: a push producer, paused by the transport
+    when its buffer is full and resumed when it drains, so one reactor
+    turn copies one piece or a few, never the whole.
+
+    @param consumer: an L{IConsumer} that has no producer.
+    @param pieces: an iterator of L{bytes} or views.
+    @param finished: called with the consumer once the last piece is
+        written (and the producer unregistered); not if the consumer
+        stopped it first.
     """
 
-    chunk = 64 * 1024
-
-    def __init__(self, request, data):
-        self.request = request
-        self.view = memoryview(data)
-        self.offset = 0
+    def __init__(self, consumer, pieces, finished):
+        self.consumer = consumer
+        self.pieces = pieces
+        self.finished = finished
         self.paused = False
 
     def start(self):
-        self.request.registerProducer(self, True)
+        self.consumer.registerProducer(self, True)
         self.resumeProducing()
 
     def resumeProducing(self):
         self.paused = False
-        while not self.paused and self.request is not None:
-            if self.offset < len(self.view):
-                piece = self.view[self.offset : self.offset + self.chunk]
-                self.offset += len(piece)
-                self.request.write(bytes(piece))
+        while not self.paused and self.consumer is not None:
+            piece = next(self.pieces, None)
+            if piece is None:
+                consumer, self.consumer = self.consumer, None
+                self.pieces = None
+                consumer.unregisterProducer()
+                self.finished(consumer)
             else:
-                request, self.request = self.request, None
-                self.view = None
-                request.unregisterProducer()
-                request.finish()
+                self.consumer.write(bytes(piece))
 
     def pauseProducing(self):
         self.paused = True
 
     def stopProducing(self):
-        self.request = None
-        self.view = None
+        self.consumer = None
+        self.pieces = None
 
 
 class EventStream:

@@ -466,6 +466,37 @@ class PostgresFolderView:
     def close(self):
         return defer.succeed(None)
 
+    def summary(self, msgid):
+        where, params = self._where()
+        condition, idParams = _idCondition([str(msgid)])
+
+        def one(conn):
+            # By primary key or the public id's index: not a folder scan.
+            return conn.execute(
+                "SELECT " + _SUMMARY_COLUMNS + " FROM messages WHERE userid = %s AND "
+                + where + " AND " + condition, [self.userid] + params + idParams).fetchone()
+
+        def found(row):
+            if row is None:
+                raise errors.NoSuchMessage()
+            return _summary(row, self.folder)
+
+        return self._store._run(one).addCallback(found)
+
+    def flagsOf(self, msgid):
+        where, params = self._where()
+        condition, idParams = _idCondition([str(msgid)])
+
+        def flags(conn):
+            row = conn.execute(
+                "SELECT flags FROM messages WHERE userid = %s AND " + where + " AND "
+                + condition, [self.userid] + params + idParams).fetchone()
+            if row is None:
+                raise errors.NoSuchMessage()
+            return frozenset(row[0])
+
+        return self._store._run(flags)
+
 
 def _pub(serial, pubid):
     return pubid if pubid is not None else str(serial)

@@ -559,11 +559,21 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         @raise NoSuchMessage: if there is none.
         """
         with self.locked() as handle:
-            entry = self._byId.get(msgid)
-            if entry is None or entry.deleted:
-                raise errors.NoSuchMessage()
+            entry = self.liveEntry(msgid)
             record = os.pread(handle.fd, entry.end - entry.start, entry.start)
             return entry.serial, readerText(record)
+
+    def liveEntry(self, msgid):
+        """
+        The entry of the message with stable id C{msgid} (a dictionary
+        look-up; call it under L{locked}).
+
+        @raise NoSuchMessage: if there is none, or it is deleted.
+        """
+        entry = self._byId.get(msgid)
+        if entry is None or entry.deleted:
+            raise errors.NoSuchMessage()
+        return entry
 
     def listing(self, start, limit, newestFirst, cached):
         """

@@ -347,6 +347,43 @@ class SpoolFolderView:
         return self._run(rows, mailbox.mbox).addCallback(
             lambda found: _summaries(mailbox, found, self.folder))
 
+    def summary(self, msgid):
+        mailbox = self._mailbox
+
+        def row(mbox, cached):
+            # One look-up by id; the record is read only when not cached.
+            with mbox.locked() as handle:
+                e = mbox.liveEntry(msgid)
+                record = None if (e.msgid, e.key) in cached else mbox.read(handle, e)
+                return [(e.msgid, e.key, record, e.uid, e.flags)]
+
+        def fromIndex(rows):
+            # As listMessages: the search index may hold the summary.
+            if rows[0][:2] in mailbox.summaries:
+                return rows
+
+            def fill(found):
+                mailbox.summaries.update(found)
+                if rows[0][:2] in mailbox.summaries:
+                    return rows
+                return self._run(row, mailbox.mbox, mailbox.summaries)
+
+            return mailbox.index.summaries([msgid]).addCallback(fill)
+
+        if mailbox.index is None:
+            d = self._run(row, mailbox.mbox, mailbox.summaries)
+        else:
+            d = self._run(row, mailbox.mbox, _Everything()).addCallback(fromIndex)
+        d.addCallback(lambda rows: _summaries(mailbox, rows, self.folder))
+        return d.addCallback(lambda summaries: summaries[0])
+
+    def flagsOf(self, msgid):
+        def flags(mbox):
+            with mbox.locked():
+                return frozenset(mbox.liveEntry(msgid).flags)
+
+        return self._run(flags, self._mailbox.mbox)
+
     def setFlags(self, msgids, add=(), remove=()):
         try:
             add, remove = checkFlags(add), checkFlags(remove)
