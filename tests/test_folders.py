@@ -282,6 +282,26 @@ class FolderContractMixin:
         view = self.open(INBOX)
         self.assertEqual(self.ok(view.fetchMessage(summary.id)), MESSAGE)
 
+    def test_fetchMessages(self):
+        """
+        Many messages are read at once, in the order asked, each as
+        fetchMessage reads it; a deleted, unknown or other folder's message
+        is None, and nothing is marked seen.
+        """
+        self.ok(self.store.createFolder("bob", "x"))
+        elsewhere = self.append("x")
+        texts = [MESSAGE.replace(b"body", b"body %d" % n) for n in range(4)]
+        summaries = [self.append(text=text) for text in texts]
+        view = self.open(INBOX)
+        self.ok(view.deleteMessages([summaries[2].id]))
+        asked = [summaries[3].id, "nope", summaries[0].id, summaries[2].id,
+                 elsewhere.id, summaries[1].id, summaries[0].id]
+        self.assertEqual(self.ok(view.fetchMessages(asked)),
+                         [texts[3], None, texts[0], None, None, texts[1], texts[0]])
+        self.assertEqual(self.ok(view.fetchMessages([])), [])
+        self.assertEqual(self.ok(view.fetchMessage(summaries[1].id)), texts[1])
+        self.assertEqual({m.flags for m in self.listed(INBOX)}, {frozenset()})
+
     def test_badFlags(self):
         """
         Flags that are not atoms, and \\Recent, are refused; nothing changes.
