@@ -21,7 +21,7 @@ SEEN_BATCH = 500
 #: many messages or bytes (one store job each), one batch ahead of what it
 #: writes.
 PREFETCH_BYTES = 128 * 1024
-PREFETCH_COUNT = 32
+PREFETCH_COUNT = 128
 
 _STORE_ITEMS = {"FLAGS": "", "+FLAGS": "+", "-FLAGS": "-"}
 
