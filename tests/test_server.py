@@ -268,6 +268,7 @@ class _DeferringSession:
     markSeen = _queued("markSeen")
     moveMessages = _queued("moveMessages")
     copyMessages = _queued("copyMessages")
+    fetchMessages = _queued("fetchMessages")
     del _queued
 
     @property
