@@ -148,7 +148,7 @@ class SelectedCommands:
 
         def fetchBatch(batch):
             wanted = [summary.id for _, summary, _, needsText in batch if needsText]
-            d = folder.fetchMessages(wanted)
+            d = folder.fetchMessages(wanted) if wanted else defer.succeed([])
 
             def arrived(found):
                 texts = iter(found)
