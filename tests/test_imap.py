@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.doors.imap import parser
 
-from .imaphelp import IMAPSession, message
+from .imaphelp import IMAPSession, message, recordBatchedReads
 
 NESTED = (
     b"From: a@x\nSubject: nested\nMIME-Version: 1.0\n"
@@ -363,14 +363,7 @@ class FetchTests(SynchronousTestCase):
         from twisted_mail.doors.imap.selected import PREFETCH_COUNT
         from twisted_mail.stores.memory import _MemoryFolder
 
-        calls = []
-        original = _MemoryFolder.fetchMessages
-
-        def fetchMessages(folder, msgids):
-            calls.append(len(msgids))
-            return original(folder, msgids)
-
-        self.patch(_MemoryFolder, "fetchMessages", fetchMessages)
+        calls = recordBatchedReads(self)
         self.patch(_MemoryFolder, "fetchMessage", lambda folder, msgid: self.fail(msgid))
         count = 3 * PREFETCH_COUNT + 5
         s = IMAPSession(messages=[message(b"number %d" % i) for i in range(count)])

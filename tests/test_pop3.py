@@ -511,16 +511,10 @@ class TransactionTests(POP3TestCase):
         the message asked.
         """
         from twisted_mail.doors.pop3.server import READ_AHEAD_COUNT
-        from twisted_mail.stores.memory import _MemoryFolder
 
-        asked = []
-        original = _MemoryFolder.fetchMessages
+        from .imaphelp import recordBatchedReads
 
-        def fetchMessages(folder, msgids):
-            asked.append(len(msgids))
-            return original(folder, msgids)
-
-        self.patch(_MemoryFolder, "fetchMessages", fetchMessages)
+        asked = recordBatchedReads(self)
         count = READ_AHEAD_COUNT + 8
         self.deliver(*[b"message %d\n" % n for n in range(count)])
         c = self.login()
