@@ -1,12 +1,30 @@
 """
 Driving the IMAP door through a StringTransport on the memory store (not a
-test module).
+test module); L{recordBatchedReads} serves the POP3 door's tests too.
 """
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from twisted_mail.doors.imap.factory import IMAPFactory
-from twisted_mail.stores.memory import MemoryStore
+from twisted_mail.stores.memory import MemoryStore, _MemoryFolder
+
+
+def recordBatchedReads(case):
+    """
+    Record, for the rest of test C{case}, how many messages each
+    C{fetchMessages} of the memory store asks for.
+
+    @return: the L{list} of those counts.
+    """
+    asked = []
+    original = _MemoryFolder.fetchMessages
+
+    def fetchMessages(folder, msgids):
+        asked.append(len(msgids))
+        return original(folder, msgids)
+
+    case.patch(_MemoryFolder, "fetchMessages", fetchMessages)
+    return asked
 
 
 def message(subject, body=b"body\n", sender=b"Al <al@example.org>"):

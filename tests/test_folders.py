@@ -4,6 +4,7 @@ moves and copies, appends and events, checked once for every store with
 L{FolderContractMixin}.
 """
 
+import os
 import unicodedata
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -282,6 +283,26 @@ class FolderContractMixin:
         view = self.open(INBOX)
         self.assertEqual(self.ok(view.fetchMessage(summary.id)), MESSAGE)
 
+    def test_fetchMessages(self):
+        """
+        Many messages are read at once, in the order asked, each as
+        fetchMessage reads it; a deleted, unknown or other folder's message
+        is None, and nothing is marked seen.
+        """
+        self.ok(self.store.createFolder("bob", "x"))
+        elsewhere = self.append("x")
+        texts = [MESSAGE.replace(b"body", b"body %d" % n) for n in range(4)]
+        summaries = [self.append(text=text) for text in texts]
+        view = self.open(INBOX)
+        self.ok(view.deleteMessages([summaries[2].id]))
+        asked = [summaries[3].id, "nope", summaries[0].id, summaries[2].id,
+                 elsewhere.id, summaries[1].id, summaries[0].id]
+        self.assertEqual(self.ok(view.fetchMessages(asked)),
+                         [texts[3], None, texts[0], None, None, texts[1], texts[0]])
+        self.assertEqual(self.ok(view.fetchMessages([])), [])
+        self.assertEqual(self.ok(view.fetchMessage(summaries[1].id)), texts[1])
+        self.assertEqual({m.flags for m in self.listed(INBOX)}, {frozenset()})
+
     def test_badFlags(self):
         """
         Flags that are not atoms, and \\Recent, are refused; nothing changes.
@@ -531,6 +552,33 @@ class SpoolFolderTests(FolderContractMixin, SynchronousTestCase):
 
     def reopen(self):
         return makeSpoolStore(self, self.path)
+
+    def test_fetchMessagesReadLimit(self):
+        """
+        Messages side by side in the file are read together only up to the
+        read limit: with a limit under one message, each is read alone and
+        still comes back whole.
+        """
+        from twisted_mail.stores.spool import mboxfile
+
+        texts = [MESSAGE.replace(b"body", b"body %d" % n) for n in range(5)]
+        ids = [self.append(text=text).id for text in texts]
+        view = self.open(INBOX)
+        reads = []
+        pread = os.pread
+
+        def counted(fd, n, at):
+            reads.append(n)
+            return pread(fd, n, at)
+
+        self.patch(mboxfile.os, "pread", counted)
+        self.patch(mboxfile, "READ_AHEAD", 1)
+        self.assertEqual(self.ok(view.fetchMessages(ids[::-1])), texts[::-1])
+        self.assertLess(max(reads), 2 * len(texts[0]) + 200)
+        self.patch(mboxfile, "READ_AHEAD", 1 << 20)
+        del reads[:]
+        self.assertEqual(self.ok(view.fetchMessages(ids)), texts)
+        self.assertGreater(max(reads), sum(len(text) for text in texts))
 
     def settle(self):
         from twisted_mail.stores.spool.store import POLL_INTERVAL

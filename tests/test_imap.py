@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.doors.imap import parser
 
-from .imaphelp import IMAPSession, message
+from .imaphelp import IMAPSession, message, recordBatchedReads
 
 NESTED = (
     b"From: a@x\nSubject: nested\nMIME-Version: 1.0\n"
@@ -353,6 +353,52 @@ class FetchTests(SynchronousTestCase):
         out = s.read()
         self.assertEqual(out.count(b"BODY[] {"), 50 - out[:0].count(b"x"))
         self.assertIn(b"b OK", out)
+
+    def test_bodiesInBatches(self):
+        """
+        FETCH of many bodies asks the store for them a batch at a time, and
+        answers every message in sequence order with its own text, cached
+        ENVELOPEs and fresh ones mixed.
+        """
+        from twisted_mail.doors.imap.selected import PREFETCH_COUNT
+        from twisted_mail.stores.memory import _MemoryFolder
+
+        calls = recordBatchedReads(self)
+        self.patch(_MemoryFolder, "fetchMessage", lambda folder, msgid: self.fail(msgid))
+        count = 3 * PREFETCH_COUNT + 5
+        s = IMAPSession(messages=[message(b"number %d" % i) for i in range(count)])
+        s.select()
+        out = s.command(b"a FETCH 1:* BODY.PEEK[]")
+        self.assertEqual(len(calls), 4)
+        self.assertEqual(sum(calls), count)
+        bodies = out.split(b"* ")[1:]
+        self.assertEqual(len(bodies), count)
+        for i, body in enumerate(bodies):
+            self.assertTrue(body.startswith(b"%d FETCH (BODY[] {" % (i + 1)), body[:40])
+            self.assertIn(b"Subject: number %d\r\n" % i, body)
+        s.command(b"b FETCH 2,5 ENVELOPE")
+        out = s.command(b"c FETCH 1:6 ENVELOPE")
+        self.assertEqual([line.split(b" ")[1] for line in out.split(b"\r\n")[:6]],
+                         [b"%d" % n for n in range(1, 7)])
+        self.assertIn(b"c OK", out)
+
+    def test_bodyExpungedElsewhere(self):
+        """
+        A body expunged by another session is left out of FETCH (the others
+        are sent) and the answer says so.
+        """
+        store_ = IMAPSession(messages=[message(b"%d" % i) for i in range(3)]).store
+        a = IMAPSession(store=store_)
+        b = IMAPSession(store=store_)
+        a.select()
+        b.select()
+        a.command(b"x STORE 2 +FLAGS.SILENT (\\Deleted)")
+        a.command(b"y EXPUNGE")
+        out = b.command(b"f FETCH 1:* BODY.PEEK[]")
+        self.assertEqual(out.count(b"BODY[] {"), 2)
+        self.assertIn(b"* 1 FETCH", out)
+        self.assertIn(b"* 3 FETCH", out)
+        self.assertIn(b"f NO [EXPUNGEISSUED]", out)
 
     def test_envelopeQuoting(self):
         """

@@ -111,6 +111,25 @@ class StructureTests(SynchronousTestCase):
         self.assertEqual(env, b'(NIL "s" (("A" NIL "a" "x")) (("A" NIL "a" "x")) '
                               b'(("A" NIL "a" "x")) NIL NIL NIL NIL NIL)')
 
+    def test_addressesAsTheStdlibReadsThem(self):
+        """
+        ENVELOPE addresses, read by the fast path or the stdlib's parser,
+        are what email.utils.getaddresses makes of the field, whatever its
+        form.
+        """
+        import email.utils
+
+        values = [
+            "alice@localhost", "Al <al@example.org>", "Al  B   <al.b@x.y>", "<a@b>",
+            "Al\t<a@b>", "Al B<al@x>", "=?utf-8?q?J=C3=B6rg?= <j@x>", "a..b@c", ".a@b",
+            "a@b.", "a@b, c@d", '"Al B" <a@b>', "Al (c) <a@b>", "a@[1.2.3.4]",
+            "Al.B <a@b>", "Al <a@b> x", "Al\u00a0<a@b>", "grp: a@b;", "Al <>", "<a@b",
+            "Al <a@b>,", "#!$%&*+/=?^_`{|}~- <a+x@b-c.d>", "J\udcc3\udcb6rg <j@x>",
+        ]
+        for value in values:
+            self.assertEqual(structure._addressPairs(value),
+                             email.utils.getaddresses([value]), value)
+
     def test_noHeaderBody(self):
         """
         A message without a body still has a BODYSTRUCTURE.

@@ -504,6 +504,30 @@ class TransactionTests(POP3TestCase):
         self.assertIsNone(c.transport.producer)
         self.assertLess(peak - before, 8 * connections.BATCH_SIZE)
 
+    def test_retrReadsAhead(self):
+        """
+        RETR of every message in order asks the store a batch at a time,
+        each message is sent as it is, and a RETR out of order reads only
+        the message asked.
+        """
+        from twisted_mail.doors.pop3.server import READ_AHEAD_COUNT
+
+        from .imaphelp import recordBatchedReads
+
+        asked = recordBatchedReads(self)
+        count = READ_AHEAD_COUNT + 8
+        self.deliver(*[b"message %d\n" % n for n in range(count)])
+        c = self.login()
+        for n in range(count):
+            reply = c.command(b"RETR %d" % (n + 1))
+            self.assertTrue(reply.startswith(b"+OK"), reply)
+            self.assertTrue(reply.endswith(b"\r\nmessage %d\r\n.\r\n" % n), reply[-40:])
+        self.assertEqual(asked, [READ_AHEAD_COUNT, 8])
+        del asked[:]
+        c.command(b"RETR 5")
+        c.command(b"TOP 3 0")
+        self.assertEqual(asked, [1, 1])
+
     def test_top(self):
         """
         TOP n k sends the headers, the blank line and k lines of the body.

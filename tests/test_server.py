@@ -270,6 +270,7 @@ class _DeferringSession:
     copyMessages = _queued("copyMessages")
     summary = _queued("summary")
     flagsOf = _queued("flagsOf")
+    fetchMessages = _queued("fetchMessages")
     del _queued
 
     @property

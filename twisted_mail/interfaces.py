@@ -232,6 +232,19 @@ class IFolder(Interface):
             L{NoSuchMessage} or L{TemporaryFailure}.
         """
 
+    def fetchMessages(msgids):
+        """
+        Many messages at once, each as L{fetchMessage} gives it, in one store
+        job (the spool reads them in file order under one lock): for IMAP
+        C{FETCH} and POP3, which ask for a batch ahead of what they send.
+        The caller bounds the batch (a few dozen messages or a MiB).
+
+        @return: a L{Deferred} firing with a L{list} in the order of
+            C{msgids}: L{bytes} for each message, L{None} for one that is
+            not there (expunged, or never was); or failing with
+            L{TemporaryFailure}.
+        """
+
     def setFlags(msgids, add=(), remove=()):
         """
         Add and remove flags of messages, durably before the answer

@@ -382,6 +382,13 @@ class _MemoryFolder:
     def fetchMessage(self, msgid):
         return defer.succeed(self._byId(msgid).text)
 
+    def fetchMessages(self, msgids):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        live = {m.id: m.text for m in self._live()}
+        return defer.succeed([live.get(msgid) for msgid in msgids])
+
     @_failing
     def setFlags(self, msgids, add=(), remove=()):
         add, remove = checkFlags(add), checkFlags(remove)

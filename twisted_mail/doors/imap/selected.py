@@ -17,9 +17,11 @@ from twisted_mail.doors.imap.parser import BadCommand, SequenceSet
 #: \Seen from FETCH BODY[] reaches the store in batches of this many.
 SEEN_BATCH = 500
 
-#: A FETCH asks the store for messages this far ahead of what it writes.
-PREFETCH_BYTES = 1024 * 1024
-PREFETCH_COUNT = 32
+#: A FETCH asks the store for message texts in batches of at most this
+#: many messages or bytes (one store job each), one batch ahead of what it
+#: writes.
+PREFETCH_BYTES = 128 * 1024
+PREFETCH_COUNT = 128
 
 _STORE_ITEMS = {"FLAGS": "", "+FLAGS": "+", "-FLAGS": "-"}
 
@@ -133,23 +135,36 @@ class SelectedCommands:
                 position + 1, items, summary, text, flags, view.isRecent(position),
                 cache, key))
 
-        def gone(failure, summary):
-            failure.trap(errors.NoSuchMessage)
-            state["missing"] = True
-            return b""
+        def renderBatch(texts, batch):
+            out = []
+            for (position, summary, key, needsText), text in zip(batch, texts):
+                if not needsText:
+                    out.append(render(position, summary, key, None))
+                elif text is None:
+                    state["missing"] = True
+                else:
+                    out.append(render(position, summary, key, structure.crlf(text)))
+            return b"".join(out)
 
-        def fetchText(position, summary, key):
-            d = folder.fetchMessage(summary.id)
-            d.addCallback(lambda text: render(position, summary, key, structure.crlf(text)))
-            d.addErrback(gone, summary)
-            return d
+        def fetchBatch(batch):
+            wanted = [summary.id for _, summary, _, needsText in batch if needsText]
+            d = folder.fetchMessages(wanted) if wanted else defer.succeed([])
+
+            def arrived(found):
+                texts = iter(found)
+                return renderBatch([next(texts) if entry[3] else None for entry in batch],
+                                   batch)
+
+            return d.addCallback(arrived)
 
         def pieces():
-            # Messages are asked of the store a few ahead (at most
-            # PREFETCH_BYTES of them, and at least one), so that the
-            # store's thread is never idle waiting for the reactor.
+            # The texts are asked of the store in batches (PREFETCH_COUNT
+            # messages or PREFETCH_BYTES, one store job each), one batch
+            # ahead of the one being written, so that the store's thread is
+            # never idle waiting for the reactor.
             ahead = collections.deque()
-            aheadBytes = 0
+            batch = []
+            batchBytes = 0
             for position in positions:
                 summary = view.summaries[position]
                 if summary.uid in view.gone:
@@ -162,25 +177,23 @@ class SelectedCommands:
                         state["seen"].append(summary.id)
                         markSeen()
                 key = (view.userid, view.name, folder.uidValidity, summary.uid)
-                if not textItems or (cachedOnly and all(
-                        cache.get(key, i.name) is not None for i in textItems)):
-                    piece = render(position, summary, key, None)
-                    if not ahead:
-                        yield piece
-                        continue
-                    d = defer.succeed(piece)
-                    size = 0
-                else:
-                    d = fetchText(position, summary, key)
-                    size = summary.size
-                ahead.append((d, size))
-                aheadBytes += size
-                while ahead and (aheadBytes > PREFETCH_BYTES or len(ahead) > PREFETCH_COUNT):
-                    d, size = ahead.popleft()
-                    aheadBytes -= size
-                    yield d
+                needsText = bool(textItems) and not (cachedOnly and all(
+                    cache.get(key, i.name) is not None for i in textItems))
+                if not needsText and not batch and not ahead:
+                    yield render(position, summary, key, None)
+                    continue
+                batch.append((position, summary, key, needsText))
+                if needsText:
+                    batchBytes += summary.size
+                if batchBytes >= PREFETCH_BYTES or len(batch) >= PREFETCH_COUNT:
+                    ahead.append(fetchBatch(batch))
+                    batch, batchBytes = [], 0
+                    if len(ahead) > 1:
+                        yield ahead.popleft()
+            if batch:
+                ahead.append(fetchBatch(batch))
             while ahead:
-                yield ahead.popleft()[0]
+                yield ahead.popleft()
 
         def done(_):
             markSeen(force=True)

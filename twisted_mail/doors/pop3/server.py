@@ -55,6 +55,12 @@ log = Logger()
 LOGIN_FAILED = "[AUTH] invalid user name or password"
 
 
+#: A RETR or TOP of the message after the last one read also reads the
+#: messages after it, in one store job (fetchMessages): at most this many,
+#: or this many bytes (and at least the one asked).
+READ_AHEAD_COUNT = 32
+READ_AHEAD_BYTES = 128 * 1024
+
 _AUTHORIZATION = "AUTHORIZATION"
 _TRANSACTION = "TRANSACTION"
 _UPDATE = "UPDATE"
@@ -114,6 +120,9 @@ class POP3Server(Closing, HeldCommands, twistedPOP3.POP3):
 
     def __init__(self):
         self._input = bytearray()
+        # Texts read ahead by id, and the number of the message last read.
+        self._ahead = {}
+        self._lastRead = 0
 
     # -- connection events
 
@@ -577,14 +586,47 @@ class POP3Server(Closing, HeldCommands, twistedPOP3.POP3):
         )
 
     def _fetch(self, number):
-        summary = self.mailbox.summary(parseMessageNumber(number))
-        d = self.mailbox.session.fetchMessage(summary.id)
+        n = parseMessageNumber(number)
+        summary = self.mailbox.summary(n)
+        sequential, self._lastRead = n == self._lastRead + 1, n
+        text = self._ahead.pop(summary.id, None)
+        if text is not None:
+            d = defer.succeed(text)
+        else:
+            d = self._readAhead(n, summary, sequential)
 
         def gone(failure):
             failure.trap(errors.NoSuchMessage)
             raise errors.ProtocolError("no such message: deleted by another session")
 
         return summary, d.addErrback(gone)
+
+    def _readAhead(self, n, summary, sequential):
+        """
+        Message C{n}'s text and, when the client reads in order (as mail
+        programs do), the next messages' (kept in C{_ahead} for their RETR
+        or TOP), in one store job.
+        """
+        mailbox = self.mailbox
+        ids = [summary.id]
+        size = summary.size
+        later = n + 1
+        while (sequential and later <= len(mailbox) and len(ids) < READ_AHEAD_COUNT
+               and size < READ_AHEAD_BYTES):
+            if not mailbox.isMarked(later - 1):
+                ahead = mailbox.summary(later)
+                ids.append(ahead.id)
+                size += ahead.size
+            later += 1
+
+        def arrived(texts):
+            self._ahead = {msgid: text for msgid, text in zip(ids[1:], texts[1:])
+                           if text is not None}
+            if texts[0] is None:
+                raise errors.NoSuchMessage()
+            return texts[0]
+
+        return mailbox.session.fetchMessages(ids).addCallback(arrived)
 
     def do_RETR(self, number):
         summary, d = self._fetch(number)

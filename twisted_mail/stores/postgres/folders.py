@@ -46,6 +46,7 @@ from twisted_mail.stores.postgres.sql import (
     isNativeId,
     notifyChanges,
     prepareRow,
+    publicId,
 )
 
 
@@ -329,6 +330,20 @@ class PostgresFolderView:
             return row[1]
 
         return self._store._run(self._byId, str(msgid)).addCallback(got)
+
+    def fetchMessages(self, msgids):
+        msgids = [str(m) for m in msgids]
+
+        def read(conn):
+            where, params = self._where()
+            condition, idParams = _idCondition(msgids)
+            found = {publicId(serial, pubid): body for serial, pubid, body in conn.cursor(
+                binary=True).execute(
+                "SELECT id, pubid, body FROM messages WHERE userid = %s AND " + condition
+                + " AND " + where, [self.userid] + idParams + params)}
+            return [found.get(msgid) for msgid in msgids]
+
+        return self._store._run(read)
 
     def setFlags(self, msgids, add=(), remove=()):
         try:

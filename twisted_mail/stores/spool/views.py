@@ -335,6 +335,9 @@ class SpoolFolderView:
         return self._run(self._mailbox.mbox.readById, msgid).addCallback(
             lambda found: found[1])
 
+    def fetchMessages(self, msgids):
+        return self._run(self._mailbox.mbox.readByIds, list(msgids))
+
     def _changedSummaries(self, entries):
         mailbox = self._mailbox
 
