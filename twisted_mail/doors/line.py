@@ -32,6 +32,7 @@ from twisted_mail.doors.connections import (
     DEFAULT_MAX_MESSAGE_SIZE,
     SessionFactory,
     describePeer,
+    writeNow,
 )
 
 log = Logger()
@@ -172,6 +173,11 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         self._endSession()
 
     def timeoutConnection(self):
+        if self._outstanding:
+            # A command is still being answered: the idle time counts from
+            # its reply (see _replied).
+            self.setTimeout(self.factory.idleTimeout)
+            return
         log.info("closing idle connection from {peer}", peer=self._peer)
         self.transport.write(wire.formatError("idle for too long, closing"))
         self.closeConnection()
@@ -179,6 +185,11 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     # -- holding input while a command is outstanding
 
     _transportPaused = False
+    # A command is being answered: the connection is not idle.  (A flag
+    # rather than stopping and restarting the idle timer: a delayed call
+    # cancelled and another made per command were a few per cent of the
+    # door's CPU.)
+    _outstanding = False
 
     def _holdInput(self):
         """
@@ -337,7 +348,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         """
         Run a handler and write its reply.  A handler returns reply bytes or
         a L{Deferred} firing with them; while it is outstanding, no further
-        line is read and the idle timer is stopped.
+        line is read and the connection does not time out as idle.
         """
         try:
             result = handler(*args)
@@ -355,7 +366,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             self._replyAtOnce(replies[0])
             return
         self._holdInput()
-        self.setTimeout(None)
+        self._outstanding = True
         result.addCallback(lambda _: self._replyReady(replies[0]))
         # Resuming runs the pipelined lines that follow: a bug there must be
         # logged now, not when the Deferred is garbage collected.
@@ -371,13 +382,13 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         """
         if isinstance(reply, _MessageSender):
             self._holdInput()
-            self.setTimeout(None)
+            self._outstanding = True
             self._replyReady(reply)
         else:
             self._write(reply)
 
     def _write(self, reply):
-        self.transport.write(reply)
+        writeNow(self.transport, reply)
         if self._closeAfterReply:
             self.closeConnection()
 
@@ -393,7 +404,8 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     def _replied(self):
         if self._lost or self.hangingUp or self.transport.disconnecting:  # QUIT
             return
-        self.setTimeout(self.factory.idleTimeout)
+        self._outstanding = False
+        self.resetTimeout()
         self._releaseInput()
 
     def _errorReply(self, exc, failure=None):
