@@ -217,12 +217,16 @@ def _writeAll(fd, chunks, offset):
     Write byte strings one after the other at C{offset}, with as few system
     calls as the platform allows, going on after partial writes.
     """
+    written = 0
+    if len(chunks) <= _IOV_MAX:
+        # The usual case, one call that writes it all: no views made.
+        written = os.pwritev(fd, chunks, offset)
+        if written == sum(map(len, chunks)):
+            return
     pending = [memoryview(c) for c in chunks if len(c)]
     i = 0
-    while i < len(pending):
-        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
-        if n == 0:
-            raise OSError(errno.EIO, "write made no progress")
+    n = written
+    while True:
         offset += n
         while n:
             size = len(pending[i])
@@ -232,3 +236,8 @@ def _writeAll(fd, chunks, offset):
             else:
                 pending[i] = pending[i][n:]
                 n = 0
+        if i >= len(pending):
+            return
+        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
+        if n == 0:
+            raise OSError(errno.EIO, "write made no progress")
