@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
@@ -358,21 +359,30 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         if not isinstance(result, defer.Deferred):
             self._replyAtOnce(result)
             return
-        replies = []
-        result.addErrback(lambda f: self._errorReply(f.value, f))
-        result.addCallback(replies.append)
-        if replies:
+        # One callback does it all (this runs for every command).
+        box = []
+
+        def settled(outcome):
+            if isinstance(outcome, Failure):
+                outcome = self._errorReply(outcome.value, outcome)
+            if not box:
+                box.append(outcome)  # answered at once: the caller writes it
+                return
+            try:
+                self._replyReady(outcome)
+            except Exception:
+                # Resuming runs the pipelined lines that follow: a bug there
+                # must be logged now, not when the Deferred is collected.
+                log.failure("unexpected error serving {peer}", peer=self._peer)
+
+        result.addBoth(settled)
+        if box:
             # Answered at once (an in-memory store): no need to pause.
-            self._replyAtOnce(replies[0])
+            self._replyAtOnce(box[0])
             return
+        box.append(None)
         self._holdInput()
         self._outstanding = True
-        result.addCallback(lambda _: self._replyReady(replies[0]))
-        # Resuming runs the pipelined lines that follow: a bug there must be
-        # logged now, not when the Deferred is garbage collected.
-        result.addErrback(
-            lambda f: log.failure("unexpected error serving {peer}", f, peer=self._peer)
-        )
 
     def _replyAtOnce(self, reply):
         """
