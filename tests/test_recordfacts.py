@@ -66,3 +66,14 @@ class StoreWrittenFactsTests(SynchronousTestCase):
             (SEPARATOR + ID + lines, True),
         ]:
             self.check(record, quick)
+
+    def test_storedKey(self):
+        """
+        L{records.storedKey} is the record's content key, quick path or not.
+        """
+        for record in [
+            SEPARATOR + ID + storeLines(42, frozenset()) + MESSAGE,
+            SEPARATOR + ID + storeLines(42, frozenset()) + b"Lines: 3\n" + MESSAGE,
+            SEPARATOR + MESSAGE,
+        ]:
+            self.assertEqual(records.storedKey(record), records._messageKey(record))

@@ -155,6 +155,15 @@ def _facts(record):
     return _messageKey(record, header), recordId(record), header.uid, header.flags
 
 
+def storedKey(record):
+    """
+    L{_messageKey} of a record read from the file (quickly when it is in
+    the store's own shape).
+    """
+    facts = _storeWrittenFacts(record)
+    return _messageKey(record) if facts is None else facts[0]
+
+
 def _storeWrittenFacts(record):
     """
     L{_facts} without parsing the header, for a record in the shape the
