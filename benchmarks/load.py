@@ -535,6 +535,8 @@ def startProfiler(args, pid, run, roundNo):
     argv = [pyspy, "record", "--pid", str(pid), "--format", "raw", "--threads",
             "--rate", "250", "--gil", "--duration", str(int(args.duration) + 5), "--output", out,
             "--nonblocking"]
+    if (run.workers or 1) > 1:
+        argv.append("--subprocesses")  # the workers, where the work is
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     print("profiling {} with: {}".format(run.label, " ".join(argv)), flush=True)

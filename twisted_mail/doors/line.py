@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
@@ -32,6 +33,7 @@ from twisted_mail.doors.connections import (
     DEFAULT_MAX_MESSAGE_SIZE,
     SessionFactory,
     describePeer,
+    writeNow,
 )
 
 log = Logger()
@@ -172,6 +174,11 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         self._endSession()
 
     def timeoutConnection(self):
+        if self._outstanding:
+            # A command is still being answered: the idle time counts from
+            # its reply (see _replied).
+            self.setTimeout(self.factory.idleTimeout)
+            return
         log.info("closing idle connection from {peer}", peer=self._peer)
         self.transport.write(wire.formatError("idle for too long, closing"))
         self.closeConnection()
@@ -179,6 +186,11 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     # -- holding input while a command is outstanding
 
     _transportPaused = False
+    # A command is being answered: the connection is not idle.  (A flag
+    # rather than stopping and restarting the idle timer: a delayed call
+    # cancelled and another made per command were a few per cent of the
+    # door's CPU.)
+    _outstanding = False
 
     def _holdInput(self):
         """
@@ -337,7 +349,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         """
         Run a handler and write its reply.  A handler returns reply bytes or
         a L{Deferred} firing with them; while it is outstanding, no further
-        line is read and the idle timer is stopped.
+        line is read and the connection does not time out as idle.
         """
         try:
             result = handler(*args)
@@ -347,21 +359,30 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         if not isinstance(result, defer.Deferred):
             self._replyAtOnce(result)
             return
-        replies = []
-        result.addErrback(lambda f: self._errorReply(f.value, f))
-        result.addCallback(replies.append)
-        if replies:
+        # One callback does it all (this runs for every command).
+        box = []
+
+        def settled(outcome):
+            if isinstance(outcome, Failure):
+                outcome = self._errorReply(outcome.value, outcome)
+            if not box:
+                box.append(outcome)  # answered at once: the caller writes it
+                return
+            try:
+                self._replyReady(outcome)
+            except Exception:
+                # Resuming runs the pipelined lines that follow: a bug there
+                # must be logged now, not when the Deferred is collected.
+                log.failure("unexpected error serving {peer}", peer=self._peer)
+
+        result.addBoth(settled)
+        if box:
             # Answered at once (an in-memory store): no need to pause.
-            self._replyAtOnce(replies[0])
+            self._replyAtOnce(box[0])
             return
+        box.append(None)
         self._holdInput()
-        self.setTimeout(None)
-        result.addCallback(lambda _: self._replyReady(replies[0]))
-        # Resuming runs the pipelined lines that follow: a bug there must be
-        # logged now, not when the Deferred is garbage collected.
-        result.addErrback(
-            lambda f: log.failure("unexpected error serving {peer}", f, peer=self._peer)
-        )
+        self._outstanding = True
 
     def _replyAtOnce(self, reply):
         """
@@ -371,13 +392,13 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         """
         if isinstance(reply, _MessageSender):
             self._holdInput()
-            self.setTimeout(None)
+            self._outstanding = True
             self._replyReady(reply)
         else:
             self._write(reply)
 
     def _write(self, reply):
-        self.transport.write(reply)
+        writeNow(self.transport, reply)
         if self._closeAfterReply:
             self.closeConnection()
 
@@ -393,7 +414,8 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     def _replied(self):
         if self._lost or self.hangingUp or self.transport.disconnecting:  # QUIT
             return
-        self.setTimeout(self.factory.idleTimeout)
+        self._outstanding = False
+        self.resetTimeout()
         self._releaseInput()
 
     def _errorReply(self, exc, failure=None):

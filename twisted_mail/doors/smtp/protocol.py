@@ -15,7 +15,7 @@ from twisted.mail import smtp
 from twisted_mail.logins import throttle
 from twisted_mail import wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
-from twisted_mail.doors.connections import Closing, describePeer
+from twisted_mail.doors.connections import Closing, describePeer, writeNow
 from twisted_mail.doors.smtp import submission
 from twisted_mail.doors.smtp.delivery import _peerLiteral, _sanitise
 
@@ -325,6 +325,11 @@ class SMTPServerProtocol(Closing, smtp.ESMTP):
         if self._lost:
             return
         smtp.ESMTP.sendCode(self, code, message)
+
+    def sendLine(self, line):
+        # Straight to a plain TCP socket when nothing waits to be written
+        # (see writeNow): no epoll change and dispatch per reply line.
+        writeNow(self.transport, line + self.delimiter)
 
     # -- commands
 

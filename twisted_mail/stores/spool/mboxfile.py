@@ -52,7 +52,7 @@ from twisted_mail.stores.spool.records import (
     _Entry,
     recordKey,
     _head,
-    _messageKey,
+    storedKey,
     _tailBytes,
     _writeAll,
     contentId,
@@ -272,7 +272,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             return True
         last = self.entries[-1]
         record = os.pread(fd, last.end - last.start, last.start)
-        return _messageKey(record) == last.key
+        return storedKey(record) == last.key
 
     def _newEntries(self, scanned):
         entries = []

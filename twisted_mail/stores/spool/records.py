@@ -11,12 +11,17 @@ import os
 import re
 
 from twisted_mail.mail.message import recordId
-from twisted_mail.stores.spool.flags import keyedOut, parseHeader
+from twisted_mail.stores.spool.flags import flagsOf, keyedOut, parseHeader
 
 _READ_CHUNK = 1 << 20
 _UNKEYED_FIELD = re.compile(
     rb"\n(?:x-uid|status|x-status|x-keywords|x-imapbase|x-imap|content-length|lines)"
     rb"[ \t]*:", re.IGNORECASE)
+#: A record as the store writes it: separator, id line, then the store's
+#: lines in their order (L{twisted_mail.stores.spool.flags.storeLines}).
+_STORE_WRITTEN = re.compile(
+    rb"From [^\n]*\nX-Simplemail-Id: [^\n]*\nX-UID: ([0-9]{1,10})\n"
+    rb"Status:([^\n]*)\nX-Status:([^\n]*)\nX-Keywords:([^\n]*)\n")
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
@@ -140,8 +145,51 @@ def contentId(key, taken):
 
 
 def _facts(record):
+    """
+    The key, id, UID and flags of a record read from the file.
+    """
+    facts = _storeWrittenFacts(record)
+    if facts is not None:
+        return facts
     header = parseHeader(record)
     return _messageKey(record, header), recordId(record), header.uid, header.flags
+
+
+def storedKey(record):
+    """
+    L{_messageKey} of a record read from the file (quickly when it is in
+    the store's own shape).
+    """
+    facts = _storeWrittenFacts(record)
+    return _messageKey(record) if facts is None else facts[0]
+
+
+def _storeWrittenFacts(record):
+    """
+    L{_facts} without parsing the header, for a record in the shape the
+    store writes (what another simplemail process sharing the spool
+    appended: with C{--workers}, each worker reads every other's
+    deliveries); L{None} for any other, or when in doubt (a store field
+    again further on, a folded line, a CR in the header).
+    """
+    match = _STORE_WRITTEN.match(record)
+    if match is None:
+        return None
+    end = match.end()
+    headerEnd = record.find(b"\n\n", end - 1)
+    if headerEnd == -1:
+        headerEnd = len(record)
+    if (
+        record[end:end + 1] in (b" ", b"\t")
+        or record.find(b"\r", 0, headerEnd) != -1
+        or _UNKEYED_FIELD.search(record, end - 1, headerEnd) is not None
+    ):
+        return None
+    uid = int(match.group(1))
+    view = memoryview(record)
+    key = _chunksKey([view[:match.start(1) - len(b"X-UID: ")], view[end:]])
+    flags = flagsOf(match.group(2).strip(), match.group(3).strip(), match.group(4).strip())
+    return key, recordId(record), uid if 0 < uid < 2 ** 32 else 0, flags
 
 
 def scanRecords(fd, start, end):
@@ -217,12 +265,16 @@ def _writeAll(fd, chunks, offset):
     Write byte strings one after the other at C{offset}, with as few system
     calls as the platform allows, going on after partial writes.
     """
+    written = 0
+    if len(chunks) <= _IOV_MAX:
+        # The usual case, one call that writes it all: no views made.
+        written = os.pwritev(fd, chunks, offset)
+        if written == sum(map(len, chunks)):
+            return
     pending = [memoryview(c) for c in chunks if len(c)]
     i = 0
-    while i < len(pending):
-        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
-        if n == 0:
-            raise OSError(errno.EIO, "write made no progress")
+    n = written
+    while True:
         offset += n
         while n:
             size = len(pending[i])
@@ -232,3 +284,8 @@ def _writeAll(fd, chunks, offset):
             else:
                 pending[i] = pending[i][n:]
                 n = 0
+        if i >= len(pending):
+            return
+        n = os.pwritev(fd, pending[i : i + _IOV_MAX], offset)
+        if n == 0:
+            raise OSError(errno.EIO, "write made no progress")

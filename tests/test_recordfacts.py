@@ -1,0 +1,79 @@
+"""
+Tests for reading a record's facts (content key, id, UID, flags) the quick
+way, for records in the shape the spool writes.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_mail.stores.spool import records
+from twisted_mail.stores.spool.flags import flagLines, parseHeader, storeLines
+
+SEPARATOR = b"From alice@localhost Sun Dec  6 11:00:00 2026\n"
+ID = b"X-Simplemail-Id: abcDEF_123-x\n"
+MESSAGE = b"From: alice@localhost\nTo: bob@localhost\nSubject: hi\n\nbody\n>From here\n\n"
+
+
+def slowFacts(record):
+    header = parseHeader(record)
+    return (records._messageKey(record, header), records.recordId(record), header.uid,
+            header.flags)
+
+
+class StoreWrittenFactsTests(SynchronousTestCase):
+    """
+    L{records._facts} gives the same facts with or without its quick path.
+    """
+
+    def check(self, record, quick):
+        """
+        The facts of C{record} equal the header parser's; C{quick}: whether
+        the quick path takes it.
+        """
+        self.assertEqual(records._facts(record), slowFacts(record))
+        self.assertEqual(records._storeWrittenFacts(record) is not None, quick)
+
+    def test_delivery(self):
+        """
+        A delivery as the store writes it is read without parsing, with the
+        same key, id, UID and flags.
+        """
+        self.check(SEPARATOR + ID + storeLines(42, frozenset()) + MESSAGE, True)
+
+    def test_flagged(self):
+        """
+        Flags in the store's lines are read the same.
+        """
+        lines = b"X-UID: 7\n" + flagLines(frozenset({"\\Seen", "\\Flagged", "work"}))
+        self.check(SEPARATOR + ID + lines + MESSAGE, True)
+
+    def test_doubtful(self):
+        """
+        A store field again further on, a folded line after the store's
+        lines, a CR in the header, another field order or an out-of-range
+        UID: the facts are still the header parser's.
+        """
+        lines = storeLines(9, frozenset())
+        for record, quick in [
+            (SEPARATOR + ID + lines + b"Status: RO\n" + MESSAGE, False),
+            (SEPARATOR + ID + lines + b"Content-Length: 5\n" + MESSAGE, False),
+            (SEPARATOR + ID + lines + b" folded\n" + MESSAGE, False),
+            (SEPARATOR + ID + lines + MESSAGE.replace(b"\n", b"\r\n", 2), False),
+            (SEPARATOR + ID + flagLines(frozenset()) + b"X-UID: 3\n" + MESSAGE, False),
+            (SEPARATOR + ID + storeLines(0, frozenset()) + MESSAGE, True),
+            (SEPARATOR + ID + storeLines(9999999999, frozenset()) + MESSAGE, True),
+            (SEPARATOR + lines + MESSAGE, False),
+            (SEPARATOR + ID + lines + b"\n", True),
+            (SEPARATOR + ID + lines, True),
+        ]:
+            self.check(record, quick)
+
+    def test_storedKey(self):
+        """
+        L{records.storedKey} is the record's content key, quick path or not.
+        """
+        for record in [
+            SEPARATOR + ID + storeLines(42, frozenset()) + MESSAGE,
+            SEPARATOR + ID + storeLines(42, frozenset()) + b"Lines: 3\n" + MESSAGE,
+            SEPARATOR + MESSAGE,
+        ]:
+            self.assertEqual(records.storedKey(record), records._messageKey(record))
