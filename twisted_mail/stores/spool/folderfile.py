@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted_mail import errors
 from twisted_mail.mail.model import SEEN
 from twisted_mail.stores.spool.flags import parseHeader, patchInPlace, withStoreLines
+from twisted_mail.stores.spool.journal import FLAGS, Record, flagsText
 from twisted_mail.stores.spool.locks import _O_FLAGS
 from twisted_mail.stores.spool.records import _Entry, _messageKey, _writeAll
 
@@ -363,7 +364,9 @@ class FolderFile:
         """
         Add and remove flags of messages: in place where the record has room
         (one C{pwrite} each), else by rewriting the file from the first
-        message without room; synced once before the answer (unless
+        message without room; durable before the answer: with the spool's
+        journal, by one C{F} record per message in one journal sync (the
+        file is synced at the checkpoint), else by syncing the file (unless
         C{sync} is false: C{\\Seen} from reading, written lazily).
 
         @return: the L{list} of changed entries.
@@ -382,6 +385,12 @@ class FolderFile:
                     changed.append(entry)
             if not changed:
                 return []
+            if self.wal is not None:
+                if sync:
+                    self.wal.commit([Record(FLAGS, user=self.walName, msgid=e.msgid,
+                                            flags=flagsText(wanted[e.msgid]))
+                                     for e in changed])
+                self.wal.dirty.add(self.walName)
             for entry in changed:
                 flags = wanted[entry.msgid]
                 head = os.pread(handle.fd, entry.end - entry.start, entry.start)
@@ -400,7 +409,7 @@ class FolderFile:
                     return withStoreLines(record, entry.msgid, entry.uid, flags)
 
                 self._rewriteTail(handle, rewriteFrom, reflag)
-            elif sync:
+            elif sync and self.wal is None:
                 os.fdatasync(handle.fd)
             self._generation = (self._generation or 0) + 1
             self._saveUids(sync=False)

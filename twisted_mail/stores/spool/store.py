@@ -493,6 +493,13 @@ class SpoolStore(SpoolFolders):
             for mailbox in self._mailboxes.values():
                 mailbox.mbox.wal = None
 
+    def _journalWritten(self):
+        """
+        Files were written unsynced under the journal: a checkpoint is due.
+        """
+        if self._journalled is not None:
+            self._journalled.scheduleCheckpoint()
+
     def _inThread(self, f, *args):
         """
         Run quick blocking work (directory listing, a stat) in the reactor's
@@ -530,9 +537,12 @@ class SpoolStore(SpoolFolders):
 
     def _makeMailbox(self, dirfd, name, lockSource, owner=None):
         mbox = MboxFile(dirfd, name, self._serials, self._lockDeadline, lockSource)
-        if self._journalled is not None and dirfd == self._dirfd:
-            # INBOX: deliveries go through the spool's journal.
+        if self._journalled is not None:
+            # Deliveries, deletes, flag changes and moves go through the
+            # spool's journal (docs/journal.rst).
             mbox.wal = self._journalled.journal
+            if owner is not None:
+                mbox.walName = owner + "/" + name
         mailbox = _Mailbox(self, mbox)
         if self._searchIndex:
             # Its part of the user's search index, which also keeps its

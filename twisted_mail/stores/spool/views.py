@@ -33,6 +33,7 @@ from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId, refuseMissing
 from twisted_mail.stores.spool.folders import Folders, newValidity
+from twisted_mail.stores.spool.journalled import journalledTransfer
 from twisted_mail.stores.spool.locks import LockSource
 
 log = Logger()
@@ -360,6 +361,7 @@ class SpoolFolderView:
 
         def changed(entries):
             self._store._touched(self.userid)
+            self._store._journalWritten()
             return self._changedSummaries(entries) if entries else []
 
         return self._run(job).addCallback(changed)
@@ -404,6 +406,9 @@ class SpoolFolderView:
             for entry, record in found:
                 records.append(recordForCopy(record, entry.msgid if move else newMessageId()))
                 flags.append(entry.flags)
+            if source.mbox.wal is not None:
+                written = journalledTransfer(source.mbox, target.mbox, records, flags, move)
+                return [(entry.msgid, entry.uid) for entry in written]
             if move:
                 folders.beginMove(_fileName(source), _fileName(target),
                                   [entry.msgid for entry, _ in found])
@@ -420,6 +425,7 @@ class SpoolFolderView:
             if move and pairs:
                 self._deletedHere = True
             store._touched(self.userid)
+            store._journalWritten()
             return pairs
 
         return self._target(folder).addCallback(run).addCallback(done)
@@ -429,6 +435,7 @@ class SpoolFolderView:
             if ids:
                 self._deletedHere = True
                 self._store._touched(self.userid)
+                self._store._journalWritten()
             return ids
 
         return self._run(self._mailbox.mbox.markDeletedIds, list(msgids)).addCallback(
