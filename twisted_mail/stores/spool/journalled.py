@@ -278,11 +278,11 @@ def journalledTransfer(source, target, records, flags, move):
     @return: the target's new entries.
     """
     wal = target.wal
+    ids = [_idOf(record) for record in records]
     with target.locked() as handle:
         ino = handle.stat.st_ino
-        known = target.knownIds()
-    ids = [_idOf(record) for record in records]
-    if move and known.intersection(ids):
+        movedBack = move and any(msgid in target._byId for msgid in ids)
+    if movedBack:
         wal.checkpoint()
     journalled = []
     for msgid, record, given in zip(ids, records, flags):
