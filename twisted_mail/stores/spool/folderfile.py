@@ -366,8 +366,9 @@ class FolderFile:
         (one C{pwrite} each), else by rewriting the file from the first
         message without room; durable before the answer: with the spool's
         journal, by one C{F} record per message in one journal sync (the
-        file is synced at the checkpoint), else by syncing the file (unless
-        C{sync} is false: C{\\Seen} from reading, written lazily).
+        file is synced at the checkpoint), else by syncing the file.  With
+        C{sync} false (C{\\Seen} from reading) nothing is synced: the
+        journal's record is written unsynced, or the file at the view's end.
 
         @return: the L{list} of changed entries.
         """
@@ -386,10 +387,13 @@ class FolderFile:
             if not changed:
                 return []
             if self.wal is not None:
+                records = [Record(FLAGS, user=self.walName, msgid=e.msgid,
+                                  flags=flagsText(wanted[e.msgid])) for e in changed]
                 if sync:
-                    self.wal.commit([Record(FLAGS, user=self.walName, msgid=e.msgid,
-                                            flags=flagsText(wanted[e.msgid]))
-                                     for e in changed])
+                    self.wal.commit(records)
+                else:
+                    # Durable with the journal's next sync or checkpoint.
+                    self.wal.note(records)
                 self.wal.dirty.add(self.walName)
             for entry in changed:
                 flags = wanted[entry.msgid]

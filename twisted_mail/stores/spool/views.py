@@ -371,9 +371,11 @@ class SpoolFolderView:
             log.failure("mailbox {user}: \\Seen not kept", f, user=self.userid)
 
         def done(entries):
-            self._lazy = True
+            if self._mailbox.mbox.wal is None:
+                self._lazy = True
             if entries:
                 self._store._touched(self.userid)
+                self._store._journalWritten()
 
         return self._run(self._mailbox.mbox.setFlags, list(msgids), frozenset([SEEN]),
                          frozenset(), False).addCallback(done).addErrback(failed)
