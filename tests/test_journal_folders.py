@@ -193,3 +193,27 @@ class JournalledFolderTests(SpoolTestMixin, SynchronousTestCase):
         for state in self.powerCut(operations):
             self.assertEqual(sorted(state["INBOX"]), sorted(self.ids))
             self.assertEqual(state["Archive"], {})
+
+
+class QuickPatchTests(SynchronousTestCase):
+    def test_sameAsPatchInPlace(self):
+        """
+        The quick flag patch of a record as the store writes it gives the bytes the full one does, for any flags, and declines records it cannot be sure of.
+        """
+        from twisted_mail.mail.message import idHeaderLine
+        from twisted_mail.stores.spool.flags import (
+            parseHeader,
+            patchInPlace,
+            quickPatch,
+            storeLines,
+        )
+
+        record = (b"From a@localhost Sun Dec  6 08:00:00 2026\n" + idHeaderLine("AAAAAAAAAAAAAAAA")
+                  + storeLines(7, frozenset()) + b"From: a@localhost\nSubject: x\n\nbody\n\n")
+        for flags in (frozenset(), {SEEN}, {SEEN, FLAGGED, "$Label1"}, {"k" * 40}):
+            self.assertEqual(quickPatch(record, flags),
+                             patchInPlace(record, parseHeader(record), flags))
+        self.assertIsNone(quickPatch(record, {"k" * 80}))
+        mutt = record.replace(b"Subject: x\n", b"Subject: x\nStatus: RO\n")
+        self.assertIsNone(quickPatch(mutt, {SEEN}))
+        self.assertIsNone(quickPatch(record[:60], {SEEN}))

@@ -220,6 +220,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             self._reindexed = False
             self._refresh(handle, journal)
             self._afterRefresh(handle, journal)
+            if self.seenToApply or self.seenUnwritten:
+                self._applySeen()
             yield handle
         finally:
             try:
