@@ -291,7 +291,7 @@ def _replayMove(source, target, record, sameBoot):
     """
     msgid = record.msgid
     with target.locked() as handle:
-        replaced = handle.stat.st_ino != record.inode
+        replaced = recovery.inodeNumber(handle.stat.st_ino) != record.inode
         entry = target._byId.get(record.newMsgid)
         known = entry is not None
         live = known and not entry.deleted
