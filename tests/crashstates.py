@@ -458,7 +458,9 @@ def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
     except BaseException:
         journalModule.bootId, recovery.inodeNumber = real
         raise
-    journalModule.bootId, recovery.inodeNumber = real
+    # (The inode seam stays while reading: a folder file is recovered at
+    # its first look, not at start.)
+    journalModule.bootId = real[0]
     try:
         found = {}
         for user in users:
@@ -484,6 +486,7 @@ def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
                                   frozenset(summary.flags)))
         return found
     finally:
+        recovery.inodeNumber = real[1]
         store.close()
 
 
