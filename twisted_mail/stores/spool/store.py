@@ -505,13 +505,6 @@ class SpoolStore(SpoolFolders):
             for mailbox in self._mailboxes.values():
                 mailbox.mbox.wal = None
 
-    def _journalWritten(self):
-        """
-        Files were written unsynced under the journal: a checkpoint is due.
-        """
-        if self._journalled is not None:
-            self._journalled.scheduleCheckpoint()
-
     def _inThread(self, f, *args):
         """
         Run quick blocking work (directory listing, a stat) in the reactor's
@@ -550,8 +543,7 @@ class SpoolStore(SpoolFolders):
     def _makeMailbox(self, dirfd, name, lockSource, owner=None):
         mbox = MboxFile(dirfd, name, self._serials, self._lockDeadline, lockSource)
         if self._journalled is not None:
-            # Deliveries, deletes, flag changes and moves go through the
-            # spool's journal (docs/journal.rst).
+            # Deliveries, deletes, flags, moves: docs/journal.rst.
             mbox.wal = self._journalled.journal
             if owner is not None:
                 mbox.walName = owner + "/" + name

@@ -240,6 +240,13 @@ class SpoolFolders:
         if not self._watched and not self._userWatches:
             self.stopWatching()
 
+    def _journalWritten(self):
+        """
+        Files were written unsynced under the journal: a checkpoint is due.
+        """
+        if self._journalled is not None:
+            self._journalled.scheduleCheckpoint()
+
     def _touched(self, userid):
         """
         Something changed through this process: tell its watchers now.
