@@ -217,3 +217,56 @@ class QuickPatchTests(SynchronousTestCase):
         mutt = record.replace(b"Subject: x\n", b"Subject: x\nStatus: RO\n")
         self.assertIsNone(quickPatch(mutt, {SEEN}))
         self.assertIsNone(quickPatch(record[:60], {SEEN}))
+
+
+class SeenTests(SynchronousTestCase):
+    def setUp(self):
+        self.reactor = ManualThreads()
+        self.path = self.mktemp()
+        self.store = SpoolStore(FilePath(self.path), reactor=self.reactor, journal=True)
+        self.addCleanup(self.store.close)
+        self.store.addUser("amy")
+        self.store.deliver("alice", "amy", b"one\n")
+        self.reactor.drain()
+        self.reactor.advance(2)
+        self.reactor.drain()
+
+    def ok(self, d):
+        results = []
+        d.addBoth(results.append)
+        self.reactor.drain()
+        (result,) = results
+        if hasattr(result, "raiseException"):
+            result.raiseException()
+        return result
+
+    def test_seenAtOnceWrittenLater(self):
+        """
+        markSeen shows at once to another view, costs no sync, and reaches the file (with an F record in the journal) and then a checkpoint within a second or so.
+        """
+        view = self.ok(self.store.openMailbox("amy"))
+        msgid = self.ok(view.listMessages()).messages[0].id
+        syncs = []
+        realSync, realFsync = os.fdatasync, os.fsync
+        self.patch(os, "fdatasync", lambda fd: (syncs.append(fd), realSync(fd))[1])
+        self.patch(os, "fsync", lambda fd: (syncs.append(fd), realFsync(fd))[1])
+        self.ok(view.markSeen([msgid]))
+        other = self.ok(self.store.openFolder("amy", "INBOX"))
+        self.assertEqual(self.ok(other.listMessages()).messages[0].flags, frozenset([SEEN]))
+        self.assertEqual(syncs, [])
+        with open(os.path.join(self.path, "amy"), "rb") as f:
+            self.assertIn(b"\nStatus: \n", f.read())
+        self.reactor.advance(0.5)
+        self.reactor.drain()
+        with open(os.path.join(self.path, "amy"), "rb") as f:
+            self.assertIn(b"\nStatus: RO\n", f.read())
+        journalPath = os.path.join(self.path, self.store._journalled.journal.name)
+        with open(journalPath, "rb") as f:
+            records = [r for tx in readFrames(f.read()) for r in tx.records]
+        self.assertEqual([(r.type, r.msgid, r.flags) for r in records],
+                         [(FLAGS, msgid, SEEN)])
+        self.assertEqual(syncs, [])
+        self.reactor.advance(1)
+        self.reactor.drain()
+        self.assertNotEqual(syncs, [])
+        self.assertEqual(self.store._journalled.journal.size, 0)

@@ -544,7 +544,9 @@ class PendingSeen:
         def failed(f):
             log.failure("mailbox {user}: \\Seen not kept", f, user=self._userid)
 
-        self._mailbox.run(self._mailbox.mbox.writeSeen).addErrback(failed)
+        store = self._mailbox._store
+        self._mailbox.run(self._mailbox.mbox.writeSeen).addCallback(
+            lambda written: store._journalWritten() if written else None).addErrback(failed)
 
     def take(self):
         """
