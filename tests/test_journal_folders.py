@@ -51,14 +51,21 @@ def restore(path, contents):
                 os.unlink(full)
 
 
-class JournalledFolderTests(SpoolTestMixin, SynchronousTestCase):
+class JournalledStoreMixin:
+    """
+    A journalling spool store whose thread jobs wait for L{ok}, with amy's
+    INBOX holding C{bodies}, checkpointed.
+    """
+
+    bodies = (b"one\n",)
+
     def setUp(self):
         self.reactor = ManualThreads()
         self.path = self.mktemp()
         self.store = SpoolStore(FilePath(self.path), reactor=self.reactor, journal=True)
         self.addCleanup(self.store.close)
         self.store.addUser("amy")
-        for body in (b"one\n", b"two\n", b"three\n"):
+        for body in self.bodies:
             self.store.deliver("alice", "amy", body)
         self.ok(self.store.listFolders("amy"))  # makes Archive
         self.inbox = self.ok(self.store.openFolder("amy", "INBOX"))
@@ -76,6 +83,10 @@ class JournalledFolderTests(SpoolTestMixin, SynchronousTestCase):
 
     def checkpoint(self):
         self.ok(self.store._journalled.checkpointNow())
+
+
+class JournalledFolderTests(JournalledStoreMixin, SpoolTestMixin, SynchronousTestCase):
+    bodies = (b"one\n", b"two\n", b"three\n")
 
     def countSyncs(self):
         syncs = []
@@ -219,33 +230,13 @@ class QuickPatchTests(SynchronousTestCase):
         self.assertIsNone(quickPatch(record[:60], {SEEN}))
 
 
-class SeenTests(SynchronousTestCase):
-    def setUp(self):
-        self.reactor = ManualThreads()
-        self.path = self.mktemp()
-        self.store = SpoolStore(FilePath(self.path), reactor=self.reactor, journal=True)
-        self.addCleanup(self.store.close)
-        self.store.addUser("amy")
-        self.store.deliver("alice", "amy", b"one\n")
-        self.reactor.drain()
-        self.reactor.advance(2)
-        self.reactor.drain()
-
-    def ok(self, d):
-        results = []
-        d.addBoth(results.append)
-        self.reactor.drain()
-        (result,) = results
-        if hasattr(result, "raiseException"):
-            result.raiseException()
-        return result
-
+class SeenTests(JournalledStoreMixin, SynchronousTestCase):
     def test_seenAtOnceWrittenLater(self):
         """
         markSeen shows at once to another view, costs no sync, and reaches the file (with an F record in the journal) and then a checkpoint within a second or so.
         """
-        view = self.ok(self.store.openMailbox("amy"))
-        msgid = self.ok(view.listMessages()).messages[0].id
+        view = self.inbox
+        msgid = self.ids[0]
         syncs = []
         realSync, realFsync = os.fdatasync, os.fsync
         self.patch(os, "fdatasync", lambda fd: (syncs.append(fd), realSync(fd))[1])
