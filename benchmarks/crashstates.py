@@ -7,7 +7,7 @@ start-up recovery on each distinct one and check that every acknowledged
 delivery and delete survives exactly once, nothing is doubled, torn or
 resurrected, and every mailbox parses as mbox.
 
-    .venv/bin/python benchmarks/crashstates.py                 # journal, no journal, recovery
+    .venv/bin/python benchmarks/crashstates.py                 # every workload
     .venv/bin/python benchmarks/crashstates.py --limit 256 --workloads journal
 
 CI runs a bounded exploration (tests/test_crashstates.py, 4 combinations
@@ -33,8 +33,11 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=64,
                         help="combinations per crash point and directory state (64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workloads", default="journal,nojournal,recovery",
-                        help="which of journal, nojournal, recovery (all)")
+    parser.add_argument("--workloads",
+                        default="journal,nojournal,recovery,folders,foldersnojournal",
+                        help="which of journal, nojournal, recovery (deliveries and "
+                             "deletes), folders, foldersnojournal (flag changes and "
+                             "moves) (all)")
     args = parser.parse_args(argv)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -48,9 +51,10 @@ def main(argv=None):
     try:
         for name in args.workloads.split(","):
             started = time.monotonic()
-            journal = name != "nojournal"
-            workload = crashstates.standardWorkload(
-                os.path.join(work, name, "spool"), journal=journal)
+            journal = not name.endswith("nojournal")
+            make = (crashstates.folderWorkload if name.startswith("folders")
+                    else crashstates.standardWorkload)
+            workload = make(os.path.join(work, name, "spool"), journal=journal)
             recorder, inodes, acked = workload.recorder, None, ()
             if name == "recovery":
                 recorder, acked, inodes = crashstates.recoveryWorkload(
@@ -59,7 +63,7 @@ def main(argv=None):
                 recorder, workload.users, workload.sent, journal, limit=args.limit,
                 seed=args.seed, inodes=inodes, acked=acked)
             workload.close()
-            print("{:10} {:4d} operations recorded, {:6d} states generated, {:6d} distinct "
+            print("{:16} {:4d} operations recorded, {:6d} states generated, {:6d} distinct "
                   "checked, {} failed ({:.0f} s)".format(
                       name, len(recorder.ops), generated, checked, len(failures),
                       time.monotonic() - started))

@@ -93,9 +93,13 @@ class Recorder:
     def __init__(self, path, dirfds=(), fds=()):
         self.path = os.path.abspath(path)
         self.ops = []
-        # fd -> [inode, position], for files of the directory open now.
+        # fd -> [inode, position], for files of the directories open now.
         self._fds = {fd: [os.fstat(fd).st_ino, 0] for fd in fds}
-        self._dirfds = set(dirfds)
+        # Directory fds -> their names relative to the spool ("" for it):
+        # the spool and a user's folder directory (.amy.folders).
+        if not isinstance(dirfds, dict):
+            dirfds = dict.fromkeys(dirfds, "")
+        self._dirfds = dict(dirfds)
         self._real = {}
         self.base = snapshot(self.path)
 
@@ -118,28 +122,35 @@ class Recorder:
         path = os.fspath(path) if not isinstance(path, int) else None
         return path is not None and os.path.dirname(os.path.abspath(path)) == self.path
 
-    def _name(self, path):
-        return os.path.basename(os.fspath(path))
+    def _name(self, path, dir_fd=None):
+        """
+        A file's name relative to the spool (C{.amy.folders/f...} for one
+        in a folder directory).
+        """
+        if dir_fd is None:
+            return os.path.relpath(os.path.abspath(os.fspath(path)), self.path)
+        name = os.path.normpath(os.path.join(self._dirfds[dir_fd], os.fspath(path)))
+        return "" if name == "." else name
 
     def _open(self, path, flags, mode=0o777, *, dir_fd=None):
         real = self._real["open"]
         if not isinstance(path, int) and os.path.abspath(os.fspath(path)) == self.path \
                 and dir_fd is None:
             fd = real(path, flags, mode)
-            self._dirfds.add(fd)
+            self._dirfds[fd] = ""
             return fd
         if not self._ours(path, dir_fd):
             return real(path, flags, mode, dir_fd=dir_fd)
-        name = self._name(path)
+        name = self._name(path, dir_fd)
         try:
-            os.stat(name, dir_fd=dir_fd, follow_symlinks=False) if dir_fd is not None \
-                else os.stat(path, follow_symlinks=False)
+            os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
             existed = True
         except FileNotFoundError:
             existed = False
         fd = real(path, flags, mode, dir_fd=dir_fd)
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
+            self._dirfds[fd] = name
             return fd
         if flags & os.O_CREAT and not existed:
             self.ops.append(("creat", name, st.st_ino))
@@ -150,7 +161,7 @@ class Recorder:
 
     def _close(self, fd):
         self._fds.pop(fd, None)
-        self._dirfds.discard(fd)
+        self._dirfds.pop(fd, None)
         return self._real["close"](fd)
 
     def _write(self, fd, data):
@@ -183,7 +194,7 @@ class Recorder:
     def _sync(self, kind, fd):
         self._real[kind](fd)
         if fd in self._dirfds:
-            self.ops.append(("dirsync",))
+            self.ops.append(("dirsync", self._dirfds[fd]))
         elif fd in self._fds:
             self.ops.append(("sync", self._fds[fd][0]))
 
@@ -196,38 +207,49 @@ class Recorder:
     def _rename(self, src, dst, *, src_dir_fd=None, dst_dir_fd=None):
         self._real["rename"](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
         if self._ours(dst, dst_dir_fd):
-            self.ops.append(("rename", self._name(src), self._name(dst)))
+            self.ops.append(("rename", self._name(src, src_dir_fd),
+                             self._name(dst, dst_dir_fd)))
 
     def _unlink(self, path, *, dir_fd=None):
         self._real["unlink"](path, dir_fd=dir_fd)
         if self._ours(path, dir_fd):
-            self.ops.append(("unlink", self._name(path)))
+            self.ops.append(("unlink", self._name(path, dir_fd)))
 
     def _link(self, src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
         self._real["link"](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd,
                            follow_symlinks=follow_symlinks)
         if self._ours(dst, dst_dir_fd):
-            self.ops.append(("link", self._name(src), self._name(dst)))
+            self.ops.append(("link", self._name(src, src_dir_fd),
+                             self._name(dst, dst_dir_fd)))
 
     def _mkdir(self, path, mode=0o777, *, dir_fd=None):
         self._real["mkdir"](path, mode, dir_fd=dir_fd)
         if self._ours(path, dir_fd):
-            self.ops.append(("mkdir", self._name(path)))
+            self.ops.append(("mkdir", self._name(path, dir_fd)))
 
 
 def snapshot(path):
     """
-    A directory's regular files: C{(names -> inode, inode -> bytes)}.
+    A spool's regular files, its own and its folder directories' (one
+    level down): C{(names -> inode, inode -> bytes, directory names)},
+    names relative to C{path}.
     """
-    names, contents = {}, {}
-    for entry in os.scandir(path):
-        if entry.is_file(follow_symlinks=False):
-            ino = entry.inode()
-            names[entry.name] = ino
-            if ino not in contents:
-                with open(entry.path, "rb") as f:
-                    contents[ino] = f.read()
-    return names, contents
+    names, contents, dirs = {}, {}, set()
+
+    def scan(directory, prefix):
+        for entry in os.scandir(directory):
+            if entry.is_dir(follow_symlinks=False) and not prefix:
+                dirs.add(entry.name)
+                scan(entry.path, entry.name + "/")
+            elif entry.is_file(follow_symlinks=False):
+                ino = entry.inode()
+                names[prefix + entry.name] = ino
+                if ino not in contents:
+                    with open(entry.path, "rb") as f:
+                        contents[ino] = f.read()
+
+    scan(path, "")
+    return names, contents, dirs
 
 
 # -- the states a crash may leave
@@ -292,9 +314,7 @@ def crashStates(recorder, limit=64, seed=0):
         done = ops[:point]
         acked = [op for op in done if op[0] == "ack"]
         dirOps = [op for op in done if op[0] in DIR_OPS]
-        lastDirSync = max((i for i, op in enumerate(done) if op[0] == "dirsync"),
-                          default=-1)
-        dirLow = sum(1 for op in done[:lastDirSync + 1] if op[0] in DIR_OPS)
+        dirLow = _dirLow(done)
         dataOps, low = {}, {}
         for i, op in enumerate(done):
             if op[0] in ("write", "trunc"):
@@ -303,11 +323,30 @@ def crashStates(recorder, limit=64, seed=0):
                 low[op[1]] = len(dataOps.get(op[1], []))
         options = {ino: _options(seq, low.get(ino, 0)) for ino, seq in dataOps.items()}
         for dirKept in range(dirLow, len(dirOps) + 1):
-            names, dirs = _directory(recorder.base[0], dirOps[:dirKept])
+            names, dirs = _directory(recorder.base[0], dirOps[:dirKept], recorder.base[2])
             live = sorted(ino for ino in set(names.values()) if ino in options)
             for choice in _choices([options[ino] for ino in live], limit, rng):
                 yield point, acked, _materialise(
                     recorder.base, names, dirs, dict(zip(live, choice)), dataOps)
+
+
+def _dirLow(done):
+    """
+    How many directory operations surely persisted: every one made in a
+    directory before that directory's last sync (directory operations
+    persist in order, as ext4's journal commits them).
+    """
+    low = 0
+    count = 0
+    last = {}
+    for op in done:
+        if op[0] in DIR_OPS:
+            count += 1
+            for name in op[1:3] if op[0] in ("rename", "link") else op[1:2]:
+                last[os.path.dirname(name)] = count
+        elif op[0] == "dirsync":
+            low = max(low, last.get(op[1], 0))
+    return low
 
 
 def _choices(optionLists, limit, rng):
@@ -330,9 +369,9 @@ def _choices(optionLists, limit, rng):
     yield from sorted(picked, key=repr)
 
 
-def _directory(baseNames, dirOps):
+def _directory(baseNames, dirOps, baseDirs=()):
     names = dict(baseNames)
-    dirs = set()
+    dirs = set(baseDirs)
     for op in dirOps:
         if op[0] == "creat":
             names[op[1]] = op[2]
@@ -382,6 +421,8 @@ def writeState(state, path):
     @return: a L{dict} from the inodes made to the inodes recorded.
     """
     made = {}
+    for name in state["dirs"]:
+        os.makedirs(os.path.join(path, name), exist_ok=True)
     for name in sorted(state["names"]):
         ino = state["names"][name]
         target = os.path.join(path, name)
@@ -392,8 +433,6 @@ def writeState(state, path):
             f.write(state["contents"][ino])
         os.chmod(target, 0o600)
         made[ino] = target
-    for name in state["dirs"]:
-        os.makedirs(os.path.join(path, name), exist_ok=True)
     return {os.stat(target).st_ino: ino for ino, target in made.items()}
 
 
@@ -403,44 +442,74 @@ def writeState(state, path):
 def visibleBodies(path, users, journal, inodes=None, boot=b"another boot...."):
     """
     Recover the spool at C{path} as the server does at start after a
-    reboot, then read every mailbox through the store.
+    reboot, then read every folder of every user through the store.
 
-    @return: C{{user: [body, ...]}}.
+    @return: C{{user: [(folder, body, flags), ...]}}.
     """
     real = journalModule.bootId, recovery.inodeNumber
     journalModule.bootId = lambda: boot
     if inodes:
         recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
     try:
-        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=journal)
+        # No search index: what is checked is the mbox files.
+        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=journal,
+                           searchIndex=False)
         store.repairNow()
     except BaseException:
         journalModule.bootId, recovery.inodeNumber = real
         raise
-    journalModule.bootId, recovery.inodeNumber = real
+    # (The inode seam stays while reading: a folder file is recovered at
+    # its first look, not at start.)
+    journalModule.bootId = real[0]
     try:
         found = {}
         for user in users:
-            results = []
-            store.openMailbox(user).addBoth(results.append)
-            session = results[0]
-            if isinstance(session, Failure):
-                if session.check(errors.NoSuchUser):
-                    found[user] = []
-                    continue
-                session.raiseException()
-            bodies = []
-            while True:
-                got = []
-                session.readMessage().addBoth(got.append)
-                if isinstance(got[0], Failure):
-                    got[0].trap(errors.NoMoreMail)
-                    break
-                bodies.append(got[0].split(b"\n\n", 1)[-1])
-            found[user] = bodies
+            if not os.path.exists(os.path.join(path, user)):
+                found[user] = []
+                continue
+            found[user] = shown = []
+            names = ["INBOX"]
+            if any(label != user for label, _ in _mboxFiles(path, [user])):
+                # The user's folders whose files hold anything.
+                folders = os.path.join(path, "." + user + ".folders")
+                names = sorted(
+                    name for name, (filename, _) in store._userFolders(user).scan().items()
+                    if os.path.getsize(os.path.join(folders, filename))) + names
+                # (A folder opened first finishes a move a crash cut short
+                # without the journal, as any folder call does; INBOX's
+                # session alone does not.)
+            for name in names:
+                view = _result(store.openFolder(user, name))
+                for summary in _result(view.listMessages()).messages:
+                    text = _result(view.fetchMessage(summary.id))
+                    shown.append((name, text.split(b"\n\n", 1)[-1],
+                                  frozenset(summary.flags)))
         return found
     finally:
+        recovery.inodeNumber = real[1]
         store.close()
+
+
+def _result(d):
+    got = []
+    d.addBoth(got.append)
+    if isinstance(got[0], Failure):
+        got[0].raiseException()
+    return got[0]
+
+
+def _mboxFiles(path, users):
+    """
+    The mbox files of C{users} in the spool at C{path}: INBOX and folder
+    files, C{(name, path)}.
+    """
+    for user in users:
+        yield user, os.path.join(path, user)
+        folders = os.path.join(path, "." + user + ".folders")
+        if os.path.isdir(folders):
+            for name in sorted(os.listdir(folders)):
+                if name.startswith("f") and "." not in name:
+                    yield user + "/" + name, os.path.join(folders, name)
 
 
 def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another boot...."):
@@ -449,13 +518,15 @@ def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another 
 
     @param acked: the acknowledgement markers: C{("ack", "deliver",
         (user, body))} and C{("ack", "delete", (user, body))}, and
-        C{("ack", "deleting", (user, body))} when a delete was asked for.
+        C{("ack", "deleting", (user, body))} when a delete was asked for;
+        C{("ack", "moving"/"move", (user, body, folder))} for a move asked
+        for / acknowledged; C{("ack", "flagging"/"flag", (user, body,
+        flags))} likewise for a flag change (the flags it gave).
     @param everSent: every C{(user, body)} the workload sent.
     @return: a L{list} of problems (empty: the state is fine).
     """
     found = []
-    for user in users:
-        name = os.path.join(path, user)
+    for label, name in _mboxFiles(path, users):
         if not os.path.exists(name):
             continue
         with open(name, "rb") as f:
@@ -471,7 +542,7 @@ def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another 
         finally:
             box.close()
         if count != len(records) or (data and not data.startswith(b"From ")):
-            found.append("%s does not parse as mbox (%d vs %d)" % (user, count, len(records)))
+            found.append("%s does not parse as mbox (%d vs %d)" % (label, count, len(records)))
     try:
         shown = visibleBodies(path, users, journal, inodes, boot)
     except Exception as e:
@@ -480,16 +551,35 @@ def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another 
     delivered = {key for _, kind, key in acked if kind == "deliver"}
     deleted = {key for _, kind, key in acked if kind == "delete"}
     deleting = {key for _, kind, key in acked if kind == "deleting"}
-    for user, bodies in shown.items():
-        for body in set(bodies):
+    # Where each message must be, and with which flags: the last change
+    # acknowledged, unless another was under way since (then either).
+    places, flags = {}, {}
+    for _, kind, key in acked:
+        if kind in ("moving", "move"):
+            user, body, folder = key
+            was = places.get((user, body), ("INBOX",))
+            places[(user, body)] = (folder,) if kind == "move" else was + (folder,)
+        elif kind in ("flagging", "flag"):
+            user, body, given = key
+            flags[(user, body)] = given if kind == "flag" else None
+    for user, messages in shown.items():
+        bodies = [body for _, body, _ in messages]
+        for folder, body, given in messages:
             if bodies.count(body) > 1:
                 found.append("%s: %r doubled" % (user, body))
             if (user, body) in deleted:
                 found.append("%s: deleted %r resurrected" % (user, body))
             if (user, body) not in everSent:
                 found.append("%s: %r is not a message sent (torn?)" % (user, body[:40]))
+            if folder not in places.get((user, body), ("INBOX",)):
+                found.append("%s: %r in %s, not %s" % (
+                    user, body, folder, " or ".join(places.get((user, body), ("INBOX",)))))
+            want = flags.get((user, body))
+            if want is not None and given != want:
+                found.append("%s: %r has flags %s, not the acknowledged %s" % (
+                    user, body, sorted(given), sorted(want)))
     for user, body in sorted(delivered - deleting):
-        if body not in shown.get(user, []):
+        if body not in [b for _, b, _ in shown.get(user, [])]:
             found.append("%s: acknowledged %r lost" % (user, body))
     return found
 
@@ -543,7 +633,7 @@ class Workload:
     then deliveries in batches, deletes, a checkpoint, an expunge.
     """
 
-    def __init__(self, path, users=("amy", "bob", "cyd"), journal=True):
+    def __init__(self, path, users=("amy", "bob", "cyd"), journal=True, folders=False):
         self.path = path
         self.users = list(users)
         self.journal = journal
@@ -554,13 +644,30 @@ class Workload:
         for user in self.users:
             self.store.addUser(user)
         self.reactor.drain()
+        if folders:
+            for user in self.users:
+                self.store.listFolders(user)  # makes the special folders
+            self.reactor.drain()
         self.recorder = None
         self.sessions = {}
+        self.views = {}
+        # Acknowledgements before recording (synced by a checkpoint since).
+        self._early = []
+
+    def _mark(self, kind, key):
+        if self.recorder is None:
+            self._early.append(("ack", kind, key))
+        else:
+            self.recorder.mark(kind, key)
 
     def record(self):
         journalled = self.store._journalled
-        self.recorder = Recorder(self.path, [self.store._dirfd],
+        dirfds = {self.store._dirfd: ""}
+        for user, folders in self.store._folderDirs.items():
+            dirfds[folders.dirfd] = "." + user + ".folders"
+        self.recorder = Recorder(self.path, dirfds,
                                  [journalled.journal._fd] if journalled else [])
+        self.recorder.ops.extend(self._early)
         self.recorder.start()
 
     def stop(self):
@@ -587,7 +694,7 @@ class Workload:
             result = []
             d.addBoth(result.append)
             if result and not isinstance(result[0], Failure):
-                self.recorder.mark("deliver", (user, body))
+                self._mark("deliver", (user, body))
 
     def _session(self, user):
         session = self.sessions.get(user)
@@ -618,6 +725,52 @@ class Workload:
         self.reactor.drain()
         if done and not isinstance(done[0], Failure):
             self.recorder.mark("delete", key)
+
+    def _view(self, user, folder):
+        if folder == "INBOX":
+            return self._session(user)
+        view = self.views.get((user, folder))
+        if view is None:
+            got = []
+            self.store.openFolder(user, folder).addBoth(got.append)
+            self.reactor.drain()
+            view = self.views[(user, folder)] = got[0]
+        return view
+
+    def _pick(self, user, folder, nth):
+        view = self._view(user, folder)
+        listing, body = [], []
+        view.listMessages().addBoth(listing.append)
+        self.reactor.drain()
+        summary = listing[0].messages[nth]
+        view.fetchMessage(summary.id).addBoth(body.append)
+        self.reactor.drain()
+        return view, summary, body[0].split(b"\n\n", 1)[1]
+
+    def move(self, user, nth, target, folder="INBOX"):
+        """
+        Move the C{nth} message of C{user}'s C{folder} to C{target}.
+        """
+        view, summary, body = self._pick(user, folder, nth)
+        self.recorder.mark("moving", (user, body, target))
+        done = []
+        view.moveMessages([summary.id], target).addBoth(done.append)
+        self.reactor.drain()
+        if done and not isinstance(done[0], Failure):
+            self.recorder.mark("move", (user, body, target))
+
+    def flag(self, user, nth, add=(), remove=(), folder="INBOX"):
+        """
+        Change the flags of the C{nth} message of C{user}'s C{folder}.
+        """
+        view, summary, body = self._pick(user, folder, nth)
+        self.recorder.mark("flagging", (user, body, None))
+        done = []
+        view.setFlags([summary.id], add=add, remove=remove).addBoth(done.append)
+        self.reactor.drain()
+        if done and not isinstance(done[0], Failure):
+            given = frozenset((summary.flags | set(add)) - set(remove))
+            self.recorder.mark("flag", (user, body, given))
 
     def endSession(self, user):
         """
@@ -651,6 +804,31 @@ def standardWorkload(path, journal=True):
         w.deliver("amy")
         w.endSession("bob")
         w.deliver("bob")
+    finally:
+        w.stop()
+    return w
+
+
+def folderWorkload(path, journal=True):
+    """
+    Flag changes and moves between INBOX and a folder and back, among a
+    delivery and a checkpoint: recorded.
+
+    @return: the L{Workload}, stopped.
+    """
+    w = Workload(path, users=("amy",), journal=journal, folders=True)
+    w.deliver("amy", "amy")
+    w.checkpoint()
+    w.record()
+    try:
+        w.flag("amy", 0, add=["\\Flagged"])
+        w.move("amy", 0, "Archive")
+        w.deliver("amy")
+        w.flag("amy", 0, add=["\\Seen", "$Label1"])
+        w.flag("amy", 0, remove=["\\Flagged"], folder="Archive")
+        w.move("amy", 0, "INBOX", folder="Archive")
+        w.checkpoint()
+        w.move("amy", 1, "Archive")
     finally:
         w.stop()
     return w

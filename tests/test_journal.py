@@ -109,20 +109,34 @@ class FormatTests(SynchronousTestCase):
         bad = struct.pack("<4sII", b"SMJ1", len(payload), zlib.crc32(payload)) + payload
         self.assertEqual([tx.txid for tx in readFrames(good + bad)], [1])
 
-    def test_planReservedTypes(self):
+    def test_plan(self):
         """
-        Replay's plan applies a move as a delivery to the target and a delete in the source, skips aborted deliveries, and keeps the last flags.
+        Replay's plan puts deliveries first, skips aborted ones, and keeps moves and flag changes in journal order.
         """
         records = sampleRecords()
         aborted = Record(DELIVERY, user="amy", inode=7, msgid="BBBBBBBBBBBBBBBB", data=b"x")
         flags2 = Record(FLAGS, user="amy", msgid="AAAAAAAAAAAAAAAA", flags="\\Seen \\Flagged")
         txs = readFrames(frameBytes(1, 1, [records[DELIVERY], aborted, records[FLAGS]])
                          + frameBytes(1, 2, [records[ABORT], records[MOVE], flags2]))
-        deliveries, deletes, flags = replay.plan(txs)
+        deliveries, steps = replay.plan(txs)
         self.assertEqual([m for _, m, _ in deliveries["amy"]], ["AAAAAAAAAAAAAAAA"])
-        self.assertEqual([m for _, m, _ in deliveries["bob"]], ["CCCCCCCCCCCCCCCC"])
-        self.assertEqual(deletes, {"amy": ["AAAAAAAAAAAAAAAA"]})
-        self.assertEqual(flags, {("amy", "AAAAAAAAAAAAAAAA"): "\\Seen \\Flagged"})
+        self.assertEqual(list(deliveries), ["amy"])
+        self.assertEqual([(r.type, r.msgid) for r in steps],
+                         [(FLAGS, "AAAAAAAAAAAAAAAA"), (MOVE, "AAAAAAAAAAAAAAAA"),
+                          (FLAGS, "AAAAAAAAAAAAAAAA")])
+        self.assertEqual([m for _, m, _ in replay.movedTo(steps)["bob"]],
+                         ["CCCCCCCCCCCCCCCC"])
+
+    def test_abortCancelsOnlyTheMoveBeforeIt(self):
+        """
+        An abort cancels the move of that id to that file just before it, not a later move of the same message.
+        """
+        move = sampleRecords()[MOVE]
+        abort = Record(ABORT, user="bob", msgid="CCCCCCCCCCCCCCCC")
+        txs = readFrames(frameBytes(1, 1, [move]) + frameBytes(1, 2, [abort])
+                         + frameBytes(1, 3, [move]))
+        _, steps = replay.plan(txs)
+        self.assertEqual([r.type for r in steps], [MOVE])
 
 
 class SpoolTestMixin:

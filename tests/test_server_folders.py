@@ -4,7 +4,6 @@ L{twisted_mail.doors.linefolders}) and for reading marking C{\\Seen}
 (C{READM}), over a StringTransport against the memory store.
 """
 
-from twisted_mail.doors.seen import SeenMarks
 from twisted_mail.mail.model import FLAGGED, SEEN
 
 from tests import pgserver
@@ -218,9 +217,7 @@ class ReadMarksSeenMixin:
         for body in (b"one\n", b"two\n"):
             self.deliver("alice", "bob", body)
 
-    def flags(self, wait=SeenMarks.DELAY):
-        # Reads are handed to the store in batches, DELAY seconds on.
-        self.clock.advance(wait)
+    def flags(self):
         view = self.successResultOf(self.store.openMailbox("bob"))
         listing = self.successResultOf(view.listMessages())
         return [sorted(m.flags) for m in listing.messages]
@@ -243,17 +240,28 @@ class ReadMarksSeenMixin:
         connection.message()
         self.assertEqual(self.flags(), [[], [SEEN]])
 
-    def test_marksInBatches(self):
-        """Reads reach the store together, DELAY seconds after the first, or at the session's end."""
+    def test_otherConnectionSeesReadAtOnce(self):
+        """Once READM is answered, LSTMF on another connection shows the message \\Seen, with no wait."""
+        reader = self.connect()
+        reader.send(b"USER bob", b"READM")
+        self.assertOK(reader.line())
+        reader.message()
+        other = self.connect()
+        other.send(b"USER bob", b"LSTMF")
+        self.assertOK(other.line())
+        status, lines = other.multiline()
+        self.assertEqual([line.split(b"\t")[-1] for line in lines], [b"\\Seen", b""])
+
+    def test_eachReadMarkedAtOnce(self):
+        """Each READM marks its message at once, not in a batch later."""
         connection = self.connect()
-        connection.send(b"USER bob", b"READM", b"READM")
+        connection.send(b"USER bob", b"READM")
         self.assertOK(connection.line())
         connection.message()
+        self.assertEqual(self.flags(), [[SEEN], []])
+        connection.send(b"READM")
         connection.message()
-        self.assertEqual(self.flags(wait=SeenMarks.DELAY - 0.01), [[], []])
-        self.assertEqual(self.flags(wait=0.01), [[SEEN], [SEEN]])
-        connection.send(b"FOLDER INBOX", b"READM 1", b"DONEU")
-        self.assertEqual(self.flags(wait=0), [[SEEN], [SEEN]])
+        self.assertEqual(self.flags(), [[SEEN], [SEEN]])
 
     def test_ownCommandsSeeReads(self):
         """LSTMF and FLAG right after READM see the read at once."""
@@ -271,7 +279,7 @@ class ReadMarksSeenMixin:
         connection = self.connect()
         connection.send(b"USER bob", b"READM")
         connection.lose()
-        self.assertEqual(self.flags(wait=0), [[SEEN], []])
+        self.assertEqual(self.flags(), [[SEEN], []])
 
     def test_failedReadmMarksNothing(self):
         """READM past the end or of an unknown id marks nothing."""
@@ -301,6 +309,11 @@ class MemoryReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):
 class SpoolReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):
     def makeStore(self):
         return makeSpoolStore(self)
+
+
+class JournalledSpoolReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):
+    def makeStore(self):
+        return makeSpoolStore(self, journal=True)
 
 
 class PostgresReadMarksSeenTests(ReadMarksSeenMixin, ServerTestCase):

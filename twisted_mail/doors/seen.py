@@ -1,15 +1,17 @@
 """
-Reading marks C{\\Seen} (MAILBOX.md), in batches: the messages a
-connection reads (C{READM}, POP3 C{RETR}) are handed to the store's
-C{markSeen} together, one call per folder view, L{SeenMarks.DELAY} seconds
-after the first of them, or at once when the connection is about to look
-at flags, leave a folder or end.
+Reading marks C{\\Seen} (MAILBOX.md): the messages a connection reads
+(C{READM}, POP3 C{RETR}) are handed to the store's C{markSeen} at once, as
+each is read, so that every door sees them at once: the store queues the
+change on the mailbox before the read's reply goes out, and every later
+look at the mailbox (any connection's) comes after it.  The reply does not
+wait for the store's answer.
 
-Why not one call per read: a store's C{markSeen} is a job on the mailbox's
-thread (the spool's writes the C{Status:} line in place, under the
-mailbox's locks), and the next C{READM} waits behind it.  Measured on the
-spool with C{benchmarks/scale.py} (docs/protocol.rst): one call per
-C{READM} made it cost 3.1 ms instead of 0.36; batched, as before.
+The spool's C{markSeen} is cheap enough for that (docs/journal.rst): the
+mailbox's next job marks the message in memory first thing, in its own
+lock, and the C{Status:} lines are written in batches, unsynced, with
+unsynced C{F} records in the journal.  (A job per read, as before, made
+C{READM} cost 3.1 ms instead of 0.36, so the doors marked reads in
+half-second batches, and other doors saw them late.)
 """
 
 from twisted.internet import defer
@@ -20,48 +22,41 @@ log = Logger()
 
 class SeenMarks:
     """
-    The messages one connection has read and not yet handed to C{markSeen}.
-
-    @cvar DELAY: seconds from the first read to the C{markSeen} call.
+    The C{markSeen} calls one connection has made that the store has not
+    answered yet.
     """
 
-    DELAY = 0.5
-
-    def __init__(self, reactor):
-        self._reactor = reactor
+    def __init__(self, reactor=None):
         self._pending = []
-        self._call = None
 
     def __bool__(self):
         return bool(self._pending)
 
     def add(self, view, msgid):
         """
-        Message C{msgid} of folder view C{view} was read.
+        Message C{msgid} of folder view C{view} was read: mark it C{\\Seen}
+        now.
         """
-        for known, ids in self._pending:
-            if known is view:
-                ids.append(msgid)
-                break
-        else:
-            self._pending.append((view, [msgid]))
-        if self._call is None:
-            self._call = self._reactor.callLater(self.DELAY, self.flush)
+        d = defer.maybeDeferred(view.markSeen, [msgid]).addErrback(_failed)
+        self._pending.append(d)
+
+        def done(result):
+            self._pending.remove(d)
+            return result
+
+        d.addBoth(done)
 
     def flush(self):
         """
-        Hand every pending read to its view's C{markSeen} now.
+        Wait for every C{markSeen} this connection made.
 
         @return: a L{Deferred} firing with L{None} once the store has taken
-            them (every door sees them then); it does not fail.
+            them; it does not fail.
         """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        pending, self._pending = self._pending, []
-        marks = [defer.maybeDeferred(view.markSeen, ids).addErrback(_failed)
-                 for view, ids in pending]
-        return defer.gatherResults(marks).addCallback(lambda _: None)
+        pending = list(self._pending)
+        if not pending:
+            return defer.succeed(None)
+        return defer.gatherResults(pending).addCallback(lambda _: None)
 
 
 def _failed(failure):

@@ -23,13 +23,22 @@ from twisted.logger import Logger
 
 from twisted_mail import errors
 from twisted_mail.mail.model import SEEN
-from twisted_mail.stores.spool.flags import parseHeader, patchInPlace, withStoreLines
+from twisted_mail.stores.spool.flags import (
+    parseHeader,
+    patchInPlace,
+    quickPatch,
+    withStoreLines,
+)
+from twisted_mail.stores.spool.journal import FLAGS, Record, flagsText
 from twisted_mail.stores.spool.locks import _O_FLAGS
 from twisted_mail.stores.spool.records import _Entry, _messageKey, _writeAll
 
 log = Logger()
 
 _UIDS_LINE = 64
+_SEEN = frozenset([SEEN])
+#: How much of a record a flag change reads first (its header, usually).
+_QUICK_HEAD = 4096
 
 #: At most how long (seconds) a file nobody else wrote goes without its UID
 #: record's generation being read again.
@@ -363,50 +372,130 @@ class FolderFile:
         """
         Add and remove flags of messages: in place where the record has room
         (one C{pwrite} each), else by rewriting the file from the first
-        message without room; synced once before the answer (unless
-        C{sync} is false: C{\\Seen} from reading, written lazily).
+        message without room; durable before the answer: with the spool's
+        journal, by one C{F} record per message in one journal sync (the
+        file is synced at the checkpoint), else by syncing the file.  With
+        C{sync} false (C{\\Seen} from reading) nothing is synced: the
+        journal's record is written unsynced, or the file at the view's end.
 
         @return: the L{list} of changed entries.
         """
         with self.locked() as handle:
-            changed = []
-            rewriteFrom = None
-            wanted = {}
-            for msgid in dict.fromkeys(msgids):
-                entry = self._byId.get(msgid)
-                if entry is None or entry.deleted:
-                    continue
-                flags = (entry.flags | add) - remove
-                if flags != entry.flags:
-                    wanted[msgid] = flags
-                    changed.append(entry)
-            if not changed:
-                return []
-            for entry in changed:
-                flags = wanted[entry.msgid]
-                head = os.pread(handle.fd, entry.end - entry.start, entry.start)
-                header = parseHeader(head)
-                patch = patchInPlace(head, header, flags)
-                if patch is None:
-                    i = bisect.bisect_left(self._serialList, entry.serial)
-                    rewriteFrom = i if rewriteFrom is None else min(rewriteFrom, i)
-                    continue
-                offset, data = patch
-                os.pwrite(handle.fd, data, entry.start + offset)
-                entry.flags = flags
-            if rewriteFrom is not None:
-                def reflag(entry, record):
-                    flags = wanted.get(entry.msgid, entry.flags)
-                    return withStoreLines(record, entry.msgid, entry.uid, flags)
+            return self._setFlags(handle, msgids, add, remove, sync)
 
-                self._rewriteTail(handle, rewriteFrom, reflag)
-            elif sync:
-                os.fdatasync(handle.fd)
-            self._generation = (self._generation or 0) + 1
-            self._saveUids(sync=False)
-            st = os.fstat(handle.fd)
-            self._mtime = st.st_mtime_ns
-            return [self._byId[e.msgid] for e in changed]
+    def _setFlags(self, handle, msgids, add, remove, sync):
+        changed = []
+        wanted = {}
+        for msgid in dict.fromkeys(msgids):
+            entry = self._byId.get(msgid)
+            if entry is None or entry.deleted:
+                continue
+            flags = (entry.flags | add) - remove
+            if flags != entry.flags:
+                wanted[msgid] = flags
+                changed.append(entry)
+        if not changed:
+            return []
+        if self.seenUnwritten:
+            # Written now, with the rest of their flags.
+            for entry in changed:
+                self.seenUnwritten.pop(entry.msgid, None)
+        return self._writeFlags(handle, changed, wanted, sync)
+
+    def _writeFlags(self, handle, changed, wanted, sync):
+        """
+        Write C{wanted[id]} as the flags of the C{changed} entries.
+        """
+        rewriteFrom = None
+        if self.wal is not None:
+            records = [Record(FLAGS, user=self.walName, msgid=e.msgid,
+                              flags=flagsText(wanted[e.msgid])) for e in changed]
+            if sync:
+                self.wal.commit(records)
+            else:
+                # Durable with the journal's next sync or checkpoint.
+                self.wal.note(records)
+            self.wal.dirty.add(self.walName)
+        for entry in changed:
+            flags = wanted[entry.msgid]
+            length = entry.end - entry.start
+            head = os.pread(handle.fd, min(length, _QUICK_HEAD), entry.start)
+            patch = quickPatch(head, flags)
+            if patch is None:
+                if length > len(head):
+                    head = os.pread(handle.fd, length, entry.start)
+                patch = patchInPlace(head, parseHeader(head), flags)
+            if patch is None:
+                i = bisect.bisect_left(self._serialList, entry.serial)
+                rewriteFrom = i if rewriteFrom is None else min(rewriteFrom, i)
+                continue
+            offset, data = patch
+            os.pwrite(handle.fd, data, entry.start + offset)
+            entry.flags = flags
+        if rewriteFrom is not None:
+            def reflag(entry, record):
+                flags = wanted.get(entry.msgid, entry.flags)
+                return withStoreLines(record, entry.msgid, entry.uid, flags)
+
+            self._rewriteTail(handle, rewriteFrom, reflag)
+        elif sync and self.wal is None:
+            os.fdatasync(handle.fd)
+        self._generation = (self._generation or 0) + 1
+        self._saveUids(sync=False)
+        st = os.fstat(handle.fd)
+        self._mtime = st.st_mtime_ns
+        return [self._byId[e.msgid] for e in changed]
+
+    # -- \Seen from reading: at once in memory, written lazily
+
+    #: Ids a job hands over to mark C{\\Seen} (views.PendingSeen): the next
+    #: locked access marks them in memory, in the same lock.
+    seenToApply = ()
+    #: Ids marked C{\\Seen} in memory and not yet in the file (a L{dict}
+    #: used as an ordered set), marked again after every refresh.
+    seenUnwritten = None
+    #: The entries the last marking changed (for the caller's events).
+    seenApplied = ()
+
+    def _applySeen(self):
+        """
+        Under the locks, after the refresh: mark in memory what reads marked
+        C{\\Seen} and the file does not say yet (every reader in this
+        process sees it at once).
+        """
+        if self.seenToApply:
+            if self.seenUnwritten is None:
+                self.seenUnwritten = {}
+            self.seenUnwritten.update(dict.fromkeys(self.seenToApply))
+            self.seenToApply = ()
+        changed = []
+        for msgid in self.seenUnwritten:
+            entry = self._byId.get(msgid)
+            if entry is not None and not entry.deleted and SEEN not in entry.flags:
+                entry.flags = entry.flags | _SEEN
+                changed.append(entry)
+        if changed:
+            self.seenApplied = list(self.seenApplied) + changed
+
+    def writeSeen(self):
+        """
+        Write the C{\\Seen} marks held in memory into the file, unsynced,
+        with an unsynced C{F} record each in the spool's journal (its next
+        sync or checkpoint makes them durable); or, without a journal,
+        synced at the view's end.
+        """
+        with self.locked() as handle:
+            ids, self.seenUnwritten = self.seenUnwritten, None
+            entries = [entry for entry in (self._byId.get(m) for m in ids or ())
+                       if entry is not None and not entry.deleted]
+            if not entries:
+                return []
+            try:
+                return self._writeFlags(handle, entries,
+                                        {e.msgid: e.flags for e in entries}, False)
+            except BaseException:
+                self.seenUnwritten = dict.fromkeys(e.msgid for e in entries)
+                raise
 
     def sync(self):
         """

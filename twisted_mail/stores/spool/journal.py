@@ -23,11 +23,16 @@ bytes; inode: u64):
   - C{X} delete: user, message id, content key (16 bytes).
   - C{A} abort: user, message id: a delivery journalled but not written
     (the append failed, the client was told so); not applied.
-  - C{F} flags (reserved: defined for the folders branch, not written
-    here): user, message id, the flags as a string; replay sets them.
-  - C{M} move (reserved, likewise): from-user, message id, to-user, inode
-    of the target mbox, new message id, the whole record; replay is the
-    C{D} to the target then the C{X} in the source.
+  - C{F} flags: file, message id, the flags (names joined by spaces);
+    replay sets them.
+  - C{M} move: source file, message id, target file, inode of the target
+    mbox, the id in the target (the same: a move keeps the id), the
+    record as appended without the store's lines; replay is the append
+    to the target then the delete in the source (docs/journal.rst).
+
+A "user" field names an mbox file: C{bob} is INBOX (C{<spool>/bob}),
+C{bob/f3a91c0d2e4b5f60} one of bob's folder files
+(C{<spool>/.bob.folders/f3a91c0d2e4b5f60}; see L{filePaths}).
 
 Recovery (the rules are in docs/journal.rst) is
 L{twisted_mail.stores.spool.replay}.
@@ -256,13 +261,42 @@ def isJournalName(name):
     return name[len(PREFIX):-len(SUFFIX)].replace("-", "", 1).isdigit()
 
 
+def filePaths(name):
+    """
+    The paths, relative to the spool directory, of the directory, the mbox
+    file and the delete-mark file that a journal record's file name names
+    (C{bob}: INBOX; C{bob/<file>}: a folder file of bob's).
+    """
+    user, _, filename = name.partition("/")
+    if not filename:
+        return ".", user, "." + user + ".deleted"
+    folder = "." + user + ".folders"
+    return folder, folder + "/" + filename, folder + "/." + filename + ".deleted"
+
+
+def flagsText(flags):
+    """
+    Flags as an C{F} record holds them.
+    """
+    return " ".join(sorted(flags))
+
+
+def flagsOfText(text):
+    return frozenset(text.split())
+
+
 def syncSpoolFiles(dirfd, users, created=True):
     """
-    Sync, in bulk, the mbox files and delete-mark files of C{users}, then
-    the directory (a delete-mark file may be new): a checkpoint.
+    Sync, in bulk, the mbox files and delete-mark files of C{users} (file
+    names as records give them: L{filePaths}), then their directories (a
+    delete-mark file may be new): a checkpoint.
     """
+    folders = set()
     for user in sorted(users):
-        for name in (user, "." + user + ".deleted"):
+        folder, mbox, marks = filePaths(user)
+        if folder != ".":
+            folders.add(folder)
+        for name in (mbox, marks):
             try:
                 fd = os.open(name, os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
             except (FileNotFoundError, OSError):
@@ -272,6 +306,15 @@ def syncSpoolFiles(dirfd, users, created=True):
             finally:
                 os.close(fd)
     if created:
+        for folder in sorted(folders):
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=dirfd)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.fsync(dirfd)
 
 

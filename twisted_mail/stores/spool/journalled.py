@@ -16,7 +16,15 @@ from twisted.python.failure import Failure
 
 from twisted_mail import errors
 from twisted_mail.mail.message import idHeaderLine, mboxRecordChunks
-from twisted_mail.stores.spool.journal import ABORT, DELIVERY, Journal, Record
+from twisted_mail.stores.spool.journal import (
+    ABORT,
+    DELIVERY,
+    FLAGS,
+    MOVE,
+    Journal,
+    Record,
+    flagsText,
+)
 from twisted_mail.stores.spool.mboxfile import InodeChanged, MboxFile
 from twisted_mail.stores.spool.replay import leftoverJournals, recoverJournals
 
@@ -249,3 +257,63 @@ class JournalledDeliveries:
             self._checkpointCall.cancel()
         self._checkpointCall = None
         self.journal.close()
+
+
+def journalledTransfer(source, target, records, flags, move):
+    """
+    Move or copy messages between two mbox files of a journalling store
+    (in the mailbox thread, holding both mailboxes' jobs and the journal's
+    lock): one journal frame and one sync (a C{M} record per message moved,
+    a C{D} per copy, a C{F} for the flags each carries), then the target
+    appended and the source's delete marks written, both unsynced.
+
+    A move keeps the message's id.  Moving a message back to a file that
+    still holds its deleted record (not yet expunged) first checkpoints:
+    within one journal epoch a file then receives a given id at most once,
+    which replay relies on (docs/journal.rst).
+
+    @param records: the records to append (L{recordForCopy}'s pieces), in
+        order; their id lines give the ids.
+    @param flags: the flags of each.
+    @return: the target's new entries.
+    """
+    wal = target.wal
+    ids = [_idOf(record) for record in records]
+    with target.locked() as handle:
+        ino = handle.stat.st_ino
+        movedBack = move and any(msgid in target._byId for msgid in ids)
+    if movedBack:
+        wal.checkpoint()
+    journalled = []
+    for msgid, record, given in zip(ids, records, flags):
+        if move:
+            journalled.append(Record(MOVE, user=source.walName, msgid=msgid,
+                                     toUser=target.walName, inode=ino, newMsgid=msgid,
+                                     data=record))
+        else:
+            journalled.append(Record(DELIVERY, user=target.walName, inode=ino, msgid=msgid,
+                                     data=record))
+        if given:
+            journalled.append(Record(FLAGS, user=target.walName, msgid=msgid,
+                                     flags=flagsText(given)))
+    wal.commit(journalled)
+    try:
+        written = target.append(records, flags, durable=False, inode=ino)
+    except BaseException as e:
+        # Nothing was appended: the moves must not be replayed (their
+        # deletes would lose the messages).  Synced: rare.
+        wal.commit([Record(ABORT, user=target.walName, msgid=msgid) for msgid in ids])
+        if isinstance(e, InodeChanged):
+            raise errors.TemporaryFailure("the mailbox is being rewritten")
+        raise
+    if move:
+        source.markDeletedIds(ids, journalled=True)
+    return written
+
+
+def _idOf(record):
+    """
+    The id of a record as L{recordForCopy} gives it (its second piece is
+    the id line).
+    """
+    return record[1].split(b":", 1)[1].strip().decode("ascii")

@@ -150,6 +150,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         # one: deletes are made durable there, and the files synced at its
         # checkpoints.
         self.wal = None
+        # This file's name in the journal's records (journal.filePaths).
+        self.walName = userid
         # Called once, at the first look, for a saved picture of the
         # entries (see _fromSnapshot), or None.
         self.snapshotSource = None
@@ -221,6 +223,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             self._reindexed = False
             self._refresh(handle, journal)
             self._afterRefresh(handle, journal)
+            if self.seenToApply or self.seenUnwritten:
+                self._applySeen()
             yield handle
         finally:
             try:
@@ -483,7 +487,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                     if durable:
                         os.fdatasync(fd)
                     elif self.wal is not None:
-                        self.wal.dirty.add(self.userid)
+                        self.wal.dirty.add(self.walName)
                 except OSError as e:
                     self._undoAppend(fd, start)
                     self._failedAppend(e)
@@ -651,12 +655,14 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                     found.append((entry.msgid, entry.key, record))
             return max(top, serial), found
 
-    def markDeletedIds(self, msgids):
+    def markDeletedIds(self, msgids, journalled=False):
         """
         Record durably, with one journal write and sync, that the messages
         with these stable ids are deleted; ids of messages already gone are
         skipped.
 
+        @param journalled: the spool's journal holds these deletes already
+            (a move's records): the marks are written unsynced.
         @return: the L{list} of ids deleted now.
         """
         with self.locked():
@@ -669,7 +675,11 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                 return []
             lines = b"".join(e.key.hex().encode("ascii") + b"\n" for e in entries)
             try:
-                self._markDurably(entries, lines)
+                if journalled:
+                    self.wal.dirty.add(self.walName)
+                    self._appendJournal(lines, sync=False)
+                else:
+                    self._markDurably(entries, lines)
             except OSError as e:
                 log.error(
                     "mailbox {user}: delete failed: {error}", user=self.userid, error=e
@@ -689,9 +699,9 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         if self.wal is None:
             self._appendJournal(lines)
             return
-        self.wal.commit([Record(DELETE, user=self.userid, msgid=e.msgid, key=e.key)
+        self.wal.commit([Record(DELETE, user=self.walName, msgid=e.msgid, key=e.key)
                          for e in entries])
-        self.wal.dirty.add(self.userid)
+        self.wal.dirty.add(self.walName)
         self._appendJournal(lines, sync=False)
 
     def markDeleted(self, serial):

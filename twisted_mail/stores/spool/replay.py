@@ -14,6 +14,7 @@ replaced since, by an expunge, is left alone), then deletes by message id.
 Then the files are synced and the journal removed.
 """
 
+import itertools
 import os
 
 from twisted.logger import Logger
@@ -25,10 +26,13 @@ from twisted_mail.stores.spool.journal import (
     DELIVERY,
     FLAGS,
     MOVE,
+    filePaths,
+    flagsOfText,
     isJournalName,
     readFrames,
     syncSpoolFiles,
 )
+from twisted_mail.stores.spool.mboxfile import MboxFile
 from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.locks import _O_FLAGS, lockFile
 
@@ -62,6 +66,7 @@ def recoverJournals(dirfd, openMailbox, boot, own=None):
             if found is not None:
                 taken.append((name,) + found)
         replay = []
+        sameBoot = []
         repair = set()
         report = []
         for name, fd, transactions in taken:
@@ -71,10 +76,13 @@ def recoverJournals(dirfd, openMailbox, boot, own=None):
                 replay.extend(transactions)
             else:
                 repair |= users
+                sameBoot.extend(transactions)
             report.append((name, sorted(users), replayed))
         if replay:
-            applyTransactions(replay, openMailbox)
-        repairMailboxes(repair - namedUsers(replay), openMailbox)
+            applyTransactions(replay, openMailbox, dirfd)
+        repairMailboxes(repair - namedUsers(replay), openMailbox, dirfd)
+        if sameBoot:
+            applyTransactions(sameBoot, openMailbox, dirfd, sameBoot=True)
         everyone = set()
         for _, users, _ in report:
             everyone.update(users)
@@ -127,85 +135,205 @@ def _takeJournal(dirfd, name):
         return None
 
 
-def repairMailboxes(users, openMailbox):
+def repairMailboxes(users, openMailbox, dirfd=None):
     """
     Same boot: bring each mailbox's torn append (if any) to the state a
     kill -9 always left, by a locked access (L{MboxFile.count}).
     """
-    for user in sorted(users):
-        try:
-            openMailbox(user).count()
-        except errors.MailError as e:
-            log.warn("journal: mailbox {user} not repaired: {why}", user=user, why=str(e))
+    files = _Files(dirfd, openMailbox)
+    try:
+        for user in sorted(users):
+            try:
+                files(user).count()
+            except errors.MailError as e:
+                log.warn("journal: mailbox {user} not repaired: {why}", user=user,
+                         why=str(e))
+    finally:
+        files.close()
 
 
 def plan(transactions):
     """
     What replay does, from whole transactions in journal order.
 
-    @return: C{(deliveries, deletes, flags)}: deliveries by user (lists of
-        C{(inode, msgid, data)}), deletes by user (lists of msgids), and the
-        last flags per C{(user, msgid)}.
+    @return: C{(deliveries, steps)}: the deliveries by file (lists of
+        C{(inode, msgid, data)}, aborted ones left out), and the moves,
+        deletes and flag changes in journal order (L{Record}s; aborted
+        moves left out).
     """
-    aborted = set()
+    cancelled = set()
+    pending = {}
+    order = []
     for tx in transactions:
         for record in tx.records:
             if record.type == ABORT:
-                aborted.add((record.user, record.msgid))
-    deliveries = {}
-    deletes = {}
-    flags = {}
-    for tx in transactions:
-        for record in tx.records:
-            if record.type == DELIVERY and (record.user, record.msgid) not in aborted:
-                deliveries.setdefault(record.user, []).append(
-                    (record.inode, record.msgid, record.data))
+                # An abort cancels the last delivery, copy or move of that
+                # id to that file before it.
+                at = pending.pop((record.user, record.msgid), None)
+                if at is not None:
+                    cancelled.add(at)
+                continue
+            if record.type == DELIVERY:
+                pending[(record.user, record.msgid)] = len(order)
             elif record.type == MOVE:
-                deliveries.setdefault(record.toUser, []).append(
-                    (record.inode, record.newMsgid, record.data))
-                deletes.setdefault(record.user, []).append(record.msgid)
-            elif record.type == DELETE:
-                deletes.setdefault(record.user, []).append(record.msgid)
-            elif record.type == FLAGS:
-                flags[(record.user, record.msgid)] = record.flags
-    return deliveries, deletes, flags
+                pending[(record.toUser, record.newMsgid)] = len(order)
+            order.append(record)
+    deliveries = {}
+    steps = []
+    for i, record in enumerate(order):
+        if i in cancelled:
+            continue
+        if record.type == DELIVERY:
+            deliveries.setdefault(record.user, []).append(
+                (record.inode, record.msgid, record.data))
+        else:
+            steps.append(record)
+    return deliveries, steps
 
 
-def applyTransactions(transactions, openMailbox):
+def movedTo(steps):
     """
-    Apply deliveries, then deletes, each at most once (by message id).
-    Deliveries first: a delete always follows the delivery of what it
-    deletes, so, taken across journals, this order ends as the acknowledged
-    history did.  (Flag records are not written on this branch; when they
-    are, they are applied after the deletes, last one per message winning.)
+    The records moves appended, by target file: C{(inode, msgid, data)}.
     """
-    deliveries, deletes, _ = plan(transactions)
-    for user in sorted(deliveries):
-        try:
-            replayDeliveries(openMailbox(user), deliveries[user])
-        except errors.NoSuchUser:
-            log.warn("journal: mailbox {user} is gone; its deliveries are dropped",
-                     user=user)
-    for user in sorted(deletes):
-        try:
-            openMailbox(user).markDeletedIds(deletes[user])
-        except errors.NoSuchUser:
-            pass
+    found = {}
+    for record in steps:
+        if record.type == MOVE:
+            found.setdefault(record.toUser, []).append(
+                (record.inode, record.newMsgid, record.data))
+    return found
 
 
-def replayDeliveries(mbox, records):
+class _Files:
+    """
+    The mbox files replay works on, each opened once: INBOX through
+    C{openMailbox}, a folder file (C{user/file}) in its folder directory.
+    """
+
+    def __init__(self, dirfd, openMailbox):
+        self._dirfd = dirfd
+        self._openMailbox = openMailbox
+        self._files = {}
+        self._dirs = []
+
+    def __call__(self, name):
+        mbox = self._files.get(name)
+        if mbox is None:
+            folder = filePaths(name)[0]
+            filename = name.partition("/")[2]
+            if folder == ".":
+                mbox = self._openMailbox(name)
+            else:
+                try:
+                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS,
+                                 dir_fd=self._dirfd)
+                except OSError:
+                    raise errors.NoSuchUser(name)
+                self._dirs.append(fd)
+                mbox = MboxFile(fd, filename, itertools.count(1))
+            self._files[name] = mbox
+        return mbox
+
+    def close(self):
+        for fd in self._dirs:
+            os.close(fd)
+        self._dirs = []
+
+
+def applyTransactions(transactions, openMailbox, dirfd=None, sameBoot=False):
+    """
+    Apply a power cut's journals: deliveries first, each at most once (by
+    message id); then moves, deletes and flag changes one by one in journal
+    order (docs/journal.rst has the rules).  A delete always follows the
+    delivery of what it deletes, so, taken across journals, this ends as
+    the acknowledged history did.
+
+    @param sameBoot: the page cache kept every write (a kill -9): only
+        moves are finished (see L{_replayMove}).
+    """
+    deliveries, steps = plan(transactions)
+    files = _Files(dirfd, openMailbox)
+    try:
+        if not sameBoot:
+            moved = movedTo(steps)
+            for user in sorted(set(deliveries) | set(moved)):
+                try:
+                    replayDeliveries(files(user), deliveries.get(user, []),
+                                     moved.get(user, []))
+                except errors.NoSuchUser:
+                    log.warn("journal: mailbox {user} is gone; its deliveries are dropped",
+                             user=user)
+        for record in steps:
+            try:
+                if record.type == MOVE:
+                    _replayMove(files(record.user), files(record.toUser), record, sameBoot)
+                elif sameBoot:
+                    continue
+                elif record.type == DELETE:
+                    files(record.user).markDeletedIds([record.msgid])
+                elif record.type == FLAGS:
+                    _replayFlags(files(record.user), record.msgid, flagsOfText(record.flags))
+            except errors.NoSuchUser:
+                continue
+    finally:
+        files.close()
+
+
+def _replayMove(source, target, record, sameBoot):
+    """
+    A move, at most once: the record is appended to the target unless it
+    holds the id live (or the target is another file now: an expunge
+    replaced it, synced, after the move); then the source's record is
+    deleted if the target holds the message (or was replaced).
+
+    After a kill -9 (C{sameBoot}) nothing is appended: the source's delete
+    is finished only if the target's append was made (a move the process
+    died inside is either done or not, never doubled).
+    """
+    msgid = record.msgid
+    with target.locked() as handle:
+        replaced = recovery.inodeNumber(handle.stat.st_ino) != record.inode
+        entry = target._byId.get(record.newMsgid)
+        known = entry is not None
+        live = known and not entry.deleted
+    if sameBoot:
+        if known or replaced:
+            source.markDeletedIds([msgid])
+        return
+    if not replaced and not live:
+        target.append([[record.data]])
+        live = True
+    if live or replaced:
+        source.markDeletedIds([msgid])
+
+
+def _replayFlags(mbox, msgid, flags):
+    """
+    Set a message's flags to what an C{F} record says.
+    """
+    with mbox.locked():
+        entry = mbox._byId.get(msgid)
+        if entry is None or entry.deleted:
+            return
+        current = entry.flags
+    if current != flags:
+        mbox.setFlags([msgid], flags - current, current - flags)
+
+
+def replayDeliveries(mbox, records, moved=()):
     """
     Put each journalled delivery that is missing from C{mbox} into it,
     once: first cut a torn record of ours off the end of the file.
 
     @param records: C{(inode, msgid, data)} in journal order.
+    @param moved: likewise, records moves appended to C{mbox}: a torn one
+        is cut too (the move itself is replayed later, in order).
     """
     # Cut our torn record before anything else reads the tail: the store's
     # lines are given to records that lack them (a rewrite of the tail)
     # only once the file holds whole records.
     mbox.stampingHeld = True
     try:
-        cut, ours = _cutTornTail(mbox, records)
+        cut, ours = _cutTornTail(mbox, list(records) + list(moved))
     finally:
         mbox.stampingHeld = False
     if ours is None:
@@ -214,7 +342,10 @@ def replayDeliveries(mbox, records):
         mbox.count()  # index the file as it is now
     present = mbox.knownIds()
     missing = []
+    delivered = {msgid for _, msgid, _ in records}
     for msgid, data in ours:
+        if msgid not in delivered:
+            continue
         if msgid not in present:
             present.add(msgid)
             missing.append([data])

@@ -126,6 +126,8 @@ class _Mailbox:
         # Its search index (which also keeps summaries across restarts), or
         # None when the store keeps none.
         self.index = None
+        # The \Seen marks of reads not yet applied (views.PendingSeen).
+        self.seen = None
 
     def idle(self):
         """
@@ -134,14 +136,21 @@ class _Mailbox:
         """
         return not (
             self._lock.locked or self._lock.waiting or self._pending or self._flushQueued
-            or self.watch is not None
+            or self.watch is not None or self.seen
         )
 
     def run(self, f, *args):
         """
         Run C{f(*args)} in the thread pool once every job before it is done.
         """
-        return self._lock.run(self._store._inMailboxThread, f, *args)
+        return self._lock.run(self._dispatch, f, *args)
+
+    def _dispatch(self, f, *args):
+        if self.seen:
+            # Reads marked \Seen since the last job: applied first, in
+            # this job (views.PendingSeen).
+            return self.seen.runWith(f, *args)
+        return self._store._inMailboxThread(f, *args)
 
     def append(self, separator, parts):
         """
@@ -487,6 +496,9 @@ class SpoolStore(SpoolFolders):
         Sync what the journal holds into the mbox files and remove it:
         when the server stops, after the last mailbox job.
         """
+        for mailbox in self._mailboxes.values():
+            if mailbox.seen is not None:
+                mailbox.seen.applyNow()
         if self._journalled is not None:
             self._journalled.close()
             self._journalled = None
@@ -530,9 +542,11 @@ class SpoolStore(SpoolFolders):
 
     def _makeMailbox(self, dirfd, name, lockSource, owner=None):
         mbox = MboxFile(dirfd, name, self._serials, self._lockDeadline, lockSource)
-        if self._journalled is not None and dirfd == self._dirfd:
-            # INBOX: deliveries go through the spool's journal.
+        if self._journalled is not None:
+            # Deliveries, deletes, flags, moves: docs/journal.rst.
             mbox.wal = self._journalled.journal
+            if owner is not None:
+                mbox.walName = owner + "/" + name
         mailbox = _Mailbox(self, mbox)
         if self._searchIndex:
             # Its part of the user's search index, which also keeps its

@@ -33,6 +33,7 @@ from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId, refuseMissing
 from twisted_mail.stores.spool.folders import Folders, newValidity
+from twisted_mail.stores.spool.journalled import journalledTransfer
 from twisted_mail.stores.spool.locks import LockSource
 
 log = Logger()
@@ -239,6 +240,13 @@ class SpoolFolders:
         if not self._watched and not self._userWatches:
             self.stopWatching()
 
+    def _journalWritten(self):
+        """
+        Files were written unsynced under the journal: a checkpoint is due.
+        """
+        if self._journalled is not None:
+            self._journalled.scheduleCheckpoint()
+
     def _touched(self, userid):
         """
         Something changed through this process: tell its watchers now.
@@ -400,21 +408,21 @@ class SpoolFolderView:
 
         def changed(entries):
             self._store._touched(self.userid)
+            self._store._journalWritten()
             return self._changedSummaries(entries) if entries else []
 
         return self._run(job).addCallback(changed)
 
     def markSeen(self, msgids):
-        def failed(f):
-            log.failure("mailbox {user}: \\Seen not kept", f, user=self.userid)
-
-        def done(entries):
+        mailbox = self._mailbox
+        if mailbox.seen is None:
+            mailbox.seen = PendingSeen(mailbox, self.userid)
+        if mailbox.mbox.wal is None:
             self._lazy = True
-            if entries:
-                self._store._touched(self.userid)
-
-        return self._run(self._mailbox.mbox.setFlags, list(msgids), frozenset([SEEN]),
-                         frozenset(), False).addCallback(done).addErrback(failed)
+        mailbox.seen.add(msgids)
+        # Every job on the mailbox from now on applies them first: every
+        # door sees them at once.
+        return defer.succeed(None)
 
     def _target(self, folder):
         try:
@@ -444,6 +452,9 @@ class SpoolFolderView:
             for entry, record in found:
                 records.append(recordForCopy(record, entry.msgid if move else newMessageId()))
                 flags.append(entry.flags)
+            if source.mbox.wal is not None:
+                written = journalledTransfer(source.mbox, target.mbox, records, flags, move)
+                return [(entry.msgid, entry.uid) for entry in written]
             if move:
                 folders.beginMove(_fileName(source), _fileName(target),
                                   [entry.msgid for entry, _ in found])
@@ -460,6 +471,7 @@ class SpoolFolderView:
             if move and pairs:
                 self._deletedHere = True
             store._touched(self.userid)
+            store._journalWritten()
             return pairs
 
         return self._target(folder).addCallback(run).addCallback(done)
@@ -469,6 +481,7 @@ class SpoolFolderView:
             if ids:
                 self._deletedHere = True
                 self._store._touched(self.userid)
+                self._store._journalWritten()
             return ids
 
         return self._run(self._mailbox.mbox.markDeletedIds, list(msgids)).addCallback(
@@ -480,7 +493,9 @@ class SpoolFolderView:
         # Expunge our deletes, and any left by a view that never ended
         # (a crash): marks are durable, so this is only housekeeping.
         pending = self._deletedHere or mbox.live != len(mbox.entries)
-        if self._closed or not (pending or lazy):
+        # Reads' \Seen held in memory: written at the view's end too.
+        unwritten = bool(self._mailbox.seen or mbox.seenToApply or mbox.seenUnwritten)
+        if self._closed or not (pending or lazy or unwritten):
             self._closed = True
             return defer.succeed(None)
         self._closed = True
@@ -490,6 +505,8 @@ class SpoolFolderView:
             log.failure("mailbox {user}: expunge failed", f, user=self.userid)
 
         def finish(mbox):
+            if mbox.seenToApply or mbox.seenUnwritten:
+                mbox.writeSeen()
             if pending:
                 mbox.expunge()
             elif lazy:
@@ -517,7 +534,7 @@ def _runBoth(first, second, f, *args):
             lock = locks[len(held)]._lock
             return lock.acquire().addCallback(lambda _: held.append(lock)).addCallback(
                 acquireNext)
-        return first._store._inMailboxThread(f, *args)
+        return runApplyingSeen(locks, f, *args)
 
     def release(result):
         for lock in reversed(held):
@@ -525,3 +542,119 @@ def _runBoth(first, second, f, *args):
         return result
 
     return acquireNext().addBoth(release)
+
+
+class PendingSeen:
+    """
+    The C{\\Seen} marks of reads (C{markSeen}) of one mailbox: handed to
+    the mailbox's next job, which marks them in memory first thing, in its
+    own lock (L{FolderFile._applySeen}), so every door of this process sees
+    them at once and a read costs no job of its own; written into the file
+    in batches, L{DELAY} seconds after the first (and at the view's end or
+    the store's close), unsynced, with unsynced C{F} records in the journal
+    (docs/journal.rst).  Other processes sharing the spool see them once
+    written.
+
+    @cvar DELAY: seconds from a read to the batch write.
+    """
+
+    DELAY = 0.5
+
+    def __init__(self, mailbox, userid):
+        self._mailbox = mailbox
+        self._userid = userid
+        self._ids = []
+        self._call = None
+
+    def __bool__(self):
+        return bool(self._ids)
+
+    def add(self, msgids):
+        """
+        Mark C{msgids} C{\\Seen}.
+        """
+        self._ids.extend(msgids)
+        if self._call is None:
+            store = self._mailbox._store
+            self._call = store._reactor.callLater(self.DELAY, self._write)
+
+    def _write(self):
+        self._call = None
+
+        def failed(f):
+            log.failure("mailbox {user}: \\Seen not kept", f, user=self._userid)
+
+        store = self._mailbox._store
+        self._mailbox.run(self._mailbox.mbox.writeSeen).addCallback(
+            lambda written: store._journalWritten() if written else None).addErrback(failed)
+
+    def take(self):
+        """
+        The marks to hand to the next job.
+        """
+        ids, self._ids = self._ids, []
+        return ids
+
+    def applyNow(self):
+        """
+        Write the marks in the caller's thread (the store is closing, after
+        the last mailbox job).
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        mbox = self._mailbox.mbox
+        mbox.seenToApply = list(mbox.seenToApply) + self.take()
+        try:
+            mbox.writeSeen()
+        except Exception:
+            log.failure("mailbox {user}: \\Seen not kept", user=self._userid)
+
+    def runWith(self, f, *args):
+        """
+        Run the mailbox job C{f(*args)} (the mailbox's job lock held),
+        handing it the marks.
+        """
+        return runApplyingSeen([self._mailbox], f, *args)
+
+
+def runApplyingSeen(mailboxes, f, *args):
+    """
+    Run a job in the mailbox thread (the job locks of C{mailboxes} held),
+    handing it their pending C{\\Seen} marks (L{PendingSeen}): its first
+    locked access of each file marks them in memory.
+    """
+    store = mailboxes[0]._store
+    marks = []
+    for mailbox in mailboxes:
+        if mailbox.seen:
+            marks.append((mailbox, mailbox.seen.take()))
+    if not marks:
+        return store._inMailboxThread(f, *args)
+    applied = []
+
+    def job():
+        for mailbox, ids in marks:
+            mbox = mailbox.mbox
+            mbox.seenToApply = list(mbox.seenToApply) + ids
+        try:
+            return f(*args)
+        finally:
+            for mailbox, _ in marks:
+                if mailbox.mbox.seenApplied:
+                    applied.append(mailbox)
+                    mailbox.mbox.seenApplied = ()
+
+    def done(result):
+        for mailbox in applied:
+            store._touched(mailbox.seen._userid)
+        return result
+
+    return store._inMailboxThread(job).addBoth(done)
+
+
+_SEEN = frozenset([SEEN])
+
+
+def _nothing():
+    pass

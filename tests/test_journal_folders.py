@@ -1,0 +1,263 @@
+"""
+Flag changes and moves through the spool's write-ahead journal
+(docs/journal.rst): one journal sync each, and after a power cut their
+C{F} and C{M} records are applied exactly once (a move keeps the id).
+"""
+
+import itertools
+import os
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.crashstates import ManualThreads
+from tests.test_journal import OTHER_BOOT, SpoolTestMixin
+from twisted_mail.mail.model import FLAGGED, SEEN
+from twisted_mail.stores.spool import replay
+from twisted_mail.stores.spool.journal import FLAGS, MOVE, readFrames
+from twisted_mail.stores.spool.mboxfile import MboxFile
+from twisted_mail.stores.spool.store import SpoolStore
+
+
+def fileContents(path):
+    """
+    Every regular file under C{path} and its bytes, journals aside.
+    """
+    found = {}
+    for top, dirs, files in os.walk(path):
+        for name in files:
+            if name.endswith(".journal"):
+                continue
+            full = os.path.join(top, name)
+            with open(full, "rb") as f:
+                found[full] = f.read()
+    return found
+
+
+def restore(path, contents):
+    """
+    Put back the bytes of C{contents} (L{fileContents}) into the same
+    files, so that they keep their inodes (as after a power cut that lost
+    the unsynced writes), and remove files made since, journals aside.
+    """
+    for full, data in contents.items():
+        with open(full, "r+b" if os.path.exists(full) else "wb") as f:
+            f.write(data)
+            f.truncate(len(data))
+    for top, dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(top, name)
+            if full not in contents and not name.endswith(".journal"):
+                os.unlink(full)
+
+
+class JournalledStoreMixin:
+    """
+    A journalling spool store whose thread jobs wait for L{ok}, with amy's
+    INBOX holding C{bodies}, checkpointed.
+    """
+
+    bodies = (b"one\n",)
+
+    def setUp(self):
+        self.reactor = ManualThreads()
+        self.path = self.mktemp()
+        self.store = SpoolStore(FilePath(self.path), reactor=self.reactor, journal=True)
+        self.addCleanup(self.store.close)
+        self.store.addUser("amy")
+        for body in self.bodies:
+            self.store.deliver("alice", "amy", body)
+        self.ok(self.store.listFolders("amy"))  # makes Archive
+        self.inbox = self.ok(self.store.openFolder("amy", "INBOX"))
+        self.ids = [m.id for m in self.ok(self.inbox.listMessages()).messages]
+        self.checkpoint()
+
+    def ok(self, d):
+        results = []
+        d.addBoth(results.append)
+        self.reactor.drain()
+        (result,) = results
+        if hasattr(result, "raiseException"):
+            result.raiseException()
+        return result
+
+    def checkpoint(self):
+        self.ok(self.store._journalled.checkpointNow())
+
+
+class JournalledFolderTests(JournalledStoreMixin, SpoolTestMixin, SynchronousTestCase):
+    bodies = (b"one\n", b"two\n", b"three\n")
+
+    def countSyncs(self):
+        syncs = []
+        realSync, realFsync = os.fdatasync, os.fsync
+        self.patch(os, "fdatasync", lambda fd: (syncs.append(fd), realSync(fd))[1])
+        self.patch(os, "fsync", lambda fd: (syncs.append(fd), realFsync(fd))[1])
+        return syncs
+
+    def journalRecords(self):
+        path = os.path.join(self.path, self.store._journalled.journal.name)
+        with open(path, "rb") as f:
+            return [r for tx in readFrames(f.read()) for r in tx.records]
+
+    def folderState(self, path):
+        """
+        What a fresh store shows: C{{folder: {id: (flags, body)}}}.
+        """
+        store = SpoolStore(FilePath(path), reactor=ManualThreads())
+        self.addCleanup(store.close)
+        reactor = store._reactor
+        state = {}
+        for name in ("INBOX", "Archive"):
+            results = []
+            store.openFolder("amy", name).addCallback(
+                lambda view: view.listMessages()).addBoth(results.append)
+            reactor.drain()
+            state[name] = {m.id: (set(m.flags), m.subject) for m in results[0].messages}
+        return state
+
+    def test_flagChangeOneSync(self):
+        """
+        A flag change is acknowledged after one sync, of the journal, which holds its F record.
+        """
+        syncs = self.countSyncs()
+        self.ok(self.inbox.setFlags([self.ids[0]], add=[FLAGGED]))
+        self.assertEqual(syncs, [self.store._journalled.journal._fd])
+        self.assertEqual([(r.type, r.msgid, r.flags) for r in self.journalRecords()],
+                         [(FLAGS, self.ids[0], FLAGGED)])
+
+    def test_moveOneSync(self):
+        """
+        A move is acknowledged after one sync, of the journal, which holds its M record; the message keeps its id and its flags.
+        """
+        self.ok(self.inbox.setFlags([self.ids[1]], add=[FLAGGED]))
+        self.checkpoint()
+        syncs = self.countSyncs()
+        self.ok(self.inbox.moveMessages([self.ids[1]], "Archive"))
+        self.assertEqual(syncs, [self.store._journalled.journal._fd])
+        self.assertEqual([r.type for r in self.journalRecords()], [MOVE, FLAGS])
+        archive = self.ok(self.store.openFolder("amy", "Archive"))
+        moved = self.ok(archive.listMessages()).messages
+        self.assertEqual([(m.id, m.flags) for m in moved],
+                         [(self.ids[1], frozenset([FLAGGED]))])
+
+    def powerCut(self, operations):
+        """
+        Run C{operations}, then recover, as after a power cut, the spool
+        put back as it was before them (no unsynced write kept) with the
+        journal they wrote; and the spool as they left it (every write
+        kept).  Both recover to the same state, twice over.
+        """
+        before = fileContents(self.path)
+        operations()
+        journalName = self.store._journalled.journal.name
+        with open(os.path.join(self.path, journalName), "rb") as f:
+            journal = f.read()
+        self.store.close()
+        after = fileContents(self.path)
+        states = []
+        for contents in (before, after):
+            restore(self.path, contents)
+            for _ in range(2):
+                with open(os.path.join(self.path, ".simplemail-99999999.journal"), "wb") as f:
+                    f.write(journal)
+                dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    report = replay.recoverJournals(
+                        dirfd, lambda user: MboxFile(dirfd, user, itertools.count(1)),
+                        OTHER_BOOT)
+                finally:
+                    os.close(dirfd)
+                self.assertEqual([name for name, _, replayed in report if replayed],
+                                 [".simplemail-99999999.journal"])
+                states.append(self.folderState(self.path))
+        return states
+
+    def test_powerCutReplaysFlagsAndMove(self):
+        """
+        After a power cut that lost every unsynced write, replay applies acknowledged flag changes and moves exactly once, the moved message keeping its id.
+        """
+        def operations():
+            self.ok(self.inbox.setFlags([self.ids[0]], add=[FLAGGED, SEEN]))
+            self.ok(self.inbox.setFlags([self.ids[0]], remove=[SEEN]))
+            self.ok(self.inbox.moveMessages([self.ids[0], self.ids[2]], "Archive"))
+            archive = self.ok(self.store.openFolder("amy", "Archive"))
+            self.ok(archive.setFlags([self.ids[2]], add=["$Label1"]))
+
+        states = self.powerCut(operations)
+        expected = {
+            "INBOX": {self.ids[1]: (set(), "")},
+            "Archive": {self.ids[0]: ({FLAGGED}, ""), self.ids[2]: ({"$Label1"}, "")},
+        }
+        for state in states:
+            self.assertEqual(state, expected)
+
+    def test_powerCutAfterMoveBack(self):
+        """
+        A message moved to a folder and back within one checkpoint is, after a power cut, in INBOX once, with its id.
+        """
+        def operations():
+            self.ok(self.inbox.moveMessages([self.ids[0]], "Archive"))
+            archive = self.ok(self.store.openFolder("amy", "Archive"))
+            self.ok(archive.moveMessages([self.ids[0]], "INBOX"))
+
+        for state in self.powerCut(operations):
+            self.assertEqual(sorted(state["INBOX"]), sorted(self.ids))
+            self.assertEqual(state["Archive"], {})
+
+
+class QuickPatchTests(SynchronousTestCase):
+    def test_sameAsPatchInPlace(self):
+        """
+        The quick flag patch of a record as the store writes it gives the bytes the full one does, for any flags, and declines records it cannot be sure of.
+        """
+        from twisted_mail.mail.message import idHeaderLine
+        from twisted_mail.stores.spool.flags import (
+            parseHeader,
+            patchInPlace,
+            quickPatch,
+            storeLines,
+        )
+
+        record = (b"From a@localhost Sun Dec  6 08:00:00 2026\n" + idHeaderLine("AAAAAAAAAAAAAAAA")
+                  + storeLines(7, frozenset()) + b"From: a@localhost\nSubject: x\n\nbody\n\n")
+        for flags in (frozenset(), {SEEN}, {SEEN, FLAGGED, "$Label1"}, {"k" * 40}):
+            self.assertEqual(quickPatch(record, flags),
+                             patchInPlace(record, parseHeader(record), flags))
+        self.assertIsNone(quickPatch(record, {"k" * 80}))
+        mutt = record.replace(b"Subject: x\n", b"Subject: x\nStatus: RO\n")
+        self.assertIsNone(quickPatch(mutt, {SEEN}))
+        self.assertIsNone(quickPatch(record[:60], {SEEN}))
+
+
+class SeenTests(JournalledStoreMixin, SynchronousTestCase):
+    def test_seenAtOnceWrittenLater(self):
+        """
+        markSeen shows at once to another view, costs no sync, and reaches the file (with an F record in the journal) and then a checkpoint within a second or so.
+        """
+        view = self.inbox
+        msgid = self.ids[0]
+        syncs = []
+        realSync, realFsync = os.fdatasync, os.fsync
+        self.patch(os, "fdatasync", lambda fd: (syncs.append(fd), realSync(fd))[1])
+        self.patch(os, "fsync", lambda fd: (syncs.append(fd), realFsync(fd))[1])
+        self.ok(view.markSeen([msgid]))
+        other = self.ok(self.store.openFolder("amy", "INBOX"))
+        self.assertEqual(self.ok(other.listMessages()).messages[0].flags, frozenset([SEEN]))
+        self.assertEqual(syncs, [])
+        with open(os.path.join(self.path, "amy"), "rb") as f:
+            self.assertIn(b"\nStatus: \n", f.read())
+        self.reactor.advance(0.5)
+        self.reactor.drain()
+        with open(os.path.join(self.path, "amy"), "rb") as f:
+            self.assertIn(b"\nStatus: RO\n", f.read())
+        journalPath = os.path.join(self.path, self.store._journalled.journal.name)
+        with open(journalPath, "rb") as f:
+            records = [r for tx in readFrames(f.read()) for r in tx.records]
+        self.assertEqual([(r.type, r.msgid, r.flags) for r in records],
+                         [(FLAGS, msgid, SEEN)])
+        self.assertEqual(syncs, [])
+        self.reactor.advance(1)
+        self.reactor.drain()
+        self.assertNotEqual(syncs, [])
+        self.assertEqual(self.store._journalled.journal.size, 0)
