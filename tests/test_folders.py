@@ -375,6 +375,50 @@ class FolderContractMixin:
         self.ok(view.close())
         self.assertEqual(self.listed(INBOX), [])
 
+    def lightFacts(self, name, store=None):
+        view = self.open(name, store)
+        try:
+            entries = self.ok(view.listEntries())
+        finally:
+            self.ok(view.close())
+        return [(e.id, e.size, e.arrived, e.uid, e.flags, e.folder) for e in entries]
+
+    def listedFacts(self, name, store=None):
+        return [(m.id, m.size, m.arrived, m.uid, m.flags, m.folder)
+                for m in self.listed(name, store)]
+
+    def test_listEntries(self):
+        """
+        listEntries() gives, in folder order, the id, size, arrival time,
+        UID, flags and folder that listMessages() gives, after flag changes,
+        deletes and a restart, whether or not the messages were listed in
+        full before.
+        """
+        self.ok(self.store.createFolder("bob", "x"))
+        texts = [MESSAGE, b"Subject: crlf\r\n\r\nline\r\nFrom here\r\n",
+                 b"Subject: quoted\n\nFrom the start\n>From kept\nno end"]
+        added = [self.append(text=t, arrived=1700000000 + n) for n, t in enumerate(texts)]
+        self.append("x", flags=[FLAGGED])
+        self.ok(self.store.deliverMessage("alice", "bob", MESSAGE))
+        inbox = self.lightFacts(INBOX)
+        self.assertEqual(len(inbox), 4)
+        self.assertEqual([f[0] for f in inbox[:3]], [a.id for a in added])
+        self.assertEqual(inbox, self.listedFacts(INBOX))
+        self.assertEqual(self.lightFacts(INBOX), inbox)
+        self.assertEqual(self.lightFacts("x"), self.listedFacts("x"))
+        view = self.open(INBOX)
+        self.ok(view.setFlags([added[1].id], add=[SEEN, "Work"]))
+        self.ok(view.deleteMessages([added[0].id]))
+        self.ok(view.close())
+        after = self.lightFacts(INBOX)
+        self.assertEqual([f[0] for f in after], [f[0] for f in inbox[1:]])
+        self.assertEqual(after[0][4], frozenset([SEEN, "Work"]))
+        self.assertEqual(after, self.listedFacts(INBOX))
+        again = self.reopen()
+        if again is not None:
+            self.assertEqual(self.lightFacts(INBOX, again), after)
+            self.assertEqual(self.lightFacts("x", again), self.lightFacts("x"))
+
     def test_summaryOfOne(self):
         """
         summary(id) gives the one message's summary as the listing does
@@ -552,6 +596,28 @@ class SpoolFolderTests(FolderContractMixin, SynchronousTestCase):
 
     def reopen(self):
         return makeSpoolStore(self, self.path)
+
+    def test_listEntriesParsesNothing(self):
+        """
+        The light listing of mail another program wrote into the spool
+        file parses no message, and gives the sizes and times a full
+        listing gives.
+        """
+        from twisted_mail.stores.spool import store as spoolStore
+
+        with open(os.path.join(self.path, "bob"), "ab") as f:
+            for n in range(3):
+                f.write(b"From alice@example.com Thu Dec  3 10:0%d:00 2026\n"
+                        b"From: alice@example.com\nSubject: %d\n\n>From body\n\n" % (n, n))
+
+        def refuse(*args):
+            raise AssertionError("parsed")
+
+        patched = self.patch(spoolStore, "summarize", refuse)
+        light = self.lightFacts(INBOX)
+        patched.restore()
+        self.assertEqual(len(light), 3)
+        self.assertEqual(light, self.listedFacts(INBOX))
 
     def test_fetchMessagesReadLimit(self):
         """

@@ -261,6 +261,30 @@ class SeparatorLineTests(SynchronousTestCase):
             b"From alice@example.org Thu Feb 29 13:05:09 2024",
         )
 
+    def test_arrivalTime(self):
+        """
+        The arrival time of a separator is its ctime() stamp as POSIX
+        seconds, as C{strptime} reads it (any case, one-digit fields),
+        and 0 for a stamp that is no time.
+        """
+        import calendar
+        from datetime import datetime
+
+        from twisted_mail.mail.mime import arrivalTime
+
+        self.assertEqual(arrivalTime(separatorLine(b"a@b", WHEN)), int(WHEN))
+        for stamp in [b"thu FEB 29 1:2:3 2024", b"Sat Mar  9 23:59:59 2024",
+                      b"Thursday Feb 29 13:05:09 2024", b"Thu Feb 30 13:05:09 2024",
+                      b"Thu Feb 29 24:00:00 2024", b"Thu Feb 29 13:05:60 2024",
+                      b"Thu Feb 29 13:05 2024", b"Thu Feb 0 13:05:09 2024",
+                      b"Thu Feb 29 13:05:09 24", b"Thu Feb 29 13:05:09 02024"]:
+            try:
+                expected = calendar.timegm(datetime.strptime(
+                    stamp.decode("ascii"), "%a %b %d %H:%M:%S %Y").timetuple())
+            except ValueError:
+                expected = 0
+            self.assertEqual(arrivalTime(b"From a@b " + stamp), expected, stamp)
+
     def test_unsafeSender(self):
         """
         Spaces and control characters in the sender cannot forge a second

@@ -271,6 +271,7 @@ class _DeferringSession:
     summary = _queued("summary")
     flagsOf = _queued("flagsOf")
     fetchMessages = _queued("fetchMessages")
+    listEntries = _queued("listEntries")
     del _queued
 
     @property

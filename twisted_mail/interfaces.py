@@ -222,6 +222,22 @@ class IFolder(Interface):
             L{TemporaryFailure}.
         """
 
+    def listEntries():
+        """
+        A light listing of every message not expunged, in folder order: what
+        an IMAP C{SELECT} needs (sequence map, C{EXISTS}, C{UNSEEN},
+        C{UIDNEXT}, C{RFC822.SIZE}, C{INTERNALDATE}) without reading the
+        messages' headers, so its cost is the folder's scan, not a parse.
+
+        @return: a L{Deferred} firing with a L{list} of
+            L{twisted_mail.mail.mime.MessageSummary} whose C{id}, C{size},
+            C{arrived}, C{uid}, C{flags} and C{folder} are those
+            L{listMessages} gives; the header fields (C{sender}, C{to},
+            C{subject}, C{date}, C{snippet}, C{attachments}) may be left
+            empty (C{date}: the arrival time), so a door must not show
+            them; or failing with L{TemporaryFailure}.
+        """
+
     def fetchMessage(msgid):
         """
         The message with id C{msgid} as C{READM} shows it (no status or id

@@ -157,6 +157,34 @@ def _isoFormat(moment):
         moment.second)
 
 
+_WEEKDAYS = frozenset([b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun"])
+_MONTHS = {name: n + 1 for n, name in enumerate(
+    b"jan feb mar apr may jun jul aug sep oct nov dec".split())}
+
+
+def _plainArrival(words):
+    """
+    L{arrivalTime} of the usual C{Www Mmm dd hh:mm:ss yyyy} without
+    C{strptime} (a light listing reads one per message), or L{None} for
+    anything else (C{strptime} decides).
+    """
+    weekday, month, day, clock, year = words
+    month = _MONTHS.get(month.lower())
+    parts = clock.split(b":")
+    if (month is None or weekday.lower() not in _WEEKDAYS or len(parts) != 3
+            or not (day.isdigit() and len(day) <= 2 and year.isdigit() and len(year) == 4)
+            or not all(p.isdigit() and 1 <= len(p) <= 2 for p in parts)):
+        return None
+    hour, minute, second = (int(p) for p in parts)
+    if hour > 23 or minute > 59 or second > 59 or int(day) == 0:
+        return None
+    try:
+        datetime(int(year), month, int(day))
+    except ValueError:
+        return None
+    return calendar.timegm((int(year), month, int(day), hour, minute, second, 0, 0, 0))
+
+
 def arrivalTime(separator):
     """
     The time of an mbox C{From } line (C{From sender Thu Nov 26 12:00:00
@@ -167,6 +195,9 @@ def arrivalTime(separator):
     words = separator.split()
     if len(words) < 7:
         return 0
+    plain = _plainArrival(words[-5:])
+    if plain is not None:
+        return plain
     try:
         stamp = b" ".join(words[-5:]).decode("ascii")
         return calendar.timegm(datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")

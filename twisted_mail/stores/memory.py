@@ -16,7 +16,7 @@ from zope.interface import implementer
 from twisted_mail import errors
 from twisted_mail.interfaces import IFolder, IMailboxSession, IMailStore
 from twisted_mail.mail.message import buildMessage, normaliseBody
-from twisted_mail.mail.mime import Listing, parseMessage, summarize
+from twisted_mail.mail.mime import Listing, MessageSummary, parseMessage, popSize, summarize
 from twisted_mail.mail.model import (
     INBOX,
     SEEN,
@@ -377,6 +377,15 @@ class _MemoryFolder:
         live = self._live()
         page = pageOf(live, start, limit, newestFirst)
         return defer.succeed(Listing(len(live), [m.summary() for m in page]))
+
+    def listEntries(self):
+        failure = self._store._failure()
+        if failure is not None:
+            return defer.fail(failure)
+        folder = self.folder
+        return defer.succeed([
+            MessageSummary(m.id, popSize(m.text), m.arrived, uid=m.uid, flags=m.flags,
+                           folder=folder) for m in self._live()])
 
     @_failing
     def fetchMessage(self, msgid):

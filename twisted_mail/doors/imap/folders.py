@@ -100,7 +100,7 @@ class FolderCommands:
                 folder.close()
                 return failure
 
-            return folder.listMessages().addCallbacks(listed, failed)
+            return folder.listEntries().addCallbacks(listed, failed)
 
         def selected(result):
             folder, listing, infos = result
@@ -108,7 +108,7 @@ class FolderCommands:
             if self._lost:
                 folder.close()
                 return ("NO", "connection lost")
-            view = SelectedMailbox(folder, folder.folder, listing.messages, readOnly)
+            view = SelectedMailbox(folder, folder.folder, listing, readOnly)
             for event in events or ():
                 view.eventReceived(event)
             self.view = view

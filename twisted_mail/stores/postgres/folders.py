@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IFolder
-from twisted_mail.mail.mime import Listing
+from twisted_mail.mail.mime import Listing, MessageSummary
 from twisted_mail.mail.model import (
     INBOX,
     SEEN,
@@ -308,6 +308,21 @@ class PostgresFolderView:
                                         for r in rows if r[1] is not None])
 
         return self._store._run(page)
+
+    def listEntries(self):
+        where, params = self._where()
+        folder = self.folder
+
+        def rows(conn):
+            # Only the columns a SELECT needs: no header text is read.
+            return [MessageSummary(publicId(serial, pubid), size, arrived, uid=uid,
+                                   flags=flags, folder=folder)
+                    for serial, pubid, size, arrived, uid, flags in conn.execute(
+                        "SELECT id, pubid, size, arrived, uid, flags FROM messages"
+                        " WHERE userid = %s AND " + where + " ORDER BY uid",
+                        [self.userid] + params).fetchall()]
+
+        return self._store._run(rows)
 
     def _byId(self, conn, msgid):
         cur = conn.cursor(binary=True)

@@ -315,9 +315,8 @@ class FolderFile:
             record = old[entry.start - start:entry.end - start]
             if not entry.deleted:
                 record = transform(entry, record)
-            header = parseHeader(record)
-            new = _Entry(offset, offset + len(record), _messageKey(record, header),
-                         entry.serial, _recordIdOf(record), header.uid, header.flags)
+            key, msgid, uid, flags = _factsOf(record)
+            new = _Entry(offset, offset + len(record), key, entry.serial, msgid, uid, flags)
             new.deleted = entry.deleted
             newEntries.append(new)
             pieces.append(record)
@@ -561,10 +560,13 @@ class FolderFile:
         return sum(1 for e in self.entries if not e.deleted and SEEN not in e.flags)
 
 
-def _recordIdOf(record):
-    from twisted_mail.mail.message import recordId
+def _factsOf(record):
+    # A rewritten record is in the store's own shape: its key, id, UID and
+    # flags come without parsing its header (a first look rewrites every
+    # record of a file another program wrote).
+    from twisted_mail.stores.spool.records import _facts
 
-    return recordId(record)
+    return _facts(record)
 
 
 def refuseMissing(e, name):

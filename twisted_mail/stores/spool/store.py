@@ -121,6 +121,9 @@ class _Mailbox:
         # Summaries already parsed, by (id, content key): a listing parses
         # each message once, however often it is listed.
         self.summaries = {}
+        # (size, arrival time) of messages by (id, content key), for the
+        # light listing (listEntries) of those not summarized.
+        self.facts = {}
         # The _Watch of this mailbox while anyone subscribes to it.
         self.watch = None
         # Its search index (which also keeps summaries across restarts), or

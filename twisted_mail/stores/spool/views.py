@@ -28,6 +28,7 @@ from twisted_mail.stores.base import (
     pageOf,
     userIdArgument,
 )
+from twisted_mail.stores.spool.entries import entryRows, lightSummaries
 from twisted_mail.stores.spool.events import UserWatch
 from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
@@ -338,6 +339,11 @@ class SpoolFolderView:
             return self._run(page, mailbox.mbox, mailbox.summaries).addCallback(summarized)
         return self._run(page, mailbox.mbox, _Everything()).addCallback(
             fromIndex).addCallback(summarized)
+
+    def listEntries(self):
+        mailbox = self._mailbox
+        return self._run(entryRows, mailbox.mbox, mailbox.summaries,
+                         mailbox.facts).addCallback(lightSummaries, self.folder)
 
     def fetchMessage(self, msgid):
         return self._run(self._mailbox.mbox.readById, msgid).addCallback(
