@@ -31,7 +31,7 @@ from twisted_mail.stores.spool.flags import (
 )
 from twisted_mail.stores.spool.journal import FLAGS, Record, flagsText
 from twisted_mail.stores.spool.locks import _O_FLAGS
-from twisted_mail.stores.spool.records import _Entry, _messageKey, _writeAll
+from twisted_mail.stores.spool.records import _Entry, _writeAll
 
 log = Logger()
 

@@ -118,11 +118,9 @@ class _Mailbox:
         self._pendingLock = threading.Lock()
         self._pending = []
         self._flushQueued = False
-        # Summaries already parsed, by (id, content key): a listing parses
-        # each message once, however often it is listed.
+        # By (id, content key): summaries already parsed (a listing parses
+        # each message once), and (size, arrival) for listEntries.
         self.summaries = {}
-        # (size, arrival time) of messages by (id, content key), for the
-        # light listing (listEntries) of those not summarized.
         self.facts = {}
         # The _Watch of this mailbox while anyone subscribes to it.
         self.watch = None
@@ -783,7 +781,6 @@ class _SpoolSession(CursorSession, SpoolFolderView):
 
         return self._mailbox.run(self._mailbox.mbox.readById, msgid).addCallback(
             selected)
-
 
 
 def mailboxThreadPool(size=1):
