@@ -224,6 +224,8 @@ class MailboxIndex:
                          count=len(new), user=self._userid)
         gone = set(known) - liveSet
         yield self._inThread(self.writer.update, self.folderKey, gone, [], stamp, snapshot, changed)
+        if len(new) > BATCH:
+            yield self._inThread(self.writer.optimize)
         if snapshot is not None:
             self._snapshotAt = now
 
