@@ -185,16 +185,6 @@ def orderKey(arrived, sequence=0):
     return ((arrived + limit) << _SEQUENCE_BITS) + sequence
 
 
-def _documentWords(doc):
-    """
-    The distinct words of a search document's fields.
-    """
-    found = set()
-    for text in doc.fields.values():
-        found.update(text.split())
-    return found
-
-
 class SearchDatabase:
     """
     One user's index database.  Every method runs in the index thread, one
@@ -349,6 +339,7 @@ class SearchDatabase:
         self.open()
         db = self._db
         pairs = self.pairs(folder)
+        newWords = ()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -367,7 +358,7 @@ class SearchDatabase:
                 rows, texts = [], []
                 keys = _OrderKeys(db)
                 known = self._knownWords()
-                newWords = set()
+                batchWords = set()
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
@@ -393,8 +384,9 @@ class SearchDatabase:
                         _summaryJSON(summary),
                         json.dumps(doc.headers, ensure_ascii=False)))
                     texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
-                    newWords |= _documentWords(doc) - known
+                    batchWords.update(" ".join(doc.fields.values()).split())
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
+                newWords = batchWords - known
                 db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
                                [(w,) for w in newWords])
                 db.executemany(
