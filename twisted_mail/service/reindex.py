@@ -17,12 +17,10 @@ import os
 import sys
 import time
 
-from twisted.internet.task import Clock
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from twisted_mail import errors
-from twisted_mail.stores.base import AtOnce
+from twisted_mail.stores.spool.indexer import SynchronousReactor, resultOf  # noqa: F401
 from twisted_mail.wire import normalizeUserId
 
 
@@ -54,24 +52,6 @@ class Options(usage.Options):
             raise usage.UsageError("--check and --rebuild do not go together")
         if not os.path.isdir(self["spool"]):
             raise usage.UsageError("no spool directory {}".format(self["spool"]))
-
-
-class SynchronousReactor(AtOnce, Clock):
-    """
-    A reactor whose thread pool runs work at once, on this thread: a
-    command-line tool (or a benchmark) has nothing else to do meanwhile.
-    """
-
-
-def resultOf(d):
-    """
-    The result of a L{Deferred} that has fired (raising its failure).
-    """
-    box = []
-    d.addBoth(box.append)
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 class Progress:

@@ -165,6 +165,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
                 reactor=reactor,
                 threadpool=pool,
                 journal=not options["no-journal"],
+                indexProcess=True,
             )
         except OSError as e:
             raise usage.UsageError(

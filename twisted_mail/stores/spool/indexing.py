@@ -17,9 +17,10 @@ noticed.  So a search always answers as a scan of the mailbox would.
 
 import os
 import struct
+import sys
 import time
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -123,8 +124,15 @@ class MailboxIndex:
         if self._kick is None or not self._kick.active():
             self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
 
+    #: The server's indexing process
+    #: (L{twisted_mail.stores.spool.indexer.IndexerProcess}) that catches
+    #: this INBOX up after deliveries, or L{None}: this process does.
+    remote = None
+
     def _kicked(self):
         self._kick = None
+        if self.remote is not None and self.remote.kick(self._userid):
+            return
         self.sync().addErrback(lambda f: None)
 
     def stop(self):
@@ -316,6 +324,70 @@ class MailboxIndex:
             raise errors.TemporaryFailure("the search index is being rebuilt; try again")
 
         return self._readLock.run(self._inThread, plain).addErrback(damaged)
+
+
+class IndexerProcess(protocol.ProcessProtocol):
+    """
+    The server's handle on its indexing process
+    (L{twisted_mail.stores.spool.indexer}), started at the first L{kick}.
+
+    @param spoolPath: the spool directory.
+    """
+
+    def __init__(self, spoolPath, reactor):
+        self._spoolPath = spoolPath
+        self._reactor = reactor
+        self._started = False
+        self.alive = False
+
+    def _start(self):
+        self._started = True
+        env = dict(os.environ)
+        # The process imports this package from where the server did.
+        top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+        env["PYTHONPATH"] = os.pathsep.join(
+            [top] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        try:
+            self._reactor.spawnProcess(
+                self, sys.executable,
+                [sys.executable, "-m", "twisted_mail.stores.spool.indexer", self._spoolPath],
+                env=env, childFDs={0: "w", 1: 1, 2: "r"})
+        except Exception:
+            log.failure("search index: the indexing process could not start; "
+                        "indexing in the server")
+            return
+        self.alive = True
+
+    def kick(self, userid):
+        """
+        Have the process catch up C{userid}'s INBOX index.
+
+        @return: whether it will (L{False}: index here).
+        """
+        if not self._started:
+            self._start()
+        if not self.alive:
+            return False
+        self.transport.write(userid.encode("utf-8") + b"\n")
+        return True
+
+    def errReceived(self, data):
+        for line in data.decode("utf-8", "replace").splitlines():
+            log.warn("search indexer: {line}", line=line)
+
+    def processEnded(self, reason):
+        if self.alive:
+            log.info("search indexer ended ({why}); indexing in the server",
+                     why=reason.getErrorMessage())
+        self.alive = False
+
+    def stop(self):
+        """
+        End the process (at the end of its input: it finishes its sync).
+        """
+        if self.alive:
+            self.alive = False
+            self.transport.closeStdin()
 
 
 def _unreadable(msgid, record):

@@ -1,0 +1,108 @@
+"""
+The spool's indexing process (twisted_mail.stores.spool.indexer): it
+catches up the INBOX index of each user named on its input, and the server
+falls back to indexing itself when it is not there.
+"""
+
+import io
+import os
+import tempfile
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_mail.mail.query import parseQuery
+from twisted_mail.stores.spool import indexer
+from twisted_mail.stores.spool.index import SearchDatabase, indexName
+from twisted_mail.stores.spool.indexing import IndexerProcess
+from twisted_mail.stores.spool.store import SpoolStore
+
+
+def _spoolWithMail(case, users=("bob",), count=3):
+    path = tempfile.mkdtemp()
+    case.addCleanup(lambda: __import__("shutil").rmtree(path, ignore_errors=True))
+    store = SpoolStore(path, reactor=indexer.SynchronousReactor(), searchIndex=False)
+    for user in users:
+        indexer.resultOf(store.addUser(user))
+        for n in range(count):
+            indexer.resultOf(store.deliverMessage(
+                "x@example.com", user, "Subject: note {}\n\nlunch on friday\n".format(n).encode()))
+    store.close()
+    return path
+
+
+def _indexed(path, user):
+    db = SearchDatabase(os.path.join(path, indexName(user)))
+    try:
+        return len(db.pairs("INBOX"))
+    finally:
+        db.close()
+
+
+class ServeTests(SynchronousTestCase):
+    def test_indexesTheUsersNamed(self):
+        """Each user named on the input has their INBOX indexed, once however often named."""
+        path = _spoolWithMail(self, users=("bob", "alice"))
+        r, w = os.pipe()
+        os.write(w, b"bob\nbob\nalice\n\nnobody\n")
+        os.close(w)
+        err = io.StringIO()
+        try:
+            indexer.serve(path, r, err)
+        finally:
+            os.close(r)
+        self.assertEqual((_indexed(path, "bob"), _indexed(path, "alice")), (3, 3))
+        self.assertIn("nobody", err.getvalue())
+
+    def test_searchFindsWhatItIndexed(self):
+        """A server's search answers from what the process indexed, as from its own."""
+        path = _spoolWithMail(self)
+        r, w = os.pipe()
+        os.write(w, b"bob\n")
+        os.close(w)
+        try:
+            indexer.serve(path, r, io.StringIO())
+        finally:
+            os.close(r)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(store.close)
+        found = indexer.resultOf(store.search("bob", parseQuery("friday lunch")))
+        self.assertEqual(found.total, 3)
+
+
+class ProcessTests(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def waitFor(self, condition, deadline=60.0):
+        start = time.monotonic()
+        while not condition():
+            if time.monotonic() - start > deadline:
+                self.fail("gave up waiting")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_aKickIndexesInTheProcess(self):
+        """A kick has the process index the user's INBOX; stopping it ends the process."""
+        path = _spoolWithMail(self)
+        process = IndexerProcess(path, reactor)
+        ended = defer.Deferred()
+        process.processEnded = lambda reason, ended=ended: (
+            IndexerProcess.processEnded(process, reason), ended.callback(None))
+        self.assertTrue(process.kick("bob"))
+        yield self.waitFor(lambda: _indexed(path, "bob") == 3)
+        process.stop()
+        yield ended
+        self.assertFalse(process.alive)
+        self.assertFalse(process.kick("bob"))
+
+    def test_noProcessIndexesHere(self):
+        """When the process can't start, a kick says so and the server indexes itself."""
+        class NoSpawn:
+            def spawnProcess(self, *args, **kwargs):
+                raise OSError("no processes here")
+
+        process = IndexerProcess("/nonexistent", NoSpawn())
+        self.assertFalse(process.kick("bob"))
+        self.flushLoggedErrors(OSError)
