@@ -6,6 +6,7 @@ falls back to indexing itself when it is not there.
 
 import io
 import os
+import sqlite3
 import tempfile
 import time
 
@@ -14,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_mail.mail.query import parseQuery
 from twisted_mail.stores.spool import indexer
-from twisted_mail.stores.spool.index import SearchDatabase, indexName
+from twisted_mail.stores.spool.index import indexName
 from twisted_mail.stores.spool.indexing import IndexerProcess
 from twisted_mail.stores.spool.store import SpoolStore
 
@@ -33,9 +34,19 @@ def _spoolWithMail(case, users=("bob",), count=3):
 
 
 def _indexed(path, user):
-    db = SearchDatabase(os.path.join(path, indexName(user)))
+    """
+    How many messages the user's index holds (read only: a reader never
+    disturbs the process writing it); 0 while it can't be read.
+    """
     try:
-        return len(db.pairs("INBOX"))
+        db = sqlite3.connect("file:{}?mode=ro".format(os.path.join(path, indexName(user))),
+                             uri=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        return db.execute("SELECT count(*) FROM msg").fetchone()[0]
+    except sqlite3.Error:
+        return 0
     finally:
         db.close()
 
@@ -106,3 +117,48 @@ class ProcessTests(TestCase):
         process = IndexerProcess("/nonexistent", NoSpawn())
         self.assertFalse(process.kick("bob"))
         self.flushLoggedErrors(OSError)
+
+
+class _BrokenPool:
+    def submit(self, *args):
+        import concurrent.futures.process
+
+        future = concurrent.futures.Future()
+        future.set_exception(concurrent.futures.process.BrokenProcessPool("killed"))
+        return future
+
+    def shutdown(self, **kwargs):
+        pass
+
+
+class ParsersTests(SynchronousTestCase):
+    def build(self, path, parsers):
+        from twisted_mail.stores.spool import indexing
+
+        self.patch(indexing, "PARALLEL_FROM", 3)
+        self.patch(indexing, "BATCH", 2)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        try:
+            index = store._mailbox("bob").index
+            index.writer.discard()
+            index.parsers = parsers
+            indexer.resultOf(index.sync())
+            found = indexer.resultOf(store.search("bob", parseQuery("lunch")))
+            return found.total, [(m.id, m.subject) for m in found.messages]
+        finally:
+            store.close()
+
+    def test_parsingProcessesIndexTheSame(self):
+        """A large catch-up parsed in two processes gives the index parsing here gives."""
+        path = _spoolWithMail(self, count=7)
+        here = self.build(path, 1)
+        self.assertEqual(here[0], 7)
+        self.assertEqual(self.build(path, 2), here)
+
+    def test_aBrokenPoolParsesHere(self):
+        """When the parsing processes fail, the messages are parsed here and none is lost."""
+        from twisted_mail.stores.spool import indexing
+
+        path = _spoolWithMail(self, count=7)
+        self.patch(indexing, "_parserPool", lambda size: _BrokenPool())
+        self.assertEqual(self.build(path, 2)[0], 7)

@@ -25,7 +25,8 @@ from twisted_mail.wire import normalizeUserId
 
 
 class Options(usage.Options):
-    synopsis = "Usage: simplemail-reindex [--spool DIR] [--check | --rebuild] [USERID...]"
+    synopsis = ("Usage: simplemail-reindex [--spool DIR] [--check | --rebuild] "
+                "[--parsers N] [USERID...]")
     longdesc = (
         "Bring the search index of each named user (every user of the spool "
         "if none is named) in step with its mailbox, showing progress. "
@@ -35,6 +36,8 @@ class Options(usage.Options):
     )
     optParameters = [
         ["spool", "s", "MAILSERVER", "The spool directory (as the server's --spool)."],
+        ["parsers", "p", 2, "How many processes parse the messages of a mailbox of "
+         "2,000 new messages or more (1: this one).", int],
     ]
     optFlags = [
         ["check", "c", "Report whether each index matches its mailbox; change nothing."],
@@ -50,6 +53,8 @@ class Options(usage.Options):
     def postOptions(self):
         if self["check"] and self["rebuild"]:
             raise usage.UsageError("--check and --rebuild do not go together")
+        if self["parsers"] < 1:
+            raise usage.UsageError("--parsers must be at least 1")
         if not os.path.isdir(self["spool"]):
             raise usage.UsageError("no spool directory {}".format(self["spool"]))
 
@@ -133,6 +138,7 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
                 if options["rebuild"]:
                     mailbox.index.writer.discard()
                 mailbox.index.progress = Progress(out, userid)
+                mailbox.index.parsers = options["parsers"]
                 started = time.monotonic()
                 resultOf(mailbox.index.sync())
                 out.write("{}: index in step ({:.1f} s)\n".format(

@@ -19,7 +19,8 @@ Tables::
     text(from_, to_, cc, bcc, subject, body, attachment, headers)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
-    words(word)                        every word ever indexed (a word of a
+    words(word)                        every word ever indexed in the fields
+                                       a query's words look in (a word of a
                                        message gone may stay: harmless)
 
 A message's rowid is its place in the newest-first order (L{orderKey}: its
@@ -63,6 +64,11 @@ _COLUMNS = {
     "body": "body", "attachment": "attachment", "headers": "headers",
 }
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
+
+#: The fields whose words C{words} keeps: those the query language's words
+#: look in (a prefix in another field, which only the query tree can ask
+#: for, is searched as a prefix).
+_WORD_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value);
@@ -240,6 +246,10 @@ class SearchDatabase:
             db.execute("SELECT count(*) FROM msg").fetchone()
         except (sqlite3.Error, IndexDamaged) as e:
             db.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                # Another process (the indexing process, another worker)
+                # holds it longer than the timeout: not damage; try again.
+                raise
             raise IndexDamaged(str(e))
         self._db = db
         self._ino = os.stat(self.path).st_ino
@@ -359,13 +369,16 @@ class SearchDatabase:
                 keys = _OrderKeys(db)
                 known = self._knownWords()
                 batchWords = set()
+                indexedIds = {msgid for msgid, _ in pairs}
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
-                    old = db.execute("SELECT rowid, key FROM msg WHERE folder=? AND id=?",
-                                     (folder, summary.id)).fetchone()
+                    old = None
+                    if summary.id in indexedIds:
+                        old = db.execute("SELECT rowid, key FROM msg WHERE folder=? AND id=?",
+                                         (folder, summary.id)).fetchone()
                     rowid = None
                     if old is not None:
                         db.execute("DELETE FROM text WHERE rowid=?", (old[0],))
@@ -384,7 +397,8 @@ class SearchDatabase:
                         _summaryJSON(summary),
                         json.dumps(doc.headers, ensure_ascii=False)))
                     texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
-                    batchWords.update(" ".join(doc.fields.values()).split())
+                    batchWords.update(" ".join(doc.fields[f] for f in _WORD_FIELDS).split())
+                    indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
                 newWords = batchWords - known
                 db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
@@ -434,6 +448,8 @@ class SearchDatabase:
         """
         self.open()
         self._execute("INSERT INTO text(text) VALUES('optimize')")
+        # The merge rewrote the whole index into the WAL: give the space back.
+        self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def keepOnly(self, folders):
         """
@@ -590,7 +606,9 @@ def _matchText(node, expand=None):
     fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
     columns = "{" + " ".join(_COLUMNS[f] for f in fields) + "}"
     words = node.words
-    whole = expand(words[-1]) if expand is not None else None
+    whole = None
+    if expand is not None and set(fields) <= set(_WORD_FIELDS):
+        whole = expand(words[-1])
     if not whole:
         # None: too many; none at all: nothing matches, cheaply either way.
         return "{} : {}*".format(columns, _phrase(words))

@@ -34,6 +34,10 @@ from twisted_mail.stores.base import AtOnce
 #: How much lower the process's priority is than the server's.
 NICENESS = 10
 
+#: How many processes parse a large catch-up (a mailbox the server has
+#: not indexed yet): L{twisted_mail.stores.spool.indexing.PARALLEL_FROM}.
+PARSERS = 2
+
 
 class SynchronousReactor(AtOnce, Clock):
     """
@@ -85,7 +89,9 @@ def serve(spoolPath, fd, err=sys.stderr):
                 if not userid:
                     continue
                 try:
-                    resultOf(store._mailbox(userid).index.sync())
+                    index = store._mailbox(userid).index
+                    index.parsers = PARSERS
+                    resultOf(index.sync())
                 except Exception as e:
                     err.write("{}: {}\n".format(userid, e))
                     err.flush()

@@ -40,6 +40,10 @@ log = Logger()
 #: Messages read from the mbox file and indexed per step of a sync.
 BATCH = 500
 
+#: From this many new messages on, a sync with L{MailboxIndex.parsers} > 1
+#: parses in that many processes.
+PARALLEL_FROM = 2000
+
 #: How often at most the entries snapshot (for a quick start) is written,
 #: in seconds, while mail keeps arriving.
 SNAPSHOT_INTERVAL = 10.0
@@ -123,6 +127,10 @@ class MailboxIndex:
         """
         if self._kick is None or not self._kick.active():
             self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
+
+    #: How many processes parse the messages of a large sync
+    #: (L{PARALLEL_FROM}); 1: this one.
+    parsers = 1
 
     #: The server's indexing process
     #: (L{twisted_mail.stores.spool.indexer.IndexerProcess}) that catches
@@ -212,24 +220,14 @@ class MailboxIndex:
         if len(new) > BATCH and self.progress is None:
             log.info("indexing {count} messages of {user}", count=len(new),
                      user=self._userid)
-        done = 0
-        for first in range(0, len(new), BATCH):
-            wanted = set(new[first:first + BATCH])
-
-            def read(wanted=wanted):
-                with mbox.locked() as handle:
-                    return [(e.msgid, e.key, mbox.read(handle, e), e.uid, e.flags)
-                            for e in mbox.entries
-                            if not e.deleted and (e.msgid, e.key) in wanted]
-
-            records = yield mailbox.run(read)
-            yield self._inThread(self._index, records)
-            done += len(wanted)
-            if self.progress is not None:
-                self.progress(done, len(new))
-            elif len(new) > BATCH:
-                log.info("indexed {done}/{count} messages of {user}", done=done,
-                         count=len(new), user=self._userid)
+        pool = None
+        if self.parsers > 1 and len(new) >= PARALLEL_FROM:
+            pool = yield self._inThread(_parserPool, self.parsers)
+        try:
+            yield self._readAndIndex(new, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         gone = set(known) - liveSet
         yield self._inThread(self.writer.update, self.folderKey, gone, [], stamp, snapshot, changed)
         if len(new) > BATCH:
@@ -237,16 +235,78 @@ class MailboxIndex:
         if snapshot is not None:
             self._snapshotAt = now
 
-    def _index(self, records):
+    @defer.inlineCallbacks
+    def _readAndIndex(self, new, pool):
+        """
+        Read the messages C{new} (C{(id, key)} pairs) from the mbox file and
+        index them, a batch at a time; with a process C{pool}, each batch is
+        parsed there while the one before is written.
+        """
+        mailbox = self._mailbox
+        mbox = mailbox.mbox
+        done = 0
+        parsing = None
+        for first in range(0, len(new) + BATCH, BATCH):
+            wanted = set(new[first:first + BATCH])
+            if not wanted and parsing is None:
+                return
+
+            def read(wanted=wanted):
+                with mbox.locked() as handle:
+                    return [(e.msgid, e.key, mbox.read(handle, e), e.uid, e.flags)
+                            for e in mbox.entries
+                            if not e.deleted and (e.msgid, e.key) in wanted]
+
+            records = (yield mailbox.run(read)) if wanted else []
+            if pool is None and parsing is None:
+                yield self._inThread(lambda: self._index(records, _parseRecords(
+                    self._readRecord, [(m, r) for m, _, r, _, _ in records])))
+            else:
+                previous, parsing = parsing, None
+                if records and pool is not None:
+                    parsing = (records, _submit(pool, self.parsers, self._readRecord, records))
+                elif records:
+                    parsing = (records, None)
+                if previous is None:
+                    continue
+                records, futures = previous
+                parsed = yield self._inThread(self._gathered, records, futures)
+                if parsed is None:
+                    # The pool broke (a process killed, or unable to start):
+                    # parse here from now on.
+                    pool = None
+                    parsed = yield self._inThread(_parseRecords, self._readRecord, [
+                        (m, r) for m, _, r, _, _ in records])
+                yield self._inThread(self._index, records, parsed)
+            done += len(records)
+            if self.progress is not None:
+                self.progress(done, len(new))
+            elif len(new) > BATCH:
+                log.info("indexed {done}/{count} messages of {user}", done=done,
+                         count=len(new), user=self._userid)
+
+    def _gathered(self, records, futures):
+        """
+        The parts' results, in order, once all are done (blocking: in a
+        worker thread); L{None} if the pool could not parse them.
+        """
+        if futures is None:
+            return None
+        try:
+            return [each for future in futures for each in future.result()]
+        except Exception as e:
+            log.warn("search index of {user}: parsing processes failed ({why}); "
+                     "parsing here", user=self._userid, why=repr(e))
+            return None
+
+    def _index(self, records, parsed):
         add = []
-        for msgid, key, record, uid, flags in records:
-            try:
-                summary, doc = self._readRecord(msgid, record)
-            except Exception:
+        for (msgid, key, record, uid, flags), (summary, doc) in zip(records, parsed):
+            if summary is None:
                 # The reader never raises by contract; should it, the message
                 # is still indexed, by its id and size, and never lost.
-                log.failure("search index of {user}: message {id} unreadable",
-                            user=self._userid, id=msgid)
+                log.error("search index of {user}: message {id} unreadable ({why})",
+                          user=self._userid, id=msgid, why=doc)
                 summary, doc = _unreadable(msgid, record)
             add.append((key, summary.replace(uid=uid, flags=flags, folder=self.folderKey), doc))
         self.writer.update(self.folderKey, (), add)
@@ -388,6 +448,51 @@ class IndexerProcess(protocol.ProcessProtocol):
         if self.alive:
             self.alive = False
             self.transport.closeStdin()
+
+
+def _parseRecords(readRecord, records):
+    """
+    C{readRecord} of each C{(id, record)}: C{(summary, document)} pairs,
+    C{(None, why)} where it raised.  (In a worker thread, or a parsing
+    process.)
+    """
+    parsed = []
+    for msgid, record in records:
+        try:
+            parsed.append(readRecord(msgid, record))
+        except Exception as e:
+            parsed.append((None, repr(e)))
+    return parsed
+
+
+def _parserPool(size):
+    """
+    A pool of C{size} parsing processes, started fresh (never forked from a
+    process that runs threads).
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    return concurrent.futures.ProcessPoolExecutor(
+        size, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _submit(pool, parts, readRecord, records):
+    """
+    Parse C{records} in the process pool, cut in C{parts} parts.
+
+    @return: the futures of the parts, in order, or L{None}.
+    """
+    pairs = [(msgid, record) for msgid, _, record, _, _ in records]
+    size = max(1, -(-len(pairs) // parts))
+    try:
+        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size])
+                for i in range(0, len(pairs), size)]
+    except Exception:
+        # A broken pool refuses work at once: parsed here (L{None}).
+        return None
+
+
 
 
 def _unreadable(msgid, record):
