@@ -13,6 +13,11 @@ whenever the mailbox's stamp (inode, size, modification time of the file
 and of its delete journal) differs from the one the index last saw, which
 is how changes by other processes and other tools (mutt, procmail) are
 noticed.  So a search always answers as a scan of the mailbox would.
+
+In a server the syncs after deliveries to INBOX run in its indexing process
+(L{IndexerProcess}; L{twisted_mail.stores.spool.indexer}), and a sync of
+L{PARALLEL_FROM} new messages or more may parse them in several processes
+(L{MailboxIndex.parsers}) while this one writes the index.
 """
 
 import os
