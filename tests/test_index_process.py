@@ -162,3 +162,49 @@ class ParsersTests(SynchronousTestCase):
         path = _spoolWithMail(self, count=7)
         self.patch(indexing, "_parserPool", lambda size: _BrokenPool())
         self.assertEqual(self.build(path, 2)[0], 7)
+
+
+class _FirstWriterCommitsMeanwhile:
+    """
+    A connection whose C{BEGIN IMMEDIATE} waits while another writer commits
+    (as SQLite's busy wait does): C{meanwhile} runs first, once.
+    """
+
+    def __init__(self, db, meanwhile):
+        self._db = db
+        self._meanwhile = meanwhile
+
+    def execute(self, sql, *args):
+        if sql == "BEGIN IMMEDIATE" and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+class SharedWritersTests(SynchronousTestCase):
+    def test_twoWritersIndexOnce(self):
+        """A writer that waited while another indexed the same messages indexes none twice."""
+        from twisted_mail.stores.spool.store import readRecord
+
+        path = _spoolWithMail(self, count=4)
+        stores = [SpoolStore(path, reactor=indexer.SynchronousReactor()) for _ in range(2)]
+        for store in stores:
+            self.addCleanup(store.close)
+        mailbox = stores[0]._mailbox("bob")
+        mbox = mailbox.mbox
+
+        def read():
+            with mbox.locked() as handle:
+                return [(e.key, readRecord(e.msgid, mbox.read(handle, e)))
+                        for e in mbox.entries]
+
+        add = [(key, summary, doc) for key, (summary, doc) in indexer.resultOf(mailbox.run(read))]
+        first, second = [store._mailbox("bob").index.writer for store in stores]
+        second.pairs("INBOX")
+        second._db = _FirstWriterCommitsMeanwhile(
+            second._db, lambda: first.update("INBOX", (), add))
+        second.update("INBOX", (), add)
+        self.assertEqual(_indexed(path, "bob"), 4)

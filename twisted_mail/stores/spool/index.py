@@ -348,11 +348,14 @@ class SearchDatabase:
         """
         self.open()
         db = self._db
-        pairs = self.pairs(folder)
         newWords = ()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                # What is indexed as of this transaction: another process
+                # (the indexing process, a worker) may have just indexed
+                # the same messages.
+                pairs = self.pairs(folder)
                 for msgid, key in remove:
                     for (rowid,) in db.execute(
                             "SELECT rowid FROM msg WHERE folder=? AND id=? AND key=?",
