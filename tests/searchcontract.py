@@ -264,13 +264,13 @@ class SearchContractMixin:
                                  "query {!r} start {} limit {}".format(text, start, limit))
 
     def test_sameSecondNewestFirst(self):
-        """Messages that arrived in the same second are found newest first, as a scan finds them."""
+        """Messages of the same second are found newest first, as a scan finds them."""
         ids = self.deliverSamples(arrivals=[MIDNIGHT] * 4)
         self.assertEqual(self.found("bob"), list(reversed(ids)))
         self.assertSearchIsScan()
 
     def test_prefixOfManyWords(self):
-        """A word stands for every word it begins, however many there are, also as a phrase's last word."""
+        """A word stands for every word it begins, however many, also as a phrase's last word."""
         words = " ".join("zork{}".format(n) for n in range(60))
         for n, body in enumerate([words, "alpha zork17 beta", "alpha zorkish", "zor k"]):
             self.now[0] = MIDNIGHT + n

@@ -72,7 +72,7 @@ class ParseBytesTests(SynchronousTestCase):
 
 class OrderKeyTests(SynchronousTestCase):
     def test_arrivalOrder(self):
-        """Rowids ascend with the arrival time, then the order of indexing; absurd times are clamped."""
+        """Rowids ascend with the arrival time, then indexing order; absurd times are clamped."""
         keys = [index.orderKey(t, s) for t, s in [(-10 ** 20, 0), (-5, 0), (0, 0), (0, 1),
                                                   (1, 0), (1796601600, 0), (10 ** 20, 0)]]
         self.assertEqual(keys, sorted(keys))
