@@ -142,6 +142,17 @@ class MailboxIndex:
     #: this INBOX up after deliveries, or L{None}: this process does.
     remote = None
 
+    def kickIndexer(self):
+        """
+        After deliveries through the journal: have the indexing process
+        catch up soon, when there is one.  (Without it the next search
+        catches up, as before the process: a worker kicking its own syncs
+        after journalled deliveries did not always finish stopping once its
+        supervisor was killed, in tests/test_crash.py's workers harness.)
+        """
+        if self.remote is not None:
+            self.kick()
+
     def _kicked(self):
         self._kick = None
         if self.remote is not None and self.remote.kick(self._userid):

@@ -206,7 +206,7 @@ class JournalledDeliveries:
             if mailbox.watch is not None:
                 mailbox.watch.check()
             if mailbox.index is not None:
-                mailbox.index.kick()
+                mailbox.index.kickIndexer()
         if stored:
             self.scheduleCheckpoint()
             if self.journal.size > self.journal.sizeLimit:
