@@ -25,8 +25,9 @@ before trusting a measurement):
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
   noindex      the spool keeps no search index (SpoolStore's searchIndex
                off): the index's cost to delivery throughput (issue 21)
-  indexhere    the server indexes deliveries in its own threads, not in
-               its indexing process (SpoolStore's indexProcess off)
+  indexhere    no indexing process (SpoolStore's indexProcess off): the
+               server indexes deliveries through the journal only at the
+               next search (as a --workers worker does)
   gcstats      print the garbage collector's pauses at shutdown (stderr)
   batchstats   print, at shutdown (stderr), the group commits' batch sizes,
                how long each batch waited for the mailbox thread, and how
