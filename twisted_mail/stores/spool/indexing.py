@@ -21,6 +21,7 @@ L{PARALLEL_FROM} new messages or more may parse them in several processes
 """
 
 import os
+import sqlite3
 import struct
 import sys
 import time
@@ -337,7 +338,7 @@ class MailboxIndex:
             summary (empty if the index can't be read).
         """
         d = self._readLock.run(self._inThread, self.reader.summaries, self.folderKey, msgids)
-        return d.addErrback(lambda f: f.trap(IndexDamaged, OSError) and {})
+        return d.addErrback(lambda f: f.trap(IndexDamaged, OSError, sqlite3.Error) and {})
 
     def freshen(self):
         """
@@ -355,6 +356,9 @@ class MailboxIndex:
             return self.sync() if isStale else None
 
         def damaged(f):
+            if f.check(sqlite3.Error):
+                # Locked by another process past the timeout: not damage.
+                raise errors.TemporaryFailure("the search index is busy; try again")
             f.trap(IndexDamaged)
             self.reader.close()
             return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
@@ -377,8 +381,12 @@ class MailboxIndex:
         def kept(_):
             self._kept = folders
 
+        def busy(f):
+            f.trap(sqlite3.Error)
+            raise errors.TemporaryFailure("the search index is busy; try again")
+
         return self._writeLock.run(self._inThread, self.writer.keepOnly, sorted(folders)
-                                   ).addCallback(kept)
+                                   ).addCallbacks(kept, busy)
 
     _kept = None
 
@@ -395,6 +403,8 @@ class MailboxIndex:
             return self.reader.search(query, folders, start, limit)
 
         def damaged(f):
+            if f.check(sqlite3.Error):
+                raise errors.TemporaryFailure("the search index is busy; try again")
             f.trap(IndexDamaged)
             self.reader.close()
             raise errors.TemporaryFailure("the search index is being rebuilt; try again")
