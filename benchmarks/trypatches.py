@@ -25,6 +25,9 @@ before trusting a measurement):
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
   noindex      the spool keeps no search index (SpoolStore's searchIndex
                off): the index's cost to delivery throughput (issue 21)
+  indexhere    no indexing process (SpoolStore's indexProcess off): the
+               server indexes deliveries through the journal only at the
+               next search (as a --workers worker does)
   gcstats      print the garbage collector's pauses at shutdown (stderr)
   batchstats   print, at shutdown (stderr), the group commits' batch sizes,
                how long each batch waited for the mailbox thread, and how
@@ -203,6 +206,12 @@ def main():
 
             spool.SpoolStore.__init__ = functools.partialmethod(
                 spool.SpoolStore.__init__, searchIndex=False)
+        elif name == "indexhere":
+            def indexHere(self, *args, original=spool.SpoolStore.__init__, **kwargs):
+                kwargs["indexProcess"] = False
+                original(self, *args, **kwargs)
+
+            spool.SpoolStore.__init__ = indexHere
         elif name == "smtpnopause":
             if not patchSmtpNoPause():
                 missing(name)

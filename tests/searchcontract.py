@@ -253,6 +253,35 @@ class SearchContractMixin:
         self.assertEqual([m.id for m in page.messages], [html, encoded])
         self.assertEqual(self.search("bob", start=9).messages, [])
 
+    def test_pageTotals(self):
+        """total counts every match whatever the page: full, partial, empty or of no size."""
+        self.deliverSamples()
+        for text in ("", "bob"):
+            for start, limit, shown in ((0, 2, 2), (2, 2, 2), (3, 2, 1), (0, 0, 0), (4, 2, 0),
+                                        (9, None, 0), (0, None, 4), (1, None, 3)):
+                page = self.search(text, start=start, limit=limit)
+                self.assertEqual((page.total, len(page.messages)), (4, shown),
+                                 "query {!r} start {} limit {}".format(text, start, limit))
+
+    def test_sameSecondNewestFirst(self):
+        """Messages of the same second are found newest first, as a scan finds them."""
+        ids = self.deliverSamples(arrivals=[MIDNIGHT] * 4)
+        self.assertEqual(self.found("bob"), list(reversed(ids)))
+        self.assertSearchIsScan()
+
+    def test_prefixOfManyWords(self):
+        """A word stands for every word it begins, however many, also as a phrase's last word."""
+        words = " ".join("zork{}".format(n) for n in range(60))
+        for n, body in enumerate([words, "alpha zork17 beta", "alpha zorkish", "zor k"]):
+            self.now[0] = MIDNIGHT + n
+            self.ok(self.store.deliverMessage(
+                "x@example.com", "bob", "Subject: s{}\n\n{}\n".format(n, body).encode()))
+        self.settle()
+        for text in ("zork", "zork1", "zork17", '"alpha zork"', '"alpha zork1"', "zorki",
+                     "zorkx", '"alpha zorkx"', "zor", "-zork1"):
+            self.assertEqual(self.found(text), self.scan(text), "query {!r}".format(text))
+        self.assertEqual(len(self.found("zork")), 3)
+
     def test_otherUsersUnseen(self):
         """A search sees only the user's own mail."""
         self.deliverSamples()

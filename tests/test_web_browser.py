@@ -504,7 +504,14 @@ class FolderPageTests(BrowserMixin, SynchronousTestCase):
                      "the message moved")
         self.assertEqual(self.flags(ids["Read me"], "Archive"), ["\\Flagged"])
         self.assertIsNone(self.flags(ids["Read me"]))
-        self.css('#folder-list li[data-folder="Archive"] a')[0].click()
+
+        def openArchive():
+            # The folder list is drawn again as the move's events arrive: a
+            # link found just before may be gone when clicked.
+            self.css('#folder-list li[data-folder="Archive"] a')[0].click()
+            return True
+
+        self.waitFor(openArchive, "the Archive folder's link")
         self.waitFor(lambda: self.css("#mailbox-title")[0].text == "Archive of alice" and
                      self.item("Read me") is not None, "the Archive folder")
         self.assertIn("flagged", self.classes("Read me"))

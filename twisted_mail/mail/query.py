@@ -147,7 +147,23 @@ def tokenText(text):
     The words of C{text}, folded, joined by single spaces: the form every
     index stores and L{Text} nodes are matched against.
     """
-    return " ".join(tokens(text))
+    # The same as " ".join(tokens(text)), in about half the time (a
+    # message's body is most of an index's build): ASCII punctuation made
+    # spaces by a table, split at white space (never a letter or digit),
+    # and only a piece holding other punctuation cut by the expression.
+    folded = fold(text)
+    if folded.isascii():
+        return b" ".join(folded.encode("ascii").translate(_ASCII_SPACES).split()).decode("ascii")
+    words = folded.translate(_PUNCTUATION_SPACES).split()
+    for word in words:
+        if not word.isalnum():
+            return " ".join([piece for w in words for piece in (
+                (w,) if w.isalnum() else _TOKEN.findall(w))])
+    return " ".join(words)
+
+
+_ASCII_SPACES = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
+_PUNCTUATION_SPACES = {c: " " for c in range(128) if not chr(c).isalnum()}
 
 
 # -- the tree

@@ -17,17 +17,16 @@ import os
 import sys
 import time
 
-from twisted.internet.task import Clock
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from twisted_mail import errors
-from twisted_mail.stores.base import AtOnce
+from twisted_mail.stores.spool.indexer import SynchronousReactor, resultOf  # noqa: F401
 from twisted_mail.wire import normalizeUserId
 
 
 class Options(usage.Options):
-    synopsis = "Usage: simplemail-reindex [--spool DIR] [--check | --rebuild] [USERID...]"
+    synopsis = ("Usage: simplemail-reindex [--spool DIR] [--check | --rebuild] "
+                "[--parsers N] [USERID...]")
     longdesc = (
         "Bring the search index of each named user (every user of the spool "
         "if none is named) in step with its mailbox, showing progress. "
@@ -37,6 +36,8 @@ class Options(usage.Options):
     )
     optParameters = [
         ["spool", "s", "MAILSERVER", "The spool directory (as the server's --spool)."],
+        ["parsers", "p", 2, "How many processes parse the messages of a mailbox of "
+         "2,000 new messages or more (1: this one).", int],
     ]
     optFlags = [
         ["check", "c", "Report whether each index matches its mailbox; change nothing."],
@@ -52,26 +53,10 @@ class Options(usage.Options):
     def postOptions(self):
         if self["check"] and self["rebuild"]:
             raise usage.UsageError("--check and --rebuild do not go together")
+        if self["parsers"] < 1:
+            raise usage.UsageError("--parsers must be at least 1")
         if not os.path.isdir(self["spool"]):
             raise usage.UsageError("no spool directory {}".format(self["spool"]))
-
-
-class SynchronousReactor(AtOnce, Clock):
-    """
-    A reactor whose thread pool runs work at once, on this thread: a
-    command-line tool (or a benchmark) has nothing else to do meanwhile.
-    """
-
-
-def resultOf(d):
-    """
-    The result of a L{Deferred} that has fired (raising its failure).
-    """
-    box = []
-    d.addBoth(box.append)
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 class Progress:
@@ -153,6 +138,7 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
                 if options["rebuild"]:
                     mailbox.index.writer.discard()
                 mailbox.index.progress = Progress(out, userid)
+                mailbox.index.parsers = options["parsers"]
                 started = time.monotonic()
                 resultOf(mailbox.index.sync())
                 out.write("{}: index in step ({:.1f} s)\n".format(

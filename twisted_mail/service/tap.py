@@ -149,6 +149,8 @@ def makeService(options, reactor=None, listeners=None, secret=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    # A worker (given its listeners) indexes in its own threads.
+    standalone = listeners is None
     if listeners is None:
         if options["workers"] > 1:
             return _makeSupervisor(options, reactor)
@@ -165,6 +167,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
                 reactor=reactor,
                 threadpool=pool,
                 journal=not options["no-journal"],
+                indexProcess=standalone,
             )
         except OSError as e:
             raise usage.UsageError(

@@ -19,6 +19,17 @@ Tables::
     text(from_, to_, cc, bcc, subject, body, attachment, headers)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
+    words(word)                        every word ever indexed in the fields
+                                       a query's words look in (a word of a
+                                       message gone may stay: harmless)
+
+A message's rowid is its place in the newest-first order (L{orderKey}: its
+arrival time, then the order of indexing), so that FTS5 gives a page of
+matches newest first by walking its own lists backwards and stopping at
+the page's end, whatever the number of matches.  A word typed as a prefix
+is looked up in C{words} and searched as the few whole words it stands
+for (FTS5 merges every list of a prefix before it can answer; whole words
+it steps through, skipping with the rarest).
 """
 
 import datetime
@@ -36,17 +47,28 @@ from twisted_mail.mail.mime import MessageSummary
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
-#: Above this many matches a page is found by walking the arrival order
-#: rather than by sorting the matches.
-ORDER_WALK = 400
+#: A prefix standing for more whole words than this is searched as a
+#: prefix.
+MAX_EXPANSION = 32
+
+#: L{orderKey}: the arrival time is shifted by this many bits, leaving room
+#: for that many messages of one second; arrival times are clamped to
+#: +/- 2 ** _ARRIVED_BITS seconds (some 4,000 years around 1970).
+_SEQUENCE_BITS = 24
+_ARRIVED_BITS = 37
 
 _COLUMNS = {
     "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject",
     "body": "body", "attachment": "attachment", "headers": "headers",
 }
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
+
+#: The fields whose words C{words} keeps: those the query language's words
+#: look in (a prefix in another field, which only the query tree can ask
+#: for, is searched as a prefix).
+_WORD_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value);
@@ -66,7 +88,7 @@ CREATE TABLE IF NOT EXISTS msg(
     headers TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
-CREATE INDEX IF NOT EXISTS msg_arrived ON msg(arrived);
+CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     from_, to_, cc, bcc, subject, body, attachment, headers,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
@@ -158,6 +180,17 @@ def _ordinal(day):
     return day.toordinal() if day is not None else 0
 
 
+def orderKey(arrived, sequence=0):
+    """
+    The rowid of a message arrived at C{arrived} (POSIX seconds), the
+    C{sequence}th indexed of that second: ascending rowids are the arrival
+    order.
+    """
+    limit = 2 ** _ARRIVED_BITS
+    arrived = min(max(int(arrived), -limit), limit - 1)
+    return ((arrived + limit) << _SEQUENCE_BITS) + sequence
+
+
 class SearchDatabase:
     """
     One user's index database.  Every method runs in the index thread, one
@@ -173,6 +206,7 @@ class SearchDatabase:
         # The (id, key) pairs indexed, by folder, as of data_version.
         self._pairs = None
         self._version = None
+        self._words = None
 
     # -- opening, checking, throwing away
 
@@ -212,10 +246,15 @@ class SearchDatabase:
             db.execute("SELECT count(*) FROM msg").fetchone()
         except (sqlite3.Error, IndexDamaged) as e:
             db.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                # Another process (the indexing process, another worker)
+                # holds it longer than the timeout: not damage; try again.
+                raise
             raise IndexDamaged(str(e))
         self._db = db
         self._ino = os.stat(self.path).st_ino
         self._pairs = None
+        self._words = None
 
     def _stillThere(self):
         try:
@@ -231,6 +270,7 @@ class SearchDatabase:
                 pass
         self._db = None
         self._pairs = None
+        self._words = None
 
     def discard(self):
         """
@@ -308,10 +348,14 @@ class SearchDatabase:
         """
         self.open()
         db = self._db
-        pairs = self.pairs(folder)
+        newWords = ()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                # What is indexed as of this transaction: another process
+                # (the indexing process, a worker) may have just indexed
+                # the same messages.
+                pairs = self.pairs(folder)
                 for msgid, key in remove:
                     for (rowid,) in db.execute(
                             "SELECT rowid FROM msg WHERE folder=? AND id=? AND key=?",
@@ -325,22 +369,28 @@ class SearchDatabase:
                     if (msgid, key) in pairs:
                         pairs[(msgid, key)] = (uid, _flagsText(flags))
                 rows, texts = [], []
-                (top,) = db.execute("SELECT coalesce(max(rowid), 0) FROM msg").fetchone()
+                keys = _OrderKeys(db)
+                known = self._knownWords()
+                batchWords = set()
+                indexedIds = {msgid for msgid, _ in pairs}
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
-                    old = db.execute("SELECT rowid, key FROM msg WHERE folder=? AND id=?",
-                                     (folder, summary.id)).fetchone()
+                    old = None
+                    if summary.id in indexedIds:
+                        old = db.execute("SELECT rowid, key FROM msg WHERE folder=? AND id=?",
+                                         (folder, summary.id)).fetchone()
+                    rowid = None
                     if old is not None:
-                        rowid = old[0]
-                        db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
-                        db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
+                        db.execute("DELETE FROM text WHERE rowid=?", (old[0],))
+                        db.execute("DELETE FROM msg WHERE rowid=?", (old[0],))
                         pairs.pop((summary.id, bytes(old[1])), None)
-                    else:
-                        top += 1
-                        rowid = top
+                        if keys.sameSecond(old[0], summary.arrived):
+                            rowid = old[0]
+                    if rowid is None:
+                        rowid = keys.next(summary.arrived)
                     rows.append((
                         rowid, summary.id, folder, key, summary.uid, int(summary.arrived),
                         _ordinal(Q.arrivedDay(summary.arrived)),
@@ -350,7 +400,12 @@ class SearchDatabase:
                         _summaryJSON(summary),
                         json.dumps(doc.headers, ensure_ascii=False)))
                     texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
+                    batchWords.update(" ".join(doc.fields[f] for f in _WORD_FIELDS).split())
+                    indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
+                newWords = batchWords - known
+                db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
+                               [(w,) for w in newWords])
                 db.executemany(
                     "INSERT INTO msg(rowid, id, folder, key, uid, arrived, arrivedday,"
                     " sentday, size, attachments, flags, summary, headers)"
@@ -369,12 +424,35 @@ class SearchDatabase:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 self._pairs = None
+                self._words = None
                 raise
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise
             raise IndexDamaged(str(e))
+        known.update(newWords)
         self._version = self._execute("PRAGMA data_version").fetchone()[0]
+
+    def _knownWords(self):
+        """
+        The words of C{words} (read once per connection: only this
+        connection's writes and other processes' add to it, and a word
+        missed is only inserted again).
+        """
+        if self._words is None:
+            self._words = {w for (w,) in self._db.execute("SELECT word FROM words")}
+        return self._words
+
+    def optimize(self):
+        """
+        Merge the text index into one b-tree (after a large catch-up: FTS5
+        then skips through its lists instead of merging many segments at
+        every search; about 35 microseconds a message).
+        """
+        self.open()
+        self._execute("INSERT INTO text(text) VALUES('optimize')")
+        # The merge rewrote the whole index into the WAL: give the space back.
+        self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def keepOnly(self, folders):
         """
@@ -431,22 +509,21 @@ class SearchDatabase:
         @return: C{(total, [MessageSummary, ...])}
         """
         self.open()
-        where, params = compileQuery(query)
+        match, where, params = splitQuery(query, self._expand)
         if folders is not None:
             where = "({}) AND folder IN ({})".format(where, ",".join("?" * len(folders)))
             params = params + list(folders)
-        if where == _FTS_ONLY:
-            # A query of words alone: counted by the text index, no row read.
-            counting = "SELECT count(*) FROM text WHERE text MATCH ?"
+        if match is not None:
+            # Driven by the text index, newest first (rowids are the order):
+            # a page costs its own length, not the number of matches.
+            source = "text JOIN msg ON msg.rowid = text.rowid WHERE text MATCH ? AND "
+            order = "text.rowid"
+            params = [match] + params
         else:
-            counting = "SELECT count(*) FROM msg WHERE " + where
-        total = self._execute(counting, params).fetchone()[0]
-        # Newest first: by arrival, then by order of indexing.  Many matches:
-        # walk the arrival index from the newest and stop at the page's end;
-        # few: take them and sort them.
-        plan = "INDEXED BY msg_arrived " if total > ORDER_WALK else ""
-        sql = ("SELECT summary, uid, flags, folder FROM msg {}WHERE {}"
-               " ORDER BY arrived DESC, rowid DESC").format(plan, where)
+            source = "msg WHERE "
+            order = "msg.rowid"
+        sql = ("SELECT summary, uid, flags, folder FROM {}({}) ORDER BY {} DESC"
+               .format(source, where, order))
         page = params
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -454,27 +531,95 @@ class SearchDatabase:
         elif start:
             sql += " LIMIT -1 OFFSET ?"
             page = params + [start]
-        return total, [summaryFromRow(*row) for row in self._execute(sql, page)]
+        found = [summaryFromRow(*row) for row in self._execute(sql, page)]
+        if limit != 0 and (found or not start) and (limit is None or len(found) < limit):
+            # The page ends before the matches do: it counted them.
+            return start + len(found), found
+        if match is not None and where == "1":
+            # Words alone: counted by the text index, no row read.
+            counting = "SELECT count(*) FROM text WHERE text MATCH ?"
+        else:
+            counting = "SELECT count(*) FROM {}({})".format(source, where)
+        return self._execute(counting, params).fetchone()[0], found
+
+    def _expand(self, prefix):
+        """
+        The whole words indexed that start with C{prefix}, or L{None} when
+        there are more than L{MAX_EXPANSION}.
+        """
+        found = [w for (w,) in self._execute(
+            "SELECT word FROM words WHERE word >= ? ORDER BY word LIMIT ?",
+            (prefix, MAX_EXPANSION + 1)) if w.startswith(prefix)]
+        # (The words after the prefix's own come in order: those that do not
+        # start with it end the list.)
+        return found if len(found) <= MAX_EXPANSION else None
+
+
+class _OrderKeys:
+    """
+    Hands out the rowids (L{orderKey}) of the messages indexed in one
+    transaction.
+    """
+
+    def __init__(self, db):
+        self._db = db
+        self._next = {}
+        self._overflow = None
+        self._highest = 0
+
+    def sameSecond(self, rowid, arrived):
+        return rowid >> _SEQUENCE_BITS == orderKey(arrived) >> _SEQUENCE_BITS
+
+    def next(self, arrived):
+        base = orderKey(arrived)
+        n = self._next.get(base)
+        if n is None:
+            (top,) = self._db.execute("SELECT max(rowid) FROM msg WHERE rowid BETWEEN ? AND ?",
+                                      (base, base + (1 << _SEQUENCE_BITS) - 1)).fetchone()
+            n = base if top is None else top + 1
+        if n >> _SEQUENCE_BITS != base >> _SEQUENCE_BITS:
+            # 16 million messages of one second: after all the others.
+            if self._overflow is None:
+                (top,) = self._db.execute("SELECT max(rowid) FROM msg").fetchone()
+                self._overflow = max(top or 0, self._highest)
+            self._overflow += 1
+            return self._overflow
+        self._next[base] = n + 1
+        self._highest = max(self._highest, n)
+        return n
 
 
 def _headerContains(headers, name, text):
     return 1 if Q.headerContains(json.loads(headers), name, text) else 0
 
 
-_FTS_ONLY = "rowid IN (SELECT rowid FROM text WHERE text MATCH ?)"
+_FTS_ONLY = "msg.rowid IN (SELECT rowid FROM text WHERE text MATCH ?)"
 
 
 def _phrase(words):
     return '"' + " ".join(words) + '"'
 
 
-def _matchText(node):
+def _matchText(node, expand=None):
+    """
+    The FTS5 expression of a L{Q.Text} node: its words in a row, the last
+    as a prefix, in its columns.  With C{expand} (prefix to whole words,
+    or L{None}), the prefix becomes the whole words it stands for.
+    """
     fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
-    return "{{{}}} : {}*".format(" ".join(_COLUMNS[f] for f in fields),
-                                 _phrase(node.words))
+    columns = "{" + " ".join(_COLUMNS[f] for f in fields) + "}"
+    words = node.words
+    whole = None
+    if expand is not None and set(fields) <= set(_WORD_FIELDS):
+        whole = expand(words[-1])
+    if not whole:
+        # None: too many; none at all: nothing matches, cheaply either way.
+        return "{} : {}*".format(columns, _phrase(words))
+    return "{} : ({})".format(columns, " OR ".join(
+        _phrase(words[:-1] + [w]) for w in whole))
 
 
-def _matchOf(terms):
+def _matchOf(terms, expand=None):
     """
     The FTS5 expression of the word terms of an AND (those with words, and
     their negations when at least one is positive), and the other terms.
@@ -482,7 +627,7 @@ def _matchOf(terms):
     positive, negative, rest = [], [], []
     for term in terms:
         if type(term) is Q.Text and not term.substring and term.words:
-            positive.append(_matchText(term))
+            positive.append(_matchText(term, expand))
         elif (type(term) is Q.Not and type(term.term) is Q.Text
               and not term.term.substring and term.term.words):
             negative.append(term)
@@ -492,7 +637,7 @@ def _matchOf(terms):
         return None, terms
     expression = " AND ".join("(" + p + ")" for p in positive)
     for term in negative:
-        expression += " NOT (" + _matchText(term.term) + ")"
+        expression += " NOT (" + _matchText(term.term, expand) + ")"
     return expression, rest
 
 
@@ -511,11 +656,38 @@ def renameFolders(node, keys):
     return node
 
 
-def compileQuery(node):
+def splitQuery(node, expand=None):
+    """
+    A query tree as an FTS5 expression every match satisfies (or L{None})
+    and an SQL condition on C{msg} for the rest, with its parameters.
+
+    @rtype: C{(str or None, str, list)}
+    """
+    kind = type(node)
+    if kind is Q.Text and not node.substring and node.words:
+        return _matchText(node, expand), "1", []
+    if kind is Q.And and node.terms:
+        match, rest = _matchOf(node.terms, expand)
+        if match is None:
+            for i, term in enumerate(node.terms):
+                if type(term) is Q.Text and not term.substring and term.words:
+                    match = _matchText(term, expand)
+                    rest = node.terms[:i] + node.terms[i + 1:]
+                    break
+        if match is not None:
+            where, params = compileQuery(Q.And(rest), expand) if rest else ("1", [])
+            return match, where, params
+    where, params = compileQuery(node, expand)
+    return None, where, params
+
+
+def compileQuery(node, expand=None):
     """
     A query tree as an SQL condition on C{msg} and its parameters: the
     same answer as L{twisted_mail.mail.query.matches}.
 
+    @param expand: gives the whole words a prefix stands for (see
+        L{_matchText}).
     @rtype: C{(str, list)}
     """
     kind = type(node)
@@ -527,20 +699,20 @@ def compileQuery(node):
         parts, params = [], []
         terms = node.terms
         if kind is Q.And:
-            match, terms = _matchOf(terms)
+            match, terms = _matchOf(terms, expand)
             if match is not None:
                 parts.append("(" + _FTS_ONLY + ")")
                 params.append(match)
         for term in terms:
-            sql, p = compileQuery(term)
+            sql, p = compileQuery(term, expand)
             parts.append("(" + sql + ")")
             params.extend(p)
         return (" AND " if kind is Q.And else " OR ").join(parts), params
     if kind is Q.Not:
-        sql, params = compileQuery(node.term)
+        sql, params = compileQuery(node.term, expand)
         return "NOT (" + sql + ")", params
     if kind is Q.Text and not node.substring and node.words:
-        return _FTS_ONLY, [_matchText(node)]
+        return _FTS_ONLY, [_matchText(node, expand)]
     if kind is Q.Text:
         fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
         columns = [_COLUMNS[f] for f in fields]
@@ -549,12 +721,12 @@ def compileQuery(node):
             return "1", []
         if node.substring:
             needle = " ".join(words)
-            return ("rowid IN (SELECT rowid FROM text WHERE {})".format(
+            return ("msg.rowid IN (SELECT rowid FROM text WHERE {})".format(
                 " OR ".join("instr({}, ?) > 0".format(c) for c in columns)),
                 [needle] * len(columns))
-        return _FTS_ONLY, [_matchText(node)]
+        return _FTS_ONLY, [_matchText(node, expand)]
     if kind is Q.Header:
-        return "hdr(headers, ?, ?)", [node.name, node.text]
+        return "hdr(msg.headers, ?, ?)", [node.name, node.text]
     if kind is Q.Folder:
         return "folder = ?", [node.name]
     if kind is Q.Flag:

@@ -13,13 +13,20 @@ whenever the mailbox's stamp (inode, size, modification time of the file
 and of its delete journal) differs from the one the index last saw, which
 is how changes by other processes and other tools (mutt, procmail) are
 noticed.  So a search always answers as a scan of the mailbox would.
+
+In a server the syncs after deliveries to INBOX run in its indexing process
+(L{IndexerProcess}; L{twisted_mail.stores.spool.indexer}), and a sync of
+L{PARALLEL_FROM} new messages or more may parse them in several processes
+(L{MailboxIndex.parsers}) while this one writes the index.
 """
 
 import os
+import sqlite3
 import struct
+import sys
 import time
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -38,6 +45,10 @@ log = Logger()
 
 #: Messages read from the mbox file and indexed per step of a sync.
 BATCH = 500
+
+#: From this many new messages on, a sync with L{MailboxIndex.parsers} > 1
+#: parses in that many processes.
+PARALLEL_FROM = 2000
 
 #: How often at most the entries snapshot (for a quick start) is written,
 #: in seconds, while mail keeps arriving.
@@ -123,8 +134,30 @@ class MailboxIndex:
         if self._kick is None or not self._kick.active():
             self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
 
+    #: How many processes parse the messages of a large sync
+    #: (L{PARALLEL_FROM}); 1: this one.
+    parsers = 1
+
+    #: The server's indexing process
+    #: (L{twisted_mail.stores.spool.indexer.IndexerProcess}) that catches
+    #: this INBOX up after deliveries, or L{None}: this process does.
+    remote = None
+
+    def kickIndexer(self):
+        """
+        After deliveries through the journal: have the indexing process
+        catch up soon, when there is one.  (Without it the next search
+        catches up, as before the process: a worker kicking its own syncs
+        after journalled deliveries did not always finish stopping once its
+        supervisor was killed, in tests/test_crash.py's workers harness.)
+        """
+        if self.remote is not None:
+            self.kick()
+
     def _kicked(self):
         self._kick = None
+        if self.remote is not None and self.remote.kick(self._userid):
+            return
         self.sync().addErrback(lambda f: None)
 
     def stop(self):
@@ -204,9 +237,36 @@ class MailboxIndex:
         if len(new) > BATCH and self.progress is None:
             log.info("indexing {count} messages of {user}", count=len(new),
                      user=self._userid)
+        pool = None
+        if self.parsers > 1 and len(new) >= PARALLEL_FROM:
+            pool = yield self._inThread(_parserPool, self.parsers)
+        try:
+            yield self._readAndIndex(new, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        gone = set(known) - liveSet
+        yield self._inThread(self.writer.update, self.folderKey, gone, [], stamp, snapshot, changed)
+        if len(new) > BATCH:
+            yield self._inThread(self.writer.optimize)
+        if snapshot is not None:
+            self._snapshotAt = now
+
+    @defer.inlineCallbacks
+    def _readAndIndex(self, new, pool):
+        """
+        Read the messages C{new} (C{(id, key)} pairs) from the mbox file and
+        index them, a batch at a time; with a process C{pool}, each batch is
+        parsed there while the one before is written.
+        """
+        mailbox = self._mailbox
+        mbox = mailbox.mbox
         done = 0
-        for first in range(0, len(new), BATCH):
+        parsing = None
+        for first in range(0, len(new) + BATCH, BATCH):
             wanted = set(new[first:first + BATCH])
+            if not wanted and parsing is None:
+                return
 
             def read(wanted=wanted):
                 with mbox.locked() as handle:
@@ -214,29 +274,56 @@ class MailboxIndex:
                             for e in mbox.entries
                             if not e.deleted and (e.msgid, e.key) in wanted]
 
-            records = yield mailbox.run(read)
-            yield self._inThread(self._index, records)
-            done += len(wanted)
+            records = (yield mailbox.run(read)) if wanted else []
+            if pool is None and parsing is None:
+                yield self._inThread(lambda: self._index(records, _parseRecords(
+                    self._readRecord, [(m, r) for m, _, r, _, _ in records])))
+            else:
+                previous, parsing = parsing, None
+                if records and pool is not None:
+                    parsing = (records, _submit(pool, self.parsers, self._readRecord, records))
+                elif records:
+                    parsing = (records, None)
+                if previous is None:
+                    continue
+                records, futures = previous
+                parsed = yield self._inThread(self._gathered, records, futures)
+                if parsed is None:
+                    # The pool broke (a process killed, or unable to start):
+                    # parse here from now on.
+                    pool = None
+                    parsed = yield self._inThread(_parseRecords, self._readRecord, [
+                        (m, r) for m, _, r, _, _ in records])
+                yield self._inThread(self._index, records, parsed)
+            done += len(records)
             if self.progress is not None:
                 self.progress(done, len(new))
             elif len(new) > BATCH:
                 log.info("indexed {done}/{count} messages of {user}", done=done,
                          count=len(new), user=self._userid)
-        gone = set(known) - liveSet
-        yield self._inThread(self.writer.update, self.folderKey, gone, [], stamp, snapshot, changed)
-        if snapshot is not None:
-            self._snapshotAt = now
 
-    def _index(self, records):
+    def _gathered(self, records, futures):
+        """
+        The parts' results, in order, once all are done (blocking: in a
+        worker thread); L{None} if the pool could not parse them.
+        """
+        if futures is None:
+            return None
+        try:
+            return [each for future in futures for each in future.result()]
+        except Exception as e:
+            log.warn("search index of {user}: parsing processes failed ({why}); "
+                     "parsing here", user=self._userid, why=repr(e))
+            return None
+
+    def _index(self, records, parsed):
         add = []
-        for msgid, key, record, uid, flags in records:
-            try:
-                summary, doc = self._readRecord(msgid, record)
-            except Exception:
+        for (msgid, key, record, uid, flags), (summary, doc) in zip(records, parsed):
+            if summary is None:
                 # The reader never raises by contract; should it, the message
                 # is still indexed, by its id and size, and never lost.
-                log.failure("search index of {user}: message {id} unreadable",
-                            user=self._userid, id=msgid)
+                log.error("search index of {user}: message {id} unreadable ({why})",
+                          user=self._userid, id=msgid, why=doc)
                 summary, doc = _unreadable(msgid, record)
             add.append((key, summary.replace(uid=uid, flags=flags, folder=self.folderKey), doc))
         self.writer.update(self.folderKey, (), add)
@@ -251,7 +338,7 @@ class MailboxIndex:
             summary (empty if the index can't be read).
         """
         d = self._readLock.run(self._inThread, self.reader.summaries, self.folderKey, msgids)
-        return d.addErrback(lambda f: f.trap(IndexDamaged, OSError) and {})
+        return d.addErrback(lambda f: f.trap(IndexDamaged, OSError, sqlite3.Error) and {})
 
     def freshen(self):
         """
@@ -269,6 +356,9 @@ class MailboxIndex:
             return self.sync() if isStale else None
 
         def damaged(f):
+            if f.check(sqlite3.Error):
+                # Locked by another process past the timeout: not damage.
+                raise errors.TemporaryFailure("the search index is busy; try again")
             f.trap(IndexDamaged)
             self.reader.close()
             return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
@@ -291,8 +381,12 @@ class MailboxIndex:
         def kept(_):
             self._kept = folders
 
+        def busy(f):
+            f.trap(sqlite3.Error)
+            raise errors.TemporaryFailure("the search index is busy; try again")
+
         return self._writeLock.run(self._inThread, self.writer.keepOnly, sorted(folders)
-                                   ).addCallback(kept)
+                                   ).addCallbacks(kept, busy)
 
     _kept = None
 
@@ -309,11 +403,122 @@ class MailboxIndex:
             return self.reader.search(query, folders, start, limit)
 
         def damaged(f):
+            if f.check(sqlite3.Error):
+                raise errors.TemporaryFailure("the search index is busy; try again")
             f.trap(IndexDamaged)
             self.reader.close()
             raise errors.TemporaryFailure("the search index is being rebuilt; try again")
 
         return self._readLock.run(self._inThread, plain).addErrback(damaged)
+
+
+class IndexerProcess(protocol.ProcessProtocol):
+    """
+    The server's handle on its indexing process
+    (L{twisted_mail.stores.spool.indexer}), started at the first L{kick}.
+
+    @param spoolPath: the spool directory.
+    """
+
+    def __init__(self, spoolPath, reactor):
+        self._spoolPath = spoolPath
+        self._reactor = reactor
+        self._started = False
+        self.alive = False
+
+    def _start(self):
+        self._started = True
+        env = dict(os.environ)
+        # The process imports this package from where the server did.
+        top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+        env["PYTHONPATH"] = os.pathsep.join(
+            [top] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        try:
+            self._reactor.spawnProcess(
+                self, sys.executable,
+                [sys.executable, "-m", "twisted_mail.stores.spool.indexer", self._spoolPath],
+                env=env, childFDs={0: "w", 1: 1, 2: "r"})
+        except Exception:
+            log.failure("search index: the indexing process could not start; "
+                        "indexing in the server")
+            return
+        self.alive = True
+
+    def kick(self, userid):
+        """
+        Have the process catch up C{userid}'s INBOX index.
+
+        @return: whether it will (L{False}: index here).
+        """
+        if not self._started:
+            self._start()
+        if not self.alive:
+            return False
+        self.transport.write(userid.encode("utf-8") + b"\n")
+        return True
+
+    def errReceived(self, data):
+        for line in data.decode("utf-8", "replace").splitlines():
+            log.warn("search indexer: {line}", line=line)
+
+    def processEnded(self, reason):
+        if self.alive:
+            log.info("search indexer ended ({why}); indexing in the server",
+                     why=reason.getErrorMessage())
+        self.alive = False
+
+    def stop(self):
+        """
+        End the process (at the end of its input: it finishes its sync).
+        """
+        if self.alive:
+            self.alive = False
+            self.transport.closeStdin()
+
+
+def _parseRecords(readRecord, records):
+    """
+    C{readRecord} of each C{(id, record)}: C{(summary, document)} pairs,
+    C{(None, why)} where it raised.  (In a worker thread, or a parsing
+    process.)
+    """
+    parsed = []
+    for msgid, record in records:
+        try:
+            parsed.append(readRecord(msgid, record))
+        except Exception as e:
+            parsed.append((None, repr(e)))
+    return parsed
+
+
+def _parserPool(size):
+    """
+    A pool of C{size} parsing processes, started fresh (never forked from a
+    process that runs threads).
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    return concurrent.futures.ProcessPoolExecutor(
+        size, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _submit(pool, parts, readRecord, records):
+    """
+    Parse C{records} in the process pool, cut in C{parts} parts.
+
+    @return: the futures of the parts, in order, or L{None}.
+    """
+    pairs = [(msgid, record) for msgid, _, record, _, _ in records]
+    size = max(1, -(-len(pairs) // parts))
+    try:
+        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size])
+                for i in range(0, len(pairs), size)]
+    except Exception:
+        # A broken pool refuses work at once: parsed here (L{None}).
+        return None
+
+
 
 
 def _unreadable(msgid, record):

@@ -213,6 +213,8 @@ class JournalledDeliveries:
         for mailbox in touched:
             if mailbox.watch is not None:
                 mailbox.watch.check()
+            if mailbox.index is not None:
+                mailbox.index.kickIndexer()
         if stored:
             self.scheduleCheckpoint()
             if self.journal.size > self.journal.sizeLimit:

@@ -43,7 +43,7 @@ from twisted_mail.mail.mime import (
 from twisted_mail.mail.model import INBOX, normalizeFolderName
 from twisted_mail.mail.query import document
 from twisted_mail.stores.spool.index import renameFolders
-from twisted_mail.stores.spool.indexing import MailboxIndex
+from twisted_mail.stores.spool.indexing import IndexerProcess, MailboxIndex
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import (
     CursorSession,
@@ -342,6 +342,9 @@ class SpoolStore(SpoolFolders):
     @param searchIndex: keep each mailbox's search index (and summaries)
         beside it, C{.<user>.index} (L{twisted_mail.stores.spool.index});
         without it searches fail with L{TemporaryFailure}.
+    @param indexProcess: index the deliveries to INBOX in a process of
+        its own, at a lower priority
+        (L{twisted_mail.stores.spool.indexer}); for a server.
     @param threadpool: the thread pool for mailbox jobs (reads, appends,
         deletes, expunges); by default the reactor's.  A small pool of its
         own (see L{mailboxThreadPool}) keeps them from competing for the
@@ -363,6 +366,7 @@ class SpoolStore(SpoolFolders):
         lockDeadline=LOCK_DEADLINE,
         journal=False,
         searchIndex=True,
+        indexProcess=False,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -374,6 +378,9 @@ class SpoolStore(SpoolFolders):
         self._clock = clock
         self._lockDeadline = lockDeadline
         self._searchIndex = searchIndex
+        self._indexer = None
+        if searchIndex and indexProcess:
+            self._indexer = IndexerProcess(self.path, reactor)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._lockSource = LockSource(self._dirfd)
@@ -404,6 +411,8 @@ class SpoolStore(SpoolFolders):
         for mailbox in self._mailboxes.values():
             if mailbox.index is not None:
                 mailbox.index.stop()
+        if self._indexer is not None:
+            self._indexer.stop()
         for folders in self._folderDirs.values():
             folders.close()
         self._folderDirs = {}
@@ -557,6 +566,8 @@ class SpoolStore(SpoolFolders):
                 userid=owner or name,
                 folderKey=INBOX if owner is None else "file:" + name)
             mbox.snapshotSource = mailbox.index.loadSnapshot
+            if owner is None:
+                mailbox.index.remote = self._indexer
         return mailbox
 
     def _forgetMissing(self, failure, userid, mailbox):

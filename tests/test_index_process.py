@@ -1,0 +1,210 @@
+"""
+The spool's indexing process (twisted_mail.stores.spool.indexer): it
+catches up the INBOX index of each user named on its input, and the server
+falls back to indexing itself when it is not there.
+"""
+
+import io
+import os
+import sqlite3
+import tempfile
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_mail.mail.query import parseQuery
+from twisted_mail.stores.spool import indexer
+from twisted_mail.stores.spool.index import indexName
+from twisted_mail.stores.spool.indexing import IndexerProcess
+from twisted_mail.stores.spool.store import SpoolStore
+
+
+def _spoolWithMail(case, users=("bob",), count=3):
+    path = tempfile.mkdtemp()
+    case.addCleanup(lambda: __import__("shutil").rmtree(path, ignore_errors=True))
+    store = SpoolStore(path, reactor=indexer.SynchronousReactor(), searchIndex=False)
+    for user in users:
+        indexer.resultOf(store.addUser(user))
+        for n in range(count):
+            indexer.resultOf(store.deliverMessage(
+                "x@example.com", user, "Subject: note {}\n\nlunch on friday\n".format(n).encode()))
+    store.close()
+    return path
+
+
+def _indexed(path, user):
+    """
+    How many messages the user's index holds (read only: a reader never
+    disturbs the process writing it); 0 while it can't be read.
+    """
+    try:
+        db = sqlite3.connect("file:{}?mode=ro".format(os.path.join(path, indexName(user))),
+                             uri=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        return db.execute("SELECT count(*) FROM msg").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
+
+
+class ServeTests(SynchronousTestCase):
+    def test_indexesTheUsersNamed(self):
+        """Each user named on the input has their INBOX indexed, once however often named."""
+        path = _spoolWithMail(self, users=("bob", "alice"))
+        r, w = os.pipe()
+        os.write(w, b"bob\nbob\nalice\n\nnobody\n")
+        os.close(w)
+        err = io.StringIO()
+        try:
+            indexer.serve(path, r, err)
+        finally:
+            os.close(r)
+        self.assertEqual((_indexed(path, "bob"), _indexed(path, "alice")), (3, 3))
+        self.assertIn("nobody", err.getvalue())
+
+    def test_searchFindsWhatItIndexed(self):
+        """A server's search answers from what the process indexed, as from its own."""
+        path = _spoolWithMail(self)
+        r, w = os.pipe()
+        os.write(w, b"bob\n")
+        os.close(w)
+        try:
+            indexer.serve(path, r, io.StringIO())
+        finally:
+            os.close(r)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(store.close)
+        found = indexer.resultOf(store.search("bob", parseQuery("friday lunch")))
+        self.assertEqual(found.total, 3)
+
+
+class ProcessTests(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def waitFor(self, condition, deadline=60.0):
+        start = time.monotonic()
+        while not condition():
+            if time.monotonic() - start > deadline:
+                self.fail("gave up waiting")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_aKickIndexesInTheProcess(self):
+        """A kick has the process index the user's INBOX; stopping it ends the process."""
+        path = _spoolWithMail(self)
+        process = IndexerProcess(path, reactor)
+        ended = defer.Deferred()
+        process.processEnded = lambda reason, ended=ended: (
+            IndexerProcess.processEnded(process, reason), ended.callback(None))
+        self.assertTrue(process.kick("bob"))
+        yield self.waitFor(lambda: _indexed(path, "bob") == 3)
+        process.stop()
+        yield ended
+        self.assertFalse(process.alive)
+        self.assertFalse(process.kick("bob"))
+
+    def test_noProcessIndexesHere(self):
+        """When the process can't start, a kick says so and the server indexes itself."""
+        class NoSpawn:
+            def spawnProcess(self, *args, **kwargs):
+                raise OSError("no processes here")
+
+        process = IndexerProcess("/nonexistent", NoSpawn())
+        self.assertFalse(process.kick("bob"))
+        self.flushLoggedErrors(OSError)
+
+
+class _BrokenPool:
+    def submit(self, *args):
+        import concurrent.futures.process
+
+        future = concurrent.futures.Future()
+        future.set_exception(concurrent.futures.process.BrokenProcessPool("killed"))
+        return future
+
+    def shutdown(self, **kwargs):
+        pass
+
+
+class ParsersTests(SynchronousTestCase):
+    def build(self, path, parsers):
+        from twisted_mail.stores.spool import indexing
+
+        self.patch(indexing, "PARALLEL_FROM", 3)
+        self.patch(indexing, "BATCH", 2)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        try:
+            index = store._mailbox("bob").index
+            index.writer.discard()
+            index.parsers = parsers
+            indexer.resultOf(index.sync())
+            found = indexer.resultOf(store.search("bob", parseQuery("lunch")))
+            return found.total, [(m.id, m.subject) for m in found.messages]
+        finally:
+            store.close()
+
+    def test_parsingProcessesIndexTheSame(self):
+        """A large catch-up parsed in two processes gives the index parsing here gives."""
+        path = _spoolWithMail(self, count=7)
+        here = self.build(path, 1)
+        self.assertEqual(here[0], 7)
+        self.assertEqual(self.build(path, 2), here)
+
+    def test_aBrokenPoolParsesHere(self):
+        """When the parsing processes fail, the messages are parsed here and none is lost."""
+        from twisted_mail.stores.spool import indexing
+
+        path = _spoolWithMail(self, count=7)
+        self.patch(indexing, "_parserPool", lambda size: _BrokenPool())
+        self.assertEqual(self.build(path, 2)[0], 7)
+
+
+class _FirstWriterCommitsMeanwhile:
+    """
+    A connection whose C{BEGIN IMMEDIATE} waits while another writer commits
+    (as SQLite's busy wait does): C{meanwhile} runs first, once.
+    """
+
+    def __init__(self, db, meanwhile):
+        self._db = db
+        self._meanwhile = meanwhile
+
+    def execute(self, sql, *args):
+        if sql == "BEGIN IMMEDIATE" and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+class SharedWritersTests(SynchronousTestCase):
+    def test_twoWritersIndexOnce(self):
+        """A writer that waited while another indexed the same messages indexes none twice."""
+        from twisted_mail.stores.spool.store import readRecord
+
+        path = _spoolWithMail(self, count=4)
+        stores = [SpoolStore(path, reactor=indexer.SynchronousReactor()) for _ in range(2)]
+        for store in stores:
+            self.addCleanup(store.close)
+        mailbox = stores[0]._mailbox("bob")
+        mbox = mailbox.mbox
+
+        def read():
+            with mbox.locked() as handle:
+                return [(e.key, readRecord(e.msgid, mbox.read(handle, e)))
+                        for e in mbox.entries]
+
+        add = [(key, summary, doc) for key, (summary, doc) in indexer.resultOf(mailbox.run(read))]
+        first, second = [store._mailbox("bob").index.writer for store in stores]
+        second.pairs("INBOX")
+        second._db = _FirstWriterCommitsMeanwhile(
+            second._db, lambda: first.update("INBOX", (), add))
+        second.update("INBOX", (), add)
+        self.assertEqual(_indexed(path, "bob"), 4)

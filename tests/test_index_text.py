@@ -1,0 +1,93 @@
+"""
+The quick paths of the index's text extraction and ordering: each must give
+exactly what the slow, obvious way gives.
+"""
+
+import email
+import random
+import sqlite3
+from email import policy
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_mail.mail import mime
+from twisted_mail.mail import query as Q
+from twisted_mail.stores.spool import index
+
+_TRICKY = ("aZ09_-.,;:!?\u00e9\u0301\u00df\u00a0\u2019\u2014\u0674\u0661\u3000\u6f22"
+           "\U0001d400\u00b2\u2163\x85\x1c _\t\n\u0130\u212a\ue000")
+
+_PIECES = [b"Subject: x\n", b"From: a\n", b" cont\n", b"\n", b"\r\n",
+           b"Content-Type: multipart/mixed; boundary=b\n", b"Content-Type: message/rfc822\n",
+           b"--b\n", b"body\n", b"From x\n", b":x\n", b"X-\xe9: y\n",
+           b"Content-Type: text/plain; charset=latin-1\n", b"\t\n", b"bad line\n", b"\xff\n",
+           b"\n\n", b"Content-Transfer-Encoding: base64\n", b"aGVsbG8=\n"]
+
+
+def _stdlibParse(text):
+    return email.message_from_bytes(text, policy=policy.compat32)
+
+
+def _sameMessage(a, b):
+    pa, pb = a.get_payload(), b.get_payload()
+    if isinstance(pa, list) or isinstance(pb, list):
+        payloads = (isinstance(pa, list) and isinstance(pb, list) and len(pa) == len(pb)
+                    and all(_sameMessage(x, y) for x, y in zip(pa, pb)))
+    else:
+        payloads = pa == pb
+    return (payloads and a._headers == b._headers and a._unixfrom == b._unixfrom
+            and [type(d) for d in a.defects] == [type(d) for d in b.defects]
+            and a.preamble == b.preamble and a.epilogue == b.epilogue)
+
+
+class TokenTextTests(SynchronousTestCase):
+    def test_sameAsTheExpression(self):
+        """The token text of any text is its words as the word expression cuts them."""
+        r = random.Random(21)
+        for _ in range(5000):
+            text = "".join(r.choice(_TRICKY) for _ in range(r.randint(0, 30)))
+            self.assertEqual(Q.tokenText(text), " ".join(Q.tokens(text)), repr(text))
+
+    def test_examples(self):
+        """Punctuation, accents and case are gone; letters and digits of any script stay."""
+        self.assertEqual(Q.tokenText("E-mail at 10:30, Caf\u00e9!"), "e mail at 10 30 cafe")
+        self.assertEqual(Q.tokenText("\u6f22\u5b57\u2014x_y \u00b2"), "\u6f22\u5b57 x y 2")
+
+
+class ParseBytesTests(SynchronousTestCase):
+    def test_sameAsTheParser(self):
+        """A message read through the headers-only path is the one the whole parse makes."""
+        r = random.Random(22)
+        texts = [b"", b"\n", b"\n\nbody", b"Subject: a\n", b"Subject: a\n\n",
+                 b"Subject: a\n\nbody\r\nmore\n", b"From x@y Thu Nov 26 12:00:00 2026\nS: a\n\nb",
+                 b" Subject: a\n\nb", b"Subject: a\r\n\r\nbody\r\n",
+                 b"Content-Type: multipart/alternative; boundary=q\n\n--q\n\nx\n--q--\n",
+                 b"Content-Type: message/rfc822\n\nSubject: inner\n\nbody\n",
+                 b"Subject: \xe9t\xe9\n\n\xff\xfe body\n", b"Subject a\n\nb\n"]
+        texts += [b"".join(r.choice(_PIECES) for _ in range(r.randint(0, 8)))
+                  for _ in range(3000)]
+        for text in texts:
+            self.assertTrue(_sameMessage(mime.parseBytes(text), _stdlibParse(text)), repr(text))
+
+
+class OrderKeyTests(SynchronousTestCase):
+    def test_arrivalOrder(self):
+        """Rowids ascend with the arrival time, then indexing order; absurd times are clamped."""
+        keys = [index.orderKey(t, s) for t, s in [(-10 ** 20, 0), (-5, 0), (0, 0), (0, 1),
+                                                  (1, 0), (1796601600, 0), (10 ** 20, 0)]]
+        self.assertEqual(keys, sorted(keys))
+        self.assertEqual(len(set(keys)), len(keys))
+        self.assertLess(keys[-1], 2 ** 63)
+        self.assertGreaterEqual(keys[0], 0)
+
+    def test_aFullSecondGoesAfterTheRest(self):
+        """More messages of one second than the key has room for still get unique rowids."""
+        db = sqlite3.connect(":memory:")
+        db.execute("CREATE TABLE msg(rowid INTEGER PRIMARY KEY)")
+        full = index.orderKey(5, (1 << index._SEQUENCE_BITS) - 1)
+        db.execute("INSERT INTO msg VALUES(?)", (full,))
+        keys = index._OrderKeys(db)
+        first, second = keys.next(5), keys.next(5)
+        self.assertGreater(first, full)
+        self.assertEqual(second, first + 1)
+        self.assertEqual(keys.next(4), index.orderKey(4))

@@ -1,0 +1,115 @@
+"""
+Indexing deliveries in a process of its own, at a lower priority: the
+process (L{main}; the server's side is
+L{twisted_mail.stores.spool.indexing.IndexerProcess}).
+
+Indexing a message (reading it back, parsing it, writing its text) costs
+more CPU than delivering it.  Done in the server it competes with the
+deliveries for the GIL; done here it runs on another core, or when the
+server leaves the CPU idle (C{nice} 10), and never delays an
+acknowledgement.  The server writes a user id per line on the process's
+standard input, at most once per L{KICK_DELAY} per mailbox after a
+delivery batch; the process catches that user's INBOX index up (the same
+L{MailboxIndex.sync} the server would run, through a spool store of its
+own, under the same locks as any process sharing the spool), coalescing
+the lines waiting.  It ends at the end of its input: when the server
+closes it or dies.
+
+Nothing depends on it: a search still catches up what it has not yet done
+(L{MailboxIndex.freshen}), and should it fail to start or end early, the
+server indexes in its own threads as before.
+
+    python -m twisted_mail.stores.spool.indexer SPOOL
+"""
+
+import os
+import select
+import sys
+
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from twisted_mail.stores.base import AtOnce
+
+#: How much lower the process's priority is than the server's.
+NICENESS = 10
+
+#: How many processes parse a large catch-up (a mailbox the server has
+#: not indexed yet): L{twisted_mail.stores.spool.indexing.PARALLEL_FROM}.
+PARSERS = 2
+
+
+class SynchronousReactor(AtOnce, Clock):
+    """
+    A reactor whose thread pool runs work at once, on this thread: a
+    command-line tool (or a benchmark, or this process) has nothing else to
+    do meanwhile.
+    """
+
+
+def resultOf(d):
+    """
+    The result of a L{Deferred} that has fired (raising its failure).
+    """
+    box = []
+    d.addBoth(box.append)
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def _waitingLines(fd):
+    """
+    Block for input on C{fd}, then take all that is waiting.
+
+    @return: the bytes read, empty at the end of input.
+    """
+    data = os.read(fd, 65536)
+    while data and select.select([fd], [], [], 0)[0]:
+        more = os.read(fd, 65536)
+        if not more:
+            break
+        data += more
+    return data
+
+
+def serve(spoolPath, fd, err=sys.stderr):
+    """
+    Catch up the indexes of the users named on C{fd}, until its end.
+    """
+    from twisted_mail.stores.spool.store import SpoolStore
+
+    store = SpoolStore(spoolPath, reactor=SynchronousReactor())
+    rest = b""
+    try:
+        while True:
+            data = _waitingLines(fd)
+            *lines, rest = (rest + data).split(b"\n")
+            for userid in dict.fromkeys(line.decode("utf-8", "replace") for line in lines):
+                if not userid:
+                    continue
+                try:
+                    index = store._mailbox(userid).index
+                    index.parsers = PARSERS
+                    resultOf(index.sync())
+                except Exception as e:
+                    err.write("{}: {}\n".format(userid, e))
+                    err.flush()
+            if not data:
+                return
+    finally:
+        store.close()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
+    serve(argv[0], sys.stdin.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
