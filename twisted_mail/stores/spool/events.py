@@ -3,6 +3,9 @@ Events of the spool store (L{IMailStore.watch}): new messages, flag
 changes, expunges and folder changes of one user, through this process or
 any other sharing the spool.
 
+A L{NewMailWatch} announces a mailbox's new messages to the store's
+subscribers (L{IMailStore.subscribe}).
+
 A L{UserWatch} keeps, per folder, what it last saw (each message's UID,
 flags and content key) and compares: after each change made through this
 process at once, and when the store's poll (once a second) sees a folder's
@@ -150,3 +153,59 @@ class UserWatch:
                         continue
                     events.append(MailEvent(kind, name, summary=summary))
             store._watchers.announce(self.userid, events)
+
+
+class NewMailWatch:
+    """
+    New-mail announcements for one mailbox: the listeners, and the highest
+    serial announced.  Checked after each delivery through this process,
+    and when the store's poll sees the file change (another process).
+    """
+
+    def __init__(self, mailbox, listeners):
+        self.mailbox = mailbox
+        self.listeners = listeners
+        self.seen = None
+        self.stamp = None
+        self._running = False
+        self._again = False
+        self.start()
+
+    def start(self):
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, None))
+
+    def check(self):
+        """
+        Announce the messages that arrived since the last check.
+        """
+        if self._running:
+            self._again = True
+            return
+        self._run(self.mailbox.run(self.mailbox.mbox.newSince, self.seen))
+
+    def _run(self, d):
+        self._running = True
+
+        def found(result):
+            top, records = result
+            baseline = self.seen is None
+            self.seen = top
+            if baseline or not records:
+                return None
+            return self.mailbox.summarized(records).addCallback(self._announce)
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure("mailbox {user}: new-mail check failed", f,
+                            user=self.mailbox.mbox.userid)
+
+        def finished(_):
+            self._running = False
+            if self._again and self.mailbox.mbox.userid in self.listeners:
+                self._again = False
+                self.check()
+
+        d.addCallback(found).addErrback(failed).addBoth(finished)
+
+    def _announce(self, summaries):
+        self.listeners.announce(self.mailbox.mbox.userid, summaries)

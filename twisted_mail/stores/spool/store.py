@@ -42,6 +42,7 @@ from twisted_mail.mail.mime import (
 )
 from twisted_mail.mail.model import INBOX, normalizeFolderName
 from twisted_mail.mail.query import document
+from twisted_mail.stores.spool.events import NewMailWatch
 from twisted_mail.stores.spool.index import renameFolders
 from twisted_mail.stores.spool.indexing import IndexerProcess, MailboxIndex
 from twisted_mail.wire import normalizeUserId
@@ -122,7 +123,7 @@ class _Mailbox:
         # each message once), and (size, arrival) for listEntries.
         self.summaries = {}
         self.facts = {}
-        # The _Watch of this mailbox while anyone subscribes to it.
+        # The NewMailWatch of this mailbox while anyone subscribes to it.
         self.watch = None
         # Its search index (which also keeps summaries across restarts), or
         # None when the store keeps none.
@@ -274,62 +275,6 @@ class _Mailbox:
         ).addCallback(summarize)
 
 
-class _Watch:
-    """
-    New-mail announcements for one mailbox: the listeners, and the highest
-    serial announced.  Checked after each delivery through this process,
-    and when the store's poll sees the file change (another process).
-    """
-
-    def __init__(self, mailbox, listeners):
-        self.mailbox = mailbox
-        self.listeners = listeners
-        self.seen = None
-        self.stamp = None
-        self._running = False
-        self._again = False
-        self.start()
-
-    def start(self):
-        self._run(self.mailbox.run(self.mailbox.mbox.newSince, None))
-
-    def check(self):
-        """
-        Announce the messages that arrived since the last check.
-        """
-        if self._running:
-            self._again = True
-            return
-        self._run(self.mailbox.run(self.mailbox.mbox.newSince, self.seen))
-
-    def _run(self, d):
-        self._running = True
-
-        def found(result):
-            top, records = result
-            baseline = self.seen is None
-            self.seen = top
-            if baseline or not records:
-                return None
-            return self.mailbox.summarized(records).addCallback(self._announce)
-
-        def failed(f):
-            if not f.check(errors.MailError):
-                log.failure("mailbox {user}: new-mail check failed", f,
-                            user=self.mailbox.mbox.userid)
-
-        def finished(_):
-            self._running = False
-            if self._again and self.mailbox.mbox.userid in self.listeners:
-                self._again = False
-                self.check()
-
-        d.addCallback(found).addErrback(failed).addBoth(finished)
-
-    def _announce(self, summaries):
-        self.listeners.announce(self.mailbox.mbox.userid, summaries)
-
-
 @implementer(IMailStore)
 class SpoolStore(SpoolFolders):
     """
@@ -427,7 +372,7 @@ class SpoolStore(SpoolFolders):
     def _watch(self, userid):
         # The first listener of a mailbox: watch it for new mail.
         mailbox = self._mailbox(userid)
-        mailbox.watch = _Watch(mailbox, self._listeners)
+        mailbox.watch = NewMailWatch(mailbox, self._listeners)
         self._watched[userid] = mailbox
         self._ensurePoll()
 
