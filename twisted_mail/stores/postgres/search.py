@@ -13,9 +13,9 @@ GIN index over lexemes answers exactly and compactly; trigrams answer
 substrings (IMAP's "contains"), which are rare and are answered here from
 the folded text kept beside (C{fields}), unindexed.
 
-Messages are indexed by the first search after they arrive (and the
-search waits for them), in the database thread: a search always equals a
-scan.  A C{tsvector} holds at most 16,383 positions and 1 MB, so in a
+Messages are indexed right after their delivery commits (the store's
+C{_indexSoon}), and a search first indexes what is still pending, in the
+database thread: a search always equals a scan.  A C{tsvector} holds at most 16,383 positions and 1 MB, so in a
 message longer than that the last words lose their positions (a phrase
 may match across them) or are left out; each word keeps 255 positions at
 most.
