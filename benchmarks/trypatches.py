@@ -25,6 +25,8 @@ before trusting a measurement):
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
   noindex      the spool keeps no search index (SpoolStore's searchIndex
                off): the index's cost to delivery throughput (issue 21)
+  kickN        the indexing process is kicked N seconds after a delivery
+               batch, not KICK_DELAY (e.g. kick3): bigger indexing batches
   indexhere    no indexing process (SpoolStore's indexProcess off): the
                server indexes deliveries through the journal only at the
                next search (as a --workers worker does)
@@ -206,6 +208,10 @@ def main():
 
             spool.SpoolStore.__init__ = functools.partialmethod(
                 spool.SpoolStore.__init__, searchIndex=False)
+        elif name.startswith("kick"):
+            from twisted_mail.stores.spool import indexing
+
+            indexing.KICK_DELAY = float(name[4:])
         elif name == "indexhere":
             def indexHere(self, *args, original=spool.SpoolStore.__init__, **kwargs):
                 kwargs["indexProcess"] = False
