@@ -25,6 +25,8 @@ before trusting a measurement):
   switch<MS>   sys.setswitchinterval(MS / 1000) (GIL hand-over interval)
   noindex      the spool keeps no search index (SpoolStore's searchIndex
                off): the index's cost to delivery throughput (issue 21)
+  noseen       reading marks nothing \\Seen in the spool: what a read's
+               \\Seen (applied by the next job, written in batches) costs
   kickN        the indexing process is kicked N seconds after a delivery
                batch, not KICK_DELAY (e.g. kick3): bigger indexing batches
   indexhere    no indexing process (SpoolStore's indexProcess off): the
@@ -208,6 +210,12 @@ def main():
 
             spool.SpoolStore.__init__ = functools.partialmethod(
                 spool.SpoolStore.__init__, searchIndex=False)
+        elif name == "noseen":
+            from twisted.internet import defer
+
+            from twisted_mail.stores.spool import views
+
+            views.SpoolFolderView.markSeen = lambda self, msgids: defer.succeed(None)
         elif name.startswith("kick"):
             from twisted_mail.stores.spool import indexing
 
