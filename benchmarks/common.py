@@ -228,6 +228,11 @@ class CpuWatch:
     With C{children} (a server with C{--workers}), the server is the process
     and its children at the start: CPU and main threads are summed over
     them, and C{supervisorCpu} is the first process's alone.
+
+    The server's other child processes (the search index's indexing
+    process, the web door's helper processes), also those started during
+    the run, are the server's work too: their CPU is in C{serverCpu}, and
+    alone in C{helperCpu}.
     """
 
     def __init__(self, pid, extraPids=(), children=False):
@@ -242,6 +247,16 @@ class CpuWatch:
         self.self0 = selfCpuSeconds()
         self.sys0 = systemCpuBusy()
         self.extra0 = {p: _safeCpu(p) for p in self.extraPids}
+        self.helpers0 = {p: _safeCpu(p) for p in self._helpers()}
+
+    def _helpers(self):
+        """
+        The server's child processes (and its workers') not in C{pids}.
+        """
+        found = []
+        for pid in self.pids:
+            found.extend(p for p in childPids(pid) if p not in self.pids)
+        return found
 
     def addPid(self, pid):
         self.extraPids.append(pid)
@@ -258,13 +273,15 @@ class CpuWatch:
 
     def stop(self):
         elapsed = time.monotonic() - self.t0
-        cpu = self._sum(cpuSeconds) - self.cpu0
+        helpers = sum(_safeCpu(p) - self.helpers0.get(p, 0.0) for p in self._helpers())
+        cpu = self._sum(cpuSeconds) - self.cpu0 + helpers
         mine = selfCpuSeconds() - self.self0
         extra = sum(_safeCpu(p) - self.extra0[p] for p in self.extraPids)
         busy = systemCpuBusy() - self.sys0
         return {
             "elapsed": elapsed,
             "serverCpu": cpu,
+            "helperCpu": helpers,
             "processes": len(self.pids),
             "supervisorCpu": cpuSeconds(self.pid) - self.sup0,
             "reactorBusy": (self._sum(mainThreadCpuSeconds) - self.main0) / elapsed,

@@ -448,7 +448,9 @@ def runOne(args, run, roundNo, body, text, workdir):
         "p50": percentile(lat, 50),
         "p99": percentile(lat, 99),
         "seconds": tEnd - t0,
+        # With its helper processes (the search index's indexing process).
         "cpuPerMsg": cpu["serverCpu"] / acked if acked else None,
+        "helperCpuPerMsg": cpu["helperCpu"] / acked if acked else None,
         "mainBusy": cpu["reactorBusy"],
         # The reactor thread's own CPU per message: steadier than msgs/s on
         # a shared machine, and what a single-threaded reactor is bound by.
@@ -600,8 +602,8 @@ def goal2(args, rows, ours):
     probes = [r["probeP99"] for r in mine]
     worst = max(probes)
     print("GOAL 2  {}: LSTU probe p99 under load, worst run: {:.2f} ms, median of runs: "
-          "{:.2f} ms (target <= 20 ms): {}".format(
-              ours, ms(worst), ms(median(probes)), common.verdict(worst <= 0.020)))
+          "{:.2f} ms (target <= 10 ms, issue 22): {}".format(
+              ours, ms(worst), ms(median(probes)), common.verdict(worst <= 0.010)))
     quietProbes = [r["probeP99"] for r in mine if r["foreign"] <= args.quiet_cores]
     print("        undisturbed runs alone: {}; CAPA (reactor only) p99, worst run: "
           "{} ms".format(
@@ -731,7 +733,8 @@ def main(argv=None):
     )
     rows = []
     headers = ["round", "server", "msgs/s", "p50 ms", "p99 ms", "acked", "stored", "errors",
-               "srv CPU ms/msg", "reactor CPU ms/msg", "reactor busy", "reactor CPU wait",
+               "srv CPU ms/msg", "of it helpers", "reactor CPU ms/msg", "reactor busy",
+               "reactor CPU wait",
                "gen CPU ms/msg",
                "others' CPU", "probe p50", "probe p99", "probe max", "CAPA p99", "CAPA max"]
     for r in range(1, args.rounds + 1):
@@ -764,7 +767,8 @@ def main(argv=None):
                 row["round"], row["server"] + ("*" if row["foreign"] > args.quiet_cores else ""),
                 fmt(row["rate"], "{:.1f}"), fmt(ms(row["p50"])),
                 fmt(ms(row["p99"])), row["acked"], row["stored"], row["errors"],
-                fmt(ms(row["cpuPerMsg"]), "{:.3f}"), fmt(ms(row["reactorCpuPerMsg"]), "{:.3f}"),
+                fmt(ms(row["cpuPerMsg"]), "{:.3f}"), fmt(ms(row.get("helperCpuPerMsg")), "{:.3f}"),
+                fmt(ms(row["reactorCpuPerMsg"]), "{:.3f}"),
                 fmt(100 * row["mainBusy"], "{:.0f}%"),
                 fmt(100 * row["mainWait"], "{:.0f}%"), fmt(ms(row["loadCpuPerMsg"]), "{:.3f}"),
                 fmt(row["foreign"], "{:.2f} cores"),

@@ -370,6 +370,28 @@ class WorkerProcessTests(SynchronousTestCase):
         self.assertIn(b"no configuration from the supervisor", err)
 
 
+    def test_orphanExitsAfterGrace(self):
+        """
+        A worker whose supervisor is gone ends after the grace period even if its clean stop never finishes (an orphan never lingers holding the spool's locks).
+        """
+        import threading
+
+        from twisted_mail.service import worker
+
+        exited = threading.Event()
+        codes = []
+
+        def exit(code):
+            codes.append(code)
+            exited.set()
+
+        timer = worker.exitIfStillRunning(grace=0.01, exit=exit)
+        self.addCleanup(timer.cancel)
+        self.assertTrue(exited.wait(60), "the watchdog never fired")
+        self.assertEqual(codes, [1])
+        self.assertTrue(timer.daemon)
+
+
 class OptionsTests(SynchronousTestCase):
     """
     C{--workers} on the command line.

@@ -11,12 +11,32 @@ import json
 import os
 import signal
 import sys
+import threading
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger, globalLogBeginner
 from zope.interface import implementer
 
 from twisted_mail.service.worklog import _LogWriter
+
+#: Seconds a worker whose supervisor is gone may take to stop cleanly
+#: before it exits at once: an orphan must never linger, holding its
+#: journal and the spool's locks (its journal is recovered like a kill's).
+ORPHAN_GRACE = 30.0
+
+
+def exitIfStillRunning(grace=ORPHAN_GRACE, exit=os._exit):
+    """
+    Start a daemon timer that ends the process after C{grace} seconds,
+    whatever the reactor is doing; for a worker stopping because its
+    supervisor is gone.
+
+    @return: the started L{threading.Timer}.
+    """
+    timer = threading.Timer(grace, exit, (1,))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 @implementer(IReadDescriptor)
@@ -112,9 +132,11 @@ def main(stdin=0, stdout=1):
 
     stopping = []
 
-    def stop(why):
+    def stop(why, orphan=False):
         if not stopping:
             stopping.append(why)
+            if orphan:
+                exitIfStillRunning()
             workerLog.info("worker {worker} stopping: {why}", worker=number, why=why)
             reactor.stop()
 
@@ -124,7 +146,7 @@ def main(stdin=0, stdout=1):
     signal.signal(signal.SIGTERM, onSignal)
     signal.signal(signal.SIGINT, onSignal)
     os.set_blocking(stdin, False)
-    reactor.addReader(_SupervisorLink(reactor, stdin, lambda: stop("the supervisor is gone")))
+    reactor.addReader(_SupervisorLink(reactor, stdin, lambda: stop("the supervisor is gone", orphan=True)))
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.callWhenRunning(
         workerLog.info, "worker {worker} serving (pid {pid})", worker=number, pid=os.getpid()
