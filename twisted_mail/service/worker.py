@@ -67,10 +67,7 @@ class _SupervisorLink:
         return None
 
     def connectionLost(self, reason):
-        # The reactor reports a pipe whose writer closed with nothing left
-        # to read (epoll's HUP without IN) here, never through doRead: the
-        # supervisor is gone just the same.
-        self.gone()
+        pass
 
     def logPrefix(self):
         return "supervisor"
