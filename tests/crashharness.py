@@ -51,6 +51,7 @@ import time
 
 from tests.serverprocess import (
     ClientError,
+    ConnectionClosed,
     LineClient,
     ServerProcess,
     ServerProcessError,
@@ -75,6 +76,20 @@ JOIN_TIMEOUT = 60.0
 VERIFY_TIMEOUT = 15.0
 #: How long after a restart a torn append may stay visible in a file.
 START_REPAIR_TIMEOUT = 5.0
+
+class HarnessClient(LineClient):
+    """
+    A line-protocol client for which the server's notice that it is
+    stopping (a worker whose supervisor was killed stops cleanly) ends the
+    connection, as the close that follows it does.
+    """
+
+    def readLine(self, deadline=None):
+        line = LineClient.readLine(self, deadline)
+        if line.startswith(b"-ERR server stopping"):
+            raise ConnectionClosed(line.decode("ascii", "replace"))
+        return line
+
 
 _MARKER = re.compile(rb"\Amarker ([A-Za-z0-9-]+)\n")
 _QUOTE = re.compile(rb"^(>*From )", re.MULTILINE)
@@ -344,7 +359,7 @@ class Client(threading.Thread):
     def run(self):
         client = None
         try:
-            client = LineClient("127.0.0.1", self.port, timeout=20)
+            client = HarnessClient("127.0.0.1", self.port, timeout=20)
             greeting = client.readLine()
             if not greeting.startswith(b"+OK"):
                 self.unexpected.append("greeting " + repr(greeting))

@@ -327,7 +327,16 @@ class ServerProcess:
         SIGKILL the server (a crash) and reap it.  Safe to call at any time,
         any number of times: it is the cleanup of every test.
         """
-        workers = self.workerPids() if self.workers > 1 else []
+        workers = []
+        if self.workers > 1 and self.running():
+            # Stopped first, the supervisor cannot start a worker again
+            # between the listing and the kills: that one would be orphaned.
+            try:
+                os.kill(self.pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            # Every child, even one forked but not yet running the worker.
+            workers = childProcesses(self.pid)
         for pid in workers:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -472,6 +472,19 @@ class ChangeTests(SynchronousTestCase):
         self.assertEqual(a.read(), b"* 1 EXPUNGE\r\n")
         self.assertEqual(a.command(b"DONE"), b"i OK IDLE terminated\r\n")
 
+    def test_serverStopSaysBye(self):
+        """
+        When the server stops, a client (here in IDLE) is told BYE and
+        closed, and a command sent afterwards is not answered.
+        """
+        s = IMAPSession(messages=[message(b"one")])
+        s.select()
+        self.assertEqual(s.command(b"i IDLE"), b"+ idling\r\n")
+        s.factory.endSessions()
+        self.assertEqual(s.read(), b"* BYE server stopping\r\n")
+        self.assertTrue(s.transport.disconnecting)
+        self.assertEqual(s.command(b"DONE"), b"")
+
     def test_idleTimeoutAtLeast30Minutes(self):
         """
         An IDLE session is kept at least 30 minutes.

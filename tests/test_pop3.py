@@ -746,7 +746,8 @@ class DeleteTests(POP3TestCase):
 
     def test_endSessionsAtStop(self):
         """
-        When the server stops, open sessions end without deleting.
+        When the server stops, open sessions end without deleting, and the
+        client is told and closed.
         """
         self.deliver(b"one\n")
         c = self.login()
@@ -754,6 +755,10 @@ class DeleteTests(POP3TestCase):
         self.successResultOf(c.factory.endSessions())
         self.assertEqual(self.store.calls, [("close",)])
         self.assertEqual(len(self.texts()), 1)
+        self.assertEqual(
+            c.command(), b"-ERR [SYS/TEMP] server stopping, closing\r\n")
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(c.command(b"STAT"), b"")
 
 
 class PureTests(SynchronousTestCase):

@@ -1121,6 +1121,55 @@ class SessionTests(ServerTestCase):
         self.assertOK(connection.multiline()[0])
 
 
+class ServerStopTests(ServerTestCase):
+    """
+    What a client sees when the server stops while it is connected (SIGTERM,
+    or a C{--workers} worker whose supervisor is gone).
+    """
+
+    def test_idleConnectionToldAndClosed(self):
+        """
+        A connection waiting for its next command is told the server is
+        stopping and closed; a command sent afterwards is not answered as
+        if no user had been chosen.
+        """
+        self.addUsers("alice")
+        connection = self.connect()
+        connection.send(b"USER alice")
+        self.assertOK(connection.line())
+        self.successResultOf(connection.factory.endSessions())
+        self.assertEqual(connection.line(), b"-ERR server stopping, closing")
+        self.assertTrue(connection.transport.disconnecting)
+        connection.send(b"READM")
+        self.assertNothingMore(connection)
+
+    def test_commandUnderWayAnsweredFirst(self):
+        """
+        A command the store is still answering when the server stops gets
+        its reply, then the stopping notice, then the connection closes;
+        commands pipelined behind it are not run.
+        """
+        store = DeferringStore(self.store)
+        self.addUsers("alice", "bob")
+        connection = self.connect(store)
+        connection.send(b"USER alice")
+        store.release()
+        self.assertOK(connection.line())
+        connection.send(b"SEND bob hello", b"LSTU")
+        self.assertEqual(len(store.calls), 1)
+        ended = connection.factory.endSessions()
+        self.assertNothingMore(connection)
+        while store.calls:  # the SEND's calls, one after another
+            store.release()
+        self.assertOK(connection.line())
+        self.assertEqual(connection.line(), b"-ERR server stopping, closing")
+        self.assertNothingMore(connection)
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertEqual(store.calls, [])
+        self.assertEqual(len(self.store.messages("bob")), 1)
+        self.successResultOf(ended)
+
+
 class FramingTests(ServerTestCase):
     """
     Line endings, UTF-8 and the line length limit.

@@ -370,6 +370,29 @@ class WorkerProcessTests(SynchronousTestCase):
         self.assertIn(b"no configuration from the supervisor", err)
 
 
+    def test_supervisorGoneStopsWorker(self):
+        """
+        A worker notices its supervisor is gone when the pipe from it closes with nothing left to read, as when the supervisor is killed (the reactor reports that hang-up as a lost connection, not as a read).
+        """
+        from twisted.internet import reactor
+
+        from twisted_mail.service import worker
+
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        os.set_blocking(readEnd, False)
+        gone = []
+        link = worker._SupervisorLink(reactor, readEnd, lambda: gone.append(True))
+        os.close(writeEnd)
+        reactor.addReader(link)
+        self.addCleanup(reactor.removeReader, link)
+        # One reactor iteration at a time, as the worker's reactor runs.
+        for _ in range(1000):
+            if gone:
+                break
+            reactor.iterate(0.01)
+        self.assertEqual(gone, [True])
+
     def test_orphanExitsAfterGrace(self):
         """
         A worker whose supervisor is gone ends after the grace period even if its clean stop never finishes (an orphan never lingers holding the spool's locks).

@@ -213,8 +213,9 @@ class LimitedFactory:
 class SessionFactory(LimitedFactory, Factory):
     """
     The factory of a door whose connections hold mailbox sessions over one
-    store (the line protocol, POP3): its protocols add themselves to
-    C{protocols} while connected, and each has an C{endSession()}
+    store (the line protocol, POP3, IMAP): its protocols add themselves to
+    C{protocols} while connected, and each has a C{stopServing()} (answer
+    the command under way, tell the client, close, end the session)
     returning a L{Deferred}.
 
     @ivar store: the L{IMailStore}.
@@ -241,7 +242,7 @@ class SessionFactory(LimitedFactory, Factory):
         @return: a L{Deferred} firing when all have ended.
         """
         return defer.DeferredList(
-            [p.endSession() for p in list(self.protocols)], consumeErrors=True
+            [p.stopServing() for p in list(self.protocols)], consumeErrors=True
         )
 
 
@@ -320,10 +321,36 @@ class HeldCommands:
 
     _busy = False
     _transportPaused = False
+    _stopping = False
+    #: What a client is told when the server stops (the door's own words).
+    stoppingNotice = b""
+
+    def stopServing(self):
+        """
+        The server is stopping: the command under way is answered, then the
+        client is told (L{stoppingNotice}) and the connection closed, and
+        the session ends (C{endSession}).  Commands held behind it are not
+        run: ending the session under them would answer them as if the
+        client had never logged in.
+
+        @return: C{endSession}'s L{Deferred}.
+        """
+        if not self._closing():
+            self._stopping = True
+            if not self._busy:
+                self._hangUpStopping()
+        return self.endSession()
+
+    def _hangUpStopping(self):
+        self.transport.write(self.stoppingNotice)
+        getattr(self, "closeConnection", self.transport.loseConnection)()
 
     def _resume(self):
         self._busy = False
         if self._closing():
+            return
+        if self._stopping:
+            self._hangUpStopping()
             return
         self.setTimeout(self.factory.idleTimeout)
         if self._transportPaused:

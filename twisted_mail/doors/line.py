@@ -142,6 +142,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     _pendingUser = None
     _loginFailures = 0
     _closeAfterReply = False
+    _stopping = False
     _body = None
     _lost = False
     _peer = "?"
@@ -400,7 +401,16 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     def _write(self, reply):
         writeNow(self.transport, reply)
         if self._closeAfterReply:
-            self.closeConnection()
+            self._hangUp()
+
+    def _hangUp(self):
+        """
+        Close the connection after the last reply (C{QUIT}), telling the
+        client first if the server is stopping.
+        """
+        if self._stopping:
+            self.transport.write(wire.formatError("server stopping, closing"))
+        self.closeConnection()
 
     def _replyReady(self, reply):
         if self._lost:
@@ -413,6 +423,9 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
 
     def _replied(self):
         if self._lost or self.hangingUp or self.transport.disconnecting:  # QUIT
+            return
+        if self._closeAfterReply:  # a streamed reply as the server stops
+            self._hangUp()
             return
         self._outstanding = False
         self.resetTimeout()
@@ -436,11 +449,21 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             raise errors.NoUserSelected()
         return self.session
 
-    def endSession(self):
+    def stopServing(self):
         """
-        End the user session, if any (the server is stopping): deletes made
-        in it are expunged before the mailbox threads stop.
+        The server is stopping: take no further command, answer the one
+        under way, say so and close the connection, then end the user
+        session, if any (deletes made in it are expunged before the mailbox
+        threads stop).  Ending the session first would answer commands
+        still arriving as if the client had never chosen a user.
         """
+        if not (self._lost or self.hangingUp):
+            self._stopping = True
+            if self._outstanding:
+                # Its reply is written, then the connection closed.
+                self._closeAfterReply = True
+            else:
+                self._hangUp()
         return self._endSession()
 
     def _endSession(self):

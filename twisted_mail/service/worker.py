@@ -67,7 +67,10 @@ class _SupervisorLink:
         return None
 
     def connectionLost(self, reason):
-        pass
+        # The reactor reports a pipe whose writer closed with nothing left
+        # to read (epoll's HUP without IN) here, never through doRead: the
+        # supervisor is gone just the same.
+        self.gone()
 
     def logPrefix(self):
         return "supervisor"

@@ -78,6 +78,9 @@ class IMAPServer(HeldCommands, FolderCommands, SelectedCommands, Protocol, Timeo
     @ivar view: the L{SelectedMailbox}, in the selected state.
     """
 
+    # Dovecot says "* BYE Server shutting down." the same way.
+    stoppingNotice = b"* BYE server stopping\r\n"
+
     state = NOT_AUTHENTICATED
     userid = None
     view = None

@@ -116,6 +116,7 @@ class POP3Server(Closing, HeldCommands, twistedPOP3.POP3):
     _dropInput = False
     _sender = None
     _quitting = None
+    stoppingNotice = wire.formatError("[SYS/TEMP] server stopping, closing")
     _peer = "?"
 
     def __init__(self):
