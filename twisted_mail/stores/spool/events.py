@@ -45,10 +45,52 @@ def _stamp(dirfd, name):
     return (st.st_ino, st.st_size, st.st_mtime_ns, record)
 
 
-class UserWatch:
+class _OneCheckAtATime:
+    """
+    A check that runs one at a time: asked for while one runs, it runs once
+    more when that one ends, however many times it was asked for.  A
+    subclass gives L{_once} (a L{Deferred}), L{_wanted} and its log text.
+    """
+
+    _running = False
+    _again = False
+    _failureText = ""
+
+    def _once(self):
+        raise NotImplementedError
+
+    def _wanted(self):
+        return True
+
+    def _userid(self):
+        raise NotImplementedError
+
+    def check(self):
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        d = self._once()
+
+        def failed(f):
+            if not f.check(errors.MailError):
+                log.failure(self._failureText, f, user=self._userid())
+
+        def finished(_):
+            self._running = False
+            if self._again and self._wanted():
+                self._again = False
+                self.check()
+
+        d.addErrback(failed).addBoth(finished)
+
+
+class UserWatch(_OneCheckAtATime):
     """
     The watch of one user's mail.
     """
+
+    _failureText = "mailbox {user}: change check failed"
 
     def __init__(self, store, userid):
         self.store = store
@@ -57,8 +99,6 @@ class UserWatch:
         self._seen = {}
         self._stamps = {}
         self._folders = None
-        self._running = False
-        self._again = False
         self._stopped = False
         self.check()
 
@@ -70,25 +110,17 @@ class UserWatch:
         Compare every folder with what was last seen, and announce the
         differences.
         """
-        if self._stopped:
-            return
-        if self._running:
-            self._again = True
-            return
-        self._running = True
-        d = self._check()
+        if not self._stopped:
+            _OneCheckAtATime.check(self)
 
-        def failed(f):
-            if not f.check(errors.MailError):
-                log.failure("mailbox {user}: change check failed", f, user=self.userid)
+    def _once(self):
+        return self._check()
 
-        def finished(_):
-            self._running = False
-            if self._again and not self._stopped:
-                self._again = False
-                self.check()
+    def _wanted(self):
+        return not self._stopped
 
-        d.addErrback(failed).addBoth(finished)
+    def _userid(self):
+        return self.userid
 
     def poll(self):
         """
@@ -155,37 +187,30 @@ class UserWatch:
             store._watchers.announce(self.userid, events)
 
 
-class NewMailWatch:
+class NewMailWatch(_OneCheckAtATime):
     """
     New-mail announcements for one mailbox: the listeners, and the highest
     serial announced.  Checked after each delivery through this process,
     and when the store's poll sees the file change (another process).
     """
 
+    _failureText = "mailbox {user}: new-mail check failed"
+
     def __init__(self, mailbox, listeners):
         self.mailbox = mailbox
         self.listeners = listeners
         self.seen = None
         self.stamp = None
-        self._running = False
-        self._again = False
-        self.start()
-
-    def start(self):
-        self._run(self.mailbox.run(self.mailbox.mbox.newSince, None))
+        # The first check only notes where the mailbox ends.
+        self.check()
 
     def check(self):
         """
         Announce the messages that arrived since the last check.
         """
-        if self._running:
-            self._again = True
-            return
-        self._run(self.mailbox.run(self.mailbox.mbox.newSince, self.seen))
+        _OneCheckAtATime.check(self)
 
-    def _run(self, d):
-        self._running = True
-
+    def _once(self):
         def found(result):
             top, records = result
             baseline = self.seen is None
@@ -194,18 +219,13 @@ class NewMailWatch:
                 return None
             return self.mailbox.summarized(records).addCallback(self._announce)
 
-        def failed(f):
-            if not f.check(errors.MailError):
-                log.failure("mailbox {user}: new-mail check failed", f,
-                            user=self.mailbox.mbox.userid)
+        return self.mailbox.run(self.mailbox.mbox.newSince, self.seen).addCallback(found)
 
-        def finished(_):
-            self._running = False
-            if self._again and self.mailbox.mbox.userid in self.listeners:
-                self._again = False
-                self.check()
+    def _wanted(self):
+        return self._userid() in self.listeners
 
-        d.addCallback(found).addErrback(failed).addBoth(finished)
+    def _userid(self):
+        return self.mailbox.mbox.userid
 
     def _announce(self, summaries):
         self.listeners.announce(self.mailbox.mbox.userid, summaries)
