@@ -63,6 +63,7 @@ from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.flags import readerText
 from twisted_mail.stores.spool.snapshot import EntriesSnapshot
 from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
+from twisted_mail.stores.spool.sidefiles import SideFile
 
 log = Logger()
 
@@ -155,6 +156,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         # Called once, at the first look, for a saved picture of the
         # entries (see _fromSnapshot), or None.
         self.snapshotSource = None
+        # The append intent and the UID record, kept open between jobs.
+        self._intentFile, self._uidsFile = SideFile(), SideFile()
 
     # -- names of the files beside the mailbox
 
@@ -493,7 +496,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                     self._failedAppend(e)
                 self._writeIntent(ino, 0, 0, sync=False, fd=intent)
             finally:
-                os.close(intent)
+                self._closeIntent(intent)
             if prefix and self.entries:
                 last = self.entries[-1]
                 last.end += len(prefix)

@@ -354,6 +354,7 @@ class SpoolStore(SpoolFolders):
         self.stopWatching()
         self.closeJournal()
         for mailbox in self._mailboxes.values():
+            mailbox.mbox.closeSideFiles()
             if mailbox.index is not None:
                 mailbox.index.stop()
         if self._indexer is not None:
