@@ -287,25 +287,39 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             return None  # the end: the line path ends the body
         # Short enough that no line in it can be over-long.
         window = start + self.MAX_LENGTH - 1
-        # The first line that is just "." ends the body.
-        ends = [
-            i
-            for i in (buf.find(b"\n.\r\n", start, window + 3),
-                      buf.find(b"\n.\n", start, window + 2))
-            if i != -1
-        ]
-        if ends:
-            end = min(ends) + 1
-        else:
+        # The usual body has no line but the last starting with ".": one
+        # scan finds that, and there is nothing to unstuff.
+        stuffed = False
+        dot = buf.find(b"\n.", start, window + 1)
+        if dot == -1:
+            ends = False
             end = buf.rfind(b"\n", start, window) + 1
             if not end:
                 return None
+        elif buf.startswith(b".\r\n", dot + 1) or buf.startswith(b".\n", dot + 1):
+            ends = True
+            end = dot + 1
+        else:
+            stuffed = True
+            # The first line that is just "." ends the body.
+            ends = [
+                i
+                for i in (buf.find(b"\n.\r\n", start, window + 3),
+                          buf.find(b"\n.\n", start, window + 2))
+                if i != -1
+            ]
+            if ends:
+                end = min(ends) + 1
+            else:
+                end = buf.rfind(b"\n", start, window) + 1
+                if not end:
+                    return None
         text = buf[start:end]
         if b"\r\n" in text:
             text = text.replace(b"\r\n", b"\n")
         if text.startswith(b"."):
             text = text[1:]
-        if b"\n." in text:
+        if stuffed and b"\n." in text:
             text = text.replace(b"\n.", b"\n")
         if body.size + len(text) > body.limit:
             body.bulk = False
