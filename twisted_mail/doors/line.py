@@ -325,9 +325,10 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             body.bulk = False
             return None
         body.addBlock(text)
-        self.resetTimeout()
         if not ends:
+            self.resetTimeout()
             return end
+        # The reply restarts the idle timer (see _replied).
         self._bodyLineReceived(b".")
         return end + (3 if buf.startswith(b".\r\n", end) else 2)
 
