@@ -33,27 +33,20 @@ _turns = []
 _state = {"start": None, "cpu": 0.0, "events": 0}
 
 
-class _Poller:
+def _timedPoll(*args):
     """
-    The reactor's epoll object, timing the turns between its polls.
+    The reactor's C{epoll.poll}, ending the turn that called it and starting
+    the next.
     """
-
-    def __init__(self, real):
-        self.real = real
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-    def poll(self, *args):
-        start = _state["start"]
-        if start is not None and _state["events"]:
-            _turns.append((time.monotonic() - start, time.thread_time() - _state["cpu"],
-                           _state["events"]))
-        result = self.real.poll(*args)
-        _state["start"] = time.monotonic()
-        _state["cpu"] = time.thread_time()
-        _state["events"] = len(result)
-        return result
+    start = _state["start"]
+    if start is not None and _state["events"]:
+        _turns.append((time.monotonic() - start, time.thread_time() - _state["cpu"],
+                       _state["events"]))
+    result = _realPoller.poll(*args)
+    _state["start"] = time.monotonic()
+    _state["cpu"] = time.thread_time()
+    _state["events"] = len(result)
+    return result
 
 
 def _pct(values, p):
@@ -76,7 +69,13 @@ def _summary():
             out.write("wall time in turns of >= {} events: {:.0%}\n".format(least, share))
 
 
-reactor._poller = _Poller(reactor._poller)
+# An epoll object's attributes cannot be set: a stand-in passes all but
+# poll through.
+_realPoller = reactor._poller
+reactor._poller = type("TimedEpoll", (), {
+    "__getattr__": lambda self, name: getattr(_realPoller, name),
+    "poll": staticmethod(_timedPoll),
+})()
 reactor.addSystemEventTrigger("before", "shutdown", _summary)
 
 from twisted.scripts.twistd import run  # noqa: E402

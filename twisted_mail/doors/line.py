@@ -78,7 +78,11 @@ class _Body:
         limit, checked by the caller).
         """
         self.size += len(text)
-        self.blocks.append(text)
+        if self.blocks[-1] == b"":
+            # The empty block a body starts with: no empty piece to store.
+            self.blocks[-1] = text
+        else:
+            self.blocks.append(text)
 
 
 

@@ -667,6 +667,10 @@ class SpoolStore(SpoolFolders):
         address = "{}@{}".format(sender, self.domain)
         if isinstance(body, (bytes, bytearray)):
             body = [body]
+        if body and len(body[0]) <= _JOIN_HEADERS:
+            # One piece fewer for every step below (quoting, the message's
+            # key, the journal's frame, the write): a copy of a small body.
+            return self._append(address, receiver, when, headers + body[0], *body[1:])
         return self._append(address, receiver, when, headers, *body)
 
     @receiverArgument
@@ -688,6 +692,11 @@ class SpoolStore(SpoolFolders):
         mailbox = self._mailbox(receiver)
         return mailbox.append(separator, parts).addErrback(
             self._forgetMissing, receiver, mailbox)
+
+
+#: A delivered body whose first piece is at most this long is stored with
+#: its headers in one piece.
+_JOIN_HEADERS = 64 * 1024
 
 
 @implementer(IMailboxSession)
