@@ -237,6 +237,8 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             if self.paused and len(self._buffer) > self.MAX_LENGTH:
                 self._pauseTransport()
             return
+        if not data and not self._buffer:
+            return  # released after a reply with nothing waiting: the usual case
         self._busyReceiving = True
         # Take body lines in bulk only when a line may have been completed:
         # not at every byte of a long line trickling in.

@@ -476,7 +476,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             chunks = [prefix] if prefix else []
             for record in records:
                 chunks.extend(record)
-            end = start + sum(len(chunk) for chunk in chunks)
+            end = start + sum(map(len, chunks))
             ino = handle.stat.st_ino
             try:
                 intent = self._openIntent(durable)
@@ -504,7 +504,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             offset = start + len(prefix)
             written = []
             for record in records:
-                length = sum(len(chunk) for chunk in record)
+                length = sum(map(len, record))
                 written.append(
                     _Entry(offset, offset + length,
                            recordKey(record, storePieces[len(written)]),
