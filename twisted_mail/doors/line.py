@@ -131,6 +131,25 @@ class _MessageSender:
         self._transport = None
 
 
+class _DeliveredReply:
+    """
+    Logs a delivery and makes its reply, once the store has it.
+    """
+
+    __slots__ = ("log", "sender", "receiver", "size")
+
+    def __init__(self, log, sender, receiver, size):
+        self.log = log
+        self.sender = sender
+        self.receiver = receiver
+        self.size = size
+
+    def __call__(self, _):
+        self.log.info("delivered {} bytes from {} to {}".format(
+            self.size, self.sender, self.receiver))
+        return wire.formatOK("message delivered to {}".format(self.receiver))
+
+
 class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, TimeoutMixin):
     """
     One client connection.
@@ -366,11 +385,14 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
 
     # -- running commands
 
-    def _respond(self, handler, *args):
+    def _respond(self, handler, *args, reply=None):
         """
         Run a handler and write its reply.  A handler returns reply bytes or
         a L{Deferred} firing with them; while it is outstanding, no further
         line is read and the connection does not time out as idle.
+
+        @param reply: if given, the handler's L{Deferred} fires with a
+            result this makes the reply bytes of (in the one callback).
         """
         try:
             result = handler(*args)
@@ -386,6 +408,11 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         def settled(outcome):
             if isinstance(outcome, Failure):
                 outcome = self._errorReply(outcome.value, outcome)
+            elif reply is not None:
+                try:
+                    outcome = reply(outcome)
+                except Exception as e:
+                    outcome = self._errorReply(e)
             if not box:
                 box.append(outcome)  # answered at once: the caller writes it
                 return
@@ -663,7 +690,10 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         if body.whole:
             self._respond(self._deliverWhole, session.userid, body.receiver, body.blocks)
         else:
-            self._respond(self._deliver, session.userid, body.receiver, body.blocks)
+            self._respond(self.factory.store.deliver, session.userid, body.receiver,
+                          body.blocks, reply=_DeliveredReply(
+                              self.factory.deliveryLog, session.userid, body.receiver,
+                              body.size))
 
     def _deliverWhole(self, sender, receiver, blocks):
         """
@@ -687,14 +717,8 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         return d.addCallback(delivered)
 
     def _deliver(self, sender, receiver, body):
-        size = len(body) if isinstance(body, bytes) else sum(map(len, body))
-
-        def delivered(_):
-            self.factory.deliveryLog.info(
-                "delivered {} bytes from {} to {}".format(size, sender, receiver))
-            return wire.formatOK("message delivered to {}".format(receiver))
-
-        return self.factory.store.deliver(sender, receiver, body).addCallback(delivered)
+        return self.factory.store.deliver(sender, receiver, body).addCallback(
+            _DeliveredReply(self.factory.deliveryLog, sender, receiver, len(body)))
 
     def do_DONEU(self, command):
         self._requireSession()
