@@ -695,8 +695,9 @@ class SpoolStore(SpoolFolders):
 
 
 #: A delivered body whose first piece is at most this long is stored with
-#: its headers in one piece.
-_JOIN_HEADERS = 64 * 1024
+#: its headers in one piece (copied: the record's key then reads the piece
+#: whole to find where the header ends, so not for big ones).
+_JOIN_HEADERS = 8 * 1024
 
 
 @implementer(IMailboxSession)
