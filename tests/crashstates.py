@@ -662,6 +662,10 @@ class Workload:
 
     def record(self):
         journalled = self.store._journalled
+        # Files kept open between jobs are opened again, where the recorder
+        # sees it.
+        for mailbox in self.store._mailboxes.values():
+            mailbox.mbox.closeSideFiles()
         dirfds = {self.store._dirfd: ""}
         for user, folders in self.store._folderDirs.items():
             dirfds[folders.dirfd] = "." + user + ".folders"

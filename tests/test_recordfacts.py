@@ -3,6 +3,9 @@ Tests for reading a record's facts (content key, id, UID, flags) the quick
 way, for records in the shape the spool writes.
 """
 
+import hashlib
+
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.stores.spool import records
@@ -77,3 +80,25 @@ class StoreWrittenFactsTests(SynchronousTestCase):
             SEPARATOR + MESSAGE,
         ]:
             self.assertEqual(records.storedKey(record), records._messageKey(record))
+
+
+class ChunksKeyTests(SynchronousTestCase):
+    """
+    The key of a record given in pieces (L{records._chunksKey}).
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(
+        st.binary(max_size=8),
+        st.sampled_from([b"", b"\n", b"\n\n", b"x\n", b"\n" * 70, b"y" + b"\n" * 70]),
+    ), max_size=6), st.sampled_from([bytes, bytearray, memoryview]))
+    def test_sameAsWhole(self, pieces, kind):
+        """
+        However a record is cut into pieces (of any byte-string type), its
+        key is the hash of the whole but for the line feeds that end it.
+        """
+        whole = b"".join(pieces).rstrip(b"\n")
+        self.assertEqual(
+            records._chunksKey([kind(p) for p in pieces]),
+            hashlib.blake2b(whole, digest_size=16).digest(),
+        )

@@ -343,6 +343,18 @@ class NormalizeUserIdTests(SynchronousTestCase):
         self.assertEqual(normalizeUserId("bob"), "bob")
         self.assertEqual(normalizeUserId("A.B_C-9"), "a.b_c-9")
 
+    def test_sameAnswerAgain(self):
+        """
+        Asked again (answered from what was checked before), a valid id
+        gives the same canonical form and an invalid one, or one that is
+        not text, is refused again.
+        """
+        for _ in range(2):
+            self.assertEqual(normalizeUserId("Carol.X"), "carol.x")
+            self.assertInvalid("carol.lock")
+            self.assertInvalid(b"carol")
+            self.assertInvalid(["carol"])
+
     def test_shortest(self):
         """
         One letter or digit is a valid id.

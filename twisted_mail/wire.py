@@ -31,6 +31,12 @@ def normalizeUserId(userid):
     @rtype: L{str}
     @raise InvalidUserId: if C{userid} breaks a rule.
     """
+    # A delivery checks its receiver three times (the door, the store's
+    # hasUser and deliver): valid ids seen before are looked up.
+    try:
+        return _normalised[userid]
+    except (KeyError, TypeError):
+        pass
     if not isinstance(userid, str) or not userid.isascii():
         raise InvalidUserId(escapeControls(userid, keep="", limit=80))
     lowered = userid.lower()
@@ -42,7 +48,15 @@ def normalizeUserId(userid):
         or ".lock." in lowered
     ):
         raise InvalidUserId(escapeControls(userid, keep="", limit=80))
-    return userid.lower()
+    if len(_normalised) < _NORMALISED_KEPT:
+        _normalised[userid] = lowered
+    return lowered
+
+
+#: Valid user ids already checked, and their canonical forms (at most
+#: _NORMALISED_KEPT of them).
+_normalised = {}
+_NORMALISED_KEPT = 10000
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")

@@ -78,7 +78,11 @@ class _Body:
         limit, checked by the caller).
         """
         self.size += len(text)
-        self.blocks.append(text)
+        if self.blocks[-1] == b"":
+            # The empty block a body starts with: no empty piece to store.
+            self.blocks[-1] = text
+        else:
+            self.blocks.append(text)
 
 
 
@@ -125,6 +129,25 @@ class _MessageSender:
     def stopProducing(self):
         # The connection is lost: send nothing more.
         self._transport = None
+
+
+class _DeliveredReply:
+    """
+    Logs a delivery and makes its reply, once the store has it.
+    """
+
+    __slots__ = ("log", "sender", "receiver", "size")
+
+    def __init__(self, log, sender, receiver, size):
+        self.log = log
+        self.sender = sender
+        self.receiver = receiver
+        self.size = size
+
+    def __call__(self, _):
+        self.log.info("delivered {} bytes from {} to {}".format(
+            self.size, self.sender, self.receiver))
+        return wire.formatOK("message delivered to {}".format(self.receiver))
 
 
 class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, TimeoutMixin):
@@ -234,6 +257,8 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             if self.paused and len(self._buffer) > self.MAX_LENGTH:
                 self._pauseTransport()
             return
+        if not data and not self._buffer:
+            return  # released after a reply with nothing waiting: the usual case
         self._busyReceiving = True
         # Take body lines in bulk only when a line may have been completed:
         # not at every byte of a long line trickling in.
@@ -288,33 +313,48 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             return None  # the end: the line path ends the body
         # Short enough that no line in it can be over-long.
         window = start + self.MAX_LENGTH - 1
-        # The first line that is just "." ends the body.
-        ends = [
-            i
-            for i in (buf.find(b"\n.\r\n", start, window + 3),
-                      buf.find(b"\n.\n", start, window + 2))
-            if i != -1
-        ]
-        if ends:
-            end = min(ends) + 1
-        else:
+        # The usual body has no line but the last starting with ".": one
+        # scan finds that, and there is nothing to unstuff.
+        stuffed = False
+        dot = buf.find(b"\n.", start, window + 1)
+        if dot == -1:
+            ends = False
             end = buf.rfind(b"\n", start, window) + 1
             if not end:
                 return None
+        elif buf.startswith(b".\r\n", dot + 1) or buf.startswith(b".\n", dot + 1):
+            ends = True
+            end = dot + 1
+        else:
+            stuffed = True
+            # The first line that is just "." ends the body.
+            ends = [
+                i
+                for i in (buf.find(b"\n.\r\n", start, window + 3),
+                          buf.find(b"\n.\n", start, window + 2))
+                if i != -1
+            ]
+            if ends:
+                end = min(ends) + 1
+            else:
+                end = buf.rfind(b"\n", start, window) + 1
+                if not end:
+                    return None
         text = buf[start:end]
         if b"\r\n" in text:
             text = text.replace(b"\r\n", b"\n")
         if text.startswith(b"."):
             text = text[1:]
-        if b"\n." in text:
+        if stuffed and b"\n." in text:
             text = text.replace(b"\n.", b"\n")
         if body.size + len(text) > body.limit:
             body.bulk = False
             return None
         body.addBlock(text)
-        self.resetTimeout()
         if not ends:
+            self.resetTimeout()
             return end
+        # The reply restarts the idle timer (see _replied).
         self._bodyLineReceived(b".")
         return end + (3 if buf.startswith(b".\r\n", end) else 2)
 
@@ -346,11 +386,14 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
 
     # -- running commands
 
-    def _respond(self, handler, *args):
+    def _respond(self, handler, *args, reply=None):
         """
         Run a handler and write its reply.  A handler returns reply bytes or
         a L{Deferred} firing with them; while it is outstanding, no further
         line is read and the connection does not time out as idle.
+
+        @param reply: if given, the handler's L{Deferred} fires with a
+            result this makes the reply bytes of (in the one callback).
         """
         try:
             result = handler(*args)
@@ -366,6 +409,11 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         def settled(outcome):
             if isinstance(outcome, Failure):
                 outcome = self._errorReply(outcome.value, outcome)
+            elif reply is not None:
+                try:
+                    outcome = reply(outcome)
+                except Exception as e:
+                    outcome = self._errorReply(e)
             if not box:
                 box.append(outcome)  # answered at once: the caller writes it
                 return
@@ -665,7 +713,10 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         if body.whole:
             self._respond(self._deliverWhole, session.userid, body.receiver, body.blocks)
         else:
-            self._respond(self._deliver, session.userid, body.receiver, body.blocks)
+            self._respond(self.factory.store.deliver, session.userid, body.receiver,
+                          body.blocks, reply=_DeliveredReply(
+                              self.factory.deliveryLog, session.userid, body.receiver,
+                              body.size))
 
     def _deliverWhole(self, sender, receiver, blocks):
         """
@@ -689,14 +740,8 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         return d.addCallback(delivered)
 
     def _deliver(self, sender, receiver, body):
-        size = len(body) if isinstance(body, bytes) else sum(map(len, body))
-
-        def delivered(_):
-            self.factory.deliveryLog.info(
-                "delivered {} bytes from {} to {}".format(size, sender, receiver))
-            return wire.formatOK("message delivered to {}".format(receiver))
-
-        return self.factory.store.deliver(sender, receiver, body).addCallback(delivered)
+        return self.factory.store.deliver(sender, receiver, body).addCallback(
+            _DeliveredReply(self.factory.deliveryLog, sender, receiver, len(body)))
 
     def do_DONEU(self, command):
         self._requireSession()

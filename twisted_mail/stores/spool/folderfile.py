@@ -56,19 +56,27 @@ def newMessageId():
     return secrets.token_urlsafe(12)
 
 
-def readUidRecord(dirfd, name):
+def readUidRecord(dirfd, name, sideFile=None):
     """
     The UID record C{.F.uids} of the file C{name}: C{(uidvalidity, uidnext,
     generation, rest)}, or L{None} when there is none (or it is damaged).
+
+    @param sideFile: a L{SideFile} keeping the record open, or L{None}.
     """
     try:
-        fd = os.open("." + name + ".uids", os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
+        if sideFile is None:
+            fd = os.open("." + name + ".uids", os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
+        else:
+            fd = sideFile.acquire(dirfd, "." + name + ".uids")
     except FileNotFoundError:
         return None
     try:
-        data = os.read(fd, 1 << 16)
+        data = os.pread(fd, 1 << 16, 0)
     finally:
-        os.close(fd)
+        if sideFile is None:
+            os.close(fd)
+        else:
+            sideFile.release(fd)
     fields = data[:_UIDS_LINE].split()
     try:
         validity, uidnext, generation = (int(x) for x in fields[:3])
@@ -136,7 +144,7 @@ class FolderFile:
         Read the UID record, making it when missing (the folder's UIDs are
         new: a new UIDVALIDITY).
         """
-        found = readUidRecord(self._dirfd, self.userid)
+        found = readUidRecord(self._dirfd, self.userid, self._uidsFile)
         top = max((e.uid for e in self.entries), default=0)
         if found is None:
             self.uidValidity = self.newValidity()
@@ -166,7 +174,7 @@ class FolderFile:
         line = b"%d %d %d" % (self.uidValidity, self.uidNext, self._generation or 0)
         line = line.ljust(_UIDS_LINE - 1) + b"\n"
         try:
-            fd = os.open(self._uidsName, os.O_RDWR | _O_FLAGS, dir_fd=self._dirfd)
+            fd = self._uidsFile.acquire(self._dirfd, self._uidsName)
         except FileNotFoundError:
             writeUidRecord(self._dirfd, self.userid, self.uidValidity, self.uidNext,
                            self._generation or 0, sync=sync)
@@ -176,7 +184,7 @@ class FolderFile:
             if sync:
                 os.fdatasync(fd)
         finally:
-            os.close(fd)
+            self._uidsFile.release(fd)
 
     def _checkGeneration(self, handle, reindexed):
         """
@@ -195,7 +203,7 @@ class FolderFile:
             # the next access after GENERATION_RECHECK.
             return
         self._generationChecked = now
-        found = readUidRecord(self._dirfd, self.userid)
+        found = readUidRecord(self._dirfd, self.userid, self._uidsFile)
         if found is None:
             self._loadUids()
             return

@@ -63,6 +63,7 @@ from twisted_mail.stores.spool import recovery
 from twisted_mail.stores.spool.flags import readerText
 from twisted_mail.stores.spool.snapshot import EntriesSnapshot
 from twisted_mail.stores.spool.recovery import _INTENT_HEAD, CrashRecovery
+from twisted_mail.stores.spool.sidefiles import SideFile
 
 log = Logger()
 
@@ -155,6 +156,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         # Called once, at the first look, for a saved picture of the
         # entries (see _fromSnapshot), or None.
         self.snapshotSource = None
+        # The append intent and the UID record, kept open between jobs.
+        self._intentFile, self._uidsFile = SideFile(), SideFile()
 
     # -- names of the files beside the mailbox
 
@@ -473,7 +476,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             chunks = [prefix] if prefix else []
             for record in records:
                 chunks.extend(record)
-            end = start + sum(len(chunk) for chunk in chunks)
+            end = start + sum(map(len, chunks))
             ino = handle.stat.st_ino
             try:
                 intent = self._openIntent(durable)
@@ -493,7 +496,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                     self._failedAppend(e)
                 self._writeIntent(ino, 0, 0, sync=False, fd=intent)
             finally:
-                os.close(intent)
+                self._closeIntent(intent)
             if prefix and self.entries:
                 last = self.entries[-1]
                 last.end += len(prefix)
@@ -501,7 +504,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             offset = start + len(prefix)
             written = []
             for record in records:
-                length = sum(len(chunk) for chunk in record)
+                length = sum(map(len, record))
                 written.append(
                     _Entry(offset, offset + length,
                            recordKey(record, storePieces[len(written)]),

@@ -83,26 +83,34 @@ def recordKey(chunks, storeLines=None):
 
 def _chunksKey(chunks):
     """
-    L{_messageKey} of the concatenation of C{chunks}, without making it.
+    L{_messageKey} of the concatenation of C{chunks}, without making it:
+    the hash of its bytes but for the line feeds that end it.
     """
-    chunks = [c for c in chunks if len(c)]
+    # Where the key's bytes end: after the last byte that is not a line
+    # feed (in the last piece but for empty and all-LF ones).
     end = len(chunks)
     cut = 0
     while end:
         last = chunks[end - 1]
-        newlines = 0
-        while newlines < len(last) and last[len(last) - 1 - newlines] == 0x0A:
-            newlines += 1
-        if newlines < len(last):
-            cut = newlines
+        size = len(last)
+        if size and last[size - 1] != 0x0A:
             break
+        if size:
+            tail = bytes(last[-64:])
+            newlines = len(tail) - len(tail.rstrip(b"\n"))
+            if newlines == len(tail):
+                while newlines < size and last[size - 1 - newlines] == 0x0A:
+                    newlines += 1
+            if newlines < size:
+                cut = newlines
+                break
         end -= 1
     digest = hashlib.blake2b(digest_size=16)
     if end:
         for chunk in chunks[: end - 1]:
             digest.update(chunk)
-        last = memoryview(chunks[end - 1])
-        digest.update(last[: len(last) - cut])
+        last = chunks[end - 1]
+        digest.update(memoryview(last)[: len(last) - cut] if cut else last)
     return digest.digest()
 
 

@@ -125,13 +125,13 @@ class CrashRecovery:
 
     def _readIntent(self):
         try:
-            fd = os.open(self._intentName, os.O_RDONLY | _O_FLAGS, dir_fd=self._dirfd)
+            fd = self._intentFile.acquire(self._dirfd, self._intentName)
         except FileNotFoundError:
             return None
         try:
-            data = os.read(fd, _INTENT_SIZE)
+            data = os.pread(fd, _INTENT_SIZE, 0)
         finally:
-            os.close(fd)
+            self._intentFile.release(fd)
         fields = data.split()
         try:
             ino, start, end = (int(x) for x in fields[:3])
@@ -142,18 +142,19 @@ class CrashRecovery:
 
     def _openIntent(self, durable=True):
         """
-        Open the append intent, creating it if need be; a new one's
-        directory entry is synced (unless C{durable} is false: the spool's
-        journal covers the append then), or a power cut could lose the
-        intent that recognises a torn append (found by
-        tests/crashstates.py).
+        Open the append intent (kept open between jobs: a L{SideFile}),
+        creating it if need be; a new one's directory entry is synced
+        (unless C{durable} is false: the spool's journal covers the append
+        then), or a power cut could lose the intent that recognises a torn
+        append (found by tests/crashstates.py).  Give the descriptor back
+        with L{_closeIntent}.
         """
-        flags = os.O_WRONLY | _O_FLAGS
         try:
-            return os.open(self._intentName, flags, dir_fd=self._dirfd)
+            return self._intentFile.acquire(self._dirfd, self._intentName)
         except FileNotFoundError:
             pass
-        fd = os.open(self._intentName, flags | os.O_CREAT, 0o600, dir_fd=self._dirfd)
+        fd = os.open(self._intentName, os.O_WRONLY | os.O_CREAT | _O_FLAGS, 0o600,
+                     dir_fd=self._dirfd)
         if durable:
             try:
                 os.fsync(self._dirfd)
@@ -161,6 +162,20 @@ class CrashRecovery:
                 os.close(fd)
                 raise
         return fd
+
+    def _closeIntent(self, fd):
+        """
+        Give back a descriptor L{_openIntent} returned.
+        """
+        self._intentFile.release(fd)
+
+    def closeSideFiles(self):
+        """
+        Close the files beside the mailbox kept open between jobs (the
+        store is closing, or a test records every open from now on).
+        """
+        self._intentFile.close()
+        self._uidsFile.close()
 
     def _writeIntent(self, ino, start, end, sync, head=b"", fd=None):
         """
@@ -178,7 +193,7 @@ class CrashRecovery:
             try:
                 self._writeIntent(ino, start, end, sync, head, fd)
             finally:
-                os.close(fd)
+                self._closeIntent(fd)
             return
         os.pwrite(fd, record, 0)
         if sync:

@@ -354,6 +354,7 @@ class SpoolStore(SpoolFolders):
         self.stopWatching()
         self.closeJournal()
         for mailbox in self._mailboxes.values():
+            mailbox.mbox.closeSideFiles()
             if mailbox.index is not None:
                 mailbox.index.stop()
         if self._indexer is not None:
@@ -666,6 +667,10 @@ class SpoolStore(SpoolFolders):
         address = "{}@{}".format(sender, self.domain)
         if isinstance(body, (bytes, bytearray)):
             body = [body]
+        if body and len(body[0]) <= _JOIN_HEADERS:
+            # One piece fewer for every step below (quoting, the message's
+            # key, the journal's frame, the write): a copy of a small body.
+            return self._append(address, receiver, when, headers + body[0], *body[1:])
         return self._append(address, receiver, when, headers, *body)
 
     @receiverArgument
@@ -687,6 +692,12 @@ class SpoolStore(SpoolFolders):
         mailbox = self._mailbox(receiver)
         return mailbox.append(separator, parts).addErrback(
             self._forgetMissing, receiver, mailbox)
+
+
+#: A delivered body whose first piece is at most this long is stored with
+#: its headers in one piece (copied: the record's key then reads the piece
+#: whole to find where the header ends, so not for big ones).
+_JOIN_HEADERS = 8 * 1024
 
 
 @implementer(IMailboxSession)
