@@ -2013,8 +2013,8 @@ class WholeBodyTests(SynchronousTestCase):
         waits for it does) is taken in one piece, not line by line.
         """
         lines = []
-        realAdd = server._Body.add
-        self.patch(server._Body, "add", lambda body, line: (lines.append(line),
+        realAdd = server.Body.add
+        self.patch(server.Body, "add", lambda body, line: (lines.append(line),
                                                             realAdd(body, line)))
         store, replies = self.session(b"USER bob\r\n", b"SEND bob\r\n",
                                       b"one\r\n..two\r\nthree\r\n.\r\n")

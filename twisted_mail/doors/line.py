@@ -10,20 +10,24 @@ paused, so pipelined commands are answered one at a time, in order.
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import IPullProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
 
 from twisted_mail.logins import throttle
 from twisted_mail import errors, wire
 from twisted_mail.logins.portal import IMailAccount, LoginAttempt, peerAddress
 from twisted_mail.logins.signup import createAccount
-from twisted_mail.mail.message import appendLine, buildSubmittedMessage
+from twisted_mail.mail.message import buildSubmittedMessage
 from twisted_mail.doors.linefolders import MESSAGE_ID, FolderCommands, listingLine
+from twisted_mail.doors.linemessages import (
+    STREAM_THRESHOLD,
+    Body,
+    DeliveredReply,
+    MessageSender,
+)
 from twisted_mail.doors.linesearch import SearchCommands
 from twisted_mail.doors.connections import (
     Closing,
@@ -38,116 +42,6 @@ from twisted_mail.doors.connections import (
 
 log = Logger()
 
-
-
-class _Body:
-    """
-    The body of a multi-line C{SEND} (or the whole message of a C{SENDM})
-    being received, as a list of blocks of whole LF-terminated lines.
-
-    @ivar whole: whether it is a whole RFC 5322 message (C{SENDM}).
-    """
-
-    __slots__ = ("receiver", "blocks", "size", "limit", "tooLarge", "bulk", "whole")
-
-    def __init__(self, receiver, limit, whole=False):
-        self.receiver = receiver
-        self.whole = whole
-        # Whether the protocol may take lines in bulk (not once a piece of
-        # the body would pass the limit: the line path refuses it).
-        self.bulk = True
-        self.blocks = [bytearray()]
-        self.size = 0
-        self.limit = limit
-        self.tooLarge = False
-
-    def add(self, line):
-        if self.tooLarge:
-            return
-        self.size += len(line) + 1
-        if self.size > self.limit:
-            # Keep nothing more: the message will be refused after the dot.
-            self.tooLarge = True
-            self.blocks = []
-            return
-        appendLine(self.blocks, line)
-
-    def addBlock(self, text):
-        """
-        Add whole LF-terminated lines at once (their size within the
-        limit, checked by the caller).
-        """
-        self.size += len(text)
-        if self.blocks[-1] == b"":
-            # The empty block a body starts with: no empty piece to store.
-            self.blocks[-1] = text
-        else:
-            self.blocks.append(text)
-
-
-
-#: A message longer than this is sent by a L{_MessageSender}.
-STREAM_THRESHOLD = 64 * 1024
-
-
-@implementer(IPullProducer)
-class _MessageSender:
-    """
-    Sends a C{READM} reply carrying a large message a piece at a time, as
-    the transport takes them (a pull producer): the reactor formats one
-    piece at a time (no long stall) and the transport never holds a second
-    copy of the whole message.
-
-    @ivar done: a L{Deferred} firing when the reply is sent (never, if the
-        connection is lost first: the protocol's connectionLost cleans up).
-    """
-
-    def __init__(self, head, message):
-        self._head = head
-        self._pieces = wire.messageChunks(message)
-        self._transport = None
-        self.done = defer.Deferred()
-
-    def start(self, transport):
-        self._transport = transport
-        transport.write(self._head)
-        transport.registerProducer(self, False)
-        return self.done
-
-    def resumeProducing(self):
-        if self._transport is None:
-            return
-        piece = next(self._pieces, None)
-        if piece is not None:
-            self._transport.write(wire.formatMessageLines(piece))
-            return
-        transport, self._transport = self._transport, None
-        transport.write(b".\r\n")
-        transport.unregisterProducer()
-        self.done.callback(None)
-
-    def stopProducing(self):
-        # The connection is lost: send nothing more.
-        self._transport = None
-
-
-class _DeliveredReply:
-    """
-    Logs a delivery and makes its reply, once the store has it.
-    """
-
-    __slots__ = ("log", "sender", "receiver", "size")
-
-    def __init__(self, log, sender, receiver, size):
-        self.log = log
-        self.sender = sender
-        self.receiver = receiver
-        self.size = size
-
-    def __call__(self, _):
-        self.log.info("delivered {} bytes from {} to {}".format(
-            self.size, self.sender, self.receiver))
-        return wire.formatOK("message delivered to {}".format(self.receiver))
 
 
 class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, TimeoutMixin):
@@ -436,10 +330,10 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     def _replyAtOnce(self, reply):
         """
         Write a reply ready when its command was read: bytes at once; a
-        L{_MessageSender}'s reply while input is held, as for a reply that
+        L{MessageSender}'s reply while input is held, as for a reply that
         waits for the store.
         """
-        if isinstance(reply, _MessageSender):
+        if isinstance(reply, MessageSender):
             self._holdInput()
             self._outstanding = True
             self._replyReady(reply)
@@ -463,7 +357,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
     def _replyReady(self, reply):
         if self._lost:
             return
-        if isinstance(reply, _MessageSender):
+        if isinstance(reply, MessageSender):
             reply.start(self.transport).addCallback(lambda _: self._replied())
             return
         self._write(reply)
@@ -646,7 +540,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             self._markRead(session)
             status = "message follows ({} bytes)".format(len(text))
             if len(text) > STREAM_THRESHOLD:
-                return _MessageSender(wire.formatOK(status), text)
+                return MessageSender(wire.formatOK(status), text)
             return wire.formatMessageReply(status, text)
 
         if command.args:
@@ -689,7 +583,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
         return d.addCallback(self._startBody, receiver, whole=True)
 
     def _startBody(self, _, receiver, whole=False):
-        self._body = _Body(receiver, self.factory.maxMessageSize, whole)
+        self._body = Body(receiver, self.factory.maxMessageSize, whole)
         return wire.formatOK("send the message, end with a line holding only .")
 
     def _bodyLineReceived(self, line):
@@ -714,7 +608,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
             self._respond(self._deliverWhole, session.userid, body.receiver, body.blocks)
         else:
             self._respond(self.factory.store.deliver, session.userid, body.receiver,
-                          body.blocks, reply=_DeliveredReply(
+                          body.blocks, reply=DeliveredReply(
                               self.factory.deliveryLog, session.userid, body.receiver,
                               body.size))
 
@@ -741,7 +635,7 @@ class MailServerProtocol(Closing, FolderCommands, SearchCommands, LineReceiver, 
 
     def _deliver(self, sender, receiver, body):
         return self.factory.store.deliver(sender, receiver, body).addCallback(
-            _DeliveredReply(self.factory.deliveryLog, sender, receiver, len(body)))
+            DeliveredReply(self.factory.deliveryLog, sender, receiver, len(body)))
 
     def do_DONEU(self, command):
         self._requireSession()
