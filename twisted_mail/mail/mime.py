@@ -75,8 +75,11 @@ class MessageSummary:
     @ivar folder: the canonical name of its folder.
     """
 
-    __slots__ = ("id", "size", "arrived", "sender", "to", "subject", "date",
-                 "snippet", "attachments", "uid", "flags", "folder")
+    #: Its fields, in order.
+    FIELDS = ("id", "size", "arrived", "sender", "to", "subject", "date",
+              "snippet", "attachments", "uid", "flags", "folder")
+
+    __slots__ = tuple(f for f in FIELDS if f != "date") + ("_date",)
 
     def __init__(self, id, size, arrived, sender="", to="", subject="", date="",
                  snippet="", attachments=0, uid=0, flags=frozenset(), folder="INBOX"):
@@ -86,18 +89,27 @@ class MessageSummary:
         self.sender = sender
         self.to = to
         self.subject = subject
-        self.date = date or isoTime(arrived)
+        self._date = date
         self.snippet = snippet
         self.attachments = attachments
         self.uid = uid
         self.flags = frozenset(flags)
         self.folder = folder
 
+    @property
+    def date(self):
+        # Made from the arrival time when first asked for: a light listing
+        # of many messages (IMAP SELECT) never asks.
+        date = self._date
+        if not date:
+            date = self._date = isoTime(self.arrived)
+        return date
+
     def replace(self, **changes):
         """
         A copy with some fields changed (C{flags}, C{uid}, C{folder}).
         """
-        fields = {k: getattr(self, k) for k in self.__slots__}
+        fields = {k: getattr(self, k) for k in self.FIELDS}
         fields.update(changes)
         return MessageSummary(**fields)
 
@@ -120,7 +132,7 @@ class MessageSummary:
     def __eq__(self, other):
         if not isinstance(other, MessageSummary):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
 
     def __repr__(self):
         return "<MessageSummary {} {} {!r}>".format(self.id, self.size, self.subject)

@@ -47,7 +47,7 @@ from twisted_mail.mail.mime import MessageSummary
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: A prefix standing for more whole words than this is searched as a
 #: prefix.
@@ -130,38 +130,51 @@ def mailboxStamp(dirfd, name, journal):
 # -- the entries snapshot: where each message lies in the mbox file
 
 _ENTRY = struct.Struct("<QQ16sI")
+#: A message's light-listing facts (L{twisted_mail.stores.spool.entries}):
+#: its POP3 size (-1: not known) and arrival time.
+_FACTS = struct.Struct("<qq")
 
 
-def packEntries(entries):
+def packEntries(entries, facts=None):
     """
     C{(start, end, key, msgid, uid, flags)} tuples as bytes: their count,
-    the fixed parts, then the ids, then the flags (space-separated), each
-    list separated by newlines.
+    the fixed parts, then each one's facts (C{facts}: a C{(size, arrived)}
+    pair or L{None} per entry), then the ids, then the flags
+    (space-separated), each list separated by newlines.
     """
     fixed = b"".join(_ENTRY.pack(start, end, key, uid) for start, end, key, _, uid, _
                      in entries)
+    known = b"".join(_FACTS.pack(*(each or (-1, 0)))
+                     for each in (facts or [None] * len(entries)))
     ids = "\n".join(msgid or "" for _, _, _, msgid, _, _ in entries)
     flags = "\n".join(" ".join(sorted(f)) for *_, f in entries)
     tail = (ids + "\x00" + flags).encode("utf-8")
-    return struct.pack("<Q", len(entries)) + fixed + tail
+    return struct.pack("<Q", len(entries)) + fixed + known + tail
 
 
 def unpackEntries(data):
     """
-    The inverse of L{packEntries}.
+    The inverse of L{packEntries}: C{(entries, facts)}.
     """
     (count,) = struct.unpack_from("<Q", data)
     end = 8 + count * _ENTRY.size
     if not count:
-        return []
-    ids, flags = data[end:].decode("utf-8").split("\x00")
-    return [(start, stop, key, msgid or None, uid, frozenset(f.split()))
-            for (start, stop, key, uid), msgid, f in zip(
-                _ENTRY.iter_unpack(data[8:end]), ids.split("\n"), flags.split("\n"))]
+        return [], []
+    factsEnd = end + count * _FACTS.size
+    ids, flags = data[factsEnd:].decode("utf-8").split("\x00")
+    flags = flags.split("\n")
+    # One set per distinct flags text (a mailbox has a handful).
+    sets = {f: frozenset(f.split()) for f in set(flags)}
+    entries = [(start, stop, key, msgid or None, uid, sets[f])
+               for (start, stop, key, uid), msgid, f in zip(
+                   _ENTRY.iter_unpack(data[8:end]), ids.split("\n"), flags)]
+    facts = [None if size < 0 else (size, arrived)
+             for size, arrived in _FACTS.iter_unpack(data[end:factsEnd])]
+    return entries, facts
 
 
 def _summaryJSON(summary):
-    fields = {k: getattr(summary, k) for k in MessageSummary.__slots__
+    fields = {k: getattr(summary, k) for k in MessageSummary.FIELDS
               if k not in ("uid", "flags", "folder")}
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
@@ -418,7 +431,7 @@ class SearchDatabase:
                                ("stamp:" + folder, json.dumps(stamp)))
                 if snapshot is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
-                               ("entries:" + folder, snapshot))
+                               ("entries:" + folder, self._packSnapshot(folder, *snapshot)))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -490,14 +503,53 @@ class SearchDatabase:
 
     def snapshot(self, folder):
         """
-        The entries snapshot of C{folder}: C{(ino, size, entries)} or
-        L{None}.
+        The entries snapshot of C{folder}: C{(ino, size, entries, facts)}
+        or L{None}.
         """
         value = self.meta("entries:" + folder)
         if value is None:
             return None
         ino, size = struct.unpack_from("<QQ", value)
-        return ino, size, unpackEntries(value[16:])
+        return (ino, size) + unpackEntries(value[16:])
+
+    def saveSnapshot(self, folder, snapshot):
+        """
+        Record an entries snapshot alone (C{snapshot} as L{update} takes
+        it), for a mailbox read in full but not indexed.
+        """
+        self.open()
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
+                           ("entries:" + folder, self._packSnapshot(folder, *snapshot)))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise IndexDamaged(str(e))
+
+    def _packSnapshot(self, folder, ino, size, entries, pairs, facts):
+        """
+        An entries snapshot as bytes: C{entries} as
+        L{twisted_mail.stores.spool.snapshot.EntriesSnapshot.entriesState}
+        gives them, C{pairs} their C{(id, key)}, C{facts} their C{(size,
+        arrived)} where the mailbox knew them (L{None} elsewhere: taken
+        from the messages indexed, so that a restart's light listing reads
+        no record).
+        """
+        if None in facts:
+            indexed = {(msgid, bytes(key)): (size, arrived) for msgid, key, size, arrived
+                       in self._db.execute(
+                           "SELECT id, key, size, arrived FROM msg WHERE folder=?", (folder,))}
+            facts = [each if each is not None else indexed.get(pair)
+                     for pair, each in zip(pairs, facts)]
+        return struct.pack("<QQ", ino, size) + packEntries(entries, facts)
 
     # -- searching
 
