@@ -72,13 +72,13 @@ class ParseBytesTests(SynchronousTestCase):
 
 class OrderKeyTests(SynchronousTestCase):
     def test_arrivalOrder(self):
-        """Rowids ascend with the arrival time, then indexing order; absurd times are clamped."""
+        """Rowids descend with the arrival time, then indexing order; absurd times are clamped."""
         keys = [index.orderKey(t, s) for t, s in [(-10 ** 20, 0), (-5, 0), (0, 0), (0, 1),
                                                   (1, 0), (1796601600, 0), (10 ** 20, 0)]]
-        self.assertEqual(keys, sorted(keys))
+        self.assertEqual(keys, sorted(keys, reverse=True))
         self.assertEqual(len(set(keys)), len(keys))
-        self.assertLess(keys[-1], 2 ** 63)
-        self.assertGreaterEqual(keys[0], 0)
+        self.assertLess(keys[0], 2 ** 63)
+        self.assertGreaterEqual(keys[-1], 0)
 
     def test_aFullSecondGoesAfterTheRest(self):
         """More messages of one second than the key has room for still get unique rowids."""
@@ -88,6 +88,7 @@ class OrderKeyTests(SynchronousTestCase):
         db.execute("INSERT INTO msg VALUES(?)", (full,))
         keys = index._OrderKeys(db)
         first, second = keys.next(5), keys.next(5)
-        self.assertGreater(first, full)
-        self.assertEqual(second, first + 1)
+        self.assertLess(first, full)
+        self.assertEqual(second, first - 1)
         self.assertEqual(keys.next(4), index.orderKey(4))
+        self.assertEqual(keys.next(4), index.orderKey(4, 1))

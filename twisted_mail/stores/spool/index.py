@@ -24,9 +24,9 @@ Tables::
                                        message gone may stay: harmless)
 
 A message's rowid is its place in the newest-first order (L{orderKey}: its
-arrival time, then the order of indexing), so that FTS5 gives a page of
-matches newest first by walking its own lists backwards and stopping at
-the page's end, whatever the number of matches.  A word typed as a prefix
+arrival time, then the order of indexing, both descending), so that FTS5
+gives a page of matches newest first by walking its own lists forwards and
+stopping at the page's end, whatever the number of matches.  A word typed as a prefix
 is looked up in C{words} and searched as the few whole words it stands
 for (FTS5 merges every list of a prefix before it can answer; whole words
 it steps through, skipping with the rarest).
@@ -173,16 +173,21 @@ def unpackEntries(data):
     return entries, facts
 
 
+#: The fields of a summary kept as its JSON list, in order (uid, flags and
+#: folder are columns of their own).
+_STORED = tuple(f for f in MessageSummary.FIELDS if f not in ("uid", "flags", "folder"))
+assert MessageSummary.FIELDS[:len(_STORED)] == _STORED
+
+
 def _summaryJSON(summary):
-    fields = {k: getattr(summary, k) for k in MessageSummary.FIELDS
-              if k not in ("uid", "flags", "folder")}
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    # A list, not an object: read back without building a dict (a search
+    # reads one per result).
+    return json.dumps([getattr(summary, k) for k in _STORED], ensure_ascii=False,
+                      separators=(",", ":"))
 
 
 def summaryFromRow(text, uid, flags, folder):
-    fields = json.loads(text)
-    fields.update(uid=uid, flags=flags.split(), folder=folder)
-    return MessageSummary(**fields)
+    return MessageSummary(*json.loads(text), uid, flags.split(), folder)
 
 
 def _flagsText(flags):
@@ -196,12 +201,12 @@ def _ordinal(day):
 def orderKey(arrived, sequence=0):
     """
     The rowid of a message arrived at C{arrived} (POSIX seconds), the
-    C{sequence}th indexed of that second: ascending rowids are the arrival
-    order.
+    C{sequence}th indexed of that second: ascending rowids are the newest
+    first order (FTS5 walks its lists forwards faster than backwards).
     """
     limit = 2 ** _ARRIVED_BITS
     arrived = min(max(int(arrived), -limit), limit - 1)
-    return ((arrived + limit) << _SEQUENCE_BITS) + sequence
+    return ((limit - 1 - arrived) << _SEQUENCE_BITS) + (1 << _SEQUENCE_BITS) - 1 - sequence
 
 
 class SearchDatabase:
@@ -416,6 +421,10 @@ class SearchDatabase:
                     batchWords.update(" ".join(doc.fields[f] for f in _WORD_FIELDS).split())
                     indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
+                # In rowid order: FTS5 writes out what it holds whenever a
+                # rowid goes down (a segment per message, otherwise).
+                rows.sort(key=_first)
+                texts.sort(key=_first)
                 newWords = batchWords - known
                 db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
                                [(w,) for w in newWords])
@@ -553,10 +562,11 @@ class SearchDatabase:
 
     # -- searching
 
-    def search(self, query, folders, start=0, limit=None):
+    def search(self, query, folders, start=0, limit=None, names=None):
         """
         The page of messages of C{folders} (a list of names, or L{None} for
-        all) matching C{query}, newest first.
+        all) matching C{query}, newest first.  C{names} maps the folders'
+        names in the index to those the summaries show.
 
         @return: C{(total, [MessageSummary, ...])}
         """
@@ -574,7 +584,7 @@ class SearchDatabase:
         else:
             source = "msg WHERE "
             order = "msg.rowid"
-        sql = ("SELECT summary, uid, flags, folder FROM {}({}) ORDER BY {} DESC"
+        sql = ("SELECT summary, uid, flags, folder FROM {}({}) ORDER BY {}"
                .format(source, where, order))
         page = params
         if limit is not None:
@@ -583,7 +593,9 @@ class SearchDatabase:
         elif start:
             sql += " LIMIT -1 OFFSET ?"
             page = params + [start]
-        found = [summaryFromRow(*row) for row in self._execute(sql, page)]
+        names = names or {}
+        found = [summaryFromRow(text, uid, flags, names.get(folder, folder))
+                 for text, uid, flags, folder in self._execute(sql, page)]
         if limit != 0 and (found or not start) and (limit is None or len(found) < limit):
             # The page ends before the matches do: it counted them.
             return start + len(found), found
@@ -617,28 +629,35 @@ class _OrderKeys:
         self._db = db
         self._next = {}
         self._overflow = None
-        self._highest = 0
+        self._lowest = 2 ** 62
 
     def sameSecond(self, rowid, arrived):
         return rowid >> _SEQUENCE_BITS == orderKey(arrived) >> _SEQUENCE_BITS
 
     def next(self, arrived):
+        # A second's first message takes the top of its range, each next
+        # one the key below.
         base = orderKey(arrived)
         n = self._next.get(base)
         if n is None:
-            (top,) = self._db.execute("SELECT max(rowid) FROM msg WHERE rowid BETWEEN ? AND ?",
-                                      (base, base + (1 << _SEQUENCE_BITS) - 1)).fetchone()
-            n = base if top is None else top + 1
+            (bottom,) = self._db.execute(
+                "SELECT min(rowid) FROM msg WHERE rowid BETWEEN ? AND ?",
+                (base - (1 << _SEQUENCE_BITS) + 1, base)).fetchone()
+            n = base if bottom is None else bottom - 1
         if n >> _SEQUENCE_BITS != base >> _SEQUENCE_BITS:
-            # 16 million messages of one second: after all the others.
+            # 16 million messages of one second: newer than all the others.
             if self._overflow is None:
-                (top,) = self._db.execute("SELECT max(rowid) FROM msg").fetchone()
-                self._overflow = max(top or 0, self._highest)
-            self._overflow += 1
+                (bottom,) = self._db.execute("SELECT min(rowid) FROM msg").fetchone()
+                self._overflow = min(self._lowest if bottom is None else bottom, self._lowest)
+            self._overflow -= 1
             return self._overflow
-        self._next[base] = n + 1
-        self._highest = max(self._highest, n)
+        self._next[base] = n - 1
+        self._lowest = min(self._lowest, n)
         return n
+
+
+def _first(row):
+    return row[0]
 
 
 def _headerContains(headers, name, text):

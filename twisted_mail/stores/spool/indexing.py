@@ -447,17 +447,18 @@ class MailboxIndex:
 
     _kept = None
 
-    def search(self, query, folders, start, limit):
+    def search(self, query, folders, start, limit, names=None):
         """
         The page of matches among the folders C{folders} (their keys in
         the index; L{None}: all it holds) of this index's database, newest
         first.
 
-        @return: a L{Deferred} firing with C{(total, summaries)}; the
-            summaries name their folder by its key.
+        @param names: folder key to the name the summaries show (a key
+            not there: the key).
+        @return: a L{Deferred} firing with C{(total, summaries)}.
         """
         def plain():
-            return self.reader.search(query, folders, start, limit)
+            return self.reader.search(query, folders, start, limit, names)
 
         def damaged(f):
             if f.check(sqlite3.Error):
