@@ -21,7 +21,9 @@ _PIECES = [b"Subject: x\n", b"From: a\n", b" cont\n", b"\n", b"\r\n",
            b"Content-Type: multipart/mixed; boundary=b\n", b"Content-Type: message/rfc822\n",
            b"--b\n", b"body\n", b"From x\n", b":x\n", b"X-\xe9: y\n",
            b"Content-Type: text/plain; charset=latin-1\n", b"\t\n", b"bad line\n", b"\xff\n",
-           b"\n\n", b"Content-Transfer-Encoding: base64\n", b"aGVsbG8=\n"]
+           b"\n\n", b"Content-Transfer-Encoding: base64\n", b"aGVsbG8=\n",
+           b"Subject: \t \n", b"X-A:b: c \n", b"To: \xe9\xff \n", b"  \t two\n", b"Date:\n",
+           b"Content-Type: TEXT/Plain\n", b"\x0b\x0c: x\x1c\n"]
 
 
 def _stdlibParse(text):
