@@ -186,6 +186,25 @@ def _summaryJSON(summary):
                       separators=(",", ":"))
 
 
+def prepareRow(summary, doc):
+    """
+    What L{SearchDatabase.update} stores of a message's summary and
+    L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
+    day, attachments, summary JSON, headers JSON, the words of the fields
+    C{words} keeps, the token text of each of L{_FIELDS})}.  (Made where
+    the message is parsed: a parsing process, during a large build.)
+    """
+    fields = doc.fields
+    return (
+        _ordinal(Q.arrivedDay(summary.arrived)),
+        _ordinal(doc.sentDay or datetime.date.fromisoformat(summary.date[:10])),
+        doc.attachments,
+        _summaryJSON(summary),
+        json.dumps(doc.headers, ensure_ascii=False),
+        list(set(" ".join([fields[f] for f in _WORD_FIELDS]).split())),
+        tuple([fields[f] for f in _FIELDS]))
+
+
 def summaryFromRow(text, uid, flags, folder):
     return MessageSummary(*json.loads(text), uid, flags.split(), folder)
 
@@ -360,7 +379,8 @@ class SearchDatabase:
     def update(self, folder, remove, add, stamp=None, snapshot=None, changed=()):
         """
         In one transaction: forget the messages C{remove} (C{(id, key)}
-        pairs), index C{add} (C{(key, summary, document)} triples), give
+        pairs), index C{add} (C{(key, summary, document)} triples, the
+        document a L{SearchDocument} or what L{prepareRow} made of it), give
         new UIDs and flags to C{changed} (C{(id, key, uid, flags)}), and
         record the mailbox's stamp and entries snapshot.
         """
@@ -394,6 +414,8 @@ class SearchDatabase:
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
+                    arrivedDay, sentDay, attachments, summaryText, headersText, words, \
+                        fields = doc if type(doc) is tuple else prepareRow(summary, doc)
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
                     old = None
@@ -411,14 +433,10 @@ class SearchDatabase:
                         rowid = keys.next(summary.arrived)
                     rows.append((
                         rowid, summary.id, folder, key, summary.uid, int(summary.arrived),
-                        _ordinal(Q.arrivedDay(summary.arrived)),
-                        _ordinal(doc.sentDay or datetime.date.fromisoformat(
-                            summary.date[:10])),
-                        summary.size, doc.attachments, _flagsText(summary.flags),
-                        _summaryJSON(summary),
-                        json.dumps(doc.headers, ensure_ascii=False)))
-                    texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
-                    batchWords.update(" ".join(doc.fields[f] for f in _WORD_FIELDS).split())
+                        arrivedDay, sentDay, summary.size, attachments,
+                        _flagsText(summary.flags), summaryText, headersText))
+                    texts.append((rowid,) + fields)
+                    batchWords.update(words)
                     indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
                 # In rowid order: FTS5 writes out what it holds whenever a

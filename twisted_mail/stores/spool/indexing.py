@@ -37,6 +37,7 @@ from twisted_mail.stores.spool.index import (
     SearchDatabase,
     indexName,
     mailboxStamp,
+    prepareRow,
 )
 
 log = Logger()
@@ -534,16 +535,20 @@ class IndexerProcess(protocol.ProcessProtocol):
             self.transport.closeStdin()
 
 
-def _parseRecords(readRecord, records):
+def _parseRecords(readRecord, records, prepare=None):
     """
     C{readRecord} of each C{(id, record)}: C{(summary, document)} pairs,
     C{(None, why)} where it raised.  (In a worker thread, or a parsing
-    process.)
+    process: there, the document is what C{prepare} makes of the pair, so
+    that the writer has less to do.)
     """
     parsed = []
     for msgid, record in records:
         try:
-            parsed.append(readRecord(msgid, record))
+            summary, doc = readRecord(msgid, record)
+            if prepare is not None:
+                doc = prepare(summary, doc)
+            parsed.append((summary, doc))
         except Exception as e:
             parsed.append((None, repr(e)))
     return parsed
@@ -570,7 +575,7 @@ def _submit(pool, parts, readRecord, records):
     pairs = [(msgid, record) for msgid, _, record, _, _ in records]
     size = max(1, -(-len(pairs) // parts))
     try:
-        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size])
+        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size], prepareRow)
                 for i in range(0, len(pairs), size)]
     except Exception:
         # A broken pool refuses work at once: parsed here (L{None}).
