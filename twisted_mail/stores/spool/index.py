@@ -544,22 +544,7 @@ class SearchDatabase:
         Record an entries snapshot alone (C{snapshot} as L{update} takes
         it), for a mailbox read in full but not indexed.
         """
-        self.open()
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
-                           ("entries:" + folder, self._packSnapshot(folder, *snapshot)))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise
-            raise IndexDamaged(str(e))
+        self.update(folder, (), (), snapshot=snapshot)
 
     def _packSnapshot(self, folder, ino, size, entries, pairs, facts):
         """
