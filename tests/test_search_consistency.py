@@ -12,6 +12,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.mail.mime import parseMessage
+from twisted_mail.mail import query as Q
 from twisted_mail.mail.query import matches, parseQuery
 from twisted_mail.stores.spool import entries
 from twisted_mail.stores.spool.index import indexName
@@ -77,6 +78,22 @@ class ConsistencyTests(SynchronousTestCase):
         self.assertSearchIsScan()
         self.successResultOf(session.close())
         self.assertSearchIsScan()
+
+    def test_otherFields(self):
+        """bcc: and the every-header field (IMAP's) are searched as a scan finds them."""
+        self.successResultOf(self.store.deliverMessage(
+            "x", "bob", b"Bcc: dave@example.com\nSubject: hush\n\nquiet words\n"))
+        queries = [parseQuery(text) for text in [
+            "bcc:dave", "hush -bcc:dave", "bcc:dave quiet", "bcc:example -meeting"]]
+        queries += [Q.Text("headers", "hush"), Q.Text("headers", "dav"),
+                    Q.And([Q.Text("headers", "dave"), Q.Text("body", "quiet")]),
+                    Q.Not(Q.Text("headers", "subject")),
+                    Q.Text("headers", "ave", substring=True)]
+        for query in queries:
+            found = self.successResultOf(self.store.search("bob", query))
+            self.assertEqual([m.id for m in found.messages], self.scan(query), query)
+            self.assertEqual(found.total, len(found.messages))
+        self.assertEqual(len(self.scan(queries[0])), 1)
 
     def test_anotherProcess(self):
         """What another server process delivers and deletes is searched."""

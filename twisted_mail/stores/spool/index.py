@@ -16,9 +16,14 @@ Tables::
     msg(rowid, id, folder, key, uid, arrived, arrivedday, sentday, size,
         attachments, flags, summary, headers)  (flags and uid outside the
                                        summary: they change without the text)
-    text(from_, to_, cc, bcc, subject, body, attachment, headers)
+    text(from_, to_, cc, subject, body, attachment)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
+                                       of the fields a bare word looks in
+                                       (so that it needs no column filter:
+                                       FTS5 then counts without reading
+                                       positions)
+    extra(bcc, headers)                the same, of the other fields
     words(word)                        every word ever indexed in the fields
                                        a query's words look in (a word of a
                                        message gone may stay: harmless)
@@ -65,6 +70,10 @@ _COLUMNS = {
 }
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
 
+#: The fields of C{text} (the others are C{extra}'s), in its column order.
+_TEXT_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
+_EXTRA_FIELDS = ("bcc", "headers")
+
 #: The fields whose words C{words} keeps: those the query language's words
 #: look in (a prefix in another field, which only the query tree can ask
 #: for, is searched as a prefix).
@@ -90,7 +99,11 @@ CREATE TABLE IF NOT EXISTS msg(
 CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
-    from_, to_, cc, bcc, subject, body, attachment, headers,
+    from_, to_, cc, subject, body, attachment,
+    tokenize = 'unicode61 remove_diacritics 0', detail = full
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
+    bcc, headers,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
 );
 """
@@ -191,7 +204,8 @@ def prepareRow(summary, doc):
     What L{SearchDatabase.update} stores of a message's summary and
     L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
     day, attachments, summary JSON, headers JSON, the words of the fields
-    C{words} keeps, the token text of each of L{_FIELDS})}.  (Made where
+    C{words} keeps, the token text of each of L{_TEXT_FIELDS}, and of
+    L{_EXTRA_FIELDS})}.  (Made where
     the message is parsed: a parsing process, during a large build.)
     """
     fields = doc.fields
@@ -202,7 +216,8 @@ def prepareRow(summary, doc):
         _summaryJSON(summary),
         json.dumps(doc.headers, ensure_ascii=False),
         list(set(" ".join([fields[f] for f in _WORD_FIELDS]).split())),
-        tuple([fields[f] for f in _FIELDS]))
+        tuple([fields[f] for f in _TEXT_FIELDS]),
+        tuple([fields[f] for f in _EXTRA_FIELDS]))
 
 
 def summaryFromRow(text, uid, flags, folder):
@@ -398,7 +413,7 @@ class SearchDatabase:
                     for (rowid,) in db.execute(
                             "SELECT rowid FROM msg WHERE folder=? AND id=? AND key=?",
                             (folder, msgid, key)).fetchall():
-                        db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+                        _deleteText(db, rowid)
                         db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
                     pairs.pop((msgid, key), None)
                 for msgid, key, uid, flags in changed:
@@ -406,7 +421,7 @@ class SearchDatabase:
                                (uid, _flagsText(flags), folder, msgid, key))
                     if (msgid, key) in pairs:
                         pairs[(msgid, key)] = (uid, _flagsText(flags))
-                rows, texts = [], []
+                rows, texts, extras = [], [], []
                 keys = _OrderKeys(db)
                 known = self._knownWords()
                 batchWords = set()
@@ -415,7 +430,7 @@ class SearchDatabase:
                     if (summary.id, key) in pairs:
                         continue
                     arrivedDay, sentDay, attachments, summaryText, headersText, words, \
-                        fields = doc if type(doc) is tuple else prepareRow(summary, doc)
+                        fields, extra = doc if type(doc) is tuple else prepareRow(summary, doc)
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
                     old = None
@@ -424,7 +439,7 @@ class SearchDatabase:
                                          (folder, summary.id)).fetchone()
                     rowid = None
                     if old is not None:
-                        db.execute("DELETE FROM text WHERE rowid=?", (old[0],))
+                        _deleteText(db, old[0])
                         db.execute("DELETE FROM msg WHERE rowid=?", (old[0],))
                         pairs.pop((summary.id, bytes(old[1])), None)
                         if keys.sameSecond(old[0], summary.arrived):
@@ -436,6 +451,7 @@ class SearchDatabase:
                         arrivedDay, sentDay, summary.size, attachments,
                         _flagsText(summary.flags), summaryText, headersText))
                     texts.append((rowid,) + fields)
+                    extras.append((rowid,) + extra)
                     batchWords.update(words)
                     indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
@@ -443,6 +459,7 @@ class SearchDatabase:
                 # rowid goes down (a segment per message, otherwise).
                 rows.sort(key=_first)
                 texts.sort(key=_first)
+                extras.sort(key=_first)
                 newWords = batchWords - known
                 db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
                                [(w,) for w in newWords])
@@ -451,8 +468,10 @@ class SearchDatabase:
                     " sentday, size, attachments, flags, summary, headers)"
                     " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 db.executemany(
-                    "INSERT INTO text(rowid, from_, to_, cc, bcc, subject, body,"
-                    " attachment, headers) VALUES(?,?,?,?,?,?,?,?,?)", texts)
+                    "INSERT INTO text(rowid, from_, to_, cc, subject, body, attachment)"
+                    " VALUES(?,?,?,?,?,?,?)", texts)
+                db.executemany("INSERT INTO extra(rowid, bcc, headers) VALUES(?,?,?)",
+                               extras)
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))
@@ -491,6 +510,7 @@ class SearchDatabase:
         """
         self.open()
         self._execute("INSERT INTO text(text) VALUES('optimize')")
+        self._execute("INSERT INTO extra(extra) VALUES('optimize')")
         # The merge rewrote the whole index into the WAL: give the space back.
         self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -510,7 +530,7 @@ class SearchDatabase:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for (rowid,) in stale:
-                self._db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+                _deleteText(self._db, rowid)
                 self._db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
             self._db.execute("COMMIT")
         except BaseException:
@@ -659,6 +679,11 @@ class _OrderKeys:
         return n
 
 
+def _deleteText(db, rowid):
+    db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+    db.execute("DELETE FROM extra WHERE rowid=?", (rowid,))
+
+
 def _first(row):
     return row[0]
 
@@ -667,7 +692,22 @@ def _headerContains(headers, name, text):
     return 1 if Q.headerContains(json.loads(headers), name, text) else 0
 
 
-_FTS_ONLY = "msg.rowid IN (SELECT rowid FROM text WHERE text MATCH ?)"
+_FTS_ONLY = "msg.rowid IN (SELECT rowid FROM {0} WHERE {0} MATCH ?)"
+
+
+def _table(node):
+    """
+    The FTS5 table of a L{Q.Text} node's field.
+    """
+    return "extra" if node.field in _EXTRA_FIELDS else "text"
+
+
+def _inText(node):
+    """
+    Whether a query node is a word term C{text}'s MATCH can answer.
+    """
+    return type(node) is Q.Text and not node.substring and bool(node.words) and \
+        node.field not in _EXTRA_FIELDS
 
 
 def _phrase(words):
@@ -681,15 +721,18 @@ def _matchText(node, expand=None):
     or L{None}), the prefix becomes the whole words it stands for.
     """
     fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
-    columns = "{" + " ".join(_COLUMNS[f] for f in fields) + "}"
+    if node.field == "text":
+        columns = ""  # every column of C{text}: no filter
+    else:
+        columns = "{" + " ".join(_COLUMNS[f] for f in fields) + "} : "
     words = node.words
     whole = None
     if expand is not None and set(fields) <= set(_WORD_FIELDS):
         whole = expand(words[-1])
     if not whole:
         # None: too many; none at all: nothing matches, cheaply either way.
-        return "{} : {}*".format(columns, _phrase(words))
-    return "{} : ({})".format(columns, " OR ".join(
+        return "{}{}*".format(columns, _phrase(words))
+    return "{}({})".format(columns, " OR ".join(
         _phrase(words[:-1] + [w]) for w in whole))
 
 
@@ -700,10 +743,9 @@ def _matchOf(terms, expand=None):
     """
     positive, negative, rest = [], [], []
     for term in terms:
-        if type(term) is Q.Text and not term.substring and term.words:
+        if _inText(term):
             positive.append(_matchText(term, expand))
-        elif (type(term) is Q.Not and type(term.term) is Q.Text
-              and not term.term.substring and term.term.words):
+        elif type(term) is Q.Not and _inText(term.term):
             negative.append(term)
         else:
             rest.append(term)
@@ -738,13 +780,13 @@ def splitQuery(node, expand=None):
     @rtype: C{(str or None, str, list)}
     """
     kind = type(node)
-    if kind is Q.Text and not node.substring and node.words:
+    if _inText(node):
         return _matchText(node, expand), "1", []
     if kind is Q.And and node.terms:
         match, rest = _matchOf(node.terms, expand)
         if match is None:
             for i, term in enumerate(node.terms):
-                if type(term) is Q.Text and not term.substring and term.words:
+                if _inText(term):
                     match = _matchText(term, expand)
                     rest = node.terms[:i] + node.terms[i + 1:]
                     break
@@ -775,7 +817,7 @@ def compileQuery(node, expand=None):
         if kind is Q.And:
             match, terms = _matchOf(terms, expand)
             if match is not None:
-                parts.append("(" + _FTS_ONLY + ")")
+                parts.append("(" + _FTS_ONLY.format("text") + ")")
                 params.append(match)
         for term in terms:
             sql, p = compileQuery(term, expand)
@@ -786,7 +828,7 @@ def compileQuery(node, expand=None):
         sql, params = compileQuery(node.term, expand)
         return "NOT (" + sql + ")", params
     if kind is Q.Text and not node.substring and node.words:
-        return _FTS_ONLY, [_matchText(node, expand)]
+        return _FTS_ONLY.format(_table(node)), [_matchText(node, expand)]
     if kind is Q.Text:
         fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
         columns = [_COLUMNS[f] for f in fields]
@@ -795,10 +837,10 @@ def compileQuery(node, expand=None):
             return "1", []
         if node.substring:
             needle = " ".join(words)
-            return ("msg.rowid IN (SELECT rowid FROM text WHERE {})".format(
-                " OR ".join("instr({}, ?) > 0".format(c) for c in columns)),
+            return ("msg.rowid IN (SELECT rowid FROM {} WHERE {})".format(
+                _table(node), " OR ".join("instr({}, ?) > 0".format(c) for c in columns)),
                 [needle] * len(columns))
-        return _FTS_ONLY, [_matchText(node, expand)]
+        return _FTS_ONLY.format(_table(node)), [_matchText(node, expand)]
     if kind is Q.Header:
         return "hdr(msg.headers, ?, ?)", [node.name, node.text]
     if kind is Q.Folder:
