@@ -28,8 +28,9 @@ def recordFacts(record):
 def entryRows(mbox, summaries, facts):
     """
     The light listing's rows, in a mailbox job: C{(id, size, arrived, uid,
-    flags)} of each live entry, and how many records were read.  Sizes and times come from C{summaries}
-    (parsed ones) or C{facts} (earlier light listings), both keyed by
+    flags)} of each live entry, and how many records were read.  Sizes and
+    times come from C{summaries} (parsed ones) or C{facts} (earlier light
+    listings, or the search index's entries snapshot), both keyed by
     C{(id, content key)}; the other records are read and their facts
     added to C{facts}.
     """
