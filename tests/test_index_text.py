@@ -72,6 +72,26 @@ class ParseBytesTests(SynchronousTestCase):
             self.assertTrue(_sameMessage(mime.parseBytes(text), _stdlibParse(text)), repr(text))
 
 
+class SummaryTextTests(SynchronousTestCase):
+    def test_roundTrip(self):
+        """A summary kept in the index reads back equal, whatever its fields hold."""
+        r = random.Random(23)
+        texts = ["", "a", "\x00", "x\x00y", "[1]", "\u00e9\u2026\U0001d400", "\n\t", '"\\']
+        for _ in range(2000):
+            summary = mime.MessageSummary(
+                r.choice(texts + ["id1"]), r.choice([0, 7, 2 ** 40, 1.5]),
+                r.choice([0, -5, 1796567943, 2.25]),
+                *[r.choice(texts) for _ in range(3)], r.choice(["", "2026-12-06T14:39:03Z"]),
+                r.choice(texts), r.choice([0, 3]), uid=r.randint(0, 9),
+                flags=r.choice([[], ["\\Seen"], ["\\Seen", "$x"]]), folder=r.choice(texts))
+            text = index._summaryText(summary)
+            flags = index._flagsText(summary.flags)
+            self.assertEqual(index.summaryFromRow(text, summary.uid, flags, summary.folder),
+                             summary, repr(text))
+        # The quick form for the usual summary.
+        self.assertTrue(index._summaryText(mime.MessageSummary("a", 1, 2)).startswith("\x00"))
+
+
 class OrderKeyTests(SynchronousTestCase):
     def test_arrivalOrder(self):
         """Rowids descend with the arrival time, then indexing order; absurd times are clamped."""

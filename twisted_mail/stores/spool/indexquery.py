@@ -21,6 +21,20 @@ _EXTRA_FIELDS = ("bcc", "headers")
 #: for, is searched as a prefix).
 _WORD_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
 
+#: The short fields whose words C{words} also keeps each with its field
+#: (L{fieldWord}), so that C{from:ann} stands for the words of From
+#: headers only.
+_SHORT_FIELDS = ("from", "to", "cc", "subject", "attachment")
+
+
+def fieldWord(field, word):
+    """
+    How C{words} keeps a word of a short field: after a mark no word has,
+    so that it sorts before every plain word (and never in a plain
+    prefix's range).
+    """
+    return "\x01" + field + "\x01" + word
+
 
 _FTS_ONLY = "msg.rowid IN (SELECT rowid FROM {0} WHERE {0} MATCH ?)"
 
@@ -47,8 +61,9 @@ def _phrase(words):
 def _matchText(node, expand=None):
     """
     The FTS5 expression of a L{Q.Text} node: its words in a row, the last
-    as a prefix, in its columns.  With C{expand} (prefix to whole words,
-    or L{None}), the prefix becomes the whole words it stands for.
+    as a prefix, in its columns.  With C{expand} (prefix and field to
+    whole words, or L{None}), the prefix becomes the whole words it stands
+    for.
     """
     fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
     if node.field == "text":
@@ -58,7 +73,7 @@ def _matchText(node, expand=None):
     words = node.words
     whole = None
     if expand is not None and set(fields) <= set(_WORD_FIELDS):
-        whole = expand(words[-1])
+        whole = expand(words[-1], node.field)
     if not whole:
         # None: too many; none at all: nothing matches, cheaply either way.
         return "{}{}*".format(columns, _phrase(words))
