@@ -12,7 +12,9 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.mail.mime import parseMessage
+from twisted_mail.mail import query as Q
 from twisted_mail.mail.query import matches, parseQuery
+from twisted_mail.stores.spool import entries
 from twisted_mail.stores.spool.index import indexName
 
 from tests.searchcontract import QUERIES
@@ -76,6 +78,22 @@ class ConsistencyTests(SynchronousTestCase):
         self.assertSearchIsScan()
         self.successResultOf(session.close())
         self.assertSearchIsScan()
+
+    def test_otherFields(self):
+        """bcc: and the every-header field (IMAP's) are searched as a scan finds them."""
+        self.successResultOf(self.store.deliverMessage(
+            "x", "bob", b"Bcc: dave@example.com\nSubject: hush\n\nquiet words\n"))
+        queries = [parseQuery(text) for text in [
+            "bcc:dave", "hush -bcc:dave", "bcc:dave quiet", "bcc:example -meeting"]]
+        queries += [Q.Text("headers", "hush"), Q.Text("headers", "dav"),
+                    Q.And([Q.Text("headers", "dave"), Q.Text("body", "quiet")]),
+                    Q.Not(Q.Text("headers", "subject")),
+                    Q.Text("headers", "ave", substring=True)]
+        for query in queries:
+            found = self.successResultOf(self.store.search("bob", query))
+            self.assertEqual([m.id for m in found.messages], self.scan(query), query)
+            self.assertEqual(found.total, len(found.messages))
+        self.assertEqual(len(self.scan(queries[0])), 1)
 
     def test_anotherProcess(self):
         """What another server process delivers and deletes is searched."""
@@ -205,3 +223,49 @@ class CrashTests(SynchronousTestCase):
             expected = len([i for i in range(150) if i % len(SAMPLES) == 1])
             self.assertTrue(status.startswith(b"+OK %d of %d" % (expected, expected)), status)
             client.command(b"QUIT")
+
+
+class SnapshotFactsTests(SynchronousTestCase):
+    """
+    The index's entries snapshot keeps each message's size and arrival
+    time, so that the first light listing (IMAP SELECT) after a restart
+    reads no record.
+    """
+
+    def setUp(self):
+        self.path = self.mktemp()
+        os.makedirs(self.path)
+        with open(os.path.join(self.path, "bob"), "wb") as f:
+            for n in range(20):
+                # Another program's mail: no id lines, never indexed.
+                f.write(b"From alice@localhost Fri Dec  4 12:00:%02d 2026\n"
+                        b"From: alice@localhost\nSubject: number %d\n\nbody %d\n\n"
+                        % (n, n, n))
+        self.patch(entries, "SNAPSHOT_AFTER", 5)
+
+    def listing(self, store):
+        folder = self.successResultOf(store.openFolder("bob", "INBOX"))
+        found = self.successResultOf(folder.listEntries())
+        return [(s.id, s.size, s.arrived, s.uid, s.flags) for s in found]
+
+    def restartedListing(self):
+        def unread(record):
+            raise AssertionError("a record was read for its facts")
+
+        self.patch(entries, "recordFacts", unread)
+        return self.listing(makeSpoolStore(self, self.path))
+
+    def test_foreignMailListed(self):
+        """A big listing of mail never indexed saves the facts a restarted server lists from."""
+        before = self.listing(makeSpoolStore(self, self.path))
+        self.assertEqual(len(before), 20)
+        self.assertEqual(self.restartedListing(), before)
+
+    def test_indexedMailListed(self):
+        """After a search indexed the mail, a restarted server lists it without reading it."""
+        store = makeSpoolStore(self, self.path)
+        self.successResultOf(store.deliverMessage("x", "bob", b"Subject: new\n\nnew one\n"))
+        self.successResultOf(store.search("bob", parseQuery("number")))
+        before = self.listing(store)
+        self.assertEqual(len(before), 21)
+        self.assertEqual(self.restartedListing(), before)

@@ -75,8 +75,11 @@ class MessageSummary:
     @ivar folder: the canonical name of its folder.
     """
 
-    __slots__ = ("id", "size", "arrived", "sender", "to", "subject", "date",
-                 "snippet", "attachments", "uid", "flags", "folder")
+    #: Its fields, in order.
+    FIELDS = ("id", "size", "arrived", "sender", "to", "subject", "date",
+              "snippet", "attachments", "uid", "flags", "folder")
+
+    __slots__ = tuple(f for f in FIELDS if f != "date") + ("_date",)
 
     def __init__(self, id, size, arrived, sender="", to="", subject="", date="",
                  snippet="", attachments=0, uid=0, flags=frozenset(), folder="INBOX"):
@@ -86,18 +89,27 @@ class MessageSummary:
         self.sender = sender
         self.to = to
         self.subject = subject
-        self.date = date or isoTime(arrived)
+        self._date = date
         self.snippet = snippet
         self.attachments = attachments
         self.uid = uid
         self.flags = frozenset(flags)
         self.folder = folder
 
+    @property
+    def date(self):
+        # Made from the arrival time when first asked for: a light listing
+        # of many messages (IMAP SELECT) never asks.
+        date = self._date
+        if not date:
+            date = self._date = isoTime(self.arrived)
+        return date
+
     def replace(self, **changes):
         """
         A copy with some fields changed (C{flags}, C{uid}, C{folder}).
         """
-        fields = {k: getattr(self, k) for k in self.__slots__}
+        fields = {k: getattr(self, k) for k in self.FIELDS}
         fields.update(changes)
         return MessageSummary(**fields)
 
@@ -120,7 +132,7 @@ class MessageSummary:
     def __eq__(self, other):
         if not isinstance(other, MessageSummary):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
 
     def __repr__(self):
         return "<MessageSummary {} {} {!r}>".format(self.id, self.size, self.subject)
@@ -282,14 +294,39 @@ def parseBytes(text):
     end = text.find(b"\n\n")
     if end > 0:
         head = text[:end + 1]
-        if b"\r" not in head and all(
-                _HEADER_LINE.match(line) for line in head[:-1].split(b"\n")) and \
+        lines = head[:-1].split(b"\n")
+        if b"\r" not in head and all(_HEADER_LINE.match(line) for line in lines) and \
                 head[0] not in b" \t":
-            message = email.message_from_bytes(head + b"\n", policy=_compat)
+            message = email.message.Message(policy=_compat)
+            message._headers = _plainHeaders(
+                head.decode("ascii", "surrogateescape").split("\n")[:-1])
             if message.get_content_maintype() not in ("multipart", "message"):
                 message.set_payload(text[end + 2:].decode("ascii", "surrogateescape"))
                 return message
     return email.message_from_bytes(text, policy=_compat)
+
+
+def _plainHeaders(lines):
+    """
+    The C{(name, value)} list the C{email} parser (compat32) makes of
+    header lines that are plainly headers (each a name and a colon, or a
+    continuation after one; no line ends), without its machinery: its
+    C{header_source_parse} on each header's lines, line ends restored.
+    """
+    headers = []
+    for line in lines:
+        if line[0] in " \t":
+            headers[-1].append(line)
+        else:
+            headers.append([line])
+    found = []
+    for each in headers:
+        name, value = each[0].split(":", 1)
+        value = value.lstrip(" \t")
+        if len(each) > 1:
+            value = "\n".join([value] + each[1:])
+        found.append((name, value.rstrip("\r\n")))
+    return found
 
 
 #: A line the C{email} parser takes as a header or a header's continuation

@@ -3,7 +3,8 @@ The spool's search index: one SQLite database per user beside the mail
 (C{.<user>.index}), holding each message's summary, its searchable text in
 an FTS5 table, and a snapshot of where the messages lie in the mbox file.
 Synchronous code for the index thread; the reactor's side is
-L{twisted_mail.stores.spool.indexing}.
+L{twisted_mail.stores.spool.indexing}, a query's FTS5 and SQL
+L{twisted_mail.stores.spool.indexquery}.
 
 The mbox files stay the truth.  The index is a cache of them, checked
 against them before it answers (their size, inode, modification time and
@@ -16,17 +17,24 @@ Tables::
     msg(rowid, id, folder, key, uid, arrived, arrivedday, sentday, size,
         attachments, flags, summary, headers)  (flags and uid outside the
                                        summary: they change without the text)
-    text(from_, to_, cc, bcc, subject, body, attachment, headers)
+    text(from_, to_, cc, subject, body, attachment)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
+                                       of the fields a bare word looks in
+                                       (so that it needs no column filter:
+                                       FTS5 then counts without reading
+                                       positions)
+    extra(bcc, headers)                the same, of the other fields
     words(word)                        every word ever indexed in the fields
                                        a query's words look in (a word of a
-                                       message gone may stay: harmless)
+                                       message gone may stay: harmless),
+                                       and those of each short field marked
+                                       with it (C{indexquery.fieldWord})
 
 A message's rowid is its place in the newest-first order (L{orderKey}: its
-arrival time, then the order of indexing), so that FTS5 gives a page of
-matches newest first by walking its own lists backwards and stopping at
-the page's end, whatever the number of matches.  A word typed as a prefix
+arrival time, then the order of indexing, both descending), so that FTS5
+gives a page of matches newest first by walking its own lists forwards and
+stopping at the page's end, whatever the number of matches.  A word typed as a prefix
 is looked up in C{words} and searched as the few whole words it stands
 for (FTS5 merges every list of a prefix before it can answer; whole words
 it steps through, skipping with the rarest).
@@ -43,11 +51,19 @@ from twisted.logger import Logger
 
 from twisted_mail.mail import query as Q
 from twisted_mail.mail.mime import MessageSummary
+from twisted_mail.stores.spool.indexquery import (  # noqa: F401 (renameFolders: the store's)
+    _EXTRA_FIELDS,
+    _SHORT_FIELDS,
+    _WORD_FIELDS,
+    fieldWord,
+    renameFolders,
+    splitQuery,
+)
 
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: A prefix standing for more whole words than this is searched as a
 #: prefix.
@@ -59,16 +75,12 @@ MAX_EXPANSION = 32
 _SEQUENCE_BITS = 24
 _ARRIVED_BITS = 37
 
-_COLUMNS = {
-    "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject",
-    "body": "body", "attachment": "attachment", "headers": "headers",
-}
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
 
-#: The fields whose words C{words} keeps: those the query language's words
-#: look in (a prefix in another field, which only the query tree can ask
-#: for, is searched as a prefix).
-_WORD_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
+#: The fields of C{text} (the others, L{_EXTRA_FIELDS}, are C{extra}'s), in
+#: its column order.
+_TEXT_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value);
@@ -90,7 +102,11 @@ CREATE TABLE IF NOT EXISTS msg(
 CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
-    from_, to_, cc, bcc, subject, body, attachment, headers,
+    from_, to_, cc, subject, body, attachment,
+    tokenize = 'unicode61 remove_diacritics 0', detail = full
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
+    bcc, headers,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
 );
 """
@@ -130,46 +146,109 @@ def mailboxStamp(dirfd, name, journal):
 # -- the entries snapshot: where each message lies in the mbox file
 
 _ENTRY = struct.Struct("<QQ16sI")
+#: A message's light-listing facts (L{twisted_mail.stores.spool.entries}):
+#: its POP3 size (-1: not known) and arrival time.
+_FACTS = struct.Struct("<qq")
 
 
-def packEntries(entries):
+def packEntries(entries, facts=None):
     """
     C{(start, end, key, msgid, uid, flags)} tuples as bytes: their count,
-    the fixed parts, then the ids, then the flags (space-separated), each
-    list separated by newlines.
+    the fixed parts, then each one's facts (C{facts}: a C{(size, arrived)}
+    pair or L{None} per entry), then the ids, then the flags
+    (space-separated), each list separated by newlines.
     """
     fixed = b"".join(_ENTRY.pack(start, end, key, uid) for start, end, key, _, uid, _
                      in entries)
+    known = b"".join(_FACTS.pack(*(each or (-1, 0)))
+                     for each in (facts or [None] * len(entries)))
     ids = "\n".join(msgid or "" for _, _, _, msgid, _, _ in entries)
     flags = "\n".join(" ".join(sorted(f)) for *_, f in entries)
     tail = (ids + "\x00" + flags).encode("utf-8")
-    return struct.pack("<Q", len(entries)) + fixed + tail
+    return struct.pack("<Q", len(entries)) + fixed + known + tail
 
 
 def unpackEntries(data):
     """
-    The inverse of L{packEntries}.
+    The inverse of L{packEntries}: C{(entries, facts)}.
     """
     (count,) = struct.unpack_from("<Q", data)
     end = 8 + count * _ENTRY.size
     if not count:
-        return []
-    ids, flags = data[end:].decode("utf-8").split("\x00")
-    return [(start, stop, key, msgid or None, uid, frozenset(f.split()))
-            for (start, stop, key, uid), msgid, f in zip(
-                _ENTRY.iter_unpack(data[8:end]), ids.split("\n"), flags.split("\n"))]
+        return [], []
+    factsEnd = end + count * _FACTS.size
+    ids, flags = data[factsEnd:].decode("utf-8").split("\x00")
+    flags = flags.split("\n")
+    # One set per distinct flags text (a mailbox has a handful).
+    sets = {f: frozenset(f.split()) for f in set(flags)}
+    entries = [(start, stop, key, msgid or None, uid, sets[f])
+               for (start, stop, key, uid), msgid, f in zip(
+                   _ENTRY.iter_unpack(data[8:end]), ids.split("\n"), flags)]
+    facts = [None if size < 0 else (size, arrived)
+             for size, arrived in _FACTS.iter_unpack(data[end:factsEnd])]
+    return entries, facts
 
 
-def _summaryJSON(summary):
-    fields = {k: getattr(summary, k) for k in MessageSummary.__slots__
-              if k not in ("uid", "flags", "folder")}
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+#: The fields of a summary kept as its JSON list, in order (uid, flags and
+#: folder are columns of their own).
+_STORED = tuple(f for f in MessageSummary.FIELDS if f not in ("uid", "flags", "folder"))
+assert MessageSummary.FIELDS[:len(_STORED)] == _STORED == (
+    "id", "size", "arrived", "sender", "to", "subject", "date", "snippet", "attachments")
+
+
+def _summaryText(summary):
+    """
+    A summary as the index keeps it (but its UID, flags and folder): its
+    fields after a NUL, separated by NULs (read back by a split, a
+    fifth of a JSON parse's cost: a search reads one per result), or a
+    JSON list when a field would not come back the same that way.
+    """
+    values = [getattr(summary, k) for k in _STORED]
+    if all(type(v) is _STORED_TYPES[i] and (type(v) is int or "\x00" not in v)
+           for i, v in enumerate(values)):
+        return "\x00" + "\x00".join(map(str, values))
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+#: The types of L{_STORED}'s fields that L{_summaryText} separates by NULs.
+_STORED_TYPES = tuple(int if f in ("size", "arrived", "attachments") else str for f in _STORED)
+
+
+def prepareRow(summary, doc):
+    """
+    What L{SearchDatabase.update} stores of a message's summary and
+    L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
+    day, attachments, summary JSON, headers JSON, the words of the fields
+    C{words} keeps, the token text of each of L{_TEXT_FIELDS}, and of
+    L{_EXTRA_FIELDS})}.  (Made where
+    the message is parsed: a parsing process, during a large build.)
+    """
+    fields = doc.fields
+    return (
+        _ordinal(Q.arrivedDay(summary.arrived)),
+        _ordinal(doc.sentDay or datetime.date.fromisoformat(summary.date[:10])),
+        doc.attachments,
+        _summaryText(summary),
+        json.dumps(doc.headers, ensure_ascii=False),
+        list(set(" ".join([fields[f] for f in _WORD_FIELDS]).split()).union(
+            fieldWord(f, w) for f in _SHORT_FIELDS for w in fields[f].split())),
+        tuple([fields[f] for f in _TEXT_FIELDS]),
+        tuple([fields[f] for f in _EXTRA_FIELDS]))
 
 
 def summaryFromRow(text, uid, flags, folder):
-    fields = json.loads(text)
-    fields.update(uid=uid, flags=flags.split(), folder=folder)
-    return MessageSummary(**fields)
+    """
+    The L{MessageSummary} of what L{_summaryText} made and its UID, flags
+    (their text, or a set) and folder.
+    """
+    if type(flags) is str:
+        flags = flags.split()
+    if text[:1] == "\x00":
+        msgid, size, arrived, sender, to, subject, date, snippet, attachments = \
+            text[1:].split("\x00")
+        return MessageSummary(msgid, int(size), int(arrived), sender, to, subject, date,
+                              snippet, int(attachments), uid, flags, folder)
+    return MessageSummary(*json.loads(text), uid, flags, folder)
 
 
 def _flagsText(flags):
@@ -183,12 +262,12 @@ def _ordinal(day):
 def orderKey(arrived, sequence=0):
     """
     The rowid of a message arrived at C{arrived} (POSIX seconds), the
-    C{sequence}th indexed of that second: ascending rowids are the arrival
-    order.
+    C{sequence}th indexed of that second: ascending rowids are the newest
+    first order (FTS5 walks its lists forwards faster than backwards).
     """
     limit = 2 ** _ARRIVED_BITS
     arrived = min(max(int(arrived), -limit), limit - 1)
-    return ((arrived + limit) << _SEQUENCE_BITS) + sequence
+    return ((limit - 1 - arrived) << _SEQUENCE_BITS) + (1 << _SEQUENCE_BITS) - 1 - sequence
 
 
 class SearchDatabase:
@@ -342,7 +421,8 @@ class SearchDatabase:
     def update(self, folder, remove, add, stamp=None, snapshot=None, changed=()):
         """
         In one transaction: forget the messages C{remove} (C{(id, key)}
-        pairs), index C{add} (C{(key, summary, document)} triples), give
+        pairs), index C{add} (C{(key, summary, document)} triples, the
+        document a L{SearchDocument} or what L{prepareRow} made of it), give
         new UIDs and flags to C{changed} (C{(id, key, uid, flags)}), and
         record the mailbox's stamp and entries snapshot.
         """
@@ -360,7 +440,7 @@ class SearchDatabase:
                     for (rowid,) in db.execute(
                             "SELECT rowid FROM msg WHERE folder=? AND id=? AND key=?",
                             (folder, msgid, key)).fetchall():
-                        db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+                        _deleteText(db, rowid)
                         db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
                     pairs.pop((msgid, key), None)
                 for msgid, key, uid, flags in changed:
@@ -368,7 +448,7 @@ class SearchDatabase:
                                (uid, _flagsText(flags), folder, msgid, key))
                     if (msgid, key) in pairs:
                         pairs[(msgid, key)] = (uid, _flagsText(flags))
-                rows, texts = [], []
+                rows, texts, extras = [], [], []
                 keys = _OrderKeys(db)
                 known = self._knownWords()
                 batchWords = set()
@@ -376,6 +456,8 @@ class SearchDatabase:
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
+                    arrivedDay, sentDay, attachments, summaryText, headersText, words, \
+                        fields, extra = doc if type(doc) is tuple else prepareRow(summary, doc)
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
                     old = None
@@ -384,7 +466,7 @@ class SearchDatabase:
                                          (folder, summary.id)).fetchone()
                     rowid = None
                     if old is not None:
-                        db.execute("DELETE FROM text WHERE rowid=?", (old[0],))
+                        _deleteText(db, old[0])
                         db.execute("DELETE FROM msg WHERE rowid=?", (old[0],))
                         pairs.pop((summary.id, bytes(old[1])), None)
                         if keys.sameSecond(old[0], summary.arrived):
@@ -393,16 +475,18 @@ class SearchDatabase:
                         rowid = keys.next(summary.arrived)
                     rows.append((
                         rowid, summary.id, folder, key, summary.uid, int(summary.arrived),
-                        _ordinal(Q.arrivedDay(summary.arrived)),
-                        _ordinal(doc.sentDay or datetime.date.fromisoformat(
-                            summary.date[:10])),
-                        summary.size, doc.attachments, _flagsText(summary.flags),
-                        _summaryJSON(summary),
-                        json.dumps(doc.headers, ensure_ascii=False)))
-                    texts.append((rowid,) + tuple(doc.fields[f] for f in _FIELDS))
-                    batchWords.update(" ".join(doc.fields[f] for f in _WORD_FIELDS).split())
+                        arrivedDay, sentDay, summary.size, attachments,
+                        _flagsText(summary.flags), summaryText, headersText))
+                    texts.append((rowid,) + fields)
+                    extras.append((rowid,) + extra)
+                    batchWords.update(words)
                     indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
+                # In rowid order: FTS5 writes out what it holds whenever a
+                # rowid goes down (a segment per message, otherwise).
+                rows.sort(key=_first)
+                texts.sort(key=_first)
+                extras.sort(key=_first)
                 newWords = batchWords - known
                 db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
                                [(w,) for w in newWords])
@@ -411,14 +495,16 @@ class SearchDatabase:
                     " sentday, size, attachments, flags, summary, headers)"
                     " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 db.executemany(
-                    "INSERT INTO text(rowid, from_, to_, cc, bcc, subject, body,"
-                    " attachment, headers) VALUES(?,?,?,?,?,?,?,?,?)", texts)
+                    "INSERT INTO text(rowid, from_, to_, cc, subject, body, attachment)"
+                    " VALUES(?,?,?,?,?,?,?)", texts)
+                db.executemany("INSERT INTO extra(rowid, bcc, headers) VALUES(?,?,?)",
+                               extras)
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))
                 if snapshot is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
-                               ("entries:" + folder, snapshot))
+                               ("entries:" + folder, self._packSnapshot(folder, *snapshot)))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -451,6 +537,7 @@ class SearchDatabase:
         """
         self.open()
         self._execute("INSERT INTO text(text) VALUES('optimize')")
+        self._execute("INSERT INTO extra(extra) VALUES('optimize')")
         # The merge rewrote the whole index into the WAL: give the space back.
         self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -470,7 +557,7 @@ class SearchDatabase:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for (rowid,) in stale:
-                self._db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+                _deleteText(self._db, rowid)
                 self._db.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
             self._db.execute("COMMIT")
         except BaseException:
@@ -490,21 +577,46 @@ class SearchDatabase:
 
     def snapshot(self, folder):
         """
-        The entries snapshot of C{folder}: C{(ino, size, entries)} or
-        L{None}.
+        The entries snapshot of C{folder}: C{(ino, size, entries, facts)}
+        or L{None}.
         """
         value = self.meta("entries:" + folder)
         if value is None:
             return None
         ino, size = struct.unpack_from("<QQ", value)
-        return ino, size, unpackEntries(value[16:])
+        return (ino, size) + unpackEntries(value[16:])
+
+    def saveSnapshot(self, folder, snapshot):
+        """
+        Record an entries snapshot alone (C{snapshot} as L{update} takes
+        it), for a mailbox read in full but not indexed.
+        """
+        self.update(folder, (), (), snapshot=snapshot)
+
+    def _packSnapshot(self, folder, ino, size, entries, pairs, facts):
+        """
+        An entries snapshot as bytes: C{entries} as
+        L{twisted_mail.stores.spool.snapshot.EntriesSnapshot.entriesState}
+        gives them, C{pairs} their C{(id, key)}, C{facts} their C{(size,
+        arrived)} where the mailbox knew them (L{None} elsewhere: taken
+        from the messages indexed, so that a restart's light listing reads
+        no record).
+        """
+        if None in facts:
+            indexed = {(msgid, bytes(key)): (size, arrived) for msgid, key, size, arrived
+                       in self._db.execute(
+                           "SELECT id, key, size, arrived FROM msg WHERE folder=?", (folder,))}
+            facts = [each if each is not None else indexed.get(pair)
+                     for pair, each in zip(pairs, facts)]
+        return struct.pack("<QQ", ino, size) + packEntries(entries, facts)
 
     # -- searching
 
-    def search(self, query, folders, start=0, limit=None):
+    def search(self, query, folders, start=0, limit=None, names=None):
         """
         The page of messages of C{folders} (a list of names, or L{None} for
-        all) matching C{query}, newest first.
+        all) matching C{query}, newest first.  C{names} maps the folders'
+        names in the index to those the summaries show.
 
         @return: C{(total, [MessageSummary, ...])}
         """
@@ -522,7 +634,7 @@ class SearchDatabase:
         else:
             source = "msg WHERE "
             order = "msg.rowid"
-        sql = ("SELECT summary, uid, flags, folder FROM {}({}) ORDER BY {} DESC"
+        sql = ("SELECT summary, uid, flags, folder FROM {}({}) ORDER BY {}"
                .format(source, where, order))
         page = params
         if limit is not None:
@@ -531,7 +643,11 @@ class SearchDatabase:
         elif start:
             sql += " LIMIT -1 OFFSET ?"
             page = params + [start]
-        found = [summaryFromRow(*row) for row in self._execute(sql, page)]
+        names = names or {}
+        sets = {}  # one set per distinct flags text
+        found = [summaryFromRow(text, uid, sets.get(flags) or sets.setdefault(
+                     flags, frozenset(flags.split())), names.get(folder, folder))
+                 for text, uid, flags, folder in self._execute(sql, page)]
         if limit != 0 and (found or not start) and (limit is None or len(found) < limit):
             # The page ends before the matches do: it counted them.
             return start + len(found), found
@@ -542,14 +658,17 @@ class SearchDatabase:
             counting = "SELECT count(*) FROM {}({})".format(source, where)
         return self._execute(counting, params).fetchone()[0], found
 
-    def _expand(self, prefix):
+    def _expand(self, prefix, field="text"):
         """
-        The whole words indexed that start with C{prefix}, or L{None} when
-        there are more than L{MAX_EXPANSION}.
+        The whole words indexed in C{field} (C{"text"}: any word field)
+        that start with C{prefix}, or L{None} when there are more than
+        L{MAX_EXPANSION}.
         """
-        found = [w for (w,) in self._execute(
+        mark = fieldWord(field, "") if field in _SHORT_FIELDS else ""
+        start = mark + prefix
+        found = [w[len(mark):] for (w,) in self._execute(
             "SELECT word FROM words WHERE word >= ? ORDER BY word LIMIT ?",
-            (prefix, MAX_EXPANSION + 1)) if w.startswith(prefix)]
+            (start, MAX_EXPANSION + 1)) if w.startswith(start)]
         # (The words after the prefix's own come in order: those that do not
         # start with it end the list.)
         return found if len(found) <= MAX_EXPANSION else None
@@ -565,181 +684,41 @@ class _OrderKeys:
         self._db = db
         self._next = {}
         self._overflow = None
-        self._highest = 0
+        self._lowest = 2 ** 62
 
     def sameSecond(self, rowid, arrived):
         return rowid >> _SEQUENCE_BITS == orderKey(arrived) >> _SEQUENCE_BITS
 
     def next(self, arrived):
+        # A second's first message takes the top of its range, each next
+        # one the key below.
         base = orderKey(arrived)
         n = self._next.get(base)
         if n is None:
-            (top,) = self._db.execute("SELECT max(rowid) FROM msg WHERE rowid BETWEEN ? AND ?",
-                                      (base, base + (1 << _SEQUENCE_BITS) - 1)).fetchone()
-            n = base if top is None else top + 1
+            (bottom,) = self._db.execute(
+                "SELECT min(rowid) FROM msg WHERE rowid BETWEEN ? AND ?",
+                (base - (1 << _SEQUENCE_BITS) + 1, base)).fetchone()
+            n = base if bottom is None else bottom - 1
         if n >> _SEQUENCE_BITS != base >> _SEQUENCE_BITS:
-            # 16 million messages of one second: after all the others.
+            # 16 million messages of one second: newer than all the others.
             if self._overflow is None:
-                (top,) = self._db.execute("SELECT max(rowid) FROM msg").fetchone()
-                self._overflow = max(top or 0, self._highest)
-            self._overflow += 1
+                (bottom,) = self._db.execute("SELECT min(rowid) FROM msg").fetchone()
+                self._overflow = min(self._lowest if bottom is None else bottom, self._lowest)
+            self._overflow -= 1
             return self._overflow
-        self._next[base] = n + 1
-        self._highest = max(self._highest, n)
+        self._next[base] = n - 1
+        self._lowest = min(self._lowest, n)
         return n
+
+
+def _deleteText(db, rowid):
+    db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
+    db.execute("DELETE FROM extra WHERE rowid=?", (rowid,))
+
+
+def _first(row):
+    return row[0]
 
 
 def _headerContains(headers, name, text):
     return 1 if Q.headerContains(json.loads(headers), name, text) else 0
-
-
-_FTS_ONLY = "msg.rowid IN (SELECT rowid FROM text WHERE text MATCH ?)"
-
-
-def _phrase(words):
-    return '"' + " ".join(words) + '"'
-
-
-def _matchText(node, expand=None):
-    """
-    The FTS5 expression of a L{Q.Text} node: its words in a row, the last
-    as a prefix, in its columns.  With C{expand} (prefix to whole words,
-    or L{None}), the prefix becomes the whole words it stands for.
-    """
-    fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
-    columns = "{" + " ".join(_COLUMNS[f] for f in fields) + "}"
-    words = node.words
-    whole = None
-    if expand is not None and set(fields) <= set(_WORD_FIELDS):
-        whole = expand(words[-1])
-    if not whole:
-        # None: too many; none at all: nothing matches, cheaply either way.
-        return "{} : {}*".format(columns, _phrase(words))
-    return "{} : ({})".format(columns, " OR ".join(
-        _phrase(words[:-1] + [w]) for w in whole))
-
-
-def _matchOf(terms, expand=None):
-    """
-    The FTS5 expression of the word terms of an AND (those with words, and
-    their negations when at least one is positive), and the other terms.
-    """
-    positive, negative, rest = [], [], []
-    for term in terms:
-        if type(term) is Q.Text and not term.substring and term.words:
-            positive.append(_matchText(term, expand))
-        elif (type(term) is Q.Not and type(term.term) is Q.Text
-              and not term.term.substring and term.term.words):
-            negative.append(term)
-        else:
-            rest.append(term)
-    if len(positive) + len(negative) < 2 or not positive:
-        return None, terms
-    expression = " AND ".join("(" + p + ")" for p in positive)
-    for term in negative:
-        expression += " NOT (" + _matchText(term.term, expand) + ")"
-    return expression, rest
-
-
-def renameFolders(node, keys):
-    """
-    C{node} with each L{Q.Folder} naming the index's key of that folder
-    (C{keys}: folder name to key), or a key no message has.
-    """
-    kind = type(node)
-    if kind in (Q.And, Q.Or):
-        return kind([renameFolders(t, keys) for t in node.terms])
-    if kind is Q.Not:
-        return Q.Not(renameFolders(node.term, keys))
-    if kind is Q.Folder:
-        return Q.Folder(keys.get(node.name, "none:" + node.name))
-    return node
-
-
-def splitQuery(node, expand=None):
-    """
-    A query tree as an FTS5 expression every match satisfies (or L{None})
-    and an SQL condition on C{msg} for the rest, with its parameters.
-
-    @rtype: C{(str or None, str, list)}
-    """
-    kind = type(node)
-    if kind is Q.Text and not node.substring and node.words:
-        return _matchText(node, expand), "1", []
-    if kind is Q.And and node.terms:
-        match, rest = _matchOf(node.terms, expand)
-        if match is None:
-            for i, term in enumerate(node.terms):
-                if type(term) is Q.Text and not term.substring and term.words:
-                    match = _matchText(term, expand)
-                    rest = node.terms[:i] + node.terms[i + 1:]
-                    break
-        if match is not None:
-            where, params = compileQuery(Q.And(rest), expand) if rest else ("1", [])
-            return match, where, params
-    where, params = compileQuery(node, expand)
-    return None, where, params
-
-
-def compileQuery(node, expand=None):
-    """
-    A query tree as an SQL condition on C{msg} and its parameters: the
-    same answer as L{twisted_mail.mail.query.matches}.
-
-    @param expand: gives the whole words a prefix stands for (see
-        L{_matchText}).
-    @rtype: C{(str, list)}
-    """
-    kind = type(node)
-    if kind is Q.All:
-        return "1", []
-    if kind in (Q.And, Q.Or):
-        if not node.terms:
-            return ("1" if kind is Q.And else "0"), []
-        parts, params = [], []
-        terms = node.terms
-        if kind is Q.And:
-            match, terms = _matchOf(terms, expand)
-            if match is not None:
-                parts.append("(" + _FTS_ONLY + ")")
-                params.append(match)
-        for term in terms:
-            sql, p = compileQuery(term, expand)
-            parts.append("(" + sql + ")")
-            params.extend(p)
-        return (" AND " if kind is Q.And else " OR ").join(parts), params
-    if kind is Q.Not:
-        sql, params = compileQuery(node.term, expand)
-        return "NOT (" + sql + ")", params
-    if kind is Q.Text and not node.substring and node.words:
-        return _FTS_ONLY, [_matchText(node, expand)]
-    if kind is Q.Text:
-        fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
-        columns = [_COLUMNS[f] for f in fields]
-        words = node.words
-        if not words:
-            return "1", []
-        if node.substring:
-            needle = " ".join(words)
-            return ("msg.rowid IN (SELECT rowid FROM text WHERE {})".format(
-                " OR ".join("instr({}, ?) > 0".format(c) for c in columns)),
-                [needle] * len(columns))
-        return _FTS_ONLY, [_matchText(node, expand)]
-    if kind is Q.Header:
-        return "hdr(msg.headers, ?, ?)", [node.name, node.text]
-    if kind is Q.Folder:
-        return "folder = ?", [node.name]
-    if kind is Q.Flag:
-        return "instr(flags, ?) > 0", [" " + node.flag + " "]
-    if kind is Q.HasAttachment:
-        return "attachments > 0", []
-    if kind is Q.Date:
-        column = "arrivedday" if node.field == "arrived" else "sentday"
-        op = {"before": "<", "on": "=", "since": ">="}[node.op]
-        return "{} {} ?".format(column, op), [node.day.toordinal()]
-    if kind is Q.Size:
-        return "size {} ?".format(">" if node.op == "larger" else "<"), [
-            min(node.octets, 2 ** 62)]
-    if kind is Q.Ids:
-        return "id IN (SELECT value FROM json_each(?))", [json.dumps(sorted(node.ids))]
-    raise TypeError("not a query node: {!r}".format(node))

@@ -22,7 +22,6 @@ L{PARALLEL_FROM} new messages or more may parse them in several processes
 
 import os
 import sqlite3
-import struct
 import sys
 import time
 
@@ -38,7 +37,7 @@ from twisted_mail.stores.spool.index import (
     SearchDatabase,
     indexName,
     mailboxStamp,
-    packEntries,
+    prepareRow,
 )
 
 log = Logger()
@@ -69,6 +68,31 @@ class _Everything:
 
     def __contains__(self, item):
         return True
+
+
+def _entriesSnapshot(mailbox):
+    """
+    In a mailbox job, under its locks: the entries snapshot as
+    L{SearchDatabase.update} takes it, with each message's size and
+    arrival time where the mailbox knows them (the light listing's facts,
+    or a summary; the writer adds those of the messages indexed).
+    """
+    mbox = mailbox.mbox
+    ino, size, entries = mbox.entriesState()
+    pairs = [(e.msgid, e.key) for e in mbox.entries]
+    return ino, size, entries, pairs, [_knownFacts(mailbox, pair) for pair in pairs]
+
+
+def _knownFacts(mailbox, pair):
+    """
+    The C{(size, arrived)} the mailbox knows of a message, or L{None}.
+    """
+    found = mailbox.facts.get(pair)
+    if found is None:
+        summary = mailbox.summaries.get(pair)
+        if summary is not None:
+            found = (summary.size, summary.arrived)
+    return found
 
 
 class MailboxIndex:
@@ -112,6 +136,33 @@ class MailboxIndex:
 
     # -- the entries snapshot, for the mbox reader's quick start
 
+    def saveSnapshot(self):
+        """
+        After a light listing read many records (a big mailbox another
+        program wrote, never indexed): record the entries snapshot with
+        their facts now, so that a restart reads none of them again.  At
+        most every L{SNAPSHOT_INTERVAL} seconds; a failure is only logged.
+        """
+        now = self._clock()
+        if self._snapshotAt is not None and now - self._snapshotAt < SNAPSHOT_INTERVAL:
+            return defer.succeed(None)
+        self._snapshotAt = now
+        mailbox = self._mailbox
+
+        def look():
+            with mailbox.mbox.locked():
+                return _entriesSnapshot(mailbox)
+
+        def write(snapshot):
+            return self._writeLock.run(
+                self._inThread, self.writer.saveSnapshot, self.folderKey, snapshot)
+
+        def failed(f):
+            log.warn("search index of {user}: entries snapshot not saved ({why})",
+                     user=self._userid, why=f.getErrorMessage())
+
+        return mailbox.run(look).addCallback(write).addErrback(failed)
+
     def loadSnapshot(self):
         """
         In the mailbox thread, at the mbox reader's first look: the entries
@@ -119,11 +170,21 @@ class MailboxIndex:
         """
         db = SearchDatabase(self.writer.path)
         try:
-            return db.snapshot(self.folderKey)
+            found = db.snapshot(self.folderKey)
         except IndexDamaged:
             return None
         finally:
             db.close()
+        if found is None:
+            return None
+        ino, size, entries, facts = found
+        # The light listing's facts (keyed by id and content: right whether
+        # or not the reader takes the snapshot).
+        known = self._mailbox.facts
+        for (_, _, key, msgid, _, _), each in zip(entries, facts):
+            if each is not None and msgid is not None:
+                known[(msgid, key)] = each
+        return ino, size, entries
 
     # -- keeping in step
 
@@ -223,10 +284,7 @@ class MailboxIndex:
             with mbox.locked():
                 live = [(e.msgid, e.key, e.uid, e.flags) for e in mbox.entries
                         if not e.deleted]
-                snapshot = None
-                if wantSnapshot:
-                    ino, size, entries = mbox.entriesState()
-                    snapshot = struct.pack("<QQ", ino, size) + packEntries(entries)
+                snapshot = _entriesSnapshot(mailbox) if wantSnapshot else None
             return stamp, live, snapshot
 
         stamp, live, snapshot = yield mailbox.run(look)
@@ -390,17 +448,18 @@ class MailboxIndex:
 
     _kept = None
 
-    def search(self, query, folders, start, limit):
+    def search(self, query, folders, start, limit, names=None):
         """
         The page of matches among the folders C{folders} (their keys in
         the index; L{None}: all it holds) of this index's database, newest
         first.
 
-        @return: a L{Deferred} firing with C{(total, summaries)}; the
-            summaries name their folder by its key.
+        @param names: folder key to the name the summaries show (a key
+            not there: the key).
+        @return: a L{Deferred} firing with C{(total, summaries)}.
         """
         def plain():
-            return self.reader.search(query, folders, start, limit)
+            return self.reader.search(query, folders, start, limit, names)
 
         def damaged(f):
             if f.check(sqlite3.Error):
@@ -476,16 +535,20 @@ class IndexerProcess(protocol.ProcessProtocol):
             self.transport.closeStdin()
 
 
-def _parseRecords(readRecord, records):
+def _parseRecords(readRecord, records, prepare=None):
     """
     C{readRecord} of each C{(id, record)}: C{(summary, document)} pairs,
     C{(None, why)} where it raised.  (In a worker thread, or a parsing
-    process.)
+    process: there, the document is what C{prepare} makes of the pair, so
+    that the writer has less to do.)
     """
     parsed = []
     for msgid, record in records:
         try:
-            parsed.append(readRecord(msgid, record))
+            summary, doc = readRecord(msgid, record)
+            if prepare is not None:
+                doc = prepare(summary, doc)
+            parsed.append((summary, doc))
         except Exception as e:
             parsed.append((None, repr(e)))
     return parsed
@@ -512,7 +575,7 @@ def _submit(pool, parts, readRecord, records):
     pairs = [(msgid, record) for msgid, _, record, _, _ in records]
     size = max(1, -(-len(pairs) // parts))
     try:
-        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size])
+        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size], prepareRow)
                 for i in range(0, len(pairs), size)]
     except Exception:
         # A broken pool refuses work at once: parsed here (L{None}).

@@ -650,12 +650,10 @@ class SpoolStore(SpoolFolders):
             if folder is None:
                 # Every folder: once the index holds no other, no folder test.
                 d = inbox.keepOnly(keys).addCallback(
-                    lambda _: inbox.search(inIndex, None, start, limit))
+                    lambda _: inbox.search(inIndex, None, start, limit, keys))
             else:
-                d = inbox.search(inIndex, sorted(keys), start, limit)
-            return d.addCallback(
-                lambda result: Listing(result[0], [
-                    s.replace(folder=keys.get(s.folder, s.folder)) for s in result[1]]))
+                d = inbox.search(inIndex, sorted(keys), start, limit, keys)
+            return d.addCallback(lambda result: Listing(*result))
 
         return self.hasUser(userid).addCallback(names).addCallback(resolve).addCallback(
             freshen).addCallback(searched)

@@ -28,7 +28,7 @@ from twisted_mail.stores.base import (
     pageOf,
     userIdArgument,
 )
-from twisted_mail.stores.spool.entries import entryRows, lightSummaries
+from twisted_mail.stores.spool.entries import listEntries
 from twisted_mail.stores.spool.events import UserWatch
 from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
@@ -341,9 +341,7 @@ class SpoolFolderView:
             fromIndex).addCallback(summarized)
 
     def listEntries(self):
-        mailbox = self._mailbox
-        return self._run(entryRows, mailbox.mbox, mailbox.summaries,
-                         mailbox.facts).addCallback(lightSummaries, self.folder)
+        return listEntries(self)
 
     def fetchMessage(self, msgid):
         return self._run(self._mailbox.mbox.readById, msgid).addCallback(

@@ -1,0 +1,206 @@
+"""
+A query tree (L{twisted_mail.mail.query}) as what the spool's search index
+(L{twisted_mail.stores.spool.index}) runs: an FTS5 expression for its
+C{text} table and an SQL condition on its C{msg} table, with the same
+answer as the reference evaluator, L{twisted_mail.mail.query.matches}.
+"""
+
+import json
+
+from twisted_mail.mail import query as Q
+
+_COLUMNS = {
+    "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc", "subject": "subject",
+    "body": "body", "attachment": "attachment", "headers": "headers",
+}
+#: The fields of the C{extra} table (the others are C{text}'s).
+_EXTRA_FIELDS = ("bcc", "headers")
+
+#: The fields whose words C{words} keeps: those the query language's words
+#: look in (a prefix in another field, which only the query tree can ask
+#: for, is searched as a prefix).
+_WORD_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
+
+#: The short fields whose words C{words} also keeps each with its field
+#: (L{fieldWord}), so that C{from:ann} stands for the words of From
+#: headers only.
+_SHORT_FIELDS = ("from", "to", "cc", "subject", "attachment")
+
+
+def fieldWord(field, word):
+    """
+    How C{words} keeps a word of a short field: after a mark no word has,
+    so that it sorts before every plain word (and never in a plain
+    prefix's range).
+    """
+    return "\x01" + field + "\x01" + word
+
+
+_FTS_ONLY = "msg.rowid IN (SELECT rowid FROM {0} WHERE {0} MATCH ?)"
+
+
+def _table(node):
+    """
+    The FTS5 table of a L{Q.Text} node's field.
+    """
+    return "extra" if node.field in _EXTRA_FIELDS else "text"
+
+
+def _inText(node):
+    """
+    Whether a query node is a word term C{text}'s MATCH can answer.
+    """
+    return type(node) is Q.Text and not node.substring and bool(node.words) and \
+        node.field not in _EXTRA_FIELDS
+
+
+def _phrase(words):
+    return '"' + " ".join(words) + '"'
+
+
+def _matchText(node, expand=None):
+    """
+    The FTS5 expression of a L{Q.Text} node: its words in a row, the last
+    as a prefix, in its columns.  With C{expand} (prefix and field to
+    whole words, or L{None}), the prefix becomes the whole words it stands
+    for.
+    """
+    fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
+    if node.field == "text":
+        columns = ""  # every column of C{text}: no filter
+    else:
+        columns = "{" + " ".join(_COLUMNS[f] for f in fields) + "} : "
+    words = node.words
+    whole = None
+    if expand is not None and set(fields) <= set(_WORD_FIELDS):
+        whole = expand(words[-1], node.field)
+    if not whole:
+        # None: too many; none at all: nothing matches, cheaply either way.
+        return "{}{}*".format(columns, _phrase(words))
+    return "{}({})".format(columns, " OR ".join(
+        _phrase(words[:-1] + [w]) for w in whole))
+
+
+def _matchOf(terms, expand=None):
+    """
+    The FTS5 expression of the word terms of an AND (those with words, and
+    their negations when at least one is positive), and the other terms.
+    """
+    positive, negative, rest = [], [], []
+    for term in terms:
+        if _inText(term):
+            positive.append(_matchText(term, expand))
+        elif type(term) is Q.Not and _inText(term.term):
+            negative.append(term)
+        else:
+            rest.append(term)
+    if len(positive) + len(negative) < 2 or not positive:
+        return None, terms
+    expression = " AND ".join("(" + p + ")" for p in positive)
+    for term in negative:
+        expression += " NOT (" + _matchText(term.term, expand) + ")"
+    return expression, rest
+
+
+def renameFolders(node, keys):
+    """
+    C{node} with each L{Q.Folder} naming the index's key of that folder
+    (C{keys}: folder name to key), or a key no message has.
+    """
+    kind = type(node)
+    if kind in (Q.And, Q.Or):
+        return kind([renameFolders(t, keys) for t in node.terms])
+    if kind is Q.Not:
+        return Q.Not(renameFolders(node.term, keys))
+    if kind is Q.Folder:
+        return Q.Folder(keys.get(node.name, "none:" + node.name))
+    return node
+
+
+def splitQuery(node, expand=None):
+    """
+    A query tree as an FTS5 expression every match satisfies (or L{None})
+    and an SQL condition on C{msg} for the rest, with its parameters.
+
+    @rtype: C{(str or None, str, list)}
+    """
+    kind = type(node)
+    if _inText(node):
+        return _matchText(node, expand), "1", []
+    if kind is Q.And and node.terms:
+        match, rest = _matchOf(node.terms, expand)
+        if match is None:
+            for i, term in enumerate(node.terms):
+                if _inText(term):
+                    match = _matchText(term, expand)
+                    rest = node.terms[:i] + node.terms[i + 1:]
+                    break
+        if match is not None:
+            where, params = compileQuery(Q.And(rest), expand) if rest else ("1", [])
+            return match, where, params
+    where, params = compileQuery(node, expand)
+    return None, where, params
+
+
+def compileQuery(node, expand=None):
+    """
+    A query tree as an SQL condition on C{msg} and its parameters: the
+    same answer as L{twisted_mail.mail.query.matches}.
+
+    @param expand: gives the whole words a prefix stands for (see
+        L{_matchText}).
+    @rtype: C{(str, list)}
+    """
+    kind = type(node)
+    if kind is Q.All:
+        return "1", []
+    if kind in (Q.And, Q.Or):
+        if not node.terms:
+            return ("1" if kind is Q.And else "0"), []
+        parts, params = [], []
+        terms = node.terms
+        if kind is Q.And:
+            match, terms = _matchOf(terms, expand)
+            if match is not None:
+                parts.append("(" + _FTS_ONLY.format("text") + ")")
+                params.append(match)
+        for term in terms:
+            sql, p = compileQuery(term, expand)
+            parts.append("(" + sql + ")")
+            params.extend(p)
+        return (" AND " if kind is Q.And else " OR ").join(parts), params
+    if kind is Q.Not:
+        sql, params = compileQuery(node.term, expand)
+        return "NOT (" + sql + ")", params
+    if kind is Q.Text and not node.substring and node.words:
+        return _FTS_ONLY.format(_table(node)), [_matchText(node, expand)]
+    if kind is Q.Text:
+        fields = Q.BARE_FIELDS if node.field == "text" else (node.field,)
+        columns = [_COLUMNS[f] for f in fields]
+        words = node.words
+        if not words:
+            return "1", []
+        if node.substring:
+            needle = " ".join(words)
+            return ("msg.rowid IN (SELECT rowid FROM {} WHERE {})".format(
+                _table(node), " OR ".join("instr({}, ?) > 0".format(c) for c in columns)),
+                [needle] * len(columns))
+        return _FTS_ONLY.format(_table(node)), [_matchText(node, expand)]
+    if kind is Q.Header:
+        return "hdr(msg.headers, ?, ?)", [node.name, node.text]
+    if kind is Q.Folder:
+        return "folder = ?", [node.name]
+    if kind is Q.Flag:
+        return "instr(flags, ?) > 0", [" " + node.flag + " "]
+    if kind is Q.HasAttachment:
+        return "attachments > 0", []
+    if kind is Q.Date:
+        column = "arrivedday" if node.field == "arrived" else "sentday"
+        op = {"before": "<", "on": "=", "since": ">="}[node.op]
+        return "{} {} ?".format(column, op), [node.day.toordinal()]
+    if kind is Q.Size:
+        return "size {} ?".format(">" if node.op == "larger" else "<"), [
+            min(node.octets, 2 ** 62)]
+    if kind is Q.Ids:
+        return "id IN (SELECT value FROM json_each(?))", [json.dumps(sorted(node.ids))]
+    raise TypeError("not a query node: {!r}".format(node))
