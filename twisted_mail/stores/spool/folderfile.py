@@ -228,6 +228,7 @@ class FolderFile:
             self._stamp(handle)
 
     def _rereadFlags(self, handle):
+        self._seenFresh = False
         for entry in self.entries:
             head = os.pread(handle.fd, min(entry.end - entry.start, 16384), entry.start)
             if not head.startswith(b"From "):
@@ -455,6 +456,10 @@ class FolderFile:
     seenUnwritten = None
     #: The entries the last marking changed (for the caller's events).
     seenApplied = ()
+    #: Whether every id of C{seenUnwritten} is marked in memory and no
+    #: entry was made or read again from the file since: then a job marks
+    #: only the ids handed to it, not all of them again.
+    _seenFresh = False
 
     def _applySeen(self):
         """
@@ -462,13 +467,18 @@ class FolderFile:
         C{\\Seen} and the file does not say yet (every reader in this
         process sees it at once).
         """
-        if self.seenToApply:
+        todo = self.seenToApply
+        if todo:
             if self.seenUnwritten is None:
                 self.seenUnwritten = {}
-            self.seenUnwritten.update(dict.fromkeys(self.seenToApply))
+            self.seenUnwritten.update(dict.fromkeys(todo))
             self.seenToApply = ()
+        if not self._seenFresh:
+            # Entries were made or read again from the file: all of them.
+            todo = self.seenUnwritten
+            self._seenFresh = True
         changed = []
-        for msgid in self.seenUnwritten:
+        for msgid in todo:
             entry = self._byId.get(msgid)
             if entry is not None and not entry.deleted and SEEN not in entry.flags:
                 entry.flags = entry.flags | _SEEN

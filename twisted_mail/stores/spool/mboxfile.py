@@ -223,7 +223,9 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             self._reindexed = False
             self._refresh(handle, journal)
             self._afterRefresh(handle, journal)
-            if self.seenToApply or self.seenUnwritten:
+            if not self._sameFile:
+                self._seenFresh = False
+            if self.seenToApply or (self.seenUnwritten and not self._seenFresh):
                 self._applySeen()
             yield handle
         finally:
@@ -312,6 +314,9 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         self._size = size
 
     def _add(self, entries):
+        # Entries made from the file: reads' \Seen marks held in memory
+        # must be applied to them again (FolderFile._applySeen).
+        self._seenFresh = False
         byId = self._byId
         for entry in entries:
             if entry.msgid is None:
