@@ -29,7 +29,7 @@ from twisted_mail.stores.spool.flags import (
     quickPatch,
     withStoreLines,
 )
-from twisted_mail.stores.spool.journal import FLAGS, Record, flagsText
+from twisted_mail.stores.spool.journal import DELETE, FLAGS, Record, flagsText
 from twisted_mail.stores.spool.locks import _O_FLAGS
 from twisted_mail.stores.spool.records import _Entry, _writeAll
 
@@ -400,16 +400,43 @@ class FolderFile:
             # Written now, with the rest of their flags.
             for entry in changed:
                 self.seenUnwritten.pop(entry.msgid, None)
+        if sync and self.wal is not None and self.wal.grouping:
+            # Group commit: the F records now, the writes after the
+            # group's sync (docs/journal.rst).
+            return self.wal.stage(self._flagRecords(changed, wanted),
+                                  lambda: self._flagsAfterSync(wanted, add, remove))
         return self._writeFlags(handle, changed, wanted, sync)
 
-    def _writeFlags(self, handle, changed, wanted, sync):
+    def _flagRecords(self, changed, wanted):
+        return [Record(FLAGS, user=self.walName, msgid=e.msgid,
+                       flags=flagsText(wanted[e.msgid])) for e in changed]
+
+    def _flagsAfterSync(self, wanted, add, remove):
         """
-        Write C{wanted[id]} as the flags of the C{changed} entries.
+        Once their C{F} records are synced: change the flags of the
+        messages still there (from what the file says now: another process
+        may have changed them since we looked; docs/journal.rst).
+
+        @return: the entries of those messages.
+        """
+        with self.locked() as handle:
+            live = [entry for entry in (self._byId.get(m) for m in wanted)
+                    if entry is not None and not entry.deleted]
+            now = {e.msgid: (e.flags | add) - remove for e in live}
+            changed = [e for e in live if now[e.msgid] != e.flags]
+            if changed:
+                self.wal.dirty.add(self.walName)
+                self._writeFlags(handle, changed, now, False, journalled=True)
+            return [self._byId[e.msgid] for e in live]
+
+    def _writeFlags(self, handle, changed, wanted, sync, journalled=False):
+        """
+        Write C{wanted[id]} as the flags of the C{changed} entries
+        (C{journalled}: the spool's journal holds them already).
         """
         rewriteFrom = None
-        if self.wal is not None:
-            records = [Record(FLAGS, user=self.walName, msgid=e.msgid,
-                              flags=flagsText(wanted[e.msgid])) for e in changed]
+        if self.wal is not None and not journalled:
+            records = self._flagRecords(changed, wanted)
             if sync:
                 self.wal.commit(records)
             else:
@@ -445,6 +472,24 @@ class FolderFile:
         st = os.fstat(handle.fd)
         self._mtime = st.st_mtime_ns
         return [self._byId[e.msgid] for e in changed]
+
+    # -- deletes through the journal's groups (MboxFile.markDeletedIds)
+
+    def _stageDeletes(self, entries, one=False):
+        ids = [e.msgid for e in entries]
+
+        def apply():
+            # Another process may have deleted them since we looked.
+            deleted = self.markDeletedIds(ids, journalled=True)
+            if one and not deleted:
+                raise errors.NoCurrentMessage()
+            return deleted
+
+        return self.wal.stage(self._deleteRecords(entries), apply)
+
+    def _deleteRecords(self, entries):
+        return [Record(DELETE, user=self.walName, msgid=e.msgid, key=e.key)
+                for e in entries]
 
     # -- \Seen from reading: at once in memory, written lazily
 
