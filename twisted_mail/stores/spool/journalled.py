@@ -119,7 +119,8 @@ class JournalledDeliveries:
         one by one under the journal's lock, each writing its frame
         unsynced and leaving its file writes for after the sync
         (L{Journal.stage}); then one sync for all of them, then their file
-        writes (docs/journal.rst, "Group commit").
+        writes (docs/journal.rst, "Group commit").  A job taken alone runs
+        as outside a group (its commit syncs, then it writes).
 
         @return: the jobs and their results (values or L{Failure}s).
         """
@@ -130,7 +131,9 @@ class JournalledDeliveries:
         results = []
         try:
             with journal.lock:
-                journal.grouping = True
+                # A job alone commits and writes under one hold of its
+                # file's lock, as outside a group: the same one sync.
+                journal.grouping = len(jobs) > 1
                 try:
                     for f, args, _ in jobs:
                         try:
@@ -143,11 +146,11 @@ class JournalledDeliveries:
         except BaseException:
             log.failure("mailbox jobs failed")
         self.groups += 1
-        lost = Failure(errors.TemporaryFailure("the mailbox could not be written"))
-        results.extend([lost] * (len(jobs) - len(results)))
+        if len(results) < len(jobs):
+            results.extend([_lost()] * (len(jobs) - len(results)))
         for i, result in enumerate(results):
             if isinstance(result, Staged):
-                results[i] = result.result if result.done else lost
+                results[i] = result.result if result.done else _lost()
         return jobs, results
 
     def _answerJobs(self, done):
@@ -402,6 +405,10 @@ def journalledTransfer(source, target, records, flags, move):
         return written
 
     return wal.stage(journalled, apply)
+
+
+def _lost():
+    return Failure(errors.TemporaryFailure("the mailbox could not be written"))
 
 
 def _deliveryRecords(todo):
