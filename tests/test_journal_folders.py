@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.crashstates import ManualThreads
 from tests.test_journal import OTHER_BOOT, SpoolTestMixin
+from twisted_mail import errors
 from twisted_mail.mail.model import FLAGGED, SEEN
 from twisted_mail.stores.spool import replay
 from twisted_mail.stores.spool.journal import DELETE, DELIVERY, FLAGS, MOVE, readFrames
@@ -359,3 +360,34 @@ class GroupCommitTests(JournalledStoreMixin, SynchronousTestCase):
                 state.setdefault(user, {})[name] = {
                     m.id: set(m.flags) for m in results[0].messages}
         return state
+
+    def test_deletedMeanwhileRefused(self):
+        """
+        A DELM whose message another process deletes between its journal frame and its file write (two --workers) is refused, not acknowledged a second time.
+        """
+        self.ok(self.store.addUser("bob"))
+        session = self.ok(self.store.openMailbox("amy"))
+        self.ok(session.readMessage())
+        other = SpoolStore(FilePath(self.path), reactor=ManualThreads(), journal=True)
+        self.addCleanup(other.close)
+        view = []
+        other.openFolder("amy", "INBOX").addBoth(view.append)
+        other._reactor.drain()
+        journal = self.store._journalled.journal
+        realSync = journal._sync
+
+        def sync():
+            # The other process's delete lands while ours waits for the sync.
+            view[0].deleteMessages([self.ids[0]]).addBoth(view.append)
+            other._reactor.drain()
+            realSync()
+
+        self.patch(journal, "_sync", sync)
+        results = []
+        session.deleteMessage().addBoth(results.append)
+        self.store.deliver("alice", "bob", b"beside\n").addBoth(results.append)
+        self.reactor.drain()
+        self.assertEqual(view[1], [self.ids[0]])
+        self.assertIsInstance(results[0], Failure)
+        results[0].trap(errors.NoCurrentMessage)
+        self.assertIsInstance(results[1], str)

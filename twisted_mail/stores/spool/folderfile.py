@@ -396,16 +396,19 @@ class FolderFile:
                 changed.append(entry)
         if not changed:
             return []
-        if self.seenUnwritten:
-            # Written now, with the rest of their flags.
-            for entry in changed:
-                self.seenUnwritten.pop(entry.msgid, None)
         if sync and self.wal is not None and self.wal.grouping:
             # Group commit: the F records now, the writes after the
             # group's sync (docs/journal.rst).
             return self.wal.stage(self._flagRecords(changed, wanted),
                                   lambda: self._flagsAfterSync(wanted, add, remove))
+        self._seenWritten(changed)
         return self._writeFlags(handle, changed, wanted, sync)
+
+    def _seenWritten(self, entries):
+        if self.seenUnwritten:
+            # Written now, with the rest of their flags.
+            for entry in entries:
+                self.seenUnwritten.pop(entry.msgid, None)
 
     def _flagRecords(self, changed, wanted):
         return [Record(FLAGS, user=self.walName, msgid=e.msgid,
@@ -425,6 +428,7 @@ class FolderFile:
             now = {e.msgid: (e.flags | add) - remove for e in live}
             changed = [e for e in live if now[e.msgid] != e.flags]
             if changed:
+                self._seenWritten(changed)
                 self.wal.dirty.add(self.walName)
                 self._writeFlags(handle, changed, now, False, journalled=True)
             return [self._byId[e.msgid] for e in live]

@@ -124,9 +124,18 @@ class SpoolFolders:
                 with targetBox.mbox.locked():
                     present = [m for m in ids if m in targetBox.mbox._byId
                                and not targetBox.mbox._byId[m].deleted]
+                deleted = None
                 if present and targetBox is not sourceBox:
-                    sourceBox.mbox.markDeletedIds(present)
+                    deleted = sourceBox.mbox.markDeletedIds(present)
+                if isinstance(deleted, Staged):
+                    # The intent goes once the deletes are durable.
+                    return deleted.then(ended)
                 folders.endMove()
+
+            def ended(result):
+                if not isinstance(result, Failure):
+                    folders.endMove()
+                return result
 
             return _runBoth(sourceBox, targetBox, job)
 
