@@ -34,10 +34,12 @@ def main(argv=None):
                         help="combinations per crash point and directory state (64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workloads",
-                        default="journal,nojournal,recovery,folders,foldersnojournal",
+                        default="journal,nojournal,recovery,folders,foldersnojournal,"
+                                "mixed,mixednojournal",
                         help="which of journal, nojournal, recovery (deliveries and "
                              "deletes), folders, foldersnojournal (flag changes and "
-                             "moves) (all)")
+                             "moves), mixed, mixednojournal (deliveries, a flag change, "
+                             "a move and a delete in one group) (all)")
     args = parser.parse_args(argv)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -53,6 +55,7 @@ def main(argv=None):
             started = time.monotonic()
             journal = not name.endswith("nojournal")
             make = (crashstates.folderWorkload if name.startswith("folders")
+                    else crashstates.mixedWorkload if name.startswith("mixed")
                     else crashstates.standardWorkload)
             workload = make(os.path.join(work, name, "spool"), journal=journal)
             recorder, inodes, acked = workload.recorder, None, ()

@@ -27,6 +27,14 @@ Then, on one folder of --big-count messages of --big-size bytes (default
 rewrite of the file costs (an expunge of one message: the whole file
 copied, synced and renamed).
 
+--flaggers N (issue 22's group commit): instead, a real server (twistd
+simplemail from this checkout) and N clients, each on a mailbox of its own
+(400 messages), sending FLAG and UNFLAG one after the other for
+--seconds; perf counts the server's fdatasync and fsync calls.  Printed:
+changes per second, journal syncs per change (1.0 if every command synced
+alone; with group commit, about 1 / the number of commands a group
+gathers), server CPU per change.
+
 The folders are written directly in the format the store writes (id line,
 UID and flag lines with room), with their UID records, before the store
 opens them.  Run by hand: python benchmarks/flags.py
@@ -61,10 +69,11 @@ def fill(spool, user, count, bodySize):
     line = b"x" * 75 + b"\n"
     body = line * max(1, bodySize // len(line))
     when = 1700000000
+    ids = [secrets.token_urlsafe(12) for _ in range(count)]
     with open(os.path.join(spool, user), "wb") as f:
         for uid in range(1, count + 1):
             f.write(separatorLine(b"alice@localhost", when + uid) + b"\n"
-                    + idHeaderLine(secrets.token_urlsafe(12)) + storeLines(uid, ())
+                    + idHeaderLine(ids[uid - 1]) + storeLines(uid, ())
                     + b"From: alice@localhost\nTo: %s@localhost\nSubject: m%d\n\n"
                     % (user.encode(), uid) + body + b"\n")
         f.flush()
@@ -74,6 +83,7 @@ def fill(spool, user, count, bodySize):
         writeUidRecord(dirfd, user, 1700000000, count + 1, 0)
     finally:
         os.close(dirfd)
+    return ids
 
 
 def timed(f, n, between=None):
@@ -150,6 +160,73 @@ def bigFolder(workdir, count, size, rng, journal=True):
     return total, read, rewrite
 
 
+def flaggers(workdir, n, seconds, journal=True):
+    """
+    N clients changing flags at once, each in its own mailbox, through a
+    real server: C{(changes, seconds, fdatasync+fsync calls, CPU seconds)}.
+    """
+    import signal
+    import subprocess
+    import threading
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import common
+
+    spool = os.path.join(workdir, "flaggers")
+    ids = {}
+    for i in range(n):
+        ids["u%d" % i] = fill(spool, "u%d" % i, 400, 1024)
+    port = common.freePort()
+    server = common.simplemailServer(spool, port, os.path.join(workdir, "server.log"),
+                                     [] if journal else ["--no-journal"])
+    server.start()
+    try:
+        clients = {}
+        for user in ids:
+            clients[user] = common.SyncClient(port)
+            clients[user].command(b"USER " + user.encode())
+        counts = dict.fromkeys(ids, 0)
+        stop = threading.Event()
+
+        def run(user):
+            client, mine = clients[user], ids[user]
+            i = 0
+            while not stop.is_set():
+                verb = b"FLAG " if i % 2 == 0 else b"UNFLAG "
+                client.command(verb + mine[(i // 2) % len(mine)].encode() + b" \\Flagged")
+                i += 1
+            counts[user] = i
+
+        perf = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-e",
+             "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync", "-p", str(server.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.3)
+        cpu0 = common.cpuSeconds(server.pid)
+        started = time.monotonic()
+        threads = [threading.Thread(target=run, args=(user,)) for user in ids]
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        cpu = common.cpuSeconds(server.pid) - cpu0
+        perf.send_signal(signal.SIGINT)
+        _, err = perf.communicate(timeout=30)
+        syncs = 0
+        for line in err.decode("utf-8", "replace").splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2].startswith("syscalls:sys_enter_"):
+                syncs += int(parts[0]) if parts[0].isdigit() else 0
+        for client in clients.values():
+            client.close()
+        return sum(counts.values()), elapsed, syncs, cpu
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="400,20000")
@@ -160,12 +237,27 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-journal", dest="journal", action="store_false",
                         help="the spool without its journal (each change synced)")
+    parser.add_argument("--flaggers", default="",
+                        help="comma-separated client counts: the concurrent flag changes "
+                             "through a real server instead (e.g. 1,8,32)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="how long each --flaggers run lasts (5)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     workdir = tempfile.mkdtemp(prefix="flags-bench-", dir=os.environ.get("TMPDIR"))
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print("journal: {}".format("on" if args.journal else "off (--no-journal)"))
     try:
+        if args.flaggers:
+            for n in [int(x) for x in args.flaggers.split(",")]:
+                changes, elapsed, syncs, cpu = flaggers(
+                    os.path.join(workdir, "f%d" % n), n, args.seconds, args.journal)
+                print("{:>3} flaggers: {:6d} changes, {:7.0f} per second, {:.3f} syncs "
+                      "per change, {:.3f} ms server CPU per change".format(
+                          n, changes, changes / elapsed, syncs / max(changes, 1),
+                          cpu * 1e3 / max(changes, 1)))
+            print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            return
         rows = {}
         for size in [int(s) for s in args.sizes.split(",")]:
             spool = os.path.join(workdir, "s{}".format(size))

@@ -776,6 +776,46 @@ class Workload:
             given = frozenset((summary.flags | set(add)) - set(remove))
             self.recorder.mark("flag", (user, body, given))
 
+    def group(self, *steps):
+        """
+        Several operations on different mailboxes at once, answered
+        together (one group of the store's jobs: one journal sync).  Each
+        step is C{("deliver", user)}, C{("flag", user, nth, add)},
+        C{("move", user, nth, folder)} or C{("delete", user, nth)}, on
+        C{user}'s INBOX.
+        """
+        picked = [None if step[0] == "deliver" else self._pick(step[1], "INBOX", step[2])
+                  for step in steps]
+        issued = []
+        for step, pick in zip(steps, picked):
+            kind, user = step[:2]
+            if kind == "deliver":
+                self._n += 1
+                body = b"message %d to %s\n" % (self._n, user.encode())
+                self.sent.add((user, body))
+                issued.append((self.store.deliver("sender", user, body), kind, (user, body)))
+                continue
+            view, summary, body = pick
+            if kind == "flag":
+                self.recorder.mark("flagging", (user, body, None))
+                d = view.setFlags([summary.id], add=step[3])
+                key = (user, body, frozenset(summary.flags | set(step[3])))
+            elif kind == "move":
+                self.recorder.mark("moving", (user, body, step[3]))
+                d = view.moveMessages([summary.id], step[3])
+                key = (user, body, step[3])
+            else:
+                self.recorder.mark("deleting", (user, body))
+                d = view.deleteMessages([summary.id])
+                key = (user, body)
+            issued.append((d, kind, key))
+        self.reactor.drain()
+        for d, kind, key in issued:
+            result = []
+            d.addBoth(result.append)
+            if result and not isinstance(result[0], Failure):
+                self._mark(kind, key)
+
     def endSession(self, user):
         """
         End C{user}'s session: its deletes are expunged.
@@ -833,6 +873,29 @@ def folderWorkload(path, journal=True):
         w.move("amy", 0, "INBOX", folder="Archive")
         w.checkpoint()
         w.move("amy", 1, "Archive")
+    finally:
+        w.stop()
+    return w
+
+
+def mixedWorkload(path, journal=True):
+    """
+    Deliveries, a flag change, a move and a delete, each on another
+    mailbox, all in one group (with the journal: one sync), twice, with a
+    checkpoint between: recorded.
+
+    @return: the L{Workload}, stopped.
+    """
+    w = Workload(path, journal=journal, folders=True)
+    w.deliver("amy", "bob", "cyd", "bob", "cyd")
+    w.checkpoint()
+    w.record()
+    try:
+        w.group(("deliver", "amy"), ("flag", "amy", 0, ["\\Flagged"]),
+                ("move", "bob", 0, "Archive"), ("delete", "cyd", 0), ("deliver", "bob"))
+        w.checkpoint()
+        w.group(("move", "amy", 1, "Archive"), ("flag", "bob", 0, ["\\Seen"]),
+                ("delete", "cyd", 0), ("deliver", "cyd"), ("deliver", "amy"))
     finally:
         w.stop()
     return w

@@ -227,6 +227,68 @@ class ReplayTests(SpoolTestMixin, SynchronousTestCase):
                 self.assertEqual([n for n in os.listdir(store.path) if n.endswith(".journal")
                                   and "99999999" in n], [])
 
+    def test_replayEveryOffsetOfAGroup(self):
+        """
+        After a power cut, a group's frames (a delivery, a delete, a move with its flags, a flag change, on two mailboxes; written together, synced once) torn at any byte are replayed up to the last whole frame: never part of a frame, every whole one exactly once.
+        """
+        self.patch(os, "fsync", lambda fd: None)
+        self.patch(os, "fdatasync", lambda fd: None)
+        store = self.makeSpool()
+        amy = os.stat(os.path.join(store.path, "amy")).st_ino
+        bob = os.stat(os.path.join(store.path, "bob")).st_ino
+        ids = {name: name[0].upper() * 16 for name in ("first", "kept", "second")}
+
+        def record(name):
+            return mboxRecord(ids[name], name.encode())
+
+        head = frameBytes(1, 1, [
+            Record(DELIVERY, user="amy", inode=amy, msgid=ids["first"], data=record("first")),
+            Record(DELIVERY, user="bob", inode=bob, msgid=ids["kept"], data=record("kept"))])
+        group = [
+            [Record(DELIVERY, user="amy", inode=amy, msgid=ids["second"],
+                    data=record("second"))],
+            [Record(DELETE, user="bob", msgid=ids["kept"], key=_messageKey(record("kept")))],
+            [Record(MOVE, user="amy", msgid=ids["first"], toUser="bob", inode=bob,
+                    newMsgid=ids["first"], data=record("first")),
+             Record(FLAGS, user="bob", msgid=ids["first"], flags="\\Flagged")],
+            [Record(FLAGS, user="amy", msgid=ids["second"], flags="\\Seen")],
+        ]
+        frames = [frameBytes(1, 2 + i, records) for i, records in enumerate(group)]
+        # What a fresh store shows after the first k whole frames.
+        states = [
+            {"amy": [("first", set())], "bob": [("kept", set())]},
+            {"amy": [("first", set()), ("second", set())], "bob": [("kept", set())]},
+            {"amy": [("first", set()), ("second", set())], "bob": []},
+            {"amy": [("second", set())], "bob": [("first", {"\\Flagged"})]},
+            {"amy": [("second", {"\\Seen"})], "bob": [("first", {"\\Flagged"})]},
+        ]
+        tail = b"".join(frames)
+        ends = [sum(len(f) for f in frames[:k]) for k in range(len(frames) + 1)]
+        for cut in range(len(tail) + 1):
+            for user in ("amy", "bob"):
+                open(os.path.join(store.path, user), "wb").close()
+            for leftover in os.listdir(store.path):
+                if leftover.startswith((".amy.", ".bob.")):
+                    os.unlink(os.path.join(store.path, leftover))
+            self.writeJournal(store, head + tail[:cut])
+            self.recover(store)
+            whole = max(k for k, end in enumerate(ends) if end <= cut)
+            self.assertEqual(self.shown(store.path), states[whole], cut)
+
+    def shown(self, path):
+        """
+        What a fresh store shows: C{{user: [(body, flags)]}}.
+        """
+        store = makeSpoolStore(self, path)
+        found = {}
+        for user in ("amy", "bob"):
+            view = self.successResultOf(store.openFolder(user, "INBOX"))
+            found[user] = [
+                (self.successResultOf(view.fetchMessage(m.id)).split(b"\n\n", 1)[1]
+                 .strip().decode(), set(m.flags))
+                for m in self.successResultOf(view.listMessages()).messages]
+        return found
+
     def test_replayIsIdempotent(self):
         """
         Replaying a journal whose records are in the files already adds nothing.

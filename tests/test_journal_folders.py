@@ -7,14 +7,16 @@ C{F} and C{M} records are applied exactly once (a move keeps the id).
 import itertools
 import os
 
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.crashstates import ManualThreads
 from tests.test_journal import OTHER_BOOT, SpoolTestMixin
+from twisted_mail import errors
 from twisted_mail.mail.model import FLAGGED, SEEN
 from twisted_mail.stores.spool import replay
-from twisted_mail.stores.spool.journal import FLAGS, MOVE, readFrames
+from twisted_mail.stores.spool.journal import DELETE, DELIVERY, FLAGS, MOVE, readFrames
 from twisted_mail.stores.spool.mboxfile import MboxFile
 from twisted_mail.stores.spool.store import SpoolStore
 
@@ -261,3 +263,131 @@ class SeenTests(JournalledStoreMixin, SynchronousTestCase):
         self.reactor.drain()
         self.assertNotEqual(syncs, [])
         self.assertEqual(self.store._journalled.journal.size, 0)
+
+
+class GroupCommitTests(JournalledStoreMixin, SynchronousTestCase):
+    bodies = (b"one\n", b"two\n", b"three\n")
+
+    def fileBytes(self):
+        """
+        Every mbox and delete-mark file of the spool and its bytes.
+        """
+        return {name: data for name, data in fileContents(self.path).items()
+                if not name.endswith((".uids", ".index", ".lockpid"))}
+
+    def test_groupOneSync(self):
+        """
+        Flag changes, a move and a delete on several mailboxes, queued together with deliveries, are all acknowledged after one sync, of the journal, which holds all their records; no file is written before that sync, and each change is in its file when it is acknowledged.
+        """
+        store = self.store
+        others = ("bob", "cyd", "dan")
+        for user in others:
+            self.ok(store.addUser(user))
+            self.ok(store.deliver("alice", user, b"for " + user.encode("ascii") + b"\n"))
+        # A message in amy's Archive, and no deleted record of it in INBOX.
+        self.ok(self.inbox.moveMessages([self.ids[1]], "Archive"))
+        self.ok(self.inbox.close())
+        archive = self.ok(store.openFolder("amy", "Archive"))
+        views = {user: self.ok(store.openFolder(user, "INBOX")) for user in others}
+        ids = {user: self.ok(view.listMessages()).messages[0].id
+               for user, view in views.items()}
+        self.checkpoint()
+        journal = self.store._journalled.journal
+        before = self.fileBytes()
+        events = []
+        realSync = os.fdatasync
+
+        def sync(fd):
+            events.append(("sync", fd, self.fileBytes()))
+            realSync(fd)
+
+        self.patch(os, "fdatasync", sync)
+        self.patch(os, "fsync", lambda fd: events.append(("fsync", fd)))
+
+        def acked(result, what):
+            events.append(("ack", what, result))
+
+        store.deliver("alice", "amy", b"four\n").addBoth(acked, "deliver amy")
+        archive.moveMessages([self.ids[1]], "INBOX").addBoth(acked, "move amy")
+        views["bob"].setFlags([ids["bob"]], add=[SEEN]).addBoth(acked, "flag bob")
+        views["cyd"].deleteMessages([ids["cyd"]]).addBoth(acked, "delete cyd")
+        views["dan"].setFlags([ids["dan"]], add=[FLAGGED]).addBoth(acked, "flag dan")
+        store.deliver("alice", "bob", b"five\n").addBoth(acked, "deliver bob")
+        self.assertEqual(events, [])
+        self.reactor.drain()
+
+        self.assertEqual(events[0][:2], ("sync", journal._fd))
+        self.assertEqual(sorted(e[:2] for e in events[1:]), [
+            ("ack", "delete cyd"), ("ack", "deliver amy"), ("ack", "deliver bob"),
+            ("ack", "flag bob"), ("ack", "flag dan"), ("ack", "move amy")])
+        for event in events[1:]:
+            self.assertNotIsInstance(event[2], Failure)
+        # Nothing was written to the files before the sync.
+        self.assertEqual(events[0][2], before)
+        self.assertEqual(sorted(r.type for r in self.journalRecords()),
+                         sorted([DELIVERY, MOVE, FLAGS, DELETE, FLAGS, DELIVERY]))
+        # Each change is in the files (every reader sees it).
+        state = self.folderState()
+        self.assertIn(self.ids[1], state["amy"]["INBOX"])
+        self.assertEqual(len(state["amy"]["INBOX"]), 4)
+        self.assertEqual(state["amy"]["Archive"], {})
+        self.assertEqual(state["bob"]["INBOX"][ids["bob"]], {SEEN})
+        self.assertEqual(len(state["bob"]["INBOX"]), 2)
+        self.assertEqual(state["cyd"]["INBOX"], {})
+        self.assertEqual(state["dan"]["INBOX"], {ids["dan"]: {FLAGGED}})
+
+    def journalRecords(self):
+        path = os.path.join(self.path, self.store._journalled.journal.name)
+        with open(path, "rb") as f:
+            return [r for tx in readFrames(f.read()) for r in tx.records]
+
+    def folderState(self):
+        """
+        What a fresh store on the spool shows: C{{user: {folder: {id:
+        flags}}}}.
+        """
+        store = SpoolStore(FilePath(self.path), reactor=ManualThreads())
+        self.addCleanup(store.close)
+        state = {}
+        for user in ("amy", "bob", "cyd", "dan"):
+            for name in ("INBOX", "Archive"):
+                results = []
+                store.openFolder(user, name).addCallback(
+                    lambda view: view.listMessages()).addBoth(results.append)
+                store._reactor.drain()
+                if isinstance(results[0], Failure):
+                    continue
+                state.setdefault(user, {})[name] = {
+                    m.id: set(m.flags) for m in results[0].messages}
+        return state
+
+    def test_deletedMeanwhileRefused(self):
+        """
+        A DELM whose message another process deletes between its journal frame and its file write (two --workers) is refused, not acknowledged a second time.
+        """
+        self.ok(self.store.addUser("bob"))
+        session = self.ok(self.store.openMailbox("amy"))
+        self.ok(session.readMessage())
+        other = SpoolStore(FilePath(self.path), reactor=ManualThreads(), journal=True)
+        self.addCleanup(other.close)
+        view = []
+        other.openFolder("amy", "INBOX").addBoth(view.append)
+        other._reactor.drain()
+        journal = self.store._journalled.journal
+        realSync = journal._sync
+
+        def sync():
+            # The other process's delete lands while ours waits for the sync.
+            view[0].deleteMessages([self.ids[0]]).addBoth(view.append)
+            other._reactor.drain()
+            realSync()
+
+        self.patch(journal, "_sync", sync)
+        results = []
+        session.deleteMessage().addBoth(results.append)
+        self.store.deliver("alice", "bob", b"beside\n").addBoth(results.append)
+        self.reactor.drain()
+        self.assertEqual(view[1], [self.ids[0]])
+        self.assertIsInstance(results[0], Failure)
+        results[0].trap(errors.NoCurrentMessage)
+        self.assertIsInstance(results[1], str)

@@ -29,7 +29,7 @@ from twisted_mail.stores.spool.flags import (
     quickPatch,
     withStoreLines,
 )
-from twisted_mail.stores.spool.journal import FLAGS, Record, flagsText
+from twisted_mail.stores.spool.journal import DELETE, FLAGS, Record, flagsText
 from twisted_mail.stores.spool.locks import _O_FLAGS
 from twisted_mail.stores.spool.records import _Entry, _writeAll
 
@@ -236,6 +236,7 @@ class FolderFile:
             self._stamp(handle)
 
     def _rereadFlags(self, handle):
+        self._seenFresh = False
         for entry in self.entries:
             head = os.pread(handle.fd, min(entry.end - entry.start, 16384), entry.start)
             if not head.startswith(b"From "):
@@ -403,20 +404,51 @@ class FolderFile:
                 changed.append(entry)
         if not changed:
             return []
-        if self.seenUnwritten:
-            # Written now, with the rest of their flags.
-            for entry in changed:
-                self.seenUnwritten.pop(entry.msgid, None)
+        if sync and self.wal is not None and self.wal.grouping:
+            # Group commit: the F records now, the writes after the
+            # group's sync (docs/journal.rst).
+            return self.wal.stage(self._flagRecords(changed, wanted),
+                                  lambda: self._flagsAfterSync(wanted, add, remove))
+        self._seenWritten(changed)
         return self._writeFlags(handle, changed, wanted, sync)
 
-    def _writeFlags(self, handle, changed, wanted, sync):
+    def _seenWritten(self, entries):
+        if self.seenUnwritten:
+            # Written now, with the rest of their flags.
+            for entry in entries:
+                self.seenUnwritten.pop(entry.msgid, None)
+
+    def _flagRecords(self, changed, wanted):
+        return [Record(FLAGS, user=self.walName, msgid=e.msgid,
+                       flags=flagsText(wanted[e.msgid])) for e in changed]
+
+    def _flagsAfterSync(self, wanted, add, remove):
         """
-        Write C{wanted[id]} as the flags of the C{changed} entries.
+        Once their C{F} records are synced: change the flags of the
+        messages still there (from what the file says now: another process
+        may have changed them since we looked; docs/journal.rst).
+
+        @return: the entries of those messages.
+        """
+        with self.locked() as handle:
+            live = [entry for entry in (self._byId.get(m) for m in wanted)
+                    if entry is not None and not entry.deleted]
+            now = {e.msgid: (e.flags | add) - remove for e in live}
+            changed = [e for e in live if now[e.msgid] != e.flags]
+            if changed:
+                self._seenWritten(changed)
+                self.wal.dirty.add(self.walName)
+                self._writeFlags(handle, changed, now, False, journalled=True)
+            return [self._byId[e.msgid] for e in live]
+
+    def _writeFlags(self, handle, changed, wanted, sync, journalled=False):
+        """
+        Write C{wanted[id]} as the flags of the C{changed} entries
+        (C{journalled}: the spool's journal holds them already).
         """
         rewriteFrom = None
-        if self.wal is not None:
-            records = [Record(FLAGS, user=self.walName, msgid=e.msgid,
-                              flags=flagsText(wanted[e.msgid])) for e in changed]
+        if self.wal is not None and not journalled:
+            records = self._flagRecords(changed, wanted)
             if sync:
                 self.wal.commit(records)
             else:
@@ -453,6 +485,24 @@ class FolderFile:
         self._mtime = st.st_mtime_ns
         return [self._byId[e.msgid] for e in changed]
 
+    # -- deletes through the journal's groups (MboxFile.markDeletedIds)
+
+    def _stageDeletes(self, entries, one=False):
+        ids = [e.msgid for e in entries]
+
+        def apply():
+            # Another process may have deleted them since we looked.
+            deleted = self.markDeletedIds(ids, journalled=True)
+            if one and not deleted:
+                raise errors.NoCurrentMessage()
+            return deleted
+
+        return self.wal.stage(self._deleteRecords(entries), apply)
+
+    def _deleteRecords(self, entries):
+        return [Record(DELETE, user=self.walName, msgid=e.msgid, key=e.key)
+                for e in entries]
+
     # -- \Seen from reading: at once in memory, written lazily
 
     #: Ids a job hands over to mark C{\\Seen} (views.PendingSeen): the next
@@ -463,6 +513,10 @@ class FolderFile:
     seenUnwritten = None
     #: The entries the last marking changed (for the caller's events).
     seenApplied = ()
+    #: Whether every id of C{seenUnwritten} is marked in memory and no
+    #: entry was made or read again from the file since: then a job marks
+    #: only the ids handed to it, not all of them again.
+    _seenFresh = False
 
     def _applySeen(self):
         """
@@ -470,13 +524,18 @@ class FolderFile:
         C{\\Seen} and the file does not say yet (every reader in this
         process sees it at once).
         """
-        if self.seenToApply:
+        todo = self.seenToApply
+        if todo:
             if self.seenUnwritten is None:
                 self.seenUnwritten = {}
-            self.seenUnwritten.update(dict.fromkeys(self.seenToApply))
+            self.seenUnwritten.update(dict.fromkeys(todo))
             self.seenToApply = ()
+        if not self._seenFresh:
+            # Entries were made or read again from the file: all of them.
+            todo = self.seenUnwritten
+            self._seenFresh = True
         changed = []
-        for msgid in self.seenUnwritten:
+        for msgid in todo:
             entry = self._byId.get(msgid)
             if entry is not None and not entry.deleted and SEEN not in entry.flags:
                 entry.flags = entry.flags | _SEEN

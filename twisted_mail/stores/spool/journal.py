@@ -45,7 +45,9 @@ import time
 import zlib
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from twisted_mail import errors
 from twisted_mail.stores.spool.locks import _O_FLAGS, lockFile
 from twisted_mail.stores.spool.records import _writeAll
 
@@ -318,15 +320,70 @@ def syncSpoolFiles(dirfd, users, created=True):
         os.fsync(dirfd)
 
 
+class Staged:
+    """
+    A mailbox job's answer that waits for its group's journal sync
+    (L{Journal.stage}): the job's frame is written, unsynced, when the job
+    runs; its file writes (C{apply}) run once the group's one sync is done,
+    and the job is answered with what they return.
+
+    @ivar result: what C{apply} returned, or the L{Failure} it raised (or
+        the sync's), passed through every function given to L{then}.
+    """
+
+    def __init__(self, apply):
+        self._apply = apply
+        self._after = []
+        self.done = False
+        self.result = None
+
+    def then(self, f):
+        """
+        Pass the result (a value or a L{Failure}) through C{f} once known.
+        """
+        self._after.append(f)
+        return self
+
+    def _finish(self, result):
+        for f in self._after:
+            try:
+                result = f(result)
+            except BaseException:
+                result = Failure()
+        self.result = result
+        self.done = True
+
+    def run(self):
+        try:
+            result = self._apply()
+        except BaseException:
+            result = Failure()
+        self._finish(result)
+
+    def fail(self, failure):
+        self._finish(failure)
+
+
 class Journal:
     """
     This process's journal.  Synchronous, for the mailbox thread; every
     mailbox job of a journalling store runs under L{lock}, so a checkpoint
     never empties the journal between a commit and the writes it covers.
 
+    Group commit (docs/journal.rst): while L{grouping} (the store's runner
+    takes every queued mailbox job, L{JournalledDeliveries.runJobs}), a job
+    L{stage}s its frame, unsynced, and leaves its file writes for after the
+    sync; L{flush} then syncs every frame of the group at once, runs their
+    file writes in order, and only then are the jobs answered.
+
     @ivar dirty: the users whose files were written since the last
         checkpoint.
+    @ivar grouping: whether L{stage} defers the sync and the file writes
+        (the runner sets it while it runs a group of jobs).
+    @ivar commits: the journal's syncs.
     """
+
+    grouping = False
 
     def __init__(self, dirfd, pid=None, boot=None, sizeLimit=CHECKPOINT_SIZE):
         self._dirfd = dirfd
@@ -338,6 +395,10 @@ class Journal:
         self.dirty = set()
         self._fd = None
         self._end = 0
+        # The end of the journal when it was last synced, and the jobs
+        # whose frames were written since, waiting for the sync.
+        self._synced = 0
+        self._staged = []
         self._epoch = 1
         self._txid = 0
         self.commits = 0
@@ -377,27 +438,23 @@ class Journal:
             raise
         os.fsync(self._dirfd)
         self._fd = fd
-        self._end = 0
+        self._end = self._synced = 0
 
     @property
     def size(self):
         return self._end
 
-    def commit(self, records):
+    def _write(self, records):
         """
-        Write one transaction and sync it: after this returns, the records
-        survive a power cut.
+        Append one transaction, unsynced.
 
-        @return: the transaction id.
-        @raise OSError: if it could not be written or synced (nothing of it
-            counts: the journal is cut back).
+        @raise OSError: if it could not be written (it is cut off again).
         """
         self._txid += 1
         frame = encodeFrame(self._epoch, self._txid, self.boot, records)
         start = self._end
         try:
             _writeAll(self._fd, frame, start)
-            os.fdatasync(self._fd)
         except OSError:
             try:
                 os.ftruncate(self._fd, start)
@@ -405,8 +462,99 @@ class Journal:
                 pass
             raise
         self._end = start + sum(len(c) for c in frame)
-        self.commits += 1
         return self._txid
+
+    def _sync(self):
+        """
+        Sync what was written since the last sync.  If that fails, nothing
+        written since counts: the journal is cut back, and the jobs waiting
+        for it fail.
+
+        @raise OSError: if the sync failed.
+        """
+        if self._end == self._synced:
+            return
+        try:
+            os.fdatasync(self._fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, self._synced)
+            except OSError:
+                pass
+            self._end = self._synced
+            staged, self._staged = self._staged, []
+            failure = Failure(errors.TemporaryFailure(
+                "the journal could not be written: " + (os.strerror(e.errno) if e.errno
+                                                         else str(e))))
+            for job in staged:
+                job.fail(failure)
+            raise
+        self._synced = self._end
+        self.commits += 1
+
+    def _runStaged(self):
+        """
+        The file writes of the jobs whose frames are synced now, in order
+        (outside the group: a journal write they make syncs at once).
+        """
+        grouping, self.grouping = self.grouping, False
+        try:
+            while self._staged:
+                staged, self._staged = self._staged, []
+                for job in staged:
+                    job.run()
+        finally:
+            self.grouping = grouping
+
+    def commit(self, records):
+        """
+        Write one transaction and sync it: after this returns, the records
+        survive a power cut.  Frames staged before it are synced with it,
+        and their file writes run.
+
+        @return: the transaction id.
+        @raise OSError: if it could not be written or synced (nothing of it
+            counts: the journal is cut back).
+        """
+        txid = self._write(records)
+        self._sync()
+        self._runStaged()
+        return txid
+
+    def stage(self, records, apply):
+        """
+        Journal C{records}, then run C{apply} (the file writes they cover)
+        once they are synced: in a group (L{grouping}), write them unsynced
+        and leave C{apply} for L{flush}, returning a L{Staged} the runner
+        answers the job with; outside one, L{commit} and apply at once.
+
+        @return: a L{Staged}, or what C{apply} returned.
+        @raise OSError: if the records could not be written.
+        """
+        if not self.grouping:
+            self.commit(records)
+            return apply()
+        self._write(records)
+        job = Staged(apply)
+        self._staged.append(job)
+        return job
+
+    def flush(self):
+        """
+        End a group: one sync for every frame written since the last, then
+        the staged jobs' file writes, in order.  A failed sync fails those
+        jobs (nothing of theirs was written to the files).
+        """
+        if not self._staged:
+            # Frames noted unsynced (aborts, reads' \Seen) wait for the
+            # next sync or checkpoint.
+            return
+        try:
+            self._sync()
+        except OSError:
+            log.failure("journal {name}: sync failed", name=self.name)
+            return
+        self._runStaged()
 
     def note(self, records):
         """
@@ -414,14 +562,10 @@ class Journal:
         delivery it cancels is applied at replay: a duplicate, never a
         loss).
         """
-        self._txid += 1
-        frame = encodeFrame(self._epoch, self._txid, self.boot, records)
         try:
-            _writeAll(self._fd, frame, self._end)
+            self._write(records)
         except OSError:
             log.failure("journal: could not note an abort")
-            return
-        self._end += sum(len(c) for c in frame)
 
     def checkpoint(self):
         """
@@ -430,13 +574,15 @@ class Journal:
         finds records already in the files and skips them (docs/journal.rst).
         """
         with self.lock:
+            # The jobs of a group first: their writes are in the files then.
+            self.flush()
             if self._end == 0 and not self.dirty:
                 return False
             self._paused("syncing")
             syncSpoolFiles(self._dirfd, self.dirty)
             self._paused("synced")
             os.ftruncate(self._fd, 0)
-            self._end = 0
+            self._end = self._synced = 0
             self._epoch += 1
             self.dirty = set()
             self.checkpoints += 1

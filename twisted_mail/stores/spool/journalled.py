@@ -23,6 +23,7 @@ from twisted_mail.stores.spool.journal import (
     MOVE,
     Journal,
     Record,
+    Staged,
     flagsText,
 )
 from twisted_mail.stores.spool.mboxfile import InodeChanged, MboxFile
@@ -63,6 +64,11 @@ class JournalledDeliveries:
         self._pendingLock = threading.Lock()
         self._pending = []
         self._flushQueued = False
+        # Mailbox jobs waiting for the runner (runJobs), under _jobsLock.
+        self._jobsLock = threading.Lock()
+        self._jobs = []
+        self._runnerQueued = False
+        self.groups = 0
         self._checkpointCall = None
         self._ticks = 0
         self.batches = 0
@@ -84,6 +90,76 @@ class JournalledDeliveries:
             self.journal.boot,
             own=self.journal.name,
         )
+
+    # -- every mailbox job: group commit
+
+    def run(self, pool, f, *args):
+        """
+        Run the mailbox job C{f(*args)} in the mailbox thread, in the next
+        group (L{runJobs}).
+
+        @return: a L{Deferred} firing with its result once it is durable.
+        """
+        d = defer.Deferred()
+        with self._jobsLock:
+            self._jobs.append((f, args, d))
+            queue, self._runnerQueued = not self._runnerQueued, True
+        if queue:
+            pool.callInThreadWithCallback(self._ran, self.runJobs)
+        return d
+
+    def _ran(self, success, result):
+        # In the mailbox thread (runJobs answers every job, whatever fails).
+        self._store._reactor.callFromThread(self._answerJobs, result)
+
+    def runJobs(self):
+        """
+        In the mailbox thread: take every job queued (deliveries to any
+        mailboxes, flag changes, moves, copies, deletes, reads), run them
+        one by one under the journal's lock, each writing its frame
+        unsynced and leaving its file writes for after the sync
+        (L{Journal.stage}); then one sync for all of them, then their file
+        writes (docs/journal.rst, "Group commit").  A job taken alone runs
+        as outside a group (its commit syncs, then it writes).
+
+        @return: the jobs and their results (values or L{Failure}s).
+        """
+        with self._jobsLock:
+            jobs, self._jobs = self._jobs, []
+            self._runnerQueued = False
+        journal = self.journal
+        results = []
+        try:
+            with journal.lock:
+                # A job alone commits and writes under one hold of its
+                # file's lock, as outside a group: the same one sync.
+                journal.grouping = len(jobs) > 1
+                try:
+                    for f, args, _ in jobs:
+                        try:
+                            results.append(f(*args))
+                        except BaseException:
+                            results.append(Failure())
+                finally:
+                    journal.grouping = False
+                    journal.flush()
+        except BaseException:
+            log.failure("mailbox jobs failed")
+        self.groups += 1
+        if len(results) < len(jobs):
+            results.extend([_lost()] * (len(jobs) - len(results)))
+        for i, result in enumerate(results):
+            if isinstance(result, Staged):
+                results[i] = result.result if result.done else _lost()
+        return jobs, results
+
+    def _answerJobs(self, done):
+        jobs, results = done
+        for (_, _, d), result in zip(jobs, results):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
 
     # -- deliveries
 
@@ -109,9 +185,13 @@ class JournalledDeliveries:
         if not batch:
             return batch, []
         try:
-            return batch, self._store_(batch)
+            outcomes = self._store_(batch)
         except BaseException:
             return batch, Failure()
+        if isinstance(outcomes, Staged):
+            # Written and answered after the group's sync.
+            return outcomes.then(lambda result: (batch, result))
+        return batch, outcomes
 
     def _gather(self):
         """
@@ -130,10 +210,11 @@ class JournalledDeliveries:
     def _store_(self, batch):
         """
         In the mailbox thread, under the journal's lock: build the records,
-        journal them with one sync, write them to their mbox files.
+        journal them (synced with the rest of the group), write them to
+        their mbox files.
 
         @return: for each message, its id (stored) or the exception
-            refusing it.
+            refusing it; or a L{Staged} giving that after the sync.
         """
         outcomes = [None] * len(batch)
         limit = self._store.maxMessageSize
@@ -156,15 +237,23 @@ class JournalledDeliveries:
                     outcomes[i] = errors.NoSuchUser(user)
                 continue
             todo[user] = (mailbox, st.st_ino, items)
+        self.batches += 1
+        self._lastBatch = len(batch)
+        if not todo:
+            return outcomes
+        return self.journal.stage(_deliveryRecords(todo),
+                                  lambda: self._write(todo, outcomes))
+
+    def _write(self, todo, outcomes):
+        """
+        Once their frame is synced: append the records to their mbox files,
+        unsynced.  Those whose file an expunge replaced since are journalled
+        again (synced at once: rare) for the new file.
+        """
         journal = self.journal
         for attempt in range(3):
-            if not todo:
-                break
-            journal.commit([
-                Record(DELIVERY, user=user, inode=ino, msgid=msgid, data=record)
-                for user, (_, ino, items) in sorted(todo.items())
-                for _, msgid, record in items
-            ])
+            if attempt:
+                journal.commit(_deliveryRecords(todo))
             again = {}
             aborts = []
             for user, (mailbox, ino, items) in sorted(todo.items()):
@@ -185,11 +274,11 @@ class JournalledDeliveries:
             if aborts:
                 journal.note(aborts)
             todo = again
+            if not todo:
+                break
         for user, (_, _, items) in todo.items():
             for i, _, _ in items:
                 outcomes[i] = errors.TemporaryFailure("the mailbox is being rewritten")
-        self.batches += 1
-        self._lastBatch = len(batch)
         return outcomes
 
     def _answer(self, result):
@@ -277,7 +366,8 @@ def journalledTransfer(source, target, records, flags, move):
     @param records: the records to append (L{recordForCopy}'s pieces), in
         order; their id lines give the ids.
     @param flags: the flags of each.
-    @return: the target's new entries.
+    @return: the target's new entries, or in a group a L{Staged} giving
+        them once the frame is synced and the files written.
     """
     wal = target.wal
     ids = [_idOf(record) for record in records]
@@ -298,19 +388,35 @@ def journalledTransfer(source, target, records, flags, move):
         if given:
             journalled.append(Record(FLAGS, user=target.walName, msgid=msgid,
                                      flags=flagsText(given)))
-    wal.commit(journalled)
-    try:
-        written = target.append(records, flags, durable=False, inode=ino)
-    except BaseException as e:
-        # Nothing was appended: the moves must not be replayed (their
-        # deletes would lose the messages).  Synced: rare.
-        wal.commit([Record(ABORT, user=target.walName, msgid=msgid) for msgid in ids])
-        if isinstance(e, InodeChanged):
-            raise errors.TemporaryFailure("the mailbox is being rewritten")
-        raise
-    if move:
-        source.markDeletedIds(ids, journalled=True)
-    return written
+
+    def apply():
+        # Once the frame is synced (with the rest of the group's).
+        try:
+            written = target.append(records, flags, durable=False, inode=ino)
+        except BaseException as e:
+            # Nothing was appended: the moves must not be replayed (their
+            # deletes would lose the messages).  Synced: rare.
+            wal.commit([Record(ABORT, user=target.walName, msgid=msgid) for msgid in ids])
+            if isinstance(e, InodeChanged):
+                raise errors.TemporaryFailure("the mailbox is being rewritten")
+            raise
+        if move:
+            source.markDeletedIds(ids, journalled=True)
+        return written
+
+    return wal.stage(journalled, apply)
+
+
+def _lost():
+    return Failure(errors.TemporaryFailure("the mailbox could not be written"))
+
+
+def _deliveryRecords(todo):
+    return [
+        Record(DELIVERY, user=user, inode=ino, msgid=msgid, data=record)
+        for user, (_, ino, items) in sorted(todo.items())
+        for _, msgid, record in items
+    ]
 
 
 def _idOf(record):

@@ -44,7 +44,6 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 
 from twisted_mail import errors
-from twisted_mail.stores.spool.journal import DELETE, Record
 from twisted_mail.stores.spool.folderfile import FolderFile
 from twisted_mail.stores.spool.flags import storeLines
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, MailboxLocks
@@ -226,7 +225,9 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             self._reindexed = False
             self._refresh(handle, journal)
             self._afterRefresh(handle, journal)
-            if self.seenToApply or self.seenUnwritten:
+            if not self._sameFile:
+                self._seenFresh = False
+            if self.seenToApply or (self.seenUnwritten and not self._seenFresh):
                 self._applySeen()
             yield handle
         finally:
@@ -315,6 +316,9 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         self._size = size
 
     def _add(self, entries):
+        # Entries made from the file: reads' \Seen marks held in memory
+        # must be applied to them again (FolderFile._applySeen).
+        self._seenFresh = False
         byId = self._byId
         for entry in entries:
             if entry.msgid is None:
@@ -676,6 +680,10 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                     entries.append(entry)
             if not entries:
                 return []
+            if not journalled and self.wal is not None and self.wal.grouping:
+                # Group commit: the X records now, the marks after the
+                # group's sync (docs/journal.rst).
+                return self._stageDeletes(entries)
             lines = b"".join(e.key.hex().encode("ascii") + b"\n" for e in entries)
             try:
                 if journalled:
@@ -702,8 +710,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         if self.wal is None:
             self._appendJournal(lines)
             return
-        self.wal.commit([Record(DELETE, user=self.walName, msgid=e.msgid, key=e.key)
-                         for e in entries])
+        self.wal.commit(self._deleteRecords(entries))
         self.wal.dirty.add(self.walName)
         self._appendJournal(lines, sync=False)
 
@@ -720,6 +727,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             entry = self.entries[i]
             if entry.deleted:
                 raise errors.NoCurrentMessage()
+            if self.wal is not None and self.wal.grouping:
+                return self._stageDeletes([entry], one=True)
             line = entry.key.hex().encode("ascii") + b"\n"
             try:
                 self._markDurably([entry], line)

@@ -476,15 +476,10 @@ class SpoolStore(SpoolFolders):
         if pool is None:
             pool = self._reactor.getThreadPool()
         if self._journalled is not None:
-            # One job at a time under the journal's lock: a checkpoint
-            # never falls between a commit and the writes it covers.
-            lock = self._journalled.journal.lock
-
-            def locked(f, *args):
-                with lock:
-                    return f(*args)
-
-            return deferToThreadPool(self._reactor, pool, locked, f, *args)
+            # In groups, one job at a time under the journal's lock: one
+            # journal sync for the group, and a checkpoint never falls
+            # between a commit and the writes it covers.
+            return self._journalled.run(pool, f, *args)
         return deferToThreadPool(self._reactor, pool, f, *args)
 
     def _mailbox(self, userid):

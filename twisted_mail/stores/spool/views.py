@@ -7,6 +7,7 @@ work runs in the mailbox threads, one job at a time per folder file.
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_mail import errors
@@ -34,6 +35,7 @@ from twisted_mail.stores.spool.indexing import _Everything
 from twisted_mail.stores.spool.flags import recordForCopy, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId, refuseMissing
 from twisted_mail.stores.spool.folders import Folders, newValidity
+from twisted_mail.stores.spool.journal import Staged
 from twisted_mail.stores.spool.journalled import journalledTransfer
 from twisted_mail.stores.spool.locks import LockSource
 
@@ -122,9 +124,18 @@ class SpoolFolders:
                 with targetBox.mbox.locked():
                     present = [m for m in ids if m in targetBox.mbox._byId
                                and not targetBox.mbox._byId[m].deleted]
+                deleted = None
                 if present and targetBox is not sourceBox:
-                    sourceBox.mbox.markDeletedIds(present)
+                    deleted = sourceBox.mbox.markDeletedIds(present)
+                if isinstance(deleted, Staged):
+                    # The intent goes once the deletes are durable.
+                    return deleted.then(ended)
                 folders.endMove()
+
+            def ended(result):
+                if not isinstance(result, Failure):
+                    folders.endMove()
+                return result
 
             return _runBoth(sourceBox, targetBox, job)
 
@@ -458,6 +469,9 @@ class SpoolFolderView:
                 flags.append(entry.flags)
             if source.mbox.wal is not None:
                 written = journalledTransfer(source.mbox, target.mbox, records, flags, move)
+                if isinstance(written, Staged):
+                    return written.then(lambda written: written if isinstance(
+                        written, Failure) else [(e.msgid, e.uid) for e in written])
                 return [(entry.msgid, entry.uid) for entry in written]
             if move:
                 folders.beginMove(_fileName(source), _fileName(target),
