@@ -137,9 +137,10 @@ class Options(usage.Options):
         [
             "no-journal",
             None,
-            "Sync each mailbox file a batch of deliveries touched, instead of "
-            "the spool's write-ahead journal (one sync per batch, the files "
-            "synced every second: docs/journal.rst).",
+            "Sync each mailbox file a batch of deliveries or a command "
+            "touched, instead of the spool's write-ahead journal (one sync "
+            "per group of deliveries and commands, the files synced every "
+            "second: docs/journal.rst).",
         ],
     ]
 
