@@ -82,6 +82,58 @@ class ServeTests(SynchronousTestCase):
         self.assertEqual(found.total, 3)
 
 
+class CatchUpTests(SynchronousTestCase):
+    def test_catchUpIndexesNewMailOnly(self):
+        """A kick's catch-up indexes the mail that arrived; a delete made meanwhile is still right in the next search, which syncs in full."""
+        path = _spoolWithMail(self)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(store.close)
+        index = store._mailbox("bob").index
+        indexer.resultOf(index.catchUp())  # the first is a full sync
+        self.assertEqual(_indexed(path, "bob"), 3)
+        folder = indexer.resultOf(store.openFolder("bob", "INBOX"))
+        first = indexer.resultOf(folder.listMessages()).messages[0].id
+        indexer.resultOf(folder.deleteMessages([first]))
+        folder.close()
+        for n in range(2):
+            indexer.resultOf(store.deliverMessage(
+                "x@example.com", "bob", "Subject: new {}\n\nlunch on friday\n".format(n).encode()))
+        indexer.resultOf(index.catchUp())
+        # Only the new mail: the deleted message is still in the index.
+        self.assertEqual(_indexed(path, "bob"), 5)
+        found = indexer.resultOf(store.search("bob", parseQuery("friday lunch")))
+        self.assertEqual(found.total, 4)
+        self.assertNotIn(first, [s.id for s in found.messages])
+        self.assertEqual(_indexed(path, "bob"), 4)
+
+    def test_settledUsersSyncedInFull(self):
+        """Once no kick has come for a while, the users caught up are synced in full, so a search has nothing left to do."""
+        path = _spoolWithMail(self)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(store.close)
+        folder = indexer.resultOf(store.openFolder("bob", "INBOX"))
+        first = indexer.resultOf(folder.listMessages()).messages[0].id
+        indexer.resultOf(folder.deleteMessages([first]))
+        folder.close()
+        self.patch(indexer, "SETTLE", 0.01)
+        r, w = os.pipe()
+        os.write(w, b"bob\n")
+
+        def close():
+            time.sleep(0.2)
+            os.close(w)
+
+        import threading
+        closer = threading.Thread(target=close)
+        closer.start()
+        try:
+            indexer.serve(path, r, io.StringIO())
+        finally:
+            closer.join()
+            os.close(r)
+        self.assertEqual(_indexed(path, "bob"), 2)
+
+
 class ProcessTests(TestCase):
     timeout = 120
 

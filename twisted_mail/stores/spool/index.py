@@ -452,7 +452,9 @@ class SearchDatabase:
                 keys = _OrderKeys(db)
                 known = self._knownWords()
                 batchWords = set()
-                indexedIds = {msgid for msgid, _ in pairs}
+                # A few additions (a catch-up) look their ids up; a build
+                # takes them all at once.
+                indexedIds = {msgid for msgid, _ in pairs} if len(add) > 64 else None
                 for key, summary, doc in add:
                     if (summary.id, key) in pairs:
                         continue
@@ -461,7 +463,7 @@ class SearchDatabase:
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
                     old = None
-                    if summary.id in indexedIds:
+                    if indexedIds is None or summary.id in indexedIds:
                         old = db.execute("SELECT rowid, key FROM msg WHERE folder=? AND id=?",
                                          (folder, summary.id)).fetchone()
                     rowid = None
@@ -480,7 +482,8 @@ class SearchDatabase:
                     texts.append((rowid,) + fields)
                     extras.append((rowid,) + extra)
                     batchWords.update(words)
-                    indexedIds.add(summary.id)
+                    if indexedIds is not None:
+                        indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
                 # In rowid order: FTS5 writes out what it holds whenever a
                 # rowid goes down (a segment per message, otherwise).

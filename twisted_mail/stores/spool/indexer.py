@@ -9,10 +9,12 @@ deliveries for the GIL; done here it runs on another core, or when the
 server leaves the CPU idle (C{nice} 10), and never delays an
 acknowledgement.  The server writes a user id per line on the process's
 standard input, at most once per L{KICK_DELAY} per mailbox after a
-delivery batch; the process catches that user's INBOX index up (the same
-L{MailboxIndex.sync} the server would run, through a spool store of its
-own, under the same locks as any process sharing the spool), coalescing
-the lines waiting.  It ends at the end of its input: when the server
+delivery batch; the process catches that user's INBOX index up with the
+mail that arrived (L{MailboxIndex.catchUp}: its cost follows the new mail,
+not the mailbox), through a spool store of its own, under the same locks
+as any process sharing the spool, coalescing the lines waiting; once no
+kick has come for L{SETTLE} seconds, it syncs those users in full (the
+same L{MailboxIndex.sync} a search would run first).  It ends at the end of its input: when the server
 closes it or dies.
 
 Nothing depends on it: a search still catches up what it has not yet done
@@ -33,6 +35,11 @@ from twisted_mail.stores.base import AtOnce
 
 #: How much lower the process's priority is than the server's.
 NICENESS = 10
+
+#: Seconds without a kick after which the users caught up since are
+#: synced in full (their deletes, flag changes and rewrites indexed, and
+#: the index's stamp brought up to date, so a search need not).
+SETTLE = 2.0
 
 #: How many processes parse a large catch-up (a mailbox the server has
 #: not indexed yet): L{twisted_mail.stores.spool.indexing.PARALLEL_FROM}.
@@ -81,20 +88,33 @@ def serve(spoolPath, fd, err=sys.stderr):
 
     store = SpoolStore(spoolPath, reactor=SynchronousReactor())
     rest = b""
+    # Users caught up since their last full sync: synced in full once no
+    # kick has come for SETTLE seconds.
+    settling = {}
+
+    def each(userids, how):
+        for userid in userids:
+            try:
+                index = store._mailbox(userid).index
+                index.parsers = PARSERS
+                resultOf(how(index))
+            except Exception as e:
+                err.write("{}: {}\n".format(userid, e))
+                err.flush()
+
     try:
         while True:
+            if settling and not select.select([fd], [], [], SETTLE)[0]:
+                users = list(settling)
+                settling.clear()
+                each(users, lambda index: index.sync())
+                continue
             data = _waitingLines(fd)
             *lines, rest = (rest + data).split(b"\n")
-            for userid in dict.fromkeys(line.decode("utf-8", "replace") for line in lines):
-                if not userid:
-                    continue
-                try:
-                    index = store._mailbox(userid).index
-                    index.parsers = PARSERS
-                    resultOf(index.sync())
-                except Exception as e:
-                    err.write("{}: {}\n".format(userid, e))
-                    err.flush()
+            users = [u for u in dict.fromkeys(
+                line.decode("utf-8", "replace") for line in lines) if u]
+            each(users, lambda index: index.catchUp())
+            settling.update(dict.fromkeys(users))
             if not data:
                 return
     finally:

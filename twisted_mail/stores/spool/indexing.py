@@ -20,6 +20,7 @@ L{PARALLEL_FROM} new messages or more may parse them in several processes
 (L{MailboxIndex.parsers}) while this one writes the index.
 """
 
+import bisect
 import os
 import sqlite3
 import sys
@@ -133,6 +134,9 @@ class MailboxIndex:
         self._waiting = None
         self._kick = None
         self._snapshotAt = None
+        # The newest serial of the mailbox's entries this process has
+        # indexed up to (L{catchUp}), or None before the first full sync.
+        self._caughtUp = None
 
     # -- the entries snapshot, for the mbox reader's quick start
 
@@ -285,9 +289,10 @@ class MailboxIndex:
                 live = [(e.msgid, e.key, e.uid, e.flags) for e in mbox.entries
                         if not e.deleted]
                 snapshot = _entriesSnapshot(mailbox) if wantSnapshot else None
-            return stamp, live, snapshot
+                top = _newestSerial(mbox)
+            return stamp, live, snapshot, top
 
-        stamp, live, snapshot = yield mailbox.run(look)
+        stamp, live, snapshot, top = yield mailbox.run(look)
         liveSet = {(msgid, key) for msgid, key, _, _ in live}
         new = [(msgid, key) for msgid, key, _, _ in live if (msgid, key) not in known]
         changed = [(msgid, key, uid, flags) for msgid, key, uid, flags in live
@@ -309,13 +314,60 @@ class MailboxIndex:
             yield self._inThread(self.writer.optimize)
         if snapshot is not None:
             self._snapshotAt = now
+        self._caughtUp = top
+
+    def catchUp(self):
+        """
+        Index the mail that arrived since the last L{sync} or catch-up in
+        this process, and nothing else: the indexing process's answer to a
+        kick after deliveries, whose cost follows the new mail, not the
+        mailbox (a full L{sync} compares every message with the index).
+        Deletes, flag changes and another program's rewrites wait for the
+        next full sync, which a search runs first: the stamp is left as it
+        was, so the index still looks stale to L{freshen}.  The first call
+        in a process is a full sync.
+
+        @return: a L{Deferred}, as L{sync}'s.
+        """
+        if self._caughtUp is None:
+            return self.sync()
+        return self._writeLock.run(self._catchUpOnce).addErrback(self._catchUpFailed)
+
+    def _catchUpFailed(self, f):
+        if f.check(errors.MailError):
+            return f
+        log.failure("search index of {user}: catch-up failed", f, user=self._userid)
+        # The next kick syncs in full, and repairs.
+        self._caughtUp = None
+        raise errors.TemporaryFailure("the search index can't be written")
 
     @defer.inlineCallbacks
-    def _readAndIndex(self, new, pool):
+    def _catchUpOnce(self):
+        mailbox = self._mailbox
+        mbox = mailbox.mbox
+        after = self._caughtUp
+
+        def look():
+            with mbox.locked():
+                return _newestSerial(mbox), [
+                    (e.msgid, e.key) for e in _entriesAfter(mbox, after) if not e.deleted]
+
+        top, arrived = yield mailbox.run(look)
+        if arrived:
+            known = yield self._inThread(self.writer.pairs, self.folderKey)
+            new = [pair for pair in arrived if pair not in known]
+            yield self._readAndIndex(new, None, after)
+        self._caughtUp = max(top, after)
+
+    @defer.inlineCallbacks
+    def _readAndIndex(self, new, pool, after=None):
         """
         Read the messages C{new} (C{(id, key)} pairs) from the mbox file and
         index them, a batch at a time; with a process C{pool}, each batch is
         parsed there while the one before is written.
+
+        @param after: if given, every one of C{new} came after this serial
+            (only the file's entries after it are looked at).
         """
         mailbox = self._mailbox
         mbox = mailbox.mbox
@@ -329,7 +381,7 @@ class MailboxIndex:
             def read(wanted=wanted):
                 with mbox.locked() as handle:
                     return [(e.msgid, e.key, mbox.read(handle, e), e.uid, e.flags)
-                            for e in mbox.entries
+                            for e in _entriesAfter(mbox, after)
                             if not e.deleted and (e.msgid, e.key) in wanted]
 
             records = (yield mailbox.run(read)) if wanted else []
@@ -591,3 +643,20 @@ def _unreadable(msgid, record):
     fields = dict.fromkeys(
         ["from", "to", "cc", "bcc", "subject", "body", "attachment", "headers"], "")
     return MessageSummary(msgid, len(record), 0), SearchDocument(fields, [], None, 0)
+
+
+def _newestSerial(mbox):
+    """
+    The serial of C{mbox}'s newest entry (0 for none), under its lock.
+    """
+    return mbox._serialList[-1] if mbox._serialList else 0
+
+
+def _entriesAfter(mbox, serial):
+    """
+    C{mbox}'s entries after C{serial} (all of them for L{None}), under its
+    lock: serials grow in file order.
+    """
+    if serial is None:
+        return mbox.entries
+    return mbox.entries[bisect.bisect_right(mbox._serialList, serial):]
