@@ -212,9 +212,8 @@ class MailboxIndex:
         """
         After deliveries through the journal: have the indexing process
         catch up soon, when there is one.  (Without it the next search
-        catches up, as before the process: a worker kicking its own syncs
-        after journalled deliveries did not always finish stopping once its
-        supervisor was killed, in tests/test_crash.py's workers harness.)
+        catches up, as before the process: a worker does not index after
+        its deliveries; see docs/search.rst.)
         """
         if self.remote is not None:
             self.kick()
@@ -466,9 +465,7 @@ class MailboxIndex:
             return self.sync() if isStale else None
 
         def damaged(f):
-            if f.check(sqlite3.Error):
-                # Locked by another process past the timeout: not damage.
-                raise errors.TemporaryFailure("the search index is busy; try again")
+            _refuseBusy(f)
             f.trap(IndexDamaged)
             self.reader.close()
             return self._writeLock.run(self._inThread, self.writer.discard).addCallback(
@@ -492,8 +489,8 @@ class MailboxIndex:
             self._kept = folders
 
         def busy(f):
-            f.trap(sqlite3.Error)
-            raise errors.TemporaryFailure("the search index is busy; try again")
+            _refuseBusy(f)
+            return f
 
         return self._writeLock.run(self._inThread, self.writer.keepOnly, sorted(folders)
                                    ).addCallbacks(kept, busy)
@@ -514,8 +511,7 @@ class MailboxIndex:
             return self.reader.search(query, folders, start, limit, names)
 
         def damaged(f):
-            if f.check(sqlite3.Error):
-                raise errors.TemporaryFailure("the search index is busy; try again")
+            _refuseBusy(f)
             f.trap(IndexDamaged)
             self.reader.close()
             raise errors.TemporaryFailure("the search index is being rebuilt; try again")
@@ -643,6 +639,17 @@ def _unreadable(msgid, record):
     fields = dict.fromkeys(
         ["from", "to", "cc", "bcc", "subject", "body", "attachment", "headers"], "")
     return MessageSummary(msgid, len(record), 0), SearchDocument(fields, [], None, 0)
+
+
+def _refuseBusy(f):
+    """
+    An index another process holds locked past the timeout (an
+    L{sqlite3.Error}) is not damage: the caller is told to try again.
+
+    @raise errors.TemporaryFailure: if C{f} is that.
+    """
+    if f.check(sqlite3.Error):
+        raise errors.TemporaryFailure("the search index is busy; try again")
 
 
 def _newestSerial(mbox):
