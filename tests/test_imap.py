@@ -10,6 +10,7 @@ from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.doors.imap import parser
+from twisted_mail.mail.model import MailEvent
 
 from .imaphelp import IMAPSession, message, recordBatchedReads
 
@@ -471,6 +472,28 @@ class ChangeTests(SynchronousTestCase):
         other.command(b"e EXPUNGE")
         self.assertEqual(a.read(), b"* 1 EXPUNGE\r\n")
         self.assertEqual(a.command(b"DONE"), b"i OK IDLE terminated\r\n")
+
+    def test_ownStoreNewerThanANotedChange(self):
+        """
+        A flag change noted from elsewhere before this session's own STORE
+        (its snapshot older than the STORE) does not undo the STORE: the
+        message flagged \\Deleted is expunged.
+        """
+        s = IMAPSession(messages=[message(b"one"), message(b"two")])
+        s.select()
+        view = s.protocol.view
+        older = view.summaries[0].replace(flags=frozenset())
+        setFlags = view.folder.setFlags
+
+        def setThenNote(*args, **kwargs):
+            d = setFlags(*args, **kwargs)
+            # A change from an older look, noted before the STORE's answer.
+            view.eventReceived(MailEvent("flags", "INBOX", summary=older))
+            return d
+
+        self.patch(view.folder, "setFlags", setThenNote)
+        self.assertIn(b"T OK", s.command(b"T STORE 1 +FLAGS (\\Deleted)"))
+        self.assertEqual(s.command(b"E EXPUNGE"), b"* 1 EXPUNGE\r\nE OK EXPUNGE completed\r\n")
 
     def test_serverStopSaysBye(self):
         """

@@ -232,6 +232,35 @@ class FlagTests(SpoolModelTestCase):
                       [(e.kind, e.folder, e.msgid) for e in events])
 
 
+    def test_flagsFromAnOlderLookWait(self):
+        """
+        A watcher never hears flags older than a change made through its own
+        store while its look ran: it hears the newer flags instead.
+        """
+        self.ok(self.store.deliver("alice", "bob", b"hi\n"))
+        other = self.again()
+        events = []
+        self.addCleanup(other.watch("bob", events.append))
+        (message,) = self.listed(store=other)
+        # Another process flags it; the watcher's next look sees that...
+        self.ok(self.ok(self.store.openMailbox("bob")).setFlags([message.id], add=[FLAGGED]))
+        # ...and while it looks, a change is made through its own store.
+        mailbox = self.ok(other._resolve("bob", INBOX))
+        summarized = mailbox.summarized
+        mine = self.ok(other.openMailbox("bob"))
+
+        def changeMeanwhile(records):
+            mailbox.summarized = summarized
+            self.ok(mine.setFlags([message.id], add=[SEEN]))
+            return summarized(records)
+
+        mailbox.summarized = changeMeanwhile
+        other._reactor.advance(POLL_INTERVAL)
+        heard = [e.summary.flags for e in events
+                 if e.kind == "flags" and e.summary.id == message.id]
+        self.assertEqual(heard, [frozenset([FLAGGED, SEEN])])
+
+
 class CrashTests(SpoolModelTestCase):
     def test_interruptedRewriteUndone(self):
         """

@@ -60,7 +60,10 @@ class SelectedMailbox:
         return summary if flags is None else summary.replace(flags=flags)
 
     def setFlags(self, position, flags):
-        self._flags[self.summaries[position].uid] = frozenset(flags)
+        uid = self.summaries[position].uid
+        self._flags[uid] = frozenset(flags)
+        # This session's own change is newer than a change noted before it.
+        self._changed.pop(uid, None)
 
     def isRecent(self, position):
         return self.summaries[position].uid in self.recent

@@ -177,12 +177,22 @@ class UserWatch(_OneCheckAtATime):
                     events.append(MailEvent("expunge", name, msgid=msgid, uid=uid))
             if records:
                 summaries = yield mailbox.summarized(records)
+                # A change made through this process since this look began
+                # (it asked for another check) may be newer than the flags
+                # seen here, and a session was told of it already: flag
+                # changes wait for that check, which compares with the
+                # flags last announced.
+                stale = self._again
                 for (msgid, _, _), summary in zip(records, summaries):
-                    uid, flags, _ = now[msgid]
+                    uid, flags, key = now[msgid]
                     summary = summary.replace(uid=uid, flags=flags, folder=name)
                     kind = "message" if msgid not in previous else "flags"
-                    if kind == "flags" and previous[msgid][1] == flags:
-                        continue
+                    if kind == "flags":
+                        if previous[msgid][1] == flags:
+                            continue
+                        if stale:
+                            now[msgid] = (uid, previous[msgid][1], key)
+                            continue
                     events.append(MailEvent(kind, name, summary=summary))
             store._watchers.announce(self.userid, events)
 
