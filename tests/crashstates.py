@@ -929,3 +929,120 @@ def recoveryWorkload(workload, path, limit=64):
         journalModule.bootId, recovery.inodeNumber = real
     store.close()
     return recorder, acked, inodes
+
+
+# -- UIDs never given twice, even when another program removes the newest
+
+
+class UidWorkload(Workload):
+    """
+    A L{Workload} that also marks, after each acknowledged delivery, the
+    highest UID its mailbox has given and the mailbox's C{UIDVALIDITY}:
+    C{("ack", "uid", (user, uidvalidity, uid))}.
+    """
+
+    def deliver(self, *users):
+        Workload.deliver(self, *users)
+        for user in sorted(set(users)):
+            mbox = self.store._mailboxes[user].mbox
+            self._mark("uid", (user, mbox.uidValidity, mbox.uidNext - 1))
+
+
+def uidWorkload(path, journal=True):
+    """
+    Deliveries to one mailbox in three batches, with checkpoints between
+    (the journal trimmed: the UIDs given are in the files and the UID
+    record alone): recorded.
+
+    @return: the L{UidWorkload}, stopped.
+    """
+    w = UidWorkload(path, users=("amy",), journal=journal)
+    w.record()
+    try:
+        w.deliver("amy", "amy")
+        w.checkpoint()
+        w.deliver("amy")
+        w.checkpoint()
+        w.deliver("amy")
+    finally:
+        w.stop()
+    return w
+
+
+def uidProblems(path, users, acked, journal, inodes=None, boot=b"another boot...."):
+    """
+    What UIDs the spool at C{path} would give again: another program (mutt
+    deleting mail) empties each mailbox file after the power cut, before
+    the server's first look; then the next UID of each mailbox must be
+    above every UID acknowledged under the same C{UIDVALIDITY}.
+
+    @param acked: the markers, with C{("ack", "uid", (user, validity,
+        uid))} (L{UidWorkload}).
+    @return: a L{list} of problems (empty: the state is fine).
+    """
+    given = {}
+    for _, kind, key in acked:
+        if kind == "uid":
+            user, validity, uid = key
+            given[(user, validity)] = max(uid, given.get((user, validity), 0))
+    for user in users:
+        name = os.path.join(path, user)
+        if os.path.exists(name):
+            os.truncate(name, 0)
+    real = journalModule.bootId, recovery.inodeNumber
+    journalModule.bootId = lambda: boot
+    if inodes:
+        recovery.inodeNumber = lambda ino: inodes.get(ino, ino)
+    store = None
+    try:
+        store = SpoolStore(FilePath(path), reactor=SynchronousThreads(), journal=journal,
+                           searchIndex=False)
+        store.repairNow()
+        found = []
+        for user in users:
+            for info in _result(store.listFolders(user)):
+                if info.name != "INBOX":
+                    continue
+                top = given.get((user, info.uidValidity), 0)
+                if info.uidNext <= top:
+                    found.append("%s: UIDNEXT %d under UIDVALIDITY %d, but UID %d was given"
+                                 % (user, info.uidNext, info.uidValidity, top))
+        return found
+    except Exception as e:
+        return ["recovery or reading failed: %r" % (e,)]
+    finally:
+        journalModule.bootId, recovery.inodeNumber = real
+        if store is not None:
+            store.close()
+
+
+def exploreUids(recorder, users, journal, limit=64, seed=0, maxStates=None):
+    """
+    L{explore} for L{uidProblems}.
+
+    @return: C{(states generated, distinct states checked, failures)}.
+    """
+    seen = set()
+    failures = []
+    generated = 0
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    scratch = tempfile.mkdtemp(prefix="crashuids-", dir=shm)
+    try:
+        for point, markers, state in crashStates(recorder, limit, seed):
+            generated += 1
+            key = (stateKey(state), len(markers))
+            if key in seen:
+                continue
+            seen.add(key)
+            path = os.path.join(scratch, "s%d" % (len(seen),))
+            os.mkdir(path)
+            made = writeState(state, path)
+            wrong = uidProblems(path, users, markers, journal, made)
+            if wrong:
+                failures.append((point, wrong))
+            shutil.rmtree(path)
+            if maxStates is not None and len(seen) >= maxStates:
+                break
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return generated, len(seen), failures

@@ -105,3 +105,34 @@ class ExplorerTests(SynchronousTestCase):
                                             maxStates=120)
         self.assertTrue(any("not the acknowledged" in problem
                             for _, found in failures for problem in found), failures[:3])
+
+
+class UidExplorerTests(SynchronousTestCase):
+    """
+    UIDs are never given twice under one UIDVALIDITY, even when a power cut
+    is followed by another program deleting the newest mail before the
+    server looks (docs/folders.rst, "Ids and UIDs").
+    """
+
+    def explore(self, journalled):
+        path = os.path.join(os.path.abspath(self.mktemp()), "spool")
+        workload = crashstates.uidWorkload(path, journal=journalled)
+        self.addCleanup(workload.close)
+        return crashstates.exploreUids(workload.recorder, workload.users, journalled,
+                                       limit=LIMIT)[1:]
+
+    def test_journalled(self):
+        """
+        With the journal, no state a power cut may leave gives an acknowledged message's UID again after another program emptied the mailbox.
+        """
+        checked, failures = self.explore(True)
+        self.assertGreater(checked, 20)
+        self.assertEqual(failures[:3], [])
+
+    def test_withoutJournal(self):
+        """
+        Without the journal, likewise.
+        """
+        checked, failures = self.explore(False)
+        self.assertGreater(checked, 20)
+        self.assertEqual(failures[:3], [])

@@ -660,6 +660,45 @@ class CrashRepairTests(SpoolTestCase):
         self.assertEqual([payloads[0], payloads[2]], [b"first\n", b"after\n"])
         self.assertEqual(len(payloads), 3)
 
+    def test_previousReleasesIntentCut(self):
+        """
+        A torn tail whose intent the previous release wrote (no UIDNEXT in
+        it) is still recognised and cut off after an upgrade.
+        """
+        path, good, record = self.prepare()
+        ino = os.stat(path).st_ino
+        with open(path, "ab") as f:
+            f.write(record[:50])
+        old = b"%d %d %d %s" % (ino, len(good), len(good) + len(record),
+                                record[:32].hex().encode())
+        FilePath(self.store.path).child(".bob.append").setContent(old.ljust(127) + b"\n")
+        store = makeSpoolStore(self, self.store.path)
+        self.assertEqual(len(self.bodies("bob", store)), 2)
+        self.assertEqual(FilePath(path).getContent(), good)
+        self.flushLoggedErrors()
+
+    def test_uidNextFromTheIntent(self):
+        """
+        A UID record older than the mail (its last write lost in a power
+        cut) does not make the server give a UID again once another program
+        removed the newest message: the append intent, synced with each
+        append, keeps UIDNEXT.
+        """
+        path, good, record = self.prepare()
+        uids = FilePath(self.store.path).child(".bob.uids")
+        before = uids.getContent()
+        self.ok(self.store.deliver("alice", "bob", b"third\n"))
+        self.store.close()
+        # The record's write after the third delivery is lost; another
+        # program deletes the third message.
+        uids.setContent(before)
+        FilePath(path).setContent(good)
+        store = makeSpoolStore(self, self.store.path)
+        view = self.ok(store.openFolder("bob", "INBOX"))
+        info = [f for f in self.ok(store.listFolders("bob")) if f.name == "INBOX"][0]
+        self.assertEqual(info.uidNext, 4)
+        view.close()
+
     def test_completeAppendKept(self):
         """
         An append that completed is kept even if its intent record survived.

@@ -164,7 +164,10 @@ class FolderFile:
             return
         validity, uidnext, generation, _ = found
         self.uidValidity = validity
-        self.uidNext = max(uidnext, top + 1)
+        # The append intent's UIDNEXT was synced with the appends (the
+        # record's write may have been lost in a power cut).
+        self._readIntent()
+        self.uidNext = max(uidnext, top + 1, self._intentNext)
         self._generation = generation
 
     def _saveUids(self, sync):

@@ -289,16 +289,20 @@ def flagsOfText(text):
 
 def syncSpoolFiles(dirfd, users, created=True):
     """
-    Sync, in bulk, the mbox files and delete-mark files of C{users} (file
-    names as records give them: L{filePaths}), then their directories (a
-    delete-mark file may be new): a checkpoint.
+    Sync, in bulk, the mbox files, delete-mark files and UID records of
+    C{users} (file names as records give them: L{filePaths}), then their
+    directories (a delete-mark file may be new): a checkpoint.  The UID
+    record goes with its file: once the journal is trimmed, it alone keeps
+    the UIDs given to messages another program may delete.
     """
     folders = set()
     for user in sorted(users):
         folder, mbox, marks = filePaths(user)
         if folder != ".":
             folders.add(folder)
-        for name in (mbox, marks):
+        head, _, base = mbox.rpartition("/")
+        uids = (head + "/" if head else "") + "." + base + ".uids"
+        for name in (mbox, marks, uids):
             try:
                 fd = os.open(name, os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
             except (FileNotFoundError, OSError):

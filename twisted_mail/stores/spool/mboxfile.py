@@ -489,7 +489,8 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             try:
                 try:
                     self._writeIntent(ino, start, end, sync=durable,
-                                      head=_head(chunks, _INTENT_HEAD), fd=intent)
+                                      head=_head(chunks, _INTENT_HEAD), fd=intent,
+                                      uidNext=self.uidNext)
                     _writeAll(fd, chunks, start)
                     if durable:
                         os.fdatasync(fd)

@@ -46,6 +46,10 @@ class CrashRecovery:
     C{_journalPos}.
     """
 
+    #: The highest UIDNEXT the append intent held or was given (L{_writeIntent}).
+    _intentNext = 0
+
+
     # -- the delete journal
 
     def _readJournal(self):
@@ -133,6 +137,12 @@ class CrashRecovery:
         finally:
             self._intentFile.release(fd)
         fields = data.split()
+        if fields and fields[0].startswith(b"U"):
+            try:
+                self._intentNext = max(self._intentNext, int(fields[0][1:]))
+            except ValueError:
+                return None
+            del fields[0]
         try:
             ino, start, end = (int(x) for x in fields[:3])
             head = bytes.fromhex(fields[3].decode("ascii")) if len(fields) > 3 else b""
@@ -177,16 +187,27 @@ class CrashRecovery:
         self._intentFile.close()
         self._uidsFile.close()
 
-    def _writeIntent(self, ino, start, end, sync, head=b"", fd=None):
+    def _writeIntent(self, ino, start, end, sync, head=b"", fd=None, uidNext=0):
         """
         Record (or, with zeros, clear) where an append begins and ends, and
         its first bytes, so that a crash's torn tail can be recognised as
-        ours and cut off exactly.
+        ours and cut off exactly; and the mailbox's UIDNEXT after it.
+
+        The intent is synced before the append's bytes are written (without
+        the journal), so its UIDNEXT is on disk whenever a message that
+        raised it is: the UID record, written but not synced per append,
+        may be older after a power cut, and if another program then removed
+        the newest messages, their UIDs would otherwise be given again.
+        A clear keeps the UIDNEXT.
 
         @param fd: the intent file, open (L{_openIntent}); by default it is
             opened and closed here.
+        @param uidNext: UIDNEXT after the append (never lowered).
         """
-        record = b"%d %d %d %s" % (ino, start, end, head[:_INTENT_HEAD].hex().encode())
+        self._intentNext = max(self._intentNext, uidNext)
+        record = b"U%d %d %d %d" % (self._intentNext, ino, start, end)
+        room = (_INTENT_SIZE - 2 - len(record)) // 2
+        record += b" " + head[:max(0, min(_INTENT_HEAD, room))].hex().encode()
         record = record.ljust(_INTENT_SIZE - 1) + b"\n"
         if fd is None:
             fd = self._openIntent()
