@@ -70,7 +70,7 @@ class SideFileTests(SynchronousTestCase):
         A UID record another program replaced (renamed over) is the one
         the next delivery updates, not the old file kept open.
         """
-        validity, uidnext, generation, rest = readUidRecord(self.one._dirfd, "bob")
+        validity, uidnext, generation, rest, _ = readUidRecord(self.one._dirfd, "bob")
         writeUidRecord(self.one._dirfd, "bob", validity, 500, generation, rest)
         self.successResultOf(self.two.deliver("amy", "bob", b"third\n"))
         self.assertEqual(readUidRecord(self.one._dirfd, "bob")[1],

@@ -132,6 +132,21 @@ class PermanentIdTests(SpoolModelTestCase):
         self.assertEqual(now[0], first[1])
         self.assertNotIn(now[1], first)
 
+    def test_twinIdNeverReusedInOneRun(self):
+        """
+        In a mailbox the server made, another program's mail gets ids of its own from the first: a byte-identical copy appended after its twin was deleted never gets the twin's id, even without a restart.
+        """
+        self.listed()
+        self.appendForeign(b"same\n", b"same\n")
+        first = [m.id for m in self.listed()]
+        view = self.ok(self.store.openMailbox("bob"))
+        self.ok(view.deleteMessages([first[0]]))
+        self.ok(view.close())
+        self.appendForeign(b"same\n")
+        now = [m.id for m in self.listed()]
+        self.assertEqual(now[0], first[1])
+        self.assertNotIn(now[1], first)
+
     def test_previousReleaseKeepsIds(self):
         """
         A spool the previous release wrote (no UIDs; a message of ours, and
@@ -161,6 +176,121 @@ class PermanentIdTests(SpoolModelTestCase):
         view = self.ok(store.openMailbox("bob"))
         self.assertNotEqual(view.uidValidity, validity)
         self.assertEqual([m.uid for m in self.listed(store=store)], [1])
+
+
+class CopiedInTests(SpoolModelTestCase):
+    """
+    Mail another program copies into a folder file with the store's lines
+    (mutt's copy-message or save-message from another folder) is a copy: a
+    new id and a new UID, so ids stay unique per user across folders and no
+    UID is given twice (docs/folders.rst, "Ids and UIDs for mail other
+    programs wrote").
+    """
+
+    def setUp(self):
+        SpoolModelTestCase.setUp(self)
+        self.ok(self.store.createFolder("bob", "Work"))
+        for body in [b"w1\n", b"w2\n", b"w3\n"]:
+            self.ok(self.store.appendMessage("bob", "Work", MESSAGE + body, []))
+        for i in range(3):
+            self.ok(self.store.deliver("alice", "bob", b"inbox %d\n" % (i,)))
+
+    def records(self, path):
+        with open(path, "rb") as f:
+            parts = f.read().split(b"\n\nFrom ")
+        return parts[:1] + [b"From " + part for part in parts[1:]]
+
+    def copyInto(self, path, record):
+        with open(path, "ab") as f:
+            f.write(b"\n" + record.rstrip(b"\n") + b"\n")
+
+    def everyId(self, store=None):
+        ids = []
+        for name in ["INBOX", "Work"]:
+            ids.extend(m.id for m in self.listed(name, store=store))
+        return ids
+
+    def assertCopy(self, listing, before, uids):
+        self.assertEqual([(m.id, m.uid) for m in listing[:-1]], before)
+        self.assertNotIn(listing[-1].id, [i for i, _ in before])
+        self.assertGreater(listing[-1].uid, max(uids))
+
+    def test_copyWithLowerUid(self):
+        """
+        A message copied from a folder whose UIDs are lower (X-UID below the last one) gets a new UID and a new id: never a second message with one UID, nor one id in two folders.
+        """
+        before = [(m.id, m.uid) for m in self.listed()]
+        self.listed("Work")
+        self.copyInto(self.inbox, self.records(self.folderFile("Work"))[0])
+        listing = self.listed()
+        self.assertCopy(listing, before, [3])
+        self.assertEqual(len(set(self.everyId())), 7)
+
+    def test_copyIntoTheGap(self):
+        """
+        A copy carrying the UID of a message since expunged (between the last UID and UIDNEXT) does not get that UID again.
+        """
+        view = self.ok(self.store.openMailbox("bob"))
+        last = self.listed()[-1]
+        gone = self.records(self.inbox)[-1]
+        self.ok(view.deleteMessages([last.id]))
+        self.ok(view.close())
+        before = [(m.id, m.uid) for m in self.listed()]
+        self.copyInto(self.inbox, gone)
+        listing = self.listed()
+        self.assertEqual(len(listing), 3)
+        self.assertCopy(listing, before, [last.uid])
+
+    def test_copyWithHigherUid(self):
+        """
+        A message copied from a folder whose UIDs are higher (X-UID at or above this folder's UIDNEXT) gets a new id.
+        """
+        for i in range(5):
+            self.ok(self.store.appendMessage("bob", "Work", MESSAGE, []))
+        before = [(m.id, m.uid) for m in self.listed()]
+        work = self.listed("Work")
+        self.copyInto(self.inbox, self.records(self.folderFile("Work"))[-1])
+        listing = self.listed()
+        self.assertNotIn(listing[-1].id, [m.id for m in work])
+        self.assertCopy(listing, before, [3])
+
+    def test_copyMadeWhileStopped(self):
+        """
+        A copy made while the server was stopped is found at the next start.
+        """
+        self.listed("Work")
+        before = [(m.id, m.uid) for m in self.listed()]
+        work = self.folderFile("Work")
+        self.store.close()
+        self.copyInto(self.inbox, self.records(work)[1])
+        store = self.again()
+        self.assertCopy(self.listed(store=store), before, [3])
+        self.assertEqual(len(set(self.everyId(store))), 7)
+
+    def test_anotherServersMailIsNotACopy(self):
+        """
+        Mail another server process on the same spool delivered or moved in keeps the id and UID it was given.
+        """
+        other = self.again()
+        self.listed()
+        delivered = self.ok(other.deliver("alice", "bob", b"from the other\n"))
+        work = self.ok(other.openFolder("bob", "Work"))
+        moved = self.ok(work.listMessages()).messages[0]
+        self.ok(work.moveMessages([moved.id], "INBOX"))
+        listing = self.listed()
+        self.assertEqual([m.id for m in listing[-2:]], [delivered, moved.id])
+        self.assertEqual([m.uid for m in listing[-2:]], [4, 5])
+
+    def test_recordOfAnOlderVersionTrusted(self):
+        """
+        A UID record written before the last UID was kept in it (an upgrade) takes no message of the folder for a copy.
+        """
+        before = [(m.id, m.uid) for m in self.listed()]
+        self.store.close()
+        uids = FilePath(self.path).child(".bob.uids")
+        fields = uids.getContent()[:64].split()
+        uids.setContent(b" ".join(fields[:3]).ljust(63) + b"\n")
+        self.assertEqual([(m.id, m.uid) for m in self.listed(store=self.again())], before)
 
 
 class FlagTests(SpoolModelTestCase):

@@ -6,10 +6,13 @@ Synchronous code for the mailbox thread.  docs/folders.rst says why.
 
 Beside the mbox file C{F} (C{<user>} for INBOX)::
 
-    .F.uids     "<uidvalidity> <uidnext> <generation>" (one 64-byte line),
-                then, for a folder, its name (JSON): the folder's UID record.
-                The generation counts flag changes written in place, so that
-                other processes know to read flags again.
+    .F.uids     "<uidvalidity> <uidnext> <generation> <last uid>" (one
+                64-byte line), then, for a folder, its name (JSON): the
+                folder's UID record.  The generation counts flag changes
+                written in place, so that other processes know to read flags
+                again; the last UID is the UID of the file's last record
+                when the store last wrote the record (absent in records of
+                older releases).
     .F.tail     while a tail rewrite runs: "<inode> <start> <size>" and the
                 tail's old bytes, synced first; a crash restores them.
 """
@@ -59,7 +62,8 @@ def newMessageId():
 def readUidRecord(dirfd, name, sideFile=None):
     """
     The UID record C{.F.uids} of the file C{name}: C{(uidvalidity, uidnext,
-    generation, rest)}, or L{None} when there is none (or it is damaged).
+    generation, rest, last uid or None)}, or L{None} when there is none (or
+    it is damaged).
 
     @param sideFile: a L{SideFile} keeping the record open, or L{None}.
     """
@@ -84,10 +88,22 @@ def readUidRecord(dirfd, name, sideFile=None):
         return None
     if not 0 < validity <= _MAX_UID:
         return None
-    return validity, uidnext, generation, data[_UIDS_LINE:]
+    try:
+        last = int(fields[3]) if len(fields) > 3 else None
+    except ValueError:
+        last = None
+    return validity, uidnext, generation, data[_UIDS_LINE:], last
 
 
-def writeUidRecord(dirfd, name, validity, uidnext, generation, rest=b"", sync=True):
+def _uidsLine(validity, uidnext, generation, last):
+    line = b"%d %d %d" % (validity, uidnext, generation)
+    if last is not None:
+        line += b" %d" % (last,)
+    return line.ljust(_UIDS_LINE - 1) + b"\n"
+
+
+def writeUidRecord(dirfd, name, validity, uidnext, generation, rest=b"", sync=True,
+                   last=None):
     """
     Write a whole UID record, atomically (a temporary file renamed over).
     """
@@ -95,8 +111,8 @@ def writeUidRecord(dirfd, name, validity, uidnext, generation, rest=b"", sync=Tr
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_FLAGS, 0o600,
                  dir_fd=dirfd)
     try:
-        line = b"%d %d %d" % (validity, uidnext, generation)
-        _writeAll(fd, [line.ljust(_UIDS_LINE - 1) + b"\n", rest], 0)
+        line = _uidsLine(validity, uidnext, generation, last)
+        _writeAll(fd, [line, rest], 0)
         if sync:
             os.fsync(fd)
     finally:
@@ -126,8 +142,19 @@ class FolderFile:
     _reindexed = False
     #: A callable giving a fresh UIDVALIDITY (the store's counter).
     newValidity = staticmethod(lambda: max(1, int(time.time()) & _MAX_UID))
-    #: The ids of the user's other folders' messages, a container, or L{None}.
-    lazySeen = False
+    #: What the UID record says: the UID of the file's last record when the
+    #: store last wrote it (L{None}: a record of an older release), and
+    #: UIDNEXT (not raised by the file's X-UIDs).
+    _lastUid = None
+    _recordNext = 0
+    #: The first of the entries the last refresh read from the file (not
+    #: from the store's own append), or L{None}: they are checked for
+    #: records another program copied in (L{_findCopies}).
+    _checkFrom = None
+    #: The serials of entries L{_findCopies} found, until stamped.
+    _copies = frozenset()
+    #: Whether L{_findCopies} waits (a power cut's replay: L{settleUidRecord}).
+    copiesHeld = False
 
     @property
     def _uidsName(self):
@@ -158,11 +185,13 @@ class FolderFile:
             # A file without a UID record: written before this release (or
             # its record lost).  Ids derived from bytes are kept as they
             # were, this once (a spool of the previous release keeps every
-            # id it had); later ones get random ids.
-            self._migrating = True
+            # id it had); later ones get random ids.  (Only while there
+            # is something to stamp: an empty file has nothing to keep.)
+            self._migrating = bool(self.entries)
             self._saveUids(sync=True)
             return
-        validity, uidnext, generation, _ = found
+        validity, uidnext, generation, _, self._lastUid = found
+        self._recordNext = uidnext
         self.uidValidity = validity
         # The append intent's UIDNEXT was synced with the appends (the
         # record's write may have been lost in a power cut).
@@ -170,17 +199,31 @@ class FolderFile:
         self.uidNext = max(uidnext, top + 1, self._intentNext)
         self._generation = generation
 
-    def _saveUids(self, sync):
+    def _saveUids(self, sync, entries=None):
         """
-        Write UIDNEXT and the generation in place (the record's first line).
+        Write UIDNEXT, the generation and the last record's UID in place
+        (the record's first line).
+
+        @param entries: the file's entries once written, if not
+            C{self.entries} (an expunge saves before its file is in place).
         """
-        line = b"%d %d %d" % (self.uidValidity, self.uidNext, self._generation or 0)
-        line = line.ljust(_UIDS_LINE - 1) + b"\n"
+        entries = self.entries if entries is None else entries
+        if not self._needsStamp and self._checkFrom is None:
+            # Every record is the store's (stamped): any record found after
+            # the last one with a UID between it and UIDNEXT is a copy.
+            self._lastUid = entries[-1].uid if entries else 0
+        elif self.uidNext != self._recordNext:
+            # Records not known to be the store's: no last UID until they
+            # are (the gap it would leave could hold our own).
+            self._lastUid = None
+        self._recordNext = self.uidNext
+        line = _uidsLine(self.uidValidity, self.uidNext, self._generation or 0,
+                         self._lastUid)
         try:
             fd = self._uidsFile.acquire(self._dirfd, self._uidsName)
         except FileNotFoundError:
             writeUidRecord(self._dirfd, self.userid, self.uidValidity, self.uidNext,
-                           self._generation or 0, sync=sync)
+                           self._generation or 0, sync=sync, last=self._lastUid)
             return
         try:
             os.pwrite(fd, line, 0)
@@ -210,7 +253,8 @@ class FolderFile:
         if found is None:
             self._loadUids()
             return
-        validity, uidnext, generation, _ = found
+        validity, uidnext, generation, _, self._lastUid = found
+        self._recordNext = uidnext
         if validity != self.uidValidity:
             self.uidValidity = validity
         self.uidNext = max(self.uidNext, uidnext)
@@ -225,7 +269,11 @@ class FolderFile:
         records that lack them.
         """
         self._checkGeneration(handle, self._reindexed)
-        if self._needsStamp and not getattr(self, "stampingHeld", False):
+        held = getattr(self, "stampingHeld", False)
+        if self._checkFrom is not None and not held and not self.copiesHeld:
+            self._findCopies(self._checkFrom)
+            self._checkFrom = None
+        if self._needsStamp and not held:
             if not journal:
                 self._readJournal()
             # Where one id names two records (a message moved back beside
@@ -249,6 +297,89 @@ class FolderFile:
 
     # -- permanent ids and UIDs for every message
 
+    def _findCopies(self, first):
+        """
+        Mark the entries from C{first} on (read from the file, not appended
+        by the store) that another program copied in with the store's lines
+        (mutt copying mail from another folder): a UID at or below an
+        earlier record's, a UID between the last one the store wrote and
+        UIDNEXT (given before, to a message since removed), or an id with
+        no UID, which the store never writes.  Stamping gives them a new id
+        and a new UID, as a copy gets (docs/folders.rst); so does a UID at
+        or above UIDNEXT, which the store has not given (the append intent
+        holds UIDNEXT before the bytes are written; after a power cut,
+        replay writes the UID record again first: L{settleUidRecord}).  A
+        record of an older release (no last UID in it) is trusted as before.
+        """
+        if self._lastUid is None or self._migrating:
+            return
+        previous = 0
+        for entry in reversed(self.entries[:first]):
+            if not entry.deleted:
+                previous = entry.uid
+                break
+        # Removed: between the last UID and the record's UIDNEXT.  Never
+        # given: at or above the higher of the record's and the intent's.
+        last, removedBelow = self._lastUid, self._recordNext
+        uidnext = max(removedBelow, self._intentNext)
+        copies = set(self._copies)
+        for entry in self.entries[first:]:
+            if entry.deleted:
+                continue
+            uid = entry.uid
+            if (uid and uid <= previous) or last < uid < removedBelow or uid >= uidnext or (
+                    not uid and not entry.derived):
+                copies.add(entry.serial)
+                self._needsStamp = True
+            previous = max(previous, uid)
+        self._copies = copies
+
+    def settleUidRecord(self, ours=()):
+        """
+        After a power cut's journal was replayed into this file: write its
+        UID record again, synced, from what the file holds.  The record's
+        last write may have been lost while the mail it counted was kept;
+        so its UIDs cannot tell our mail from copies (L{_findCopies} is
+        held meanwhile: C{copiesHeld}).  What can: the store's records are
+        those the durable record counted (up to the first with its last
+        UID) and those the replayed journal named (C{ours}, their ids);
+        they come first, and every record after the last of them with an
+        id line is a copy another program made.
+        """
+        self.copiesHeld = True
+        try:
+            with self.locked(journal=False):
+                last = self._lastUid
+                end = None
+                if last is not None:
+                    # The records the durable UID record counted: ascending
+                    # UIDs up to its last one.
+                    previous = 0
+                    for i, entry in enumerate(self.entries):
+                        if not previous < entry.uid <= last:
+                            break
+                        end, previous = i, entry.uid
+                        if entry.uid == last:
+                            break
+                for i, entry in enumerate(self.entries):
+                    if entry.msgid in ours:
+                        end = i if end is None else max(end, i)
+                if end is not None:
+                    copies = set(self._copies)
+                    for entry in self.entries[end + 1:]:
+                        if not entry.deleted and not entry.derived:
+                            copies.add(entry.serial)
+                            self._needsStamp = True
+                    self._copies = copies
+                self._checkFrom = None
+                self._saveUids(sync=True)
+            if self._needsStamp:
+                # Stamped now: this reader is replay's, and goes.
+                with self.locked():
+                    pass
+        finally:
+            self.copiesHeld = False
+
     def _stampNeeded(self):
         """
         The index of the first record that needs the store's lines: no id
@@ -259,7 +390,8 @@ class FolderFile:
         for i, entry in enumerate(self.entries):
             if entry.deleted:
                 continue
-            if entry.uid <= previous or entry.msgid in seen or entry.derived:
+            if (entry.uid <= previous or entry.msgid in seen or entry.derived
+                    or entry.serial in self._copies):
                 return i
             seen.add(entry.msgid)
             previous = entry.uid
@@ -281,13 +413,16 @@ class FolderFile:
         migrating = self._migrating
         self._migrating = False
 
+        copies, self._copies = self._copies, set()
+
         def restamp(entry, record):
             msgid = entry.msgid
-            if msgid in seen or (entry.derived and not migrating):
+            copy = entry.serial in copies
+            if msgid in seen or (entry.derived and not migrating) or copy:
                 msgid = newMessageId()
             seen.add(msgid)
             uid = entry.uid
-            if not uid or uid <= restamp.previous or uid >= self.uidNext:
+            if copy or not uid or uid <= restamp.previous or uid >= self.uidNext:
                 # Lost, out of order, or past UIDNEXT (not ours): a new UID.
                 uid = self.uidNext
                 self.uidNext += 1

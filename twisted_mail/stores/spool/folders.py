@@ -224,9 +224,9 @@ class Folders:
                 record = readUidRecord(self.dirfd, filename)
                 if record is None:
                     continue
-                validity, uidnext, generation, _ = record
+                validity, uidnext, generation, _, last = record
                 writeUidRecord(self.dirfd, filename, validity, uidnext, generation,
-                               _nameRecord(new))
+                               _nameRecord(new), last=last)
         return newName
 
     def delete(self, name):

@@ -293,6 +293,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         The file grew: index what was appended, without reading what was
         indexed before (unless the last message itself grew).
         """
+        self._checkFrom = max(0, len(self.entries) - 1)
         head = os.pread(fd, 6, self._size - 1) if self._size else b"\n"
         if self._size == 0 or head.startswith(b"\nFrom "):
             scanned = scanRecords(fd, self._size, size)
@@ -354,6 +355,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
         """
         scanned = scanRecords(fd, 0, size)
         self._reindexed = True
+        self._checkFrom = 0
         known = {}
         knownIds = {}
         for entry in self.entries:
@@ -778,7 +780,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             finally:
                 os.close(fd)
             # UIDNEXT must outlive the messages that raised it.
-            self._saveUids(sync=True)
+            self._saveUids(sync=True, entries=newEntries)
             self._appendJournal(b"expunged %d\n" % (newIno,))
             os.rename(self._newName, self.userid, src_dir_fd=self._dirfd,
                       dst_dir_fd=self._dirfd)

@@ -230,8 +230,13 @@ class _Files:
                     raise errors.NoSuchUser(name)
                 self._dirs.append(fd)
                 mbox = MboxFile(fd, filename, itertools.count(1))
+            # Its UID record may be older than its mail until settled.
+            mbox.copiesHeld = True
             self._files[name] = mbox
         return mbox
+
+    def opened(self):
+        return sorted(self._files.items())
 
     def close(self):
         for fd in self._dirs:
@@ -274,6 +279,16 @@ def applyTransactions(transactions, openMailbox, dirfd=None, sameBoot=False):
                     _replayFlags(files(record.user), record.msgid, flagsOfText(record.flags))
             except errors.NoSuchUser:
                 continue
+        if not sameBoot:
+            ours = {}
+            for tx in transactions:
+                for record in tx.records:
+                    if record.type == DELIVERY:
+                        ours.setdefault(record.user, set()).add(record.msgid)
+                    elif record.type == MOVE:
+                        ours.setdefault(record.toUser, set()).add(record.newMsgid)
+            for name, mbox in files.opened():
+                mbox.settleUidRecord(ours.get(name, ()))
     finally:
         files.close()
 
