@@ -13,6 +13,7 @@ import subprocess
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from twisted_mail.mail.model import FLAGGED, SEEN
+from twisted_mail.stores.spool.folders import Folders
 
 from .test_store import makeSpoolStore
 
@@ -56,12 +57,13 @@ class MuttTests(SynchronousTestCase):
     def ok(self, d):
         return self.successResultOf(d)
 
-    def mutt(self, keys):
+    def mutt(self, keys, mailbox=None):
         """
-        Run mutt on bob's INBOX file, push C{keys}, and wait for it to end.
+        Run mutt on bob's INBOX file (or C{mailbox}), push C{keys}, and wait
+        for it to end.
         """
         command = "stty rows 40 cols 120; {} -n -F {} -f {} -e {}".format(
-            MUTT, self.muttrc, self.inbox, _quote("push " + keys))
+            MUTT, self.muttrc, mailbox or self.inbox, _quote("push " + keys))
         env = dict(os.environ, TERM="xterm", HOME=self.home, MAIL=self.inbox)
         done = subprocess.run([SCRIPT, "-qec", command, "/dev/null"], env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -107,6 +109,34 @@ class MuttTests(SynchronousTestCase):
         after = self.listed()
         self.assertEqual([m.id for m in after], [ids[0], ids[2]])
         self.ok(view.close())
+
+
+    def test_muttCopyIsANewMessage(self):
+        """
+        A message mutt copies from a folder into INBOX (with the store's id and X-UID lines in it) is a new message there: an id of its own, the next UID, and the original keeps its id in its folder.
+        """
+        self.ok(self.store.createFolder("bob", "Work"))
+        for body in [b"work one\n", b"work two\n"]:
+            self.ok(self.store.appendMessage("bob", "Work", b"Subject: w\n\n" + body, []))
+        for body in [b"first\n", b"second\n", b"third\n"]:
+            self.ok(self.store.deliver("alice", "bob", body))
+        folders = Folders(self.store._dirfd, "bob")
+        self.addCleanup(folders.close)
+        work = os.path.join(os.path.abspath(self.path), ".bob.folders",
+                            folders.scan()["Work"][0])
+        before = self.listed()
+        workView = self.ok(self.store.openFolder("bob", "Work"))
+        workIds = [m.id for m in self.ok(workView.listMessages()).messages]
+        self.mutt("<copy-message>{}<enter>q".format(self.inbox), mailbox=work)
+        after = self.listed()
+        self.assertEqual([(m.id, m.uid) for m in after[:3]],
+                         [(m.id, m.uid) for m in before])
+        self.assertEqual(len(after), 4)
+        self.assertNotIn(after[3].id, workIds + [m.id for m in before])
+        self.assertEqual(after[3].uid, 4)
+        store = makeSpoolStore(self, self.path)
+        view = self.ok(store.openFolder("bob", "Work"))
+        self.assertEqual([m.id for m in self.ok(view.listMessages()).messages], workIds)
 
 
 def _quote(text):
