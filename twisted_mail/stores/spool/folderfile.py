@@ -314,16 +314,18 @@ class FolderFile:
         if self._lastUid is None or self._migrating:
             return
         previous = 0
-        for entry in reversed(self.entries[:first]):
-            if not entry.deleted:
-                previous = entry.uid
+        entries = self.entries
+        for i in range(first - 1, -1, -1):
+            if not entries[i].deleted:
+                previous = entries[i].uid
                 break
         # Removed: between the last UID and the record's UIDNEXT.  Never
         # given: at or above the higher of the record's and the intent's.
         last, removedBelow = self._lastUid, self._recordNext
         uidnext = max(removedBelow, self._intentNext)
         copies = set(self._copies)
-        for entry in self.entries[first:]:
+        for i in range(first, len(entries)):
+            entry = entries[i]
             if entry.deleted:
                 continue
             uid = entry.uid
