@@ -167,6 +167,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
                 reactor=reactor,
                 threadpool=pool,
                 journal=not options["no-journal"],
+                pipeline=True,
                 indexProcess=standalone,
             )
         except OSError as e:
