@@ -719,9 +719,11 @@ class SyncThread:
                 os.fdatasync(fd)
             except OSError as e:
                 self._error = e
-            self._ended.set()
+            # Told first: whoever waits for the end then finds the job the
+            # notice queued.
             if self.notify is not None:
                 self.notify()
+            self._ended.set()
 
     def wait(self):
         """

@@ -392,6 +392,9 @@ class JournalledDeliveries:
             self._checkpointCall.cancel()
         self._checkpointCall = None
         self.journal.close()
+        # Pipelined, the last groups' file writes ran in the checkpoint:
+        # their jobs are answered here (no mailbox thread runs now).
+        self._answerJobs(_answerable(self._waiting, True))
 
 
 def journalledTransfer(source, target, records, flags, move):
