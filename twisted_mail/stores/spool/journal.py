@@ -534,12 +534,13 @@ class Journal:
         """
         Pipelined group commit: start syncing, in the L{syncer}'s thread,
         every frame written so far, unless a sync runs already (the frames
-        written meanwhile wait for the next) or no staged job waits.  The
+        written meanwhile wait for the next) or no staged job waits for one.  The
         syncer reports its end (L{syncDone}, in the mailbox thread).
 
         @return: whether a sync was started.
         """
-        if self._inFlight is not None or not self._staged or self._end == self._synced:
+        if self._inFlight is not None or not self._staged \
+                or self._staged[-1][0] <= self._synced:
             return False
         self._inFlight = self._end
         self.syncer.start(self._fd)
@@ -563,6 +564,9 @@ class Journal:
             return
         self._synced = max(self._synced, covered)
         self.commits += 1
+        # The next group's frames are written already: its sync starts
+        # before this group's file writes, so that the disk never waits.
+        self.startSync()
         self._runStaged()
 
     def _runStaged(self):
