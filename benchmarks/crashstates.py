@@ -35,20 +35,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workloads",
                         default="journal,nojournal,recovery,folders,foldersnojournal,"
-                                "mixed,mixednojournal,pipeline",
+                                "mixed,mixednojournal",
                         help="which of journal, nojournal, recovery (deliveries and "
                              "deletes), folders, foldersnojournal (flag changes and "
                              "moves), mixed, mixednojournal (deliveries, a flag change, "
-                             "a move and a delete in one group), pipeline (groups "
-                             "written while the one before syncs) (all)")
-    parser.add_argument("--break-pipeline", action="store_true",
-                        help="check the explorer's teeth: a pipelined sync's end also "
-                             "claims the frames written while it ran (wrong: they "
-                             "were not synced), so their deliveries are acknowledged "
-                             "too early; the pipeline workload must then fail")
+                             "a move and a delete in one group) (all)")
     args = parser.parse_args(argv)
-    if args.break_pipeline:
-        crashstates.breakPipeline()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
@@ -64,7 +56,6 @@ def main(argv=None):
             journal = not name.endswith("nojournal")
             make = (crashstates.folderWorkload if name.startswith("folders")
                     else crashstates.mixedWorkload if name.startswith("mixed")
-                    else crashstates.pipelineWorkload if name == "pipeline"
                     else crashstates.standardWorkload)
             workload = make(os.path.join(work, name, "spool"), journal=journal)
             recorder, inodes, acked = workload.recorder, None, ()

@@ -77,49 +77,6 @@ class ManualThreads(SynchronousThreads):
             SynchronousThreads.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
 
 
-class ManualSyncer:
-    """
-    A stand-in for the journal's L{SyncThread} (pipelined group commit)
-    whose syncs end only when L{release}d, so that a test runs the next
-    group's jobs while one "syncs".  The C{fdatasync} itself is made when
-    the sync starts (what a sync guarantees covers the writes made before
-    it started; the explorer records it there), its end is reported at
-    L{release}.
-
-    @ivar failNext: an L{OSError} the next sync raises instead.
-    """
-
-    def __init__(self):
-        self.notify = None
-        self.running = False
-        self.failNext = None
-        self.started = 0
-        self._error = None
-
-    def start(self, fd):
-        self.running = True
-        self.started += 1
-        self._error, self.failNext = self.failNext, None
-        if self._error is None:
-            os.fdatasync(fd)
-
-    def release(self):
-        """
-        End the sync running: the journal's mailbox thread is told.
-        """
-        assert self.running
-        self.running = False
-        self.notify()
-
-    def wait(self):
-        # A job that must see the group before it "blocks" until its end.
-        self.running = False
-        return self._error
-
-    def stop(self):
-        pass
-
-
 class Recorder:
     """
     Records the spool's file-system operations in one directory, by
@@ -676,39 +633,26 @@ class Workload:
     then deliveries in batches, deletes, a checkpoint, an expunge.
     """
 
-    def __init__(self, path, users=("amy", "bob", "cyd"), journal=True, folders=False,
-                 pipeline=False):
+    def __init__(self, path, users=("amy", "bob", "cyd"), journal=True, folders=False):
         self.path = path
         self.users = list(users)
         self.journal = journal
         self.sent = set()
         self._n = 0
         self.reactor = ManualThreads()
-        self.syncer = ManualSyncer() if pipeline and journal else None
-        self.store = SpoolStore(FilePath(path), reactor=self.reactor, journal=journal,
-                                pipeline=self.syncer or False)
+        self.store = SpoolStore(FilePath(path), reactor=self.reactor, journal=journal)
         for user in self.users:
             self.store.addUser(user)
-        self.drain()
+        self.reactor.drain()
         if folders:
             for user in self.users:
                 self.store.listFolders(user)  # makes the special folders
-            self.drain()
+            self.reactor.drain()
         self.recorder = None
         self.sessions = {}
         self.views = {}
         # Acknowledgements before recording (synced by a checkpoint since).
         self._early = []
-
-    def drain(self):
-        """
-        Run every job queued, and with pipelined group commit end each
-        sync in turn, until nothing is left.
-        """
-        self.reactor.drain()
-        while self.syncer is not None and self.syncer.running:
-            self.syncer.release()
-            self.reactor.drain()
 
     def _mark(self, kind, key):
         if self.recorder is None:
@@ -749,7 +693,7 @@ class Workload:
             self.sent.add((user, body))
             d = self.store.deliver("sender", user, body)
             waiting.append((d, user, body))
-        self.drain()
+        self.reactor.drain()
         for d, user, body in waiting:
             result = []
             d.addBoth(result.append)
@@ -761,7 +705,7 @@ class Workload:
         if session is None:
             got = []
             self.store.openMailbox(user).addBoth(got.append)
-            self.drain()
+            self.reactor.drain()
             session = self.sessions[user] = got[0]
         return session
 
@@ -772,17 +716,17 @@ class Workload:
         session = self._session(user)
         listing = []
         session.listMessages().addBoth(listing.append)
-        self.drain()
+        self.reactor.drain()
         summary = listing[0].messages[nth]
         done = []
         body = []
         session.fetchMessage(summary.id).addBoth(body.append)
-        self.drain()
+        self.reactor.drain()
         key = (user, body[0].split(b"\n\n", 1)[1])
         # From here on a crash may leave the message deleted or not.
         self.recorder.mark("deleting", key)
         session.deleteMessages([summary.id]).addBoth(done.append)
-        self.drain()
+        self.reactor.drain()
         if done and not isinstance(done[0], Failure):
             self.recorder.mark("delete", key)
 
@@ -793,7 +737,7 @@ class Workload:
         if view is None:
             got = []
             self.store.openFolder(user, folder).addBoth(got.append)
-            self.drain()
+            self.reactor.drain()
             view = self.views[(user, folder)] = got[0]
         return view
 
@@ -801,10 +745,10 @@ class Workload:
         view = self._view(user, folder)
         listing, body = [], []
         view.listMessages().addBoth(listing.append)
-        self.drain()
+        self.reactor.drain()
         summary = listing[0].messages[nth]
         view.fetchMessage(summary.id).addBoth(body.append)
-        self.drain()
+        self.reactor.drain()
         return view, summary, body[0].split(b"\n\n", 1)[1]
 
     def move(self, user, nth, target, folder="INBOX"):
@@ -815,7 +759,7 @@ class Workload:
         self.recorder.mark("moving", (user, body, target))
         done = []
         view.moveMessages([summary.id], target).addBoth(done.append)
-        self.drain()
+        self.reactor.drain()
         if done and not isinstance(done[0], Failure):
             self.recorder.mark("move", (user, body, target))
 
@@ -827,7 +771,7 @@ class Workload:
         self.recorder.mark("flagging", (user, body, None))
         done = []
         view.setFlags([summary.id], add=add, remove=remove).addBoth(done.append)
-        self.drain()
+        self.reactor.drain()
         if done and not isinstance(done[0], Failure):
             given = frozenset((summary.flags | set(add)) - set(remove))
             self.recorder.mark("flag", (user, body, given))
@@ -840,32 +784,17 @@ class Workload:
         C{("move", user, nth, folder)} or C{("delete", user, nth)}, on
         C{user}'s INBOX.
         """
-        self.pipelined(steps)
-
-    def pipelined(self, *groups):
-        """
-        Groups of operations (as L{group}'s steps) in flight at once, with
-        pipelined group commit: each group's jobs are run while the sync
-        of the one before is still running (L{ManualSyncer}); then the
-        syncs end one by one.  Each acknowledgement is marked when it is
-        given.
-        """
-        picked = [[None if step[0] == "deliver" else self._pick(step[1], "INBOX", step[2])
-                   for step in steps] for steps in groups]
-        for steps, picks in zip(groups, picked):
-            for step, pick in zip(steps, picks):
-                self._issue(step, pick)
-            self.reactor.drain()
-        self.drain()
-
-    def _issue(self, step, pick):
-        kind, user = step[:2]
-        if kind == "deliver":
-            self._n += 1
-            body = b"message %d to %s\n" % (self._n, user.encode())
-            self.sent.add((user, body))
-            d, key = self.store.deliver("sender", user, body), (user, body)
-        else:
+        picked = [None if step[0] == "deliver" else self._pick(step[1], "INBOX", step[2])
+                  for step in steps]
+        issued = []
+        for step, pick in zip(steps, picked):
+            kind, user = step[:2]
+            if kind == "deliver":
+                self._n += 1
+                body = b"message %d to %s\n" % (self._n, user.encode())
+                self.sent.add((user, body))
+                issued.append((self.store.deliver("sender", user, body), kind, (user, body)))
+                continue
             view, summary, body = pick
             if kind == "flag":
                 self.recorder.mark("flagging", (user, body, None))
@@ -879,12 +808,13 @@ class Workload:
                 self.recorder.mark("deleting", (user, body))
                 d = view.deleteMessages([summary.id])
                 key = (user, body)
-
-        def acked(result):
-            if not isinstance(result, Failure):
+            issued.append((d, kind, key))
+        self.reactor.drain()
+        for d, kind, key in issued:
+            result = []
+            d.addBoth(result.append)
+            if result and not isinstance(result[0], Failure):
                 self._mark(kind, key)
-
-        d.addBoth(acked)
 
     def endSession(self, user):
         """
@@ -892,11 +822,11 @@ class Workload:
         """
         session = self.sessions.pop(user)
         session.close()
-        self.drain()
+        self.reactor.drain()
 
     def checkpoint(self):
         self.reactor.advance(2)
-        self.drain()
+        self.reactor.drain()
 
 
 def standardWorkload(path, journal=True):
@@ -969,53 +899,6 @@ def mixedWorkload(path, journal=True):
     finally:
         w.stop()
     return w
-
-
-def pipelineWorkload(path, journal=True):
-    """
-    Pipelined group commit (docs/journal.rst): groups of deliveries run
-    while the group before them syncs, then their file writes and answers
-    in order; a flag change, a move and a delete in those groups (each
-    waits for the sync before it); a checkpoint between: recorded.
-
-    @return: the L{Workload}, stopped.
-    """
-    w = Workload(path, journal=journal, folders=True, pipeline=True)
-    w.deliver("amy", "bob", "cyd", "bob", "cyd")
-    w.checkpoint()
-    w.record()
-    try:
-        w.pipelined([("flag", "amy", 0, ["\\Flagged"]), ("deliver", "amy")],
-                    [("deliver", "bob"), ("deliver", "cyd"), ("deliver", "amy")],
-                    [("move", "bob", 0, "Archive"), ("deliver", "bob")])
-        w.pipelined([("deliver", "cyd"), ("delete", "cyd", 0)],
-                    [("deliver", "bob"), ("deliver", "amy")],
-                    [("deliver", "cyd"), ("flag", "bob", 0, ["\\Seen"])])
-        w.checkpoint()
-        w.pipelined([("deliver", "amy")], [("deliver", "amy"), ("deliver", "bob")],
-                    [("deliver", "cyd")])
-    finally:
-        w.stop()
-    return w
-
-
-def breakPipeline():
-    """
-    Break pipelined group commit on purpose (to show the explorer can
-    fail): the end of a sync claims every frame written while it ran, so
-    the group behind it is written and acknowledged before its own sync.
-
-    @return: a function that mends it.
-    """
-    real = journalModule.Journal.syncDone
-
-    def syncDone(self, error):
-        if self._inFlight is not None and error is None:
-            self._inFlight = self._end
-        return real(self, error)
-
-    journalModule.Journal.syncDone = syncDone
-    return lambda: setattr(journalModule.Journal, "syncDone", real)
 
 
 def recoveryWorkload(workload, path, limit=64):

@@ -105,18 +105,3 @@ class ExplorerTests(SynchronousTestCase):
                                             maxStates=120)
         self.assertTrue(any("not the acknowledged" in problem
                             for _, found in failures for problem in found), failures[:3])
-
-    def test_pipelinedGroups(self):
-        """
-        With pipelined group commit (a group's frames written while the group before it syncs; flag changes, a move and a delete among them), no state a power cut may leave loses, doubles, resurrects or misplaces a message or an acknowledged change.
-        """
-        self.assertNoFailures(*self.explore(True, 1, crashstates.pipelineWorkload)[1:])
-
-    def test_explorerFindsAnEarlyPipelinedAnswer(self):
-        """
-        The explorer has teeth for the pipeline: when a sync's end also claims the frames written while it ran, it finds acknowledged messages lost.
-        """
-        self.addCleanup(crashstates.breakPipeline())
-        _, checked, failures = self.explore(True, 1, crashstates.pipelineWorkload)
-        self.assertTrue(any("lost" in problem for _, found in failures for problem in found),
-                        failures[:3])

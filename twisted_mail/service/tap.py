@@ -167,7 +167,6 @@ def makeService(options, reactor=None, listeners=None, secret=None):
                 reactor=reactor,
                 threadpool=pool,
                 journal=not options["no-journal"],
-                pipeline=True,
                 indexProcess=standalone,
             )
         except OSError as e:

@@ -38,9 +38,7 @@ Recovery (the rules are in docs/journal.rst) is
 L{twisted_mail.stores.spool.replay}.
 """
 
-import collections
 import os
-import queue
 import struct
 import threading
 import time
@@ -396,7 +394,7 @@ class Journal:
 
     grouping = False
 
-    def __init__(self, dirfd, pid=None, boot=None, sizeLimit=CHECKPOINT_SIZE, syncer=None):
+    def __init__(self, dirfd, pid=None, boot=None, sizeLimit=CHECKPOINT_SIZE):
         self._dirfd = dirfd
         self.pid = os.getpid() if pid is None else pid
         self.name = None
@@ -409,13 +407,7 @@ class Journal:
         # The end of the journal when it was last synced, and the jobs
         # whose frames were written since, waiting for the sync.
         self._synced = 0
-        self._staged = collections.deque()
-        # Pipelined group commit (docs/journal.rst): the L{SyncThread}
-        # that syncs a group while the next one's frames are written, and
-        # the end of the journal that the sync running covers (None: none
-        # runs).
-        self.syncer = syncer
-        self._inFlight = None
+        self._staged = []
         self._epoch = 1
         self._txid = 0
         self.commits = 0
@@ -483,102 +475,43 @@ class Journal:
 
     def _sync(self):
         """
-        Sync what was written since the last sync (first waiting for the
-        pipelined sync running, if any).  If that fails, nothing written
-        since counts: the journal is cut back, and the jobs waiting for it
-        fail.
+        Sync what was written since the last sync.  If that fails, nothing
+        written since counts: the journal is cut back, and the jobs waiting
+        for it fail.
 
         @raise OSError: if the sync failed.
         """
-        if self._inFlight is not None:
-            error = self.syncer.wait()
-            self.syncDone(error)
-            if error is not None:
-                raise error
         if self._end == self._synced:
             return
         try:
             os.fdatasync(self._fd)
         except OSError as e:
-            self._syncFailed(e)
+            try:
+                os.ftruncate(self._fd, self._synced)
+            except OSError:
+                pass
+            self._end = self._synced
+            staged, self._staged = self._staged, []
+            failure = Failure(errors.TemporaryFailure(
+                "the journal could not be written: " + (os.strerror(e.errno) if e.errno
+                                                         else str(e))))
+            for job in staged:
+                job.fail(failure)
             raise
         self._synced = self._end
         self.commits += 1
 
-    def _syncFailed(self, e):
-        """
-        A sync failed: cut the journal back to the end of the last good
-        sync, and fail every job whose frame followed it (those of the
-        group the sync covered, and of every group written behind it).
-        """
-        try:
-            os.ftruncate(self._fd, self._synced)
-        except OSError:
-            pass
-        self._end = self._synced
-        staged, self._staged = self._staged, collections.deque()
-        failure = Failure(errors.TemporaryFailure(
-            "the journal could not be written: " + (os.strerror(e.errno) if e.errno
-                                                     else str(e))))
-        for _, job in staged:
-            job.fail(failure)
-
-    @property
-    def syncing(self):
-        """
-        Whether a pipelined sync is running (L{startSync}).
-        """
-        return self._inFlight is not None
-
-    def startSync(self):
-        """
-        Pipelined group commit: start syncing, in the L{syncer}'s thread,
-        every frame written so far, unless a sync runs already (the frames
-        written meanwhile wait for the next) or no staged job waits for one.  The
-        syncer reports its end (L{syncDone}, in the mailbox thread).
-
-        @return: whether a sync was started.
-        """
-        if self._inFlight is not None or not self._staged \
-                or self._staged[-1][0] <= self._synced:
-            return False
-        self._inFlight = self._end
-        self.syncer.start(self._fd)
-        return True
-
-    def syncDone(self, error):
-        """
-        The pipelined sync ended (C{error}: the L{OSError} it raised, or
-        None): its frames count, and the staged jobs they cover do their
-        file writes, in order; or, failed, the journal is cut back to the
-        sync's start and every job staged since fails, none of their file
-        writes done.  Nothing happens if no sync runs (it was already
-        waited for).
-        """
-        if self._inFlight is None:
-            return
-        covered, self._inFlight = self._inFlight, None
-        if error is not None:
-            log.failure("journal {name}: sync failed", Failure(error), name=self.name)
-            self._syncFailed(error)
-            return
-        self._synced = max(self._synced, covered)
-        self.commits += 1
-        # The next group's frames are written already: its sync starts
-        # before this group's file writes, so that the disk never waits.
-        self.startSync()
-        self._runStaged()
-
     def _runStaged(self):
         """
-        The file writes of the jobs whose frames are synced now, in journal
-        order (outside the group: a journal write they make syncs at once).
+        The file writes of the jobs whose frames are synced now, in order
+        (outside the group: a journal write they make syncs at once).
         """
         grouping, self.grouping = self.grouping, False
         try:
-            staged = self._staged
-            while staged and staged[0][0] <= self._synced:
-                staged.popleft()[1].run()
+            while self._staged:
+                staged, self._staged = self._staged, []
+                for job in staged:
+                    job.run()
         finally:
             self.grouping = grouping
 
@@ -612,7 +545,7 @@ class Journal:
             return apply()
         self._write(records)
         job = Staged(apply)
-        self._staged.append((self._end, job))
+        self._staged.append(job)
         return job
 
     def flush(self):
@@ -621,7 +554,7 @@ class Journal:
         the staged jobs' file writes, in order.  A failed sync fails those
         jobs (nothing of theirs was written to the files).
         """
-        if not self._staged and self._inFlight is None:
+        if not self._staged:
             # Frames noted unsynced (aborts, reads' \Seen) wait for the
             # next sync or checkpoint.
             return
@@ -681,65 +614,3 @@ class Journal:
             os.fsync(self._dirfd)
             os.close(self._fd)
             self._fd = None
-            if self.syncer is not None:
-                self.syncer.stop()
-
-
-class SyncThread:
-    """
-    Pipelined group commit's second thread (docs/journal.rst): it syncs
-    the journal (C{fdatasync} releases the GIL) while the mailbox thread
-    writes the next group's frames.  One sync at a time.
-
-    @ivar notify: called, in this thread, when a sync ends.
-    """
-
-    def __init__(self, notify=None):
-        self.notify = notify
-        self._queue = queue.SimpleQueue()
-        self._ended = threading.Event()
-        self._ended.set()
-        self._error = None
-        self._thread = None
-
-    def start(self, fd):
-        """
-        Start syncing C{fd}.
-        """
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="simplemail-journal-sync",
-                                            daemon=True)
-            self._thread.start()
-        self._ended.clear()
-        self._error = None
-        self._queue.put(fd)
-
-    def _run(self):
-        while True:
-            fd = self._queue.get()
-            if fd is None:
-                return
-            try:
-                os.fdatasync(fd)
-            except OSError as e:
-                self._error = e
-            # Told first: whoever waits for the end then finds the job the
-            # notice queued.
-            if self.notify is not None:
-                self.notify()
-            self._ended.set()
-
-    def wait(self):
-        """
-        Wait for the sync started last to end.
-
-        @return: the L{OSError} it raised, or None.
-        """
-        self._ended.wait()
-        return self._error
-
-    def stop(self):
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None

@@ -6,7 +6,6 @@ mbox files written at once and synced at checkpoints; checkpoints on a
 timer and by size; and recovery of the journals dead processes left.
 """
 
-import collections
 import os
 import threading
 import time
@@ -25,7 +24,6 @@ from twisted_mail.stores.spool.journal import (
     Journal,
     Record,
     Staged,
-    SyncThread,
     flagsText,
 )
 from twisted_mail.stores.spool.mboxfile import InodeChanged, MboxFile
@@ -58,14 +56,10 @@ class JournalledDeliveries:
         under its C{lock} (see L{SpoolStore._inMailboxThread}).
     """
 
-    def __init__(self, store, newMessageId, pid=None, boot=None, syncer=None):
+    def __init__(self, store, newMessageId, pid=None, boot=None):
         self._store = store
         self._newMessageId = newMessageId
-        if syncer is not None:
-            # Pipelined group commit: the syncer tells the mailbox thread
-            # when a group's sync ended (runJobs).
-            syncer.notify = self._syncEnded
-        self.journal = Journal(store._dirfd, pid=pid, boot=boot, syncer=syncer)
+        self.journal = Journal(store._dirfd, pid=pid, boot=boot)
         self.journal.open(lambda name: self.recover())
         self._pendingLock = threading.Lock()
         self._pending = []
@@ -74,12 +68,6 @@ class JournalledDeliveries:
         self._jobsLock = threading.Lock()
         self._jobs = []
         self._runnerQueued = False
-        # Pipelined: a sync ended since the runner last looked.
-        self._syncEndedSeen = False
-        self._pool = None
-        # Jobs run, waiting for their answers in order: (Deferred, result
-        # or Staged).  Only the mailbox thread touches it.
-        self._waiting = collections.deque()
         self.groups = 0
         self._checkpointCall = None
         self._ticks = 0
@@ -114,25 +102,15 @@ class JournalledDeliveries:
         """
         d = defer.Deferred()
         with self._jobsLock:
-            self._pool = pool
             self._jobs.append((f, args, d))
             queue, self._runnerQueued = not self._runnerQueued, True
         if queue:
             pool.callInThreadWithCallback(self._ran, self.runJobs)
         return d
 
-    def _syncEnded(self):
-        # In the sync thread: the mailbox thread finishes the group.
-        with self._jobsLock:
-            self._syncEndedSeen = True
-            queue, self._runnerQueued = not self._runnerQueued, True
-        if queue:
-            self._pool.callInThreadWithCallback(self._ran, self.runJobs)
-
     def _ran(self, success, result):
-        # In the mailbox thread: runJobs answered its jobs itself.
-        if not success:
-            log.failure("mailbox jobs failed", result)
+        # In the mailbox thread (runJobs answers every job, whatever fails).
+        self._store._reactor.callFromThread(self._answerJobs, result)
 
     def runJobs(self):
         """
@@ -144,57 +122,40 @@ class JournalledDeliveries:
         writes (docs/journal.rst, "Group commit").  A job taken alone runs
         as outside a group (its commit syncs, then it writes).
 
-        Pipelined (the journal has a syncer): the sync runs in the
-        syncer's thread and this returns at once; the jobs queued
-        meanwhile are run (their frames written) while it runs; when it
-        ends, a run finishes that group (its file writes, in order) and
-        starts the next group's sync.  A job that is not a delivery waits
-        for the sync running first, so that it sees every change before
-        it as if run alone.  Jobs are answered in order, each once its
-        group's sync and file writes are done.
+        @return: the jobs and their results (values or L{Failure}s).
         """
+        with self._jobsLock:
+            jobs, self._jobs = self._jobs, []
+            self._runnerQueued = False
         journal = self.journal
-        pipelined = journal.syncer is not None
-        # Not pipelined, a group is answered whole (a job that runs jobs
-        # itself, in tests, runs them as a group of their own).
-        waiting = self._waiting if pipelined else collections.deque()
-        answers = []
+        results = []
         try:
             with journal.lock:
-                with self._jobsLock:
-                    jobs, self._jobs = self._jobs, []
-                    self._runnerQueued = False
-                    ended, self._syncEndedSeen = self._syncEndedSeen, False
-                if ended and journal.syncing:
-                    journal.syncDone(journal.syncer.wait())
                 # A job alone commits and writes under one hold of its
                 # file's lock, as outside a group: the same one sync.
-                journal.grouping = pipelined or len(jobs) > 1
+                journal.grouping = len(jobs) > 1
                 try:
-                    for f, args, d in jobs:
-                        if journal.syncing and not getattr(f, "pipelined", False):
-                            # It must see the group before it done.
-                            journal.syncDone(journal.syncer.wait())
+                    for f, args, _ in jobs:
                         try:
-                            result = f(*args)
+                            results.append(f(*args))
                         except BaseException:
-                            result = Failure()
-                        waiting.append((d, result))
+                            results.append(Failure())
                 finally:
                     journal.grouping = False
-                    if pipelined:
-                        journal.startSync()
-                    else:
-                        journal.flush()
-                answers = _answerable(waiting, pipelined)
+                    journal.flush()
         except BaseException:
             log.failure("mailbox jobs failed")
         self.groups += 1
-        if answers:
-            self._store._reactor.callFromThread(self._answerJobs, answers)
+        if len(results) < len(jobs):
+            results.extend([_lost()] * (len(jobs) - len(results)))
+        for i, result in enumerate(results):
+            if isinstance(result, Staged):
+                results[i] = result.result if result.done else _lost()
+        return jobs, results
 
-    def _answerJobs(self, answers):
-        for d, result in answers:
+    def _answerJobs(self, done):
+        jobs, results = done
+        for (_, _, d), result in zip(jobs, results):
             if isinstance(result, Failure):
                 d.errback(result)
             else:
@@ -232,9 +193,6 @@ class JournalledDeliveries:
             return outcomes.then(lambda result: (batch, result))
         return batch, outcomes
 
-    # Runs while the group before it syncs (runJobs): it reads no file.
-    _takeAndStore.pipelined = True
-
     def _gather(self):
         """
         Group commit's wait (PostgreSQL's C{commit_delay}): when the last
@@ -243,9 +201,7 @@ class JournalledDeliveries:
         never waits.
         """
         target = min(self._lastBatch, BATCH_TARGET)
-        if target < COMMIT_SIBLINGS or self.journal.syncer is not None:
-            # Pipelined, the deliveries arriving during a sync are
-            # gathered by the next group already.
+        if target < COMMIT_SIBLINGS:
             return
         deadline = time.monotonic() + COMMIT_DELAY
         while len(self._pending) < target and time.monotonic() < deadline:
@@ -267,7 +223,7 @@ class JournalledDeliveries:
             msgid = self._newMessageId()
             idLine = idHeaderLine(msgid)
             record = mboxRecordChunks(separator, idLine, *parts)
-            if sum(len(chunk) for chunk in record) - len(idLine) > limit:
+            if sum(map(len, record)) - len(idLine) > limit:
                 outcomes[i] = errors.MessageTooLarge(limit)
             else:
                 byMailbox.setdefault(mailbox.mbox.userid, (mailbox, []))[1].append(
@@ -392,9 +348,6 @@ class JournalledDeliveries:
             self._checkpointCall.cancel()
         self._checkpointCall = None
         self.journal.close()
-        # Pipelined, the last groups' file writes ran in the checkpoint:
-        # their jobs are answered here (no mailbox thread runs now).
-        self._answerJobs(_answerable(self._waiting, True))
 
 
 def journalledTransfer(source, target, records, flags, move):
@@ -452,26 +405,6 @@ def journalledTransfer(source, target, records, flags, move):
         return written
 
     return wal.stage(journalled, apply)
-
-
-def _answerable(waiting, pipelined):
-    """
-    The jobs at the head of C{waiting} whose answers are known, in order
-    (taken from it).
-    """
-    answers = []
-    while waiting:
-        d, result = waiting[0]
-        if isinstance(result, Staged):
-            if not result.done:
-                if pipelined:
-                    break
-                result = _lost()
-            else:
-                result = result.result
-        waiting.popleft()
-        answers.append((d, result))
-    return answers
 
 
 def _lost():

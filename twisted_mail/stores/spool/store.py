@@ -298,11 +298,6 @@ class SpoolStore(SpoolFolders):
         of deliveries to any number of mailboxes costs one sync, the mbox
         files are synced at checkpoints.  Without it each mailbox's batch
         is synced in its file.
-    @param pipeline: with the journal, pipelined group commit: a group's
-        journal sync runs in a second thread while the mailbox thread
-        writes the next group's frames (True: a
-        L{twisted_mail.stores.spool.journal.SyncThread}; or the syncer to
-        use, tests).
     """
 
     def __init__(
@@ -315,7 +310,6 @@ class SpoolStore(SpoolFolders):
         clock=time.time,
         lockDeadline=LOCK_DEADLINE,
         journal=False,
-        pipeline=False,
         searchIndex=True,
         indexProcess=False,
     ):
@@ -351,11 +345,7 @@ class SpoolStore(SpoolFolders):
         if journal:
             from twisted_mail.stores.spool.journalled import JournalledDeliveries
 
-            from twisted_mail.stores.spool.journal import SyncThread
-
-            syncer = pipeline if not isinstance(pipeline, bool) else (
-                SyncThread() if pipeline else None)
-            self._journalled = JournalledDeliveries(self, newMessageId, syncer=syncer)
+            self._journalled = JournalledDeliveries(self, newMessageId)
 
     def close(self):
         """
