@@ -136,6 +136,13 @@ class Record:
             return [b"".join((DELIVERY, _U16.pack(len(user)), user,
                               _U64.pack(fields["inode"]), _U16.pack(len(msgid)), msgid,
                               _U32.pack(sum(map(len, data)))))] + list(data)
+        return self._fieldChunks()
+
+    def _fieldChunks(self):
+        """
+        The encoded record, field by field (every type).
+        """
+        fields = self.fields
         out = [self.type]
         for name in RECORD_FIELDS[self.type]:
             value = fields[name]
