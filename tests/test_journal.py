@@ -72,6 +72,15 @@ class FormatTests(SynchronousTestCase):
                          [(r.type, {k: bytes(v) if isinstance(v, bytes) else v
                                     for k, v in r.fields.items()}) for r in records])
 
+    def test_deliveryEncodedAsEveryField(self):
+        """
+        A delivery record's quick encoding is byte for byte the field-by-field one every record type has, so journals read the same either way.
+        """
+        for data in ([b"From a\n", b"X-Id: 1\n", b"body\n" * 300], b"one piece\n", []):
+            record = Record(DELIVERY, user="b\xf6b/f3a9", inode=2 ** 40 + 3,
+                            msgid="\u00e9t\xe9-1", data=data)
+            self.assertEqual(b"".join(record.chunks()), b"".join(record._fieldChunks()))
+
     def test_tornTailEveryOffset(self):
         """
         For every record type, a journal cut at any byte of its last frame reads as the whole frames before it.

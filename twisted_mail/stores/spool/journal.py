@@ -125,9 +125,27 @@ class Record:
         """
         The encoded record, as byte strings (data is not copied).
         """
+        fields = self.fields
+        if self.type == DELIVERY:
+            # Most records: one header piece, then the record's pieces.
+            user = fields["user"].encode("utf-8")
+            msgid = fields["msgid"].encode("utf-8")
+            data = fields["data"]
+            if not isinstance(data, (list, tuple)):
+                data = [data]
+            return [b"".join((DELIVERY, _U16.pack(len(user)), user,
+                              _U64.pack(fields["inode"]), _U16.pack(len(msgid)), msgid,
+                              _U32.pack(sum(map(len, data)))))] + list(data)
+        return self._fieldChunks()
+
+    def _fieldChunks(self):
+        """
+        The encoded record, field by field (every type).
+        """
+        fields = self.fields
         out = [self.type]
         for name in RECORD_FIELDS[self.type]:
-            value = self.fields[name]
+            value = fields[name]
             kind = _KINDS[name]
             if kind == "s":
                 raw = value.encode("utf-8")
@@ -138,7 +156,7 @@ class Record:
                 out.append(bytes(value).ljust(16, b"\0")[:16])
             else:
                 chunks = value if isinstance(value, (list, tuple)) else [value]
-                out.append(_U32.pack(sum(len(c) for c in chunks)))
+                out.append(_U32.pack(sum(map(len, chunks))))
                 out.extend(chunks)
         return out
 
@@ -181,17 +199,15 @@ def _decodeRecord(payload, pos):
 
 def encodeFrame(epoch, txid, boot, records):
     """
-    A transaction's frame, as byte strings for one C{pwritev}.
+    A transaction's frame, as byte strings for one C{pwritev}: its header
+    and its payload (joined: one checksum call, where a checksum and a
+    length per piece cost more Python steps than the copy).
     """
     body = [_TX.pack(epoch, txid, boot, len(records))]
     for record in records:
-        body.extend(record.chunks())
-    crc = 0
-    length = 0
-    for chunk in body:
-        crc = zlib.crc32(chunk, crc)
-        length += len(chunk)
-    return [_FRAME.pack(MAGIC, length, crc)] + body
+        body += record.chunks()
+    payload = b"".join(body)
+    return [_FRAME.pack(MAGIC, len(payload), zlib.crc32(payload)), payload]
 
 
 class Transaction:
@@ -465,7 +481,7 @@ class Journal:
             except OSError:
                 pass
             raise
-        self._end = start + sum(len(c) for c in frame)
+        self._end = start + len(frame[0]) + len(frame[1])
         return self._txid
 
     def _sync(self):

@@ -223,7 +223,7 @@ class JournalledDeliveries:
             msgid = self._newMessageId()
             idLine = idHeaderLine(msgid)
             record = mboxRecordChunks(separator, idLine, *parts)
-            if sum(len(chunk) for chunk in record) - len(idLine) > limit:
+            if sum(map(len, record)) - len(idLine) > limit:
                 outcomes[i] = errors.MessageTooLarge(limit)
             else:
                 byMailbox.setdefault(mailbox.mbox.userid, (mailbox, []))[1].append(
