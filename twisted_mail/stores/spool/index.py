@@ -17,7 +17,7 @@ Tables::
     msg(rowid, id, folder, key, uid, arrived, arrivedday, sentday, size,
         attachments, flags, summary, headers)  (flags and uid outside the
                                        summary: they change without the text)
-    text(from_, to_, cc, subject, body, attachment)
+    text(body, from_, to_, cc, subject, attachment)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
                                        of the fields a bare word looks in
@@ -82,8 +82,10 @@ _ARRIVED_BITS = 37
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
 
 #: The fields of C{text} (the others, L{_EXTRA_FIELDS}, are C{extra}'s), in
-#: its column order.
-_TEXT_FIELDS = ("from", "to", "cc", "subject", "body", "attachment")
+#: its column order.  The body first: FTS5 marks each position list's
+#: column but the first's, and most of the index is body words (schema 7;
+#: measured at 20,000 messages: index -8 %, FTS5 insert -15 %).
+_TEXT_FIELDS = ("body", "from", "to", "cc", "subject", "attachment")
 
 
 _SCHEMA = """
@@ -106,7 +108,7 @@ CREATE TABLE IF NOT EXISTS msg(
 CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
-    from_, to_, cc, subject, body, attachment,
+    body, from_, to_, cc, subject, attachment,
     tokenize = 'unicode61 remove_diacritics 0', detail = full
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
@@ -502,7 +504,7 @@ class SearchDatabase:
                     " sentday, size, attachments, flags, summary, headers)"
                     " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 db.executemany(
-                    "INSERT INTO text(rowid, from_, to_, cc, subject, body, attachment)"
+                    "INSERT INTO text(rowid, body, from_, to_, cc, subject, attachment)"
                     " VALUES(?,?,?,?,?,?,?)", texts)
                 db.executemany("INSERT INTO extra(rowid, bcc, headers) VALUES(?,?,?)",
                                extras)
