@@ -203,6 +203,11 @@ def main(argv=None):
                 "; smallest block medians {:.2f}".format(
                     big[name + "_best_ms"] / small[name + "_best_ms"])
                 if args.blocks > 1 else ""))
+            if args.interleave and args.blocks > 1:
+                # Blocks timed side by side: the median of their ratios.
+                print("          {:.2f} median ratio of the blocks side by side".format(
+                    statistics.median(b / a for a, b in zip(
+                        small[name + "_medians"], big[name + "_medians"]))))
 
 
 if __name__ == "__main__":
