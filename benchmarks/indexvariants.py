@@ -10,6 +10,7 @@ size after C{optimize}, and the CPU medians of a few counts:
 
   --rowid-bits N   rowids as the index makes them (arrival second shifted by
                    N bits; schema 6: 24, schema 7: 16)
+  --body-last      the columns in schema 6's order (body fifth), not first
   --grams column   the pairs of adjacent words of which at least one is among
                    the --common most frequent English words, each pair once
                    a message, as one token C{a_b}, in a column of C{text}
@@ -32,7 +33,7 @@ import time
 COMMON = ("the of and to a in is it you that he was for on are with as i his they "
           "be at one have this from or had by").split()
 
-COLUMNS = "from_, to_, cc, subject, body, attachment"
+COLUMNS = "body, from_, to_, cc, subject, attachment"
 
 QUERIES = ('"the project"', "the AND project", "project", "meeting",
            '({from_} : "plri") AND "project"', '"of the"')
@@ -67,14 +68,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("index", help="an index file search.py --keep left")
     parser.add_argument("--rowid-bits", type=int, default=16)
+    parser.add_argument("--body-last", action="store_true")
     parser.add_argument("--grams", choices=("none", "column", "table"), default="none")
     parser.add_argument("--common", type=int, default=10,
                         help="how many of the most frequent words make grams")
     args = parser.parse_args(argv)
 
+    columns = "from_, to_, cc, subject, body, attachment" if args.body_last else COLUMNS
     source = sqlite3.connect(args.index)
     rows = source.execute(
-        "SELECT msg.arrived, " + COLUMNS + " FROM text JOIN msg ON msg.rowid = text.rowid"
+        "SELECT msg.arrived, " + columns + " FROM text JOIN msg ON msg.rowid = text.rowid"
         " ORDER BY msg.arrived DESC").fetchall()
     limit = 2 ** 37
     bits = args.rowid_bits
@@ -97,7 +100,7 @@ def main(argv=None):
     tokenizer = "tokenize = \"unicode61 remove_diacritics 0 tokenchars '_'\""
     extra = ", grams" if args.grams == "column" else ""
     db.execute("CREATE VIRTUAL TABLE text USING fts5({}{}, {}, detail = full)".format(
-        COLUMNS, extra, tokenizer))
+        columns, extra, tokenizer))
     if args.grams == "table":
         db.execute("CREATE VIRTUAL TABLE grams USING fts5(grams, content = '',"
                    " detail = none, {})".format(tokenizer))
@@ -107,10 +110,10 @@ def main(argv=None):
         chunk = rows[i:i + 200]
         db.execute("BEGIN")
         if args.grams == "column":
-            db.executemany("INSERT INTO text(rowid, {}, grams) VALUES({})".format(COLUMNS, marks),
+            db.executemany("INSERT INTO text(rowid, {}, grams) VALUES({})".format(columns, marks),
                            [row + (g,) for row, g in zip(chunk, grams[i:i + 200])])
         else:
-            db.executemany("INSERT INTO text(rowid, {}) VALUES({})".format(COLUMNS, marks),
+            db.executemany("INSERT INTO text(rowid, {}) VALUES({})".format(columns, marks),
                            chunk)
         if args.grams == "table":
             db.executemany("INSERT INTO grams(rowid, grams) VALUES(?, ?)",
@@ -124,8 +127,9 @@ def main(argv=None):
     optimized = time.process_time() - started
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     count = len(rows)
-    print("load average {:.2f}; {} messages, rowid bits {}, grams {} (--common {})".format(
-        os.getloadavg()[0], count, bits, args.grams, args.common))
+    print("load average {:.2f}; {} messages, rowid bits {}, body {}, grams {} (--common {})"
+          .format(os.getloadavg()[0], count, bits, "last" if args.body_last else "first",
+                  args.grams, args.common))
     print("  insert {:.1f} us/message of CPU, optimize {:.1f}, making grams {:.1f};"
           " {:.1f} grams a message; index {:.1f} MB".format(
               inserted / count * 1e6, optimized / count * 1e6, made / count * 1e6,
