@@ -102,7 +102,7 @@ def main(argv=None):
     db.execute("CREATE VIRTUAL TABLE text USING fts5({}{}, {}, detail = full)".format(
         columns, extra, tokenizer))
     if args.grams == "table":
-        db.execute("CREATE VIRTUAL TABLE grams USING fts5(grams, content = '',"
+        db.execute("CREATE VIRTUAL TABLE pairs USING fts5(gram, content = '',"
                    " detail = none, {})".format(tokenizer))
     marks = ",".join("?" * (7 + bool(extra)))
     started = time.process_time()
@@ -116,14 +116,14 @@ def main(argv=None):
             db.executemany("INSERT INTO text(rowid, {}) VALUES({})".format(columns, marks),
                            chunk)
         if args.grams == "table":
-            db.executemany("INSERT INTO grams(rowid, grams) VALUES(?, ?)",
+            db.executemany("INSERT INTO pairs(rowid, gram) VALUES(?, ?)",
                            [(row[0], g) for row, g in zip(chunk, grams[i:i + 200])])
         db.execute("COMMIT")
     inserted = time.process_time() - started
     started = time.process_time()
     db.execute("INSERT INTO text(text) VALUES('optimize')")
     if args.grams == "table":
-        db.execute("INSERT INTO grams(grams) VALUES('optimize')")
+        db.execute("INSERT INTO pairs(pairs) VALUES('optimize')")
     optimized = time.process_time() - started
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     count = len(rows)
@@ -139,7 +139,7 @@ def main(argv=None):
         print("  {:<36} {:>6} matches  {:.3f} ms CPU".format(
             query, db.execute(counting, (query,)).fetchone()[0], cpuMedian(db, counting, (query,))))
     if args.grams != "none":
-        table = "grams" if args.grams == "table" else "text"
+        table = "pairs" if args.grams == "table" else "text"
         gram = '"the_project"'
         sql = "SELECT count(*) FROM {0} WHERE {0} MATCH ?".format(table)
         print("  {:<36} {:>6} matches  {:.3f} ms CPU".format(
