@@ -18,7 +18,10 @@ reactor adds are ~0.1 ms each), so the figures are the work itself.  Each
 search is timed --runs times through SpoolStore.search, after one warm-up;
 the median and the worst are shown.  With --blocks N (on a shared machine)
 it is timed in N blocks of --runs, and the smallest block median is shown
-too, with its ratios: what other processes disturb least.
+too, with its ratios: what other processes disturb least.  With
+--interleave every size is built first and their blocks are timed in turn,
+so that a shared machine's load, which changes from one minute to the next,
+falls on the 400 and the 20,000 figures alike.
 
     python benchmarks/search.py --messages 400 20000
 """
@@ -49,7 +52,11 @@ QUERIES = {
 }
 
 
-def measure(count, runs, workdir, parsers=1, blocks=1):
+def measure(count, workdir, parsers=1):
+    """
+    Make a spool of C{count} messages, build its index, time a restart:
+    the row of figures so far, and the restarted store.
+    """
     spool = os.path.join(workdir, "spool{}".format(count))
     os.makedirs(spool)
     started = time.perf_counter()
@@ -89,26 +96,64 @@ def measure(count, runs, workdir, parsers=1, blocks=1):
     queries = dict(QUERIES)
     queries["mixed"] = "from:{} project is:unread".format(sender)
     for name, text in queries.items():
-        query = parseQuery(text)
-        found = result(store.search("bob", query, limit=50))
-        times, cpus, medians = [], [], []
-        for _ in range(blocks):
-            block = []
-            for _ in range(runs):
-                started, cpu = time.perf_counter(), time.process_time()
-                result(store.search("bob", query, limit=50))
-                block.append((time.perf_counter() - started) * 1000)
-                cpus.append((time.process_time() - cpu) * 1000)
-            times.extend(block)
-            medians.append(statistics.median(block))
-        row[name + "_best_ms"] = min(medians)
-        row[name + "_ms"] = statistics.median(times)
-        row[name + "_cpu_ms"] = statistics.median(cpus)
-        row[name + "_worst_ms"] = max(times)
-        row[name + "_matches"] = found.total
         row[name + "_query"] = text
-    store.close()
-    return row
+        row[name + "_matches"] = result(store.search("bob", parseQuery(text), limit=50)).total
+        row[name + "_times"], row[name + "_cpus"], row[name + "_medians"] = [], [], []
+    return row, store
+
+
+def timeBlock(row, store, runs):
+    """
+    Time each query of C{row} C{runs} times (after one warm-up), adding to
+    its lists.
+    """
+    for name in QUERIES:
+        query = parseQuery(row[name + "_query"])
+        result(store.search("bob", query, limit=50))
+        block = []
+        for _ in range(runs):
+            started, cpu = time.perf_counter(), time.process_time()
+            result(store.search("bob", query, limit=50))
+            block.append((time.perf_counter() - started) * 1000)
+            row[name + "_cpus"].append((time.process_time() - cpu) * 1000)
+        row[name + "_times"].extend(block)
+        row[name + "_medians"].append(statistics.median(block))
+
+
+def summarize(row):
+    for name in QUERIES:
+        times = row[name + "_times"]
+        row[name + "_best_ms"] = min(row[name + "_medians"])
+        row[name + "_ms"] = statistics.median(times)
+        row[name + "_cpu_ms"] = statistics.median(row[name + "_cpus"])
+        row[name + "_worst_ms"] = max(times)
+
+
+def measureAll(counts, runs, workdir, parsers=1, blocks=1, interleave=False):
+    """
+    L{measure} each size, and time its searches in C{blocks} blocks of
+    C{runs}: size after size, or (C{interleave}) the sizes' blocks taken
+    in turn, so that the load of a shared machine falls on all alike.
+    """
+    rows = []
+    if not interleave:
+        for count in counts:
+            row, store = measure(count, workdir, parsers)
+            for _ in range(blocks):
+                timeBlock(row, store, runs)
+            store.close()
+            rows.append(row)
+    else:
+        measured = [measure(count, workdir, parsers) for count in counts]
+        for _ in range(blocks):
+            for row, store in measured:
+                timeBlock(row, store, runs)
+        for row, store in measured:
+            store.close()
+            rows.append(row)
+    for row in rows:
+        summarize(row)
+    return rows
 
 
 def main(argv=None):
@@ -121,12 +166,15 @@ def main(argv=None):
     parser.add_argument("--blocks", type=int, default=1,
                         help="time each search in this many blocks of --runs and show the "
                              "smallest block median too (a shared machine)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="build every size first, then time their blocks in turn (the "
+                             "ratios then see the same load; use with --blocks)")
     parser.add_argument("--keep", action="store_true", help="keep the spools made")
     args = parser.parse_args(argv)
     workdir = tempfile.mkdtemp(prefix="simplemail-search-")
     try:
-        rows = [measure(count, args.runs, workdir, args.parsers, args.blocks)
-                for count in args.messages]
+        rows = measureAll(args.messages, args.runs, workdir, args.parsers, args.blocks,
+                          args.interleave)
     finally:
         if not args.keep:
             shutil.rmtree(workdir)
@@ -155,6 +203,11 @@ def main(argv=None):
                 "; smallest block medians {:.2f}".format(
                     big[name + "_best_ms"] / small[name + "_best_ms"])
                 if args.blocks > 1 else ""))
+            if args.interleave and args.blocks > 1:
+                # Blocks timed side by side: the median of their ratios.
+                print("          {:.2f} median ratio of the blocks side by side".format(
+                    statistics.median(b / a for a, b in zip(
+                        small[name + "_medians"], big[name + "_medians"]))))
 
 
 if __name__ == "__main__":
