@@ -63,7 +63,7 @@ from twisted_mail.stores.spool.indexquery import (  # noqa: F401 (renameFolders:
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: A prefix standing for more whole words than this is searched as a
 #: prefix.
@@ -103,11 +103,11 @@ CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     from_, to_, cc, subject, body, attachment,
-    tokenize = 'unicode61 remove_diacritics 0', detail = full
+    tokenize = 'ascii', detail = full, columnsize = 0
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
     bcc, headers,
-    tokenize = 'unicode61 remove_diacritics 0', detail = full
+    tokenize = 'ascii', detail = full, columnsize = 0
 );
 """
 
