@@ -142,3 +142,30 @@ class OrderKeyTests(SynchronousTestCase):
         self.assertEqual(second, first - 1)
         self.assertEqual(keys.next(4), index.orderKey(4))
         self.assertEqual(keys.next(4), index.orderKey(4, 1))
+
+
+class MergeSettingsTests(SynchronousTestCase):
+    def _automerge(self, db):
+        return db._db.execute("SELECT v FROM text_config WHERE k='automerge'").fetchone()
+
+    def test_heldUntilOptimized(self):
+        """A build holds FTS5's merges until its optimize, which gives them back."""
+        db = index.SearchDatabase(self.mktemp())
+        self.addCleanup(db.close)
+        db.holdMerges()
+        self.assertEqual(self._automerge(db), (0,))
+        db.optimize()
+        self.assertEqual(self._automerge(db), (index._AUTOMERGE,))
+
+    def test_aBuildStoppedHalfWay(self):
+        """Merges held by a build that never finished are given back by the next full sync."""
+        path = self.mktemp()
+        stopped = index.SearchDatabase(path)
+        stopped.holdMerges()
+        stopped.close()
+        db = index.SearchDatabase(path)
+        self.addCleanup(db.close)
+        db.update("INBOX", (), ())
+        self.assertEqual(self._automerge(db), (0,))
+        db.update("INBOX", (), (), stamp=(None, None))
+        self.assertEqual(self._automerge(db), (index._AUTOMERGE,))

@@ -75,6 +75,13 @@ MAX_EXPANSION = 32
 _SEQUENCE_BITS = 24
 _ARRIVED_BITS = 37
 
+#: FTS5's own settings for its incremental merges, and what a build
+#: holds merges at (L{SearchDatabase.holdMerges}): a segment a commit, at
+#: most this many on a level.
+_AUTOMERGE = 4
+_CRISIS_MERGE = 16
+_HELD_CRISIS_MERGE = 64
+
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
 
 #: The fields of C{text} (the others, L{_EXTRA_FIELDS}, are C{extra}'s), in
@@ -286,6 +293,8 @@ class SearchDatabase:
         self._pairs = None
         self._version = None
         self._words = None
+        # Whether this connection holds FTS5's merges (L{holdMerges}).
+        self._holding = False
 
     # -- opening, checking, throwing away
 
@@ -505,6 +514,10 @@ class SearchDatabase:
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))
+                    if not self._holding and db.execute(
+                            "SELECT v FROM text_config WHERE k='automerge'").fetchone() == (0,):
+                        # A build that held merges stopped half way.
+                        _setMerging(db, _AUTOMERGE, _CRISIS_MERGE)
                 if snapshot is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("entries:" + folder, self._packSnapshot(folder, *snapshot)))
@@ -532,13 +545,35 @@ class SearchDatabase:
             self._words = {w for (w,) in self._db.execute("SELECT word FROM words")}
         return self._words
 
+    def holdMerges(self):
+        """
+        Before a large catch-up (a build) that L{optimize} ends: FTS5 merges
+        no segments meanwhile (it would merge the same text again and
+        again: about 15 % of a build's writing), until L{optimize} or the
+        next L{open} of a connection (should the build stop half way).
+        """
+        self.open()
+        self._holding = True
+        self._setMerging(0, _HELD_CRISIS_MERGE)
+
+    def _setMerging(self, automerge, crisismerge):
+        try:
+            _setMerging(self._db, automerge, crisismerge)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise IndexDamaged(str(e))
+
     def optimize(self):
         """
         Merge the text index into one b-tree (after a large catch-up: FTS5
         then skips through its lists instead of merging many segments at
-        every search; about 35 microseconds a message).
+        every search; about 35 microseconds a message), and merge as usual
+        from then on (L{holdMerges}).
         """
         self.open()
+        self._holding = False
+        self._setMerging(_AUTOMERGE, _CRISIS_MERGE)
         self._execute("INSERT INTO text(text) VALUES('optimize')")
         self._execute("INSERT INTO extra(extra) VALUES('optimize')")
         # The merge rewrote the whole index into the WAL: give the space back.
@@ -712,6 +747,15 @@ class _OrderKeys:
         self._next[base] = n - 1
         self._lowest = min(self._lowest, n)
         return n
+
+
+def _setMerging(db, automerge, crisismerge):
+    """
+    Set FTS5's incremental merge settings of both text tables.
+    """
+    for table in ("text", "extra"):
+        for name, value in (("automerge", automerge), ("crisismerge", crisismerge)):
+            db.execute("INSERT INTO {0}({0}, rank) VALUES(?, ?)".format(table), (name, value))
 
 
 def _deleteText(db, rowid):
