@@ -65,9 +65,14 @@ def catchUpCost(users, batch, rounds, kind):
                 "x@example.com", name, mails[i % len(mails)])
         spent, counted = 0.0, 0
         for r in range(rounds):
-            for name in names:
-                for k in range(batch):
-                    resultOf(deliver(name, r * batch + k))
+            # The deliveries are not what is measured: no fsync for them.
+            sync, os.fsync = os.fsync, lambda fd: None
+            try:
+                for name in names:
+                    for k in range(batch):
+                        resultOf(deliver(name, r * batch + k))
+            finally:
+                os.fsync = sync
             started = time.process_time()
             for name in names:
                 resultOf(indexer._mailbox(name).index.catchUp())
