@@ -148,17 +148,19 @@ class MergeSettingsTests(SynchronousTestCase):
     def _automerge(self, db):
         return db._db.execute("SELECT v FROM text_config WHERE k='automerge'").fetchone()
 
-    def test_heldUntilOptimized(self):
-        """A build holds FTS5's merges until its optimize, which gives them back."""
+    def test_heldUntilTheStamp(self):
+        """A build holds FTS5's merges until its last update, which records the stamp."""
         db = index.SearchDatabase(self.mktemp())
         self.addCleanup(db.close)
         db.holdMerges()
         self.assertEqual(self._automerge(db), (0,))
-        db.optimize()
+        db.update("INBOX", (), ())
+        self.assertEqual(self._automerge(db), (0,))
+        db.update("INBOX", (), (), stamp=(None, None))
         self.assertEqual(self._automerge(db), (index._AUTOMERGE,))
 
     def test_aBuildStoppedHalfWay(self):
-        """Merges held by a build that never finished are given back by the next full sync."""
+        """Merges held by a build that stopped half way are given back by the next full sync."""
         path = self.mktemp()
         stopped = index.SearchDatabase(path)
         stopped.holdMerges()

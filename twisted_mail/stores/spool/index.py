@@ -293,8 +293,6 @@ class SearchDatabase:
         self._pairs = None
         self._version = None
         self._words = None
-        # Whether this connection holds FTS5's merges (L{holdMerges}).
-        self._holding = False
 
     # -- opening, checking, throwing away
 
@@ -514,9 +512,10 @@ class SearchDatabase:
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))
-                    if not self._holding and db.execute(
-                            "SELECT v FROM text_config WHERE k='automerge'").fetchone() == (0,):
-                        # A build that held merges stopped half way.
+                    if db.execute("SELECT v FROM text_config WHERE k='automerge'"
+                                  ).fetchone() == (0,):
+                        # The end of a sync that held merges (holdMerges),
+                        # or of one that stopped half way: merge as usual.
                         _setMerging(db, _AUTOMERGE, _CRISIS_MERGE)
                 if snapshot is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
@@ -547,18 +546,15 @@ class SearchDatabase:
 
     def holdMerges(self):
         """
-        Before a large catch-up (a build) that L{optimize} ends: FTS5 merges
-        no segments meanwhile (it would merge the same text again and
-        again: about 15 % of a build's writing), until L{optimize} or the
-        next L{open} of a connection (should the build stop half way).
+        Before a large catch-up (a build), which L{optimize} ends: FTS5
+        merges no segments meanwhile (it would merge the same text again
+        and again: about 15 % of a build's writing), until the L{update}
+        that records the mailbox's stamp (the sync's last, or the next
+        sync's, should this one stop half way).
         """
         self.open()
-        self._holding = True
-        self._setMerging(0, _HELD_CRISIS_MERGE)
-
-    def _setMerging(self, automerge, crisismerge):
         try:
-            _setMerging(self._db, automerge, crisismerge)
+            _setMerging(self._db, 0, _HELD_CRISIS_MERGE)
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise
@@ -568,12 +564,9 @@ class SearchDatabase:
         """
         Merge the text index into one b-tree (after a large catch-up: FTS5
         then skips through its lists instead of merging many segments at
-        every search; about 35 microseconds a message), and merge as usual
-        from then on (L{holdMerges}).
+        every search; about 35 microseconds a message).
         """
         self.open()
-        self._holding = False
-        self._setMerging(_AUTOMERGE, _CRISIS_MERGE)
         self._execute("INSERT INTO text(text) VALUES('optimize')")
         self._execute("INSERT INTO extra(extra) VALUES('optimize')")
         # The merge rewrote the whole index into the WAL: give the space back.
