@@ -72,6 +72,34 @@ class ParseBytesTests(SynchronousTestCase):
             self.assertTrue(_sameMessage(mime.parseBytes(text), _stdlibParse(text)), repr(text))
 
 
+def _parsedFacts(parsed):
+    return (parsed.headers, parsed.sender, parsed.to, parsed.cc, parsed.subject, parsed.date,
+            parsed.text, parsed.html, parsed.problems,
+            [(p.part, p.filename, p.contentType, p.size) for p in parsed.parts])
+
+
+class ParseMessageTests(SynchronousTestCase):
+    def test_sameAsTheWholeWay(self):
+        """A message without MIME headers reads the same through the shortcut as the whole way."""
+        r = random.Random(24)
+        pieces = _PIECES + [b"Content-Disposition: attachment; filename=a.txt\n",
+                            b"content-type: text/html\n", b"Content-Transfer-Encoding: 8bit\n",
+                            b"Content-Typo: x\n", b"Contents: y\n", b"\xc3\xa9t\xc3\xa9\n",
+                            b"<b>x</b>\n", b"=?utf-8?q?caf=C3=A9?=\n", b"Subject: =?utf-8?q?x?=\n"]
+        texts = [b"", b"\n", b"body", b"Subject: a\n\n\xff\xfe\n", b"Subject: a\r\n\r\nb\r\n"]
+        texts += [b"".join(r.choice(pieces) for _ in range(r.randint(0, 10)))
+                  for _ in range(4000)]
+        shortcuts = 0
+        for text in texts:
+            fast = mime.parseMessage(text)
+            self.patch(mime, "_SHORTCUT", False)
+            whole = mime.parseMessage(text)
+            self.patch(mime, "_SHORTCUT", True)
+            self.assertEqual(_parsedFacts(fast), _parsedFacts(whole), repr(text))
+            shortcuts += not any(n.lower().startswith("content-") for n, _ in whole.headers)
+        self.assertGreater(shortcuts, 500)
+
+
 class SummaryTextTests(SynchronousTestCase):
     def test_roundTrip(self):
         """A summary kept in the index reads back equal, whatever its fields hold."""
@@ -114,3 +142,32 @@ class OrderKeyTests(SynchronousTestCase):
         self.assertEqual(second, first - 1)
         self.assertEqual(keys.next(4), index.orderKey(4))
         self.assertEqual(keys.next(4), index.orderKey(4, 1))
+
+
+class MergeSettingsTests(SynchronousTestCase):
+    def _automerge(self, db):
+        return db._db.execute("SELECT v FROM text_config WHERE k='automerge'").fetchone()
+
+    def test_heldUntilTheStamp(self):
+        """A build holds FTS5's merges until its last update, which records the stamp."""
+        db = index.SearchDatabase(self.mktemp())
+        self.addCleanup(db.close)
+        db.holdMerges()
+        self.assertEqual(self._automerge(db), (0,))
+        db.update("INBOX", (), ())
+        self.assertEqual(self._automerge(db), (0,))
+        db.update("INBOX", (), (), stamp=(None, None))
+        self.assertEqual(self._automerge(db), (index._AUTOMERGE,))
+
+    def test_aBuildStoppedHalfWay(self):
+        """Merges held by a build that stopped half way are given back by the next full sync."""
+        path = self.mktemp()
+        stopped = index.SearchDatabase(path)
+        stopped.holdMerges()
+        stopped.close()
+        db = index.SearchDatabase(path)
+        self.addCleanup(db.close)
+        db.update("INBOX", (), ())
+        self.assertEqual(self._automerge(db), (0,))
+        db.update("INBOX", (), (), stamp=(None, None))
+        self.assertEqual(self._automerge(db), (index._AUTOMERGE,))

@@ -78,10 +78,10 @@ The memory store searches with it, and every store's search must equal it.
 import datetime
 import re
 import unicodedata
-from email.utils import parsedate_tz
 
 from twisted_mail import errors
 from twisted_mail.mail import model
+from twisted_mail.mail.mime import parseDate
 from twisted_mail.wire import escapeControls
 
 #: The longest query, in characters.
@@ -561,7 +561,7 @@ def sentDay(value):
     if not value:
         return None
     try:
-        parsed = parsedate_tz(value)
+        parsed = parseDate(value)
         if parsed is None:
             return None
         return datetime.date(parsed[0], parsed[1], parsed[2])

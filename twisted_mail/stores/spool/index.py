@@ -79,6 +79,13 @@ MAX_EXPANSION = 32
 _SEQUENCE_BITS = 16
 _ARRIVED_BITS = 37
 
+#: FTS5's own settings for its incremental merges, and what a build
+#: holds merges at (L{SearchDatabase.holdMerges}): a segment a commit, at
+#: most this many on a level.
+_AUTOMERGE = 4
+_CRISIS_MERGE = 16
+_HELD_CRISIS_MERGE = 64
+
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
 
 #: The fields of C{text} (the others, L{_EXTRA_FIELDS}, are C{extra}'s), in
@@ -109,11 +116,11 @@ CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     body, from_, to_, cc, subject, attachment,
-    tokenize = 'unicode61 remove_diacritics 0', detail = full
+    tokenize = 'ascii', detail = full, columnsize = 0
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
     bcc, headers,
-    tokenize = 'unicode61 remove_diacritics 0', detail = full
+    tokenize = 'ascii', detail = full, columnsize = 0
 );
 """
 
@@ -511,6 +518,11 @@ class SearchDatabase:
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))
+                    if db.execute("SELECT v FROM text_config WHERE k='automerge'"
+                                  ).fetchone() == (0,):
+                        # The end of a sync that held merges (holdMerges),
+                        # or of one that stopped half way: merge as usual.
+                        _setMerging(db, _AUTOMERGE, _CRISIS_MERGE)
                 if snapshot is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("entries:" + folder, self._packSnapshot(folder, *snapshot)))
@@ -537,6 +549,22 @@ class SearchDatabase:
         if self._words is None:
             self._words = {w for (w,) in self._db.execute("SELECT word FROM words")}
         return self._words
+
+    def holdMerges(self):
+        """
+        Before a large catch-up (a build), which L{optimize} ends: FTS5
+        merges no segments meanwhile (it would merge the same text again
+        and again: about 15 % of a build's writing), until the L{update}
+        that records the mailbox's stamp (the sync's last, or the next
+        sync's, should this one stop half way).
+        """
+        self.open()
+        try:
+            _setMerging(self._db, 0, _HELD_CRISIS_MERGE)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise IndexDamaged(str(e))
 
     def optimize(self):
         """
@@ -718,6 +746,15 @@ class _OrderKeys:
         self._next[base] = n - 1
         self._lowest = min(self._lowest, n)
         return n
+
+
+def _setMerging(db, automerge, crisismerge):
+    """
+    Set FTS5's incremental merge settings of both text tables.
+    """
+    for table in ("text", "extra"):
+        for name, value in (("automerge", automerge), ("crisismerge", crisismerge)):
+            db.execute("INSERT INTO {0}({0}, rank) VALUES(?, ?)".format(table), (name, value))
 
 
 def _deleteText(db, rowid):

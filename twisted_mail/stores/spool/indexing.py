@@ -299,6 +299,9 @@ class MailboxIndex:
         if len(new) > BATCH and self.progress is None:
             log.info("indexing {count} messages of {user}", count=len(new),
                      user=self._userid)
+        if len(new) > BATCH:
+            # Ended by an optimize, below.
+            yield self._inThread(self.writer.holdMerges)
         pool = None
         if self.parsers > 1 and len(new) >= PARALLEL_FROM:
             pool = yield self._inThread(_parserPool, self.parsers)
