@@ -585,9 +585,10 @@ def problems(path, users, acked, everSent, journal, inodes=None, boot=b"another 
 
 
 def explore(recorder, users, everSent, journal, limit=64, seed=0, maxStates=None,
-            report=None, inodes=None, acked=(), boot=b"another boot...."):
+            report=None, inodes=None, acked=(), boot=b"another boot....", check=None):
     """
-    Check every distinct crash state of C{recorder}'s run.
+    Check every distinct crash state of C{recorder}'s run with C{check}
+    (L{problems} unless given: same arguments, returns a list of problems).
 
     @return: C{(states generated, distinct states checked, failures)},
         failures a L{list} of C{(crash point, problems)}.
@@ -611,7 +612,7 @@ def explore(recorder, users, everSent, journal, limit=64, seed=0, maxStates=None
             made = writeState(state, path)
             if inodes:
                 made = {real: inodes.get(ino, ino) for real, ino in made.items()}
-            wrong = problems(path, users, markers, everSent, journal, made, boot)
+            wrong = (check or problems)(path, users, markers, everSent, journal, made, boot)
             if wrong:
                 failures.append((point, wrong))
             shutil.rmtree(path)
@@ -1018,31 +1019,11 @@ def uidProblems(path, users, acked, journal, inodes=None, boot=b"another boot...
 
 def exploreUids(recorder, users, journal, limit=64, seed=0, maxStates=None):
     """
-    L{explore} for L{uidProblems}.
+    L{explore} with L{uidProblems} for its check.
 
     @return: C{(states generated, distinct states checked, failures)}.
     """
-    seen = set()
-    failures = []
-    generated = 0
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    scratch = tempfile.mkdtemp(prefix="crashuids-", dir=shm)
-    try:
-        for point, markers, state in crashStates(recorder, limit, seed):
-            generated += 1
-            key = (stateKey(state), len(markers))
-            if key in seen:
-                continue
-            seen.add(key)
-            path = os.path.join(scratch, "s%d" % (len(seen),))
-            os.mkdir(path)
-            made = writeState(state, path)
-            wrong = uidProblems(path, users, markers, journal, made)
-            if wrong:
-                failures.append((point, wrong))
-            shutil.rmtree(path)
-            if maxStates is not None and len(seen) >= maxStates:
-                break
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return generated, len(seen), failures
+    def check(path, users, markers, everSent, journal, inodes, boot):
+        return uidProblems(path, users, markers, journal, inodes, boot)
+
+    return explore(recorder, users, set(), journal, limit, seed, maxStates, check=check)
