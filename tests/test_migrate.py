@@ -187,3 +187,23 @@ class MigrateTests(SynchronousTestCase):
         back = self.mktemp()
         self.migrate("to-spool", back)
         self.assertEqual(state(makeSpoolStore(self, back)), before)
+
+    def test_intoASpoolWithMail(self):
+        """
+        Mail migrated into a spool folder that already holds mail keeps its ids, after a restart too, and follows the folder's own UIDs in order (the database's UIDs belong to another UIDVALIDITY).
+        """
+        db = makePostgresStore(self, self.url)
+        self.ok(db.addUser("bob"))
+        migrated = [self.ok(db.deliver("alice", "bob", b"from the database %d\n" % (i,)))
+                    for i in range(3)]
+        path = self.mktemp()
+        store = makeSpoolStore(self, path)
+        self.ok(store.addUser("bob"))
+        for i in range(5):
+            self.ok(store.deliver("alice", "bob", b"already here %d\n" % (i,)))
+        store.close()
+        self.migrate("to-spool", path)
+        listing = self.ok(self.ok(makeSpoolStore(self, path).openMailbox("bob"))
+                          .listMessages()).messages
+        self.assertEqual([m.id for m in listing[5:]], migrated)
+        self.assertEqual([m.uid for m in listing], list(range(1, 9)))

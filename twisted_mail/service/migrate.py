@@ -325,16 +325,21 @@ def toSpool(spool, url, out):
 
 def _copyFolder(conn, userid, folder, mbox, validity, have):
     """
-    Copy one folder's messages (in UID order, with their UIDs and flags)
-    from the database to its spool file; an empty file takes the
-    database's UIDVALIDITY.
+    Copy one folder's messages (in UID order, with their flags) from the
+    database to its spool file: an empty file takes the database's
+    UIDVALIDITY and the messages their UIDs; in a file with mail they get
+    the file's next UIDs.
 
     @return: how many were copied, and how many were there already.
     """
     from twisted_mail.stores.postgres import sql as pgsql
 
     with mbox.locked():
-        if not mbox.entries and mbox.uidValidity != validity:
+        # The database's UIDs hold only under its UIDVALIDITY: in a file that
+        # has mail (and its own UIDVALIDITY) the messages get the next UIDs,
+        # in order, or they would be taken for another program's copies.
+        keepUids = not mbox.entries
+        if keepUids and mbox.uidValidity != validity:
             mbox.uidValidity = validity
             mbox.uidNext = 1
             mbox._saveUids(sync=True)
@@ -363,11 +368,11 @@ def _copyFolder(conn, userid, folder, mbox, validity, have):
             uids.append(uid)
             size += len(body)
             if size >= BATCH_BYTES:
-                mbox.append(records, flags, uids)
+                mbox.append(records, flags, uids if keepUids else None)
                 copied += len(records)
                 records, flags, uids, size = [], [], [], 0
         if records:
-            mbox.append(records, flags, uids)
+            mbox.append(records, flags, uids if keepUids else None)
             copied += len(records)
     return copied, skipped
 
