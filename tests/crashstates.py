@@ -687,19 +687,7 @@ class Workload:
         """
         Deliver one message to each of C{users}, all in one batch.
         """
-        waiting = []
-        for user in users:
-            self._n += 1
-            body = b"message %d to %s\n" % (self._n, user.encode())
-            self.sent.add((user, body))
-            d = self.store.deliver("sender", user, body)
-            waiting.append((d, user, body))
-        self.reactor.drain()
-        for d, user, body in waiting:
-            result = []
-            d.addBoth(result.append)
-            if result and not isinstance(result[0], Failure):
-                self._mark("deliver", (user, body))
+        self.group(*[("deliver", user) for user in users])
 
     def _session(self, user):
         session = self.sessions.get(user)

@@ -8,11 +8,14 @@ flags.  The full exploration is C{benchmarks/crashstates.py}.
 """
 
 import os
+import shutil
 
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import crashstates
 from twisted_mail.stores.spool import folderfile, journal
+from twisted_mail.stores.spool.store import SpoolStore
 
 #: Combinations taken per crash point in CI (the full run takes 64).
 LIMIT = 4
@@ -190,12 +193,6 @@ class CopyAfterPowerCutTests(SynchronousTestCase):
         """
         When a power cut lost the UID record's last write and mutt then copied a message in with the store's lines, recovery keeps every acknowledged message's id and UID and gives the copy a new id.
         """
-        import shutil
-
-        from twisted.python.filepath import FilePath
-
-        from twisted_mail.stores.spool.store import SpoolStore
-
         path = os.path.join(os.path.abspath(self.mktemp()), "spool")
         w = crashstates.Workload(path, users=("bob",), journal=True)
         self.addCleanup(w.close)

@@ -194,8 +194,8 @@ class FolderFile:
         self._recordNext = uidnext
         self.uidValidity = validity
         # The append intent's UIDNEXT was synced with the appends (the
-        # record's write may have been lost in a power cut).
-        self._readIntent()
+        # record's write may have been lost in a power cut); _recover read
+        # it at this look, which is a first look or follows a rewrite.
         self.uidNext = max(uidnext, top + 1, self._intentNext)
         self._generation = generation
 

@@ -316,8 +316,8 @@ def syncSpoolFiles(dirfd, users, created=True):
         folder, mbox, marks = filePaths(user)
         if folder != ".":
             folders.add(folder)
-        head, _, base = mbox.rpartition("/")
-        uids = (head + "/" if head else "") + "." + base + ".uids"
+        # The UID record is named as the delete-mark file is.
+        uids = marks[:-len(".deleted")] + ".uids"
         for name in (mbox, marks, uids):
             try:
                 fd = os.open(name, os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)

@@ -49,7 +49,6 @@ class CrashRecovery:
     #: The highest UIDNEXT the append intent held or was given (L{_writeIntent}).
     _intentNext = 0
 
-
     # -- the delete journal
 
     def _readJournal(self):
