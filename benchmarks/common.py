@@ -291,6 +291,29 @@ class CpuWatch:
         }
 
 
+    def settledHelperCpu(self, quiet=2.5, limit=120.0):
+        """
+        After L{stop}: wait until the helper processes' CPU stops growing
+        (for C{quiet} seconds, at most C{limit} seconds in all), and give
+        their CPU since the start.  An indexing process that yields to the
+        deliveries (C{SCHED_IDLE}) does most of its work after the load:
+        this is what it cost, wherever it was spent.
+        """
+        def total():
+            return sum(_safeCpu(p) - self.helpers0.get(p, 0.0) for p in self._helpers())
+
+        deadline = time.monotonic() + limit
+        last, since = total(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = total()
+            if now > last + 0.005:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return last
+
+
 def _safeCpu(pid):
     try:
         return cpuSeconds(pid)

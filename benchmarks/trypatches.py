@@ -33,6 +33,9 @@ before trusting a measurement):
                server indexes deliveries through the journal only at the
                next search (as a --workers worker does)
   gcstats      print the garbage collector's pauses at shutdown (stderr)
+  lockstats    print, at shutdown (stderr), how often and how long the
+               server waited for a mailbox lock another process held (the
+               indexing process, mutt)
   batchstats   print, at shutdown (stderr), the group commits' batch sizes,
                how long each batch waited for the mailbox thread, and how
                long the thread took to build, write and sync it
@@ -171,6 +174,54 @@ def patchBatchStats(reactor):
     reactor.addSystemEventTrigger("before", "shutdown", report)
 
 
+def patchLockStats(reactor):
+    """
+    Count the waits for a mailbox lock: the sleeps between tries in
+    L{MboxFile.locked}, and the whole wait of each job that slept.
+    """
+    import threading
+    import time
+
+    from twisted_mail.stores.spool import mboxfile
+
+    state = threading.local()
+    sleeps, waits = [], []
+
+    class Clock:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def sleep(self, seconds):
+            if not getattr(state, "since", None):
+                state.since = time.monotonic()
+            sleeps.append(seconds)
+            time.sleep(seconds)
+
+    mboxfile.time = Clock()
+    original = mboxfile.MboxFile._stillAtPath
+
+    def _stillAtPath(self, st):
+        # Called once the locks are held: the end of a wait.
+        since = getattr(state, "since", None)
+        if since:
+            waits.append(time.monotonic() - since)
+            state.since = None
+        return original(self, st)
+
+    mboxfile.MboxFile._stillAtPath = _stillAtPath
+
+    def report():
+        done = sorted(waits)
+        sys.stderr.write(
+            "lockstats: {} sleeps, {:.1f} ms slept; {} jobs waited, {:.1f} ms in all, "
+            "p50 {:.2f} ms, longest {:.2f} ms\n".format(
+                len(sleeps), sum(sleeps) * 1000, len(done), sum(done) * 1000,
+                done[len(done) // 2] * 1000 if done else 0, done[-1] * 1000 if done else 0))
+        sys.stderr.flush()
+
+    reactor.addSystemEventTrigger("before", "shutdown", report)
+
+
 def main():
     if sys.argv[1:2] in (["-h"], ["--help"]):
         sys.stdout.write(__doc__.lstrip())
@@ -241,6 +292,8 @@ def main():
             sys.setswitchinterval(float(name[6:]) / 1000.0)
         elif name == "batchstats":
             patchBatchStats(reactor)
+        elif name == "lockstats":
+            patchLockStats(reactor)
         elif name == "gcstats":
             import gc
             import time

@@ -5,6 +5,7 @@ falls back to indexing itself when it is not there.
 """
 
 import io
+import json
 import os
 import sqlite3
 import tempfile
@@ -16,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted_mail.mail.query import parseQuery
 from twisted_mail.stores.spool import indexer
 from twisted_mail.stores.spool.index import indexName
-from twisted_mail.stores.spool.indexing import IndexerProcess
+from twisted_mail.stores.spool.indexing import KICK_DELAY, IndexerProcess
 from twisted_mail.stores.spool.store import SpoolStore
 
 
@@ -132,6 +133,107 @@ class CatchUpTests(SynchronousTestCase):
             closer.join()
             os.close(r)
         self.assertEqual(_indexed(path, "bob"), 2)
+
+
+class _Remote:
+    """
+    An indexing process that keeps the kicks it is given.
+    """
+
+    def __init__(self):
+        self.kicks = []
+
+    def kick(self, userid, handed=None):
+        self.kicks.append((userid, handed))
+        return True
+
+
+def _handOver(case, path, count=3):
+    """
+    Deliver C{count} messages to bob through the journal of a store whose
+    indexing process is a L{_Remote}: the line the server writes for it.
+    """
+    store = SpoolStore(path, reactor=indexer.SynchronousReactor(), journal=True)
+    case.addCleanup(store.close)
+    remote = _Remote()
+    store._mailbox("bob").index.remote = remote
+    for n in range(count):
+        indexer.resultOf(store.deliverMessage(
+            "x@example.com", "bob", "Subject: new {}\n\nlunch on friday\n".format(n).encode()))
+    store._reactor.advance(KICK_DELAY)
+    [(userid, handed)] = remote.kicks
+    return userid, handed
+
+
+def _serveLines(path, *lines):
+    r, w = os.pipe()
+    os.write(w, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+    os.close(w)
+    err = io.StringIO()
+    try:
+        indexer.serve(path, r, err)
+    finally:
+        os.close(r)
+    return err.getvalue()
+
+
+class HandOverTests(SynchronousTestCase):
+    def test_readWithoutTheLocks(self):
+        """Deliveries through the journal are handed to the indexing process with where they are; it indexes them while another program holds the mailbox locked, so it never holds up the server's next deliveries."""
+        path = _spoolWithMail(self, count=0)
+        userid, handed = _handOver(self, path)
+        self.assertEqual((userid, len(handed)), ("bob", 3))
+        other = SpoolStore(path, reactor=indexer.SynchronousReactor(), searchIndex=False)
+        self.addCleanup(other.close)
+        with other._mailbox("bob").mbox.locked():
+            started = time.monotonic()
+            err = _serveLines(path, [userid, handed])
+            took = time.monotonic() - started
+        self.assertEqual((_indexed(path, "bob"), err), (3, ""))
+        self.assertLess(took, 5.0)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(store.close)
+        found = indexer.resultOf(store.search("bob", parseQuery("friday lunch")))
+        self.assertEqual(found.total, 3)
+
+    def test_anotherRecordReadsTheMailbox(self):
+        """A record that is not the one handed over (the file rewritten meanwhile) is never indexed as it: the mailbox is read under its locks instead."""
+        path = _spoolWithMail(self, count=0)
+        userid, handed = _handOver(self, path)
+        # The first two handed over, the second with another content key.
+        wrong = list(handed[1])
+        wrong[4] = "00" * 16
+        _serveLines(path, [userid, [handed[0], wrong]])
+        # The catch-up under the locks indexed all three.
+        self.assertEqual(_indexed(path, "bob"), 3)
+
+    def test_anotherFileReadsTheMailbox(self):
+        """Deliveries handed over for a file since replaced (an expunge) are read from the mailbox under its locks."""
+        path = _spoolWithMail(self, count=0)
+        userid, handed = _handOver(self, path)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor(), searchIndex=False)
+        self.addCleanup(store.close)
+        folder = indexer.resultOf(store.openFolder("bob", "INBOX"))
+        first = indexer.resultOf(folder.listMessages()).messages[-1].id
+        indexer.resultOf(folder.deleteMessages([first]))
+        folder.close()
+        store.close()
+        _serveLines(path, [userid, handed])
+        self.assertEqual(_indexed(path, "bob"), 2)
+
+    def test_unreadableKick(self):
+        """A kick line that is not JSON is reported and skipped; the next ones are served."""
+        path = _spoolWithMail(self)
+        r, w = os.pipe()
+        os.write(w, b"[not json\nbob\n")
+        os.close(w)
+        err = io.StringIO()
+        try:
+            indexer.serve(path, r, err)
+        finally:
+            os.close(r)
+        self.assertIn("unreadable kick", err.getvalue())
+        self.assertEqual(_indexed(path, "bob"), 3)
 
 
 class ProcessTests(TestCase):

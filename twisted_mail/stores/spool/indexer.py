@@ -12,7 +12,11 @@ standard input, at most once per L{KICK_DELAY} per mailbox after a
 delivery batch; the process catches that user's INBOX index up with the
 mail that arrived (L{MailboxIndex.catchUp}: its cost follows the new mail,
 not the mailbox), through a spool store of its own, under the same locks
-as any process sharing the spool, coalescing the lines waiting; once no
+as any process sharing the spool, coalescing the lines waiting.  After
+deliveries through the journal the line also says where they are, with
+their ids, keys and UIDs (L{MailboxIndex.delivered}), and the process
+reads them without the mailbox's locks, which would otherwise hold up the
+server's next deliveries (L{MailboxIndex.indexHanded}); once no
 kick has come for L{SETTLE} seconds, it syncs those users in full (the
 same L{MailboxIndex.sync} a search would run first).  It ends at the end of its input: when the server
 closes it or dies.
@@ -24,6 +28,7 @@ server indexes in its own threads as before.
     python -m twisted_mail.stores.spool.indexer SPOOL
 """
 
+import json
 import os
 import select
 import sys
@@ -80,6 +85,31 @@ def _waitingLines(fd):
     return data
 
 
+def _readKicks(lines, err):
+    """
+    The kicks of input lines: the users to catch up by reading their
+    mailboxes (a line naming one), and those whose deliveries the server
+    handed over (a JSON line: the user and the deliveries, as
+    L{IndexerProcess.kick} writes it).
+
+    @return: C{(plain, handed)}: a L{dict} of users (in order), and one
+        from user to the deliveries handed over, in order.
+    """
+    plain, handed = {}, {}
+    for line in lines:
+        if line.startswith(b"["):
+            try:
+                userid, deliveries = json.loads(line)
+            except (ValueError, TypeError):
+                err.write("unreadable kick: {!r}\n".format(line[:80]))
+                err.flush()
+                continue
+            handed.setdefault(userid, []).extend(deliveries)
+        elif line:
+            plain[line.decode("utf-8", "replace")] = None
+    return plain, handed
+
+
 def serve(spoolPath, fd, err=sys.stderr):
     """
     Catch up the indexes of the users named on C{fd}, until its end.
@@ -111,10 +141,13 @@ def serve(spoolPath, fd, err=sys.stderr):
                 continue
             data = _waitingLines(fd)
             *lines, rest = (rest + data).split(b"\n")
-            users = [u for u in dict.fromkeys(
-                line.decode("utf-8", "replace") for line in lines) if u]
-            each(users, lambda index: index.catchUp())
-            settling.update(dict.fromkeys(users))
+            plain, handed = _readKicks(lines, err)
+            for userid, deliveries in handed.items():
+                if userid not in plain:
+                    each([userid], lambda index, d=deliveries: index.indexHanded(d))
+            each(plain, lambda index: index.catchUp())
+            settling.update(dict.fromkeys(handed))
+            settling.update(plain)
             if not data:
                 return
     finally:

@@ -21,9 +21,11 @@ L{PARALLEL_FROM} new messages or more may parse them in several processes
 """
 
 import bisect
+import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 
 from twisted.internet import defer, protocol
@@ -58,6 +60,13 @@ SNAPSHOT_INTERVAL = 10.0
 #: deliveries of that time are indexed together (a search catches up by
 #: itself at once, so this only keeps the next search quick).
 KICK_DELAY = 0.5
+
+#: The most deliveries handed over (L{MailboxIndex.delivered}) that wait for
+#: a kick; beyond, the indexing process is told to read the mailbox itself.
+HANDOVER_LIMIT = 50000
+
+#: Handed-over records read in one piece up to this many bytes.
+HANDOVER_READ = 1 << 22
 
 _STALE = object()
 
@@ -137,6 +146,11 @@ class MailboxIndex:
         # The newest serial of the mailbox's entries this process has
         # indexed up to (L{catchUp}), or None before the first full sync.
         self._caughtUp = None
+        # Deliveries handed over for the indexing process (L{delivered}),
+        # from the mailbox thread to the reactor's kick.
+        self._handedLock = threading.Lock()
+        self._handed = []
+        self._overflowed = False
 
     # -- the entries snapshot, for the mbox reader's quick start
 
@@ -218,9 +232,31 @@ class MailboxIndex:
         if self.remote is not None:
             self.kick()
 
+    def delivered(self, ino, entries):
+        """
+        In the mailbox thread, once deliveries through the journal are
+        written to the mbox file (inode C{ino}; C{entries} are the file's
+        new entries): the indexing process will be told where they are
+        with their ids, content keys and UIDs, so that it reads them
+        without the mailbox's locks, which would hold up the deliveries
+        that follow (L{indexHanded}).
+        """
+        if self.remote is None:
+            return
+        with self._handedLock:
+            if len(self._handed) + len(entries) > HANDOVER_LIMIT:
+                self._overflowed = True
+                return
+            self._handed.extend((ino, e.start, e.end, e.msgid, e.key.hex(), e.uid)
+                                for e in entries)
+
     def _kicked(self):
         self._kick = None
-        if self.remote is not None and self.remote.kick(self._userid):
+        with self._handedLock:
+            handed, self._handed = self._handed, []
+            if self._overflowed:
+                handed, self._overflowed = None, False
+        if self.remote is not None and self.remote.kick(self._userid, handed):
             return
         self.sync().addErrback(lambda f: None)
 
@@ -360,6 +396,35 @@ class MailboxIndex:
             new = [pair for pair in arrived if pair not in known]
             yield self._readAndIndex(new, None, after)
         self._caughtUp = max(top, after)
+
+    def indexHanded(self, handed):
+        """
+        In the indexing process: index the deliveries the server handed
+        over (L{delivered}: C{(inode, start, end, id, key hex, uid)} each),
+        read from the file without its locks.  Each record read is checked
+        against its id and key; should one differ, or the file be another
+        (an expunge, mutt's rewrite), the mailbox is caught up under its
+        locks instead (L{catchUp}).
+
+        @return: a L{Deferred}, as L{catchUp}'s.
+        """
+        d = self._writeLock.run(self._indexHandedOnce, handed)
+        d.addCallback(lambda done: None if done else self.catchUp())
+        return d.addErrback(self._catchUpFailed)
+
+    @defer.inlineCallbacks
+    def _indexHandedOnce(self, handed):
+        known = yield self._inThread(self.writer.pairs, self.folderKey)
+        wanted = [h for h in handed if (h[3], bytes.fromhex(h[4])) not in known]
+        if not wanted:
+            return True
+        records = yield self._inThread(_readHanded, self._dirfd, self._userid, wanted)
+        if records is None:
+            return False
+        parsed = yield self._inThread(_parseRecords, self._readRecord, [
+            (m, r) for m, _, r, _, _ in records])
+        yield self._inThread(self._index, records, parsed)
+        return True
 
     @defer.inlineCallbacks
     def _readAndIndex(self, new, pool, after=None):
@@ -554,9 +619,11 @@ class IndexerProcess(protocol.ProcessProtocol):
             return
         self.alive = True
 
-    def kick(self, userid):
+    def kick(self, userid, handed=None):
         """
-        Have the process catch up C{userid}'s INBOX index.
+        Have the process catch up C{userid}'s INBOX index: with the
+        deliveries C{handed} over (L{MailboxIndex.delivered}), or (none)
+        by reading the mailbox under its locks.
 
         @return: whether it will (L{False}: index here).
         """
@@ -564,7 +631,12 @@ class IndexerProcess(protocol.ProcessProtocol):
             self._start()
         if not self.alive:
             return False
-        self.transport.write(userid.encode("utf-8") + b"\n")
+        if handed:
+            # A user id never starts with "[" (L{twisted_mail.wire}).
+            line = json.dumps([userid, handed], separators=(",", ":"))
+        else:
+            line = userid
+        self.transport.write(line.encode("utf-8") + b"\n")
         return True
 
     def errReceived(self, data):
@@ -642,6 +714,49 @@ def _unreadable(msgid, record):
     fields = dict.fromkeys(
         ["from", "to", "cc", "bcc", "subject", "body", "attachment", "headers"], "")
     return MessageSummary(msgid, len(record), 0), SearchDocument(fields, [], None, 0)
+
+
+def _readHanded(dirfd, userid, handed):
+    """
+    The records of deliveries handed over (L{MailboxIndex.delivered}), read
+    from C{userid}'s mbox file without its locks, as L{MailboxIndex._index}
+    takes them: C{(id, key, record, uid, flags)}.
+
+    @return: the records, or L{None} if the file is another or any record
+        is not the one handed over.
+    """
+    from twisted_mail.stores.spool.records import _facts
+
+    try:
+        fd = os.open(userid, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError:
+        return None
+    try:
+        if {h[0] for h in handed} != {os.fstat(fd).st_ino}:
+            return None
+        records = []
+        i = 0
+        while i < len(handed):
+            # Records side by side (deliveries are), in pieces of at most
+            # HANDOVER_READ bytes (or one record).
+            j = i + 1
+            while j < len(handed) and handed[j][1] == handed[j - 1][2] and \
+                    handed[j][2] - handed[i][1] <= HANDOVER_READ:
+                j += 1
+            start, end = handed[i][1], handed[j - 1][2]
+            span = os.pread(fd, end - start, start)
+            if len(span) != end - start:
+                return None
+            for _, s, e, msgid, key, uid in handed[i:j]:
+                record = span[s - start:e - start]
+                found, foundId, _, flags = _facts(record)
+                if foundId != msgid or found.hex() != key:
+                    return None
+                records.append((msgid, found, record, uid, flags))
+            i = j
+        return records
+    finally:
+        os.close(fd)
 
 
 def _refuseBusy(f):

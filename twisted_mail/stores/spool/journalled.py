@@ -258,10 +258,12 @@ class JournalledDeliveries:
             aborts = []
             for user, (mailbox, ino, items) in sorted(todo.items()):
                 try:
-                    mailbox.mbox.append([record for _, _, record in items],
-                                        durable=False, inode=ino)
+                    written = mailbox.mbox.append([record for _, _, record in items],
+                                                  durable=False, inode=ino)
                     for i, msgid, _ in items:
                         outcomes[i] = msgid
+                    if mailbox.index is not None:
+                        mailbox.index.delivered(ino, written)
                 except InodeChanged as e:
                     # An expunge replaced the file between our stat and
                     # the lock: journal them again for the new one.
