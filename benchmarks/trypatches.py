@@ -318,6 +318,13 @@ def main():
                                 generation, len(d), sum(d) * 1000, d[-1] * 1000
                             )
                         )
+                import collections
+
+                objects = gc.get_objects()
+                kinds = collections.Counter(type(o).__name__ for o in objects)
+                sys.stderr.write("gcstats: {} objects tracked; most: {}\n".format(
+                    len(objects), ", ".join("{} {}".format(k, n)
+                                            for k, n in kinds.most_common(8))))
                 sys.stderr.flush()
 
             gc.callbacks.append(onCollect)

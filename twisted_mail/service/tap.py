@@ -6,6 +6,7 @@ L{makeService}, which builds every door of the doors table
 supervisor.
 """
 
+import gc
 import os
 
 from twisted.application import service
@@ -74,6 +75,19 @@ class _SpoolRepair(service.Service):
             return
         if users:
             log.info("repaired mailboxes left by a crash: {users}", users=", ".join(users))
+
+
+def freezeStartup():
+    """
+    Once the server runs: collect, then set every object the start-up made
+    (modules, classes, functions, the doors: about 100,000) aside from the
+    garbage collector (C{gc.freeze}, as long-running Python servers do).
+    Its full collections, which stop every thread, then walk only what
+    serving made since: they are what the reactor's worst answers wait for.
+    Reference counting still frees what was set aside when it is dropped.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _cannotListen(e):
@@ -148,7 +162,10 @@ def makeService(options, reactor=None, listeners=None, secret=None):
         supervisor's; by default a new one).
     """
     if reactor is None:
+        # twistd's path (a test passes its reactor).
         from twisted.internet import reactor
+
+        reactor.callWhenRunning(freezeStartup)
     # A worker (given its listeners) indexes in its own threads.
     standalone = listeners is None
     if listeners is None:

@@ -28,6 +28,7 @@ from twisted_mail import errors
 from twisted_mail.mail.model import SEEN
 from twisted_mail.stores.spool.flags import (
     parseHeader,
+    sharedFlags,
     patchInPlace,
     quickPatch,
     withStoreLines,
@@ -610,7 +611,7 @@ class FolderFile:
                 continue
             offset, data = patch
             os.pwrite(handle.fd, data, entry.start + offset)
-            entry.flags = flags
+            entry.flags = sharedFlags(flags)
         if rewriteFrom is not None:
             def reflag(entry, record):
                 flags = wanted.get(entry.msgid, entry.flags)
@@ -678,7 +679,7 @@ class FolderFile:
         for msgid in todo:
             entry = self._byId.get(msgid)
             if entry is not None and not entry.deleted and SEEN not in entry.flags:
-                entry.flags = entry.flags | _SEEN
+                entry.flags = sharedFlags(entry.flags | _SEEN)
                 changed.append(entry)
         if changed:
             self.seenApplied = list(self.seenApplied) + changed

@@ -45,10 +45,12 @@ from twisted.logger import Logger
 
 from twisted_mail import errors
 from twisted_mail.stores.spool.folderfile import FolderFile
-from twisted_mail.stores.spool.flags import storeLines
+from twisted_mail.stores.spool.flags import NO_FLAGS, sharedFlags, storeLines
 from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, MailboxLocks
 from twisted_mail.stores.spool.records import (
     _Entry,
+    _key,
+    _unkey,
     recordKey,
     _head,
     storedKey,
@@ -301,7 +303,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             # The last message was extended: index it again with the rest.
             last = self.entries.pop()
             self._serialList.pop()
-            self._byKey[last.key].remove(last)
+            _unkey(self._byKey, last)
             self._byId.pop(last.msgid, None)
             if not last.deleted:
                 self.live -= 1
@@ -336,7 +338,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             byId[entry.msgid] = entry
             self.entries.append(entry)
             self._serialList.append(entry.serial)
-            self._byKey.setdefault(entry.key, []).append(entry)
+            _key(self._byKey, entry)
             if not entry.deleted:
                 self.live += 1
 
@@ -455,7 +457,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
             assigned = []
             storePieces = []
             for i, record in enumerate(records):
-                given = frozenset() if flags is None else flags[i]
+                given = NO_FLAGS if flags is None else flags[i]
                 uid = self.uidNext if uids is None else max(uids[i], 1)
                 lines = storeLines(uid, given, old=bool(given))
                 self.uidNext = max(self.uidNext, uid) + 1
@@ -517,7 +519,7 @@ class MboxFile(MailboxLocks, CrashRecovery, FolderFile, EntriesSnapshot):
                            recordKey(record, storePieces[len(written)]),
                            next(self._serials), recordId(_head(record, 160)),
                            assigned[len(written)],
-                           frozenset() if flags is None else flags[len(written)])
+                           NO_FLAGS if flags is None else sharedFlags(flags[len(written)]))
                 )
                 offset += length
             self._add(written)

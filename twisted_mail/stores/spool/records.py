@@ -11,7 +11,7 @@ import os
 import re
 
 from twisted_mail.mail.message import recordId
-from twisted_mail.stores.spool.flags import flagsOf, keyedOut, parseHeader
+from twisted_mail.stores.spool.flags import NO_FLAGS, flagsOf, keyedOut, parseHeader
 
 _READ_CHUNK = 1 << 20
 _UNKEYED_FIELD = re.compile(
@@ -118,7 +118,7 @@ class _Entry:
     __slots__ = ("start", "end", "key", "serial", "deleted", "msgid", "uid", "flags",
                  "derived")
 
-    def __init__(self, start, end, key, serial, msgid=None, uid=0, flags=frozenset()):
+    def __init__(self, start, end, key, serial, msgid=None, uid=0, flags=NO_FLAGS):
         self.start = start
         self.end = end
         self.key = key
@@ -132,6 +132,41 @@ class _Entry:
         # The stable id: from the record's id header, else derived from its
         # bytes when it is indexed (see MboxFile._add).
         self.msgid = msgid
+
+
+# A file's entries by content key (C{_byKey}): the entry, or a list of the
+# entries for a key more than one has (byte-identical copies).  A list for
+# each was an object more per message for the garbage collector's full
+# collections, which stop every thread.
+
+def _key(byKey, entry):
+    found = byKey.get(entry.key)
+    if found is None:
+        byKey[entry.key] = entry
+    elif type(found) is list:
+        found.append(entry)
+    else:
+        byKey[entry.key] = [found, entry]
+
+
+def _unkey(byKey, entry):
+    found = byKey[entry.key]
+    if type(found) is not list:
+        del byKey[entry.key]
+        return
+    found.remove(entry)
+    if len(found) == 1:
+        byKey[entry.key] = found[0]
+
+
+def keyed(byKey, key):
+    """
+    The entries of C{byKey} with content key C{key}, in file order.
+    """
+    found = byKey.get(key)
+    if found is None:
+        return ()
+    return found if type(found) is list else (found,)
 
 
 def contentId(key, taken):

@@ -19,7 +19,7 @@ import os
 from twisted.logger import Logger
 
 from twisted_mail.stores.spool.locks import _O_FLAGS
-from twisted_mail.stores.spool.records import _writeAll
+from twisted_mail.stores.spool.records import _writeAll, keyed
 
 log = Logger()
 
@@ -110,7 +110,7 @@ class CrashRecovery:
         return False
 
     def _applyMark(self, key):
-        for entry in self._byKey.get(key, ()):
+        for entry in keyed(self._byKey, key):
             if not entry.deleted:
                 entry.deleted = True
                 self.live -= 1

@@ -60,6 +60,14 @@ log = Logger()
 #: for, in seconds (ACCESS.md: announced within 2 seconds).
 POLL_INTERVAL = 1.0
 
+#: A spool directory of at most this many entries at the last look is
+#: listed (LSTU) on the reactor's thread: reading a directory of a few
+#: dozen entries takes tens of microseconds, while the hand-off to a thread
+#: and back waits, under load, for the GIL twice (the probe of
+#: benchmarks/load.py: see docs/journal.rst).  A larger one is read in a
+#: thread.
+INLINE_LISTING = 1000
+
 
 def readRecord(msgid, record):
     """
@@ -522,7 +530,14 @@ class SpoolStore(SpoolFolders):
                 del self._mailboxes[userid]
         return failure
 
+    #: How many directory entries the last listing of the spool read
+    #: (L{None}: none yet).
+    _lastListing = None
+
     def listUsers(self):
+        if self._lastListing is not None and self._lastListing <= INLINE_LISTING:
+            # A small spool is listed at once, here (INLINE_LISTING).
+            return defer.maybeDeferred(self._listUsers)
         return self._inThread(self._listUsers)
 
     def repairNow(self):
@@ -553,7 +568,11 @@ class SpoolStore(SpoolFolders):
 
     def _listUsers(self):
         users = []
+        seen = 0
         for entry in os.scandir(self._dirfd):
+            seen += 1
+            if entry.name[0] == ".":
+                continue  # the mailboxes' side files: never a user id
             try:
                 valid = normalizeUserId(entry.name) == entry.name
             except errors.InvalidUserId:
@@ -561,6 +580,7 @@ class SpoolStore(SpoolFolders):
             if valid and entry.is_file(follow_symlinks=False):
                 users.append(entry.name)
         users.sort()
+        self._lastListing = seen
         return users
 
     @userIdArgument
