@@ -100,6 +100,36 @@ class ParseMessageTests(SynchronousTestCase):
         self.assertGreater(shortcuts, 500)
 
 
+class ReaderTextTests(SynchronousTestCase):
+    def test_sameAsTheWholeWay(self):
+        """A record's text for readers is the same by the quick way (one search for store fields) as by reading its header line by line: records as the store writes them, with an id line alone, or neither, with store fields anywhere."""
+        from twisted_mail.stores.spool import flags
+
+        r = random.Random(25)
+        heads = [b"From x@y Thu Nov 26 12:00:00 2026\n", b"From x\n", b"From \n"]
+        firsts = [b"", b"X-Simplemail-Id: abc\n", b"X-Simplemail-Id: abc",
+                  b"X-Simplemail-Id: abc\nX-UID: 4\nStatus: RO\nX-Status: \nX-Keywords: $x  \n",
+                  b"X-UID: 7\n", b"X-Simplemail-Id: a\nX-Simplemail-Id: b\n"]
+        pieces = _PIECES + [b"Status: O\n", b"X-Status: A\n", b"x-uid: 3\n", b"X-Keywords:\n",
+                            b"Content-Length: 3\n", b"X-IMAPbase: 1 2\n", b"Statusx: y\n",
+                            b" folded\n", b"not a header\n", b"\n", b"\r\n", b">From me\n",
+                            b"From me\n", b"X-Simplemail-Id: c\n", b"Status : R\n"]
+        records = [b"", b"From x", b"From x\n", b"From x\n\n", b"From x\n\n\n"]
+        records += [r.choice(heads) + r.choice(firsts) + b"".join(
+            r.choice(pieces) for _ in range(r.randint(0, 10))) for _ in range(5000)]
+        slow = []
+        byHeader = flags._readerTextByHeader
+        self.patch(flags, "_readerTextByHeader", lambda *a: slow.append(1) or byHeader(*a))
+        for record in records:
+            fast = flags.readerText(record)
+            self.patch(flags, "_QUICK_READER_TEXT", False)
+            whole = flags.readerText(record)
+            self.patch(flags, "_QUICK_READER_TEXT", True)
+            self.assertEqual(fast, whole, repr(record))
+        # Both ways were tried: the quick one answered for many records.
+        self.assertGreater(len(records) * 2 - len(slow), 500)
+
+
 class SummaryTextTests(SynchronousTestCase):
     def test_roundTrip(self):
         """A summary kept in the index reads back equal, whatever its fields hold."""

@@ -468,13 +468,48 @@ def _payload(part):
     return data
 
 
-def _partText(part):
-    charset = None
-    try:
-        charset = part.get_content_charset()
-    except Exception:
-        pass
-    return _decodeBytes(_payload(part), charset)
+def _partText(part, looks):
+    charset = looks.charset(part)
+    return _decodeBytes(_payload(part), None if charset is _FAILED else charset)
+
+
+#: What L{_Looks} keeps for a question the part's header could not answer.
+_FAILED = object()
+
+
+class _Looks:
+    """
+    The content type and charset of the parts of one message, each asked
+    of the C{email} package once (its parameter parse was a tenth of
+    parsing a MIME message, asked two or three times a part).  Either is
+    L{_FAILED} where the package raised.
+    """
+
+    def __init__(self):
+        self._types = {}
+        self._charsets = {}
+
+    def contentType(self, part):
+        key = id(part)
+        found = self._types.get(key)
+        if found is None:
+            try:
+                found = part.get_content_type()
+            except Exception:
+                found = _FAILED
+            self._types[key] = found
+        return found
+
+    def charset(self, part):
+        key = id(part)
+        if key in self._charsets:
+            return self._charsets[key]
+        try:
+            found = part.get_content_charset()
+        except Exception:
+            found = _FAILED
+        self._charsets[key] = found
+        return found
 
 
 def _filename(part):
@@ -586,12 +621,12 @@ def parseMessage(text):
         leaves = _leaves(message)
     except RecursionError:
         leaves = [message]
-    _noteProblems(parsed, message, leaves)
+    looks = _Looks()
+    _noteProblems(parsed, message, leaves, looks)
     number = 0
     for leaf in leaves:
-        try:
-            ctype = leaf.get_content_type()
-        except Exception:
+        ctype = looks.contentType(leaf)
+        if ctype is _FAILED:
             ctype = "application/octet-stream"
         if not _CONTENT_TYPE.match(ctype):
             # Control characters or spaces in it: not a type anyone can use.
@@ -600,17 +635,17 @@ def parseMessage(text):
         filename = _filename(leaf)
         isBody = disposition != "attachment" and filename is None
         if isBody and ctype == "text/plain":
-            plain.append(_partText(leaf))
+            plain.append(_partText(leaf, looks))
             continue
         if isBody and ctype == "text/html":
-            html.append(_partText(leaf))
+            html.append(_partText(leaf, looks))
             continue
         if ctype.startswith("multipart/"):
             # A multipart whose parts could not be found: its text as it is.
             plain.append(_bytesToText(_payload(leaf)))
             continue
         if leaf is message and not message.is_multipart() and ctype.startswith("text/"):
-            plain.append(_partText(leaf))
+            plain.append(_partText(leaf, looks))
             continue
         number += 1
         content = _payload(leaf)
@@ -636,7 +671,7 @@ _STRUCTURE_DEFECTS = (
 )
 
 
-def _noteProblems(parsed, message, leaves):
+def _noteProblems(parsed, message, leaves, looks):
     """
     Note in C{parsed.problems} a damaged MIME structure and text in a
     charset Python does not know.
@@ -649,11 +684,11 @@ def _noteProblems(parsed, message, leaves):
         for defect in getattr(part, "defects", ()):
             if type(defect).__name__ in _STRUCTURE_DEFECTS:
                 damaged = True
-        try:
-            if part.get_content_maintype() != "text":
-                continue
-            charset = part.get_content_charset()
-        except Exception:
+        ctype = looks.contentType(part)
+        if ctype is _FAILED or ctype.split("/")[0] != "text":
+            continue
+        charset = looks.charset(part)
+        if charset is _FAILED:
             continue
         if charset and charset not in ("unknown-8bit", "x-unknown"):
             try:

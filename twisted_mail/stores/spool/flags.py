@@ -275,16 +275,34 @@ def readerText(record):
         end -= 1
     elif record.endswith(b"\r\n\r\n"):
         end -= 2
-    # The common case, a record as the store writes it: its lines first,
-    # and no other store field in the header (one search, in C).
-    ours = _OURS.match(record, newline + 1)
+    # The common cases, a record as the store writes it (its lines first),
+    # or with its id line alone (another program's mail, stamped), or
+    # neither, and no other store field in the header: one search, in C.
+    start = newline + 1
+    ours = _OURS.match(record, start)
     if ours is not None:
         start = ours.end()
-        headerEnd = record.find(b"\n\n", start - 1)
-        if headerEnd == -1:
-            headerEnd = end
-        if not _ANY_STORE_FIELD.search(record, start - 1, headerEnd + 1):
-            return unquoteFrom(record, start, max(end, start))
+    elif record.startswith(ID_HEADER, start):
+        start = record.find(b"\n", start) + 1 or start
+    headerEnd = record.find(b"\n\n", start - 1)
+    if headerEnd == -1:
+        headerEnd = end
+    if _QUICK_READER_TEXT and record[start:start + 1] not in (b" ", b"\t") and \
+            not _ANY_STORE_FIELD.search(record, start - 1, headerEnd + 1):
+        # (A line folded into the store's last line is the whole way's.)
+        return unquoteFrom(record, start, max(end, start))
+    return _readerTextByHeader(record, newline, end)
+
+
+#: Whether L{readerText} takes its quick way (off only in the test that
+#: checks it against the whole way).
+_QUICK_READER_TEXT = True
+
+
+def _readerTextByHeader(record, newline, end):
+    """
+    L{readerText} the whole way: the record's header read line by line.
+    """
     header = parseHeader(record)
     hidden = [(s, e) for s, e, name in _hiddenLines(header)]
     if record.startswith(ID_HEADER, newline + 1):
