@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted_mail.mail.query import parseQuery
 from twisted_mail.stores.spool import indexer
 from twisted_mail.stores.spool.index import indexName
-from twisted_mail.stores.spool.indexing import KICK_DELAY, IndexerProcess
+from twisted_mail.stores.spool.indexerprocess import IndexerProcess
+from twisted_mail.stores.spool.indexing import KICK_DELAY
 from twisted_mail.stores.spool.store import SpoolStore
 
 
@@ -179,22 +180,54 @@ def _serveLines(path, *lines):
 
 class HandOverTests(SynchronousTestCase):
     def test_readWithoutTheLocks(self):
-        """Deliveries through the journal are handed to the indexing process with where they are; it indexes them while another program holds the mailbox locked, so it never holds up the server's next deliveries."""
-        path = _spoolWithMail(self, count=0)
+        """Deliveries through the journal are handed to the indexing process with where they are; once it has looked at the mailbox, it indexes them while another program holds the mailbox locked, so it never holds up the server's next deliveries."""
+        path = _spoolWithMail(self, count=1)
+        process = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(process.close)
+        index = process._mailbox("bob").index
+        indexer.resultOf(index.catchUp())  # its first look: in full
         userid, handed = _handOver(self, path)
         self.assertEqual((userid, len(handed)), ("bob", 3))
         other = SpoolStore(path, reactor=indexer.SynchronousReactor(), searchIndex=False)
         self.addCleanup(other.close)
         with other._mailbox("bob").mbox.locked():
             started = time.monotonic()
-            err = _serveLines(path, [userid, handed])
+            indexer.resultOf(index.indexHanded(handed))
             took = time.monotonic() - started
-        self.assertEqual((_indexed(path, "bob"), err), (3, ""))
+        self.assertEqual(_indexed(path, "bob"), 4)
         self.assertLess(took, 5.0)
         store = SpoolStore(path, reactor=indexer.SynchronousReactor())
         self.addCleanup(store.close)
         found = indexer.resultOf(store.search("bob", parseQuery("friday lunch")))
+        self.assertEqual(found.total, 4)
+
+    def test_deletedMeanwhileNotFound(self):
+        """A message deleted after its delivery was handed over, and before the process indexed it, is not found by a search, even one that had already synced the index."""
+        path = _spoolWithMail(self, count=1)
+        process = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(process.close)
+        index = process._mailbox("bob").index
+        indexer.resultOf(index.catchUp())
+        userid, handed = _handOver(self, path)
+        store = SpoolStore(path, reactor=indexer.SynchronousReactor())
+        self.addCleanup(store.close)
+        folder = indexer.resultOf(store.openFolder("bob", "INBOX"))
+        gone = handed[0][3]
+        indexer.resultOf(folder.deleteMessages([gone]))
+        # A search syncs the index (and records the mailbox's stamp)...
+        self.assertEqual(indexer.resultOf(store.search("bob", parseQuery("friday"))).total, 3)
+        # ...then the process indexes the hand-over, deleted message and all.
+        indexer.resultOf(index.indexHanded(handed))
+        found = indexer.resultOf(store.search("bob", parseQuery("friday")))
         self.assertEqual(found.total, 3)
+        self.assertNotIn(gone, [s.id for s in found.messages])
+
+    def test_firstLookInFull(self):
+        """The process's first hand-over for a mailbox is a full sync: mail it was never handed (delivered before it started) is indexed too."""
+        path = _spoolWithMail(self, count=2)
+        userid, handed = _handOver(self, path)
+        _serveLines(path, [userid, handed])
+        self.assertEqual(_indexed(path, "bob"), 5)
 
     def test_anotherRecordReadsTheMailbox(self):
         """A record that is not the one handed over (the file rewritten meanwhile) is never indexed as it: the mailbox is read under its locks instead."""
@@ -220,6 +253,42 @@ class HandOverTests(SynchronousTestCase):
         store.close()
         _serveLines(path, [userid, handed])
         self.assertEqual(_indexed(path, "bob"), 2)
+
+    def test_laggingProcessNamedOnce(self):
+        """While the pipe to the process is full (it lags), the server hands nothing over: it names each user once, and hands over again once the pipe drains."""
+        written = []
+
+        class Transport:
+            def write(self, data):
+                written.append(data)
+
+        process = IndexerProcess("/nonexistent", None)
+        process._started = process.alive = True
+        process.transport = Transport()
+        handed = [[1, 0, 10, "a" * 16, "00" * 16, 1]]
+        process.pauseProducing()
+        self.assertTrue(process.kick("bob", handed))
+        self.assertTrue(process.kick("bob", handed))
+        self.assertTrue(process.kick("alice", handed))
+        process.resumeProducing()
+        self.assertTrue(process.kick("bob", handed))
+        self.assertEqual(written[:2], [b"bob\n", b"alice\n"])
+        self.assertEqual(json.loads(written[2]), ["bob", handed])
+        self.assertEqual(len(written), 3)
+
+    def test_malformedKicks(self):
+        """Kick lines of the wrong shape are reported and skipped; the process goes on."""
+        path = _spoolWithMail(self)
+        r, w = os.pipe()
+        os.write(w, b'["bob", 5]\n["bob", [[1, 2]]]\n[7, []]\n["bob"]\nbob\n')
+        os.close(w)
+        err = io.StringIO()
+        try:
+            indexer.serve(path, r, err)
+        finally:
+            os.close(r)
+        self.assertEqual(err.getvalue().count("unreadable kick"), 4)
+        self.assertEqual(_indexed(path, "bob"), 3)
 
     def test_unreadableKick(self):
         """A kick line that is not JSON is reported and skipped; the next ones are served."""

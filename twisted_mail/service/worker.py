@@ -151,7 +151,7 @@ def main(stdin=0, stdout=1):
     os.set_blocking(stdin, False)
     reactor.addReader(_SupervisorLink(reactor, stdin, lambda: stop("the supervisor is gone", orphan=True)))
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.callWhenRunning(tap.freezeStartup)
+    reactor.callWhenRunning(tap.tuneCollector, reactor)
     reactor.callWhenRunning(
         workerLog.info, "worker {worker} serving (pid {pid})", worker=number, pid=os.getpid()
     )

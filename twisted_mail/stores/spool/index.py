@@ -431,13 +431,15 @@ class SearchDatabase:
 
     # -- changes
 
-    def update(self, folder, remove, add, stamp=None, snapshot=None, changed=()):
+    def update(self, folder, remove, add, stamp=None, snapshot=None, changed=(),
+               stale=False):
         """
         In one transaction: forget the messages C{remove} (C{(id, key)}
         pairs), index C{add} (C{(key, summary, document)} triples, the
         document a L{SearchDocument} or what L{prepareRow} made of it), give
         new UIDs and flags to C{changed} (C{(id, key, uid, flags)}), and
-        record the mailbox's stamp and entries snapshot.
+        record the mailbox's stamp and entries snapshot; or, C{stale}, forget
+        the stamp (the next search syncs in full).
         """
         self.open()
         db = self._db
@@ -515,6 +517,8 @@ class SearchDatabase:
                     " VALUES(?,?,?,?,?,?,?)", texts)
                 db.executemany("INSERT INTO extra(rowid, bcc, headers) VALUES(?,?,?)",
                                extras)
+                if stale:
+                    db.execute("DELETE FROM meta WHERE name=?", ("stamp:" + folder,))
                 if stamp is not None:
                     db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                                ("stamp:" + folder, json.dumps(stamp)))

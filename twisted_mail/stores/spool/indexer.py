@@ -1,7 +1,7 @@
 """
 Indexing deliveries in a process of its own, at a lower priority: the
 process (L{main}; the server's side is
-L{twisted_mail.stores.spool.indexing.IndexerProcess}).
+L{twisted_mail.stores.spool.indexerprocess.IndexerProcess}).
 
 Indexing a message (reading it back, parsing it, writing its text) costs
 more CPU than delivering it.  Done in the server it competes with the
@@ -70,14 +70,20 @@ def resultOf(d):
     return box[0]
 
 
+#: The most input taken at once (L{_waitingLines}): what the process holds
+#: of the kicks waiting, however far behind it is.
+READ_AT_ONCE = 1 << 22
+
+
 def _waitingLines(fd):
     """
-    Block for input on C{fd}, then take all that is waiting.
+    Block for input on C{fd}, then take what is waiting, up to about
+    L{READ_AT_ONCE} bytes.
 
     @return: the bytes read, empty at the end of input.
     """
     data = os.read(fd, 65536)
-    while data and select.select([fd], [], [], 0)[0]:
+    while data and len(data) < READ_AT_ONCE and select.select([fd], [], [], 0)[0]:
         more = os.read(fd, 65536)
         if not more:
             break
@@ -100,8 +106,11 @@ def _readKicks(lines, err):
         if line.startswith(b"["):
             try:
                 userid, deliveries = json.loads(line)
-            except (ValueError, TypeError):
-                err.write("unreadable kick: {!r}\n".format(line[:80]))
+                if type(userid) is not str or type(deliveries) is not list or not all(
+                        type(d) is list and len(d) == 6 for d in deliveries):
+                    raise ValueError("not a user and deliveries")
+            except (ValueError, TypeError) as e:
+                err.write("unreadable kick ({}): {!r}\n".format(e, line[:80]))
                 err.flush()
                 continue
             handed.setdefault(userid, []).extend(deliveries)

@@ -15,20 +15,18 @@ is how changes by other processes and other tools (mutt, procmail) are
 noticed.  So a search always answers as a scan of the mailbox would.
 
 In a server the syncs after deliveries to INBOX run in its indexing process
-(L{IndexerProcess}; L{twisted_mail.stores.spool.indexer}), and a sync of
+(L{twisted_mail.stores.spool.indexerprocess.IndexerProcess}), and a sync of
 L{PARALLEL_FROM} new messages or more may parse them in several processes
 (L{MailboxIndex.parsers}) while this one writes the index.
 """
 
 import bisect
-import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -68,7 +66,6 @@ HANDOVER_LIMIT = 50000
 #: Handed-over records read in one piece up to this many bytes.
 HANDOVER_READ = 1 << 22
 
-_STALE = object()
 
 
 class _Everything:
@@ -206,10 +203,16 @@ class MailboxIndex:
 
     # -- keeping in step
 
-    def kick(self):
+    def kick(self, plain=True):
         """
         Catch up with the mailbox soon (after a delivery was acknowledged).
+
+        @param plain: whether the indexing process reads the mailbox under
+            its locks (L{False}: it was handed the deliveries,
+            L{delivered}).
         """
+        if plain:
+            self._wantPlain = True
         if self._kick is None or not self._kick.active():
             self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
 
@@ -218,7 +221,7 @@ class MailboxIndex:
     parsers = 1
 
     #: The server's indexing process
-    #: (L{twisted_mail.stores.spool.indexer.IndexerProcess}) that catches
+    #: (L{twisted_mail.stores.spool.indexerprocess.IndexerProcess}) that catches
     #: this INBOX up after deliveries, or L{None}: this process does.
     remote = None
 
@@ -230,7 +233,9 @@ class MailboxIndex:
         its deliveries; see docs/search.rst.)
         """
         if self.remote is not None:
-            self.kick()
+            self.kick(plain=False)
+
+    _wantPlain = False
 
     def delivered(self, ino, entries):
         """
@@ -254,10 +259,15 @@ class MailboxIndex:
         self._kick = None
         with self._handedLock:
             handed, self._handed = self._handed, []
-            if self._overflowed:
-                handed, self._overflowed = None, False
-        if self.remote is not None and self.remote.kick(self._userid, handed):
-            return
+            if self._overflowed or self._wantPlain:
+                handed, self._overflowed, self._wantPlain = None, False, False
+        if self.remote is not None:
+            if handed == []:
+                # Handed over by the kick before (its batch's deliveries
+                # came in before their own kick was asked for).
+                return
+            if self.remote.kick(self._userid, handed):
+                return
         self.sync().addErrback(lambda f: None)
 
     def stop(self):
@@ -408,22 +418,31 @@ class MailboxIndex:
 
         @return: a L{Deferred}, as L{catchUp}'s.
         """
+        if self._caughtUp is None:
+            # The process's first look at this mailbox, or the one after a
+            # failure: in full, under the locks (which repairs the index).
+            return self.catchUp()
         d = self._writeLock.run(self._indexHandedOnce, handed)
         d.addCallback(lambda done: None if done else self.catchUp())
         return d.addErrback(self._catchUpFailed)
 
     @defer.inlineCallbacks
     def _indexHandedOnce(self, handed):
-        known = yield self._inThread(self.writer.pairs, self.folderKey)
-        wanted = [h for h in handed if (h[3], bytes.fromhex(h[4])) not in known]
-        if not wanted:
-            return True
-        records = yield self._inThread(_readHanded, self._dirfd, self._userid, wanted)
-        if records is None:
-            return False
-        parsed = yield self._inThread(_parseRecords, self._readRecord, [
-            (m, r) for m, _, r, _, _ in records])
-        yield self._inThread(self._index, records, parsed)
+        for first in range(0, len(handed), BATCH):
+            known = yield self._inThread(self.writer.pairs, self.folderKey)
+            wanted = [h for h in handed[first:first + BATCH]
+                      if (h[3], bytes.fromhex(h[4])) not in known]
+            if not wanted:
+                continue
+            records = yield self._inThread(_readHanded, self._dirfd, self._userid, wanted)
+            if records is None:
+                return False
+            parsed = yield self._inThread(_parseRecords, self._readRecord, [
+                (m, r) for m, _, r, _, _ in records])
+            # A message handed over may have been deleted since (its mark is
+            # in the delete journal, not read here): the next search syncs
+            # in full, as it would have after the delivery.
+            yield self._inThread(self._index, records, parsed, True)
         return True
 
     @defer.inlineCallbacks
@@ -493,7 +512,7 @@ class MailboxIndex:
                      "parsing here", user=self._userid, why=repr(e))
             return None
 
-    def _index(self, records, parsed):
+    def _index(self, records, parsed, stale=False):
         add = []
         for (msgid, key, record, uid, flags), (summary, doc) in zip(records, parsed):
             if summary is None:
@@ -503,7 +522,7 @@ class MailboxIndex:
                           user=self._userid, id=msgid, why=doc)
                 summary, doc = _unreadable(msgid, record)
             add.append((key, summary.replace(uid=uid, flags=flags, folder=self.folderKey), doc))
-        self.writer.update(self.folderKey, (), add)
+        self.writer.update(self.folderKey, (), add, stale=stale)
 
     # -- answering
 
@@ -585,77 +604,6 @@ class MailboxIndex:
             raise errors.TemporaryFailure("the search index is being rebuilt; try again")
 
         return self._readLock.run(self._inThread, plain).addErrback(damaged)
-
-
-class IndexerProcess(protocol.ProcessProtocol):
-    """
-    The server's handle on its indexing process
-    (L{twisted_mail.stores.spool.indexer}), started at the first L{kick}.
-
-    @param spoolPath: the spool directory.
-    """
-
-    def __init__(self, spoolPath, reactor):
-        self._spoolPath = spoolPath
-        self._reactor = reactor
-        self._started = False
-        self.alive = False
-
-    def _start(self):
-        self._started = True
-        env = dict(os.environ)
-        # The process imports this package from where the server did.
-        top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [top] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        try:
-            self._reactor.spawnProcess(
-                self, sys.executable,
-                [sys.executable, "-m", "twisted_mail.stores.spool.indexer", self._spoolPath],
-                env=env, childFDs={0: "w", 1: 1, 2: "r"})
-        except Exception:
-            log.failure("search index: the indexing process could not start; "
-                        "indexing in the server")
-            return
-        self.alive = True
-
-    def kick(self, userid, handed=None):
-        """
-        Have the process catch up C{userid}'s INBOX index: with the
-        deliveries C{handed} over (L{MailboxIndex.delivered}), or (none)
-        by reading the mailbox under its locks.
-
-        @return: whether it will (L{False}: index here).
-        """
-        if not self._started:
-            self._start()
-        if not self.alive:
-            return False
-        if handed:
-            # A user id never starts with "[" (L{twisted_mail.wire}).
-            line = json.dumps([userid, handed], separators=(",", ":"))
-        else:
-            line = userid
-        self.transport.write(line.encode("utf-8") + b"\n")
-        return True
-
-    def errReceived(self, data):
-        for line in data.decode("utf-8", "replace").splitlines():
-            log.warn("search indexer: {line}", line=line)
-
-    def processEnded(self, reason):
-        if self.alive:
-            log.info("search indexer ended ({why}); indexing in the server",
-                     why=reason.getErrorMessage())
-        self.alive = False
-
-    def stop(self):
-        """
-        End the process (at the end of its input: it finishes its sync).
-        """
-        if self.alive:
-            self.alive = False
-            self.transport.closeStdin()
 
 
 def _parseRecords(readRecord, records, prepare=None):
@@ -749,8 +697,8 @@ def _readHanded(dirfd, userid, handed):
                 return None
             for _, s, e, msgid, key, uid in handed[i:j]:
                 record = span[s - start:e - start]
-                found, foundId, _, flags = _facts(record)
-                if foundId != msgid or found.hex() != key:
+                found, foundId, foundUid, flags = _facts(record)
+                if foundId != msgid or found.hex() != key or foundUid != uid:
                     return None
                 records.append((msgid, found, record, uid, flags))
             i = j

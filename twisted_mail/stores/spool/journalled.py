@@ -262,8 +262,6 @@ class JournalledDeliveries:
                                                   durable=False, inode=ino)
                     for i, msgid, _ in items:
                         outcomes[i] = msgid
-                    if mailbox.index is not None:
-                        mailbox.index.delivered(ino, written)
                 except InodeChanged as e:
                     # An expunge replaced the file between our stat and
                     # the lock: journal them again for the new one.
@@ -273,6 +271,14 @@ class JournalledDeliveries:
                     for i, msgid, _ in items:
                         outcomes[i] = f
                         aborts.append(Record(ABORT, user=user, msgid=msgid))
+                else:
+                    if mailbox.index is not None:
+                        try:
+                            mailbox.index.delivered(ino, written)
+                        except Exception:
+                            # Only the hand-over is lost: a search syncs.
+                            log.failure("search index of {user}: hand-over failed",
+                                        user=user)
             if aborts:
                 journal.note(aborts)
             todo = again

@@ -152,6 +152,8 @@ def _key(byKey, entry):
 def _unkey(byKey, entry):
     found = byKey[entry.key]
     if type(found) is not list:
+        if found is not entry:
+            raise ValueError("not the entry of its key")
         del byKey[entry.key]
         return
     found.remove(entry)

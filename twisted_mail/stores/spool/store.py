@@ -44,7 +44,8 @@ from twisted_mail.mail.model import INBOX, normalizeFolderName
 from twisted_mail.mail.query import document
 from twisted_mail.stores.spool.events import NewMailWatch
 from twisted_mail.stores.spool.index import renameFolders
-from twisted_mail.stores.spool.indexing import IndexerProcess, MailboxIndex
+from twisted_mail.stores.spool.indexerprocess import IndexerProcess
+from twisted_mail.stores.spool.indexing import MailboxIndex
 from twisted_mail.wire import normalizeUserId
 from twisted_mail.stores.base import (
     CursorSession,
@@ -569,7 +570,14 @@ class SpoolStore(SpoolFolders):
     def _listUsers(self):
         users = []
         seen = 0
-        for entry in os.scandir(self._dirfd):
+        # A descriptor of its own: scandir on the shared one would share its
+        # offset with a scan in another thread (folders.FolderFiles.scan).
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=self._dirfd)
+        try:
+            entries = list(os.scandir(fd))
+        finally:
+            os.close(fd)
+        for entry in entries:
             seen += 1
             if entry.name[0] == ".":
                 continue  # the mailboxes' side files: never a user id
