@@ -431,3 +431,39 @@ class SharedWritersTests(SynchronousTestCase):
             second._db, lambda: first.update("INBOX", (), add))
         second.update("INBOX", (), add)
         self.assertEqual(_indexed(path, "bob"), 4)
+
+
+class _Entry:
+    def __init__(self, start, msgid, key, serial, deleted=False):
+        self.start, self.msgid, self.key, self.serial = start, msgid, key, serial
+        self.deleted = deleted
+
+
+class _Mbox:
+    def __init__(self, entries):
+        self.entries = entries
+        self._serialList = [e.serial for e in entries]
+        self._byId = {e.msgid: e for e in entries}
+
+
+class WantedEntriesTests(SynchronousTestCase):
+    def test_byIdInFileOrder(self):
+        """The entries a batch of a sync reads are found by id, in file order, live ones only, after the serial asked."""
+        from twisted_mail.stores.spool.indexing import _wantedEntries
+
+        entries = [_Entry(0, "a", b"1", 1), _Entry(10, "b", b"2", 2), _Entry(20, "c", b"3", 3)]
+        mbox = _Mbox(entries)
+        self.assertEqual(_wantedEntries(mbox, {("c", b"3"), ("a", b"1")}, None),
+                         [entries[0], entries[2]])
+        self.assertEqual(_wantedEntries(mbox, {("c", b"3"), ("a", b"1")}, 1), [entries[2]])
+        entries[0].deleted = True
+        self.assertEqual(_wantedEntries(mbox, {("a", b"1")}, None), [])
+
+    def test_anIdTwoRecordsCarry(self):
+        """A wanted message whose id the file's index gives to another record (a copy not yet restamped) is still found."""
+        from twisted_mail.stores.spool.indexing import _wantedEntries
+
+        first, copy = _Entry(0, "a", b"1", 1), _Entry(10, "a", b"9", 2)
+        mbox = _Mbox([first, copy])
+        self.assertIs(mbox._byId["a"], copy)
+        self.assertEqual(_wantedEntries(mbox, {("a", b"1"), ("a", b"9")}, None), [first, copy])
