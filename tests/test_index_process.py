@@ -53,31 +53,35 @@ def _indexed(path, user):
         db.close()
 
 
+def _serve(path, data):
+    """
+    Run the indexing process's loop on C{data} as its input, to its end.
+
+    @return: what it wrote on its standard error.
+    """
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    err = io.StringIO()
+    try:
+        indexer.serve(path, r, err)
+    finally:
+        os.close(r)
+    return err.getvalue()
+
+
 class ServeTests(SynchronousTestCase):
     def test_indexesTheUsersNamed(self):
         """Each user named on the input has their INBOX indexed, once however often named."""
         path = _spoolWithMail(self, users=("bob", "alice"))
-        r, w = os.pipe()
-        os.write(w, b"bob\nbob\nalice\n\nnobody\n")
-        os.close(w)
-        err = io.StringIO()
-        try:
-            indexer.serve(path, r, err)
-        finally:
-            os.close(r)
+        err = _serve(path, b"bob\nbob\nalice\n\nnobody\n")
         self.assertEqual((_indexed(path, "bob"), _indexed(path, "alice")), (3, 3))
-        self.assertIn("nobody", err.getvalue())
+        self.assertIn("nobody", err)
 
     def test_searchFindsWhatItIndexed(self):
         """A server's search answers from what the process indexed, as from its own."""
         path = _spoolWithMail(self)
-        r, w = os.pipe()
-        os.write(w, b"bob\n")
-        os.close(w)
-        try:
-            indexer.serve(path, r, io.StringIO())
-        finally:
-            os.close(r)
+        _serve(path, b"bob\n")
         store = SpoolStore(path, reactor=indexer.SynchronousReactor())
         self.addCleanup(store.close)
         found = indexer.resultOf(store.search("bob", parseQuery("friday lunch")))
@@ -167,15 +171,7 @@ def _handOver(case, path, count=3):
 
 
 def _serveLines(path, *lines):
-    r, w = os.pipe()
-    os.write(w, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
-    os.close(w)
-    err = io.StringIO()
-    try:
-        indexer.serve(path, r, err)
-    finally:
-        os.close(r)
-    return err.getvalue()
+    return _serve(path, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
 
 
 class HandOverTests(SynchronousTestCase):
@@ -277,31 +273,10 @@ class HandOverTests(SynchronousTestCase):
         self.assertEqual(len(written), 3)
 
     def test_malformedKicks(self):
-        """Kick lines of the wrong shape are reported and skipped; the process goes on."""
+        """Kick lines that are not JSON, or of the wrong shape, are reported and skipped; the process goes on."""
         path = _spoolWithMail(self)
-        r, w = os.pipe()
-        os.write(w, b'["bob", 5]\n["bob", [[1, 2]]]\n[7, []]\n["bob"]\nbob\n')
-        os.close(w)
-        err = io.StringIO()
-        try:
-            indexer.serve(path, r, err)
-        finally:
-            os.close(r)
-        self.assertEqual(err.getvalue().count("unreadable kick"), 4)
-        self.assertEqual(_indexed(path, "bob"), 3)
-
-    def test_unreadableKick(self):
-        """A kick line that is not JSON is reported and skipped; the next ones are served."""
-        path = _spoolWithMail(self)
-        r, w = os.pipe()
-        os.write(w, b"[not json\nbob\n")
-        os.close(w)
-        err = io.StringIO()
-        try:
-            indexer.serve(path, r, err)
-        finally:
-            os.close(r)
-        self.assertIn("unreadable kick", err.getvalue())
+        err = _serve(path, b'[not json\n["bob", 5]\n["bob", [[1, 2]]]\n[7, []]\n["bob"]\nbob\n')
+        self.assertEqual(err.count("unreadable kick"), 5)
         self.assertEqual(_indexed(path, "bob"), 3)
 
 

@@ -490,26 +490,19 @@ class _Looks:
         self._charsets = {}
 
     def contentType(self, part):
-        key = id(part)
-        found = self._types.get(key)
-        if found is None:
-            try:
-                found = part.get_content_type()
-            except Exception:
-                found = _FAILED
-            self._types[key] = found
-        return found
+        return self._ask(self._types, part, lambda part: part.get_content_type())
 
     def charset(self, part):
+        return self._ask(self._charsets, part, lambda part: part.get_content_charset())
+
+    def _ask(self, answers, part, question):
         key = id(part)
-        if key in self._charsets:
-            return self._charsets[key]
-        try:
-            found = part.get_content_charset()
-        except Exception:
-            found = _FAILED
-        self._charsets[key] = found
-        return found
+        if key not in answers:
+            try:
+                answers[key] = question(part)
+            except Exception:
+                answers[key] = _FAILED
+        return answers[key]
 
 
 def _filename(part):
