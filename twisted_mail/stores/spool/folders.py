@@ -34,7 +34,7 @@ from twisted_mail import errors
 from twisted_mail.mail.model import INBOX, SPECIAL_FOLDERS
 from twisted_mail.stores.base import checkDeletable, folderOrder, renames
 from twisted_mail.stores.spool.folderfile import readUidRecord, writeUidRecord
-from twisted_mail.stores.spool.locks import _O_FLAGS
+from twisted_mail.stores.spool.locks import _O_FLAGS, directoryEntries
 from twisted_mail.stores.spool.records import _writeAll
 
 _RECORD = re.compile(r"\A\.(f[0-9a-f]{16})\.uids\Z")
@@ -136,15 +136,7 @@ class Folders:
         C{(file name, uidvalidity)}.
         """
         found = {}
-        # A directory of its own: scandir on a shared descriptor shares its
-        # offset with every other thread scanning at once (the watch's poll
-        # and a LIST), and each then sees part of the folders.
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=self.dirfd)
-        try:
-            entries = [entry.name for entry in os.scandir(fd)]
-        finally:
-            os.close(fd)
-        for entryName in entries:
+        for entryName, _ in directoryEntries(self.dirfd):
             match = _RECORD.match(entryName)
             if not match:
                 continue

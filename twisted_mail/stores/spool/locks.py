@@ -118,8 +118,7 @@ class LockSource:
         @return: how many were removed.
         """
         removed = 0
-        for entry in os.scandir(self._dirfd):
-            name = entry.name
+        for name, _ in directoryEntries(self._dirfd):
             if not name.startswith(self.prefix):
                 continue
             pid = name[len(self.prefix):]
@@ -137,6 +136,22 @@ class LockSource:
             except FileNotFoundError:
                 pass
         return removed
+
+
+def directoryEntries(dirfd):
+    """
+    The entries of the directory C{dirfd}: C{(name, whether a regular
+    file)} each, read through a descriptor of its own.  (C{scandir} on a
+    shared descriptor shares its offset with every other thread scanning
+    the spool at once, and each then sees part of it; and a descriptor
+    closed before an entry's type is asked for could not answer it.)
+    """
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=dirfd)
+    try:
+        with os.scandir(fd) as entries:
+            return [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
+    finally:
+        os.close(fd)
 
 
 def processIsAlive(pid):

@@ -34,7 +34,7 @@ from twisted_mail.stores.spool.journal import (
 )
 from twisted_mail.stores.spool.mboxfile import MboxFile
 from twisted_mail.stores.spool import recovery
-from twisted_mail.stores.spool.locks import _O_FLAGS, lockFile
+from twisted_mail.stores.spool.locks import _O_FLAGS, directoryEntries, lockFile
 
 log = Logger()
 
@@ -43,8 +43,8 @@ def leftoverJournals(dirfd, own=None):
     """
     The names of the journals in the spool directory other than C{own}.
     """
-    return sorted(entry.name for entry in os.scandir(dirfd)
-                  if isJournalName(entry.name) and entry.name != own)
+    return sorted(name for name, _ in directoryEntries(dirfd)
+                  if isJournalName(name) and name != own)
 
 
 def recoverJournals(dirfd, openMailbox, boot, own=None):

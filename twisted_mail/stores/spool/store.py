@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from twisted_mail import errors
 from twisted_mail.interfaces import IMailboxSession, IMailStore
-from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource
+from twisted_mail.stores.spool.locks import _O_FLAGS, LockSource, directoryEntries
 from twisted_mail.stores.spool.flags import readerText, stripStoreFields
 from twisted_mail.stores.spool.folderfile import newMessageId
 from twisted_mail.stores.spool.folders import newValidity
@@ -569,26 +569,18 @@ class SpoolStore(SpoolFolders):
 
     def _listUsers(self):
         users = []
-        seen = 0
-        # A descriptor of its own: scandir on the shared one would share its
-        # offset with a scan in another thread (folders.FolderFiles.scan).
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | _O_FLAGS, dir_fd=self._dirfd)
-        try:
-            entries = list(os.scandir(fd))
-        finally:
-            os.close(fd)
-        for entry in entries:
-            seen += 1
-            if entry.name[0] == ".":
+        entries = directoryEntries(self._dirfd)
+        for name, isFile in entries:
+            if name[0] == ".":
                 continue  # the mailboxes' side files: never a user id
             try:
-                valid = normalizeUserId(entry.name) == entry.name
+                valid = normalizeUserId(name) == name
             except errors.InvalidUserId:
                 continue
-            if valid and entry.is_file(follow_symlinks=False):
-                users.append(entry.name)
+            if valid and isFile:
+                users.append(name)
         users.sort()
-        self._lastListing = seen
+        self._lastListing = len(entries)
         return users
 
     @userIdArgument
