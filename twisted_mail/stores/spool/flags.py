@@ -168,7 +168,7 @@ def flagsOf(status, xstatus, keywords):
                 flags.add(word.decode("ascii"))
             except UnicodeDecodeError:
                 continue
-    return sharedFlags(frozenset(flags))
+    return sharedFlags(flags)
 
 
 def flagLines(flags, room=ROOM, old=True):

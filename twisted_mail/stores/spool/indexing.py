@@ -147,7 +147,9 @@ class MailboxIndex:
         # from the mailbox thread to the reactor's kick.
         self._handedLock = threading.Lock()
         self._handed = []
-        self._overflowed = False
+        # Whether the next kick has the process read the mailbox under its
+        # locks instead (a plain kick, or too much handed over).
+        self._plain = False
 
     # -- the entries snapshot, for the mbox reader's quick start
 
@@ -212,7 +214,8 @@ class MailboxIndex:
             L{delivered}).
         """
         if plain:
-            self._wantPlain = True
+            with self._handedLock:
+                self._plain = True
         if self._kick is None or not self._kick.active():
             self._kick = self._reactor.callLater(KICK_DELAY, self._kicked)
 
@@ -235,8 +238,6 @@ class MailboxIndex:
         if self.remote is not None:
             self.kick(plain=False)
 
-    _wantPlain = False
-
     def delivered(self, ino, entries):
         """
         In the mailbox thread, once deliveries through the journal are
@@ -250,7 +251,7 @@ class MailboxIndex:
             return
         with self._handedLock:
             if len(self._handed) + len(entries) > HANDOVER_LIMIT:
-                self._overflowed = True
+                self._plain = True
                 return
             self._handed.extend((ino, e.start, e.end, e.msgid, e.key.hex(), e.uid)
                                 for e in entries)
@@ -259,8 +260,8 @@ class MailboxIndex:
         self._kick = None
         with self._handedLock:
             handed, self._handed = self._handed, []
-            if self._overflowed or self._wantPlain:
-                handed, self._overflowed, self._wantPlain = None, False, False
+            if self._plain:
+                handed, self._plain = None, False
         if self.remote is not None:
             if handed == []:
                 # Handed over by the kick before (its batch's deliveries
@@ -672,10 +673,11 @@ def _readHanded(dirfd, userid, handed):
     @return: the records, or L{None} if the file is another or any record
         is not the one handed over.
     """
+    from twisted_mail.stores.spool.locks import _O_FLAGS
     from twisted_mail.stores.spool.records import _facts
 
     try:
-        fd = os.open(userid, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        fd = os.open(userid, os.O_RDONLY | _O_FLAGS, dir_fd=dirfd)
     except OSError:
         return None
     try:
