@@ -410,6 +410,28 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         self.assertEqual(heard[0].id, local[0].id)
 
     @defer.inlineCallbacks
+    def test_changesSentTogether(self):
+        """
+        Changes another process announces in one transaction (their
+        notifications arrive in one packet) all reach a watcher: the
+        listener never leaves a packet half read.
+        """
+        self.store.startListening()
+        events = []
+        self.store.watch("bob", events.append)
+        yield self.whenListening(self.store)
+
+        def announce():
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                with conn.transaction():
+                    for kind in ("folders", "expunge"):
+                        pgsql.notifyChanges(conn, "another process", [
+                            {"u": "bob", "k": kind, "f": None, "m": "m1", "uid": 1}])
+
+        yield threads.deferToThread(announce)
+        yield self.waitUntil(lambda: {"folders", "expunge"} <= {e.kind for e in events})
+
+    @defer.inlineCallbacks
     def test_changesAcrossStores(self):
         """
         Flag changes, moves and folder changes through one store object (one

@@ -39,6 +39,7 @@ Guarantees:
 """
 
 import collections
+import itertools
 import os
 import threading
 import time
@@ -598,24 +599,23 @@ class PostgresStore(PostgresFolders):
                 while not self._stopListening.is_set():
                     wanted = []
                     changes = []
-                    for notify in conn.notifies(timeout=_LISTEN_POLL):
+                    # Wait for a notification, then take what else has come
+                    # without waiting.  Never leave a notifies() generator
+                    # early: it would drop the rest of the packet it was
+                    # reading (notifications sent together arrive together:
+                    # a flag change, a move and a folder's creation were
+                    # lost so).  stop_after ends it after the packet.
+                    for notify in itertools.chain(
+                            conn.notifies(timeout=_LISTEN_POLL, stop_after=1),
+                            conn.notifies(timeout=0)):
                         if notify.channel == CHANGES_CHANNEL:
                             changes.append(notify.payload)
-                            break
+                            continue
                         origin, pairs = _parsePayload(notify.payload)
                         if origin == self.origin:
                             last = max([last] + [s for _, s in pairs])
                             continue
                         wanted.extend(pairs)
-                        # Take what else has come; do not wait for more.
-                        break
-                    for notify in conn.notifies(timeout=0):
-                        if notify.channel == CHANGES_CHANNEL:
-                            changes.append(notify.payload)
-                            continue
-                        origin, pairs = _parsePayload(notify.payload)
-                        if origin != self.origin:
-                            wanted.extend(pairs)
                     if changes:
                         announceChanges(self, conn, changes)
                     if wanted:
