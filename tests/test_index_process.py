@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_mail.mail.query import parseQuery
-from twisted_mail.stores.spool import indexer
+from twisted_mail.stores.spool import indexer, indexerprocess
 from twisted_mail.stores.spool.index import indexName
 from twisted_mail.stores.spool.indexerprocess import IndexerProcess
 from twisted_mail.stores.spool.indexing import KICK_DELAY
@@ -250,8 +250,8 @@ class HandOverTests(SynchronousTestCase):
         _serveLines(path, [userid, handed])
         self.assertEqual(_indexed(path, "bob"), 2)
 
-    def test_laggingProcessNamedOnce(self):
-        """While the pipe to the process is full (it lags), the server hands nothing over: it names each user once, and hands over again once the pipe drains."""
+    def test_busyProcessHandedOverUpToALimit(self):
+        """While the pipe to the process is full (it is busy), hand-overs wait in the server's memory, up to HELD_LIMIT bytes; past it each user is named once, and hand-overs resume once the pipe drains."""
         written = []
 
         class Transport:
@@ -262,15 +262,22 @@ class HandOverTests(SynchronousTestCase):
         process._started = process.alive = True
         process.transport = Transport()
         handed = [[1, 0, 10, "a" * 16, "00" * 16, 1]]
+        line = len(json.dumps(["bob", handed], separators=(",", ":"))) + 1
+        self.patch(indexerprocess, "HELD_LIMIT", 2 * line)
         process.pauseProducing()
         self.assertTrue(process.kick("bob", handed))
         self.assertTrue(process.kick("bob", handed))
+        # Over the limit: named, once; the next kicks wait for the catch-up.
+        self.assertTrue(process.kick("bob", handed))
+        self.assertTrue(process.kick("bob", handed))
+        self.assertTrue(process.kick("alice", handed))
         self.assertTrue(process.kick("alice", handed))
         process.resumeProducing()
         self.assertTrue(process.kick("bob", handed))
-        self.assertEqual(written[:2], [b"bob\n", b"alice\n"])
-        self.assertEqual(json.loads(written[2]), ["bob", handed])
-        self.assertEqual(len(written), 3)
+        self.assertEqual([json.loads(w) for w in written[:2]], [["bob", handed]] * 2)
+        self.assertEqual(written[2:4], [b"bob\n", b"alice\n"])
+        self.assertEqual(json.loads(written[4]), ["bob", handed])
+        self.assertEqual(len(written), 5)
 
     def test_malformedKicks(self):
         """Kick lines that are not JSON, or of the wrong shape, are reported and skipped; the process goes on."""

@@ -16,6 +16,13 @@ from zope.interface import implementer
 
 log = Logger()
 
+#: How many bytes of hand-overs may wait in the server's memory for the
+#: pipe to the process to drain (the process is busy with the last ones):
+#: some 80,000 deliveries.  Past it, a kick names the user only, once, and
+#: the process reads that mailbox under its locks, which the server's next
+#: deliveries may then wait for.
+HELD_LIMIT = 8 << 20
+
 
 @implementer(IPushProducer)
 class IndexerProcess(protocol.ProcessProtocol):
@@ -31,9 +38,12 @@ class IndexerProcess(protocol.ProcessProtocol):
         self._reactor = reactor
         self._started = False
         self.alive = False
-        # Whether the pipe to the process is full (it lags): then a kick
-        # names the user only, once, and the process reads the mailbox.
+        # Whether the pipe to the process is full (it is busy): what is
+        # written meanwhile waits in the transport's buffer, up to
+        # HELD_LIMIT bytes; past it a kick names the user only, once, and
+        # the process reads the mailbox.
         self._full = False
+        self._held = 0
         self._named = set()
 
     def _start(self):
@@ -62,6 +72,7 @@ class IndexerProcess(protocol.ProcessProtocol):
 
     def resumeProducing(self):
         self._full = False
+        self._held = 0
         self._named.clear()
 
     def stopProducing(self):
@@ -79,19 +90,22 @@ class IndexerProcess(protocol.ProcessProtocol):
             self._start()
         if not self.alive:
             return False
-        if self._full:
-            # The process lags: what it is handed waits in the server's
-            # memory.  It will read the mailbox instead, named once.
-            if userid in self._named:
-                return True
-            self._named.add(userid)
-            handed = None
+        if self._full and userid in self._named:
+            return True
+        line = userid.encode("utf-8")
         if handed:
             # A user id never starts with "[" (L{twisted_mail.wire}).
-            line = json.dumps([userid, handed], separators=(",", ":"))
-        else:
-            line = userid
-        self.transport.write(line.encode("utf-8") + b"\n")
+            line = json.dumps([userid, handed], separators=(",", ":")).encode("utf-8")
+        if self._full:
+            # The process is busy: what it is handed waits in the server's
+            # memory, up to HELD_LIMIT; past it, the process will read the
+            # mailbox instead, named once.
+            if handed and self._held + len(line) > HELD_LIMIT:
+                handed, line = None, userid.encode("utf-8")
+            if not handed:
+                self._named.add(userid)
+            self._held += len(line) + 1
+        self.transport.write(line + b"\n")
         return True
 
     def errReceived(self, data):
