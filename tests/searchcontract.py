@@ -27,6 +27,9 @@ QUERIES = [
     "before:2026-12-07", "after:2026-12-06", "on:2026-12-07", "on:2026-12-06",
     "larger:1k", "smaller:1k", "folder:INBOX", "NEAR", "lake near",
     "from:renee cafe -is:read",
+    'subject:"meeting agenda"', 'subject:"agenda meeting"', 'from:"alice example"',
+    "from:ali", "subject:caf", 'subject:"cafe cr"', 'to:"com carol"', 'from:"com bob"',
+    "-from:alice", "cc:carol -to:carol",
 ]
 
 
@@ -281,6 +284,22 @@ class SearchContractMixin:
                      "zorkx", '"alpha zorkx"', "zor", "-zork1"):
             self.assertEqual(self.found(text), self.scan(text), "query {!r}".format(text))
         self.assertEqual(len(self.found("zork")), 3)
+
+    def test_fieldPrefixOfManyWords(self):
+        """In a field, a word stands for every word of that field it begins, however many, also as a phrase's last word; another field's words are never found."""
+        words = " ".join("zork{}".format(n) for n in range(60))
+        for n, subject in enumerate([words, "alpha zork17 beta", "alpha zorkish", "zor k"]):
+            self.now[0] = MIDNIGHT + n
+            self.ok(self.store.deliverMessage(
+                "zork{}@example.com".format(n), "bob",
+                "From: zork{}@example.com\nSubject: {}\n\nzork body\n".format(
+                    n, subject).encode()))
+        self.settle()
+        for text in ("subject:zork", "subject:zork1", "subject:zork17", 'subject:"alpha zork"',
+                     'subject:"alpha zork1"', "subject:zorkx", "subject:zor", "-subject:zork1",
+                     "from:zork", "from:zork1", "to:zork", "subject:body"):
+            self.assertEqual(self.found(text), self.scan(text), "query {!r}".format(text))
+        self.assertEqual(len(self.found("subject:zork")), 3)
 
     def test_otherUsersUnseen(self):
         """A search sees only the user's own mail."""

@@ -17,13 +17,17 @@ Tables::
     msg(rowid, id, folder, key, uid, arrived, arrivedday, sentday, size,
         attachments, flags, summary, headers)  (flags and uid outside the
                                        summary: they change without the text)
-    text(body, from_, to_, cc, subject, attachment)
+    text(body, from_, to_, cc, subject, attachment, marks)
                                        FTS5, rowid = msg.rowid; the token
                                        text of L{twisted_mail.mail.query}
                                        of the fields a bare word looks in
                                        (so that it needs no column filter:
                                        FTS5 then counts without reading
-                                       positions)
+                                       positions), and the words of the
+                                       short fields again, each marked
+                                       with its field
+                                       (C{indexquery.fieldMark}: C{from:}
+                                       needs no column filter either)
     extra(bcc, headers)                the same, of the other fields
     words(word)                        every word ever indexed in the fields
                                        a query's words look in (a word of a
@@ -55,6 +59,7 @@ from twisted_mail.stores.spool.indexquery import (  # noqa: F401 (renameFolders:
     _EXTRA_FIELDS,
     _SHORT_FIELDS,
     _WORD_FIELDS,
+    fieldMark,
     fieldWord,
     renameFolders,
     splitQuery,
@@ -63,7 +68,7 @@ from twisted_mail.stores.spool.indexquery import (  # noqa: F401 (renameFolders:
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: A prefix standing for more whole words than this is searched as a
 #: prefix.
@@ -115,7 +120,7 @@ CREATE TABLE IF NOT EXISTS msg(
 CREATE INDEX IF NOT EXISTS msg_folder ON msg(folder, id, key, uid, flags);
 CREATE TABLE IF NOT EXISTS words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
-    body, from_, to_, cc, subject, attachment,
+    body, from_, to_, cc, subject, attachment, marks,
     tokenize = 'ascii', detail = full, columnsize = 0
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
@@ -232,11 +237,14 @@ def prepareRow(summary, doc):
     What L{SearchDatabase.update} stores of a message's summary and
     L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
     day, attachments, summary JSON, headers JSON, the words of the fields
-    C{words} keeps, the token text of each of L{_TEXT_FIELDS}, and of
-    L{_EXTRA_FIELDS})}.  (Made where
+    C{words} keeps, the token text of each of L{_TEXT_FIELDS} and the
+    marked words of L{_SHORT_FIELDS} (C{marks}), and of L{_EXTRA_FIELDS})}.
+    (Made where
     the message is parsed: a parsing process, during a large build.)
     """
     fields = doc.fields
+    short = [(f, fields[f].split()) for f in _SHORT_FIELDS]
+    marks = " ".join([mark + w for mark, (_, words) in zip(_MARKS, short) for w in words])
     return (
         _ordinal(Q.arrivedDay(summary.arrived)),
         _ordinal(doc.sentDay or datetime.date.fromisoformat(summary.date[:10])),
@@ -244,9 +252,13 @@ def prepareRow(summary, doc):
         _summaryText(summary),
         json.dumps(doc.headers, ensure_ascii=False),
         list(set(" ".join([fields[f] for f in _WORD_FIELDS]).split()).union(
-            fieldWord(f, w) for f in _SHORT_FIELDS for w in fields[f].split())),
-        tuple([fields[f] for f in _TEXT_FIELDS]),
+            fieldWord(f, w) for f, words in short for w in words)),
+        tuple([fields[f] for f in _TEXT_FIELDS]) + (marks,),
         tuple([fields[f] for f in _EXTRA_FIELDS]))
+
+
+#: L{fieldMark} of each of L{_SHORT_FIELDS}, in order.
+_MARKS = tuple(fieldMark(f) for f in _SHORT_FIELDS)
 
 
 def summaryFromRow(text, uid, flags, folder):
@@ -513,8 +525,8 @@ class SearchDatabase:
                     " sentday, size, attachments, flags, summary, headers)"
                     " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 db.executemany(
-                    "INSERT INTO text(rowid, body, from_, to_, cc, subject, attachment)"
-                    " VALUES(?,?,?,?,?,?,?)", texts)
+                    "INSERT INTO text(rowid, body, from_, to_, cc, subject, attachment,"
+                    " marks) VALUES(?,?,?,?,?,?,?,?)", texts)
                 db.executemany("INSERT INTO extra(rowid, bcc, headers) VALUES(?,?,?)",
                                extras)
                 if stale:
