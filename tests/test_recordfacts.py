@@ -102,3 +102,41 @@ class ChunksKeyTests(SynchronousTestCase):
             records._chunksKey([kind(p) for p in pieces]),
             hashlib.blake2b(whole, digest_size=16).digest(),
         )
+
+
+class FlagsOfTests(SynchronousTestCase):
+    """
+    L{flags.flagsOf} remembers its answers by the lines' values.
+    """
+
+    def test_rememberedAnswersAreRight(self):
+        """
+        Asked again for the same values, flagsOf gives the same flags as
+        reading them afresh, as the one shared set; values it has not met
+        are read afresh.
+        """
+        from twisted_mail.stores.spool import flags
+
+        self.patch(flags, "_FLAGS_OF", {})
+        self.patch(flags, "_SHARED", {flags.NO_FLAGS: flags.NO_FLAGS})
+        cases = [(b"", b"", b""), (b"RO", b"", b""), (b"O", b"AF", b"work $Label1"),
+                 (b"R", b"D", b"a,b  c"), (b"", b"T", b"\xff bad")]
+        for _ in range(3):
+            for case in cases:
+                self.assertEqual(flags.flagsOf(*case), flags._flagsOf(*case))
+                self.assertIs(flags.flagsOf(*case), flags.flagsOf(*case))
+        self.assertEqual(flags.flagsOf(b"RO", b"F", b""),
+                         frozenset([flags.SEEN, flags.FLAGGED]))
+
+    def test_bounded(self):
+        """
+        It remembers at most as many answers as it shares flag sets: a
+        mailbox of ever new keywords does not grow it.
+        """
+        from twisted_mail.stores.spool import flags
+
+        self.patch(flags, "_FLAGS_OF", {})
+        self.patch(flags, "_SHARED", {flags.NO_FLAGS: flags.NO_FLAGS})
+        for n in range(flags._SHARED_MAX + 50):
+            self.assertEqual(flags.flagsOf(b"", b"", b"k%d" % (n,)), frozenset(["k%d" % (n,)]))
+        self.assertLessEqual(len(flags._FLAGS_OF), flags._SHARED_MAX)
