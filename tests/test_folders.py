@@ -682,7 +682,7 @@ class PostgresFolderTests(FolderContractMixin, SynchronousTestCase):
         from twisted_mail.stores.postgres import sql as pgsql
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("DROP TABLE messages, folders, users, schema_version CASCADE")
+            conn.execute("DROP TABLE messages, folders, users, changes, schema_version CASCADE")
             conn.execute("DROP SEQUENCE uidvalidities")
             conn.execute("DROP FUNCTION simplemail_uid")
             conn.execute("CREATE TABLE schema_version (version integer NOT NULL,"

@@ -8,6 +8,7 @@ servers).
 import contextlib
 import os
 import sys
+import threading
 import time
 
 from twisted.internet import defer, reactor, threads
@@ -32,7 +33,7 @@ if skip is None:
     import psycopg
 
     from twisted_mail.stores.postgres import sql as pgsql
-    from twisted_mail.stores.postgres import store as pgstore
+    from twisted_mail.stores.postgres import listener as pglistener, store as pgstore
 
 
 def makePostgresStore(testCase, url, **kwargs):
@@ -526,6 +527,56 @@ class PostgresStoreThreadedTests(_ThreadedStore, TestCase):
         yield self.waitUntil(lambda: "marker" in [s.snippet for s in heard])
         self.assertEqual(sorted(s.snippet for s in heard), ["marker", "meanwhile", "own"])
         self.assertEqual(sorted(s.snippet for s in local), ["marker", "meanwhile", "own"])
+
+    @defer.inlineCallbacks
+    def test_changesSurviveLostConnection(self):
+        """
+        Flag changes and folder changes made while another server's
+        notification connection is lost reach that server's watchers once
+        it is back (from the change log), and once only.
+        """
+        other = self.makeThreadedStore(self.url)
+        other.startListening()
+        self.store.startListening()
+        events = []
+        other.watch("bob", events.append)
+        yield self.whenListening(other, self.store)
+        msgid = yield self.store.deliver("alice", "bob", b"news\n")
+        yield self.waitUntil(lambda: "message" in [e.kind for e in events])
+        # Hold the notification threads' reconnections until the changes
+        # are made.
+        away, back = threading.Event(), threading.Event()
+        original = pglistener.connect
+
+        def connect(url, applicationName="simplemail"):
+            if applicationName == "simplemail-listen":
+                away.set()
+                back.wait(EVENT_LIMIT)
+            return original(url, applicationName)
+
+        self.patch(pglistener, "connect", connect)
+
+        def terminate():
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'simplemail-listen'")
+            if not away.wait(EVENT_LIMIT):
+                raise AssertionError("the notification threads did not reconnect")
+
+        yield threads.deferToThread(terminate)
+        session = yield self.store.openMailbox("bob")
+        yield session.setFlags([msgid], add=["\\Flagged"])
+        yield self.store.createFolder("bob", "Work")
+        back.set()
+        yield self.waitUntil(lambda: {"flags", "folders"} <= {e.kind for e in events})
+        # A marker made now comes after anything the catch-up announced.
+        yield self.store.createFolder("bob", "Marker")
+        yield self.waitUntil(lambda: [e.kind for e in events].count("folders") >= 2)
+        flagged = [e for e in events if e.kind == "flags"]
+        self.assertEqual([(e.msgid, e.summary.flags) for e in flagged],
+                         [(msgid, frozenset(["\\Flagged"]))])
+        self.assertEqual([e.kind for e in events].count("folders"), 2)
 
     @defer.inlineCallbacks
     def test_lostConnectionTemporaryFailure(self):

@@ -25,7 +25,7 @@ log = Logger()
 CHANNEL = "simplemail"
 
 #: The schema version this code writes; L{SCHEMA} upgrades to it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The channel of the mailbox model's changes (flags, expunges, folders).
 CHANGES_CHANNEL = "simplemail_changes"
@@ -117,7 +117,21 @@ SCHEMA = {
     ],
     # Search (docs/search.rst): stores/postgres/search.py.
     3: searchSchema,
+    # The change log (L{notifyChanges}): what a listener whose connection
+    # was lost reads when it is back.
+    4: [
+        """CREATE TABLE changes (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            payload text NOT NULL
+        )""",
+        "CREATE INDEX changes_at ON changes (at)",
+    ],
 }
+
+#: How long the change log keeps a change: a server whose notification
+#: connection was lost for longer misses what changed before.
+CHANGES_KEPT = "1 day"
 
 #: A summary's columns, in the order L{_summary} reads them.
 _SUMMARY_COLUMNS = ("id, pubid, size, arrived, sender, recipient, subject, date,"
@@ -438,4 +452,37 @@ def notifyChanges(conn, origin, changes):
 
     lines = [json.dumps(change, separators=(",", ":")) for change in changes]
     for payload in _payloads(origin, lines):
-        conn.execute("SELECT pg_notify(%s, %s)", [CHANGES_CHANNEL, payload])
+        # Logged in the same transaction, for a listener that was away
+        # (L{changesSince}); the notification leads with the log's row id.
+        serial = conn.execute("INSERT INTO changes (payload) VALUES (%s) RETURNING id",
+                              [payload]).fetchone()[0]
+        conn.execute("SELECT pg_notify(%s, %s)",
+                     [CHANGES_CHANNEL, "{}\n{}".format(serial, payload)])
+
+
+def splitChange(notification):
+    """
+    The change log's row id and the payload (origin, then changes) of a
+    L{CHANGES_CHANNEL} notification; the id is L{None} if it has none.
+    """
+    first, _, payload = notification.partition("\n")
+    try:
+        return int(first), payload
+    except ValueError:
+        return None, notification
+
+
+def changesSince(conn, serial):
+    """
+    The change log's rows after row id C{serial}, as C{(id, payload)}, in
+    order.
+    """
+    return conn.execute("SELECT id, payload FROM changes WHERE id > %s ORDER BY id",
+                        [serial]).fetchall()
+
+
+def trimChanges(conn):
+    """
+    Forget the change log's rows older than L{CHANGES_KEPT}.
+    """
+    conn.execute("DELETE FROM changes WHERE at < now() - %s::interval", [CHANGES_KEPT])

@@ -39,7 +39,6 @@ Guarantees:
 """
 
 import collections
-import itertools
 import os
 import threading
 import time
@@ -66,20 +65,17 @@ from twisted_mail.stores.postgres.folders import (
     PostgresFolders,
     PostgresFolderView,
     _checkUser,
-    announceChanges,
     folderId,
 )
+from twisted_mail.stores.postgres.listener import listen
 from twisted_mail.stores.postgres.search import indexPending, search as searchIn
 
 from twisted_mail.stores.postgres.sql import (
-    CHANNEL,
-    CHANGES_CHANNEL,
     _SUMMARY_COLUMNS,
     DatabaseUnavailable,
     _deleteRows,
     _Delivery,
     _oneLine,
-    _parsePayload,
     _summary,
     checkDatabase,
     connect,
@@ -108,10 +104,6 @@ BATCH_BYTES = 32 * 1024 * 1024
 #: How many of its latest deliveries a store remembers, not to announce
 #: them twice after its notification connection was lost.
 _OWN_REMEMBERED = 100000
-
-#: How long the notification thread waits for one before looking whether it
-#: should stop, in seconds.
-_LISTEN_POLL = 0.5
 
 
 class _Outcome:
@@ -553,7 +545,7 @@ class PostgresStore(PostgresFolders):
             return
         self._stopListening.clear()
         self._listenThread = threading.Thread(
-            target=self._listen, name="simplemail-notifications", daemon=True)
+            target=listen, args=(self,), name="simplemail-notifications", daemon=True)
         self._listenThread.start()
 
     def stopListening(self, timeout=5.0):
@@ -564,108 +556,6 @@ class PostgresStore(PostgresFolders):
         if thread is not None:
             self._stopListening.set()
             thread.join(timeout)
-
-    def _listen(self):
-        """
-        In the notification thread: C{LISTEN}, and turn each notification of
-        another process's delivery to a subscribed user into summaries for
-        the reactor thread.  A lost connection is reconnected; mail stored
-        meanwhile is caught up from the last id seen.
-        """
-        delay = 0.1
-        last = None
-        while not self._stopListening.is_set():
-            try:
-                conn = connect(self.url, "simplemail-listen")
-            except DatabaseUnavailable as e:
-                log.warn("notifications: database unavailable: {why}", why=str(e))
-                self._stopListening.wait(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            try:
-                conn.execute("LISTEN " + CHANNEL)
-                conn.execute("LISTEN " + CHANGES_CHANNEL)
-                delay = 0.1
-                if last is None:
-                    last = conn.execute("SELECT coalesce(max(id), 0) FROM messages"
-                                        ).fetchone()[0]
-                else:
-                    last = self._catchUp(conn, last)
-                self.listening.set()
-                # Rows up to here are announced (or were not wanted): a
-                # notification of one of them, sent after LISTEN and before
-                # the catch-up, is not announced again.
-                floor = last
-                while not self._stopListening.is_set():
-                    wanted = []
-                    changes = []
-                    # Wait for a notification, then take what else has come
-                    # without waiting.  Never leave a notifies() generator
-                    # early: it would drop the rest of the packet it was
-                    # reading (notifications sent together arrive together:
-                    # a flag change, a move and a folder's creation were
-                    # lost so).  stop_after ends it after the packet.
-                    for notify in itertools.chain(
-                            conn.notifies(timeout=_LISTEN_POLL, stop_after=1),
-                            conn.notifies(timeout=0)):
-                        if notify.channel == CHANGES_CHANNEL:
-                            changes.append(notify.payload)
-                            continue
-                        origin, pairs = _parsePayload(notify.payload)
-                        if origin == self.origin:
-                            last = max([last] + [s for _, s in pairs])
-                            continue
-                        wanted.extend(pairs)
-                    if changes:
-                        announceChanges(self, conn, changes)
-                    if wanted:
-                        last = max([last] + [s for _, s in wanted])
-                        subscribed = self._subscribed
-                        serials = [s for u, s in wanted if u in subscribed and s > floor]
-                        if serials:
-                            self._fetchAndAnnounce(conn, serials)
-            except psycopg.Error as e:
-                if not self._stopListening.is_set():
-                    log.warn("notifications: connection lost: {why}", why=_oneLine(e))
-                    self._stopListening.wait(delay)
-            except Exception:
-                log.failure("notifications: unexpected error")
-                self._stopListening.wait(1.0)
-            finally:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-
-    def _catchUp(self, conn, last):
-        """
-        After a reconnection: announce what subscribed users got since row
-        id C{last}, which may have been notified while we were away.
-        """
-        subscribed = sorted(self._subscribed)
-        if subscribed:
-            rows = conn.execute(
-                "SELECT id FROM messages WHERE id > %s AND userid = ANY(%s)",
-                [last, subscribed]).fetchall()
-            with self._ownLock:
-                serials = [r for (r,) in rows if r not in self._ownSet]
-            if serials:
-                self._fetchAndAnnounce(conn, serials)
-        return conn.execute("SELECT coalesce(max(id), %s) FROM messages",
-                            [last]).fetchone()[0]
-
-    def _fetchAndAnnounce(self, conn, serials):
-        rows = conn.execute(
-            "SELECT userid, " + _SUMMARY_COLUMNS + " FROM messages WHERE id = ANY(%s)"
-            " ORDER BY id", [serials]).fetchall()
-        byUser = {}
-        for row in rows:
-            byUser.setdefault(row[0], []).append(_summary(row[1:]))
-        for userid, summaries in byUser.items():
-            self._reactor.callFromThread(self._announce, userid, summaries)
-            self._reactor.callFromThread(self._announceEvents, userid, [
-                MailEvent("message", INBOX, summary=s) for s in summaries])
-
 
 @implementer(IMailboxSession)
 class _PostgresSession(CursorSession, PostgresFolderView):
