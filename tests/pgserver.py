@@ -216,7 +216,7 @@ def freshDatabase():
             " AND schemaname = current_schema()").fetchone()[0]
         if exists:
             conn.execute("TRUNCATE messages, users CASCADE")  # and folders
-        for table in ("login_counts", "web_sessions"):
+        for table in ("login_counts", "web_sessions", "changes"):
             if conn.execute(
                     "SELECT count(*) FROM pg_tables WHERE tablename = %s"
                     " AND schemaname = current_schema()", [table]).fetchone()[0]:

@@ -454,10 +454,10 @@ def notifyChanges(conn, origin, changes):
     for payload in _payloads(origin, lines):
         # Logged in the same transaction, for a listener that was away
         # (L{changesSince}); the notification leads with the log's row id.
-        serial = conn.execute("INSERT INTO changes (payload) VALUES (%s) RETURNING id",
-                              [payload]).fetchone()[0]
-        conn.execute("SELECT pg_notify(%s, %s)",
-                     [CHANGES_CHANNEL, "{}\n{}".format(serial, payload)])
+        # One statement: a round trip as before.
+        conn.execute("WITH logged AS (INSERT INTO changes (payload) VALUES (%s) RETURNING id)"
+                     " SELECT pg_notify(%s, id || E'\\n' || %s) FROM logged",
+                     [payload, CHANGES_CHANNEL, payload])
 
 
 def splitChange(notification):
