@@ -141,6 +141,7 @@ def listen(store):
             except Exception:
                 pass
 
+
 def _catchUp(store, conn, last):
     """
     After a reconnection: announce what subscribed users got since row

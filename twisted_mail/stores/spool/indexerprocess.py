@@ -92,7 +92,7 @@ class IndexerProcess(protocol.ProcessProtocol):
             return False
         if self._full and userid in self._named:
             return True
-        line = userid.encode("utf-8")
+        name = line = userid.encode("utf-8")
         if handed:
             # A user id never starts with "[" (L{twisted_mail.wire}).
             line = json.dumps([userid, handed], separators=(",", ":")).encode("utf-8")
@@ -101,7 +101,7 @@ class IndexerProcess(protocol.ProcessProtocol):
             # memory, up to HELD_LIMIT; past it, the process will read the
             # mailbox instead, named once.
             if handed and self._held + len(line) > HELD_LIMIT:
-                handed, line = None, userid.encode("utf-8")
+                handed, line = None, name
             if not handed:
                 self._named.add(userid)
             self._held += len(line) + 1
