@@ -324,6 +324,80 @@ class ProcessTests(TestCase):
         self.flushLoggedErrors(OSError)
 
 
+class RelayTests(TestCase):
+    """
+    A worker's handle on its supervisor's indexing process
+    (L{indexerprocess.IndexerRelay}): kick lines on a pipe.
+    """
+
+    def pipe(self):
+        readEnd, writeEnd = os.pipe()
+        os.set_blocking(readEnd, False)
+        self.addCleanup(os.close, readEnd)
+        return readEnd, writeEnd
+
+    @defer.inlineCallbacks
+    def readLines(self, fd, count):
+        data = b""
+        for _ in range(200):
+            try:
+                data += os.read(fd, 65536)
+            except BlockingIOError:
+                pass
+            if data.count(b"\n") >= count:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        return data.split(b"\n")[:count]
+
+    @defer.inlineCallbacks
+    def test_kicksWrittenOnThePipe(self):
+        """Kicks are written on the pipe as the server's own process would get them: a hand-over as a JSON line, a user named alone as a line of its own."""
+        readEnd, writeEnd = self.pipe()
+        relay = indexerprocess.IndexerRelay(writeEnd, reactor)
+        self.addCleanup(relay.stop)
+        handed = [[1, 0, 10, "a" * 16, "00" * 16, 1]]
+        self.assertTrue(relay.kick("bob", handed))
+        self.assertTrue(relay.kick("alice"))
+        lines = yield self.readLines(readEnd, 2)
+        self.assertEqual(json.loads(lines[0]), ["bob", handed])
+        self.assertEqual(lines[1], b"alice")
+
+    @defer.inlineCallbacks
+    def test_supervisorGone(self):
+        """Once the supervisor's end of the pipe is closed, a kick says it will not be indexed (the worker indexes that mailbox itself), and nothing is raised."""
+        readEnd, writeEnd = os.pipe()
+        relay = indexerprocess.IndexerRelay(writeEnd, reactor)
+        self.addCleanup(relay.stop)
+        self.assertTrue(relay.kick("bob"))
+        os.close(readEnd)
+        for _ in range(200):
+            if not relay.kick("bob"):
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(relay.kick("bob"))
+
+    def test_fullPipeReadsTheUserFromTheLine(self):
+        """While the pipe is full, a line passed on by the supervisor (whose user is not given) is held or, past the limit, replaced by its user's name, once, as the server's own kicks are."""
+        written = []
+
+        class Transport:
+            def write(self, data):
+                written.append(data)
+
+        process = IndexerProcess("/nonexistent", None)
+        process._started = process.alive = True
+        process.transport = Transport()
+        line = json.dumps(["bob", [[1, 0, 10, "a" * 16, "00" * 16, 1]]]).encode()
+        self.patch(indexerprocess, "HELD_LIMIT", len(line) + 1)
+        process.pauseProducing()
+        self.assertTrue(process.send(line))
+        self.assertTrue(process.send(line))
+        self.assertTrue(process.send(line))
+        self.assertTrue(process.send(b"alice"))
+        self.assertTrue(process.send(b"alice"))
+        self.assertEqual(written, [line + b"\n", b"bob\n", b"alice\n"])
+
+
 class _BrokenPool:
     def submit(self, *args):
         import concurrent.futures.process

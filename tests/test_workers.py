@@ -132,9 +132,43 @@ class SupervisorTests(SynchronousTestCase):
                     "argv": ["--spool", "x", "--workers", "2"],
                     "listeners": [["listen", "tcp:9025", 3], ["smtp", "tcp:2525", 4]],
                     "secret": self.supervisor.secret.hex(),
+                    "indexer": None,
                 },
             )
         self.assertEqual(len(self.supervisor.secret), 32)
+
+    def test_workersKicksPassedToTheIndexer(self):
+        """
+        With a spool's indexing process, each worker gets a pipe of its own for its kicks (the descriptor after the sockets, named in its configuration); each whole line a worker writes there is passed to the one process, however the pipe cuts it, and the process is stopped once every worker has ended, not before.
+        """
+        sent, stopped = [], []
+
+        class Indexer:
+            def send(self, line):
+                sent.append(line)
+                return True
+
+            def stop(self):
+                stopped.append(True)
+
+        supervisor = workers.Supervisor(
+            2, ["--workers", "2"], [("listen", "tcp:9025", self.ports[0])], self.reactor,
+            observer=self.events.append, indexer=Indexer())
+        supervisor.startService()
+        for process in self.reactor.processes:
+            self.assertEqual(process.childFDs, {0: "w", 1: "r", 2: "r", 3: 7, 4: "r"})
+            self.assertEqual(json.loads(process.written)["indexer"], 4)
+        one, two = self.reactor.processes
+        one.protocol.childDataReceived(4, b'["bob",[[1,0,9,')
+        two.protocol.childDataReceived(4, b"alice\n")
+        one.protocol.childDataReceived(4, b'"i","k",1]]]\ncarol\n\n')
+        two.protocol.childDataReceived(1, b"1.0\tinfo\t-\t\"not a kick\"\n")
+        self.assertEqual(sent, [b"alice", b'["bob",[[1,0,9,"i","k",1]]]', b"carol"])
+        supervisor.stopService()
+        one.end()
+        self.assertEqual(stopped, [])
+        two.end()
+        self.assertEqual(stopped, [True])
 
     def test_restartKeepsTheSecret(self):
         """

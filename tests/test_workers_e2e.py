@@ -37,6 +37,25 @@ def _workerOf(log, clientPort):
     return None
 
 
+def _indexed(spool, user):
+    """
+    How many messages C{user}'s search index holds (0 while it has none),
+    read as another program would, without a store.
+    """
+    import sqlite3
+    path = os.path.join(spool, "." + user + ".index")
+    try:
+        db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=5)
+    except sqlite3.Error:
+        return 0
+    try:
+        return db.execute("SELECT count(*) FROM msg").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
+
+
 class TwoWorkersTests(SynchronousTestCase):
     """
     C{twistd -n simplemail --workers 2}, end to end.
@@ -143,6 +162,52 @@ class TwoWorkersTests(SynchronousTestCase):
         for number in clients:
             with open(os.path.join(server.spool, "u%d" % (number,)), "rb") as f:
                 self.assertEqual(f.read(), b"")
+
+    def deliverAndWaitForIndex(self, server):
+        """
+        Deliver 5 messages to bob through each worker and wait until his
+        index holds all 10, though nobody searches.
+
+        @return: the indexing process's id.
+        """
+        clients = self.clientsOnEachWorker(server)
+        self.assertTrue(clients[1].command(b"ADDU bob").startswith(b"+OK"))
+        for number, client in clients.items():
+            self.assertTrue(client.command(b"USER bob").startswith(b"+OK"))
+            for i in range(5):
+                self.assertEqual(client.command(b"SEND bob from %d, %d" % (number, i)),
+                                 b"+OK message delivered to bob")
+        deadline = time.monotonic() + 20
+        while _indexed(server.spool, "bob") < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(_indexed(server.spool, "bob"), 10)
+        # One indexing process for both workers, the supervisor's.
+        indexers = childProcesses(server.pid, "twisted_mail.stores.spool.indexer")
+        self.assertEqual(len(indexers), 1)
+        for worker in server.workerPids():
+            self.assertEqual(childProcesses(worker, "twisted_mail.stores.spool.indexer"), [])
+        return indexers
+
+    def test_deliveriesIndexedWithoutASearch(self):
+        """
+        The workers hand their deliveries to the supervisor's indexing process, as a single server hands its own to its process: the index holds them within seconds though nobody searched (a search after a burst does not index the burst first), and SIGTERM on the supervisor ends that process too.
+        """
+        server = self.startServer()
+        indexers = self.deliverAndWaitForIndex(server)
+        pids = server.workerPids()
+        self.assertEqual(server.stop(), -signal.SIGTERM)
+        waitUntilGone(pids + indexers, 10)
+        self.assertNotIn("Traceback", server.log())
+
+    def test_killedSupervisorLeavesNoIndexer(self):
+        """
+        With the supervisor killed (SIGKILL), the workers stop and so does the indexing process: none is left running.
+        """
+        server = self.startServer()
+        indexers = self.deliverAndWaitForIndex(server)
+        pids = server.workerPids()
+        os.kill(server.pid, signal.SIGKILL)
+        waitUntilGone(pids + indexers, 15)
 
     def test_smtpDoor(self):
         """

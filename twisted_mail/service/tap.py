@@ -193,7 +193,7 @@ def _redacted(url):
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", url)
 
 
-def makeService(options, reactor=None, listeners=None, secret=None):
+def makeService(options, reactor=None, listeners=None, secret=None, indexer=None):
     """
     Build the server: a store on the spool directory and one listening
     service per endpoint of each door.
@@ -207,12 +207,14 @@ def makeService(options, reactor=None, listeners=None, secret=None):
         the L{twisted_mail.service.workers.Supervisor} instead.
     @param secret: the server's L{ServerParts.secret} (a worker passes the
         supervisor's; by default a new one).
+    @param indexer: a worker's handle on its supervisor's indexing process
+        (an L{twisted_mail.stores.spool.indexerprocess.IndexerRelay}); a
+        single server starts its own.
     """
     # twistd's path (a test passes its reactor): the collector tuned.
     tune = reactor is None
     if reactor is None:
         from twisted.internet import reactor
-    # A worker (given its listeners) indexes in its own threads.
     standalone = listeners is None
     if listeners is None:
         if options["workers"] > 1:
@@ -231,6 +233,7 @@ def makeService(options, reactor=None, listeners=None, secret=None):
                 threadpool=pool,
                 journal=not options["no-journal"],
                 indexProcess=standalone,
+                indexer=indexer,
             )
         except OSError as e:
             raise usage.UsageError(
@@ -333,4 +336,12 @@ def _makeSupervisor(options, reactor):
         ),
         listen=", ".join(description for _, description in doorEndpoints(options)),
     )
-    return Supervisor(options["workers"], options.argv, opened, reactor)
+    indexer = None
+    if not options.get("database"):
+        # One indexing process for every worker's deliveries.
+        from twisted_mail.stores.spool.indexerprocess import IndexerProcess
+
+        indexer = IndexerProcess(
+            options["spool"], reactor,
+            fallback="the workers' deliveries are indexed by the next search")
+    return Supervisor(options["workers"], options.argv, opened, reactor, indexer=indexer)

@@ -123,8 +123,14 @@ def main(stdin=0, stdout=1):
     options = tap.Options()
     try:
         options.parseOptions(argv)
+        indexer = None
+        if configuration.get("indexer") is not None:
+            from twisted_mail.stores.spool.indexerprocess import IndexerRelay
+
+            indexer = IndexerRelay(configuration["indexer"], reactor)
         top = tap.makeService(
-            options, reactor=reactor, listeners=Listeners(reactor, inherited), secret=secret
+            options, reactor=reactor, listeners=Listeners(reactor, inherited), secret=secret,
+            indexer=indexer,
         )
     except (CannotListen, SystemExit, usage.UsageError) as e:
         workerLog.error("worker {worker} could not start: {why}", worker=number, why=e)

@@ -15,6 +15,9 @@ The supervisor serves no client and opens no mailbox.  It:
   - relays each worker's log events into its own log (the twistd log),
     tagged C{worker <n>} (the worker writes one line per event on its
     standard output);
+  - runs the one indexing process of the spool's search index
+    (L{twisted_mail.stores.spool.indexer}) and passes it each worker's
+    kicks, which the worker writes on a pipe of their own;
   - starts a worker that died again, after a back-off (L{MIN_RESTART_DELAY}
     doubling up to L{MAX_RESTART_DELAY} while it keeps dying within
     L{STABLE_AFTER} seconds of its start), and logs it;
@@ -102,11 +105,14 @@ class _WorkerProtocol(ProcessProtocol):
     relays its output to the log, and reports its end.
     """
 
-    def __init__(self, supervisor, slot, configuration):
+    def __init__(self, supervisor, slot, configuration, kicks=None):
         self.supervisor = supervisor
         self.slot = slot
         self.configuration = configuration
         self._partial = {1: b"", 2: b""}
+        # The worker's pipe of kicks for the indexing process, if any.
+        self._kicks = kicks
+        self._kickPartial = b""
 
     def connectionMade(self):
         # Standard input stays open: its end tells the worker that the
@@ -114,6 +120,13 @@ class _WorkerProtocol(ProcessProtocol):
         self.transport.write(self.configuration)
 
     def childDataReceived(self, fd, data):
+        if fd == self._kicks:
+            lines = (self._kickPartial + data).split(b"\n")
+            self._kickPartial = lines.pop()
+            for line in lines:
+                if line:
+                    self.supervisor.indexer.send(line)
+            return
         if fd not in self._partial:
             return
         lines = (self._partial[fd] + data).split(b"\n")
@@ -147,6 +160,7 @@ class Supervisor(service.Service):
         executable=None,
         stopTimeout=STOP_TIMEOUT,
         observer=None,
+        indexer=None,
     ):
         """
         @param count: how many workers.
@@ -160,6 +174,9 @@ class Supervisor(service.Service):
         @param stopTimeout: seconds a stopping worker may take.
         @param observer: receives the workers' relayed log events (the
             global log publisher by default).
+        @param indexer: the spool's indexing process (an
+            L{twisted_mail.stores.spool.indexerprocess.IndexerProcess},
+            started at the first kick), or L{None} (a database store).
         """
         self.count = count
         self.argv = list(argv)
@@ -168,6 +185,7 @@ class Supervisor(service.Service):
         self.executable = executable or sys.executable
         self.stopTimeout = stopTimeout
         self.observer = globalLogPublisher if observer is None else observer
+        self.indexer = indexer
         self.slots = [_Slot(n) for n in range(1, count + 1)]
         # The server's shared secret (tap.ServerParts.secret), the same for
         # every worker and every restart.
@@ -188,12 +206,24 @@ class Supervisor(service.Service):
             self._spawn(slot)
 
     def _configuration(self):
+        """
+        The worker's descriptors: standard input, output and error, the
+        listening sockets from 3 on, then the pipe of its kicks for the
+        indexing process, if there is one.
+
+        @return: C{(childFDs, listeners as the worker adopts them, the
+            kicks' descriptor or None)}.
+        """
         childFDs = {0: "w", 1: "r", 2: "r"}
         inherited = []
         for i, (option, description, port) in enumerate(self.listeners):
             childFDs[3 + i] = port.fileno()
             inherited.append([option, description, 3 + i])
-        return childFDs, inherited
+        kicks = None
+        if self.indexer is not None:
+            kicks = 3 + len(self.listeners)
+            childFDs[kicks] = "r"
+        return childFDs, inherited, kicks
 
     def _environment(self):
         env = dict(os.environ)
@@ -203,16 +233,17 @@ class Supervisor(service.Service):
 
     def _spawn(self, slot):
         slot.restart = None
-        childFDs, inherited = self._configuration()
+        childFDs, inherited, kicks = self._configuration()
         configuration = json.dumps(
             {
                 "worker": slot.number,
                 "argv": self.argv,
                 "listeners": inherited,
                 "secret": self.secret.hex(),
+                "indexer": kicks,
             }
         ).encode("utf-8") + b"\n"
-        protocol = _WorkerProtocol(self, slot, configuration)
+        protocol = _WorkerProtocol(self, slot, configuration, kicks)
         try:
             process = self.reactor.spawnProcess(
                 protocol,
@@ -356,4 +387,8 @@ class Supervisor(service.Service):
             if call.active():
                 call.cancel()
         del self._timeouts[:]
+        if self.indexer is not None:
+            # The workers' last kicks are in: the process finishes them and
+            # ends at the end of its input.
+            self.indexer.stop()
         self._stopped.callback(None)

@@ -231,9 +231,9 @@ class MailboxIndex:
     def kickIndexer(self):
         """
         After deliveries through the journal: have the indexing process
-        catch up soon, when there is one.  (Without it the next search
-        catches up, as before the process: a worker does not index after
-        its deliveries; see docs/search.rst.)
+        catch up soon, when there is one (a server's or a worker's; a store
+        without one, such as a command-line tool's, leaves it to the next
+        search).
         """
         if self.remote is not None:
             self.kick(plain=False)

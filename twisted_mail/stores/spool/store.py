@@ -299,6 +299,9 @@ class SpoolStore(SpoolFolders):
     @param indexProcess: index the deliveries to INBOX in a process of
         its own, at a lower priority
         (L{twisted_mail.stores.spool.indexer}); for a server.
+    @param indexer: the handle on an indexing process that another
+        process runs (an L{IndexerRelay}: a C{--workers} worker's), used
+        instead of starting one.
     @param threadpool: the thread pool for mailbox jobs (reads, appends,
         deletes, expunges); by default the reactor's.  A small pool of its
         own (see L{mailboxThreadPool}) keeps them from competing for the
@@ -321,6 +324,7 @@ class SpoolStore(SpoolFolders):
         journal=False,
         searchIndex=True,
         indexProcess=False,
+        indexer=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -333,7 +337,9 @@ class SpoolStore(SpoolFolders):
         self._lockDeadline = lockDeadline
         self._searchIndex = searchIndex
         self._indexer = None
-        if searchIndex and indexProcess:
+        if searchIndex and indexer is not None:
+            self._indexer = indexer
+        elif searchIndex and indexProcess:
             self._indexer = IndexerProcess(self.path, reactor)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
