@@ -8,6 +8,10 @@ patches in the environment variable SM_PATCH (comma-separated):
         --servers simplemail,simplemail-smtp --rounds 1 \
         --twistd-wrapper benchmarks/trypatches.py
 
+The patches apply to the process twistd starts: with --workers above 1, the
+supervisor (which runs the search index's indexing process), not the
+workers.
+
 Patches (each replaces something of twisted_mail by name; one whose target
 is gone is reported on stderr and skipped; smtpnopause copies the tree's
 code of the methods it replaces, as of f5570f1: check it against the tree
@@ -31,7 +35,8 @@ before trusting a measurement):
                batch, not KICK_DELAY (e.g. kick3): bigger indexing batches
   indexhere    no indexing process (SpoolStore's indexProcess off): the
                server indexes deliveries through the journal only at the
-               next search (as a --workers worker does)
+               next search (as a --workers worker did until the eighth
+               stop)
   gcstats      print the garbage collector's pauses at shutdown (stderr)
   lockstats    print, at shutdown (stderr), how often and how long the
                server waited for a mailbox lock another process held (the
