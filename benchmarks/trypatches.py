@@ -8,9 +8,9 @@ patches in the environment variable SM_PATCH (comma-separated):
         --servers simplemail,simplemail-smtp --rounds 1 \
         --twistd-wrapper benchmarks/trypatches.py
 
-The patches apply to the process twistd starts: with --workers above 1, the
-supervisor (which runs the search index's indexing process), not the
-workers.
+With --workers above 1 the patches apply to the supervisor and to each
+worker (started through this script, "trypatches.py --worker"), not to the
+search index's indexing process.
 
 Patches (each replaces something of twisted_mail by name; one whose target
 is gone is reported on stderr and skipped; smtpnopause copies the tree's
@@ -227,11 +227,43 @@ def patchLockStats(reactor):
     reactor.addSystemEventTrigger("before", "shutdown", report)
 
 
+def patchWorkers():
+    """
+    Start each --workers worker through this script, so that it is patched
+    too (the supervisor spawns C{python -m twisted_mail.service.worker}).
+    """
+    from twisted_mail.service import workers
+
+    spawn = workers.Supervisor._spawn
+    script = os.path.abspath(__file__)
+
+    def _spawn(self, slot):
+        reactor = self.reactor
+
+        class Spawning:
+            def __getattr__(self, name):
+                return getattr(reactor, name)
+
+            def spawnProcess(self, protocol, executable, args, **kwargs):
+                if list(args[1:]) == ["-m", "twisted_mail.service.worker"]:
+                    args = [executable, script, "--worker"]
+                return reactor.spawnProcess(protocol, executable, args, **kwargs)
+
+        self.reactor = Spawning()
+        try:
+            spawn(self, slot)
+        finally:
+            self.reactor = reactor
+
+    workers.Supervisor._spawn = _spawn
+
+
 def main():
     if sys.argv[1:2] in (["-h"], ["--help"]):
         sys.stdout.write(__doc__.lstrip())
         sys.stdout.write("\nEvery argument is passed on to twistd.\n")
         return
+    worker = sys.argv[1:2] == ["--worker"]
     # The checkout first, as common.simplemailServer's PYTHONPATH does.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from twisted.internet import epollreactor
@@ -340,6 +372,14 @@ def main():
     applied = [p for p in patches
                if p not in FIXED and p.rstrip("0123456789") not in RETIRED]
     sys.stderr.write("trypatches: applied {}\n".format(", ".join(applied) or "nothing"))
+    if worker:
+        import runpy
+
+        sys.argv[1:2] = []
+        runpy.run_module("twisted_mail.service.worker", run_name="__main__", alter_sys=True)
+        return
+    if patches:
+        patchWorkers()
     sys.argv[0] = "twistd"
     from twisted.scripts.twistd import run
 
