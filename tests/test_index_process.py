@@ -315,13 +315,59 @@ class ProcessTests(TestCase):
 
     def test_noProcessIndexesHere(self):
         """When the process can't start, a kick says so and the server indexes itself."""
-        class NoSpawn:
+        class NoSpawn(task.Clock):
             def spawnProcess(self, *args, **kwargs):
                 raise OSError("no processes here")
 
         process = IndexerProcess("/nonexistent", NoSpawn())
         self.assertFalse(process.kick("bob"))
         self.flushLoggedErrors(OSError)
+
+    def test_startedAgainAfterItEnded(self):
+        """A process that ended by itself (a crash) is started again by a kick RESTART_DELAY seconds later; meanwhile kicks say it will not index (the server indexes itself).  One stopped is never started again."""
+        from twisted.internet import error
+        from twisted.python.failure import Failure
+
+        class Transport:
+            def __init__(self):
+                self.written = []
+
+            def registerProducer(self, producer, streaming):
+                pass
+
+            def write(self, data):
+                self.written.append(data)
+
+            def closeStdin(self):
+                pass
+
+        class Spawning(task.Clock):
+            def __init__(self):
+                task.Clock.__init__(self)
+                self.spawned = []
+
+            def spawnProcess(self, protocol, *args, **kwargs):
+                transport = Transport()
+                self.spawned.append(transport)
+                protocol.makeConnection(transport)
+                return transport
+
+        clock = Spawning()
+        process = IndexerProcess("/nonexistent", clock)
+        self.assertTrue(process.kick("bob"))
+        process.pauseProducing()  # busy when it crashed
+        process.processEnded(Failure(error.ProcessTerminated(signal=9)))
+        self.assertFalse(process.kick("bob"))
+        clock.advance(indexerprocess.RESTART_DELAY - 1)
+        self.assertFalse(process.kick("bob"))
+        clock.advance(1)
+        self.assertTrue(process.kick("alice"))
+        self.assertEqual(len(clock.spawned), 2)
+        self.assertEqual(clock.spawned[1].written, [b"alice\n"])
+        process.stop()
+        clock.advance(indexerprocess.RESTART_DELAY)
+        self.assertFalse(process.kick("bob"))
+        self.assertEqual(len(clock.spawned), 2)
 
 
 class RelayTests(TestCase):

@@ -23,7 +23,8 @@ closes it or dies.
 
 Nothing depends on it: a search still catches up what it has not yet done
 (L{MailboxIndex.freshen}), and should it fail to start or end early, the
-server indexes in its own threads as before.
+server indexes in its own threads as before, until a kick starts it again
+(L{twisted_mail.stores.spool.indexerprocess.RESTART_DELAY}).
 
     python -m twisted_mail.stores.spool.indexer SPOOL
 """

@@ -26,6 +26,12 @@ log = Logger()
 #: deliveries may then wait for.
 HELD_LIMIT = 8 << 20
 
+#: Seconds after the indexing process ended by itself (or could not start)
+#: before a kick starts it again; meanwhile kicks say it will not index
+#: (a single server then indexes in its threads; a supervisor drops them,
+#: and the next search indexes).
+RESTART_DELAY = 10.0
+
 
 def _userOf(line):
     """
@@ -140,14 +146,23 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
         self._spoolPath = spoolPath
         self._reactor = reactor
         self._started = False
+        self._stopped = False
+        # When the process last ended by itself or failed to start.
+        self._failedAt = None
 
     def _open(self):
         if not self._started:
+            self._start()
+        elif (not self.alive and not self._stopped and self._failedAt is not None
+              and self._reactor.seconds() - self._failedAt >= RESTART_DELAY):
+            log.info("search indexer: starting it again")
             self._start()
         return self.alive
 
     def _start(self):
         self._started = True
+        self._failedAt = None
+        self.resumeProducing()
         env = dict(os.environ)
         # The process imports this package from where the server did.
         top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -161,6 +176,7 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
         except Exception:
             log.failure("search index: the indexing process could not start; {fallback}",
                         fallback=self._fallback)
+            self._failedAt = self._reactor.seconds()
             return
         self.alive = True
         self.transport.registerProducer(self, True)
@@ -171,14 +187,18 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
 
     def processEnded(self, reason):
         if self.alive:
-            log.info("search indexer ended ({why}); {fallback}",
-                     why=reason.getErrorMessage(), fallback=self._fallback)
+            log.warn("search indexer ended ({why}); {fallback} until a kick starts it "
+                     "again, from {delay:g} s on", why=reason.getErrorMessage(),
+                     fallback=self._fallback, delay=RESTART_DELAY)
+            self._failedAt = self._reactor.seconds()
         self.alive = False
 
     def stop(self):
         """
-        End the process (at the end of its input: it finishes its sync).
+        End the process (at the end of its input: it finishes its sync),
+        for good.
         """
+        self._stopped = True
         if self.alive:
             self.alive = False
             self.transport.closeStdin()
