@@ -35,6 +35,16 @@ def _spoolWithMail(case, users=("bob",), count=3):
     return path
 
 
+def _deliverMore(path, user, count):
+    store = SpoolStore(path, reactor=indexer.SynchronousReactor(), searchIndex=False)
+    try:
+        for n in range(count):
+            indexer.resultOf(store.deliverMessage(
+                "x@example.com", user, "Subject: more {}\n\nlunch again\n".format(n).encode()))
+    finally:
+        store.close()
+
+
 def _indexed(path, user):
     """
     How many messages the user's index holds (read only: a reader never
@@ -312,6 +322,29 @@ class ProcessTests(TestCase):
         yield ended
         self.assertFalse(process.alive)
         self.assertFalse(process.kick("bob"))
+
+    @defer.inlineCallbacks
+    def test_killedProcessStartedAgain(self):
+        """A process killed with SIGKILL is started again by a kick after RESTART_DELAY, and indexes that user's new mail."""
+        import signal
+
+        self.patch(indexerprocess, "RESTART_DELAY", 0.2)
+        path = _spoolWithMail(self)
+        process = IndexerProcess(path, reactor)
+        ended = []
+        processEnded = process.processEnded
+        process.processEnded = lambda reason: (processEnded(reason), ended.append(reason))
+        self.assertTrue(process.kick("bob"))
+        yield self.waitFor(lambda: _indexed(path, "bob") == 3)
+        os.kill(process.transport.pid, signal.SIGKILL)
+        yield self.waitFor(lambda: len(ended) == 1)
+        self.assertFalse(process.kick("bob"))
+        _deliverMore(path, "bob", 2)
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        self.assertTrue(process.kick("bob"))
+        yield self.waitFor(lambda: _indexed(path, "bob") == 5)
+        process.stop()
+        yield self.waitFor(lambda: len(ended) == 2)
 
     def test_noProcessIndexesHere(self):
         """When the process can't start, a kick says so and the server indexes itself."""
