@@ -63,6 +63,24 @@ def _indexed(path, user):
         db.close()
 
 
+def _runningProcess():
+    """
+    An L{IndexerProcess} as if its process ran, writing to a list.
+
+    @return: C{(the process, the list of what it wrote)}.
+    """
+    written = []
+
+    class Transport:
+        def write(self, data):
+            written.append(data)
+
+    process = IndexerProcess("/nonexistent", None)
+    process._started = process.alive = True
+    process.transport = Transport()
+    return process, written
+
+
 def _serve(path, data):
     """
     Run the indexing process's loop on C{data} as its input, to its end.
@@ -262,15 +280,7 @@ class HandOverTests(SynchronousTestCase):
 
     def test_busyProcessHandedOverUpToALimit(self):
         """While the pipe to the process is full (it is busy), hand-overs wait in the server's memory, up to HELD_LIMIT bytes; past it each user is named once, and hand-overs resume once the pipe drains."""
-        written = []
-
-        class Transport:
-            def write(self, data):
-                written.append(data)
-
-        process = IndexerProcess("/nonexistent", None)
-        process._started = process.alive = True
-        process.transport = Transport()
+        process, written = _runningProcess()
         handed = [[1, 0, 10, "a" * 16, "00" * 16, 1]]
         line = len(json.dumps(["bob", handed], separators=(",", ":"))) + 1
         self.patch(indexerprocess, "HELD_LIMIT", 2 * line)
@@ -340,8 +350,8 @@ class ProcessTests(TestCase):
         yield self.waitFor(lambda: len(ended) == 1)
         self.assertFalse(process.kick("bob"))
         _deliverMore(path, "bob", 2)
-        yield task.deferLater(reactor, 0.3, lambda: None)
-        self.assertTrue(process.kick("bob"))
+        # Kicks say the process will not index until RESTART_DELAY has passed.
+        yield self.waitFor(lambda: process.kick("bob"))
         yield self.waitFor(lambda: _indexed(path, "bob") == 5)
         process.stop()
         yield self.waitFor(lambda: len(ended) == 2)
@@ -457,15 +467,7 @@ class RelayTests(TestCase):
 
     def test_fullPipeReadsTheUserFromTheLine(self):
         """While the pipe is full, a line passed on by the supervisor (whose user is not given) is held or, past the limit, replaced by its user's name, once, as the server's own kicks are."""
-        written = []
-
-        class Transport:
-            def write(self, data):
-                written.append(data)
-
-        process = IndexerProcess("/nonexistent", None)
-        process._started = process.alive = True
-        process.transport = Transport()
+        process, written = _runningProcess()
         line = json.dumps(["bob", [[1, 0, 10, "a" * 16, "00" * 16, 1]]]).encode()
         self.patch(indexerprocess, "HELD_LIMIT", len(line) + 1)
         process.pauseProducing()

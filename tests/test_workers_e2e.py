@@ -21,6 +21,7 @@ from .serverprocess import (
     runTwistd,
     waitUntilGone,
 )
+from .test_index_process import _indexed
 
 
 # -- a real twistd with --workers 2
@@ -35,25 +36,6 @@ def _workerOf(log, clientPort):
         if line.endswith(needle) and "] " in line and "[worker " in line:
             return int(line.split("[worker ", 1)[1].split("]", 1)[0])
     return None
-
-
-def _indexed(spool, user):
-    """
-    How many messages C{user}'s search index holds (0 while it has none),
-    read as another program would, without a store.
-    """
-    import sqlite3
-    path = os.path.join(spool, "." + user + ".index")
-    try:
-        db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=5)
-    except sqlite3.Error:
-        return 0
-    try:
-        return db.execute("SELECT count(*) FROM msg").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-    finally:
-        db.close()
 
 
 class TwoWorkersTests(SynchronousTestCase):
