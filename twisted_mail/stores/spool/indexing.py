@@ -351,7 +351,7 @@ class MailboxIndex:
         # one lets FTS5 merge as it writes, as every delivery's indexing
         # does.  (An optimize rewrites the whole index, about 35 µs a
         # message: after a burst, 1,000 messages caught up into 20,000 took
-        # a search 2.2 s, 0.8 of it the optimize.)
+        # a search 2.2 s, 0.8 s of it the optimize.)
         build = len(new) > BATCH and len(new) >= len(known)
         if build:
             # Ended by an optimize, below.

@@ -300,7 +300,8 @@ class SpoolStore(SpoolFolders):
         its own, at a lower priority
         (L{twisted_mail.stores.spool.indexer}); for a server.
     @param indexer: the handle on an indexing process that another
-        process runs (an L{IndexerRelay}: a C{--workers} worker's), used
+        process runs (a C{--workers} worker's
+        L{twisted_mail.stores.spool.indexerprocess.IndexerRelay}), used
         instead of starting one.
     @param threadpool: the thread pool for mailbox jobs (reads, appends,
         deletes, expunges); by default the reactor's.  A small pool of its
