@@ -633,6 +633,10 @@ def main(argv=None):
     )
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of A B C D (default 3)")
+    parser.add_argument("--abba", action="store_true",
+                        help="run every other round in reverse order (A B C D, D C B A, "
+                             "...): the first run of a round, and a machine that gets "
+                             "slower or faster, then favour no server or variant")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
     parser.add_argument("--mailboxes", type=int, default=10, help="receiving mailboxes (10)")
     parser.add_argument("--body-size", type=int, default=1024, help="body bytes (1024)")
@@ -753,7 +757,11 @@ def main(argv=None):
                "gen CPU ms/msg",
                "others' CPU", "probe p50", "probe p99", "probe max", "CAPA p99", "CAPA max"]
     for r in range(1, args.rounds + 1):
-        for run in runs:
+        # --abba: every other round in reverse (A B, B A, A B ...), so that
+        # neither the first run of a round nor a drifting machine favours
+        # one server or variant.
+        order = runs[::-1] if args.abba and r % 2 == 0 else runs
+        for run in order:
             row = runOne(args, run, r, body, text, workdir)
             rows.append(row)
             if r == 1:
