@@ -356,6 +356,31 @@ class ProcessTests(TestCase):
         process.stop()
         yield self.waitFor(lambda: len(ended) == 2)
 
+    @defer.inlineCallbacks
+    def test_terminalSignalsAreTheServers(self):
+        """The process has a process group of its own, so that Ctrl-C at the terminal of a "twistd -n" reaches the server alone, and it ignores SIGINT: it goes on indexing, and ends at the end of its input without a traceback."""
+        import signal
+
+        path = _spoolWithMail(self)
+        process = IndexerProcess(path, reactor)
+        ended = []
+        processEnded = process.processEnded
+        process.processEnded = lambda reason: (processEnded(reason), ended.append(reason))
+        complaints = []
+        process.errReceived = complaints.append
+        self.assertTrue(process.kick("bob"))
+        yield self.waitFor(lambda: _indexed(path, "bob") == 3)
+        pid = process.transport.pid
+        self.assertEqual(os.getpgid(pid), pid)
+        os.kill(pid, signal.SIGINT)
+        _deliverMore(path, "bob", 1)
+        self.assertTrue(process.kick("bob"))
+        yield self.waitFor(lambda: _indexed(path, "bob") == 4)
+        process.stop()
+        yield self.waitFor(lambda: ended)
+        self.assertEqual(ended[0].value.exitCode, 0)
+        self.assertEqual(complaints, [])
+
     def test_noProcessIndexesHere(self):
         """When the process can't start, a kick says so and the server indexes itself."""
         class NoSpawn(task.Clock):

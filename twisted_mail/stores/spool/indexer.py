@@ -32,6 +32,7 @@ server indexes in its own threads as before, until a kick starts it again
 import json
 import os
 import select
+import signal
 import sys
 
 from twisted.internet.task import Clock
@@ -170,6 +171,15 @@ def main(argv=None):
         os.nice(NICENESS)
     except OSError:
         pass
+    # Signals from the terminal (Ctrl-C on "twistd -n") are for the server,
+    # which then closes this process's input: it ends there, having finished
+    # what it was doing, rather than with a KeyboardInterrupt traceback in
+    # the server's log.  (A --workers worker does the same.)
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(argv[0], sys.stdin.fileno())
     return 0
 
