@@ -76,7 +76,7 @@ def _runningProcess():
             written.append(data)
 
     process = IndexerProcess("/nonexistent", None)
-    process._started = process.alive = True
+    process.alive = True
     process.transport = Transport()
     return process, written
 

@@ -145,23 +145,23 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
         self._fallback = fallback
         self._spoolPath = spoolPath
         self._reactor = reactor
-        self._started = False
-        self._stopped = False
-        # When the process last ended by itself or failed to start.
-        self._failedAt = None
+        # When (reactor seconds) a kick may start the process: at once;
+        # RESTART_DELAY after it ended by itself or could not start; never
+        # (None) once stopped.
+        self._startAfter = 0.0
 
     def _open(self):
-        if not self._started:
-            self._start()
-        elif (not self.alive and not self._stopped and self._failedAt is not None
-              and self._reactor.seconds() - self._failedAt >= RESTART_DELAY):
-            log.info("search indexer: starting it again")
+        if (not self.alive and self._startAfter is not None
+                and self._reactor.seconds() >= self._startAfter):
+            if self._startAfter:
+                log.info("search indexer: starting it again")
             self._start()
         return self.alive
 
+    def _startLater(self):
+        self._startAfter = self._reactor.seconds() + RESTART_DELAY
+
     def _start(self):
-        self._started = True
-        self._failedAt = None
         self.resumeProducing()
         env = dict(os.environ)
         # The process imports this package from where the server did.
@@ -176,7 +176,7 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
         except Exception:
             log.failure("search index: the indexing process could not start; {fallback}",
                         fallback=self._fallback)
-            self._failedAt = self._reactor.seconds()
+            self._startLater()
             return
         self.alive = True
         self.transport.registerProducer(self, True)
@@ -190,7 +190,7 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
             log.warn("search indexer ended ({why}); {fallback} until a kick starts it "
                      "again, from {delay:g} s on", why=reason.getErrorMessage(),
                      fallback=self._fallback, delay=RESTART_DELAY)
-            self._failedAt = self._reactor.seconds()
+            self._startLater()
         self.alive = False
 
     def stop(self):
@@ -198,7 +198,7 @@ class IndexerProcess(_KickLines, protocol.ProcessProtocol):
         End the process (at the end of its input: it finishes its sync),
         for good.
         """
-        self._stopped = True
+        self._startAfter = None
         if self.alive:
             self.alive = False
             self.transport.closeStdin()
