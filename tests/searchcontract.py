@@ -30,6 +30,9 @@ QUERIES = [
     'subject:"meeting agenda"', 'subject:"agenda meeting"', 'from:"alice example"',
     "from:ali", "subject:caf", 'subject:"cafe cr"', 'to:"com carol"', 'from:"com bob"',
     "-from:alice", "cc:carol -to:carol",
+    '"the lake"', '"THE LA"', '"the invoice"', '"the e"', '"the quarterly"',
+    '"the lake" meeting', '-"the lake"', '"the lake" -is:read', '"of the"', '"the review"',
+    '"the quarterly review"', '"near the"',
 ]
 
 
@@ -129,6 +132,43 @@ class SearchContractMixin:
         self.assertEqual(self.found('"review quarterly"'), [])
         self.assertEqual(self.found("e-mail"), [plain])
         self.assertEqual(self.found("10:30"), [plain])
+
+    def test_commonPhrases(self):
+        """A phrase of two words starting with "the", "of" or "and" (the spool's index has a list of its own for each such pair) finds its words in a row within one field, its last word a prefix, and total counts them."""
+        texts = [
+            b"Subject: The Lakes of the North\n\nWe met at the lake.\n",
+            b"Subject: lake the\n\nThe big lake, of course.\n",
+            b"From: x@example.com (Ann the)\nTo: lake@example.org\nSubject: s\n\nnothing\n",
+            b"Subject: and so on\n\nThe\nLake\n",
+        ]
+        for n, text in enumerate(texts):
+            self.now[0] = MIDNIGHT + n
+            self.ok(self.store.deliverMessage("x@example.com", "bob", text))
+        self.settle()
+        north, course, boundary, lines = [m.id for m in self.listing().messages]
+        expected = {
+            '"the lake"': [lines, north], '"the lakes"': [north], '"THE LAK"': [lines, north],
+            '"of the"': [north], '"of c"': [course], '"and so"': [lines],
+            '"lake the"': [course], '"the north"': [north], '"ann the"': [boundary],
+            '-"the lake"': [boundary, course], '"the lake" subject:so': [lines],
+            '"the lake" "of the"': [north],
+        }
+        for text, ids in expected.items():
+            page = self.search(text)
+            self.assertEqual(([m.id for m in page.messages], page.total), (ids, len(ids)),
+                             "query {!r}".format(text))
+            self.assertEqual(ids, self.scan(text), "query {!r}".format(text))
+        session = self.ok(self.store.openMailbox("bob"))
+        self.ok(session.deleteMessages([north]))
+        self.ok(session.close())
+        self.settle()
+        for text, ids in (('"the lake"', [lines]), ('"of the"', []), ('"the l"', [lines])):
+            page = self.search(text)
+            self.assertEqual(([m.id for m in page.messages], page.total), (ids, len(ids)),
+                             "query {!r} after a delete".format(text))
+            # A full page: the total is counted apart from it.
+            self.assertEqual(self.search(text, limit=len(ids)).total, len(ids),
+                             "query {!r} after a delete".format(text))
 
     def test_fields(self):
         """from:, to:, cc:, subject: and body: look only in their field."""

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.mail import mime
 from twisted_mail.mail import query as Q
-from twisted_mail.stores.spool import index
+from twisted_mail.stores.spool import index, indexrows
 
 _TRICKY = ("aZ09_-.,;:!?\u00e9\u0301\u00df\u00a0\u2019\u2014\u0674\u0661\u3000\u6f22"
            "\U0001d400\u00b2\u2163\x85\x1c _\t\n\u0130\u212a\ue000")
@@ -142,18 +142,18 @@ class SummaryTextTests(SynchronousTestCase):
                 *[r.choice(texts) for _ in range(3)], r.choice(["", "2026-12-06T14:39:03Z"]),
                 r.choice(texts), r.choice([0, 3]), uid=r.randint(0, 9),
                 flags=r.choice([[], ["\\Seen"], ["\\Seen", "$x"]]), folder=r.choice(texts))
-            text = index._summaryText(summary)
-            flags = index._flagsText(summary.flags)
-            self.assertEqual(index.summaryFromRow(text, summary.uid, flags, summary.folder),
+            text = indexrows._summaryText(summary)
+            flags = indexrows._flagsText(summary.flags)
+            self.assertEqual(indexrows.summaryFromRow(text, summary.uid, flags, summary.folder),
                              summary, repr(text))
         # The quick form for the usual summary.
-        self.assertTrue(index._summaryText(mime.MessageSummary("a", 1, 2)).startswith("\x00"))
+        self.assertTrue(indexrows._summaryText(mime.MessageSummary("a", 1, 2)).startswith("\x00"))
 
 
 class OrderKeyTests(SynchronousTestCase):
     def test_arrivalOrder(self):
         """Rowids descend with the arrival time, then indexing order; absurd times are clamped."""
-        keys = [index.orderKey(t, s) for t, s in [(-10 ** 20, 0), (-5, 0), (0, 0), (0, 1),
+        keys = [indexrows.orderKey(t, s) for t, s in [(-10 ** 20, 0), (-5, 0), (0, 0), (0, 1),
                                                   (1, 0), (1796601600, 0), (10 ** 20, 0)]]
         self.assertEqual(keys, sorted(keys, reverse=True))
         self.assertEqual(len(set(keys)), len(keys))
@@ -164,14 +164,14 @@ class OrderKeyTests(SynchronousTestCase):
         """More messages of one second than the key has room for still get unique rowids."""
         db = sqlite3.connect(":memory:")
         db.execute("CREATE TABLE msg(rowid INTEGER PRIMARY KEY)")
-        full = index.orderKey(5, (1 << index._SEQUENCE_BITS) - 1)
+        full = indexrows.orderKey(5, (1 << indexrows._SEQUENCE_BITS) - 1)
         db.execute("INSERT INTO msg VALUES(?)", (full,))
-        keys = index._OrderKeys(db)
+        keys = indexrows._OrderKeys(db)
         first, second = keys.next(5), keys.next(5)
         self.assertLess(first, full)
         self.assertEqual(second, first - 1)
-        self.assertEqual(keys.next(4), index.orderKey(4))
-        self.assertEqual(keys.next(4), index.orderKey(4, 1))
+        self.assertEqual(keys.next(4), indexrows.orderKey(4))
+        self.assertEqual(keys.next(4), indexrows.orderKey(4, 1))
 
 
 class MergeSettingsTests(SynchronousTestCase):

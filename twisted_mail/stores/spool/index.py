@@ -29,13 +29,21 @@ Tables::
                                        (C{indexquery.fieldMark}: C{from:}
                                        needs no column filter either)
     extra(bcc, headers)                the same, of the other fields
+    grams(g)                           FTS5 without text or positions: each
+                                       word of C{indexquery.COMMON_WORDS}
+                                       and the word after it in a field of
+                                       C{text}, as one token
+                                       (C{the\u00b7project}), so that a
+                                       phrase starting with one is one
+                                       list, not positions in every
+                                       message holding both words
     words(word)                        every word ever indexed in the fields
                                        a query's words look in (a word of a
                                        message gone may stay: harmless),
                                        and those of each short field marked
                                        with it (C{indexquery.fieldWord})
 
-A message's rowid is its place in the newest-first order (L{orderKey}: its
+A message's rowid is its place in the newest-first order (C{indexrows.orderKey}: its
 arrival time, then the order of indexing, both descending), so that FTS5
 gives a page of matches newest first by walking its own lists forwards and
 stopping at the page's end, whatever the number of matches.  A word typed as a prefix
@@ -44,7 +52,6 @@ for (FTS5 merges every list of a prefix before it can answer; whole words
 it steps through, skipping with the rarest).
 """
 
-import datetime
 import json
 import os
 import sqlite3
@@ -54,35 +61,29 @@ import struct
 from twisted.logger import Logger
 
 from twisted_mail.mail import query as Q
-from twisted_mail.mail.mime import MessageSummary
 from twisted_mail.stores.spool.indexquery import (  # noqa: F401 (renameFolders: the store's)
-    _EXTRA_FIELDS,
     _SHORT_FIELDS,
-    _WORD_FIELDS,
-    fieldMark,
     fieldWord,
+    gramText,
     renameFolders,
     splitQuery,
+)
+from twisted_mail.stores.spool.indexrows import (
+    _OrderKeys,
+    _first,
+    _flagsText,
+    prepareRow,
+    summaryFromRow,
 )
 
 log = Logger()
 
 #: The schema this code writes; an index of another version is rebuilt.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: A prefix standing for more whole words than this is searched as a
 #: prefix.
 MAX_EXPANSION = 32
-
-#: L{orderKey}: the arrival time is shifted by this many bits, leaving room
-#: for that many messages of one second (65,536; more go after the rest,
-#: see L{_OrderKeys}); arrival times are clamped to +/- 2 ** _ARRIVED_BITS
-#: seconds (some 4,000 years around 1970).  Not more: FTS5 keeps each
-#: list's rowids as varint differences, and minutes apart at 24 bits were
-#: 5 bytes where 16 bits make 4 (schema 7; measured at 20,000 messages:
-#: index -5 %, FTS5 insert -15 %, an AND's walk -10 %).
-_SEQUENCE_BITS = 16
-_ARRIVED_BITS = 37
 
 #: FTS5's own settings for its incremental merges, and what a build
 #: holds merges at (L{SearchDatabase.holdMerges}): a segment a commit, at
@@ -92,13 +93,6 @@ _CRISIS_MERGE = 16
 _HELD_CRISIS_MERGE = 64
 
 _FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "headers")
-
-#: The fields of C{text} (the others, L{_EXTRA_FIELDS}, are C{extra}'s), in
-#: its column order.  The body first: FTS5 marks each position list's
-#: column but the first's, and most of the index is body words (schema 7;
-#: measured at 20,000 messages: index -8 %, FTS5 insert -15 %).
-_TEXT_FIELDS = ("body", "from", "to", "cc", "subject", "attachment")
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value);
@@ -126,6 +120,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
 CREATE VIRTUAL TABLE IF NOT EXISTS extra USING fts5(
     bcc, headers,
     tokenize = 'ascii', detail = full, columnsize = 0
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS grams USING fts5(
+    g, tokenize = 'ascii', detail = none, content = '', columnsize = 0
 );
 """
 
@@ -205,94 +202,6 @@ def unpackEntries(data):
     facts = [None if size < 0 else (size, arrived)
              for size, arrived in _FACTS.iter_unpack(data[end:factsEnd])]
     return entries, facts
-
-
-#: The fields of a summary kept as its JSON list, in order (uid, flags and
-#: folder are columns of their own).
-_STORED = tuple(f for f in MessageSummary.FIELDS if f not in ("uid", "flags", "folder"))
-assert MessageSummary.FIELDS[:len(_STORED)] == _STORED == (
-    "id", "size", "arrived", "sender", "to", "subject", "date", "snippet", "attachments")
-
-
-def _summaryText(summary):
-    """
-    A summary as the index keeps it (but its UID, flags and folder): its
-    fields after a NUL, separated by NULs (read back by a split, a
-    fifth of a JSON parse's cost: a search reads one per result), or a
-    JSON list when a field would not come back the same that way.
-    """
-    values = [getattr(summary, k) for k in _STORED]
-    if all(type(v) is _STORED_TYPES[i] and (type(v) is int or "\x00" not in v)
-           for i, v in enumerate(values)):
-        return "\x00" + "\x00".join(map(str, values))
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-
-
-#: The types of L{_STORED}'s fields that L{_summaryText} separates by NULs.
-_STORED_TYPES = tuple(int if f in ("size", "arrived", "attachments") else str for f in _STORED)
-
-
-def prepareRow(summary, doc):
-    """
-    What L{SearchDatabase.update} stores of a message's summary and
-    L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
-    day, attachments, summary JSON, headers JSON, the words of the fields
-    C{words} keeps, the token text of each of L{_TEXT_FIELDS} and the
-    marked words of L{_SHORT_FIELDS} (C{marks}), and of L{_EXTRA_FIELDS})}.
-    (Made where
-    the message is parsed: a parsing process, during a large build.)
-    """
-    fields = doc.fields
-    short = [(f, fields[f].split()) for f in _SHORT_FIELDS]
-    marks = " ".join([mark + w for mark, (_, words) in zip(_MARKS, short) for w in words])
-    return (
-        _ordinal(Q.arrivedDay(summary.arrived)),
-        _ordinal(doc.sentDay or datetime.date.fromisoformat(summary.date[:10])),
-        doc.attachments,
-        _summaryText(summary),
-        json.dumps(doc.headers, ensure_ascii=False),
-        list(set(" ".join([fields[f] for f in _WORD_FIELDS]).split()).union(
-            fieldWord(f, w) for f, words in short for w in words)),
-        tuple([fields[f] for f in _TEXT_FIELDS]) + (marks,),
-        tuple([fields[f] for f in _EXTRA_FIELDS]))
-
-
-#: L{fieldMark} of each of L{_SHORT_FIELDS}, in order.
-_MARKS = tuple(fieldMark(f) for f in _SHORT_FIELDS)
-
-
-def summaryFromRow(text, uid, flags, folder):
-    """
-    The L{MessageSummary} of what L{_summaryText} made and its UID, flags
-    (their text, or a set) and folder.
-    """
-    if type(flags) is str:
-        flags = flags.split()
-    if text[:1] == "\x00":
-        msgid, size, arrived, sender, to, subject, date, snippet, attachments = \
-            text[1:].split("\x00")
-        return MessageSummary(msgid, int(size), int(arrived), sender, to, subject, date,
-                              snippet, int(attachments), uid, flags, folder)
-    return MessageSummary(*json.loads(text), uid, flags, folder)
-
-
-def _flagsText(flags):
-    return " " + " ".join(sorted(flags)) + " "
-
-
-def _ordinal(day):
-    return day.toordinal() if day is not None else 0
-
-
-def orderKey(arrived, sequence=0):
-    """
-    The rowid of a message arrived at C{arrived} (POSIX seconds), the
-    C{sequence}th indexed of that second: ascending rowids are the newest
-    first order (FTS5 walks its lists forwards faster than backwards).
-    """
-    limit = 2 ** _ARRIVED_BITS
-    arrived = min(max(int(arrived), -limit), limit - 1)
-    return ((limit - 1 - arrived) << _SEQUENCE_BITS) + (1 << _SEQUENCE_BITS) - 1 - sequence
 
 
 class SearchDatabase:
@@ -475,7 +384,7 @@ class SearchDatabase:
                                (uid, _flagsText(flags), folder, msgid, key))
                     if (msgid, key) in pairs:
                         pairs[(msgid, key)] = (uid, _flagsText(flags))
-                rows, texts, extras = [], [], []
+                rows, texts, extras, grams = [], [], [], []
                 keys = _OrderKeys(db)
                 known = self._knownWords()
                 batchWords = set()
@@ -486,7 +395,8 @@ class SearchDatabase:
                     if (summary.id, key) in pairs:
                         continue
                     arrivedDay, sentDay, attachments, summaryText, headersText, words, \
-                        fields, extra = doc if type(doc) is tuple else prepareRow(summary, doc)
+                        fields, extra, gram = doc if type(doc) is tuple else prepareRow(
+                            summary, doc)
                     # A message whose text changed (its flags, another
                     # tool's rewrite) keeps its place in the order.
                     old = None
@@ -508,7 +418,9 @@ class SearchDatabase:
                         _flagsText(summary.flags), summaryText, headersText))
                     texts.append((rowid,) + fields)
                     extras.append((rowid,) + extra)
-                    batchWords.update(words)
+                    if gram:
+                        grams.append((rowid, gram))
+                    batchWords.update(words.split() if type(words) is str else words)
                     if indexedIds is not None:
                         indexedIds.add(summary.id)
                     pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
@@ -517,6 +429,7 @@ class SearchDatabase:
                 rows.sort(key=_first)
                 texts.sort(key=_first)
                 extras.sort(key=_first)
+                grams.sort(key=_first)
                 newWords = batchWords - known
                 db.executemany("INSERT OR IGNORE INTO words VALUES(?)",
                                [(w,) for w in newWords])
@@ -529,6 +442,7 @@ class SearchDatabase:
                     " marks) VALUES(?,?,?,?,?,?,?,?)", texts)
                 db.executemany("INSERT INTO extra(rowid, bcc, headers) VALUES(?,?,?)",
                                extras)
+                db.executemany("INSERT INTO grams(rowid, g) VALUES(?,?)", grams)
                 if stale:
                     db.execute("DELETE FROM meta WHERE name=?", ("stamp:" + folder,))
                 if stamp is not None:
@@ -591,6 +505,7 @@ class SearchDatabase:
         self.open()
         self._execute("INSERT INTO text(text) VALUES('optimize')")
         self._execute("INSERT INTO extra(extra) VALUES('optimize')")
+        self._execute("INSERT INTO grams(grams) VALUES('optimize')")
         # The merge rewrote the whole index into the WAL: give the space back.
         self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -674,15 +589,16 @@ class SearchDatabase:
         @return: C{(total, [MessageSummary, ...])}
         """
         self.open()
-        match, where, params = splitQuery(query, self._expand)
+        table, match, where, params = splitQuery(query, self._expand)
         if folders is not None:
             where = "({}) AND folder IN ({})".format(where, ",".join("?" * len(folders)))
             params = params + list(folders)
         if match is not None:
             # Driven by the text index, newest first (rowids are the order):
             # a page costs its own length, not the number of matches.
-            source = "text JOIN msg ON msg.rowid = text.rowid WHERE text MATCH ? AND "
-            order = "text.rowid"
+            source = "{0} JOIN msg ON msg.rowid = {0}.rowid WHERE {0} MATCH ? AND ".format(
+                table)
+            order = table + ".rowid"
             params = [match] + params
         else:
             source = "msg WHERE "
@@ -706,7 +622,7 @@ class SearchDatabase:
             return start + len(found), found
         if match is not None and where == "1":
             # Words alone: counted by the text index, no row read.
-            counting = "SELECT count(*) FROM text WHERE text MATCH ?"
+            counting = "SELECT count(*) FROM {0} WHERE {0} MATCH ?".format(table)
         else:
             counting = "SELECT count(*) FROM {}({})".format(source, where)
         return self._execute(counting, params).fetchone()[0], found
@@ -727,59 +643,25 @@ class SearchDatabase:
         return found if len(found) <= MAX_EXPANSION else None
 
 
-class _OrderKeys:
-    """
-    Hands out the rowids (L{orderKey}) of the messages indexed in one
-    transaction.
-    """
-
-    def __init__(self, db):
-        self._db = db
-        self._next = {}
-        self._overflow = None
-        self._lowest = 2 ** 62
-
-    def sameSecond(self, rowid, arrived):
-        return rowid >> _SEQUENCE_BITS == orderKey(arrived) >> _SEQUENCE_BITS
-
-    def next(self, arrived):
-        # A second's first message takes the top of its range, each next
-        # one the key below.
-        base = orderKey(arrived)
-        n = self._next.get(base)
-        if n is None:
-            (bottom,) = self._db.execute(
-                "SELECT min(rowid) FROM msg WHERE rowid BETWEEN ? AND ?",
-                (base - (1 << _SEQUENCE_BITS) + 1, base)).fetchone()
-            n = base if bottom is None else bottom - 1
-        if n >> _SEQUENCE_BITS != base >> _SEQUENCE_BITS:
-            # 65,536 messages of one second: newer than all the others.
-            if self._overflow is None:
-                (bottom,) = self._db.execute("SELECT min(rowid) FROM msg").fetchone()
-                self._overflow = min(self._lowest if bottom is None else bottom, self._lowest)
-            self._overflow -= 1
-            return self._overflow
-        self._next[base] = n - 1
-        self._lowest = min(self._lowest, n)
-        return n
-
-
 def _setMerging(db, automerge, crisismerge):
     """
-    Set FTS5's incremental merge settings of both text tables.
+    Set FTS5's incremental merge settings of its three tables.
     """
-    for table in ("text", "extra"):
+    for table in ("text", "extra", "grams"):
         for name, value in (("automerge", automerge), ("crisismerge", crisismerge)):
             db.execute("INSERT INTO {0}({0}, rank) VALUES(?, ?)".format(table), (name, value))
 
 
 def _deleteText(db, rowid):
+    # C{grams} keeps no text: its tokens are made again from C{text}'s, as
+    # they were when inserted, for FTS5 to delete.
+    row = db.execute("SELECT body, from_, to_, cc, subject, attachment FROM text"
+                     " WHERE rowid=?", (rowid,)).fetchone()
+    gram = gramText(row) if row is not None else ""
+    if gram:
+        db.execute("INSERT INTO grams(grams, rowid, g) VALUES('delete', ?, ?)", (rowid, gram))
     db.execute("DELETE FROM text WHERE rowid=?", (rowid,))
     db.execute("DELETE FROM extra WHERE rowid=?", (rowid,))
-
-
-def _first(row):
-    return row[0]
 
 
 def _headerContains(headers, name, text):

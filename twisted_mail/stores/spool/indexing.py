@@ -34,12 +34,11 @@ from twisted_mail import errors
 from twisted_mail.mail.model import INBOX
 from twisted_mail.stores.spool.index import (
     IndexDamaged,
-    _flagsText,
     SearchDatabase,
     indexName,
     mailboxStamp,
-    prepareRow,
 )
+from twisted_mail.stores.spool.indexrows import _flagsText, prepareRowToSend
 
 log = Logger()
 
@@ -653,7 +652,7 @@ def _submit(pool, parts, readRecord, records):
     pairs = [(msgid, record) for msgid, _, record, _, _ in records]
     size = max(1, -(-len(pairs) // parts))
     try:
-        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size], prepareRow)
+        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size], prepareRowToSend)
                 for i in range(0, len(pairs), size)]
     except Exception:
         # A broken pool refuses work at once: parsed here (L{None}).
