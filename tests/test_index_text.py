@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_mail.mail import mime
 from twisted_mail.mail import query as Q
-from twisted_mail.stores.spool import index, indexrows
+from twisted_mail.stores.spool import index, indexquery, indexrows
 
 _TRICKY = ("aZ09_-.,;:!?\u00e9\u0301\u00df\u00a0\u2019\u2014\u0674\u0661\u3000\u6f22"
            "\U0001d400\u00b2\u2163\x85\x1c _\t\n\u0130\u212a\ue000")
@@ -54,6 +54,27 @@ class TokenTextTests(SynchronousTestCase):
         """Punctuation, accents and case are gone; letters and digits of any script stay."""
         self.assertEqual(Q.tokenText("E-mail at 10:30, Caf\u00e9!"), "e mail at 10 30 cafe")
         self.assertEqual(Q.tokenText("\u6f22\u5b57\u2014x_y \u00b2"), "\u6f22\u5b57 x y 2")
+
+
+class GramTextTests(SynchronousTestCase):
+    def test_sameAsPairsOfWords(self):
+        """A message's grams are each common word and the word after it in the same field: no more, no fewer."""
+        r = random.Random(9)
+        vocabulary = list(indexquery.COMMON_WORDS) + ["theory", "an", "anda", "ofa", "lake", "x1"]
+        for _ in range(2000):
+            fields = [" ".join(r.choice(vocabulary) for _ in range(r.randint(0, 6)))
+                      for _ in range(r.randint(0, 4))]
+            pairs = [a + "\u00b7" + b for text in fields
+                     for a, b in zip(text.split(), text.split()[1:])
+                     if a in indexquery.COMMON_WORDS]
+            self.assertEqual(sorted(indexquery.gramText(fields).split()), sorted(pairs),
+                             repr(fields))
+
+    def test_examples(self):
+        """A common word twice makes two pairs; a field's last word and a word merely starting like a common one make none."""
+        self.assertEqual(
+            sorted(indexquery.gramText(["we met at the the lake", "", "the", "theory anda a"]).split()),
+            ["the\u00b7lake", "the\u00b7the"])
 
 
 class ParseBytesTests(SynchronousTestCase):
