@@ -27,7 +27,7 @@ with harness.instrumented():
     from twisted_mail.mail.message import normaliseBody
     from twisted_mail.stores.memory import MemoryStore
 
-_MULTILINE = frozenset(["CAPA", "LSTU", "LSTM", "READM"])
+_MULTILINE = frozenset(["CAPA", "LSTU", "LSTM", "READM", "LSTF", "LSTMF", "SRCH"])
 _LIMIT = 300
 _failures = harness.FailureLog()
 
