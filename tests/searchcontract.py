@@ -134,7 +134,7 @@ class SearchContractMixin:
         self.assertEqual(self.found("10:30"), [plain])
 
     def test_commonPhrases(self):
-        """A phrase of two words starting with "the", "of" or "and" (the spool's index has a list of its own for each such pair) finds its words in a row within one field, its last word a prefix, and total counts them."""
+        """A phrase of two words starting with a common word such as "the", "of" or "and" (the spool's index has a list of its own for each such pair) finds its words in a row within one field, its last word a prefix, and total counts them."""
         texts = [
             b"Subject: The Lakes of the North\n\nWe met at the lake.\n",
             b"Subject: lake the\n\nThe big lake, of course.\n",
