@@ -66,14 +66,15 @@ def prepareRow(summary, doc):
     """
     What L{SearchDatabase.update} stores of a message's summary and
     L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
-    day, attachments, summary JSON, headers JSON, the words of the fields
-    C{words} keeps, the token text of each of L{_TEXT_FIELDS} and the
-    marked words of L{_SHORT_FIELDS} (C{marks}), and of L{_EXTRA_FIELDS},
-    and its C{grams} tokens (L{gramText}))}.
-    (Made where
-    the message is parsed: a parsing process, during a large build.)
+    day, attachments, summary text, headers JSON, the set of the words of
+    the fields C{words} keeps, the token text of each of L{_TEXT_FIELDS}
+    and the marked words of L{_SHORT_FIELDS} (C{marks}), and of
+    L{_EXTRA_FIELDS}, and its C{grams} tokens (L{gramText}))}.  (Made where
+    the message is parsed: a parsing process, during a large build, which
+    sends L{prepareRowToSend}'s form.)
     """
     fields = doc.fields
+    texts = [fields[f] for f in _TEXT_FIELDS]
     short = [(f, fields[f].split()) for f in _SHORT_FIELDS]
     marks = " ".join([mark + w for mark, (_, words) in zip(_MARKS, short) for w in words])
     return (
@@ -84,9 +85,9 @@ def prepareRow(summary, doc):
         json.dumps(doc.headers, ensure_ascii=False),
         set(" ".join([fields[f] for f in _WORD_FIELDS]).split()).union(
             fieldWord(f, w) for f, words in short for w in words),
-        tuple([fields[f] for f in _TEXT_FIELDS]) + (marks,),
+        tuple(texts) + (marks,),
         tuple([fields[f] for f in _EXTRA_FIELDS]),
-        gramText([fields[f] for f in _TEXT_FIELDS]))
+        gramText(texts))
 
 
 def prepareRowToSend(summary, doc):
