@@ -4,8 +4,11 @@ exactly what the slow, obvious way gives.
 """
 
 import email
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 from email import policy
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -193,6 +196,25 @@ class OrderKeyTests(SynchronousTestCase):
         self.assertEqual(second, first - 1)
         self.assertEqual(keys.next(4), indexrows.orderKey(4))
         self.assertEqual(keys.next(4), indexrows.orderKey(4, 1))
+
+
+class SharedFileTests(SynchronousTestCase):
+    def test_anotherProcessLeavesTheWAL(self):
+        """While this process has an index open twice (a mailbox's reader and writer), another process closing its connection to it neither checkpoints nor deletes the WAL they write to; the file is made readable by its owner alone."""
+        path = os.path.join(self.mktemp(), ".bob.index")
+        os.makedirs(os.path.dirname(path))
+        writer, reader = index.SearchDatabase(path), index.SearchDatabase(path)
+        self.addCleanup(writer.close)
+        self.addCleanup(reader.close)
+        writer.open()
+        reader.open()
+        other = ("import sqlite3, sys\n"
+                 "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                 "db.execute(\"INSERT INTO meta VALUES('other', 1)\")\n"
+                 "db.close()\n")
+        subprocess.run([sys.executable, "-c", other, path], check=True, timeout=60)
+        self.assertTrue(os.path.exists(path + "-wal"))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
 
 
 class MergeSettingsTests(SynchronousTestCase):

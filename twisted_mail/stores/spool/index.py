@@ -240,8 +240,21 @@ class SearchDatabase:
         if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
             raise IndexDamaged("not a regular file")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
+            if st is None:
+                # Made here, readable by the server's user alone.  Never
+                # opened (and closed) here when it exists: closing any
+                # descriptor of a file drops every POSIX lock this process
+                # holds on it, the shared lock of this process's other
+                # connections to it (the reader's, the writer's) among them;
+                # another process closing its own could then take the
+                # database for its last user, checkpoint and delete the WAL
+                # these still write to, and the file ends up malformed
+                # (seen in the crash harness with --workers 2).
+                try:
+                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL
+                                     | os.O_NOFOLLOW, 0o600))
+                except FileExistsError:
+                    pass
             db = sqlite3.connect(self.path, isolation_level=None,
                                  check_same_thread=False, timeout=10.0)
         except (OSError, sqlite3.Error) as e:
