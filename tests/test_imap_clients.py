@@ -21,6 +21,7 @@ import time
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from .imapserver import IMAPServerMixin
+from .programs import programEnvironment
 
 TIMEOUT = 60
 
@@ -57,9 +58,9 @@ class ClientTestCase(IMAPServerMixin, SynchronousTestCase):
         return [(item[0], item[1]) for item in data if isinstance(item, tuple)]
 
     def runProgram(self, args, **kwargs):
-        env = dict(os.environ, HOME=self.home)
-        result = subprocess.run(args, capture_output=True, timeout=TIMEOUT, env=env,
-                                cwd=self.home, **kwargs)
+        result = subprocess.run(args, capture_output=True, timeout=TIMEOUT,
+                                env=programEnvironment(HOME=self.home), cwd=self.home,
+                                **kwargs)
         self.assertEqual(result.returncode, 0, (result.stdout[-3000:], result.stderr[-3000:]))
         return result
 
@@ -193,7 +194,7 @@ class MuttTests(ClientTestCase):
                 "set sort=mailbox-order\nset delete=yes\nset move=no\nset quit=yes\n"
                 "set confirmappend=no\nset mark_old=no\nset header_cache=\n"
                 "set pager_stop=yes\n".format(port=self.server.imapPort))
-        with Terminal(["mutt", "-n", "-F", rc], env=dict(os.environ, HOME=self.home)) as t:
+        with Terminal(["mutt", "-n", "-F", rc], env=programEnvironment(HOME=self.home)) as t:
             t.waitFor(b"Msgs:3")
             t.type(b"\r")
             t.waitFor(b"mutt 0")

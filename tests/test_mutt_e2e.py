@@ -15,6 +15,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted_mail.mail.model import FLAGGED, SEEN
 from twisted_mail.stores.spool.folders import Folders
 
+from .programs import programEnvironment
 from .test_store import makeSpoolStore
 
 MUTT = shutil.which("mutt")
@@ -64,7 +65,7 @@ class MuttTests(SynchronousTestCase):
         """
         command = "stty rows 40 cols 120; {} -n -F {} -f {} -e {}".format(
             MUTT, self.muttrc, mailbox or self.inbox, _quote("push " + keys))
-        env = dict(os.environ, TERM="xterm", HOME=self.home, MAIL=self.inbox)
+        env = programEnvironment(TERM="xterm", HOME=self.home, MAIL=self.inbox)
         done = subprocess.run([SCRIPT, "-qec", command, "/dev/null"], env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=120)

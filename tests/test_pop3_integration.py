@@ -15,6 +15,7 @@ import subprocess
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from .certs import makeCertificate
+from .programs import programEnvironment
 from .serverprocess import ServerProcess, freePort
 
 TIMEOUT = 10
@@ -321,7 +322,7 @@ class FetchmailTests(POP3ServerTestCase):
                 )
             )
         os.chmod(rc, 0o600)
-        env = dict(os.environ, HOME=home, FETCHMAILHOME=home)
+        env = programEnvironment(HOME=home, FETCHMAILHOME=home)
         done = subprocess.run(
             ["fetchmail", "-f", rc, "--nodetach", "--nosyslog", "--idfile",
              os.path.join(home, "ids")],
