@@ -529,8 +529,16 @@ class FolderPageTests(BrowserMixin, SynchronousTestCase):
         self.api("PATCH", "/users/alice/messages/" + sent["id"], {"flags": {"add": ["\\Seen"]}})
         self.waitFor(lambda: "unread" not in self.classes("Live"), "the flag change to show")
 
+    def folderNames(self):
+        return [e.get_attribute("data-folder") for e in self.css("#folder-list li")]
+
     def test_sentCopy(self):
-        """What the page sends is kept, read, in the sender's Sent."""
+        """
+        What the page sends is kept, read, in the sender's Sent, and the
+        inbox it goes back to lists the sender's folders: on a page opened
+        at the compose view, as a bookmark opens it.
+        """
+        self.driver.get("about:blank")
         self.driver.get(self.base + "#/u/bob/write")
         self.waitFor(lambda: len(self.css("#compose-to option")) == 2, "the users")
         self.css("#compose-subject")[0].send_keys("Kept a copy")
@@ -538,6 +546,28 @@ class FolderPageTests(BrowserMixin, SynchronousTestCase):
         self.css("#compose-send")[0].click()
         self.waitFor(lambda: self.css("#mailbox-view:not([hidden])"), "the inbox again")
         status, page = self.api("GET", "/users/bob/messages?folder=Sent")
-        self.assertEqual([(m["subject"], m["flags"]) for m in page["messages"]],
-                         [("Kept a copy", ["\\Seen"])])
+        self.assertEqual([m["flags"] for m in page["messages"] if m["subject"] == "Kept a copy"],
+                         [["\\Seen"]])
         self.waitFor(lambda: self.unseen("Sent") == 0, "the folder list")
+
+    def test_writeAsAnotherUser(self):
+        """
+        Writing as bob from alice's inbox goes back to bob's inbox with
+        bob's folders and messages, not alice's still on the page.
+        """
+        self.api("POST", "/users/alice/messages",
+                 {"from": "bob", "subject": "For alice", "text": "x\n"})
+        status, page = self.api("GET", "/users/bob/messages")
+        self.assertEqual(page["messages"], [])
+        self.openInbox()
+        self.waitFor(lambda: "For alice" in self.listed(), "alice's message")
+        self.driver.get(self.base + "#/u/bob/write")
+        self.waitFor(lambda: len(self.css("#compose-to option")) == 2, "the users")
+        self.css("#compose-subject")[0].send_keys("From bob")
+        self.css("#compose-text")[0].send_keys("Written as bob.")
+        self.css("#compose-send")[0].click()
+        self.waitFor(lambda: self.css("#mailbox-view:not([hidden]) #empty:not([hidden])") and
+                     "Sent" in self.folderNames(), "bob's empty inbox and his folders")
+        status, folders = self.api("GET", "/users/bob/folders")
+        self.assertEqual(self.folderNames(), [f["name"] for f in folders["folders"]])
+        self.assertEqual(self.listed(), [])

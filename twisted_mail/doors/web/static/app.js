@@ -10,7 +10,10 @@
   var state = {
     passwords: false, me: null, user: null, folder: "INBOX", folders: [],
     messages: [], total: 0, current: null, events: null, users: [], route: null,
-    query: "", matched: []
+    query: "", matched: [],
+    // Whose folders and messages the mailbox view holds: not state.user,
+    // which the compose view sets too without loading anything.
+    listed: null
   };
   var SEEN = "\\Seen", FLAGGED = "\\Flagged", INBOX = "INBOX";
 
@@ -373,8 +376,8 @@
 
   function openMailbox(user, folder) {
     folder = folder || INBOX;
-    var fresh = state.user !== user || state.folder !== folder;
-    var newUser = state.user !== user;
+    var newUser = state.listed !== user;
+    var fresh = newUser || state.user !== user || state.folder !== folder;
     state.user = user;
     state.folder = folder;
     renderHeader();
@@ -388,6 +391,7 @@
       state.messages = [];
       state.current = null;
       if (newUser) state.folders = [];
+      state.listed = user;
       renderFolders();
       loadFolders(user).catch(failed);
       return loadMailbox(user, 0);
