@@ -151,6 +151,8 @@ def tokenText(text):
     # message's body is most of an index's build): ASCII punctuation made
     # spaces by a table, split at white space (never a letter or digit),
     # and only a piece holding other punctuation cut by the expression.
+    if not text:
+        return ""
     folded = fold(text)
     if folded.isascii():
         return b" ".join(folded.encode("ascii").translate(_ASCII_SPACES).split()).decode("ascii")
@@ -533,10 +535,8 @@ def document(parsed):
     The L{SearchDocument} of a L{twisted_mail.mail.mime.ParsedMessage}.
     """
     values = {}
-    bcc = ""
-    for name, value in parsed.headers:
-        if name.lower() == "bcc" and not bcc:
-            bcc = value
+    headers = [(name.lower(), value) for name, value in parsed.headers]
+    bcc = next((value for name, value in headers if name == "bcc"), "")
     # The text a reader sees: the plain part, or the HTML part as text
     # when there is none (multipart/alternative says the same twice).
     body = parsed.text
@@ -547,7 +547,6 @@ def document(parsed):
     values["subject"] = tokenText(parsed.subject)
     values["body"] = tokenText(body)
     values["attachment"] = tokenText(" ".join(p.filename for p in parsed.parts))
-    headers = [(name.lower(), value) for name, value in parsed.headers]
     values["headers"] = tokenText("\n".join(
         name + " " + value for name, value in parsed.headers))
     return SearchDocument(values, headers, sentDay(parsed.date), len(parsed.parts))

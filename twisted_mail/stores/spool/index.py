@@ -425,18 +425,19 @@ class SearchDatabase:
                             rowid = old[0]
                     if rowid is None:
                         rowid = keys.next(summary.arrived)
+                    flags = _flagsText(summary.flags)
                     rows.append((
                         rowid, summary.id, folder, key, summary.uid, int(summary.arrived),
                         arrivedDay, sentDay, summary.size, attachments,
-                        _flagsText(summary.flags), summaryText, headersText))
+                        flags, summaryText, headersText))
                     texts.append((rowid,) + fields)
                     extras.append((rowid,) + extra)
                     if gram:
                         grams.append((rowid, gram))
-                    batchWords.update(words.split() if type(words) is str else words)
+                    batchWords.update(words.split())
                     if indexedIds is not None:
                         indexedIds.add(summary.id)
-                    pairs[(summary.id, key)] = (summary.uid, _flagsText(summary.flags))
+                    pairs[(summary.id, key)] = (summary.uid, flags)
                 # In rowid order: FTS5 writes out what it holds whenever a
                 # rowid goes down (a segment per message, otherwise).
                 rows.sort(key=_first)

@@ -38,7 +38,7 @@ from twisted_mail.stores.spool.index import (
     indexName,
     mailboxStamp,
 )
-from twisted_mail.stores.spool.indexrows import _flagsText, prepareRowToSend
+from twisted_mail.stores.spool.indexrows import _flagsText, prepareRow
 
 log = Logger()
 
@@ -527,7 +527,10 @@ class MailboxIndex:
                 log.error("search index of {user}: message {id} unreadable ({why})",
                           user=self._userid, id=msgid, why=doc)
                 summary, doc = _unreadable(msgid, record)
-            add.append((key, summary.replace(uid=uid, flags=flags, folder=self.folderKey), doc))
+            # (The summaries just parsed, this batch's own: given their
+            # UID, flags and folder in place, not copied.)
+            summary.uid, summary.flags, summary.folder = uid, frozenset(flags), self.folderKey
+            add.append((key, summary, doc))
         self.writer.update(self.folderKey, (), add, stale=stale)
 
     # -- answering
@@ -652,7 +655,7 @@ def _submit(pool, parts, readRecord, records):
     pairs = [(msgid, record) for msgid, _, record, _, _ in records]
     size = max(1, -(-len(pairs) // parts))
     try:
-        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size], prepareRowToSend)
+        return [pool.submit(_parseRecords, readRecord, pairs[i:i + size], prepareRow)
                 for i in range(0, len(pairs), size)]
     except Exception:
         # A broken pool refuses work at once: parsed here (L{None}).

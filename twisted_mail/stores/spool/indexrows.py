@@ -66,42 +66,40 @@ def prepareRow(summary, doc):
     """
     What L{SearchDatabase.update} stores of a message's summary and
     L{SearchDocument} but its UID, flags and folder: C{(arrived day, sent
-    day, attachments, summary text, headers JSON, the set of the words of
-    the fields C{words} keeps, the token text of each of L{_TEXT_FIELDS}
-    and the marked words of L{_SHORT_FIELDS} (C{marks}), and of
-    L{_EXTRA_FIELDS}, and its C{grams} tokens (L{gramText}))}.  (Made where
-    the message is parsed: a parsing process, during a large build, which
-    sends L{prepareRowToSend}'s form.)
+    day, attachments, summary text, headers JSON, the words of the fields
+    C{words} keeps (one string, a word as often as the message has it),
+    the token text of each of L{_TEXT_FIELDS} and the marked words of
+    L{_SHORT_FIELDS} (C{marks}), and of L{_EXTRA_FIELDS}, and its C{grams}
+    tokens (L{gramText}))}.  (Made where the message is parsed: a parsing
+    process, during a large build, sends it back as it is: pickle
+    remembers every string it writes, so a set of a message's 260 or so
+    words cost 64 microseconds there and back, one string 2.)
     """
     fields = doc.fields
     texts = [fields[f] for f in _TEXT_FIELDS]
-    short = [(f, fields[f].split()) for f in _SHORT_FIELDS]
-    marks = " ".join([mark + w for mark, (_, words) in zip(_MARKS, short) for w in words])
+    # Each short field's words with its mark (C{marks}) and as
+    # L{fieldWord}s (C{words}): one join each, no Python step a word.
+    marks, words = [], [fields[f] for f in _WORD_FIELDS]
+    for field, mark, wordPrefix in _SHORT:
+        text = fields[field]
+        if text:
+            marks.append(mark + text.replace(" ", " " + mark))
+            words.append(wordPrefix + text.replace(" ", " " + wordPrefix))
     return (
         _ordinal(Q.arrivedDay(summary.arrived)),
         _ordinal(doc.sentDay or datetime.date.fromisoformat(summary.date[:10])),
         doc.attachments,
         _summaryText(summary),
         json.dumps(doc.headers, ensure_ascii=False),
-        set(" ".join([fields[f] for f in _WORD_FIELDS]).split()).union(
-            fieldWord(f, w) for f, words in short for w in words),
-        tuple(texts) + (marks,),
+        " ".join(words),
+        tuple(texts) + (" ".join(marks),),
         tuple([fields[f] for f in _EXTRA_FIELDS]),
         gramText(texts))
 
 
-def prepareRowToSend(summary, doc):
-    """
-    L{prepareRow}, its words one string: what a parsing process sends back.
-    (Pickle remembers every string it writes: a set of a message's 260 or
-    so words cost 64 microseconds there and back, one string 2.)
-    """
-    row = prepareRow(summary, doc)
-    return row[:5] + (" ".join(row[5]),) + row[6:]
-
-
-#: L{fieldMark} of each of L{_SHORT_FIELDS}, in order.
-_MARKS = tuple(fieldMark(f) for f in _SHORT_FIELDS)
+#: Each of L{_SHORT_FIELDS} with its L{fieldMark} and L{fieldWord}'s
+#: prefix.
+_SHORT = tuple((f, fieldMark(f), fieldWord(f, "")) for f in _SHORT_FIELDS)
 
 
 def summaryFromRow(text, uid, flags, folder):
