@@ -293,19 +293,30 @@ def parseBytes(text):
     # body given as the payload it would have made; anything else (no
     # blank line, a line the parser would take for the body's start, a CR,
     # a multipart or message/* type) takes the parser's whole way.
+    plain = _plainParts(text)
+    if plain is not None:
+        message = email.message.Message(policy=_compat)
+        message._headers = plain[0]
+        if message.get_content_maintype() not in ("multipart", "message"):
+            message.set_payload(plain[1].decode("ascii", "surrogateescape"))
+            return message
+    return email.message_from_bytes(text, policy=_compat)
+
+
+def _plainParts(text):
+    """
+    The C{(name, value)} headers the C{email} parser (compat32) would make
+    of C{text} and its body's bytes, when its header is plainly headers;
+    else L{None}.
+    """
     end = text.find(b"\n\n")
     if end > 0:
         head = text[:end + 1]
-        lines = head[:-1].split(b"\n")
-        if b"\r" not in head and all(_HEADER_LINE.match(line) for line in lines) and \
-                head[0] not in b" \t":
-            message = email.message.Message(policy=_compat)
-            message._headers = _plainHeaders(
-                head.decode("ascii", "surrogateescape").split("\n")[:-1])
-            if message.get_content_maintype() not in ("multipart", "message"):
-                message.set_payload(text[end + 2:].decode("ascii", "surrogateescape"))
-                return message
-    return email.message_from_bytes(text, policy=_compat)
+        if b"\r" not in head and head[0] not in b" \t" and \
+                all(_HEADER_LINE.match(line) for line in head[:-1].split(b"\n")):
+            return (_plainHeaders(head.decode("ascii", "surrogateescape").split("\n")[:-1]),
+                    text[end + 2:])
+    return None
 
 
 def _plainHeaders(lines):
@@ -584,14 +595,25 @@ def parseMessage(text):
     @rtype: L{ParsedMessage}
     """
     parsed = ParsedMessage()
-    try:
-        message = parseBytes(text)
-    except Exception:
-        parsed.text = _bytesToText(text)
-        return parsed
+    # The usual shape of mail (what SEND and most clients send): a plain
+    # header without MIME headers, so (RFC 2045 section 5.2) one
+    # text/plain part in US-ASCII, no attachment, nothing to note: what
+    # the walk below finds, without it, nor the C{email} package.
+    plain = _plainParts(text) if _SHORTCUT else None
+    if plain is not None and any(name[:8].lower() == "content-" for name, _ in plain[0]):
+        plain = None
+    if plain is not None:
+        message, items = None, plain[0]
+    else:
+        try:
+            message = parseBytes(text)
+        except Exception:
+            parsed.text = _bytesToText(text)
+            return parsed
+        items = message.raw_items()
     # Raw values: 8-bit bytes kept (as surrogates) for decodeHeader.
     first = {}
-    for name, value in message.raw_items():
+    for name, value in items:
         value = decodeHeader(value)
         parsed.headers.append((oneLine(str(name)), value))
         first.setdefault(str(name).lower(), value)
@@ -600,12 +622,12 @@ def parseMessage(text):
     parsed.cc = first.get("cc", "")
     parsed.subject = first.get("subject", "")
     parsed.date = first.get("date", "")
+    if plain is not None:
+        parsed.text = _decodeBytes(plain[1], None)
+        return parsed
     if _SHORTCUT and not message.defects and not message.is_multipart() and not any(
             name[:8].lower() == "content-" for name in message.keys()):
-        # The usual shape of mail (what SEND and most clients send): no
-        # MIME header, so (RFC 2045 section 5.2) one text/plain part in
-        # US-ASCII, no attachment, nothing to note: what the walk below
-        # finds, without it.
+        # The same shape, in a header the parser had to read.
         parsed.text = _decodeBytes(_payload(message), None)
         return parsed
     plain = []
