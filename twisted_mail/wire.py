@@ -116,6 +116,10 @@ def oneLine(text):
     C{text} with tabs, line ends and other control characters as spaces:
     for a one-line field (a subject in a listing).
     """
+    # Printable text has none of them (they are all category Cc): most
+    # fields, answered without the expression.
+    if text.isprintable():
+        return text
     return _CONTROL.sub(" ", text)
 
 
