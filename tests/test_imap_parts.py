@@ -88,10 +88,14 @@ class UTF7Tests(SynchronousTestCase):
 
     def test_bad(self):
         """
-        8-bit bytes, unterminated or non-canonical shifts are refused.
+        8-bit bytes, unterminated or non-canonical shifts are refused; two
+        shifted runs side by side are one run written twice (Dovecot refuses
+        them too), but a run then C{&-} is not.
         """
-        for bad in [b"caf\xc3\xa9", b"&Jjo", b"&AGE-", b"&APw", b"&=-"]:
+        for bad in [b"caf\xc3\xa9", b"&Jjo", b"&AGE-", b"&APw", b"&=-",
+                    b"Entw&APw-&ZeVnLIqe-"]:
             self.assertRaises(utf7.BadUTF7, utf7.decode, bad)
+        self.assertEqual(utf7.decode(b"&APw-&-"), "\u00fc&")
 
 
 class StructureTests(SynchronousTestCase):

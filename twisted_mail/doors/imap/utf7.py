@@ -76,5 +76,9 @@ def decode(data):
                     or encode(text) != b"&" + run + b"-"):
                 raise BadUTF7("non-canonical modified UTF-7 in folder name")
             out.append(text)
+            if data.startswith(b"&", match.end()) and not data.startswith(b"&-", match.end()):
+                # Two shifted runs side by side say what one would: not
+                # canonical (Dovecot refuses "&...-&" too).
+                raise BadUTF7("non-canonical modified UTF-7 in folder name")
         pos = match.end()
     return "".join(out)
