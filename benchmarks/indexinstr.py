@@ -140,8 +140,9 @@ def main(argv=None):
     for tree in args.tree or ["none"]:
         a = instructions(tree, args, args.first)
         b = instructions(tree, args, args.first + args.more)
-        print("{:<24} {} mail: {:,} instructions a message".format(
-            tree, args.kind, (b - a) // args.more), flush=True)
+        print("{:<24} {}: {:,} instructions a message".format(
+            tree, {"load": "load.py's mail", "mail": "generated mail"}[args.kind],
+            (b - a) // args.more), flush=True)
 
 
 if __name__ == "__main__":
