@@ -599,11 +599,11 @@ def parseMessage(text):
     # header without MIME headers, so (RFC 2045 section 5.2) one
     # text/plain part in US-ASCII, no attachment, nothing to note: what
     # the walk below finds, without it, nor the C{email} package.
-    plain = _plainParts(text) if _SHORTCUT else None
-    if plain is not None and any(name[:8].lower() == "content-" for name, _ in plain[0]):
-        plain = None
-    if plain is not None:
-        message, items = None, plain[0]
+    quick = _plainParts(text) if _SHORTCUT else None
+    if quick is not None and any(name[:8].lower() == "content-" for name, _ in quick[0]):
+        quick = None
+    if quick is not None:
+        message, items = None, quick[0]
     else:
         try:
             message = parseBytes(text)
@@ -622,8 +622,8 @@ def parseMessage(text):
     parsed.cc = first.get("cc", "")
     parsed.subject = first.get("subject", "")
     parsed.date = first.get("date", "")
-    if plain is not None:
-        parsed.text = _decodeBytes(plain[1], None)
+    if quick is not None:
+        parsed.text = _decodeBytes(quick[1], None)
         return parsed
     if _SHORTCUT and not message.defects and not message.is_multipart() and not any(
             name[:8].lower() == "content-" for name in message.keys()):
