@@ -293,7 +293,13 @@ def parseBytes(text):
     # body given as the payload it would have made; anything else (no
     # blank line, a line the parser would take for the body's start, a CR,
     # a multipart or message/* type) takes the parser's whole way.
-    plain = _plainParts(text)
+    return _messageOf(text, _plainParts(text))
+
+
+def _messageOf(text, plain):
+    """
+    L{parseBytes} of C{text}, whose L{_plainParts} are C{plain}.
+    """
     if plain is not None:
         message = email.message.Message(policy=_compat)
         message._headers = plain[0]
@@ -599,18 +605,17 @@ def parseMessage(text):
     # header without MIME headers, so (RFC 2045 section 5.2) one
     # text/plain part in US-ASCII, no attachment, nothing to note: what
     # the walk below finds, without it, nor the C{email} package.
-    quick = _plainParts(text) if _SHORTCUT else None
-    if quick is not None and any(name[:8].lower() == "content-" for name, _ in quick[0]):
-        quick = None
-    if quick is not None:
-        message, items = None, quick[0]
-    else:
-        try:
-            message = parseBytes(text)
-        except Exception:
-            parsed.text = _bytesToText(text)
-            return parsed
-        items = message.raw_items()
+    # (The header is read once: a message with MIME headers gives the
+    # parser what was read.)
+    try:
+        pieces = _plainParts(text)
+        quick = _SHORTCUT and pieces is not None and not any(
+            name[:8].lower() == "content-" for name, _ in pieces[0])
+        message = None if quick else _messageOf(text, pieces)
+    except Exception:
+        parsed.text = _bytesToText(text)
+        return parsed
+    items = pieces[0] if quick else message.raw_items()
     # Raw values: 8-bit bytes kept (as surrogates) for decodeHeader.
     first = {}
     for name, value in items:
@@ -622,8 +627,8 @@ def parseMessage(text):
     parsed.cc = first.get("cc", "")
     parsed.subject = first.get("subject", "")
     parsed.date = first.get("date", "")
-    if quick is not None:
-        parsed.text = _decodeBytes(quick[1], None)
+    if quick:
+        parsed.text = _decodeBytes(pieces[1], None)
         return parsed
     if _SHORTCUT and not message.defects and not message.is_multipart() and not any(
             name[:8].lower() == "content-" for name in message.keys()):
