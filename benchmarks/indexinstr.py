@@ -71,7 +71,7 @@ def child(kind, count, batch):
         with mailbox.mbox.locked():
             entries = list(mailbox.mbox.entries)
         dirfd = os.open(spool, os.O_RDONLY)
-        ino = os.fstat(os.open("u0", os.O_RDONLY, dir_fd=dirfd)).st_ino
+        ino = os.stat("u0", dir_fd=dirfd).st_ino
         handed = [(ino, e.start, e.end, e.msgid, e.key.hex(), e.uid) for e in entries]
         db = SearchDatabase(os.path.join(work, "index.sqlite"))
         db.open()
@@ -87,6 +87,7 @@ def child(kind, count, batch):
             parsed = indexing._parseRecords(readRecord, [(m, r) for m, _, r, _, _ in records])
             indexing.MailboxIndex._index(Index, records, parsed, True)
         db.close()
+        os.close(dirfd)
         store.close()
     finally:
         os.fsync = sync

@@ -78,7 +78,8 @@ def prepareRow(summary, doc):
     fields = doc.fields
     texts = [fields[f] for f in _TEXT_FIELDS]
     # Each short field's words with its mark (C{marks}) and as
-    # L{fieldWord}s (C{words}): one join each, no Python step a word.
+    # L{fieldWord}s (C{words}): one replace each, no Python step a word (a
+    # token text's words are one space apart, L{Q.tokenText}).
     marks, words = [], [fields[f] for f in _WORD_FIELDS]
     for field, mark, wordPrefix in _SHORT:
         text = fields[field]
