@@ -1,11 +1,14 @@
 """
-The environment for a program that is not ours (Debian's mbsync,
-offlineimap3, mutt, fetchmail) run by the tests.
+Programs that are not ours (Debian's mbsync, offlineimap3, mutt, fetchmail,
+chromium) run by the tests: whether they are there, and their environment.
 
 Not a test module.
 """
 
 import os
+import shutil
+
+from twisted.trial.unittest import FailTest, SkipTest
 
 
 def programEnvironment(**extra):
@@ -24,3 +27,28 @@ def programEnvironment(**extra):
            if not name.startswith("PYTHON")}
     env.update(extra)
     return env
+
+
+def missing(what, install):
+    """
+    Skip the calling test because C{what} is not installed, or, under CI
+    (C{CI} set, as C{.ci/run} sets it), fail it: CI installs everything
+    the tests use, so a skip there would hide a test that never ran.
+
+    @param what: what is missing (C{"fetchmail"}, C{"selenium (the test
+        extra)"}).
+    @param install: how to install it (C{"apt-get install fetchmail"}).
+    """
+    if os.environ.get("CI"):
+        raise FailTest("{} is not installed (.ci/run installs it)".format(what))
+    raise SkipTest("{} is not installed ({})".format(what, install))
+
+
+def needProgram(program, package):
+    """
+    L{missing} unless C{program} is on the C{PATH}.
+
+    @param package: the Debian package holding it.
+    """
+    if shutil.which(program) is None:
+        missing(program, "apt-get install " + package)

@@ -11,27 +11,18 @@ import imaplib
 import os
 import pty
 import select
-import shutil
 import signal
 import struct
 import subprocess
 import termios
 import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from .imapserver import IMAPServerMixin
-from .programs import programEnvironment
+from .programs import needProgram as need, programEnvironment
 
 TIMEOUT = 60
-
-
-def need(program, package):
-    if shutil.which(program) is None:
-        if os.environ.get("CI"):
-            raise AssertionError("{} is not installed (.ci/run installs {})".format(
-                program, package))
-        raise SkipTest("{} is not installed (apt-get install {})".format(program, package))
 
 
 class ClientTestCase(IMAPServerMixin, SynchronousTestCase):

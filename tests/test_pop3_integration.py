@@ -7,15 +7,14 @@ C{poplib} (POP3, POP3S, STLS) and through Debian's C{fetchmail}.
 import getpass
 import os
 import poplib
-import shutil
 import socket
 import ssl
 import subprocess
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from .certs import makeCertificate
-from .programs import programEnvironment
+from .programs import needProgram, programEnvironment
 from .serverprocess import ServerProcess, freePort
 
 TIMEOUT = 10
@@ -300,10 +299,7 @@ class PasswordTests(POP3ServerTestCase):
 
 class FetchmailTests(POP3ServerTestCase):
     def setUp(self):
-        if shutil.which("fetchmail") is None:
-            if os.environ.get("CI"):
-                self.fail("fetchmail is not installed (.ci/run installs it)")
-            raise SkipTest("fetchmail is not installed (apt-get install fetchmail)")
+        needProgram("fetchmail", "fetchmail")
         POP3ServerTestCase.setUp(self)
 
     def fetchmail(self, *options):

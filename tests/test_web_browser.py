@@ -19,8 +19,9 @@ import tempfile
 import time
 import urllib.request
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
+from tests.programs import missing as notInstalled
 from tests.serverprocess import ServerProcess, freePort
 
 CHROMIUM = "/usr/bin/chromium"
@@ -159,10 +160,7 @@ class BrowserMixin:
         except ImportError:
             missing.append("selenium (the test extra)")
         if missing:
-            if os.environ.get("CI"):
-                self.fail("{} not installed (.ci/run installs them)".format(", ".join(missing)))
-            raise SkipTest("{} not installed (apt-get install chromium chromium-driver)".format(
-                ", ".join(missing)))
+            notInstalled(", ".join(missing), "apt-get install chromium chromium-driver")
         os.environ.setdefault("SE_OFFLINE", "true")
         cls = type(self)
         if cls.shared is None:
