@@ -270,7 +270,7 @@ class SeparatorLineTests(SynchronousTestCase):
         import calendar
         from datetime import datetime
 
-        from twisted_mail.mail.mime import arrivalTime
+        from twisted_mail.mail.dates import arrivalTime
 
         self.assertEqual(arrivalTime(separatorLine(b"a@b", WHEN)), int(WHEN))
         for stamp in [b"thu FEB 29 1:2:3 2024", b"Sat Mar  9 23:59:59 2024",

@@ -81,7 +81,7 @@ import unicodedata
 
 from twisted_mail import errors
 from twisted_mail.mail import model
-from twisted_mail.mail.mime import parseDate
+from twisted_mail.mail.dates import parseDate
 from twisted_mail.wire import escapeControls
 
 #: The longest query, in characters.

@@ -36,7 +36,7 @@ from twisted_mail.mail.message import (
     quoteFrom,
     separatorLine,
 )
-from twisted_mail.mail.mime import arrivalTime
+from twisted_mail.mail.dates import arrivalTime
 from twisted_mail.mail.model import INBOX
 from twisted_mail.stores.spool.flags import readerText, recordForCopy
 

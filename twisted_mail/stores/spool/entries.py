@@ -5,7 +5,8 @@ and the records' bytes, without parsing a header (what an IMAP SELECT
 needs; the summaries a listing shows cost a MIME parse each).
 """
 
-from twisted_mail.mail.mime import MessageSummary, arrivalTime, popSize
+from twisted_mail.mail.dates import arrivalTime
+from twisted_mail.mail.mime import MessageSummary, popSize
 from twisted_mail.stores.spool.flags import readerText
 
 

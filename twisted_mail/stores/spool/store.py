@@ -32,10 +32,10 @@ from twisted_mail.mail.message import (
     mboxRecordChunks,
     separatorLine,
 )
+from twisted_mail.mail.dates import arrivalTime
 from twisted_mail.mail.mime import (
     Listing,
     MessageSummary,
-    arrivalTime,
     parseMessage,
     popSize,
     summarize,
