@@ -362,7 +362,8 @@ class DeliveryTests(SMTPTestCase):
     def test_oneRecipient(self):
         """
         A message is stored as sent, with its own headers and MIME parts,
-        after a Received: header and the Date: and Message-ID: it lacked.
+        after Return-Path: and Received: headers and the Date: and
+        Message-ID: it lacked.
         """
         client = self.connect()
         text = (
@@ -382,15 +383,16 @@ class DeliveryTests(SMTPTestCase):
         self.assertEqual(codes, [250, 250, 250, 250, 250, 250, 354, 250])
         [stored] = self.store.messages("bob")
         received = (
+            b"Return-Path: <alice@elsewhere.example>\n"
             b"Received: from client.example ([192.0.2.7])\n"
             b"\tby example.org (simplemail) with ESMTP id "
         )
         self.assertTrue(stored.startswith(received), stored)
         headers, body = headerAndBody(stored)
-        self.assertEqual(headers[2], b"\tfor <bob@example.org>;")
-        self.assertEqual(headers[3], b"\tSat, 25 Jul 2026 17:20:00 +0000")
-        self.assertEqual(headers[4], b"Date: Sat, 25 Jul 2026 17:20:00 +0000")
-        self.assertRegex(headers[5], rb"^Message-ID: <[0-9a-f]{32}@example\.org>$")
+        self.assertEqual(headers[3], b"\tfor <bob@example.org>;")
+        self.assertEqual(headers[4], b"\tSat, 25 Jul 2026 17:20:00 +0000")
+        self.assertEqual(headers[5], b"Date: Sat, 25 Jul 2026 17:20:00 +0000")
+        self.assertRegex(headers[6], rb"^Message-ID: <[0-9a-f]{32}@example\.org>$")
         self.assertTrue(stored.endswith(text), stored)
         self.assertEqual(self.store.deliveries[0][0], "alice@elsewhere.example")
 
@@ -424,7 +426,8 @@ class DeliveryTests(SMTPTestCase):
         [stored] = self.store.messages("bob")
         headers, body = headerAndBody(stored)
         self.assertEqual(body, b"just a note\nbye\n")
-        self.assertTrue(headers[0].startswith(b"Received: "))
+        self.assertEqual(headers[0], b"Return-Path: <alice@elsewhere.example>")
+        self.assertTrue(headers[1].startswith(b"Received: "))
 
     def test_headerSectionWithoutBlankLine(self):
         """
@@ -465,7 +468,48 @@ class DeliveryTests(SMTPTestCase):
         client.mail(b"a@b.example", [b"bob@example.org"], b"x\n", hello=False)
         [stored] = self.store.messages("bob")
         self.assertTrue(
-            stored.startswith(b"Received: from evil????.example ([192.0.2.7])\n")
+            stored.startswith(
+                b"Return-Path: <a@b.example>\n"
+                b"Received: from evil????.example ([192.0.2.7])\n"
+            )
+        )
+
+    def test_returnPath(self):
+        """
+        Final delivery puts the envelope sender at the top of the message in
+        a Return-Path: header (RFC 5321 section 4.4), where POP3 and IMAP
+        clients find it (getmail's "from <unknown>" without it); one the
+        client wrote stays below it, and every recipient gets the same.
+        """
+        client = self.connect()
+        text = b"Return-Path: <forged@elsewhere.example>\nSubject: x\n\nhi\n"
+        client.mail(b"Alice@Elsewhere.example", [b"bob@example.org", b"carol@example.org"], text)
+        for userid in ("bob", "carol"):
+            [stored] = self.store.messages(userid)
+            headers, _ = headerAndBody(stored)
+            self.assertEqual(headers[0], b"Return-Path: <Alice@Elsewhere.example>")
+            self.assertTrue(headers[1].startswith(b"Received: from client.example"))
+            self.assertTrue(stored.endswith(text), stored)
+
+    def test_returnPathOfNullSender(self):
+        """
+        A bounce (null sender) gets Return-Path: <>.
+        """
+        client = self.connect()
+        self.assertEqual(client.mail(b"", [b"bob@example.org"], b"bounce\n")[-1], 250)
+        [stored] = self.store.messages("bob")
+        self.assertTrue(stored.startswith(b"Return-Path: <>\nReceived: "), stored)
+
+    def test_returnPathSanitised(self):
+        """
+        A quoted local part holding a control character reaches
+        Return-Path: with that byte as ?, never as a line break.
+        """
+        client = self.connect()
+        client.mail(b'"a\x01b c"@b.example', [b"bob@example.org"], b"x\n")
+        [stored] = self.store.messages("bob")
+        self.assertTrue(
+            stored.startswith(b'Return-Path: <"a?b c"@b.example>\nReceived: '), stored
         )
 
     def test_nullSender(self):
@@ -1492,7 +1536,11 @@ class EndToEndTests(SynchronousTestCase):
             )
         [text] = self.read(b"bob")
         self.assertTrue(
-            text.startswith(b"Received: from client.example ([127.0.0.1])\n")
+            text.startswith(
+                b"Return-Path: <alice@elsewhere.example>\n"
+                b"Received: from client.example ([127.0.0.1])\n"
+            ),
+            text,
         )
         self.assertTrue(text.endswith(message.replace(b"\r\n", b"\n")), text)
         [stored] = self.mbox("bob")

@@ -9,8 +9,8 @@ of one transaction.
   - L{StoreMessage}, an L{smtp.IMessage}: one per transaction, shared by all
     its recipients.  The message is gathered in blocks, capped at the
     maximum message size, and handed to L{IMailStore.deliverMessage} once
-    per distinct recipient, with a C{Received:} header and, when missing,
-    C{Date:} and C{Message-ID:}.
+    per distinct recipient, with C{Return-Path:} and C{Received:} headers
+    and, when missing, C{Date:} and C{Message-ID:}.
 
 A temporary failure (C{451}) after some recipients were already served means
 the client retries the whole transaction, and those recipients then get a
@@ -43,6 +43,8 @@ DELIVERY_CONCURRENCY = 4
 # A header field line: a name of printable ASCII other than ":", then ":"
 # (RFC 5322; obsolete syntax allows white space before the colon).
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Bytes that are not printable ASCII (nor a space).
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
 # Bytes of client-supplied text we do not copy into a Received: header.
 _UNSAFE_IN_HEADER = re.compile(rb"[^\x21-\x27\x2a-\x5b\x5d-\x7e]")
 
@@ -53,6 +55,21 @@ def _sanitise(text, limit=255):
     without parentheses or backslashes, at most C{limit} bytes.
     """
     return _UNSAFE_IN_HEADER.sub(b"?", text[:limit])
+
+
+def returnPathHeader(sender):
+    """
+    The C{Return-Path:} header that final delivery puts at the top of a
+    message (RFC 5321 section 4.4: a MUST): the envelope sender, so that
+    a reader of the mailbox by POP3 or IMAP, which never sees the mbox
+    C{From } line, still knows where bounces go.
+
+    @param sender: the envelope sender (L{str}, ASCII); empty for C{<>}.
+    @return: the header field, L{bytes} ending in LF; a byte that is not
+        printable ASCII (a quoted local part may hold one) becomes C{?}.
+    """
+    address = _UNPRINTABLE.sub(b"?", sender.encode("ascii", "replace"))
+    return b"Return-Path: <" + address + b">\n"
 
 
 def _peerLiteral(transport):
@@ -315,7 +332,7 @@ class StoreDelivery:
         @param helo: the client's C{HELO}/C{EHLO} argument (bytes) or
             L{None}, or the C{(argument, address)} pair Twisted passes.
         @param origin: unused (the envelope sender is in the mbox C{From }
-            line).
+            line and in L{returnPathHeader}).
         @param recipients: the addresses (L{str}) of the message; the C{for}
             clause names one only when there is exactly one, so that no
             recipient learns of the others.
@@ -464,7 +481,9 @@ class StoreMessage:
 
     def _compose(self):
         """
-        The message to store: our headers, then the message as received.
+        The message to store: our headers (C{Return-Path:} first, then
+        C{Received:}, as final delivery writes them), then the message as
+        received.
 
         @return: a L{list} of L{bytes} and L{bytearray} pieces, each ending
             at a line end.
@@ -473,9 +492,10 @@ class StoreMessage:
         transaction = self._transaction
         recipients = list(transaction.recipients.values())
         prefix = [
+            returnPathHeader(transaction.sender),
             delivery.receivedHeader(
                 transaction.helo, None, recipients, transaction=transaction
-            )
+            ),
         ]
         if not self._hasDate:
             when = datetime.fromtimestamp(delivery.clock.seconds(), timezone.utc)
