@@ -1,6 +1,7 @@
 """
 Programs that are not ours (Debian's mbsync, offlineimap3, mutt, fetchmail,
-chromium) run by the tests: whether they are there, and their environment.
+swaks, getmail6, chromium) run by the tests: whether they are there, and
+their environment.
 
 Not a test module.
 """
@@ -21,7 +22,8 @@ def programEnvironment(**extra):
     C{trial -j} hands its workers a C{PYTHONPATH} naming this interpreter's
     standard library, and Debian's offlineimap3, run by C{/usr/bin/python3}
     with it, imported this interpreter's C{ssl} and died on its C{_ssl}
-    extension (undefined symbol C{_PyModule_Add}).
+    extension (undefined symbol C{_PyModule_Add}); getmail6 is another
+    such program.
     """
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("PYTHON")}
