@@ -455,7 +455,9 @@ class SubmissionTests(SwaksTestCase):
         """
         Without STARTTLS no AUTH is offered (swaks exits 28: "Host did not
         advertise authentication"), and MAIL without AUTH gets 530 (swaks
-        exits 23); nothing is sent.
+        exits 23); nothing is sent.  (swaks never sends an AUTH the server
+        did not offer: the 538 for one sent in clear anyway is
+        tests/test_submission.py's.)
         """
         status, transcript = self.submit("--auth", "PLAIN", tls=())
         self.assertEqual(status, 28, transcript)
