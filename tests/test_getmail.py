@@ -20,7 +20,9 @@ the tests deliver as C{nobody} into a directory it owns; and it waits for
 its delivery child with a C{SIGCHLD} handler installed after the fork, so
 once in a while it can miss a child that ended at once and report
 "waiting child pid N timed out" after C{timeout} seconds (getmail6 issues
-#226, #245; its own bug, not the server's).
+#226, #245; its own bug, not the server's).  A run that says so skips its
+test, even under CI: whether that message was delivered is getmail's
+secret, and a retry could deliver it twice.
 """
 
 import imaplib
@@ -33,7 +35,7 @@ import smtplib
 import subprocess
 import tempfile
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from .certs import makeCertificate
 from .programs import needProgram, programEnvironment
@@ -56,6 +58,10 @@ _GETMAIL_RECEIVED = re.compile(
     rb"Received: from \S+ \(\S+\) by \S+ with (?P<protocol>POP3|IMAP4)(?:-SSL)? "
     rb"getmail6 msgid:(?P<msgid>[^; ]+); \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} -0000$"
 )
+
+#: What getmail says when it missed its delivery child's end (the module's
+#: docstring): the one failure of a run that is skipped, not failed.
+_GETMAIL_RACE = re.compile(r"waiting child pid \d+ timed out")
 
 
 def text(n, body=b""):
@@ -235,6 +241,12 @@ class GetmailTestCase(SynchronousTestCase):
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=programEnvironment(HOME=self.home), cwd=self.home, timeout=TIMEOUT)
         output = done.stdout.decode("utf-8", "replace")
+        if _GETMAIL_RACE.search(output):
+            # Its own bug, which no server can cause or avoid: the message
+            # may or may not be delivered, so what follows would test
+            # getmail, not us.
+            raise SkipTest("getmail missed its delivery child's end (getmail6 "
+                           "issues #226, #245):\n" + output)
         self.assertEqual(done.returncode, expectStatus, output)
         return output
 
