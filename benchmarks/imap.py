@@ -31,18 +31,18 @@ Runs as root (Dovecot drops to ``nobody`` for the mail). Usage::
 import argparse
 import multiprocessing
 import os
-import pwd
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import common  # noqa: E402
 from pop3session import writeMailbox  # noqa: E402
+from tests.dovecotserver import DovecotServer  # noqa: E402
 
 HEADERS = b"FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)"
 BODIES = b"UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[])"
@@ -180,70 +180,26 @@ def startSimplemail(workdir, name, count, bodySize, workers=1):
 
 
 def startDovecot(workdir, name, count, bodySize):
-    root = os.path.join(workdir, "dovecot-" + name)
-    for sub in ("run", "state", "mail/bob", "index", "home/bob"):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-    # The same messages as simplemail's spool file (its id lines too).
-    writeMailbox(os.path.join(root, "mail", "bob", "inbox"), count, bodySize)
-    nobody = pwd.getpwnam("nobody")
-    for sub in ("mail", "index", "home"):
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, sub)):
-            for n in [dirpath] + [os.path.join(dirpath, f) for f in filenames]:
-                os.chown(n, nobody.pw_uid, nobody.pw_gid)
-    os.chmod(root, 0o755)
-    with open(os.path.join(root, "passwd"), "w") as f:
-        f.write("bob:{PLAIN}secret\n")
-    port = common.freePort()
-    config = os.path.join(root, "dovecot.conf")
-    with open(config, "w") as f:
-        f.write("""
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-listen = 127.0.0.1
-protocols = imap
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = {uid}
-mail_location = mbox:{root}/mail/%u:INBOX={root}/mail/%u/inbox:INDEX={root}/index/%u
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/home/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-protocol imap {{
-  mail_max_userip_connections = 100
-}}
-""".format(root=root, uid=nobody.pw_uid, gid=nobody.pw_gid, port=port))
-    log = open(os.path.join(root, "stdout.log"), "wb")
-    process = subprocess.Popen(["dovecot", "-F", "-c", config], stdout=log, stderr=log)
-    _waitIMAP(port, process)
-    return process, port
+    """
+    A throwaway Dovecot (L{tests.dovecotserver}) serving IMAP for bob, its
+    INBOX the same messages as simplemail's spool file (its id lines too).
+
+    @return: the L{DovecotServer}, its IMAP port.
+    """
+    server = DovecotServer(os.path.join(workdir, "dovecot-" + name), protocols=("imap",),
+                           specialUse=False)
+    try:
+        server.addUser("bob", lambda path: writeMailbox(path, count, bodySize))
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server, server.imapPort
 
 
-def _waitIMAP(port, process=None, timeout=30):
+def _waitIMAP(port, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise common.BenchError("dovecot exited")
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
             greeting = s.recv(200)
@@ -257,11 +213,7 @@ def _waitIMAP(port, process=None, timeout=30):
 
 
 def stop(server):
-    if isinstance(server, subprocess.Popen):
-        server.terminate()
-        server.wait(30)
-    else:
-        server.stop()
+    server.stop()
 
 
 # -- measurements
@@ -328,11 +280,11 @@ def main(argv=None):
     rates = {}
     try:
         for count in sizes:
-            process, port = startDovecot(workdir, str(count), count, args.body_size)
+            dovecot, port = startDovecot(workdir, str(count), count, args.body_size)
             try:
-                rows += measure("dovecot", process.pid, port, count, args.runs)
+                rows += measure("dovecot", dovecot.process.pid, port, count, args.runs)
             finally:
-                stop(process)
+                stop(dovecot)
             server, port = startSimplemail(workdir, str(count), count, args.body_size)
             try:
                 rows += measure("simplemail", server.pid, port, count, args.runs)
@@ -340,12 +292,12 @@ def main(argv=None):
                 stop(server)
         if args.concurrent:
             n = args.concurrent
-            process, port = startDovecot(workdir, "c", n, args.body_size)
+            dovecot, port = startDovecot(workdir, "c", n, args.body_size)
             try:
                 session(port, n, "bodies")  # index once
                 rates["dovecot"] = concurrent(port, n)
             finally:
-                stop(process)
+                stop(dovecot)
             for workers in (1, 2):
                 server, port = startSimplemail(workdir, "c%d" % workers, n, args.body_size,
                                                workers=workers)

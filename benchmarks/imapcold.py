@@ -78,12 +78,12 @@ def simplemail(workdir, count, args):
 
 
 def dovecot(workdir, count, args):
-    process, port = imap.startDovecot(workdir, "d", count, args.body_size)
+    dovecot, port = imap.startDovecot(workdir, "d", count, args.body_size)
     try:
         cold = select(port)
         warm = select(port)
     finally:
-        imap.stop(process)
+        imap.stop(dovecot)
     return {"cold": cold, "warm": warm}
 
 
