@@ -134,6 +134,46 @@ class StructureTests(SynchronousTestCase):
             self.assertEqual(structure._addressPairs(value),
                              email.utils.getaddresses([value]), value)
 
+    def test_envelopeGroups(self):
+        """
+        A group in an address field is a start marker (its name as the
+        mailbox name, host NIL), its members and an end marker (all NIL), as
+        RFC 3501 7.4.2 says and Dovecot sends; colons in quoted names do not
+        start a group.
+        """
+        text = structure.crlf(
+            b"To: Undisclosed recipients:;\nCc: a@b, Team: c@d, \"E F\" <e@f>;, g@h\n"
+            b"Bcc: \"Team A\": ;\nReply-To: \"x:y\" <a@b>\n\nbody\n")
+        env = structure.envelope(structure.Entity(text, 0, len(text)))
+        self.assertEqual(env, b'(NIL NIL NIL NIL (("x:y" NIL "a" "b")) '
+                              b'((NIL NIL "Undisclosed recipients" NIL) (NIL NIL NIL NIL)) '
+                              b'((NIL NIL "a" "b") (NIL NIL "Team" NIL) (NIL NIL "c" "d") '
+                              b'("E F" NIL "e" "f") (NIL NIL NIL NIL) (NIL NIL "g" "h")) '
+                              b'((NIL NIL "Team A" NIL) (NIL NIL NIL NIL)) NIL NIL)')
+
+    def test_textWithoutCharset(self):
+        """
+        A text part whose Content-Type has no charset is shown with
+        C{("CHARSET" "us-ascii")} (RFC 2045's default, as Dovecot shows it);
+        other parameters are kept before it.
+        """
+        text = structure.crlf(b"Content-Type: text/html; format=flowed\n\n<p>x</p>\n")
+        value = structure.bodyStructure(structure.Entity(text, 0, len(text)), extended=False)
+        self.assertEqual(value, b'("TEXT" "HTML" ("FORMAT" "flowed" "CHARSET" "us-ascii") '
+                                b'NIL NIL "7BIT" 10 1)')
+
+    def test_linesAreLineEnds(self):
+        """
+        The line count of a part is its number of line ends: the last line
+        of a part, whose line end belongs to the boundary after it, does
+        not count (as Dovecot counts).
+        """
+        text = structure.crlf(b"Content-Type: multipart/mixed; boundary=b\n\n"
+                              b"--b\n\none\ntwo\n--b\n\nthree\n\n--b--\n")
+        entity = structure.Entity(text, 0, len(text))
+        parts = [structure.bodyStructure(c, extended=False) for c in entity.children]
+        self.assertEqual([p.rsplit(b" ", 1)[1] for p in parts], [b"1)", b"1)"])
+
     def test_noHeaderBody(self):
         """
         A message without a body still has a BODYSTRUCTURE.

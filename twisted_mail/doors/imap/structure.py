@@ -150,8 +150,6 @@ class Entity:
         The Content-Type parameters, C{(name, value)} pairs.
         """
         if not self.header("Content-Type"):
-            if self._defaultType == ("text", "plain"):
-                return [("charset", "us-ascii")]
             return []
         try:
             params = self.headers.get_params(failobj=[]) or []
@@ -301,21 +299,89 @@ def _addresses(entity, name):
     value = entity.header(name)
     if not value:
         return None
-    pairs = _addressPairs(value)
     out = []
-    for display, address in pairs:
-        if not (display or address):
-            continue
-        mailbox, at, host = address.rpartition("@")
-        if not at:
-            mailbox, host = address, None
-        out.append(_list([
-            quote(_raw(display) or None),
-            b"NIL",
-            quote(_raw(mailbox)),
-            quote(_raw(host) if host else None),
-        ]))
+    for group, text in _groups(value):
+        if group is not None:
+            # RFC 3501 7.4.2: a group is a start marker with its name as the
+            # mailbox name, its members, and an end marker.
+            out.append(_list([b"NIL", b"NIL", quote(_raw(group)), b"NIL"]))
+        for display, address in _addressPairs(text) if text.strip() else ():
+            if not (display or address):
+                continue
+            mailbox, at, host = address.rpartition("@")
+            if not at:
+                mailbox, host = address, None
+            out.append(_list([
+                quote(_raw(display) or None),
+                b"NIL",
+                quote(_raw(mailbox)),
+                quote(_raw(host) if host else None),
+            ]))
+        if group is not None:
+            out.append(b"(NIL NIL NIL NIL)")
     return _list(out) if out else None
+
+
+def _groups(value):
+    """
+    An address-list field's value cut at its groups (RFC 5322 3.4,
+    C{name: member, ...;}): C{(None, addresses)} for text outside a group,
+    C{(name, members)} for each group, in order. Colons and semicolons in
+    quoted strings, comments and angle brackets do not count.
+    """
+    if ":" not in value:
+        return [(None, value)]
+    found = []
+    start = 0  # where the text not yet given out starts
+    phrase = 0  # where the phrase a colon would end starts (after a comma)
+    group = None
+    quoted = False
+    depth = angle = 0
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == "(":
+            depth += 1
+        elif c == ")" and depth:
+            depth -= 1
+        elif depth:
+            pass
+        elif c == "<":
+            angle += 1
+        elif c == ">" and angle:
+            angle -= 1
+        elif angle:
+            pass
+        elif c == "," and group is None:
+            phrase = i + 1
+        elif c == ":" and group is None:
+            found.append((None, value[start:phrase]))
+            group = _phrase(value[phrase:i])
+            start = i + 1
+        elif c == ";" and group is not None:
+            found.append((group, value[start:i]))
+            group = None
+            start = phrase = i + 1
+        i += 1
+    found.append((group, value[start:]))
+    return [(g, text) for g, text in found if g is not None or text.strip(" \t,")]
+
+
+def _phrase(text):
+    """
+    A group's display name: whitespace collapsed, a quoted string unquoted.
+    """
+    text = " ".join(text.split())
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        text = re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
 
 
 def _addressPairs(value):
@@ -391,10 +457,12 @@ def _language(entity):
 
 
 def _lines(body):
-    count = body.count(b"\r\n")
-    if body and not body.endswith(b"\r\n"):
-        count += 1
-    return b"%d" % count
+    """
+    The number of lines of a body, counted as Dovecot counts them: its
+    line ends (a part's last line, whose line end belongs to the boundary
+    after it, is not counted).
+    """
+    return b"%d" % body.count(b"\r\n")
 
 
 def bodyStructure(entity, extended=True):
@@ -418,10 +486,14 @@ def bodyStructure(entity, extended=True):
     maintype, subtype = entity.contentType
     body = entity.body
     encoding = entity.header("Content-Transfer-Encoding")
+    params = entity.params()
+    if maintype.lower() == "text" and not any(n.lower() == "charset" for n, _ in params):
+        # Text without a charset is US-ASCII (RFC 2045 5.2); Dovecot says so.
+        params = params + [("charset", "us-ascii")]
     items = [
         quote(maintype.upper()),
         quote(subtype.upper()),
-        _paramList(entity.params()),
+        _paramList(params),
         quote(_raw(entity.header("Content-ID"))),
         quote(_raw(entity.header("Content-Description"))),
         quote((encoding or "7BIT").upper()),
