@@ -563,6 +563,18 @@ class SearchTests(SynchronousTestCase):
         self.assertIn(b"* SEARCH 2\r\n", s.command(b"g UID SEARCH HEADER Subject meet"))
         self.assertIn(b"* SEARCH 1 2 3\r\n", s.command(b"h SEARCH LARGER 10 SINCE 1-Jan-1990"))
 
+    def test_textFindsAttachmentNames(self):
+        """
+        SEARCH TEXT finds an attachment's file name (Dovecot finds it in
+        the part's header); BODY does not.
+        """
+        s = IMAPSession(messages=[message(b"a", b"x\n"), NESTED.replace(
+            b"Content-Type: text/html\n", b"Content-Type: text/html; name=page.html\n"
+            b"Content-Disposition: attachment; filename=page.html\n")])
+        s.select()
+        self.assertIn(b"* SEARCH 2\r\n", s.command(b"a SEARCH TEXT page.html"))
+        self.assertIn(b"* SEARCH\r\n", s.command(b"b SEARCH BODY page.html"))
+
     def test_badKeys(self):
         """
         An unknown key or a bad date is BAD; an unknown charset is NO

@@ -101,9 +101,12 @@ class _Compiler:
         if name in _TEXT_KEYS:
             return Q.Text(_TEXT_KEYS[name], _text(self._next(stream)), substring=True)
         if name == "TEXT":
+            # The header and the body: its text and its attachments' file
+            # names (Dovecot finds those in the parts' headers).
             text = _text(self._next(stream))
             return Q.Or([Q.Text("headers", text, substring=True),
-                         Q.Text("body", text, substring=True)])
+                         Q.Text("body", text, substring=True),
+                         Q.Text("attachment", text, substring=True)])
         if name == "HEADER":
             field = _text(self._next(stream)).lower()
             return Q.Header(field, _text(self._next(stream)))
