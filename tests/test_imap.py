@@ -173,6 +173,20 @@ class StateTests(SynchronousTestCase):
         self.assertIn(b"b NO [READ-ONLY]", s.command(b"b STORE 1 +FLAGS (\\Seen)"))
         self.assertNotIn(b"\\Seen", s.command(b"c FETCH 1 BODY[]"))
 
+    def test_closedWhenSelectingAgain(self):
+        """
+        SELECT or EXAMINE while a folder is selected first says C{* OK
+        [CLOSED]} (RFC 7162, as Dovecot does), even when the new folder
+        does not open; the first SELECT does not.
+        """
+        s = IMAPSession(messages=[message(b"one")])
+        self.assertNotIn(b"CLOSED", s.select())
+        self.assertTrue(s.command(b"a EXAMINE INBOX").startswith(b"* OK [CLOSED] "))
+        out = s.command(b"b SELECT Nowhere")
+        self.assertTrue(out.startswith(b"* OK [CLOSED] "), out)
+        self.assertIn(b"b NO [NONEXISTENT]", out)
+        self.assertNotIn(b"CLOSED", s.command(b"c SELECT INBOX"))
+
     def test_logout(self):
         """
         LOGOUT says BYE, answers OK and closes.

@@ -88,7 +88,13 @@ class FolderCommands:
         store = self.factory.store
         userid = self.userid
         self._selecting = []
+        closing = self.view is not None
         d = self._deselect()
+        if closing:
+            # RFC 7162 3.2.11 (RFC 9051 7.1): the folder selected before is
+            # closed, whether or not the new one opens; Dovecot says so to
+            # every client, QRESYNC or not.
+            d.addCallback(lambda _: self._write(b"* OK [CLOSED] previous folder closed\r\n"))
         d.addCallback(lambda _: store.openFolder(userid, name))
 
         def opened(folder):
