@@ -444,6 +444,39 @@ class ChangeTests(SynchronousTestCase):
         self.assertIn(b"* 1 FETCH (FLAGS (\\Flagged))", a.command(b"x STORE 1 +FLAGS (\\Flagged)"))
         self.assertIn(b"* 1 FETCH (UID 1 FLAGS (\\Flagged))", b.command(b"y NOOP"))
 
+    def test_storeWithoutChange(self):
+        """
+        A STORE that changes nothing answers no FETCH for that message (as
+        Dovecot); the others changed still get theirs.
+        """
+        s = IMAPSession(messages=[message(b"one"), message(b"two")])
+        s.select()
+        s.command(b"a STORE 1 +FLAGS (\\Flagged)")
+        self.assertEqual(s.command(b"b STORE 1:2 +FLAGS (\\Flagged)"),
+                         b"* 2 FETCH (FLAGS (\\Flagged))\r\nb OK STORE completed\r\n")
+        self.assertEqual(s.command(b"c STORE 1 -FLAGS (\\Seen)"), b"c OK STORE completed\r\n")
+
+    def test_newKeywordsAnnounced(self):
+        """
+        A keyword new to the folder is announced with FLAGS and
+        PERMANENTFLAGS before the FETCH that shows it, once, to this session
+        and, at its next command, to another; SELECT lists the folder's
+        keywords in both.
+        """
+        store_ = IMAPSession(messages=[message(b"one")]).store
+        a = IMAPSession(store=store_)
+        b = IMAPSession(store=store_)
+        a.select()
+        b.select()
+        flags = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work"
+        announce = (b"* FLAGS (" + flags + b")\r\n* OK [PERMANENTFLAGS (" + flags +
+                    b" \\*)] flags permitted\r\n")
+        self.assertEqual(a.command(b"x STORE 1 +FLAGS ($Work)"),
+                         announce + b"* 1 FETCH (FLAGS ($Work))\r\nx OK STORE completed\r\n")
+        self.assertNotIn(b"* FLAGS", a.command(b"y STORE 1 FLAGS ($Work \\Seen)"))
+        self.assertTrue(b.command(b"z NOOP").startswith(announce + b"* 1 FETCH (UID 1 FLAGS"))
+        self.assertIn(announce, b.command(b"w SELECT INBOX"))
+
     def test_expungeNotDuringFetch(self):
         """
         An expunge made elsewhere is not announced during FETCH, STORE or

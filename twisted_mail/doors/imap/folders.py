@@ -17,7 +17,6 @@ from twisted_mail.doors.imap.parser import Atom, BadCommand, String
 from twisted_mail.doors.imap.structure import quote
 
 _STATUS_ITEMS = frozenset(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"])
-_SYSTEM_FLAGS = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 
 
 def folderName(token):
@@ -121,13 +120,7 @@ class FolderCommands:
             self.state = "selected"
             info = [i for i in infos if i.name == view.name]
             uidNext = max([view.uidNext()] + [i.uidNext for i in info])
-            keywords = sorted({f for s in view.summaries for f in s.flags
-                               if not f.startswith("\\")})
-            flags = b" ".join([_SYSTEM_FLAGS] + [k.encode("ascii") for k in keywords])
-            lines = [
-                b"* FLAGS (" + flags + b")\r\n",
-                b"* OK [PERMANENTFLAGS (" + (b"" if readOnly else _SYSTEM_FLAGS + b" \\*")
-                + b")] flags permitted\r\n",
+            lines = view.flagsResponses() + [
                 b"* %d EXISTS\r\n" % len(view),
                 b"* 0 RECENT\r\n",
             ]

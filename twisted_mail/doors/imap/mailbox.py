@@ -16,6 +16,15 @@ import bisect
 from twisted_mail.doors.imap.fetch import formatFlags
 from twisted_mail.doors.imap.parser import BadCommand
 
+SYSTEM_FLAGS = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"
+
+
+def keywordsOf(flags):
+    """
+    The keywords (not system flags) among C{flags}.
+    """
+    return {f for f in flags if not f.startswith("\\")}
+
 
 class SelectedMailbox:
     """
@@ -26,6 +35,7 @@ class SelectedMailbox:
     @ivar readOnly: selected by EXAMINE.
     @ivar summaries: the messages shown, in sequence order (ascending UIDs).
     @ivar uids: their UIDs, in the same order.
+    @ivar keywords: the keywords the session has been told of (C{FLAGS}).
     """
 
     def __init__(self, folder, name, summaries, readOnly=False):
@@ -41,6 +51,7 @@ class SelectedMailbox:
         self._changed = {}
         self._expunged = set()
         self.gone = set()  # expunged elsewhere, not yet announced
+        self.keywords = frozenset().union(*(keywordsOf(s.flags) for s in self.summaries))
 
     def __len__(self):
         return len(self.summaries)
@@ -85,6 +96,35 @@ class SelectedMailbox:
             if "\\Seen" not in self.flagsAt(i):
                 return i + 1
         return None
+
+    # -- the flags the folder has
+
+    def flagsResponses(self):
+        """
+        The C{FLAGS} and C{PERMANENTFLAGS} responses: the system flags and
+        the keywords of the folder's messages (as Dovecot lists them; a
+        read-only session may change none).
+        """
+        flags = SYSTEM_FLAGS + b"".join(
+            b" " + k.encode("ascii") for k in sorted(self.keywords))
+        return [b"* FLAGS (" + flags + b")\r\n",
+                b"* OK [PERMANENTFLAGS (" + (b"" if self.readOnly else flags + b" \\*")
+                + b")] flags permitted\r\n"]
+
+    def newKeywords(self, flags):
+        """
+        Note the keywords among C{flags}.
+
+        @return: if some are new to the session, the C{FLAGS} and
+            C{PERMANENTFLAGS} responses that tell it of them (RFC 3501
+            7.2.6; Dovecot sends them before the FETCH that shows the
+            keyword), else nothing.
+        """
+        new = keywordsOf(flags) - self.keywords
+        if not new:
+            return []
+        self.keywords = self.keywords | new
+        return self.flagsResponses()
 
     # -- sequence sets
 
@@ -176,12 +216,16 @@ class SelectedMailbox:
         if allowExpunge and self._expunged:
             expunged, self._expunged = self._expunged, set()
             lines.extend(self.expunge(expunged))
+        announced = len(lines)
+        seen = set()
         if self._new:
             new = sorted(self._new.items())
             self._new = {}
             last = self.uids[-1] if self.uids else 0
             added = [s for uid, s in new if uid > last]
             if added:
+                for summary in added:
+                    seen |= summary.flags
                 self.summaries.extend(added)
                 self.uids.extend(s.uid for s in added)
                 self.recent.update(s.uid for s in added)
@@ -194,6 +238,8 @@ class SelectedMailbox:
                 if position is None or self.flagsAt(position) == flags:
                     continue
                 self._flags[uid] = flags
+                seen |= flags
                 lines.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (
                     position + 1, uid, formatFlags(flags, self.isRecent(position))))
+        lines[announced:announced] = self.newKeywords(seen)
         return lines

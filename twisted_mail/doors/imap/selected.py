@@ -232,6 +232,7 @@ class SelectedCommands:
             for p in positions:
                 present |= view.flagsAt(p)
             add, remove = flags, frozenset(present - flags)
+        before = {view.summaries[p].uid: view.flagsAt(p) for p in positions}
         d = view.folder.setFlags(ids, add, remove) if ids else defer.succeed([])
 
         def stored(changed):
@@ -242,15 +243,18 @@ class SelectedCommands:
                 position = view.positionOfUid(summary.uid)
                 if position is not None:
                     view.setFlags(position, summary.flags)
+            lines = view.newKeywords(add) if ids else []
             if not silent:
-                lines = []
                 for p in positions:
                     if p >= len(view):
                         continue
-                    uidPart = b"UID %d " % view.summaries[p].uid if uid else b""
+                    summary = view.summaries[p]
+                    if before.get(summary.uid) == view.flagsAt(p):
+                        continue  # unchanged: no FETCH, as Dovecot
+                    uidPart = b"UID %d " % summary.uid if uid else b""
                     lines.append(b"* %d FETCH (%sFLAGS %s)\r\n" % (
                         p + 1, uidPart, fetch.formatFlags(view.flagsAt(p), view.isRecent(p))))
-                self._write(b"".join(lines))
+            self._write(b"".join(lines))
             return ("OK", "STORE completed")
 
         return d.addCallback(stored)
