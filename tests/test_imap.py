@@ -456,6 +456,22 @@ class ChangeTests(SynchronousTestCase):
                          b"* 2 FETCH (FLAGS (\\Flagged))\r\nb OK STORE completed\r\n")
         self.assertEqual(s.command(b"c STORE 1 -FLAGS (\\Seen)"), b"c OK STORE completed\r\n")
 
+    def test_appendToSelectedFolder(self):
+        """
+        APPEND to the folder the session has selected answers EXISTS (and
+        RECENT) before its OK, as RFC 3501 6.3.11 asks and Dovecot does,
+        without waiting for the store's event (the spool's comes within 2
+        seconds); the event, when it comes, adds nothing.
+        """
+        s = IMAPSession(messages=[message(b"one")])
+        s.select()
+        events = []
+        self.patch(s.store._watchers, "announce", lambda userid, e: events.extend(e))
+        out = s.command(b"a APPEND INBOX {11+}\r\nSubject: x\r\n")
+        self.assertTrue(out.startswith(b"* 2 EXISTS\r\n* 1 RECENT\r\na OK [APPENDUID "), out)
+        s.protocol.view.eventReceived(events[0])
+        self.assertEqual(s.command(b"b NOOP"), b"b OK NOOP completed\r\n")
+
     def test_newKeywordsAnnounced(self):
         """
         A keyword new to the folder is announced with FLAGS and

@@ -288,6 +288,12 @@ class FolderCommands:
         d = store.appendMessage(userid, name, bytes(message), flags, arrived)
 
         def appended(summary):
+            view = self.view
+            if view is not None and view.name == name and summary is not None:
+                # RFC 3501 6.3.11: the session that has the folder selected
+                # is told at once (EXISTS before the tagged OK, as Dovecot),
+                # not when the store's event comes round.
+                view.eventReceived(model.MailEvent("message", name, summary=summary))
             return self.uidValidityOf(name).addCallback(
                 lambda validity: ("OK", "[APPENDUID {} {}] APPEND completed".format(
                     validity, summary.uid)))
