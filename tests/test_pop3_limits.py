@@ -36,8 +36,9 @@ class LimitTests(POP3TestCase):
         Lines ended by a bare LF are accepted.
         """
         c = self.connect()
-        c.protocol.dataReceived(b"NOOP\nCAPA\n")
-        self.assertTrue(c.output().startswith(b"+OK\r\n+OK capability list follows"))
+        c.protocol.dataReceived(b"STAT\nCAPA\n")
+        self.assertTrue(c.output().startswith(
+            b"-ERR log in first (USER and PASS)\r\n+OK capability list follows"))
 
     def test_idleTimeout(self):
         """
@@ -125,7 +126,7 @@ class STLSTests(POP3TestCase):
         c = self.connectTLS()
         self.assertEqual(c.command(b"STLS", b"USER bob", b"PASS x"),
                          b"+OK begin TLS negotiation\r\n")
-        self.assertEqual(c.command(b"NOOP"), b"+OK\r\n")
+        self.assertEqual(c.command(b"PASS x"), b"-ERR send USER first\r\n")
         self.assertEqual(c.command(b"STAT"), b"-ERR log in first (USER and PASS)\r\n")
 
     def test_stlsTwice(self):

@@ -73,7 +73,7 @@ _COMMANDS = {
         b"PASS": (0, None),  # the rest of the line
         b"STLS": (0, 0),
         b"QUIT": (0, 0),
-        b"NOOP": (0, 0),
+        # No NOOP: RFC 1939 allows it only once logged in (Dovecot too).
     },
     _TRANSACTION: {
         b"CAPA": (0, 0),
