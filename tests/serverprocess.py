@@ -644,6 +644,24 @@ class LineClient:
             return None
         return b"".join(line + b"\n" for line in lines)
 
+    def readAll(self, most=1000):
+        """
+        C{READM} until the mailbox is empty: the messages, as
+        L{readMessage} gives them.
+
+        @raise ClientError: if C{READM} failed otherwise than with
+            C{-ERR No More Mail}, or the mailbox held more than C{most}.
+        """
+        messages = []
+        while len(messages) <= most:
+            text = self.readMessage()
+            if text is None:
+                if self.lastStatus != b"-ERR No More Mail":
+                    raise ClientError("READM failed: {!r}".format(self.lastStatus))
+                return messages
+            messages.append(text)
+        raise ClientError("more than {} messages".format(most))
+
     def send(self, receiver, body):
         """
         Multi-line C{SEND}: the body (bytes, LF or CRLF line endings) is

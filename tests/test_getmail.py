@@ -145,15 +145,10 @@ class GetmailTestCase(SynchronousTestCase):
         """
         bob's messages, as READM gives them.
         """
-        messages = []
         with self.server.connect() as client:
             client.command(b"USER bob")
             self.assertTrue(client.command(b"PASS " + PASSWORD.encode()).startswith(b"+OK"))
-            while True:
-                message = client.readMessage()
-                if message is None:
-                    return messages
-                messages.append(message)
+            return client.readAll()
 
     def uidls(self):
         """

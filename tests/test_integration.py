@@ -108,22 +108,9 @@ class ServerTestCase(SynchronousTestCase):
                 client.command(b"ADDU " + user), b"+OK user " + user.lower() + b" created"
             )
 
-    def readAll(self, client):
-        """
-        READM until -ERR No More Mail; the messages as bytes.
-        """
-        messages = []
-        for _ in range(1000):
-            text = client.readMessage()
-            if text is None:
-                self.assertEqual(client.lastStatus, b"-ERR No More Mail")
-                return messages
-            messages.append(text)
-        self.fail("more than 1000 messages")
-
     def bodies(self, client, user):
         self.assertTrue(client.command(b"USER " + user).startswith(b"+OK"))
-        return [splitMessage(m)[1] for m in self.readAll(client)]
+        return [splitMessage(m)[1] for m in client.readAll()]
 
     def waitFor(self, condition, what, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -265,7 +252,7 @@ class CommandTests(ServerTestCase):
         c.sendall(b"multi\r\n.\r\n")
         self.assertEqual(c.readReply(), b"+OK message delivered to bob")
         self.assertEqual(c.command(b"USER bob"), b"+OK bob has 4 messages")
-        messages = self.readAll(c)
+        messages = c.readAll()
         self.assertEqual(
             [splitMessage(m)[1] for m in messages],
             [b"hello  there \n", TRICKY_BODY, b" leading space\n", b"multi\n"],
@@ -325,7 +312,7 @@ class CommandTests(ServerTestCase):
         self.assertIsNone(c.readMessage())
         self.assertEqual(c.command(b"DONEU"), b"+OK goodbye bob")
         self.assertEqual(c.command(b"USER bob"), b"+OK bob has 1 message")
-        self.assertEqual([splitMessage(m)[1] for m in self.readAll(c)], [b"one\n"])
+        self.assertEqual([splitMessage(m)[1] for m in c.readAll()], [b"one\n"])
 
     def test_sendToUnknownUser(self):
         """
@@ -536,7 +523,7 @@ class SpoolFileTests(ServerTestCase):
 
     def readUser(self, client, user):
         self.assertTrue(client.command(b"USER " + user).startswith(b"+OK"))
-        return self.readAll(client)
+        return client.readAll()
 
     def assertFileHolds(self, path, bodies):
         self.assertEqual([splitMessage(raw)[1] for _, raw in mboxMessages(path)], bodies)

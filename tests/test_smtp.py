@@ -1498,15 +1498,9 @@ class EndToEndTests(SynchronousTestCase):
         """
         The messages of C{userid}, read with READM over our line protocol.
         """
-        messages = []
         with self.server.connect() as client:
             self.assertTrue(client.command(b"USER " + userid).startswith(b"+OK"))
-            while True:
-                message = client.readMessage()
-                if message is None:
-                    self.assertEqual(client.lastStatus, b"-ERR No More Mail")
-                    return messages
-                messages.append(message)
+            return client.readAll()
 
     def mbox(self, userid):
         box = mailbox.mbox(os.path.join(self.spool, userid), create=False)

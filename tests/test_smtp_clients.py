@@ -180,18 +180,12 @@ class SwaksTestCase(SynchronousTestCase):
         """
         The messages of C{userid}, read with READM over the line protocol.
         """
-        messages = []
         with self.server.connect() as client:
             self.assertTrue(client.command(b"USER " + userid.encode()).startswith(b"+OK"))
             if self.passwords:
                 reply = client.command(b"PASS " + self.passwords[userid].encode())
                 self.assertTrue(reply.startswith(b"+OK"), reply)
-            while True:
-                message = client.readMessage()
-                if message is None:
-                    self.assertEqual(client.lastStatus, b"-ERR No More Mail")
-                    return messages
-                messages.append(message)
+            return client.readAll()
 
     def assertStored(self, stored, text, sender, recipient=None, with_=b"ESMTP"):
         """

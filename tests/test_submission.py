@@ -575,16 +575,11 @@ class EndToEndTests(SynchronousTestCase):
         The messages of C{userid}, read with READM over the line protocol
         after logging in.
         """
-        messages = []
         with self.server.connect() as client:
             self.assertTrue(client.command(b"USER " + userid).startswith(b"+OK"))
             reply = client.command(b"PASS " + userid + b" pw")
             self.assertTrue(reply.startswith(b"+OK"), reply)
-            while True:
-                message = client.readMessage()
-                if message is None:
-                    return messages
-                messages.append(message)
+            return client.readAll()
 
     def test_sendAndReadBack(self):
         """
