@@ -46,6 +46,16 @@ def missing(what, install):
     raise SkipTest("{} is not installed ({})".format(what, install))
 
 
+def unavailable(why):
+    """
+    Skip the calling test because of C{why} (a sentence: what it needs that
+    is not there), or, under CI, fail it, as L{missing} does.
+    """
+    if os.environ.get("CI"):
+        raise FailTest(why + " (CI must run this test)")
+    raise SkipTest(why)
+
+
 def needProgram(program, package):
     """
     L{missing} unless C{program} is on the C{PATH}.

@@ -6,7 +6,7 @@ import os
 
 from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
-from .programs import missing, needProgram, programEnvironment
+from .programs import missing, needProgram, programEnvironment, unavailable
 
 
 class ProgramEnvironmentTests(SynchronousTestCase):
@@ -53,3 +53,15 @@ class MissingTests(SynchronousTestCase):
         self.patch(os, "environ", {})
         e = self.assertRaises(SkipTest, missing, "schemathesis", "pip install -e '.[test]'")
         self.assertEqual(str(e), "schemathesis is not installed (pip install -e '.[test]')")
+
+    def test_unavailable(self):
+        """
+        What is not a program: the sentence saying why, skipped outside CI
+        and failed under it.
+        """
+        self.patch(os, "environ", {})
+        e = self.assertRaises(SkipTest, unavailable, "Dovecot needs root")
+        self.assertEqual(str(e), "Dovecot needs root")
+        self.patch(os, "environ", {"CI": "1"})
+        e = self.assertRaises(FailTest, unavailable, "Dovecot needs root")
+        self.assertEqual(str(e), "Dovecot needs root (CI must run this test)")
