@@ -35,6 +35,7 @@ TARGETS = (
     "passwords",
     "roundtrip",
     "imap",
+    "structure",
 )
 
 

@@ -98,6 +98,15 @@ class SeedCorpusTests(SynchronousTestCase):
         """The seeds' IMAP commands tokenize, and write back, as the grammar says."""
         self.replay("imap")
 
+    def test_structure(self):
+        """
+        The seeds' ENVELOPE and BODYSTRUCTURE read back as RFC 3501 writes
+        them; among them the findings: an empty part whose header reached
+        into the next delimiter's line end, and an address without a host
+        that a client would take for a group's start.
+        """
+        self.replay("structure")
+
 
 class HeaderFindingTests(SynchronousTestCase):
     def test_unterminatedLastLineChecked(self):

@@ -106,6 +106,20 @@ class StructureTests(SynchronousTestCase):
         self.assertEqual(structure.crlf(b"a\nb"), b"a\r\nb\r\n")
         self.assertEqual(structure.crlf(b"a\r\nb\n"), b"a\r\nb\r\n")
 
+    def test_emptyPart(self):
+        """
+        An empty part (a delimiter line right after the one before) has an
+        empty header and body: its header does not reach into the line end
+        of the next delimiter (found by the C{structure} fuzz target).
+        """
+        text = structure.crlf(b"Content-Type: multipart/mixed; boundary=b\n\n"
+                              b"--b\n\n--b\n\nsecond\n--b--\n")
+        entity = structure.Entity(text, 0, len(text))
+        part = entity.child(1)
+        self.assertEqual((part.headerBytes, part.body), (b"", b""))
+        self.assertEqual(part.headerFields([b"FROM"]), b"\r\n")
+        self.assertEqual(entity.child(2).body, b"second")
+
     def test_envelopeDefaults(self):
         """
         Sender and Reply-To default to From; missing fields are NIL.
@@ -146,10 +160,24 @@ class StructureTests(SynchronousTestCase):
             b"Bcc: \"Team A\": ;\nReply-To: \"x:y\" <a@b>\n\nbody\n")
         env = structure.envelope(structure.Entity(text, 0, len(text)))
         self.assertEqual(env, b'(NIL NIL NIL NIL (("x:y" NIL "a" "b")) '
-                              b'((NIL NIL "Undisclosed recipients" NIL) (NIL NIL NIL NIL)) '
-                              b'((NIL NIL "a" "b") (NIL NIL "Team" NIL) (NIL NIL "c" "d") '
-                              b'("E F" NIL "e" "f") (NIL NIL NIL NIL) (NIL NIL "g" "h")) '
-                              b'((NIL NIL "Team A" NIL) (NIL NIL NIL NIL)) NIL NIL)')
+                              b'((NIL NIL "Undisclosed recipients" NIL)(NIL NIL NIL NIL)) '
+                              b'((NIL NIL "a" "b")(NIL NIL "Team" NIL)(NIL NIL "c" "d")'
+                              b'("E F" NIL "e" "f")(NIL NIL NIL NIL)(NIL NIL "g" "h")) '
+                              b'((NIL NIL "Team A" NIL)(NIL NIL NIL NIL)) NIL NIL)')
+
+    def test_envelopeMissingParts(self):
+        """
+        An address without a domain or a mailbox names what it lacks, as
+        Dovecot does: a NIL host would make it a group's start marker, and
+        a client would read the addresses after it as the group's members.
+        Addresses follow one another without a space (C{1*address}).
+        """
+        text = structure.crlf(b"To: bob\nCc: undisclosed, carol@x.org\n"
+                              b"Bcc: Al <>\n\nbody\n")
+        env = structure.envelope(structure.Entity(text, 0, len(text)))
+        self.assertEqual(env, b'(NIL NIL NIL NIL NIL ((NIL NIL "bob" "MISSING_DOMAIN")) '
+                              b'((NIL NIL "undisclosed" "MISSING_DOMAIN")(NIL NIL "carol" "x.org")) '
+                              b'(("Al" NIL "MISSING_MAILBOX" "MISSING_DOMAIN")) NIL NIL)')
 
     def test_textWithoutCharset(self):
         """

@@ -17,6 +17,11 @@ from email import policy
 #: Parts nested deeper than this are shown as leaves (a hostile message).
 MAX_NESTING = 40
 
+#: What an ENVELOPE address shows for the part of an address its header
+#: lacks (C{To: bob}, C{To: Al <>}), as Dovecot shows it: never NIL.
+MISSING_MAILBOX = b"MISSING_MAILBOX"
+MISSING_DOMAIN = b"MISSING_DOMAIN"
+
 #: At most this many parts in one multipart are shown.
 MAX_CHILDREN = 1000
 
@@ -51,7 +56,7 @@ def _headerEnd(text, start, end):
     Where the header section of the entity at C{text[start:end]} ends (just
     past its blank line), and where its body starts.
     """
-    if text.startswith(b"\r\n", start):
+    if text.startswith(b"\r\n", start, end):
         return start + 2
     blank = text.find(b"\r\n\r\n", start, end)
     if blank == -1:
@@ -310,16 +315,21 @@ def _addresses(entity, name):
                 continue
             mailbox, at, host = address.rpartition("@")
             if not at:
-                mailbox, host = address, None
+                mailbox, host = address, ""
+            # A NIL host would make the address a group's start marker
+            # (RFC 3501 7.4.2), and the client would read the addresses
+            # after it as the group's: what is missing is named, as Dovecot
+            # names it.
             out.append(_list([
                 quote(_raw(display) or None),
                 b"NIL",
-                quote(_raw(mailbox)),
-                quote(_raw(host) if host else None),
+                quote(_raw(mailbox) or MISSING_MAILBOX),
+                quote(_raw(host) or MISSING_DOMAIN),
             ]))
         if group is not None:
             out.append(b"(NIL NIL NIL NIL)")
-    return _list(out) if out else None
+    # env-to = "(" 1*address ")": no space between addresses.
+    return b"(" + b"".join(out) + b")" if out else None
 
 
 def _groups(value):
