@@ -36,6 +36,7 @@ TARGETS = (
     "roundtrip",
     "imap",
     "structure",
+    "smtp_ingress",
 )
 
 

@@ -107,6 +107,15 @@ class SeedCorpusTests(SynchronousTestCase):
         """
         self.replay("structure")
 
+    def test_smtpIngress(self):
+        """
+        The seeds' SMTP transactions are stored as sent, after our headers;
+        among them the findings: a sender's NUL and 8-bit bytes echoed into
+        the 553 line, and a Date: after an obsolete-syntax field that the
+        reader does not see (so none was added).
+        """
+        self.replay("smtp_ingress")
+
 
 class HeaderFindingTests(SynchronousTestCase):
     def test_unterminatedLastLineChecked(self):

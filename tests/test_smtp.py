@@ -44,6 +44,7 @@ from twisted_mail.doors.smtp import (
     makeSMTPFactory,
 )
 from twisted_mail.doors.connections import loadTLSContextFactory
+from twisted_mail.mail.mime import parseMessage
 from twisted_mail.stores.memory import MemoryStore
 
 DOMAIN = "example.org"
@@ -414,6 +415,23 @@ class DeliveryTests(SMTPTestCase):
         self.assertEqual(sum(h.lower().startswith(b"message-id:") for h in headers), 1)
         self.assertTrue(stored.endswith(text))
 
+    def test_headersAfterAnObsoleteField(self):
+        """
+        A Date: or Message-ID: after a field of the obsolete kind (white
+        space before its colon) is not there for the one reader, whose
+        header section ends at that field: the message gets its own, and
+        is kept as sent (found by the C{smtp_ingress} fuzz target).
+        """
+        client = self.connect()
+        text = (b"Subject : hi\n"
+                b"Date: Mon, 1 Jun 2026 10:00:00 +0200\n"
+                b"Message-ID: <given@elsewhere.example>\n\nbody\n")
+        client.mail(b"alice@elsewhere.example", [b"bob@example.org"], text)
+        [stored] = self.store.messages("bob")
+        self.assertTrue(stored.endswith(b"\n" + text))
+        headers = {name.lower() for name, _ in parseMessage(stored).headers}
+        self.assertTrue({"date", "message-id"} <= headers, headers)
+
     def test_messageWithoutHeaders(self):
         """
         A message that starts with text and not headers is kept apart from
@@ -714,6 +732,18 @@ class SizeTests(SMTPTestCase):
             ),
             [501, 501, 555, 250, 555],
         )
+
+    def test_eightBitSenderNotEchoed(self):
+        """
+        A sender that is not ASCII is refused with 553, and the reply shows
+        its bytes that are not printable ASCII as C{?}: a NUL or 8-bit
+        byte of the client's is not echoed into the reply line (found by
+        the C{smtp_ingress} fuzz target).
+        """
+        client = self.connect()
+        self.assertEqual(client.send(b"MAIL FROM:<\"a\x00\xff\"@b.example>\r\n"), [
+            (553, b'Cannot receive from specified address <"a??"@b.example>: '
+                  b"the address must be ASCII (no SMTPUTF8 here)")])
 
     def test_tooLargeWhileReceiving(self):
         """

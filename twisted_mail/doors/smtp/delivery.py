@@ -43,6 +43,10 @@ DELIVERY_CONCURRENCY = 4
 # A header field line: a name of printable ASCII other than ":", then ":"
 # (RFC 5322; obsolete syntax allows white space before the colon).
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# One without that white space: the only kind the one reader
+# (twisted_mail.mail.mime, the email package) takes for a field; its header
+# section ends at the first line of the obsolete kind.
+_STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 # Bytes that are not printable ASCII (nor a space).
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
 # Bytes of client-supplied text we do not copy into a Received: header.
@@ -70,6 +74,19 @@ def returnPathHeader(sender):
     """
     address = _UNPRINTABLE.sub(b"?", sender.encode("ascii", "replace"))
     return b"Return-Path: <" + address + b">\n"
+
+
+def _badSender(origin, code, text):
+    """
+    An L{smtp.SMTPBadSender} for C{origin}, whose reply (Twisted writes
+    C{Cannot receive from specified address <...>: text}) shows each byte of
+    the address that is not printable ASCII as C{?}: a client's NUL or
+    8-bit bytes are not echoed into the reply line.
+    """
+    refusal = smtp.SMTPBadSender(origin, code, text)
+    refusal.addr.local = _UNPRINTABLE.sub(b"?", refusal.addr.local)
+    refusal.addr.domain = _UNPRINTABLE.sub(b"?", refusal.addr.domain)
+    return refusal
 
 
 def _peerLiteral(transport):
@@ -235,9 +252,7 @@ class StoreDelivery:
         try:
             sender = bytes(origin).decode("ascii")
         except UnicodeDecodeError:
-            raise smtp.SMTPBadSender(
-                origin, 553, "the address must be ASCII (no SMTPUTF8 here)"
-            )
+            raise _badSender(origin, 553, "the address must be ASCII (no SMTPUTF8 here)")
         if self.submitter is not None and not self._isSubmitter(origin):
             log.warn(
                 "refused sender {sender} from {user} (from {peer})",
@@ -245,11 +260,8 @@ class StoreDelivery:
                 user=self.submitter,
                 peer=self._peer,
             )
-            raise smtp.SMTPBadSender(
-                origin,
-                553,
-                "you may send only as {}@{}".format(self.submitter, self.domain),
-            )
+            raise _badSender(
+                origin, 553, "you may send only as {}@{}".format(self.submitter, self.domain))
         self._transaction = _Transaction(self, helo[0] if helo else None, sender)
         return origin
 
@@ -398,6 +410,9 @@ class StoreMessage:
         # missing and to keep a blank line between headers and body.
         self._inHeaders = True
         self._sawField = False
+        # Whether every field so far is one the one reader takes as such:
+        # a Date: or Message-ID: after one it does not is not seen.
+        self._strict = True
         self._hasDate = False
         self._hasMessageId = False
         self._bodyStartsAt = None
@@ -469,11 +484,17 @@ class StoreMessage:
             self._bodyStartsAt = self._stored
             return
         self._sawField = True
+        self._strict = self._strict and _STRICT_FIELD.match(line) is not None
         name = match.group(1).lower()
         self._inAuthor = name in (b"from", b"sender")
         if self._inAuthor:
             self._hasFrom = self._hasFrom or name == b"from"
             self._authors.append(line[match.end():].strip())
+        if not self._strict:
+            # What the mail programs read (Dovecot takes the obsolete kind
+            # too) still counts as an author above; a Date: or Message-ID:
+            # here would be missing for the web, the API and the console.
+            return
         if name == b"date":
             self._hasDate = True
         elif name == b"message-id":
