@@ -472,6 +472,24 @@ class ChangeTests(SynchronousTestCase):
         s.protocol.view.eventReceived(events[0])
         self.assertEqual(s.command(b"b NOOP"), b"b OK NOOP completed\r\n")
 
+    def test_appendedAndExpungedNotShownAgain(self):
+        """
+        A message the session APPENDed and then expunged itself is not shown
+        again when the store's event for its delivery comes late (the
+        spool's may): no second EXISTS, no message back from the dead.
+        """
+        s = IMAPSession(messages=[message(b"one")])
+        s.select()
+        events = []
+        self.patch(s.store._watchers, "announce", lambda userid, e: events.extend(e))
+        s.command(b"a APPEND INBOX (\\Deleted) {11+}\r\nSubject: x\r\n")
+        self.assertIn(b"* 2 EXPUNGE\r\n", s.command(b"b EXPUNGE"))
+        for event in events:
+            if event.kind == "message":
+                s.protocol.view.eventReceived(event)
+        self.assertEqual(s.command(b"c NOOP"), b"c OK NOOP completed\r\n")
+        self.assertEqual(len(s.protocol.view), 1)
+
     def test_newKeywordsAnnounced(self):
         """
         A keyword new to the folder is announced with FLAGS and

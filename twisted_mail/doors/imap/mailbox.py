@@ -51,6 +51,11 @@ class SelectedMailbox:
         self._changed = {}
         self._expunged = set()
         self.gone = set()  # expunged elsewhere, not yet announced
+        # The highest UID this session has shown, expunged or not: UIDs only
+        # grow, so a "message" event at or below it is one shown already
+        # (APPEND shows its own at once; the store's event may come after
+        # the session has expunged it).
+        self._shownUpTo = self.uids[-1] if self.uids else 0
         self.keywords = frozenset().union(*(keywordsOf(s.flags) for s in self.summaries))
 
     def __len__(self):
@@ -168,8 +173,7 @@ class SelectedMailbox:
             return
         uid = event.uid
         if event.kind == "message" and event.summary is not None:
-            if uid not in self._new and self.positionOfUid(uid) is None and (
-                    not self.uids or uid > self.uids[-1]):
+            if uid not in self._new and uid > self._shownUpTo:
                 self._new[uid] = event.summary
         elif event.kind == "flags" and event.summary is not None:
             if uid in self._new:
@@ -221,9 +225,9 @@ class SelectedMailbox:
         if self._new:
             new = sorted(self._new.items())
             self._new = {}
-            last = self.uids[-1] if self.uids else 0
-            added = [s for uid, s in new if uid > last]
+            added = [s for uid, s in new if uid > self._shownUpTo]
             if added:
+                self._shownUpTo = added[-1].uid
                 for summary in added:
                     seen |= summary.flags
                 self.summaries.extend(added)
