@@ -97,6 +97,21 @@ def checkReplies(output):
     return replies
 
 
+def finish(proto, transport, clock, failures):
+    """
+    End a session as the client's going (or the idle timeout) ends it, and
+    read its replies: each well-formed (L{checkReplies}), no failure
+    logged, no "internal error".
+    """
+    if not transport.disconnecting:
+        clock.advance(61)
+    proto.connectionLost(None)
+    failures.assertNone()
+    output = transport.value()
+    assert b"internal error" not in output, output
+    return checkReplies(output)
+
+
 def checkSession(stream):
     _failures.clear()
     store = MemoryStore(domain="example.org", clock=lambda: 1785000000)
@@ -115,13 +130,7 @@ def checkSession(stream):
     assert not proto._paused, "the server is waiting for nothing"
     authenticated = proto.authenticated
     user = proto.authenticatedUser
-    if not transport.disconnecting:
-        clock.advance(61)
-    proto.connectionLost(None)
-    _failures.assertNone()
-    output = transport.value()
-    assert b"internal error" not in output, output
-    replies = checkReplies(output)
+    replies = finish(proto, transport, clock, _failures)
     assert replies[0][0] == b"220", replies[0]
     assert bool(authenticated) == bool(checker.granted), (authenticated, checker.granted)
     assert not authenticated or user == "bob", user
