@@ -441,16 +441,41 @@ class FolderPageTests(BrowserMixin, SynchronousTestCase):
                 return element
         return None
 
+    def fresh(self, act, tries=5):
+        """
+        C{act()}, again (a few times) if the element it found was drawn
+        again before it was used (a stale element: the page draws its lists
+        again whenever an event comes).
+        """
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for _ in range(tries - 1):
+            try:
+                return act()
+            except StaleElementReferenceException:
+                pass
+        return act()
+
+    # The page draws its lists again whenever an event comes: the next two
+    # read the page in one script, not element by element, so that a list
+    # drawn again between two reads (a stale element) cannot fail them.
+
     def classes(self, subject):
-        element = self.item(subject)
-        return (element.get_attribute("class") or "").split() if element else None
+        return self.driver.execute_script("""
+            for (const li of document.querySelectorAll("#message-list li")) {
+                const s = li.querySelector(".subject");
+                if (s && s.textContent === arguments[0])
+                    return (li.getAttribute("class") || "").split(/\\s+/).filter(Boolean);
+            }
+            return null;""", subject)
 
     def unseen(self, folder="INBOX"):
-        found = self.css('#folder-list li[data-folder="{}"]'.format(folder))
-        if not found:
-            return None
-        counts = found[0].find_elements("css selector", ".unseen")
-        return int(counts[0].text) if counts else 0
+        return self.driver.execute_script("""
+            const li = Array.from(document.querySelectorAll("#folder-list li"))
+                .find(e => e.dataset.folder === arguments[0]);
+            if (!li) return null;
+            const count = li.querySelector(".unseen");
+            return count ? parseInt(count.textContent, 10) : 0;""", folder)
 
     def flags(self, msgid, folder="INBOX"):
         status, page = self.api("GET", "/users/alice/messages?folder=" + folder)
@@ -472,12 +497,12 @@ class FolderPageTests(BrowserMixin, SynchronousTestCase):
         self.waitFor(lambda: self.unseen() == unread, "INBOX with its unread count")
         self.assertIn("unread", self.classes("Stays unread"))
         self.assertIn("unread", self.classes("Read me"))
-        weight = self.item("Read me").find_element("css selector", ".subject").value_of_css_property(
-            "font-weight")
+        weight = self.fresh(lambda: self.item("Read me").find_element(
+            "css selector", ".subject").value_of_css_property("font-weight"))
         self.assertEqual(weight, "700")
         self.assertEqual(self.unseen("Sent"), 0)
 
-        self.item("Read me").find_element("css selector", "a").click()
+        self.fresh(lambda: self.item("Read me").find_element("css selector", "a").click())
         self.waitFor(lambda: self.css("#message-subject")[0].text == "Read me", "the message")
         self.waitFor(lambda: "unread" not in self.classes("Read me") and
                      self.unseen() == unread - 1, "the message read and counted so")
