@@ -331,7 +331,10 @@ KEPT_HEADERS = frozenset(
 #: server up for no mail anyone writes.
 MAX_HEADER_SECTION = 256 * 1024
 
-_HEADER_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+#: A header field line as the one reader (the C{email} package) takes it: a
+#: name of printable ASCII other than C{:}, then C{:} with no white space
+#: before it (RFC 5322's obsolete syntax allows some; the reader does not).
+HEADER_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
 def _isKept(name):
@@ -407,7 +410,7 @@ def parseHeaderSection(head):
                 raise MalformedMessage("the first header line is a continuation")
             name, text = fields[-1]
             fields[-1] = (name, text + line + b"\n")
-        elif _HEADER_FIELD.match(line):
+        elif HEADER_FIELD.match(line):
             fields.append((line.split(b":", 1)[0], line + b"\n"))
         else:
             raise MalformedMessage("not a header line: " + escapeControls(line.decode("utf-8", "replace"), keep="", limit=40))

@@ -28,7 +28,7 @@ from twisted.mail import smtp
 from zope.interface import implementer
 
 from twisted_mail import errors, wire
-from twisted_mail.mail.message import appendLine, perSecond
+from twisted_mail.mail.message import HEADER_FIELD, appendLine, perSecond
 
 log = Logger()
 
@@ -43,10 +43,6 @@ DELIVERY_CONCURRENCY = 4
 # A header field line: a name of printable ASCII other than ":", then ":"
 # (RFC 5322; obsolete syntax allows white space before the colon).
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-# One without that white space: the only kind the one reader
-# (twisted_mail.mail.mime, the email package) takes for a field; its header
-# section ends at the first line of the obsolete kind.
-_STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 # Bytes that are not printable ASCII (nor a space).
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
 # Bytes of client-supplied text we do not copy into a Received: header.
@@ -484,7 +480,9 @@ class StoreMessage:
             self._bodyStartsAt = self._stored
             return
         self._sawField = True
-        self._strict = self._strict and _STRICT_FIELD.match(line) is not None
+        # The one reader's header section ends at the first field of the
+        # obsolete kind (HEADER_FIELD does not match it).
+        self._strict = self._strict and HEADER_FIELD.match(line) is not None
         name = match.group(1).lower()
         self._inAuthor = name in (b"from", b"sender")
         if self._inAuthor:
